@@ -1,0 +1,17 @@
+# Compiler settings for the project's own targets, kept on INTERFACE targets so that consumers of the
+# installed package do not inherit them.
+add_library(kws_warnings INTERFACE)
+target_compile_options(kws_warnings INTERFACE -Wall -Wextra -Wpedantic)
+if(KWS_WERROR)
+  target_compile_options(kws_warnings INTERFACE -Werror)
+endif()
+
+add_library(kws_sanitizers INTERFACE)
+if(KWS_SANITIZE)
+  target_compile_options(kws_sanitizers INTERFACE -fsanitize=address,undefined -fno-sanitize-recover=undefined
+                                                  -fno-omit-frame-pointer)
+  target_link_options(kws_sanitizers INTERFACE -fsanitize=address,undefined)
+endif()
+
+add_library(kws_project_options INTERFACE)
+target_link_libraries(kws_project_options INTERFACE kws_warnings kws_sanitizers)

@@ -1,0 +1,192 @@
+// kws::connection: a WebSocket connection to a Kafka broker that Kafka code can use like a TCP socket.
+#pragma once
+
+#include <kws/detail/connection_impl.hpp>
+
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/system/system_error.hpp>
+
+#include <memory>
+#include <utility>
+
+namespace kws {
+
+/// WebSocket close codes the shim uses (RFC 6455, section 7.4.1).
+enum class close_code : std::uint16_t { normal = 1000, going_away = 1001, protocol_error = 1002, too_big = 1009 };
+
+/// A WebSocket connection carrying Kafka frames, one binary message per frame, size header included.
+///
+/// As a byte stream it models Asio's SyncReadStream, SyncWriteStream, AsyncReadStream and AsyncWriteStream:
+/// - writes take any chunking; each complete frame leaves as one binary message, and the bytes of an
+///   unfinished frame are held (and reported as written) until the rest arrives;
+/// - reads return the bytes of received messages in order, a message larger than the buffer across reads.
+/// It also offers whole-frame reads and writes (`read_frame`, `write_frame`), which the proxy uses. Do not
+/// mix the two kinds of reads on one connection.
+///
+/// As with an Asio socket: at most one read and one write operation at a time, a close counts as a write,
+/// and all calls happen on the connection's executor (or, with a multi-threaded context, its strand).
+class connection {
+ public:
+  using executor_type = boost::asio::any_io_executor;
+
+  connection() = default;
+  explicit connection(std::unique_ptr<detail::connection_impl> impl) noexcept : impl_(std::move(impl)) {}
+  connection(connection&&) noexcept = default;
+  connection& operator=(connection&&) noexcept = default;
+  ~connection() = default;
+
+  executor_type get_executor() const { return impl_->get_executor(); }
+  bool is_open() const { return impl_ && impl_->is_open(); }
+  /// The URL this connection was dialled at.
+  const std::string& url() const { return impl_->url(); }
+  std::size_t max_frame_bytes() const { return impl_->max_frame_bytes(); }
+  /// Bytes of a partly written frame that wait for the rest of that frame.
+  std::size_t pending_write_bytes() const { return impl_->pending_write_bytes(); }
+
+  // ---- byte stream ------------------------------------------------------------------------------------
+
+  template <class MutableBufferSequence>
+  std::size_t read_some(const MutableBufferSequence& buffers, boost::system::error_code& ec) {
+    ec.clear();
+    if (boost::asio::buffer_size(buffers) == 0) return 0;
+    if (impl_->readable().empty()) {
+      impl_->fill(ec);
+      if (ec) return 0;
+    }
+    return take_readable(*impl_, buffers);
+  }
+
+  template <class MutableBufferSequence>
+  std::size_t read_some(const MutableBufferSequence& buffers) {
+    boost::system::error_code ec;
+    const auto n = read_some(buffers, ec);
+    if (ec) throw boost::system::system_error(ec, "kws::connection::read_some");
+    return n;
+  }
+
+  template <class ConstBufferSequence>
+  std::size_t write_some(const ConstBufferSequence& buffers, boost::system::error_code& ec) {
+    ec.clear();
+    std::size_t total = 0;
+    for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers);
+         ++it) {
+      const boost::asio::const_buffer piece(*it);
+      total += impl_->write_some(piece, ec);
+      if (ec) break;
+    }
+    return total;
+  }
+
+  template <class ConstBufferSequence>
+  std::size_t write_some(const ConstBufferSequence& buffers) {
+    boost::system::error_code ec;
+    const auto n = write_some(buffers, ec);
+    if (ec) throw boost::system::system_error(ec, "kws::connection::write_some");
+    return n;
+  }
+
+  template <class MutableBufferSequence, class CompletionToken>
+  auto async_read_some(const MutableBufferSequence& buffers, CompletionToken&& token) {
+    enum class state { start, filled };
+    return boost::asio::async_compose<CompletionToken, void(boost::system::error_code, std::size_t)>(
+        [impl = impl_.get(), buffers, st = state::start](auto& self, boost::system::error_code ec = {}) mutable {
+          if (st == state::start) {
+            st = state::filled;
+            if (boost::asio::buffer_size(buffers) == 0 || !impl->readable().empty()) {
+              // Data is at hand: complete through the executor, never inside the initiating call.
+              return boost::asio::post(impl->get_executor(), std::move(self));
+            }
+            return impl->async_fill(std::move(self));
+          }
+          if (ec) return self.complete(ec, 0);
+          self.complete(ec, take_readable(*impl, buffers));
+        },
+        token, impl_->get_executor());
+  }
+
+  template <class ConstBufferSequence, class CompletionToken>
+  auto async_write_some(const ConstBufferSequence& buffers, CompletionToken&& token) {
+    // Only the first non-empty buffer is taken; async_write loops over the rest, as with sockets.
+    boost::asio::const_buffer first;
+    for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers);
+         ++it) {
+      first = boost::asio::const_buffer(*it);
+      if (first.size() != 0) break;
+    }
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::size_t)>(
+        [](auto handler, detail::connection_impl* impl, boost::asio::const_buffer piece) {
+          impl->async_write_some(piece, std::move(handler));
+        },
+        token, impl_.get(), first);
+  }
+
+  // ---- whole frames -----------------------------------------------------------------------------------
+
+  /// Reads the next message, appends it to `out` after checking it is one well-formed Kafka frame, and
+  /// returns its length (size header included).
+  std::size_t read_frame(boost::beast::flat_buffer& out, boost::system::error_code& ec) {
+    return impl_->read_frame(out, ec);
+  }
+
+  template <class CompletionToken>
+  auto async_read_frame(boost::beast::flat_buffer& out, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::size_t)>(
+        [](auto handler, detail::connection_impl* impl, boost::beast::flat_buffer* buf) {
+          impl->async_read_frame(*buf, std::move(handler));
+        },
+        token, impl_.get(), &out);
+  }
+
+  /// Sends one whole frame (size header included) as one binary message; the frame is checked first.
+  void write_frame(boost::asio::const_buffer frame, boost::system::error_code& ec) {
+    impl_->write_frame(frame, ec);
+  }
+
+  template <class CompletionToken>
+  auto async_write_frame(boost::asio::const_buffer frame, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::size_t)>(
+        [](auto handler, detail::connection_impl* impl, boost::asio::const_buffer f) {
+          impl->async_write_frame(f, std::move(handler));
+        },
+        token, impl_.get(), frame);
+  }
+
+  // ---- closing ----------------------------------------------------------------------------------------
+
+  /// Sends a WebSocket close and waits for the peer's. A partly written frame is dropped.
+  void close(boost::system::error_code& ec, close_code code = close_code::normal) {
+    impl_->close(static_cast<std::uint16_t>(code), ec);
+  }
+  void close(close_code code = close_code::normal) {
+    boost::system::error_code ec;
+    close(ec, code);
+    if (ec) throw boost::system::system_error(ec, "kws::connection::close");
+  }
+
+  template <class CompletionToken>
+  auto async_close(close_code code, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+        [](auto handler, detail::connection_impl* impl, std::uint16_t c) { impl->async_close(c, std::move(handler)); },
+        token, impl_.get(), static_cast<std::uint16_t>(code));
+  }
+
+  /// Closes the underlying socket at once; pending operations complete with operation_aborted.
+  void abort() noexcept {
+    if (impl_) impl_->abort();
+  }
+
+ private:
+  template <class MutableBufferSequence>
+  static std::size_t take_readable(detail::connection_impl& impl, const MutableBufferSequence& buffers) {
+    const auto avail = impl.readable();
+    const auto n = boost::asio::buffer_copy(buffers, boost::asio::buffer(avail.data(), avail.size()));
+    impl.consume(n);
+    return n;
+  }
+
+  std::unique_ptr<detail::connection_impl> impl_;
+};
+
+}  // namespace kws

@@ -1,0 +1,52 @@
+// The type-erased core of kws::connection. The Beast stream (plain or TLS) lives behind this interface in
+// src/connection.cpp, so Beast's templates are instantiated in one translation unit only.
+#pragma once
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+
+namespace kws::detail {
+
+using io_handler = boost::asio::any_completion_handler<void(boost::system::error_code, std::size_t)>;
+using done_handler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
+
+class connection_impl {
+ public:
+  virtual ~connection_impl() = default;
+
+  virtual boost::asio::any_io_executor get_executor() = 0;
+  virtual bool is_open() const = 0;
+  virtual const std::string& url() const = 0;
+  virtual std::size_t max_frame_bytes() const = 0;
+  virtual std::size_t pending_write_bytes() const = 0;
+
+  // Byte-stream reads: the unread rest of the current message, and how to get the next one.
+  virtual std::span<const unsigned char> readable() const = 0;
+  virtual void consume(std::size_t n) = 0;
+  virtual void fill(boost::system::error_code& ec) = 0;
+  virtual void async_fill(done_handler handler) = 0;
+
+  // Byte-stream writes of one contiguous piece.
+  virtual std::size_t write_some(boost::asio::const_buffer in, boost::system::error_code& ec) = 0;
+  virtual void async_write_some(boost::asio::const_buffer in, io_handler handler) = 0;
+
+  // Whole frames.
+  virtual std::size_t read_frame(boost::beast::flat_buffer& out, boost::system::error_code& ec) = 0;
+  virtual void async_read_frame(boost::beast::flat_buffer& out, io_handler handler) = 0;
+  virtual void write_frame(boost::asio::const_buffer frame, boost::system::error_code& ec) = 0;
+  virtual void async_write_frame(boost::asio::const_buffer frame, io_handler handler) = 0;
+
+  virtual void close(std::uint16_t code, boost::system::error_code& ec) = 0;
+  virtual void async_close(std::uint16_t code, done_handler handler) = 0;
+  virtual void abort() noexcept = 0;
+};
+
+}  // namespace kws::detail

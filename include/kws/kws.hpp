@@ -1,0 +1,8 @@
+// Umbrella header of the kafka-websocket-shim library.
+#pragma once
+
+#include <kws/address.hpp>
+#include <kws/connection.hpp>
+#include <kws/dialer.hpp>
+#include <kws/errc.hpp>
+#include <kws/frame.hpp>
