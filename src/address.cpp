@@ -75,7 +75,9 @@ std::string ws_url::authority() const {
   return out;
 }
 
-std::string ws_url::str() const { return (secure ? "wss://" : "ws://") + authority() + target; }
+std::string ws_url::str() const {
+  return (secure ? "wss://" : "ws://") + authority() + target;
+}
 
 ws_url parse_address(std::string_view address, bool tls, boost::system::error_code& ec) {
   ec.clear();
@@ -99,7 +101,8 @@ ws_url parse_address(std::string_view address, bool tls, boost::system::error_co
   }
 
   std::string scheme(address.substr(0, scheme_end));
-  std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::tolower(c); });
+  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                 [](unsigned char c) { return std::tolower(c); });
   if (scheme == "ws") {
     url.secure = false;
   } else if (scheme == "wss") {

@@ -11,9 +11,9 @@
 namespace kws {
 
 struct ws_url {
-  bool secure = false;     ///< wss
-  std::string host;        ///< without IPv6 brackets
-  std::uint16_t port = 0;  ///< explicit, or 80/443 from the scheme of a URL
+  bool secure = false;       ///< wss
+  std::string host;          ///< without IPv6 brackets
+  std::uint16_t port = 0;    ///< explicit, or 80/443 from the scheme of a URL
   std::string target = "/";  ///< path and query, always starting with '/'
 
   /// `host:port` as the HTTP Host header and logs want it (IPv6 in brackets).

@@ -14,7 +14,12 @@
 namespace kws {
 
 /// WebSocket close codes the shim uses (RFC 6455, section 7.4.1).
-enum class close_code : std::uint16_t { normal = 1000, going_away = 1001, protocol_error = 1002, too_big = 1009 };
+enum class close_code : std::uint16_t {
+  normal = 1000,
+  going_away = 1001,
+  protocol_error = 1002,
+  too_big = 1009
+};
 
 /// A WebSocket connection carrying Kafka frames, one binary message per frame, size header included.
 ///
@@ -70,8 +75,8 @@ class connection {
   std::size_t write_some(const ConstBufferSequence& buffers, boost::system::error_code& ec) {
     ec.clear();
     std::size_t total = 0;
-    for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers);
-         ++it) {
+    for (auto it = boost::asio::buffer_sequence_begin(buffers);
+         it != boost::asio::buffer_sequence_end(buffers); ++it) {
       const boost::asio::const_buffer piece(*it);
       total += impl_->write_some(piece, ec);
       if (ec) break;
@@ -91,14 +96,16 @@ class connection {
   auto async_read_some(const MutableBufferSequence& buffers, CompletionToken&& token) {
     enum class state { start, filled };
     return boost::asio::async_compose<CompletionToken, void(boost::system::error_code, std::size_t)>(
-        [impl = impl_.get(), buffers, st = state::start](auto& self, boost::system::error_code ec = {}) mutable {
+        [impl = impl_.get(), buffers, st = state::start](auto& self,
+                                                         boost::system::error_code ec = {}) mutable {
           if (st == state::start) {
             st = state::filled;
             if (boost::asio::buffer_size(buffers) == 0 || !impl->readable().empty()) {
               // Data is at hand: complete through the executor, never inside the initiating call.
               return boost::asio::post(impl->get_executor(), std::move(self));
             }
-            return impl->async_fill(std::move(self));
+            return impl->async_fill(detail::erase_handler<void(boost::system::error_code)>(
+                std::move(self), impl->get_executor()));
           }
           if (ec) return self.complete(ec, 0);
           self.complete(ec, take_readable(*impl, buffers));
@@ -110,14 +117,15 @@ class connection {
   auto async_write_some(const ConstBufferSequence& buffers, CompletionToken&& token) {
     // Only the first non-empty buffer is taken; async_write loops over the rest, as with sockets.
     boost::asio::const_buffer first;
-    for (auto it = boost::asio::buffer_sequence_begin(buffers); it != boost::asio::buffer_sequence_end(buffers);
-         ++it) {
+    for (auto it = boost::asio::buffer_sequence_begin(buffers);
+         it != boost::asio::buffer_sequence_end(buffers); ++it) {
       first = boost::asio::const_buffer(*it);
       if (first.size() != 0) break;
     }
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::size_t)>(
         [](auto handler, detail::connection_impl* impl, boost::asio::const_buffer piece) {
-          impl->async_write_some(piece, std::move(handler));
+          impl->async_write_some(piece, detail::erase_handler<void(boost::system::error_code, std::size_t)>(
+                                            std::move(handler), impl->get_executor()));
         },
         token, impl_.get(), first);
   }
@@ -134,7 +142,8 @@ class connection {
   auto async_read_frame(boost::beast::flat_buffer& out, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::size_t)>(
         [](auto handler, detail::connection_impl* impl, boost::beast::flat_buffer* buf) {
-          impl->async_read_frame(*buf, std::move(handler));
+          impl->async_read_frame(*buf, detail::erase_handler<void(boost::system::error_code, std::size_t)>(
+                                           std::move(handler), impl->get_executor()));
         },
         token, impl_.get(), &out);
   }
@@ -148,7 +157,8 @@ class connection {
   auto async_write_frame(boost::asio::const_buffer frame, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::size_t)>(
         [](auto handler, detail::connection_impl* impl, boost::asio::const_buffer f) {
-          impl->async_write_frame(f, std::move(handler));
+          impl->async_write_frame(f, detail::erase_handler<void(boost::system::error_code, std::size_t)>(
+                                         std::move(handler), impl->get_executor()));
         },
         token, impl_.get(), frame);
   }
@@ -168,7 +178,10 @@ class connection {
   template <class CompletionToken>
   auto async_close(close_code code, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
-        [](auto handler, detail::connection_impl* impl, std::uint16_t c) { impl->async_close(c, std::move(handler)); },
+        [](auto handler, detail::connection_impl* impl, std::uint16_t c) {
+          impl->async_close(c, detail::erase_handler<void(boost::system::error_code)>(std::move(handler),
+                                                                                      impl->get_executor()));
+        },
         token, impl_.get(), static_cast<std::uint16_t>(code));
   }
 

@@ -22,11 +22,11 @@ struct dialer_config {
   /// Scheme for `host:port` addresses: wss when true, ws when false. URLs carry their own scheme.
   bool tls = false;
   /// PEM file of trusted CA certificates; empty means the system store.
-  std::string ca_file;
+  std::string ca_file{};
   /// Skip certificate and host name verification (testing only).
   bool insecure_skip_verify = false;
   /// Extra HTTP headers on the upgrade request, e.g. {"Authorization", "Bearer …"}.
-  std::vector<std::pair<std::string, std::string>> headers;
+  std::vector<std::pair<std::string, std::string>> headers{};
   /// Bound on resolve + TCP connect + TLS handshake + WebSocket upgrade.
   std::chrono::milliseconds handshake_timeout{std::chrono::seconds(10)};
   /// With keepalive pings on, a ping goes out after half of this with nothing received, and the connection
@@ -41,7 +41,7 @@ struct dialer_config {
 
 namespace detail {
 struct dialer_state;
-using dial_handler = boost::asio::any_completion_handler<void(boost::system::error_code, connection)>;
+using dial_handler = erased_handler<void(boost::system::error_code, connection)>;
 void async_dial(const std::shared_ptr<const dialer_state>& state, const boost::asio::any_io_executor& ex,
                 std::string address, dial_handler handler);
 }  // namespace detail
@@ -69,7 +69,11 @@ class dialer {
   auto async_dial(std::string address, CompletionToken&& token) {
     return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, connection)>(
         [](auto handler, const std::shared_ptr<const detail::dialer_state>& st, const executor_type& ex,
-           std::string addr) { detail::async_dial(st, ex, std::move(addr), std::move(handler)); },
+           std::string addr) {
+          detail::async_dial(
+              st, ex, std::move(addr),
+              detail::erase_handler<void(boost::system::error_code, connection)>(std::move(handler), ex));
+        },
         token, state_, ex_, std::move(address));
   }
 

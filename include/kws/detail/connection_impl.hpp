@@ -4,6 +4,8 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/system/error_code.hpp>
@@ -15,8 +17,26 @@
 
 namespace kws::detail {
 
-using io_handler = boost::asio::any_completion_handler<void(boost::system::error_code, std::size_t)>;
-using done_handler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
+/// A type-erased completion handler together with the executor it must complete on. Boost 1.81's
+/// any_completion_executor cannot be posted to with blocking.never (fixed in 1.82), so the handler's
+/// associated executor is taken as an any_io_executor before its type is erased.
+template <class Signature>
+struct erased_handler {
+  boost::asio::any_io_executor executor;
+  boost::asio::any_completion_handler<Signature> handler;
+
+  /// The handler, bound again to its executor, ready to pass to an Asio operation.
+  auto bound() && { return boost::asio::bind_executor(std::move(executor), std::move(handler)); }
+};
+
+template <class Signature, class Handler>
+erased_handler<Signature> erase_handler(Handler&& h, const boost::asio::any_io_executor& fallback) {
+  boost::asio::any_io_executor ex = boost::asio::get_associated_executor(h, fallback);
+  return {std::move(ex), boost::asio::any_completion_handler<Signature>(std::forward<Handler>(h))};
+}
+
+using io_handler = erased_handler<void(boost::system::error_code, std::size_t)>;
+using done_handler = erased_handler<void(boost::system::error_code)>;
 
 class connection_impl {
  public:

@@ -1,0 +1,440 @@
+// The Beast side of kws::connection and kws::dialer. All Beast/Asio WebSocket templates are instantiated
+// here, once for plain TCP and once for TLS.
+#include "dialer_state.hpp"
+
+#include <kws/connection.hpp>
+#include <kws/dialer.hpp>
+#include <kws/errc.hpp>
+#include <kws/frame.hpp>
+
+#include <boost/asio/append.hpp>
+#include <boost/asio/compose.hpp>
+#include <boost/asio/coroutine.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+#include <boost/beast/websocket.hpp>
+#include <boost/beast/websocket/ssl.hpp>
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <optional>
+
+namespace kws::detail {
+namespace {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+
+// Buffers above this size are released once their frame is done, so idle connections stay small.
+constexpr std::size_t keep_buffer_bytes = 64 * 1024;
+
+void trim(beast::flat_buffer& b) {
+  if (b.size() == 0 && b.capacity() > keep_buffer_bytes) b.shrink_to_fit();
+}
+
+std::span<const unsigned char> bytes_of(asio::const_buffer b) {
+  return {static_cast<const unsigned char*>(b.data()), b.size()};
+}
+
+// Turns the errors of a WebSocket read into what a reader of a Kafka byte stream should see.
+error_code translate_read_error(error_code ec, bool partial) {
+  if (ec == websocket::error::message_too_big) return errc::frame_too_large;
+  if (partial && ec != asio::error::operation_aborted) return errc::truncated_frame;
+  if (ec == websocket::error::closed || ec == asio::ssl::error::stream_truncated) return asio::error::eof;
+  return ec;
+}
+
+template <class NextLayer>
+class ws_connection final : public connection_impl {
+ public:
+  using ws_type = websocket::stream<NextLayer>;
+
+  template <class... Args>
+  ws_connection(std::string url, std::size_t max_frame_bytes, Args&&... args)
+      : ws_(std::forward<Args>(args)...), url_(std::move(url)), max_frame_bytes_(max_frame_bytes) {
+    ws_.binary(true);
+    // One Kafka frame is one WebSocket message in one WebSocket frame.
+    ws_.auto_fragment(false);
+    ws_.read_message_max(max_frame_bytes_ + frame_header_bytes);
+  }
+
+  ws_type& ws() { return ws_; }
+
+  asio::any_io_executor get_executor() override { return ws_.get_executor(); }
+  bool is_open() const override { return ws_.is_open(); }
+  const std::string& url() const override { return url_; }
+  std::size_t max_frame_bytes() const override { return max_frame_bytes_; }
+  std::size_t pending_write_bytes() const override { return wbuf_.size(); }
+
+  // ---- reads ------------------------------------------------------------------------------------------
+
+  std::span<const unsigned char> readable() const override { return bytes_of(rbuf_.data()); }
+  void consume(std::size_t n) override {
+    rbuf_.consume(n);
+    trim(rbuf_);
+  }
+
+  void fill(error_code& ec) override {
+    rbuf_.clear();
+    ws_.read(rbuf_, ec);
+    ec = check_read(ec, rbuf_, 0);
+    if (ec) rbuf_.clear();
+  }
+
+  void async_fill(done_handler handler) override {
+    rbuf_.clear();
+    auto h = std::move(handler).bound();
+    asio::async_compose<decltype(h), void(error_code)>(
+        [this, started = false](auto& self, error_code ec = {}, std::size_t = 0) mutable {
+          if (!started) {
+            started = true;
+            return ws_.async_read(rbuf_, std::move(self));
+          }
+          ec = check_read(ec, rbuf_, 0);
+          if (ec) rbuf_.clear();
+          self.complete(ec);
+        },
+        h, ws_);
+  }
+
+  std::size_t read_frame(beast::flat_buffer& out, error_code& ec) override {
+    const auto before = out.size();
+    ws_.read(out, ec);
+    ec = check_read(ec, out, before);
+    return ec ? 0 : out.size() - before;
+  }
+
+  void async_read_frame(beast::flat_buffer& out, io_handler handler) override {
+    auto h = std::move(handler).bound();
+    asio::async_compose<decltype(h), void(error_code, std::size_t)>(
+        [this, &out, before = out.size(), started = false](auto& self, error_code ec = {},
+                                                           std::size_t = 0) mutable {
+          if (!started) {
+            started = true;
+            return ws_.async_read(out, std::move(self));
+          }
+          ec = check_read(ec, out, before);
+          self.complete(ec, ec ? 0 : out.size() - before);
+        },
+        h, ws_);
+  }
+
+  // ---- writes -----------------------------------------------------------------------------------------
+
+  std::size_t write_some(asio::const_buffer in, error_code& ec) override {
+    std::size_t consumed = 0;
+    for (;;) {
+      const auto st = next_write(in + consumed);
+      consumed += st.consumed;
+      if (st.ec) {
+        ec = st.ec;
+        return consumed;
+      }
+      if (!st.send) return consumed;
+      ws_.write(*st.send, ec);
+      sent(*st.send);
+      if (ec) return consumed;
+    }
+  }
+
+  void async_write_some(asio::const_buffer in, io_handler handler) override {
+    auto h = std::move(handler).bound();
+    asio::async_compose<decltype(h), void(error_code, std::size_t)>(
+        [this, in, consumed = std::size_t{0}, coro = asio::coroutine{}, went_async = false,
+         pending = std::optional<asio::const_buffer>{}](auto& self, error_code ec = {},
+                                                        std::size_t = 0) mutable {
+          BOOST_ASIO_CORO_REENTER(coro) {
+            for (;;) {
+              {
+                const auto st = next_write(in + consumed);
+                consumed += st.consumed;
+                if (st.ec || !st.send) {
+                  ec = st.ec;
+                  break;
+                }
+                pending = st.send;
+              }
+              went_async = true;
+              BOOST_ASIO_CORO_YIELD ws_.async_write(*pending, std::move(self));
+              sent(*pending);
+              if (ec) break;
+            }
+            if (!went_async) {
+              // Only held bytes, nothing on the wire: complete through the executor, never inline.
+              BOOST_ASIO_CORO_YIELD asio::post(ws_.get_executor(),
+                                               asio::append(std::move(self), ec, consumed));
+              // post's completion arrives with ec and n restored by append; nothing to do.
+            }
+            self.complete(ec, consumed);
+          }
+        },
+        h, ws_);
+  }
+
+  void write_frame(asio::const_buffer frame, error_code& ec) override {
+    ec = write_error_ ? write_error_ : check_message(bytes_of(frame), max_frame_bytes_);
+    if (!ec) ws_.write(frame, ec);
+  }
+
+  void async_write_frame(asio::const_buffer frame, io_handler handler) override {
+    auto h = std::move(handler).bound();
+    asio::async_compose<decltype(h), void(error_code, std::size_t)>(
+        [this, frame, started = false](auto& self, error_code ec = {}, std::size_t n = 0) mutable {
+          if (!started) {
+            started = true;
+            if (auto bad = write_error_ ? write_error_ : check_message(bytes_of(frame), max_frame_bytes_)) {
+              return asio::post(ws_.get_executor(), asio::append(std::move(self), bad, std::size_t{0}));
+            }
+            return ws_.async_write(frame, std::move(self));
+          }
+          self.complete(ec, n);
+        },
+        h, ws_);
+  }
+
+  // ---- closing ----------------------------------------------------------------------------------------
+
+  void close(std::uint16_t code, error_code& ec) override {
+    wbuf_.clear();
+    ws_.close(websocket::close_reason(code), ec);
+  }
+
+  void async_close(std::uint16_t code, done_handler handler) override {
+    wbuf_.clear();
+    ws_.async_close(websocket::close_reason(code), std::move(handler).bound());
+  }
+
+  void abort() noexcept override {
+    error_code ignored;
+    beast::get_lowest_layer(ws_).socket().close(ignored);
+  }
+
+ private:
+  struct write_step {
+    std::size_t consumed = 0;
+    std::optional<asio::const_buffer> send;  // a whole frame to send now
+    error_code ec;
+  };
+
+  // Decides what to do with the next bytes of a byte-stream write: send a whole frame straight from the
+  // caller's buffer, or add to the held partial frame (and send it once it is whole).
+  write_step next_write(asio::const_buffer rest) {
+    write_step st;
+    if (write_error_) {
+      st.ec = write_error_;
+      return st;
+    }
+    const auto in = bytes_of(rest);
+    if (in.empty()) return st;
+    if (wbuf_.size() == 0) {
+      const auto len = peek_frame(in, max_frame_bytes_, st.ec);
+      if (st.ec) return fail_write(st);
+      if (len != 0 && len <= in.size()) {
+        st.consumed = len;
+        st.send = asio::const_buffer(in.data(), len);
+        return st;
+      }
+      if (len != 0) wbuf_.reserve(len);
+      append(in);
+      st.consumed = in.size();
+      return st;
+    }
+    const auto held = bytes_of(wbuf_.data());
+    if (held.size() < frame_header_bytes) {
+      st.consumed = std::min(frame_header_bytes - held.size(), in.size());
+      append(in.first(st.consumed));
+      if (wbuf_.size() < frame_header_bytes) return st;
+      const auto len = peek_frame(bytes_of(wbuf_.data()), max_frame_bytes_, st.ec);
+      if (st.ec) return fail_write(st);
+      wbuf_.reserve(len);
+      if (len == frame_header_bytes) st.send = wbuf_.data();
+      return st;
+    }
+    const auto len = frame_header_bytes + static_cast<std::size_t>(load_be32(held.data()));
+    st.consumed = std::min(len - held.size(), in.size());
+    append(in.first(st.consumed));
+    if (wbuf_.size() == len) st.send = wbuf_.data();
+    return st;
+  }
+
+  write_step& fail_write(write_step& st) {
+    // The stream has lost its frame boundaries; every later write fails the same way.
+    write_error_ = st.ec;
+    wbuf_.clear();
+    return st;
+  }
+
+  void append(std::span<const unsigned char> bytes) {
+    auto dst = wbuf_.prepare(bytes.size());
+    std::memcpy(dst.data(), bytes.data(), bytes.size());
+    wbuf_.commit(bytes.size());
+  }
+
+  void sent(asio::const_buffer b) {
+    if (wbuf_.size() != 0 && b.data() == wbuf_.data().data()) {
+      wbuf_.clear();
+      trim(wbuf_);
+    }
+  }
+
+  error_code check_read(error_code ec, beast::flat_buffer& buf, std::size_t before) {
+    if (ec) {
+      const bool partial = buf.size() > before;
+      return translate_read_error(ec, partial);
+    }
+    if (!ws_.got_binary()) return errc::invalid_message_type;
+    auto msg = bytes_of(buf.data()).subspan(before);
+    return check_message(msg, max_frame_bytes_);
+  }
+
+  ws_type ws_;
+  std::string url_;
+  std::size_t max_frame_bytes_;
+  beast::flat_buffer rbuf_;
+  beast::flat_buffer wbuf_;
+  error_code write_error_;
+};
+
+using plain_next = beast::tcp_stream;
+using tls_next = beast::ssl_stream<beast::tcp_stream>;
+
+}  // namespace
+}  // namespace kws::detail
+
+namespace kws::detail {
+namespace {
+
+bool is_ip_literal(const std::string& host) {
+  error_code ec;
+  asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+// Resolve, connect, (TLS handshake,) WebSocket upgrade; every step bounded by the handshake timeout.
+template <class NextLayer>
+class dial_op {
+ public:
+  using conn_type = ws_connection<NextLayer>;
+
+  dial_op(std::shared_ptr<const dialer_state> state, ws_url url, std::unique_ptr<conn_type> conn)
+      : state_(std::move(state)),
+        url_(std::move(url)),
+        conn_(std::move(conn)),
+        resolver_(std::make_unique<tcp::resolver>(conn_->get_executor())) {}
+
+  template <class Self>
+  void operator()(Self& self) {
+    deadline_ = std::chrono::steady_clock::now() + state_->config.handshake_timeout;
+    // The resolver has no deadline of its own; a timer would need to outlive this op, so the connect
+    // deadline (below) bounds everything after it and numeric hosts resolve without I/O.
+    auto& r = *resolver_;
+    r.async_resolve(url_.host, std::to_string(url_.port), std::move(self));
+  }
+
+  template <class Self>
+  void operator()(Self& self, error_code ec, const tcp::resolver::results_type& results) {
+    if (ec) return self.complete(ec, connection{});
+    auto& tcp_layer = beast::get_lowest_layer(conn_->ws());
+    tcp_layer.expires_at(deadline_);
+    tcp_layer.async_connect(results, std::move(self));
+  }
+
+  template <class Self>
+  void operator()(Self& self, error_code ec, const tcp::endpoint&) {
+    if (ec) return self.complete(ec, connection{});
+    error_code ignored;
+    beast::get_lowest_layer(conn_->ws()).socket().set_option(tcp::no_delay(true), ignored);
+    if constexpr (std::is_same_v<NextLayer, tls_next>) {
+      auto& tls = conn_->ws().next_layer();
+      if (!is_ip_literal(url_.host) && !SSL_set_tlsext_host_name(tls.native_handle(), url_.host.c_str())) {
+        return self.complete(error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()),
+                             connection{});
+      }
+      if (state_->config.insecure_skip_verify) {
+        tls.set_verify_mode(asio::ssl::verify_none);
+      } else {
+        tls.set_verify_mode(asio::ssl::verify_peer);
+        tls.set_verify_callback(asio::ssl::host_name_verification(url_.host));
+      }
+      stage_ = stage::tls;
+      return tls.async_handshake(asio::ssl::stream_base::client, std::move(self));
+    } else {
+      upgrade(self);
+    }
+  }
+
+  // After the TLS handshake, or the WebSocket upgrade.
+  template <class Self>
+  void operator()(Self& self, error_code ec) {
+    if (ec) return self.complete(ec, connection{});
+    if (stage_ == stage::tls) return upgrade(self);
+    self.complete(ec, connection(std::move(conn_)));
+  }
+
+ private:
+  enum class stage { tcp, tls, upgrade };
+
+  template <class Self>
+  void upgrade(Self& self) {
+    stage_ = stage::upgrade;
+    const auto& cfg = state_->config;
+    auto& ws = conn_->ws();
+    // The WebSocket stream keeps its own timers from here on; the TCP deadline must be off.
+    beast::get_lowest_layer(ws).expires_never();
+    websocket::stream_base::timeout t{};
+    const auto left = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::max(deadline_ - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration(1)));
+    t.handshake_timeout = left;
+    t.idle_timeout = cfg.idle_timeout.count() > 0 ? std::chrono::steady_clock::duration(cfg.idle_timeout)
+                                                  : websocket::stream_base::none();
+    t.keep_alive_pings = cfg.idle_timeout.count() > 0 && cfg.keepalive_pings;
+    ws.set_option(t);
+    ws.set_option(websocket::stream_base::decorator([state = state_](websocket::request_type& req) {
+      req.set(beast::http::field::user_agent, state->config.user_agent);
+      for (const auto& [name, value] : state->config.headers) req.set(name, value);
+    }));
+    const bool default_port = url_.port == (url_.secure ? 443 : 80);
+    std::string host_header =
+        default_port ? url_.authority().substr(0, url_.authority().rfind(':')) : url_.authority();
+    ws.async_handshake(host_header, url_.target, std::move(self));
+  }
+
+  std::shared_ptr<const dialer_state> state_;
+  ws_url url_;
+  std::unique_ptr<conn_type> conn_;
+  std::unique_ptr<tcp::resolver> resolver_;
+  std::chrono::steady_clock::time_point deadline_;
+  stage stage_ = stage::tcp;
+};
+
+}  // namespace
+
+void async_dial(const std::shared_ptr<const dialer_state>& state, const asio::any_io_executor& ex,
+                std::string address, dial_handler handler) {
+  error_code ec;
+  auto url = parse_address(address, state->config.tls, ec);
+  if (ec) {
+    return asio::post(ex, asio::append(std::move(handler).bound(), ec, connection{}));
+  }
+  const auto max_frame = state->config.max_frame_bytes;
+  if (url.secure) {
+    auto conn = std::make_unique<ws_connection<tls_next>>(url.str(), max_frame, ex, state->ssl);
+    auto h = std::move(handler).bound();
+    asio::async_compose<decltype(h), void(error_code, connection)>(
+        dial_op<tls_next>(state, std::move(url), std::move(conn)), h, ex);
+  } else {
+    auto conn = std::make_unique<ws_connection<plain_next>>(url.str(), max_frame, ex);
+    auto h = std::move(handler).bound();
+    asio::async_compose<decltype(h), void(error_code, connection)>(
+        dial_op<plain_next>(state, std::move(url), std::move(conn)), h, ex);
+  }
+}
+
+}  // namespace kws::detail

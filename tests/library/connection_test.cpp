@@ -1,0 +1,461 @@
+// The connection as a Kafka client sees it, against a real Beast WebSocket server on 127.0.0.1.
+#include "test_util.hpp"
+#include "ws_test_server.hpp"
+
+#include <kws/kws.hpp>
+
+#include <gtest/gtest.h>
+#include <boost/asio/read.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/websocket/error.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <optional>
+
+namespace {
+namespace asio = boost::asio;
+using kws::test::frame;
+using kws::test::pattern;
+using kws::test::raw_size;
+using kws::test::ws_peer;
+using kws::test::ws_test_server;
+
+// Collects what the server received, in order.
+struct recorder {
+  std::mutex mu;
+  std::vector<ws_peer::message> messages;
+  std::atomic<int> closed{0};
+
+  kws::test::ws_script script() {
+    return [this](ws_peer& p) {
+      ws_peer::message m;
+      while (p.read(m)) {
+        std::lock_guard lock(mu);
+        messages.push_back(m);
+      }
+      ++closed;
+    };
+  }
+  std::vector<std::string> binaries() {
+    std::lock_guard lock(mu);
+    std::vector<std::string> out;
+    for (auto& m : messages) {
+      EXPECT_FALSE(m.text);
+      out.push_back(m.data);
+    }
+    return out;
+  }
+  void wait_closed() {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (closed.load() == 0 && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    ASSERT_GT(closed.load(), 0) << "the server never saw the connection end";
+  }
+};
+
+// A script that sends the given binary messages and then waits for the client to go away.
+kws::test::ws_script sends(std::vector<std::string> messages) {
+  return [messages](ws_peer& p) {
+    for (auto& m : messages) p.write_binary(m);
+    ws_peer::message ignored;
+    while (p.read(ignored)) {
+    }
+  };
+}
+
+std::string read_exactly(kws::connection& c, std::size_t n) {
+  std::string out(n, '\0');
+  asio::read(c, asio::buffer(out));
+  return out;
+}
+
+class Connection : public ::testing::Test {
+ protected:
+  asio::io_context ioc;
+  kws::dialer_config cfg{.tls = false, .handshake_timeout = std::chrono::seconds(5)};
+  kws::dialer dialer{ioc.get_executor(), cfg};
+};
+
+TEST_F(Connection, ReadsOneMessage) {
+  ws_test_server server(sends({frame("hello kafka")}));
+  auto c = dialer.dial(server.address());
+  EXPECT_EQ(read_exactly(c, 15), frame("hello kafka"));
+}
+
+TEST_F(Connection, ReadsManyMessagesInOrder) {
+  std::vector<std::string> frames;
+  std::string all;
+  for (int i = 0; i < 50; ++i) {
+    frames.push_back(frame(pattern(static_cast<std::size_t>(i) * 37, i)));
+    all += frames.back();
+  }
+  ws_test_server server(sends(frames));
+  auto c = dialer.dial(server.address());
+  EXPECT_EQ(read_exactly(c, all.size()), all);
+}
+
+TEST_F(Connection, ReadsAMessageAcrossSmallBuffers) {
+  const auto f = frame(pattern(1000));
+  ws_test_server server(sends({f}));
+  auto c = dialer.dial(server.address());
+  std::string got;
+  char buf[7];
+  while (got.size() < f.size()) {
+    const auto n = c.read_some(asio::buffer(buf));
+    ASSERT_GT(n, 0u);
+    ASSERT_LE(n, sizeof buf);
+    got.append(buf, n);
+  }
+  EXPECT_EQ(got, f);
+}
+
+TEST_F(Connection, RejectsATextMessage) {
+  ws_test_server server([](ws_peer& p) {
+    p.write_text(frame("text"));
+    ws_peer::message m;
+    while (p.read(m)) {
+    }
+  });
+  auto c = dialer.dial(server.address());
+  char buf[64];
+  boost::system::error_code ec;
+  c.read_some(asio::buffer(buf), ec);
+  EXPECT_EQ(ec, kws::errc::invalid_message_type);
+}
+
+TEST_F(Connection, RejectsReceivedNegativeOversizedAndMismatchedSizes) {
+  kws::dialer small(ioc.get_executor(), kws::dialer_config{.max_frame_bytes = 64});
+  struct case_t {
+    std::string message;
+    kws::errc want;
+  };
+  for (const auto& [message, want] :
+       std::vector<case_t>{{raw_size(-1), kws::errc::negative_frame_size},
+                           {frame(pattern(65)), kws::errc::frame_too_large},
+                           {frame("abc") + "d", kws::errc::frame_size_mismatch},
+                           {raw_size(10) + "abc", kws::errc::frame_size_mismatch},
+                           {"\x01", kws::errc::frame_size_mismatch}}) {
+    ws_test_server server(sends({message}));
+    auto c = small.dial(server.address());
+    char buf[256];
+    boost::system::error_code ec;
+    c.read_some(asio::buffer(buf), ec);
+    EXPECT_EQ(ec, want) << ec.message();
+  }
+}
+
+TEST_F(Connection, WritesOneMessagePerFrame) {
+  recorder rec;
+  ws_test_server server(rec.script());
+  {
+    auto c = dialer.dial(server.address());
+    asio::write(c, asio::buffer(frame("one")));
+    asio::write(c, asio::buffer(frame("two")));
+    c.close();
+  }
+  rec.wait_closed();
+  EXPECT_EQ(rec.binaries(), (std::vector<std::string>{frame("one"), frame("two")}));
+}
+
+// The Go shim's TestWritePartial: header split 2+2, body in pieces, then two messages in one write.
+TEST_F(Connection, HoldsPartialWritesUntilTheFrameIsWhole) {
+  recorder rec;
+  ws_test_server server(rec.script());
+  {
+    auto c = dialer.dial(server.address());
+    const auto f = frame("partial body!");
+    EXPECT_EQ(c.write_some(asio::buffer(f.data(), 2)), 2u);
+    EXPECT_EQ(c.write_some(asio::buffer(f.data() + 2, 2)), 2u);
+    EXPECT_EQ(c.write_some(asio::buffer(f.data() + 4, 5)), 5u);
+    EXPECT_EQ(c.pending_write_bytes(), 9u);
+    EXPECT_EQ(c.write_some(asio::buffer(f.data() + 9, f.size() - 9)), f.size() - 9);
+    EXPECT_EQ(c.pending_write_bytes(), 0u);
+    const auto two = frame("second") + frame("third");
+    EXPECT_EQ(c.write_some(asio::buffer(two)), two.size());
+    c.close();
+  }
+  rec.wait_closed();
+  EXPECT_EQ(rec.binaries(),
+            (std::vector<std::string>{frame("partial body!"), frame("second"), frame("third")}));
+}
+
+TEST_F(Connection, SplitsAnyChunkingIntoWholeFrames) {
+  recorder rec;
+  ws_test_server server(rec.script());
+  std::vector<std::string> frames;
+  std::string stream;
+  for (int i = 0; i < 40; ++i) {
+    frames.push_back(frame(pattern(static_cast<std::size_t>(i * i * 7), i)));
+    stream += frames.back();
+  }
+  {
+    auto c = dialer.dial(server.address());
+    std::size_t pos = 0, chunk = 1;
+    while (pos < stream.size()) {
+      const auto n = std::min(chunk, stream.size() - pos);
+      asio::write(c, asio::buffer(stream.data() + pos, n));
+      pos += n;
+      chunk = chunk * 3 % 1031 + 1;
+    }
+    c.close();
+  }
+  rec.wait_closed();
+  EXPECT_EQ(rec.binaries(), frames);
+}
+
+TEST_F(Connection, RefusesToWriteNegativeOrOversizedFrames) {
+  recorder rec;
+  ws_test_server server(rec.script());
+  kws::dialer small(ioc.get_executor(), kws::dialer_config{.max_frame_bytes = 100});
+  auto c = small.dial(server.address());
+  boost::system::error_code ec;
+  c.write_some(asio::buffer(raw_size(-3)), ec);
+  EXPECT_EQ(ec, kws::errc::negative_frame_size);
+  // The stream has lost its boundaries: it stays failed.
+  c.write_some(asio::buffer(frame("ok")), ec);
+  EXPECT_EQ(ec, kws::errc::negative_frame_size);
+
+  auto c2 = small.dial(server.address());
+  c2.write_some(asio::buffer(raw_size(101)), ec);
+  EXPECT_EQ(ec, kws::errc::frame_too_large);
+  ec.clear();
+  c2.write_frame(asio::buffer(frame("abc") + "x"), ec);
+  EXPECT_EQ(ec, kws::errc::frame_too_large);  // sticky error wins over the new check
+}
+
+TEST_F(Connection, WriteFrameChecksTheFrame) {
+  recorder rec;
+  ws_test_server server(rec.script());
+  {
+    auto c = dialer.dial(server.address());
+    boost::system::error_code ec;
+    c.write_frame(asio::buffer(frame("abc") + "x"), ec);
+    EXPECT_EQ(ec, kws::errc::frame_size_mismatch);
+    c.write_frame(asio::buffer(frame("fine")), ec);
+    EXPECT_FALSE(ec);
+    c.close();
+  }
+  rec.wait_closed();
+  EXPECT_EQ(rec.binaries(), (std::vector<std::string>{frame("fine")}));
+}
+
+TEST_F(Connection, ReportsEndOfStreamOnACleanClose) {
+  ws_test_server server([](ws_peer& p) {
+    p.write_binary(frame("bye"));
+    p.close();
+  });
+  auto c = dialer.dial(server.address());
+  EXPECT_EQ(read_exactly(c, 7), frame("bye"));
+  char buf[8];
+  boost::system::error_code ec;
+  c.read_some(asio::buffer(buf), ec);
+  EXPECT_EQ(ec, asio::error::eof);
+}
+
+TEST_F(Connection, ReportsATruncatedFrameWhenThePeerClosesMidMessage) {
+  ws_test_server server([](ws_peer& p) {
+    // A WebSocket frame that announces 100 payload bytes, 10 of them sent, then the TCP connection drops.
+    p.write_raw(kws::test::ws_binary_frame_header(100) + raw_size(96) + "012345");
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    p.drop();
+  });
+  auto c = dialer.dial(server.address());
+  char buf[128];
+  boost::system::error_code ec;
+  c.read_some(asio::buffer(buf), ec);
+  EXPECT_EQ(ec, kws::errc::truncated_frame) << ec.message();
+}
+
+TEST_F(Connection, SendsCustomHeadersOnTheUpgrade) {
+  std::promise<std::map<std::string, std::string>> seen;
+  std::promise<std::string> target;
+  ws_test_server server([&](ws_peer& p) {
+    seen.set_value(p.request_headers());
+    target.set_value(p.request_target());
+  });
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.headers = {{"Authorization", "Bearer s3cret"},
+                                                                   {"X-Kafka-Tenant", "blue"}}});
+  auto c = d.dial("ws://" + server.address() + "/kafka/0?x=1");
+  auto headers = seen.get_future().get();
+  EXPECT_EQ(headers["authorization"], "Bearer s3cret");
+  EXPECT_EQ(headers["x-kafka-tenant"], "blue");
+  EXPECT_EQ(headers["user-agent"], "kafka-websocket-shim");
+  EXPECT_EQ(target.get_future().get(), "/kafka/0?x=1");
+}
+
+TEST_F(Connection, RejectsInvalidAddresses) {
+  for (const char* bad :
+       {"", "localhost", "localhost:", "localhost:0", "localhost:99999", "localhost:80x",
+        "http://localhost:80/", "tcp://localhost:9092", "ws://", "ws://:80/", "host name:80", "::1:8080",
+        "ws://user@host:80/", "[::1]8080", "localhost:8080/path"}) {
+    boost::system::error_code ec;
+    auto c = dialer.dial(bad, ec);
+    EXPECT_EQ(ec, kws::errc::invalid_address) << "'" << bad << "'";
+    EXPECT_FALSE(c.is_open());
+  }
+}
+
+TEST(Address, ParsesHostPortAndUrls) {
+  auto a = kws::parse_address("localhost:8787", false);
+  EXPECT_EQ(a.str(), "ws://localhost:8787/");
+  a = kws::parse_address("broker.example:443", true);
+  EXPECT_EQ(a.str(), "wss://broker.example:443/");
+  a = kws::parse_address("wss://mybroker.workers.dev", false);
+  EXPECT_TRUE(a.secure);
+  EXPECT_EQ(a.port, 443);
+  EXPECT_EQ(a.target, "/");
+  a = kws::parse_address("WS://[::1]:9000/kafka/3?tenant=a", true);
+  EXPECT_FALSE(a.secure);
+  EXPECT_EQ(a.host, "::1");
+  EXPECT_EQ(a.authority(), "[::1]:9000");
+  EXPECT_EQ(a.target, "/kafka/3?tenant=a");
+}
+
+TEST_F(Connection, FailsWhenNothingListens) {
+  unsigned short port;
+  {
+    asio::ip::tcp::acceptor a(ioc, {asio::ip::make_address("127.0.0.1"), 0});
+    port = a.local_endpoint().port();
+  }
+  boost::system::error_code ec;
+  dialer.dial("127.0.0.1:" + std::to_string(port), ec);
+  EXPECT_EQ(ec, asio::error::connection_refused);
+}
+
+TEST_F(Connection, FailsWhenTheUpgradeIsRefused) {
+  ws_test_server server(kws::test::echo, {.reject_status = 403});
+  boost::system::error_code ec;
+  dialer.dial(server.address(), ec);
+  EXPECT_EQ(ec, boost::beast::websocket::error::upgrade_declined) << ec.message();
+}
+
+TEST_F(Connection, TimesOutASilentHandshake) {
+  ws_test_server server(kws::test::echo, {.silent = true});
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.handshake_timeout = std::chrono::milliseconds(300)});
+  const auto start = std::chrono::steady_clock::now();
+  boost::system::error_code ec;
+  d.dial(server.address(), ec);
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(ec, boost::beast::error::timeout) << ec.message();
+  EXPECT_LT(took, std::chrono::seconds(3));
+}
+
+TEST_F(Connection, WorksWithAsioComposedAsyncOperations) {
+  ws_test_server server(kws::test::echo);
+  std::string out = frame(pattern(5000)) + frame("x") + frame("");
+  std::string in(out.size(), '\0');
+  bool done = false;
+  std::optional<kws::connection> conn;
+  dialer.async_dial(server.address(), [&](boost::system::error_code ec, kws::connection c) {
+    ASSERT_FALSE(ec) << ec.message();
+    conn.emplace(std::move(c));
+    // Three writes of uneven pieces, each completing before the next.
+    asio::async_write(*conn, asio::buffer(out.data(), 3), [&](boost::system::error_code ec, std::size_t) {
+      ASSERT_FALSE(ec);
+      asio::async_write(
+          *conn, asio::buffer(out.data() + 3, out.size() - 3),
+          [&](boost::system::error_code ec, std::size_t n) {
+            ASSERT_FALSE(ec);
+            EXPECT_EQ(n, out.size() - 3);
+            asio::async_read(*conn, asio::buffer(in), [&](boost::system::error_code ec, std::size_t n) {
+              ASSERT_FALSE(ec) << ec.message();
+              EXPECT_EQ(n, in.size());
+              conn->async_close(kws::close_code::normal, [&](boost::system::error_code) { done = true; });
+            });
+          });
+    });
+  });
+  ioc.run_for(std::chrono::seconds(10));
+  EXPECT_TRUE(done);
+  EXPECT_EQ(in, out);
+}
+
+TEST_F(Connection, AsyncDialReportsInvalidAddressThroughTheHandler) {
+  boost::system::error_code got;
+  bool called = false;
+  dialer.async_dial("nonsense", [&](boost::system::error_code ec, kws::connection) {
+    called = true;
+    got = ec;
+  });
+  EXPECT_FALSE(called);  // never inside the initiating call
+  ioc.run_for(std::chrono::seconds(5));
+  EXPECT_TRUE(called);
+  EXPECT_EQ(got, kws::errc::invalid_address);
+}
+
+TEST_F(Connection, WholeFrameReadsAndWrites) {
+  ws_test_server server(kws::test::echo);
+  auto c = dialer.dial(server.address());
+  boost::beast::flat_buffer buf;
+  const auto f = frame(pattern(70000));
+  boost::system::error_code ec;
+  c.write_frame(asio::buffer(f), ec);
+  ASSERT_FALSE(ec);
+  const auto n = c.read_frame(buf, ec);
+  ASSERT_FALSE(ec);
+  EXPECT_EQ(n, f.size());
+  EXPECT_EQ(boost::beast::buffers_to_string(buf.data()), f);
+}
+
+// ---- TLS ------------------------------------------------------------------------------------------------
+
+class Tls : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { files_ = new kws::test::tls_files(kws::test::make_test_certificates()); }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(files_->dir);
+    delete files_;
+  }
+  static kws::test::tls_files* files_;
+  asio::io_context ioc;
+};
+kws::test::tls_files* Tls::files_ = nullptr;
+
+TEST_F(Tls, VerifiesTheServerWithTheGivenCa) {
+  ws_test_server server(kws::test::echo, {.tls = files_});
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = true, .ca_file = files_->ca_pem});
+  auto c = d.dial("localhost:" + std::to_string(server.port()));
+  asio::write(c, asio::buffer(frame("over tls")));
+  EXPECT_EQ(read_exactly(c, 12), frame("over tls"));
+  EXPECT_EQ(c.url(), "wss://localhost:" + std::to_string(server.port()) + "/");
+}
+
+TEST_F(Tls, FailsVerificationWithoutTheCa) {
+  ws_test_server server(kws::test::echo, {.tls = files_});
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = true});
+  boost::system::error_code ec;
+  d.dial("localhost:" + std::to_string(server.port()), ec);
+  ASSERT_TRUE(ec);
+  EXPECT_EQ(ec.category(), asio::error::get_ssl_category()) << ec.message();
+  EXPECT_NE(ec.message().find("certificate verify failed"), std::string::npos) << ec.message();
+}
+
+TEST_F(Tls, FailsVerificationForAnotherHostName) {
+  ws_test_server server(kws::test::echo, {.tls = files_});
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.ca_file = files_->ca_pem});
+  boost::system::error_code ec;
+  // The certificate names localhost and 127.0.0.1, not 127.0.0.2 (which also reaches the loopback).
+  d.dial("wss://127.0.0.2:" + std::to_string(server.port()) + "/", ec);
+  ASSERT_TRUE(ec);
+}
+
+TEST_F(Tls, InsecureSkipVerifyConnectsAnyway) {
+  ws_test_server server(kws::test::echo, {.tls = files_});
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = true, .insecure_skip_verify = true});
+  auto c = d.dial("localhost:" + std::to_string(server.port()));
+  asio::write(c, asio::buffer(frame("x")));
+  EXPECT_EQ(read_exactly(c, 5), frame("x"));
+}
+
+TEST_F(Tls, ReportsAMissingCaFile) {
+  EXPECT_THROW(kws::dialer(ioc.get_executor(), kws::dialer_config{.ca_file = "/nonexistent/ca.pem"}),
+               boost::system::system_error);
+}
+
+}  // namespace
