@@ -1,0 +1,501 @@
+#include "broker.hpp"
+
+#include <kws/frame.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace kws::devbroker {
+
+using kafka::api_key;
+using kafka::error_code;
+
+namespace {
+
+// The versions this broker answers, as ApiVersions reports them. Clients with default settings negotiate
+// down to these (the same set the Cloudflare Workers edge broker supports, plus ApiVersions itself).
+struct version_range {
+  api_key key;
+  std::int16_t min;
+  std::int16_t max;
+};
+constexpr version_range supported[] = {
+    {api_key::produce, 0, 0},  {api_key::fetch, 0, 0},        {api_key::list_offsets, 0, 0},
+    {api_key::metadata, 0, 0}, {api_key::api_versions, 0, 3},
+};
+constexpr std::int16_t api_versions_max = 3;
+
+/// Starts a response frame: size placeholder and response header v0 (correlation id).
+std::size_t begin_response(kafka::writer& w, std::int32_t correlation_id) {
+  const std::size_t at = w.placeholder_int32();
+  w.int32(correlation_id);
+  return at;
+}
+
+void end_response(kafka::writer& w, std::size_t size_at) {
+  w.patch_int32(size_at, static_cast<std::int32_t>(w.size() - size_at - frame_header_bytes));
+}
+
+outcome respond(std::vector<unsigned char> bytes) {
+  outcome o;
+  o.what = outcome::action::respond;
+  o.response = std::move(bytes);
+  return o;
+}
+
+outcome close_with(std::string reason) {
+  outcome o;
+  o.what = outcome::action::close;
+  o.reason = std::move(reason);
+  return o;
+}
+
+std::int16_t code(error_code e) noexcept {
+  return static_cast<std::int16_t>(e);
+}
+
+}  // namespace
+
+bool is_valid_topic_name(std::string_view name) noexcept {
+  if (name.empty() || name.size() > 249 || name == "." || name == "..") return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
+  });
+}
+
+// ---- partition_log ----
+
+std::int64_t partition_log::append(bytes_view entry) {
+  const std::int64_t offset = high_watermark();
+  std::vector<unsigned char> stored(entry.begin(), entry.end());
+  // The producer's offset field is arbitrary; the broker assigns offsets.
+  for (int i = 0; i < 8; ++i)
+    stored[static_cast<std::size_t>(i)] =
+        static_cast<unsigned char>(static_cast<std::uint64_t>(offset) >> (56 - 8 * i));
+  bytes_ += stored.size();
+  entries_.push_back(std::move(stored));
+  while (bytes_ > retention_bytes_ && entries_.size() > 1) {
+    bytes_ -= entries_.front().size();
+    entries_.pop_front();
+    ++start_offset_;
+  }
+  return offset;
+}
+
+std::size_t partition_log::readable_bytes(std::int64_t offset, std::size_t max_bytes) const noexcept {
+  if (offset < start_offset_ || offset >= high_watermark()) return 0;
+  std::size_t total = 0;
+  for (auto i = static_cast<std::size_t>(offset - start_offset_); i < entries_.size(); ++i) {
+    const std::size_t n = entries_[i].size();
+    if (total > 0 && total + n > max_bytes) break;
+    total += n;
+    if (total >= max_bytes) break;
+  }
+  return total;
+}
+
+void partition_log::read(std::int64_t offset, std::size_t max_bytes, std::vector<unsigned char>& out) const {
+  const std::size_t want = readable_bytes(offset, max_bytes);
+  std::size_t done = 0;
+  for (auto i = static_cast<std::size_t>(offset - start_offset_); done < want; ++i) {
+    out.insert(out.end(), entries_[i].begin(), entries_[i].end());
+    done += entries_[i].size();
+  }
+}
+
+// ---- broker ----
+
+broker::broker(broker_config config) : config_(std::move(config)) {
+  if (config_.nodes < 1) throw std::invalid_argument("nodes must be at least 1");
+  for (const auto& [name, partitions] : config_.topics) {
+    if (!is_valid_topic_name(name)) throw std::invalid_argument(fmt::format("invalid topic name '{}'", name));
+    if (partitions < 1)
+      throw std::invalid_argument(fmt::format("topic '{}' needs at least 1 partition", name));
+    create(name, partitions);
+  }
+}
+
+void broker::set_advertised(listener_kind kind, std::vector<endpoint> nodes) {
+  advertised_[static_cast<int>(kind)] = std::move(nodes);
+}
+
+const std::vector<partition_log>* broker::topic(const std::string& name) const {
+  auto it = topics_.find(name);
+  return it == topics_.end() ? nullptr : &it->second.partitions;
+}
+
+broker::topic_state* broker::create(std::string_view name, std::int32_t partitions) {
+  topic_state t;
+  t.partitions.assign(static_cast<std::size_t>(partitions), partition_log(config_.retention_bytes));
+  return &topics_.insert_or_assign(std::string(name), std::move(t)).first->second;
+}
+
+broker::topic_state* broker::find_or_create(std::string_view name, error_code& err) {
+  err = error_code::none;
+  if (auto it = topics_.find(name); it != topics_.end()) return &it->second;
+  if (!is_valid_topic_name(name)) {
+    err = error_code::invalid_topic_exception;
+    return nullptr;
+  }
+  if (!config_.auto_create) {
+    err = error_code::unknown_topic_or_partition;
+    return nullptr;
+  }
+  return create(name, config_.default_partitions);
+}
+
+error_code broker::check_partition(const topic_state* t, std::int32_t partition, std::int32_t node_id) const {
+  if (!t || partition < 0 || static_cast<std::size_t>(partition) >= t->partitions.size())
+    return error_code::unknown_topic_or_partition;
+  if (partition % config_.nodes != node_id) return error_code::not_leader_for_partition;
+  return error_code::none;
+}
+
+outcome broker::handle(bytes_view frame, std::int32_t node_id, listener_kind kind) {
+  if (frame.size() < frame_header_bytes) return close_with("frame shorter than its size header");
+  const bytes_view body = frame.subspan(frame_header_bytes);
+  boost::system::error_code ec;
+  const kafka::request_header h = kafka::peek_request_header(body, ec);
+  if (ec) return close_with(fmt::format("malformed request header: {}", ec.message()));
+
+  const auto key = static_cast<std::int16_t>(h.key);
+  if (h.key == api_key::api_versions) {
+    if (config_.kafka_08_only) {
+      outcome o;
+      o.what = outcome::action::no_response;
+      o.reason = fmt::format("ignored ApiVersions v{} (correlation id {}) as a Kafka 0.8 broker would",
+                             h.version, h.correlation_id);
+      return o;
+    }
+    return handle_api_versions(h, body);
+  }
+  const bool known = h.key == api_key::produce || h.key == api_key::fetch || h.key == api_key::list_offsets ||
+                     h.key == api_key::metadata;
+  if (!known) {
+    return close_with(fmt::format("unsupported API key {} ({}) v{}, correlation id {}", key,
+                                  kafka::api_name(h.key), h.version, h.correlation_id));
+  }
+  // Kafka closes the connection for versions it does not speak, except for ApiVersions (answered above).
+  if (h.version != 0) {
+    return close_with(fmt::format("unsupported version {} of {}, correlation id {}", h.version,
+                                  kafka::api_name(h.key), h.correlation_id));
+  }
+  const bytes_view request_body = body.subspan(h.header_bytes);
+  switch (h.key) {
+    case api_key::produce:
+      return handle_produce(h, request_body, node_id);
+    case api_key::fetch:
+      return handle_fetch(h, request_body, node_id);
+    case api_key::list_offsets:
+      return handle_list_offsets(h, request_body, node_id);
+    default:
+      return handle_metadata(h, request_body, kind);
+  }
+}
+
+outcome broker::handle_api_versions(const kafka::request_header& h, bytes_view body) {
+  std::vector<unsigned char> out;
+  kafka::writer w(out);
+  const std::size_t size_at = begin_response(w, h.correlation_id);  // always response header v0 (KIP-511)
+
+  if (h.version < 0 || h.version > api_versions_max || h.header_bytes == 0) {
+    // KIP-511: answer an unknown version with a v0 body that lists the ApiVersions range we do speak.
+    w.int16(code(error_code::unsupported_version));
+    w.array_count(1);
+    w.int16(static_cast<std::int16_t>(api_key::api_versions));
+    w.int16(0);
+    w.int16(api_versions_max);
+    end_response(w, size_at);
+    return respond(std::move(out));
+  }
+
+  error_code err = error_code::none;
+  if (h.version >= 3) {
+    kafka::reader r(body.subspan(h.header_bytes));
+    (void)r.compact_string();  // client_software_name
+    (void)r.compact_string();  // client_software_version
+    r.skip_tagged_fields();
+    if (!r.ok()) err = error_code::invalid_request;
+  }
+
+  w.int16(code(err));
+  const auto n = static_cast<std::int32_t>(std::size(supported));
+  if (h.version >= 3)
+    w.compact_array_count(n);
+  else
+    w.array_count(n);
+  for (const auto& s : supported) {
+    w.int16(static_cast<std::int16_t>(s.key));
+    w.int16(s.min);
+    w.int16(s.max);
+    if (h.version >= 3) w.empty_tagged_fields();
+  }
+  if (h.version >= 1) w.int32(0);  // throttle_time_ms
+  if (h.version >= 3) w.empty_tagged_fields();
+  end_response(w, size_at);
+  return respond(std::move(out));
+}
+
+// Produce Request (Version: 0) => acks timeout [topic [partition record_set]]
+// Produce Response (Version: 0) => [topic [partition error_code base_offset]]
+outcome broker::handle_produce(const kafka::request_header& h, bytes_view body, std::int32_t node_id) {
+  struct partition_data {
+    std::int32_t index;
+    bytes_view records;
+  };
+  struct topic_data {
+    std::string_view name;
+    std::vector<partition_data> partitions;
+  };
+  kafka::reader r(body);
+  const std::int16_t acks = r.int16();
+  (void)r.int32();  // timeout: appends are immediate here
+  std::vector<topic_data> topics(static_cast<std::size_t>(std::max(0, r.array_count(6))));
+  for (auto& t : topics) {
+    t.name = r.string();
+    t.partitions.resize(static_cast<std::size_t>(std::max(0, r.array_count(8))));
+    for (auto& p : t.partitions) {
+      p.index = r.int32();
+      p.records = r.bytes();
+    }
+  }
+  r.expect_end();
+  if (!r.ok()) return close_with(fmt::format("malformed produce request: {}", r.error().message()));
+
+  std::vector<unsigned char> out;
+  kafka::writer w(out);
+  const std::size_t size_at = begin_response(w, h.correlation_id);
+  w.array_count(static_cast<std::int32_t>(topics.size()));
+  std::vector<message_view> messages;
+  std::string why;
+  std::vector<std::string> problems;
+  bool appended = false;
+  for (const auto& t : topics) {
+    w.string(t.name);
+    w.array_count(static_cast<std::int32_t>(t.partitions.size()));
+    error_code topic_err = error_code::none;
+    topic_state* ts = find_or_create(t.name, topic_err);
+    for (const auto& p : t.partitions) {
+      error_code err = topic_err;
+      std::int64_t base_offset = -1;
+      if (acks != 0 && acks != 1 && acks != -1) err = error_code::invalid_required_acks;
+      if (err == error_code::none) err = check_partition(ts, p.index, node_id);
+      if (err == error_code::none) {
+        err = parse_message_set(p.records, messages, why);
+        if (err != error_code::none) problems.push_back(fmt::format("{}-{}: {}", t.name, p.index, why));
+      }
+      if (err == error_code::none) {
+        auto& log = ts->partitions[static_cast<std::size_t>(p.index)];
+        base_offset = log.high_watermark();
+        for (const auto& m : messages) log.append(m.entry);
+        appended = appended || !messages.empty();
+      }
+      w.int32(p.index);
+      w.int16(code(err));
+      w.int64(base_offset);
+    }
+  }
+  end_response(w, size_at);
+  if (appended && on_append_) on_append_();
+  outcome o;
+  if (!problems.empty()) o.reason = fmt::format("rejected produce: {}", fmt::join(problems, "; "));
+  if (acks == 0) {
+    o.what = outcome::action::no_response;  // acks=0: the client expects no response at all
+  } else {
+    o.what = outcome::action::respond;
+    o.response = std::move(out);
+  }
+  return o;
+}
+
+// Fetch Request (Version: 0) => replica_id max_wait_ms min_bytes [topic [partition fetch_offset max_bytes]]
+// Fetch Response (Version: 0) => [topic [partition error_code high_watermark records]]
+outcome broker::handle_fetch(const kafka::request_header& h, bytes_view body, std::int32_t node_id) {
+  kafka::reader r(body);
+  auto req = std::make_unique<fetch_request>();
+  req->correlation_id = h.correlation_id;
+  (void)r.int32();  // replica_id
+  req->max_wait_ms = r.int32();
+  req->min_bytes = r.int32();
+  req->topics.resize(static_cast<std::size_t>(std::max(0, r.array_count(6))));
+  for (auto& t : req->topics) {
+    t.name = std::string(r.string());
+    t.partitions.resize(static_cast<std::size_t>(std::max(0, r.array_count(16))));
+    for (auto& p : t.partitions) {
+      p.index = r.int32();
+      p.offset = r.int64();
+      p.max_bytes = r.int32();
+    }
+  }
+  r.expect_end();
+  if (!r.ok()) return close_with(fmt::format("malformed fetch request: {}", r.error().message()));
+
+  if (req->max_wait_ms <= 0 || fetch_ready(*req, node_id)) return respond(fetch_response(*req, node_id));
+  outcome o;
+  o.what = outcome::action::wait_fetch;
+  o.fetch = std::move(req);
+  return o;
+}
+
+bool broker::fetch_ready(const fetch_request& req, std::int32_t node_id) const {
+  std::size_t total = 0;
+  for (const auto& t : req.topics) {
+    auto it = topics_.find(t.name);
+    const topic_state* ts = it == topics_.end() ? nullptr : &it->second;
+    for (const auto& p : t.partitions) {
+      if (check_partition(ts, p.index, node_id) != error_code::none) return true;
+      const auto& log = ts->partitions[static_cast<std::size_t>(p.index)];
+      if (p.offset < log.log_start_offset() || p.offset > log.high_watermark()) return true;
+      if (p.max_bytes < 0) return true;
+      total += log.readable_bytes(p.offset, static_cast<std::size_t>(p.max_bytes));
+    }
+  }
+  return total >= static_cast<std::size_t>(std::max(0, req.min_bytes));
+}
+
+std::vector<unsigned char> broker::fetch_response(const fetch_request& req, std::int32_t node_id) const {
+  std::vector<unsigned char> out;
+  kafka::writer w(out);
+  const std::size_t size_at = begin_response(w, req.correlation_id);
+  w.array_count(static_cast<std::int32_t>(req.topics.size()));
+  for (const auto& t : req.topics) {
+    auto it = topics_.find(t.name);
+    const topic_state* ts = it == topics_.end() ? nullptr : &it->second;
+    w.string(t.name);
+    w.array_count(static_cast<std::int32_t>(t.partitions.size()));
+    for (const auto& p : t.partitions) {
+      w.int32(p.index);
+      error_code err = check_partition(ts, p.index, node_id);
+      if (err != error_code::none) {
+        w.int16(code(err));
+        w.int64(-1);
+        w.int32(0);
+        continue;
+      }
+      const auto& log = ts->partitions[static_cast<std::size_t>(p.index)];
+      if (p.offset < log.log_start_offset() || p.offset > log.high_watermark())
+        err = error_code::offset_out_of_range;
+      if (p.max_bytes < 0) err = error_code::invalid_fetch_size;
+      w.int16(code(err));
+      w.int64(log.high_watermark());
+      const std::size_t records_at = w.placeholder_int32();
+      if (err == error_code::none) log.read(p.offset, static_cast<std::size_t>(p.max_bytes), out);
+      w.patch_int32(records_at, static_cast<std::int32_t>(out.size() - records_at - 4));
+    }
+  }
+  end_response(w, size_at);
+  return out;
+}
+
+// ListOffsets Request (Version: 0) => replica_id [topic [partition timestamp max_num_offsets]]
+// ListOffsets Response (Version: 0) => [topic [partition error_code [old_style_offsets]]]
+outcome broker::handle_list_offsets(const kafka::request_header& h, bytes_view body, std::int32_t node_id) {
+  struct partition_query {
+    std::int32_t index;
+    std::int64_t timestamp;
+    std::int32_t max_num_offsets;
+  };
+  struct topic_query {
+    std::string_view name;
+    std::vector<partition_query> partitions;
+  };
+  kafka::reader r(body);
+  (void)r.int32();  // replica_id
+  std::vector<topic_query> topics(static_cast<std::size_t>(std::max(0, r.array_count(6))));
+  for (auto& t : topics) {
+    t.name = r.string();
+    t.partitions.resize(static_cast<std::size_t>(std::max(0, r.array_count(16))));
+    for (auto& p : t.partitions) {
+      p.index = r.int32();
+      p.timestamp = r.int64();
+      p.max_num_offsets = r.int32();
+    }
+  }
+  r.expect_end();
+  if (!r.ok()) return close_with(fmt::format("malformed list_offsets request: {}", r.error().message()));
+
+  std::vector<unsigned char> out;
+  kafka::writer w(out);
+  const std::size_t size_at = begin_response(w, h.correlation_id);
+  w.array_count(static_cast<std::int32_t>(topics.size()));
+  for (const auto& t : topics) {
+    auto it = topics_.find(t.name);
+    const topic_state* ts = it == topics_.end() ? nullptr : &it->second;
+    w.string(t.name);
+    w.array_count(static_cast<std::int32_t>(t.partitions.size()));
+    for (const auto& p : t.partitions) {
+      w.int32(p.index);
+      const error_code err = check_partition(ts, p.index, node_id);
+      w.int16(code(err));
+      if (err != error_code::none || p.max_num_offsets <= 0) {
+        w.array_count(0);
+        continue;
+      }
+      const auto& log = ts->partitions[static_cast<std::size_t>(p.index)];
+      // -1 latest, -2 earliest. Messages carry no broker timestamps here, so any other time answers with the
+      // earliest offset, as a 0.8 broker with a single log segment would.
+      w.array_count(1);
+      w.int64(p.timestamp == -1 ? log.high_watermark() : log.log_start_offset());
+    }
+  }
+  end_response(w, size_at);
+  return respond(std::move(out));
+}
+
+// Metadata Request (Version: 0) => [topic]            (an empty list means all topics)
+// Metadata Response (Version: 0) => [node_id host port] [error_code name [error_code partition leader
+//                                   [replicas] [isr]]]
+outcome broker::handle_metadata(const kafka::request_header& h, bytes_view body, listener_kind kind) {
+  kafka::reader r(body);
+  const std::int32_t n = r.array_count(2);
+  std::vector<std::string_view> names;
+  for (std::int32_t i = 0; i < n && r.ok(); ++i) names.push_back(r.string());
+  r.expect_end();
+  if (!r.ok()) return close_with(fmt::format("malformed metadata request: {}", r.error().message()));
+
+  std::vector<unsigned char> out;
+  kafka::writer w(out);
+  const std::size_t size_at = begin_response(w, h.correlation_id);
+  const auto& brokers = advertised_[static_cast<int>(kind)];
+  w.array_count(static_cast<std::int32_t>(brokers.size()));
+  for (std::size_t i = 0; i < brokers.size(); ++i) {
+    w.int32(static_cast<std::int32_t>(i));
+    w.string(brokers[i].host);
+    w.int32(brokers[i].port);
+  }
+
+  auto write_topic = [&](std::string_view name, const topic_state* ts, error_code err) {
+    w.int16(code(err));
+    w.string(name);
+    if (!ts) return w.array_count(0);
+    w.array_count(static_cast<std::int32_t>(ts->partitions.size()));
+    for (std::size_t p = 0; p < ts->partitions.size(); ++p) {
+      const auto leader = static_cast<std::int32_t>(p) % config_.nodes;
+      w.int16(0);
+      w.int32(static_cast<std::int32_t>(p));
+      w.int32(leader);
+      w.array_count(1);  // replicas
+      w.int32(leader);
+      w.array_count(1);  // isr
+      w.int32(leader);
+    }
+  };
+  if (names.empty()) {
+    w.array_count(static_cast<std::int32_t>(topics_.size()));
+    for (const auto& [name, ts] : topics_) write_topic(name, &ts, error_code::none);
+  } else {
+    w.array_count(static_cast<std::int32_t>(names.size()));
+    for (auto name : names) {
+      error_code err = error_code::none;
+      const topic_state* ts = find_or_create(name, err);
+      write_topic(name, ts, err);
+    }
+  }
+  end_response(w, size_at);
+  return respond(std::move(out));
+}
+
+}  // namespace kws::devbroker

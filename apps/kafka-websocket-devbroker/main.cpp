@@ -1,0 +1,186 @@
+// kafka-websocket-devbroker: a small in-memory Kafka broker for local development and tests. It speaks Kafka
+// over WebSocket (one frame per binary message) and, optionally, over plain TCP. A test target, not a
+// product.
+#include "broker.hpp"
+#include "server.hpp"
+
+#include <kws/frame.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <fmt/format.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <charconv>
+#include <csignal>
+#include <cstdio>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace {
+
+using kws::devbroker::endpoint;
+
+// HOST:PORT or [V6]:PORT, port 0..65535 (0: the system picks one).
+std::optional<endpoint> parse_host_port(const std::string& s) {
+  std::string host, port;
+  if (!s.empty() && s.front() == '[') {
+    const auto close = s.find("]:");
+    if (close == std::string::npos) return std::nullopt;
+    host = s.substr(1, close - 1);
+    port = s.substr(close + 2);
+  } else {
+    const auto colon = s.rfind(':');
+    if (colon == std::string::npos || s.find(':') != colon) return std::nullopt;
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+  }
+  int value = -1;
+  auto [end, err] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (host.empty() || port.empty() || err != std::errc{} || end != port.data() + port.size() || value < 0 ||
+      value > 65535)
+    return std::nullopt;
+  return endpoint{host, value};
+}
+
+std::string host_port_check(const std::string& s) {
+  return parse_host_port(s) ? std::string{} : "expected HOST:PORT, got '" + s + "'";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "kafka-websocket-devbroker: an in-memory Kafka broker for local development and tests.\n"
+      "THIS IS A TEST TARGET, NOT A PRODUCT: no persistence, no replication, no security, no consumer "
+      "groups.\n"
+      "It speaks Produce/Fetch/ListOffsets/Metadata v0 (message format v0/v1, no compression) and "
+      "ApiVersions\n"
+      "v0-v3, over WebSocket (one Kafka frame per binary message) and optionally over plain TCP.\n"
+      "At startup it prints one line to stdout: 'listening ws=HOST:PORT[,...] [tcp=HOST:PORT[,...]]'."};
+
+  std::string listen = "127.0.0.1:8787";
+  std::string tcp_listen, advertise, tcp_advertise;
+  std::vector<std::string> topics;
+  std::int32_t default_partitions = 1;
+  bool no_auto_create = false;
+  std::int32_t nodes = 1;
+  std::size_t retention_bytes = 64u * 1024u * 1024u;
+  std::size_t max_frame_bytes = kws::default_max_frame_bytes;
+  bool kafka_08_only = false;
+  std::string log_level = "info";
+
+  app.add_option("--listen", listen, "WebSocket listener HOST:PORT (port 0: any free port)")
+      ->capture_default_str()
+      ->check(host_port_check);
+  app.add_option("--tcp-listen", tcp_listen, "also listen for plain TCP Kafka connections on HOST:PORT")
+      ->check(host_port_check);
+  app.add_option("--advertise", advertise,
+                 "broker address in Metadata on the WebSocket listeners (default: the bound address); "
+                 "node i is advertised at PORT+i")
+      ->check(host_port_check);
+  app.add_option(
+         "--tcp-advertise", tcp_advertise,
+         "broker address in Metadata on the TCP listeners (default: the bound address); node i at PORT+i")
+      ->check(host_port_check);
+  app.add_option("--topic", topics,
+                 "topic to create at start, NAME[:PARTITIONS] (repeatable; default test-topic:1)");
+  app.add_option("--default-partitions", default_partitions, "partitions of auto-created topics")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  app.add_flag("--no-auto-create", no_auto_create, "answer UNKNOWN_TOPIC_OR_PARTITION for unknown topics");
+  app.add_option("--nodes", nodes,
+                 "brokers presented by this process, each on its own port(s); partition p is "
+                 "led by node p mod N")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  app.add_option("--retention-bytes", retention_bytes,
+                 "per partition; the oldest messages are dropped beyond it")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 40));
+  app.add_option("--max-frame-bytes", max_frame_bytes, "largest accepted Kafka request body")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{64}, std::size_t{0x7fffffff} - 4));
+  app.add_flag("--kafka-0.8-only", kafka_08_only,
+               "behave like the Kafka 0.8 edge broker: ignore ApiVersions (no reply), only the four v0 APIs");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  CLI11_PARSE(app, argc, argv);
+
+  auto logger = spdlog::stderr_color_mt("devbroker");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::flush_on(spdlog::level::trace);
+
+  kws::devbroker::broker_config bc;
+  bc.default_partitions = default_partitions;
+  bc.auto_create = !no_auto_create;
+  bc.nodes = nodes;
+  bc.retention_bytes = retention_bytes;
+  bc.kafka_08_only = kafka_08_only;
+  if (!topics.empty()) {
+    bc.topics.clear();
+    for (const auto& t : topics) {
+      const auto colon = t.rfind(':');
+      std::int32_t partitions = 1;
+      std::string name = t;
+      if (colon != std::string::npos) {
+        name = t.substr(0, colon);
+        const std::string count = t.substr(colon + 1);
+        auto [end, err] = std::from_chars(count.data(), count.data() + count.size(), partitions);
+        if (err != std::errc{} || end != count.data() + count.size() || partitions < 1 ||
+            partitions > 10000) {
+          fmt::print(stderr, "--topic {}: partitions must be 1..10000\n", t);
+          return 2;
+        }
+      }
+      bc.topics.emplace_back(name, partitions);
+    }
+  }
+
+  kws::devbroker::server_config sc;
+  sc.ws_listen = *parse_host_port(listen);
+  if (!tcp_listen.empty()) sc.tcp_listen = parse_host_port(tcp_listen);
+  if (!advertise.empty()) sc.ws_advertise = parse_host_port(advertise);
+  if (!tcp_advertise.empty()) sc.tcp_advertise = parse_host_port(tcp_advertise);
+  sc.max_frame_bytes = max_frame_bytes;
+
+  boost::asio::io_context ioc(1);
+  std::shared_ptr<kws::devbroker::broker> b;
+  std::unique_ptr<kws::devbroker::server> srv;
+  try {
+    b = std::make_shared<kws::devbroker::broker>(bc);
+    srv = std::make_unique<kws::devbroker::server>(ioc, b, sc);
+    srv->start();
+  } catch (const std::exception& e) {
+    spdlog::critical("startup failed: {}", e.what());
+    return 1;
+  }
+
+  // The one line tests and scripts parse; flushed at once because stdout is usually a pipe then.
+  const std::string line = srv->listening_line();
+  std::fputs((line + "\n").c_str(), stdout);
+  std::fflush(stdout);
+  spdlog::info("{} nodes={} auto_create={} kafka_0.8_only={} retention_bytes={} max_frame_bytes={}", line,
+               nodes, !no_auto_create, kafka_08_only, retention_bytes, max_frame_bytes);
+
+  boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& ec, int signo) {
+    if (ec) return;
+    spdlog::info("signal {}: closing listeners and exiting", signo);
+    srv->stop();
+    ioc.stop();
+  });
+
+  ioc.run();
+  srv.reset();
+  spdlog::info("stopped");
+  return 0;
+}

@@ -1,0 +1,513 @@
+#include "server.hpp"
+
+#include <kws/frame.hpp>
+
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+
+namespace kws::devbroker {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+// Kafka's connections.max.idle.ms default.
+constexpr auto idle_timeout = std::chrono::minutes(10);
+// Buffers above this are released after use, so an idle connection does not keep a large frame's memory.
+constexpr std::size_t keep_buffer_bytes = 1u << 20;
+
+std::string to_string(const tcp::endpoint& ep) {
+  const auto a = ep.address();
+  return a.is_v6() ? fmt::format("[{}]:{}", a.to_string(), ep.port())
+                   : fmt::format("{}:{}", a.to_string(), ep.port());
+}
+
+const char* to_string(listener_kind k) {
+  return k == listener_kind::ws ? "ws" : "tcp";
+}
+
+bool is_teardown(const error_code& ec) {
+  return ec == asio::error::eof || ec == asio::error::operation_aborted ||
+         ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+         ec == websocket::error::closed || ec == beast::error::timeout || ec == http::error::end_of_stream;
+}
+
+class session;
+
+struct shared_state {
+  std::shared_ptr<broker> b;
+  std::size_t max_frame_bytes = default_max_frame_bytes;
+  std::uint64_t next_id = 1;
+  /// Sessions with a long-poll Fetch outstanding; looked at after every append.
+  std::vector<std::weak_ptr<session>> waiters;
+  bool notify_posted = false;
+};
+
+// One client connection: read a request, hand it to the broker, write the response, read the next. Only one
+// request is in progress at a time (as a Kafka broker mutes a connection until it has answered), so at most
+// one read or one write is outstanding on the stream and responses stay in request order. A long-poll Fetch
+// parks the connection on a timer instead of blocking the io_context.
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(std::shared_ptr<shared_state> state, const asio::any_io_executor& ex, std::int32_t node,
+          listener_kind kind, std::string peer)
+      : state_(std::move(state)),
+        id_(state_->next_id++),
+        node_(node),
+        kind_(kind),
+        peer_(std::move(peer)),
+        fetch_timer_(ex) {
+    spdlog::info("conn={} open peer={} listener={} node={}", id_, peer_, to_string(kind_), node_);
+  }
+
+  virtual ~session() {
+    spdlog::info(
+        "conn={} close peer={} listener={} node={} frames_in={} bytes_in={} frames_out={} bytes_out={} "
+        "cause=\"{}\"",
+        id_, peer_, to_string(kind_), node_, frames_in_, bytes_in_, frames_out_, bytes_out_,
+        cause_.empty() ? "shutdown" : cause_);
+  }
+
+  virtual void run() = 0;
+
+  /// New data was appended somewhere: answer a parked fetch if it is now satisfied.
+  void on_data() {
+    if (pending_fetch_ && state_->b->fetch_ready(*pending_fetch_, node_)) finish_fetch();
+  }
+  bool waiting() const noexcept { return pending_fetch_ != nullptr; }
+  asio::any_io_executor executor() { return fetch_timer_.get_executor(); }
+
+ protected:
+  virtual void read_next() = 0;
+  /// Writes `out_`, then calls on_written.
+  virtual void write_out() = 0;
+  /// Ends the connection because of something the peer sent (already logged by the caller).
+  virtual void close_for(const std::string& cause) = 0;
+
+  void set_cause(std::string cause) {
+    if (cause_.empty()) cause_ = std::move(cause);
+  }
+
+  void fail(const error_code& ec, const char* what) {
+    if (ec == asio::error::eof || ec == websocket::error::closed || ec == http::error::end_of_stream) {
+      set_cause("peer closed");
+    } else {
+      set_cause(fmt::format("{}: {}", what, ec.message()));
+    }
+    if (is_teardown(ec))
+      spdlog::debug("conn={} {}: {}", id_, what, ec.message());
+    else
+      spdlog::warn("conn={} {}: {}", id_, what, ec.message());
+  }
+
+  void protocol_error(const std::string& cause) {
+    spdlog::warn("conn={} closing: {}", id_, cause);
+    set_cause(cause);
+    close_for(cause);
+  }
+
+  void handle_frame(bytes_view frame) {
+    ++frames_in_;
+    bytes_in_ += frame.size();
+    outcome o = state_->b->handle(frame, node_, kind_);
+    switch (o.what) {
+      case outcome::action::respond:
+        if (!o.reason.empty()) spdlog::warn("conn={} {}", id_, o.reason);
+        out_ = std::move(o.response);
+        return write_out();
+      case outcome::action::no_response:
+        if (!o.reason.empty()) spdlog::info("conn={} {}", id_, o.reason);
+        return read_next();
+      case outcome::action::wait_fetch:
+        return start_long_poll(std::move(o.fetch));
+      case outcome::action::close:
+        return protocol_error(o.reason);
+    }
+  }
+
+  void on_written(const error_code& ec, std::size_t bytes) {
+    if (ec) return fail(ec, "write");
+    ++frames_out_;
+    bytes_out_ += bytes;
+    if (out_.capacity() > keep_buffer_bytes) std::vector<unsigned char>().swap(out_);
+    read_next();
+  }
+
+  std::shared_ptr<shared_state> state_;
+  const std::uint64_t id_;
+  const std::int32_t node_;
+  const listener_kind kind_;
+  const std::string peer_;
+  std::vector<unsigned char> out_;
+
+ private:
+  void start_long_poll(std::unique_ptr<fetch_request> req) {
+    // Drop entries of sessions that are gone or no longer waiting, so the list stays as long as the number
+    // of parked fetches even when nothing is produced.
+    auto& w = state_->waiters;
+    std::erase_if(w, [](const std::weak_ptr<session>& p) {
+      auto s = p.lock();
+      return !s || !s->waiting();
+    });
+    pending_fetch_ = std::move(req);
+    const std::uint64_t generation = ++fetch_generation_;
+    fetch_timer_.expires_after(std::chrono::milliseconds(pending_fetch_->max_wait_ms));
+    fetch_timer_.async_wait([self = shared_from_this(), generation](const error_code& ec) {
+      if (ec || generation != self->fetch_generation_ || !self->pending_fetch_) return;
+      self->finish_fetch();
+    });
+    state_->waiters.push_back(weak_from_this());
+  }
+
+  void finish_fetch() {
+    const auto req = std::move(pending_fetch_);
+    ++fetch_generation_;  // a timer completion already queued must not answer again
+    fetch_timer_.cancel();
+    out_ = state_->b->fetch_response(*req, node_);
+    write_out();
+  }
+
+  std::uint64_t frames_in_ = 0, bytes_in_ = 0, frames_out_ = 0, bytes_out_ = 0;
+  std::string cause_;
+  asio::steady_timer fetch_timer_;
+  std::unique_ptr<fetch_request> pending_fetch_;
+  std::uint64_t fetch_generation_ = 0;
+};
+
+// Plain TCP: the Kafka byte stream, a 4-byte size and then the body.
+class tcp_session final : public session {
+ public:
+  tcp_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node, std::string peer)
+      : session(std::move(state), socket.get_executor(), node, listener_kind::tcp, std::move(peer)),
+        stream_(std::move(socket)) {}
+
+  void run() override { read_next(); }
+
+ private:
+  std::shared_ptr<tcp_session> self() { return std::static_pointer_cast<tcp_session>(shared_from_this()); }
+
+  void read_next() override {
+    if (frame_.capacity() > keep_buffer_bytes) std::vector<unsigned char>().swap(frame_);
+    stream_.expires_after(idle_timeout);
+    asio::async_read(stream_, asio::buffer(header_),
+                     beast::bind_front_handler(&tcp_session::on_header, self()));
+  }
+
+  void on_header(const error_code& ec, std::size_t) {
+    if (ec) return fail(ec, "read");
+    const std::int32_t size = load_be32(header_.data());
+    if (auto bad = check_frame_size(size, state_->max_frame_bytes))
+      return protocol_error(fmt::format("size header {}: {}", size, bad.message()));
+    frame_.resize(frame_header_bytes + static_cast<std::size_t>(size));
+    std::memcpy(frame_.data(), header_.data(), frame_header_bytes);
+    asio::async_read(stream_,
+                     asio::buffer(frame_.data() + frame_header_bytes, static_cast<std::size_t>(size)),
+                     beast::bind_front_handler(&tcp_session::on_body, self()));
+  }
+
+  void on_body(const error_code& ec, std::size_t) {
+    if (ec) return fail(ec, "read");
+    stream_.expires_never();
+    handle_frame(frame_);
+  }
+
+  void write_out() override {
+    stream_.expires_after(idle_timeout);
+    asio::async_write(stream_, asio::buffer(out_),
+                      beast::bind_front_handler(&tcp_session::on_written, self()));
+  }
+
+  void close_for(const std::string&) override {
+    error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.close();
+  }
+
+  beast::tcp_stream stream_;
+  std::array<unsigned char, frame_header_bytes> header_{};
+  std::vector<unsigned char> frame_;
+};
+
+// WebSocket: one Kafka frame, size header included, per binary message.
+class ws_session final : public session {
+ public:
+  ws_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node, std::string peer)
+      : session(std::move(state), socket.get_executor(), node, listener_kind::ws, std::move(peer)),
+        ws_(std::move(socket)) {}
+
+  void run() override {
+    parser_.emplace();
+    parser_->body_limit(64 * 1024);
+    ws_.next_layer().expires_after(std::chrono::seconds(30));
+    http::async_read(ws_.next_layer(), buffer_, *parser_,
+                     beast::bind_front_handler(&ws_session::on_http, self()));
+  }
+
+ private:
+  std::shared_ptr<ws_session> self() { return std::static_pointer_cast<ws_session>(shared_from_this()); }
+
+  void on_http(const error_code& ec, std::size_t) {
+    if (ec) return fail(ec, "read http");
+    if (!websocket::is_upgrade(parser_->get())) {
+      spdlog::warn("conn={} plain HTTP {} {} without WebSocket upgrade: 426", id_,
+                   std::string(parser_->get().method_string()), std::string(parser_->get().target()));
+      set_cause("HTTP request without WebSocket upgrade (426)");
+      response_.emplace(http::status::upgrade_required, parser_->get().version());
+      response_->set(http::field::server, "kafka-websocket-devbroker");
+      response_->set(http::field::upgrade, "websocket");
+      response_->set(http::field::connection, "Upgrade");
+      response_->set(http::field::content_type, "text/plain");
+      response_->body() = "kafka-websocket-devbroker: Kafka over WebSocket only; send a WebSocket upgrade\n";
+      response_->keep_alive(false);
+      response_->prepare_payload();
+      return http::async_write(
+          ws_.next_layer(), *response_, [self = self()](const error_code& ec2, std::size_t) {
+            if (ec2) return self->fail(ec2, "write 426");
+            error_code ignored;
+            self->ws_.next_layer().socket().shutdown(tcp::socket::shutdown_send, ignored);
+          });
+    }
+    ws_.next_layer().expires_never();
+    ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    ws_.set_option(websocket::stream_base::decorator(
+        [](websocket::response_type& res) { res.set(http::field::server, "kafka-websocket-devbroker"); }));
+    ws_.read_message_max(state_->max_frame_bytes + frame_header_bytes);
+    ws_.binary(true);
+    ws_.async_accept(parser_->release(), beast::bind_front_handler(&ws_session::on_accept, self()));
+  }
+
+  void on_accept(const error_code& ec) {
+    if (ec) return fail(ec, "websocket accept");
+    parser_.reset();
+    read_next();
+  }
+
+  void read_next() override {
+    buffer_.consume(buffer_.size());
+    if (buffer_.capacity() > keep_buffer_bytes) buffer_.shrink_to_fit();
+    ws_.async_read(buffer_, beast::bind_front_handler(&ws_session::on_read, self()));
+  }
+
+  void on_read(const error_code& ec, std::size_t) {
+    if (ec == websocket::error::message_too_big) {
+      spdlog::warn("conn={} closing: message larger than {} bytes", id_,
+                   state_->max_frame_bytes + frame_header_bytes);
+      set_cause("message too big");
+      return;  // Beast has already started the close handshake (1009)
+    }
+    if (ec) return fail(ec, "read");
+    if (!ws_.got_binary()) return protocol_error("text message; Kafka frames travel as binary messages");
+    const bytes_view message{static_cast<const unsigned char*>(buffer_.data().data()), buffer_.size()};
+    if (auto bad = check_message(message, state_->max_frame_bytes)) {
+      const std::int32_t size = message.size() >= frame_header_bytes ? load_be32(message.data()) : -1;
+      return protocol_error(
+          fmt::format("message of {} bytes with size header {}: {}", message.size(), size, bad.message()));
+    }
+    handle_frame(message);
+  }
+
+  void write_out() override {
+    ws_.async_write(asio::buffer(out_), beast::bind_front_handler(&ws_session::on_written, self()));
+  }
+
+  void close_for(const std::string& cause) override {
+    // Nothing else is outstanding on the stream here: this is the one write in flight.
+    const auto code =
+        cause.starts_with("text") ? websocket::close_code::unknown_data : websocket::close_code::policy_error;
+    websocket::close_reason reason(code, cause.substr(0, 120));
+    ws_.async_close(reason, [self = self()](const error_code& ec) {
+      if (ec && !is_teardown(ec)) spdlog::debug("conn={} close: {}", self->id_, ec.message());
+    });
+  }
+
+  websocket::stream<beast::tcp_stream> ws_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::response<http::string_body>> response_;
+};
+
+class listener : public std::enable_shared_from_this<listener> {
+ public:
+  listener(asio::io_context& ioc, const tcp::endpoint& ep, std::shared_ptr<shared_state> state,
+           std::int32_t node, listener_kind kind)
+      : ioc_(ioc), acceptor_(ioc), retry_(ioc), state_(std::move(state)), node_(node), kind_(kind) {
+    acceptor_.open(ep.protocol());
+    acceptor_.set_option(asio::socket_base::reuse_address(true));
+    acceptor_.bind(ep);
+    acceptor_.listen(asio::socket_base::max_listen_connections);
+  }
+
+  tcp::endpoint local() const { return acceptor_.local_endpoint(); }
+  void run() { do_accept(); }
+  void stop() {
+    error_code ignored;
+    acceptor_.close(ignored);
+    retry_.cancel();
+  }
+
+ private:
+  void do_accept() {
+    acceptor_.async_accept(asio::make_strand(ioc_),
+                           beast::bind_front_handler(&listener::on_accept, shared_from_this()));
+  }
+
+  void on_accept(const error_code& ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (ec) {
+      // EMFILE and friends: back off instead of spinning, and keep accepting.
+      spdlog::warn("accept on {} listener node {}: {}", to_string(kind_), node_, ec.message());
+      retry_.expires_after(std::chrono::milliseconds(100));
+      return retry_.async_wait([self = shared_from_this()](const error_code& e) {
+        if (!e) self->do_accept();
+      });
+    }
+    error_code peer_ec;
+    const auto peer = socket.remote_endpoint(peer_ec);
+    const std::string peer_str = peer_ec ? std::string("?") : to_string(peer);
+    std::shared_ptr<session> s;
+    if (kind_ == listener_kind::ws)
+      s = std::make_shared<ws_session>(state_, std::move(socket), node_, peer_str);
+    else
+      s = std::make_shared<tcp_session>(state_, std::move(socket), node_, peer_str);
+    s->run();
+    do_accept();
+  }
+
+  asio::io_context& ioc_;
+  tcp::acceptor acceptor_;
+  asio::steady_timer retry_;
+  std::shared_ptr<shared_state> state_;
+  std::int32_t node_;
+  listener_kind kind_;
+};
+
+asio::ip::address parse_host(const std::string& host) {
+  if (host == "localhost") return asio::ip::make_address("127.0.0.1");
+  error_code ec;
+  auto a = asio::ip::make_address(host, ec);
+  if (ec) throw std::invalid_argument(fmt::format("listen address '{}' is not an IP address", host));
+  return a;
+}
+
+}  // namespace
+
+struct server::impl {
+  asio::io_context& ioc;
+  std::shared_ptr<shared_state> state;
+  server_config config;
+  std::vector<std::shared_ptr<listener>> ws, tcp;
+};
+
+server::server(asio::io_context& ioc, std::shared_ptr<broker> b, server_config config)
+    : impl_(std::make_unique<impl>(impl{ioc, std::make_shared<shared_state>(), std::move(config), {}, {}})) {
+  impl_->state->b = std::move(b);
+  impl_->state->max_frame_bytes = impl_->config.max_frame_bytes;
+}
+
+server::~server() {
+  stop();
+}
+
+void server::start() {
+  auto& st = *impl_;
+  const std::int32_t nodes = st.state->b->config().nodes;
+
+  auto bind_all = [&](const endpoint& where, listener_kind kind,
+                      std::vector<std::shared_ptr<listener>>& out) {
+    const auto address = parse_host(where.host);
+    for (std::int32_t i = 0; i < nodes; ++i) {
+      // Port 0 lets the system pick every port; otherwise the nodes sit on consecutive ports.
+      const std::int32_t port = where.port == 0 ? 0 : where.port + i;
+      if (port > 65535) throw std::invalid_argument(fmt::format("port {} out of range for node {}", port, i));
+      const tcp::endpoint ep(address, static_cast<std::uint16_t>(port));
+      try {
+        out.push_back(std::make_shared<listener>(st.ioc, ep, st.state, i, kind));
+      } catch (const boost::system::system_error& e) {
+        throw std::runtime_error(fmt::format("cannot listen on {}: {}", to_string(ep), e.code().message()));
+      }
+    }
+  };
+  auto advertise = [&](const std::vector<std::shared_ptr<listener>>& ls, const std::optional<endpoint>& adv) {
+    std::vector<endpoint> eps;
+    for (std::size_t i = 0; i < ls.size(); ++i) {
+      if (adv)
+        eps.push_back({adv->host, adv->port + static_cast<std::int32_t>(i)});
+      else
+        eps.push_back({ls[i]->local().address().to_string(), ls[i]->local().port()});
+    }
+    return eps;
+  };
+
+  bind_all(st.config.ws_listen, listener_kind::ws, st.ws);
+  if (st.config.tcp_listen) bind_all(*st.config.tcp_listen, listener_kind::tcp, st.tcp);
+  st.state->b->set_advertised(listener_kind::ws, advertise(st.ws, st.config.ws_advertise));
+  st.state->b->set_advertised(listener_kind::tcp, advertise(st.tcp, st.config.tcp_advertise));
+
+  // Appends wake parked fetches; one post per burst of appends.
+  std::weak_ptr<shared_state> weak = st.state;
+  asio::io_context& ioc = st.ioc;
+  st.state->b->on_append([weak, &ioc] {
+    auto state = weak.lock();
+    if (!state || state->notify_posted) return;
+    state->notify_posted = true;
+    asio::post(ioc, [weak] {
+      auto state = weak.lock();
+      if (!state) return;
+      state->notify_posted = false;
+      auto waiters = std::move(state->waiters);
+      state->waiters.clear();
+      for (auto& w : waiters) {
+        auto s = w.lock();
+        if (!s || !s->waiting()) continue;
+        state->waiters.push_back(w);
+        asio::dispatch(s->executor(), [s] { s->on_data(); });
+      }
+    });
+  });
+
+  for (auto& l : st.ws) l->run();
+  for (auto& l : st.tcp) l->run();
+}
+
+std::string server::listening_line() const {
+  auto list = [](const std::vector<std::shared_ptr<listener>>& ls) {
+    std::string out;
+    for (const auto& l : ls) {
+      if (!out.empty()) out += ',';
+      out += to_string(l->local());
+    }
+    return out;
+  };
+  std::string line = "listening ws=" + list(impl_->ws);
+  if (!impl_->tcp.empty()) line += " tcp=" + list(impl_->tcp);
+  return line;
+}
+
+void server::stop() {
+  for (auto& l : impl_->ws) l->stop();
+  for (auto& l : impl_->tcp) l->stop();
+}
+
+}  // namespace kws::devbroker

@@ -1,0 +1,48 @@
+// The dev broker's listeners and connections: WebSocket (one Kafka frame per binary message) and, optionally,
+// plain TCP (the Kafka byte stream). All Beast and Asio code lives in server.cpp.
+#pragma once
+
+#include "broker.hpp"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace kws::devbroker {
+
+struct server_config {
+  endpoint ws_listen{"127.0.0.1", 8787};
+  std::optional<endpoint> tcp_listen;
+  /// Advertised in Metadata on the WebSocket listeners; default: the bound WebSocket addresses.
+  std::optional<endpoint> ws_advertise;
+  /// Advertised in Metadata on the TCP listeners; default: the bound TCP addresses.
+  std::optional<endpoint> tcp_advertise;
+  std::size_t max_frame_bytes = 100u * 1024u * 1024u;
+};
+
+class server {
+ public:
+  /// `b` must outlive the server and every connection (the io_context's handlers).
+  server(boost::asio::io_context& ioc, std::shared_ptr<broker> b, server_config config);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  /// Binds one WebSocket (and TCP) listener per node and starts accepting; throws on bind errors.
+  void start();
+  /// `listening ws=HOST:PORT[,HOST:PORT...] [tcp=HOST:PORT[,...]]` with the bound ports.
+  std::string listening_line() const;
+  /// Closes the listeners; connections end when the io_context stops.
+  void stop();
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace kws::devbroker
