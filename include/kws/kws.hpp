@@ -6,3 +6,4 @@
 #include <kws/dialer.hpp>
 #include <kws/errc.hpp>
 #include <kws/frame.hpp>
+#include <kws/relay.hpp>

@@ -70,6 +70,7 @@ class peer_impl final : public ws_peer {
   }
   const std::map<std::string, std::string>& request_headers() const override { return headers_; }
   const std::string& request_target() const override { return target_; }
+  int close_code() const override { return static_cast<int>(ws_.reason().code); }
 
  private:
   websocket::stream<Stream> ws_;

@@ -37,6 +37,8 @@ class ws_peer {
   /// Headers of the upgrade request (lower-case names).
   virtual const std::map<std::string, std::string>& request_headers() const = 0;
   virtual const std::string& request_target() const = 0;
+  /// Close code the client sent (0 when none arrived).
+  virtual int close_code() const = 0;
 };
 
 using ws_script = std::function<void(ws_peer&)>;

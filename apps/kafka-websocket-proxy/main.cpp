@@ -1,0 +1,164 @@
+// kafka-websocket-proxy: lets any Kafka client reach a broker that speaks Kafka over WebSocket. Clients
+// connect over plain TCP; each connection is relayed to the broker over its own WebSocket.
+#include "proxy_server.hpp"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <set>
+#include <thread>
+
+#ifndef KWS_VERSION
+#define KWS_VERSION "unknown"
+#endif
+
+namespace {
+
+// The original Go proxy takes single-dash long flags (-port 8080 -broker host:port -tls, also -port=8080).
+// Rewrite those to GNU spelling before parsing; short flags (-h) and values are left alone.
+std::vector<std::string> normalize_go_flags(int argc, char** argv, const std::set<std::string>& long_names) {
+  std::vector<std::string> out;
+  bool only_values = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (!only_values && a == "--") only_values = true;
+    if (!only_values && a.size() > 2 && a[0] == '-' && a[1] != '-') {
+      const auto name = a.substr(1, a.find('=') == std::string::npos ? std::string::npos : a.find('=') - 1);
+      if (long_names.count(name)) a = "-" + a;
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+const std::map<std::string, std::int64_t> duration_units{
+    {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  kws::proxy::proxy_config cfg;
+  cfg.threads = std::max(1u, std::thread::hardware_concurrency());
+  cfg.dialer.idle_timeout = std::chrono::seconds(60);
+
+  CLI::App app{
+      "kafka-websocket-proxy: accepts Kafka clients over TCP and relays each connection to a Kafka broker "
+      "over WebSocket (one Kafka frame per binary message).\n"
+      "Single-dash flags as in the original Go proxy work too: -port 8080 -broker localhost:8787 -tls",
+      "kafka-websocket-proxy"};
+  app.set_version_flag("--version", std::string("kafka-websocket-proxy ") + KWS_VERSION);
+  app.get_formatter()->column_width(34);
+
+  // As with Go's flag package, a flag given twice takes its last value.
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+
+  std::int64_t dial_backoff_ms = cfg.dial_backoff.count();
+  std::int64_t handshake_ms = cfg.dialer.handshake_timeout.count();
+  std::int64_t idle_ms = 0;
+  std::int64_t ping_ms = 30000;
+  std::int64_t drain_ms = cfg.drain_timeout.count();
+  std::uint64_t max_frame = cfg.relay.max_frame_bytes;
+  std::vector<std::string> headers;
+  std::string log_level = "info";
+  std::string listen = cfg.listen_host;
+
+  app.add_option("--port", cfg.port, "TCP port to listen on for Kafka clients")->capture_default_str();
+  app.add_option("--listen", listen, "address to listen on (default: all interfaces)")->capture_default_str();
+  app.add_option(
+         "--broker", cfg.broker,
+         "broker as host:port (ws://, or wss:// with --tls) or a full ws:// or wss:// URL with a path")
+      ->capture_default_str();
+  app.add_flag("--tls", cfg.dialer.tls, "use wss:// for a host:port broker");
+  app.add_option("--header", headers,
+                 "extra header on the upgrade request, 'Name: value' (repeatable; never logged)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->each([](const std::string& h) {
+        if (h.find(':') == std::string::npos || h.front() == ':')
+          throw CLI::ValidationError("--header", "expected 'Name: value', got '" + h + "'");
+      });
+  app.add_option("--ca-file", cfg.dialer.ca_file,
+                 "PEM file of CA certificates to trust (default: system store)")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--insecure", cfg.dialer.insecure_skip_verify, "do not verify the broker's TLS certificate");
+  app.add_option("--max-frame-bytes", max_frame, "largest Kafka frame accepted either way (e.g. 100MiB)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  app.add_option("--dial-retries", cfg.dial_retries, "retries after a failed dial")
+      ->check(CLI::Range(0, 100))
+      ->capture_default_str();
+  app.add_option("--dial-backoff", dial_backoff_ms, "wait before the first retry, doubled for each next one")
+      ->transform(CLI::AsNumberWithUnit(duration_units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
+      ->default_str("200ms");
+  app.add_option("--handshake-timeout", handshake_ms,
+                 "bound on connect + TLS + WebSocket upgrade, and on closing")
+      ->transform(CLI::AsNumberWithUnit(duration_units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
+      ->default_str("10s");
+  app.add_option("--idle-timeout", idle_ms, "close a connection after this long with no traffic (0: never)")
+      ->transform(CLI::AsNumberWithUnit(duration_units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
+      ->default_str("0");
+  app.add_option("--ping-interval", ping_ms,
+                 "WebSocket ping after this long without traffic; no answer within twice it ends the "
+                 "connection (0: off)")
+      ->transform(CLI::AsNumberWithUnit(duration_units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
+      ->default_str("30s");
+  app.add_option("--drain-timeout", drain_ms,
+                 "on SIGINT/SIGTERM, how long open connections may wait for responses")
+      ->transform(CLI::AsNumberWithUnit(duration_units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
+      ->default_str("10s");
+  app.add_option("--threads", cfg.threads, "worker threads (default: number of cores)")
+      ->check(CLI::Range(1u, 256u));
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+
+  std::set<std::string> long_names;
+  for (const auto* opt : app.get_options()) {
+    for (const auto& n : opt->get_lnames()) long_names.insert(n);
+  }
+  auto args = normalize_go_flags(argc, argv, long_names);
+  std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
+  try {
+    app.parse(args);
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return 0;
+  } catch (const CLI::CallForVersion& e) {
+    std::cout << e.what() << '\n';
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "kafka-websocket-proxy: " << e.what() << "\nRun 'kafka-websocket-proxy --help' for usage.\n";
+    return 2;
+  }
+
+  cfg.listen_host = listen;
+  cfg.dial_backoff = std::chrono::milliseconds(dial_backoff_ms);
+  cfg.dialer.handshake_timeout = std::chrono::milliseconds(handshake_ms);
+  cfg.dialer.idle_timeout = std::chrono::milliseconds(2 * ping_ms);
+  cfg.dialer.keepalive_pings = ping_ms > 0;
+  cfg.dialer.max_frame_bytes = static_cast<std::size_t>(max_frame);
+  cfg.relay.max_frame_bytes = static_cast<std::size_t>(max_frame);
+  cfg.relay.idle_timeout = std::chrono::milliseconds(idle_ms);
+  cfg.drain_timeout = std::chrono::milliseconds(drain_ms);
+  cfg.relay.half_close_timeout = cfg.drain_timeout;
+  for (const auto& h : headers) {
+    const auto colon = h.find(':');
+    auto value = h.substr(colon + 1);
+    value.erase(0, value.find_first_not_of(" \t"));
+    cfg.dialer.headers.emplace_back(h.substr(0, colon), value);
+  }
+
+  auto logger = spdlog::stderr_color_mt("kws");
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  logger->set_level(spdlog::level::from_str(log_level));
+  logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(logger);
+
+  try {
+    return kws::proxy::run(cfg);
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot start: {}", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,453 @@
+// kafka-websocket-proxy as users run it: the built binary, a TCP client on one side, a real WebSocket
+// server on the other, everything on 127.0.0.1 and bounded in time.
+#include "library/test_util.hpp"
+#include "process.hpp"
+#include "ws_test_server.hpp"
+
+#include <kws/frame.hpp>
+
+#include <gtest/gtest.h>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <future>
+#include <regex>
+
+namespace {
+namespace asio = boost::asio;
+using boost::system::error_code;
+using kws::test::child_process;
+using kws::test::frame;
+using kws::test::pattern;
+using kws::test::raw_size;
+using kws::test::ws_peer;
+using kws::test::ws_test_server;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+// The proxy binary, listening on an ephemeral port of 127.0.0.1.
+struct proxy_process {
+  explicit proxy_process(std::vector<std::string> args, bool go_style = false)
+      : proc(make_argv(std::move(args), go_style)) {
+    auto p = proc.wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
+    if (!p) throw std::runtime_error("the proxy did not start:\n" + proc.output());
+    port = static_cast<unsigned short>(std::stoi(*p));
+  }
+
+  static std::vector<std::string> make_argv(std::vector<std::string> args, bool go_style) {
+    std::vector<std::string> argv{KWS_PROXY_PATH};
+    if (go_style) {
+      argv.insert(argv.end(), {"-listen", "127.0.0.1", "-port", "0"});
+    } else {
+      argv.insert(argv.end(),
+                  {"--listen", "127.0.0.1", "--port", "0", "--threads", "2", "--log-level", "debug"});
+    }
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+
+  child_process proc;
+  unsigned short port = 0;
+};
+
+// A Kafka client's TCP connection, with every wait bounded.
+class client {
+ public:
+  explicit client(unsigned short port) {
+    sock_.connect({asio::ip::make_address("127.0.0.1"), port});
+    sock_.set_option(tcp::no_delay(true));
+  }
+
+  void send(const std::string& data) { asio::write(sock_, asio::buffer(data)); }
+  void shutdown_send() { sock_.shutdown(tcp::socket::shutdown_send); }
+
+  // Sends `out` and reads `n` bytes at the same time (so neither side blocks the other).
+  std::string exchange(const std::string& out, std::size_t n, error_code& ec,
+                       std::chrono::milliseconds limit = 10s) {
+    std::string in(n, '\0');
+    std::size_t got = 0;
+    bool read_done = false, write_done = out.empty();
+    if (!out.empty()) {
+      asio::async_write(sock_, asio::buffer(out), [&](error_code e, std::size_t) {
+        write_done = true;
+        if (e && !ec) ec = e;
+      });
+    }
+    asio::async_read(sock_, asio::buffer(in), [&](error_code e, std::size_t k) {
+      read_done = true;
+      got = k;
+      if (e) ec = e;
+    });
+    ioc_.restart();
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!(read_done && write_done) && std::chrono::steady_clock::now() < until) ioc_.run_one_for(50ms);
+    if (!(read_done && write_done)) {
+      sock_.cancel();
+      ioc_.restart();
+      ioc_.run_for(1s);
+      ec = asio::error::timed_out;
+    }
+    in.resize(got);
+    return in;
+  }
+
+  std::string recv(std::size_t n, error_code& ec, std::chrono::milliseconds limit = 10s) {
+    return exchange({}, n, ec, limit);
+  }
+
+  // True when the proxy ends the connection (EOF or reset) within the limit, with no more data.
+  bool closed_by_peer(std::chrono::milliseconds limit = 10s) {
+    error_code ec;
+    auto extra = recv(1, ec, limit);
+    return extra.empty() && (ec == asio::error::eof || ec == asio::error::connection_reset);
+  }
+
+ private:
+  asio::io_context ioc_;
+  tcp::socket sock_{ioc_};
+};
+
+// A WebSocket script that answers each binary message after `delay`.
+kws::test::ws_script delayed_echo(std::chrono::milliseconds delay, std::atomic<int>* close_code = nullptr) {
+  return [delay, close_code](ws_peer& p) {
+    ws_peer::message m;
+    while (p.read(m)) {
+      std::this_thread::sleep_for(delay);
+      p.write_binary(m.data);
+    }
+    if (close_code) *close_code = p.close_code();
+  };
+}
+
+std::string many_frames(int n, std::size_t max_body, unsigned seed) {
+  std::string s;
+  for (int i = 0; i < n; ++i)
+    s += frame(pattern((static_cast<std::size_t>(i) * 7919u) % (max_body + 1), seed + i));
+  return s;
+}
+
+// A Produce v0 request with the given acks (body content beyond acks does not matter to the proxy).
+std::string produce_v0(std::int16_t acks, std::int32_t correlation_id) {
+  std::string b;
+  auto i16 = [&](std::int16_t v) {
+    b += static_cast<char>((v >> 8) & 0xff);
+    b += static_cast<char>(v & 0xff);
+  };
+  auto i32 = [&](std::int32_t v) {
+    for (int s = 24; s >= 0; s -= 8) b += static_cast<char>((v >> s) & 0xff);
+  };
+  i16(0);  // api key: Produce
+  i16(0);  // version
+  i32(correlation_id);
+  i16(4);
+  b += "test";  // client id
+  i16(acks);
+  i32(1000);  // timeout
+  i32(0);     // no topics
+  return frame(b);
+}
+
+TEST(Proxy, RelaysOneFrameEachWay) {
+  ws_test_server server(kws::test::echo);
+  proxy_process proxy({"--broker", server.address()});
+  client c(proxy.port);
+  error_code ec;
+  EXPECT_EQ(c.exchange(frame("hello"), 9, ec), frame("hello"));
+  EXPECT_FALSE(ec) << ec.message();
+}
+
+TEST(Proxy, SendsEachFrameAsOneBinaryMessage) {
+  std::mutex mu;
+  std::vector<ws_peer::message> got;
+  ws_test_server server([&](ws_peer& p) {
+    ws_peer::message m;
+    while (p.read(m)) {
+      std::lock_guard lock(mu);
+      got.push_back(m);
+    }
+  });
+  // The server never answers, so the proxy waits for the drain timeout once the client is gone.
+  proxy_process proxy({"--broker", server.address(), "--drain-timeout", "300ms"});
+  {
+    client c(proxy.port);
+    // Header split 2+2, body in pieces, then two frames in one write: the Go shim's partial-write case.
+    const auto f = frame("partial body!");
+    for (auto [from, len] :
+         std::vector<std::pair<std::size_t, std::size_t>>{{0, 2}, {2, 2}, {4, 5}, {9, 8}}) {
+      c.send(f.substr(from, len));
+      std::this_thread::sleep_for(20ms);
+    }
+    c.send(frame("second") + frame("third") + frame(""));
+    c.send(many_frames(50, 3000, 7));
+    std::this_thread::sleep_for(200ms);
+  }
+  ASSERT_TRUE(server.wait_finished(1));
+  std::vector<std::string> want{frame("partial body!"), frame("second"), frame("third"), frame("")};
+  const auto rest = many_frames(50, 3000, 7);
+  for (std::size_t pos = 0; pos < rest.size();) {
+    const auto len = 4 + static_cast<std::size_t>(
+                             kws::load_be32(reinterpret_cast<const unsigned char*>(rest.data() + pos)));
+    want.push_back(rest.substr(pos, len));
+    pos += len;
+  }
+  std::lock_guard lock(mu);
+  ASSERT_EQ(got.size(), want.size());
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    EXPECT_FALSE(got[i].text);
+    EXPECT_EQ(got[i].data, want[i]) << "message " << i;
+  }
+}
+
+TEST(Proxy, RelaysManyFramesAndLargeOnesByteExact) {
+  ws_test_server server(kws::test::echo);
+  proxy_process proxy({"--broker", server.address()});
+  client c(proxy.port);
+  const auto stream = many_frames(300, 20000, 3) + frame(pattern(5 * 1024 * 1024, 99)) + frame("");
+  error_code ec;
+  const auto back = c.exchange(stream, stream.size(), ec, 30s);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(back == stream) << "echoed bytes differ (" << back.size() << " of " << stream.size() << ")";
+}
+
+TEST(Proxy, ServesSeveralClientsAtOnce) {
+  ws_test_server server(kws::test::echo);
+  proxy_process proxy({"--broker", server.address()});
+  std::vector<std::future<bool>> results;
+  for (int i = 0; i < 8; ++i) {
+    results.push_back(std::async(std::launch::async, [i, port = proxy.port] {
+      client c(port);
+      const auto stream = many_frames(100, 4000, static_cast<unsigned>(i * 1000));
+      error_code ec;
+      return c.exchange(stream, stream.size(), ec, 20s) == stream && !ec;
+    }));
+  }
+  for (auto& r : results) EXPECT_TRUE(r.get());
+}
+
+TEST(Proxy, ClosesTheClientOnATextMessage) {
+  ws_test_server server([](ws_peer& p) {
+    ws_peer::message m;
+    p.read(m);
+    p.write_text(frame("not binary"));
+    while (p.read(m)) {
+    }
+  });
+  proxy_process proxy({"--broker", server.address()});
+  client c(proxy.port);
+  c.send(frame("request"));
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("cause=broker read: invalid WebSocket message type")))
+      << proxy.proc.output();
+}
+
+TEST(Proxy, HalfCloseStillDeliversResponses) {
+  ws_test_server server(delayed_echo(150ms));
+  proxy_process proxy({"--broker", server.address()});
+  client c(proxy.port);
+  const auto requests = frame("r1") + frame("r2") + frame("r3");
+  c.send(requests);
+  c.shutdown_send();
+  error_code ec;
+  EXPECT_EQ(c.recv(requests.size(), ec), requests);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("down=18B/3f .*cause=client closed")))
+      << proxy.proc.output();
+}
+
+TEST(Proxy, HalfCloseAfterAcksZeroProduceDoesNotWait) {
+  ws_test_server server([](ws_peer& p) {
+    ws_peer::message m;
+    while (p.read(m)) {
+    }  // a broker never answers acks=0
+  });
+  proxy_process proxy({"--broker", server.address()});
+  client c(proxy.port);
+  c.send(produce_v0(0, 1));
+  c.shutdown_send();
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(c.closed_by_peer(5s));
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
+}
+
+TEST(Proxy, RetriesADownBrokerOnTheBackoffScheduleThenCloses) {
+  unsigned short dead_port;
+  {
+    asio::io_context ioc;
+    tcp::acceptor a(ioc, {asio::ip::make_address("127.0.0.1"), 0});
+    dead_port = a.local_endpoint().port();
+  }
+  proxy_process proxy({"--broker", "127.0.0.1:" + std::to_string(dead_port), "--dial-retries", "3",
+                       "--dial-backoff", "100ms"});
+  client c(proxy.port);
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(c.closed_by_peer(10s));
+  const auto took = std::chrono::steady_clock::now() - start;
+  // Waits of 100 + 200 + 400 ms between four attempts.
+  EXPECT_GE(took, 650ms);
+  EXPECT_LT(took, 5s);
+  EXPECT_TRUE(
+      proxy.proc.wait_for_output(std::regex("dial failed after 4 attempt\\(s\\): Connection refused")))
+      << proxy.proc.output();
+}
+
+TEST(Proxy, SigtermDrainsRequestedResponsesAndClosesWith1001) {
+  std::atomic<int> close_code{0};
+  ws_test_server server(delayed_echo(400ms, &close_code));
+  proxy_process proxy({"--broker", server.address(), "--drain-timeout", "5s"});
+  client c(proxy.port);
+  c.send(frame("in flight"));
+  std::this_thread::sleep_for(100ms);
+  proxy.proc.signal(SIGTERM);
+  error_code ec;
+  EXPECT_EQ(c.recv(13, ec), frame("in flight"));
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_EQ(proxy.proc.wait(10s), 0) << proxy.proc.output();
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(close_code.load(), 1001);
+  // No new connections after the signal.
+  EXPECT_THROW(client{proxy.port}, boost::system::system_error);
+}
+
+TEST(Proxy, BadFrameSizeEndsOnlyThatConnection) {
+  ws_test_server server(kws::test::echo);
+  proxy_process proxy({"--broker", server.address(), "--max-frame-bytes", "1KiB"});
+  client good(proxy.port);
+  error_code ec;
+  ASSERT_EQ(good.exchange(frame("before"), 10, ec), frame("before"));
+  for (const auto& bad : {raw_size(1025) + "x", raw_size(-7)}) {
+    client evil(proxy.port);
+    evil.send(bad);
+    EXPECT_TRUE(evil.closed_by_peer());
+  }
+  EXPECT_TRUE(proxy.proc.wait_for_output(
+      std::regex("cause=client sent: Kafka frame size above the configured maximum")));
+  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("cause=client sent: negative Kafka frame size")));
+  EXPECT_EQ(good.exchange(frame(pattern(1024)), 1028, ec), frame(pattern(1024)));
+  EXPECT_FALSE(ec);
+}
+
+TEST(Proxy, BrokerClosingMidFrameEndsOnlyThatConnection) {
+  std::atomic<int> n{0};
+  ws_test_server server([&](ws_peer& p) {
+    if (n++ == 0) {
+      ws_peer::message m;
+      p.read(m);
+      p.write_raw(kws::test::ws_binary_frame_header(100) + raw_size(96) + "0123");
+      std::this_thread::sleep_for(50ms);
+      return p.drop();
+    }
+    kws::test::echo(p);
+  });
+  proxy_process proxy({"--broker", server.address()});
+  client victim(proxy.port);
+  victim.send(frame("x"));
+  EXPECT_TRUE(victim.closed_by_peer());
+  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("cause=broker read: stream ended inside a Kafka frame")))
+      << proxy.proc.output();
+  client other(proxy.port);
+  error_code ec;
+  EXPECT_EQ(other.exchange(frame("still fine"), 14, ec), frame("still fine"));
+}
+
+TEST(Proxy, SendsHeadersWithoutLoggingTheirValues) {
+  std::promise<std::map<std::string, std::string>> seen;
+  ws_test_server server([&](ws_peer& p) {
+    seen.set_value(p.request_headers());
+    kws::test::echo(p);
+  });
+  proxy_process proxy({"--broker", "ws://" + server.address() + "/kafka?tenant=1", "--header",
+                       "Authorization: Bearer very-secret-token", "--log-level", "trace"});
+  client c(proxy.port);
+  error_code ec;
+  EXPECT_EQ(c.exchange(frame("x"), 5, ec), frame("x"));
+  auto headers = seen.get_future().get();
+  EXPECT_EQ(headers["authorization"], "Bearer very-secret-token");
+  EXPECT_EQ(proxy.proc.output().find("very-secret-token"), std::string::npos);
+}
+
+TEST(Proxy, TlsVerifiesTheBrokerCertificate) {
+  const auto files = kws::test::make_test_certificates();
+  ws_test_server server(kws::test::echo, {.tls = &files});
+  const auto broker = "localhost:" + std::to_string(server.port());
+  {
+    proxy_process proxy({"--broker", broker, "--tls", "--ca-file", files.ca_pem});
+    client c(proxy.port);
+    error_code ec;
+    EXPECT_EQ(c.exchange(frame("secure"), 10, ec), frame("secure"));
+  }
+  {
+    proxy_process proxy({"--broker", broker, "--tls", "--dial-retries", "0"});
+    client c(proxy.port);
+    EXPECT_TRUE(c.closed_by_peer());
+    EXPECT_TRUE(proxy.proc.wait_for_output(
+        std::regex("dial failed after 1 attempt\\(s\\): certificate verify failed")))
+        << proxy.proc.output();
+  }
+  {
+    proxy_process proxy({"--broker", broker, "-tls", "-insecure"});
+    client c(proxy.port);
+    error_code ec;
+    EXPECT_EQ(c.exchange(frame("anyway"), 10, ec), frame("anyway"));
+  }
+  std::filesystem::remove_all(files.dir);
+}
+
+TEST(ProxyFlags, AcceptsTheOriginalGoFlags) {
+  ws_test_server server(kws::test::echo);
+  proxy_process proxy({"-broker", server.address(), "-tls=false"}, /*go_style=*/true);
+  client c(proxy.port);
+  error_code ec;
+  EXPECT_EQ(c.exchange(frame("go"), 6, ec), frame("go"));
+}
+
+TEST(ProxyFlags, AcceptsGnuFlagsWithEquals) {
+  ws_test_server server(kws::test::echo);
+  proxy_process proxy({"--broker=" + server.address(), "--dial-backoff=50ms", "--idle-timeout=30s"});
+  client c(proxy.port);
+  error_code ec;
+  EXPECT_EQ(c.exchange(frame("gnu"), 7, ec), frame("gnu"));
+}
+
+TEST(ProxyFlags, RejectsBadFlagsWithExitCode2) {
+  for (const auto& args : std::vector<std::vector<std::string>>{{"--bogus"},
+                                                                {"-port", "nope"},
+                                                                {"--port", "70000"},
+                                                                {"--header", "no colon"},
+                                                                {"--dial-retries", "-1"},
+                                                                {"--dial-backoff", "soon"},
+                                                                {"--max-frame-bytes", "lots"},
+                                                                {"--log-level", "loud"},
+                                                                {"--ca-file", "/nonexistent.pem"}}) {
+    std::vector<std::string> argv{KWS_PROXY_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    child_process p(argv);
+    EXPECT_EQ(p.wait(10s), 2) << args[0] << "\n" << p.output();
+    const auto out = p.output();
+    EXPECT_NE(out.find("--help"), std::string::npos) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
+  }
+}
+
+TEST(ProxyFlags, HelpAndVersionExitZero) {
+  child_process help({KWS_PROXY_PATH, "--help"});
+  EXPECT_EQ(help.wait(10s), 0);
+  EXPECT_NE(help.output().find("--broker"), std::string::npos);
+  child_process version({KWS_PROXY_PATH, "--version"});
+  EXPECT_EQ(version.wait(10s), 0);
+  EXPECT_NE(version.output().find("kafka-websocket-proxy "), std::string::npos);
+}
+
+TEST(ProxyFlags, RefusesAnInvalidBrokerAddressAtStartup) {
+  child_process p({KWS_PROXY_PATH, "--listen", "127.0.0.1", "--port", "0", "--broker", "http://nope:80/"});
+  EXPECT_EQ(p.wait(10s), 1);
+  EXPECT_NE(p.output().find("invalid broker address"), std::string::npos) << p.output();
+}
+
+}  // namespace
