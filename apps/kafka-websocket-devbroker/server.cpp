@@ -83,7 +83,9 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   virtual ~session() {
-    spdlog::info(
+    // The one line per connection end; at warn level when the peer broke the protocol.
+    spdlog::log(
+        abnormal_ ? spdlog::level::warn : spdlog::level::info,
         "conn={} close peer={} listener={} node={} frames_in={} bytes_in={} frames_out={} bytes_out={} "
         "cause=\"{}\"",
         id_, peer_, to_string(kind_), node_, frames_in_, bytes_in_, frames_out_, bytes_out_,
@@ -122,9 +124,14 @@ class session : public std::enable_shared_from_this<session> {
       spdlog::warn("conn={} {}: {}", id_, what, ec.message());
   }
 
+  /// Records a peer's protocol violation as the cause; the close line is then logged at warn level.
+  void protocol_cause(std::string cause) {
+    abnormal_ = true;
+    set_cause(std::move(cause));
+  }
+
   void protocol_error(const std::string& cause) {
-    spdlog::warn("conn={} closing: {}", id_, cause);
-    set_cause(cause);
+    protocol_cause(cause);
     close_for(cause);
   }
 
@@ -191,6 +198,7 @@ class session : public std::enable_shared_from_this<session> {
 
   std::uint64_t frames_in_ = 0, bytes_in_ = 0, frames_out_ = 0, bytes_out_ = 0;
   std::string cause_;
+  bool abnormal_ = false;
   asio::steady_timer fetch_timer_;
   std::unique_ptr<fetch_request> pending_fetch_;
   std::uint64_t fetch_generation_ = 0;
@@ -271,9 +279,9 @@ class ws_session final : public session {
   void on_http(const error_code& ec, std::size_t) {
     if (ec) return fail(ec, "read http");
     if (!websocket::is_upgrade(parser_->get())) {
-      spdlog::warn("conn={} plain HTTP {} {} without WebSocket upgrade: 426", id_,
-                   std::string(parser_->get().method_string()), std::string(parser_->get().target()));
-      set_cause("HTTP request without WebSocket upgrade (426)");
+      protocol_cause(fmt::format("plain HTTP {} {} without WebSocket upgrade, answered 426",
+                                 std::string(parser_->get().method_string()),
+                                 std::string(parser_->get().target().substr(0, 200))));
       response_.emplace(http::status::upgrade_required, parser_->get().version());
       response_->set(http::field::server, "kafka-websocket-devbroker");
       response_->set(http::field::upgrade, "websocket");
@@ -312,9 +320,8 @@ class ws_session final : public session {
 
   void on_read(const error_code& ec, std::size_t) {
     if (ec == websocket::error::message_too_big) {
-      spdlog::warn("conn={} closing: message larger than {} bytes", id_,
-                   state_->max_frame_bytes + frame_header_bytes);
-      set_cause("message too big");
+      protocol_cause(
+          fmt::format("message larger than {} bytes", state_->max_frame_bytes + frame_header_bytes));
       return;  // Beast has already started the close handshake (1009)
     }
     if (ec) return fail(ec, "read");

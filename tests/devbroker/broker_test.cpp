@@ -22,7 +22,7 @@ bytes hex(std::string_view s) {
   return out;
 }
 
-struct broker_fixture : ::testing::Test {
+struct DevbrokerRequests : ::testing::Test {
   broker make(broker_config c = {}) {
     broker b(std::move(c));
     b.set_advertised(listener_kind::ws, {{"ws.example", 9000}, {"ws.example", 9001}, {"ws.example", 9002}});
@@ -42,7 +42,7 @@ struct broker_fixture : ::testing::Test {
 
 }  // namespace
 
-TEST(MessageSet, KnownAnswerCrcFromTheProtocolGuideExample) {
+TEST(DevbrokerMessageSet, KnownAnswerCrcFromTheProtocolGuideExample) {
   // Message "Hello!" with a null key, magic 0, as in the Kafka protocol guide's worked produce example:
   // crc 8dc795a2.
   const bytes entry = hex("0000000000000000000000148dc795a20000ffffffff0000000648656c6c6f21");
@@ -60,7 +60,7 @@ TEST(MessageSet, KnownAnswerCrcFromTheProtocolGuideExample) {
   EXPECT_EQ(encoded, entry);
 }
 
-TEST(MessageSet, BadCrcIsCorruptMessage) {
+TEST(DevbrokerMessageSet, BadCrcIsCorruptMessage) {
   bytes set = message_set({{"k", "value"}});
   set.back() ^= 0x01;
   std::vector<message_view> out;
@@ -69,7 +69,7 @@ TEST(MessageSet, BadCrcIsCorruptMessage) {
   EXPECT_NE(why.find("crc"), std::string::npos) << why;
 }
 
-TEST(MessageSet, TruncatedAndMalformedSets) {
+TEST(DevbrokerMessageSet, TruncatedAndMalformedSets) {
   std::vector<message_view> out;
   std::string why;
   bytes set = message_set({{"k", "v"}, {"k2", "v2"}});
@@ -84,7 +84,7 @@ TEST(MessageSet, TruncatedAndMalformedSets) {
   EXPECT_EQ(parse_message_set(magic2, out, why), error_code::corrupt_message);
 }
 
-TEST(MessageSet, CompressedMessagesAreRefused) {
+TEST(DevbrokerMessageSet, CompressedMessagesAreRefused) {
   bytes set;
   kws::kafka::writer w(set);
   const bytes v = to_bytes("x");
@@ -94,7 +94,7 @@ TEST(MessageSet, CompressedMessagesAreRefused) {
   EXPECT_EQ(parse_message_set(set, out, why), error_code::unsupported_compression_type);
 }
 
-TEST(MessageSet, MagicOneKeepsItsTimestamp) {
+TEST(DevbrokerMessageSet, MagicOneKeepsItsTimestamp) {
   const bytes set = message_set({{std::nullopt, ""}}, 1);
   std::vector<message_view> out;
   std::string why;
@@ -104,7 +104,7 @@ TEST(MessageSet, MagicOneKeepsItsTimestamp) {
   EXPECT_TRUE(out[0].value->empty());
 }
 
-TEST_F(broker_fixture, ApiVersionsV0ListsTheFiveSupportedApis) {
+TEST_F(DevbrokerRequests, ApiVersionsV0ListsTheFiveSupportedApis) {
   auto b = make();
   const auto res = respond(b, api_versions_request(7, 0));
   auto r = open_response(res);
@@ -122,7 +122,7 @@ TEST_F(broker_fixture, ApiVersionsV0ListsTheFiveSupportedApis) {
   EXPECT_EQ(got, want);
 }
 
-TEST_F(broker_fixture, ApiVersionsV3HasFlexibleBodyButResponseHeaderV0) {
+TEST_F(DevbrokerRequests, ApiVersionsV3HasFlexibleBodyButResponseHeaderV0) {
   auto b = make();
   const auto res = respond(b, api_versions_request(9, 3));
   auto r = open_response(res);
@@ -142,7 +142,7 @@ TEST_F(broker_fixture, ApiVersionsV3HasFlexibleBodyButResponseHeaderV0) {
   EXPECT_TRUE(r.body.ok());
 }
 
-TEST_F(broker_fixture, ApiVersionsV1HasThrottleTime) {
+TEST_F(DevbrokerRequests, ApiVersionsV1HasThrottleTime) {
   auto b = make();
   const auto res = respond(b, api_versions_request(1, 1));
   auto r = open_response(res);
@@ -154,7 +154,7 @@ TEST_F(broker_fixture, ApiVersionsV1HasThrottleTime) {
   EXPECT_TRUE(r.body.ok());
 }
 
-TEST_F(broker_fixture, UnsupportedApiVersionsVersionGetsV0ErrorWithTheRange) {
+TEST_F(DevbrokerRequests, UnsupportedApiVersionsVersionGetsV0ErrorWithTheRange) {
   auto b = make();
   const auto res = respond(b, api_versions_request(11, 4));
   auto r = open_response(res);
@@ -168,7 +168,7 @@ TEST_F(broker_fixture, UnsupportedApiVersionsVersionGetsV0ErrorWithTheRange) {
   EXPECT_TRUE(r.body.ok());
 }
 
-TEST_F(broker_fixture, Kafka08ModeIgnoresApiVersions) {
+TEST_F(DevbrokerRequests, Kafka08ModeIgnoresApiVersions) {
   broker_config c;
   c.kafka_08_only = true;
   auto b = make(c);
@@ -178,7 +178,7 @@ TEST_F(broker_fixture, Kafka08ModeIgnoresApiVersions) {
   EXPECT_NE(o.reason.find("ApiVersions"), std::string::npos);
 }
 
-TEST_F(broker_fixture, ProduceThenFetchReturnsTheMessagesWithAssignedOffsets) {
+TEST_F(DevbrokerRequests, ProduceThenFetchReturnsTheMessagesWithAssignedOffsets) {
   auto b = make();
   const std::vector<kv> msgs{{"k1", "v1"}, {std::nullopt, "null key"}, {"k3", ""}, {"k4", std::nullopt}};
   auto p = parse_produce(respond(b, produce_request(1, 1, "test-topic", 0, message_set(msgs))));
@@ -204,7 +204,7 @@ TEST_F(broker_fixture, ProduceThenFetchReturnsTheMessagesWithAssignedOffsets) {
   EXPECT_EQ(f.messages[3].offset, 4);
 }
 
-TEST_F(broker_fixture, ProduceWithAcksZeroGetsNoResponseButIsStored) {
+TEST_F(DevbrokerRequests, ProduceWithAcksZeroGetsNoResponseButIsStored) {
   auto b = make();
   const auto o =
       b.handle(produce_request(1, 0, "test-topic", 0, message_set({{"k", "v"}})), 0, listener_kind::ws);
@@ -213,7 +213,7 @@ TEST_F(broker_fixture, ProduceWithAcksZeroGetsNoResponseButIsStored) {
   EXPECT_EQ(b.topic("test-topic")->at(0).high_watermark(), 1);
 }
 
-TEST_F(broker_fixture, ProduceWithBadCrcGetsCorruptMessageAndStoresNothing) {
+TEST_F(DevbrokerRequests, ProduceWithBadCrcGetsCorruptMessageAndStoresNothing) {
   auto b = make();
   bytes set = message_set({{"a", "1"}, {"b", "2"}});
   set.back() ^= 0xff;
@@ -225,7 +225,7 @@ TEST_F(broker_fixture, ProduceWithBadCrcGetsCorruptMessageAndStoresNothing) {
   EXPECT_EQ(b.topic("test-topic")->at(0).high_watermark(), 0);
 }
 
-TEST_F(broker_fixture, NodesLeadPartitionsModuloN) {
+TEST_F(DevbrokerRequests, NodesLeadPartitionsModuloN) {
   broker_config c;
   c.nodes = 3;
   c.topics = {{"multi", 4}};
@@ -250,7 +250,7 @@ TEST_F(broker_fixture, NodesLeadPartitionsModuloN) {
   for (const auto& p : m.topics[0].partitions) EXPECT_EQ(p.leader, p.index % 3);
 }
 
-TEST_F(broker_fixture, MetadataAdvertisesTheListenerTheRequestCameIn) {
+TEST_F(DevbrokerRequests, MetadataAdvertisesTheListenerTheRequestCameIn) {
   auto b = make();
   auto ws = parse_metadata(respond(b, metadata_request(1, {}), 0, listener_kind::ws));
   auto tcp = parse_metadata(respond(b, metadata_request(2, {}), 0, listener_kind::tcp));
@@ -262,7 +262,7 @@ TEST_F(broker_fixture, MetadataAdvertisesTheListenerTheRequestCameIn) {
   EXPECT_EQ(ws.topics[0].name, "test-topic");
 }
 
-TEST_F(broker_fixture, MetadataAutoCreatesUnlessDisabled) {
+TEST_F(DevbrokerRequests, MetadataAutoCreatesUnlessDisabled) {
   broker_config c;
   c.default_partitions = 3;
   auto b = make(c);
@@ -284,7 +284,7 @@ TEST_F(broker_fixture, MetadataAutoCreatesUnlessDisabled) {
             code(error_code::unknown_topic_or_partition));
 }
 
-TEST_F(broker_fixture, ListOffsetsEarliestAndLatestFollowRetention) {
+TEST_F(DevbrokerRequests, ListOffsetsEarliestAndLatestFollowRetention) {
   broker_config c;
   c.retention_bytes = 200;
   auto b = make(c);
@@ -305,7 +305,7 @@ TEST_F(broker_fixture, ListOffsetsEarliestAndLatestFollowRetention) {
             code(error_code::unknown_topic_or_partition));
 }
 
-TEST_F(broker_fixture, FetchWithoutDataAsksToWaitAndBecomesReadyAfterAppend) {
+TEST_F(DevbrokerRequests, FetchWithoutDataAsksToWaitAndBecomesReadyAfterAppend) {
   auto b = make();
   int appended = 0;
   b.on_append([&] { ++appended; });
@@ -321,7 +321,7 @@ TEST_F(broker_fixture, FetchWithoutDataAsksToWaitAndBecomesReadyAfterAppend) {
   ASSERT_EQ(f.messages.size(), 1u);
 }
 
-TEST_F(broker_fixture, FetchReturnsAtLeastOneWholeMessageLargerThanMaxBytes) {
+TEST_F(DevbrokerRequests, FetchReturnsAtLeastOneWholeMessageLargerThanMaxBytes) {
   auto b = make();
   const std::string big(900 * 1024, 'b');
   respond(b, produce_request(1, 1, "test-topic", 0, message_set({{"k", big}, {"k2", "small"}})));
@@ -331,7 +331,7 @@ TEST_F(broker_fixture, FetchReturnsAtLeastOneWholeMessageLargerThanMaxBytes) {
   EXPECT_EQ(f.messages[0].value->size(), big.size());
 }
 
-TEST_F(broker_fixture, MalformedUnknownAndUnsupportedRequestsClose) {
+TEST_F(DevbrokerRequests, MalformedUnknownAndUnsupportedRequestsClose) {
   auto b = make();
   // Truncated produce body.
   bytes p = produce_request(1, 1, "test-topic", 0, message_set({{"k", "v"}}));

@@ -9,7 +9,7 @@
 namespace kafka = kws::kafka;
 using bytes = std::vector<unsigned char>;
 
-TEST(Wire, FixedWidthIntegersAreBigEndianAndRoundTrip) {
+TEST(KafkaWire, FixedWidthIntegersAreBigEndianAndRoundTrip) {
   bytes out;
   kafka::writer w(out);
   w.int8(-2);
@@ -30,7 +30,7 @@ TEST(Wire, FixedWidthIntegersAreBigEndianAndRoundTrip) {
   EXPECT_TRUE(r.ok());
 }
 
-TEST(Wire, ReadingPastTheEndFailsAndSticks) {
+TEST(KafkaWire, ReadingPastTheEndFailsAndSticks) {
   const bytes in{0x00, 0x01, 0x02};
   kafka::reader r(in);
   EXPECT_EQ(r.int32(), 0);
@@ -40,7 +40,7 @@ TEST(Wire, ReadingPastTheEndFailsAndSticks) {
   EXPECT_EQ(r.position(), 0u);
 }
 
-TEST(Wire, StringsNullableAndNot) {
+TEST(KafkaWire, StringsNullableAndNot) {
   bytes out;
   kafka::writer w(out);
   w.string("abc");
@@ -71,7 +71,7 @@ TEST(Wire, StringsNullableAndNot) {
   EXPECT_EQ(r4.error(), kafka::wire_errc::truncated);
 }
 
-TEST(Wire, BytesNullEmptyAndTruncated) {
+TEST(KafkaWire, BytesNullEmptyAndTruncated) {
   bytes out;
   kafka::writer w(out);
   w.nullable_bytes(std::nullopt);
@@ -93,7 +93,7 @@ TEST(Wire, BytesNullEmptyAndTruncated) {
   EXPECT_EQ(bad.error(), kafka::wire_errc::truncated);
 }
 
-TEST(Wire, UnsignedVarintsMatchTheProtocolGuideEncoding) {
+TEST(KafkaWire, UnsignedVarintsMatchTheProtocolGuideEncoding) {
   // 300 = 0b1_0010_1100 -> 0xac 0x02 (LEB128, as in protobuf and Kafka's flexible versions).
   bytes out;
   kafka::writer w(out);
@@ -112,7 +112,7 @@ TEST(Wire, UnsignedVarintsMatchTheProtocolGuideEncoding) {
   EXPECT_TRUE(r.ok());
 }
 
-TEST(Wire, OverlongVarintIsAnError) {
+TEST(KafkaWire, OverlongVarintIsAnError) {
   const bytes in{0x80, 0x80, 0x80, 0x80, 0x80, 0x01};
   kafka::reader r(in);
   (void)r.uvarint();
@@ -124,7 +124,7 @@ TEST(Wire, OverlongVarintIsAnError) {
   EXPECT_EQ(r2.error(), kafka::wire_errc::invalid_varint);
 }
 
-TEST(Wire, ZigZagVarints) {
+TEST(KafkaWire, ZigZagVarints) {
   bytes out;
   kafka::writer w(out);
   for (std::int64_t v : {0, -1, 1, -2, 63, -64, 1000000, -1000000}) w.varint(v);
@@ -137,7 +137,7 @@ TEST(Wire, ZigZagVarints) {
   EXPECT_TRUE(r.ok());
 }
 
-TEST(Wire, CompactFormsUseLengthPlusOne) {
+TEST(KafkaWire, CompactFormsUseLengthPlusOne) {
   bytes out;
   kafka::writer w(out);
   w.compact_string("kws");
@@ -153,7 +153,7 @@ TEST(Wire, CompactFormsUseLengthPlusOne) {
   EXPECT_TRUE(r.ok());
 }
 
-TEST(Wire, TaggedFieldsAreSkipped) {
+TEST(KafkaWire, TaggedFieldsAreSkipped) {
   bytes out;
   kafka::writer w(out);
   w.uvarint(2);  // two tagged fields
@@ -175,7 +175,7 @@ TEST(Wire, TaggedFieldsAreSkipped) {
   EXPECT_EQ(bad.error(), kafka::wire_errc::truncated);
 }
 
-TEST(Wire, HostileArrayCountIsRejectedBeforeAnyAllocation) {
+TEST(KafkaWire, HostileArrayCountIsRejectedBeforeAnyAllocation) {
   const bytes in{0x7f, 0xff, 0xff, 0xff, 0x00, 0x00};
   kafka::reader r(in);
   EXPECT_EQ(r.array_count(4), 0);
@@ -186,7 +186,7 @@ TEST(Wire, HostileArrayCountIsRejectedBeforeAnyAllocation) {
   EXPECT_TRUE(n.ok());
 }
 
-TEST(Wire, PlaceholderIsPatchedLater) {
+TEST(KafkaWire, PlaceholderIsPatchedLater) {
   bytes out;
   kafka::writer w(out);
   const auto at = w.placeholder_int32();
@@ -209,7 +209,7 @@ bytes header_v1(kafka::api_key key, std::int16_t version, std::int32_t corr,
 }
 }  // namespace
 
-TEST(RequestHeader, PeeksApiKeyVersionCorrelationAndClientId) {
+TEST(KafkaRequestHeader, PeeksApiKeyVersionCorrelationAndClientId) {
   bytes b = header_v1(kafka::api_key::metadata, 0, 77, "kcat");
   b.push_back(0xAA);  // body
   boost::system::error_code ec;
@@ -223,7 +223,7 @@ TEST(RequestHeader, PeeksApiKeyVersionCorrelationAndClientId) {
   EXPECT_EQ(h.header_bytes, b.size() - 1);
 }
 
-TEST(RequestHeader, FlexibleHeaderV2SkipsTaggedFields) {
+TEST(KafkaRequestHeader, FlexibleHeaderV2SkipsTaggedFields) {
   // ApiVersions v3 uses request header v2: the client id stays an int16 string, then tagged fields (KIP-511).
   bytes b = header_v1(kafka::api_key::api_versions, 3, 5, std::nullopt);
   const std::size_t header_end = b.size() + 1;
@@ -240,7 +240,7 @@ TEST(RequestHeader, FlexibleHeaderV2SkipsTaggedFields) {
   EXPECT_EQ(kafka::response_header_version(kafka::api_key::metadata, 8), 0);
 }
 
-TEST(RequestHeader, TruncatedHeaderIsAnError) {
+TEST(KafkaRequestHeader, TruncatedHeaderIsAnError) {
   const bytes b{0x00, 0x03, 0x00};
   boost::system::error_code ec;
   (void)kafka::peek_request_header(b, ec);
@@ -252,7 +252,7 @@ TEST(RequestHeader, TruncatedHeaderIsAnError) {
   EXPECT_EQ(ec, kafka::wire_errc::truncated);
 }
 
-TEST(RequestHeader, UnknownApiKeyStillYieldsCorrelationId) {
+TEST(KafkaRequestHeader, UnknownApiKeyStillYieldsCorrelationId) {
   bytes b = header_v1(static_cast<kafka::api_key>(9999), 4, 123, "x");
   boost::system::error_code ec;
   const auto h = kafka::peek_request_header(b, ec);

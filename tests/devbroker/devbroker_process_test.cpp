@@ -1,0 +1,485 @@
+// Process-level tests: start the built kafka-websocket-devbroker on 127.0.0.1 with port 0, read its ports
+// from the startup line, and drive it with real clients (kcat, kafka-python) and a raw Beast WebSocket
+// client.
+#include "kafka_test_util.hpp"
+#include "process_util.hpp"
+
+#include <boost/asio/connect.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <regex>
+
+#ifndef KWS_DEVBROKER_PATH
+#error "KWS_DEVBROKER_PATH must name the built kafka-websocket-devbroker"
+#endif
+
+using namespace kws::devbroker::test;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace websocket = beast::websocket;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+std::vector<std::uint16_t> parse_ports(const std::string& list) {
+  std::vector<std::uint16_t> ports;
+  std::stringstream s(list);
+  std::string item;
+  while (std::getline(s, item, ',')) {
+    const auto colon = item.rfind(':');
+    ports.push_back(static_cast<std::uint16_t>(std::stoi(item.substr(colon + 1))));
+  }
+  return ports;
+}
+
+// Runs one asynchronous operation on `ioc` for at most `timeout`; on timeout cancels the socket and reports
+// timed_out.
+template <class Start>
+error_code run_op(asio::io_context& ioc, tcp::socket& socket, std::chrono::milliseconds timeout,
+                  Start start) {
+  error_code result = asio::error::timed_out;
+  bool done = false;
+  start([&](error_code ec) {
+    result = ec;
+    done = true;
+  });
+  ioc.restart();
+  ioc.run_for(timeout);
+  if (!done) {
+    error_code ignored;
+    socket.cancel(ignored);
+    socket.close(ignored);
+    ioc.restart();
+    ioc.run_for(1s);
+    return asio::error::timed_out;
+  }
+  return result;
+}
+
+class ws_client {
+ public:
+  error_code connect(std::uint16_t port, std::chrono::milliseconds timeout = 3s) {
+    const tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+    if (auto ec = run_op(ioc_, sock(), timeout,
+                         [&](auto done) { beast::get_lowest_layer(ws_).async_connect(ep, done); }))
+      return ec;
+    ws_.binary(true);
+    ws_.read_message_max(200u << 20);
+    return run_op(ioc_, sock(), timeout,
+                  [&](auto done) { ws_.async_handshake("127.0.0.1:" + std::to_string(port), "/", done); });
+  }
+  error_code send(const bytes& b, bool text = false, std::chrono::milliseconds timeout = 5s) {
+    ws_.text(text);
+    return run_op(ioc_, sock(), timeout, [&](auto done) {
+      ws_.async_write(asio::buffer(b), [done](error_code ec, std::size_t) { done(ec); });
+    });
+  }
+  error_code read(bytes& out, std::chrono::milliseconds timeout = 5s) {
+    beast::flat_buffer buf;
+    auto ec = run_op(ioc_, sock(), timeout,
+                     [&](auto done) { ws_.async_read(buf, [done](error_code e, std::size_t) { done(e); }); });
+    const auto* p = static_cast<const unsigned char*>(buf.data().data());
+    out.assign(p, p + buf.size());
+    return ec;
+  }
+  /// Sends a request frame and reads one response frame.
+  bytes roundtrip(const bytes& req) {
+    bytes res;
+    EXPECT_FALSE(send(req));
+    const auto ec = read(res);
+    EXPECT_FALSE(ec) << ec.message();
+    return res;
+  }
+
+ private:
+  tcp::socket& sock() { return beast::get_lowest_layer(ws_).socket(); }
+  asio::io_context ioc_;
+  websocket::stream<beast::tcp_stream> ws_{ioc_};
+};
+
+class tcp_client {
+ public:
+  error_code connect(std::uint16_t port, std::chrono::milliseconds timeout = 3s) {
+    const tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
+    return run_op(ioc_, socket_, timeout, [&](auto done) { socket_.async_connect(ep, done); });
+  }
+  error_code send_raw(const std::string& s, std::chrono::milliseconds timeout = 5s) {
+    return run_op(ioc_, socket_, timeout, [&](auto done) {
+      asio::async_write(socket_, asio::buffer(s), [done](error_code ec, std::size_t) { done(ec); });
+    });
+  }
+  error_code send(const bytes& b, std::chrono::milliseconds timeout = 5s) {
+    return send_raw(std::string(b.begin(), b.end()), timeout);
+  }
+  /// Reads whatever arrives until the peer closes (or the timeout); returns the close reason.
+  error_code read_until_close(std::string& out, std::chrono::milliseconds timeout = 5s) {
+    std::string buf;
+    auto ec = run_op(ioc_, socket_, timeout, [&](auto done) {
+      asio::async_read(socket_, asio::dynamic_buffer(buf), [done](error_code e, std::size_t) { done(e); });
+    });
+    out = buf;
+    return ec;
+  }
+
+ private:
+  asio::io_context ioc_;
+  tcp::socket socket_{ioc_};
+};
+
+class DevbrokerProcess : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::random_device rd;
+    dir_ = std::filesystem::temp_directory_path() /
+           ("kws-devbroker-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
+    std::filesystem::create_directories(dir_);
+  }
+
+  void TearDown() override {
+    if (broker_) {
+      // Every test also checks that SIGTERM ends the broker promptly with status 0.
+      broker_->signal(SIGTERM);
+      const auto status = broker_->wait_for(5s);
+      EXPECT_TRUE(status.has_value()) << "broker did not exit within 5 s of SIGTERM";
+      if (status) {
+        EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "status " << *status;
+      }
+      broker_.reset();
+    }
+    if (HasFailure()) std::cerr << "---- broker log ----\n" << log() << "--------------------\n";
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+
+  void start(std::vector<std::string> args) {
+    std::vector<std::string> argv{KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0", "--tcp-listen",
+                                  "127.0.0.1:0"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    broker_ = std::make_unique<child_process>(argv, stdio_files{.err = path("broker.log")}, true);
+    const auto line = broker_->read_line(10s);
+    ASSERT_TRUE(line.has_value()) << "no startup line; log:\n" << log();
+    static const std::regex re(R"(^listening ws=(\S+)(?: tcp=(\S+))?$)");
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(*line, m, re)) << *line;
+    ws_ports_ = parse_ports(m[1]);
+    if (m[2].matched) tcp_ports_ = parse_ports(m[2]);
+    ASSERT_FALSE(ws_ports_.empty());
+    ASSERT_FALSE(tcp_ports_.empty());
+  }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string log() const { return read_file(path("broker.log")); }
+  std::string tcp_bootstrap() const { return "127.0.0.1:" + std::to_string(tcp_ports_.at(0)); }
+
+  /// Waits until the broker log contains `text`.
+  bool log_contains(const std::string& text, std::chrono::milliseconds timeout = 3s) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    do {
+      if (log().find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(20ms);
+    } while (std::chrono::steady_clock::now() < deadline);
+    return false;
+  }
+
+  int kcat(std::vector<std::string> args, const std::string& in, const std::string& out,
+           std::chrono::milliseconds timeout = 20s) {
+    std::vector<std::string> argv{"/usr/bin/kcat", "-b", tcp_bootstrap()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_tool(argv, stdio_files{in, out, path("kcat.err")}, timeout);
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<child_process> broker_;
+  std::vector<std::uint16_t> ws_ports_, tcp_ports_;
+};
+
+bool have(const char* p) {
+  return ::access(p, X_OK) == 0;
+}
+
+}  // namespace
+
+TEST_F(DevbrokerProcess, KcatRoundTripsTenThousandKeyedMessagesOverTcp) {
+  if (!have("/usr/bin/kcat")) GTEST_SKIP() << "kcat not installed";
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  std::string input;
+  for (int i = 0; i < 10000; ++i)
+    input += "key-" + std::to_string(i) + ":value-" + std::to_string(i * 7919) + "\n";
+  write_file(path("in.txt"), input);
+  // Default client settings: librdkafka asks ApiVersions (v3) and negotiates down to the v0 APIs.
+  ASSERT_EQ(kcat({"-P", "-t", "test-topic", "-K:"}, path("in.txt"), "/dev/null"), 0)
+      << read_file(path("kcat.err"));
+  ASSERT_EQ(kcat({"-C", "-t", "test-topic", "-o", "beginning", "-e", "-f", "%k:%s\\n"}, "/dev/null",
+                 path("out.txt")),
+            0)
+      << read_file(path("kcat.err"));
+  const std::string output = read_file(path("out.txt"));
+  EXPECT_EQ(output.size(), input.size());
+  EXPECT_TRUE(output == input) << "consumed bytes differ from produced bytes";
+}
+
+TEST_F(DevbrokerProcess, KcatInKafka08ModeWithApiVersionRequestDisabled) {
+  if (!have("/usr/bin/kcat")) GTEST_SKIP() << "kcat not installed";
+  ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}));
+  std::string input;
+  for (int i = 0; i < 1000; ++i) input += "k" + std::to_string(i) + ":v" + std::to_string(i) + "\n";
+  write_file(path("in.txt"), input);
+  const std::vector<std::string> old{"-X", "api.version.request=false", "-X",
+                                     "broker.version.fallback=0.8.0"};
+  auto produce = old;
+  produce.insert(produce.end(), {"-P", "-t", "old-topic", "-K:"});
+  ASSERT_EQ(kcat(produce, path("in.txt"), "/dev/null"), 0) << read_file(path("kcat.err"));
+  auto consume = old;
+  consume.insert(consume.end(), {"-C", "-t", "old-topic", "-o", "beginning", "-e", "-f", "%k:%s\\n"});
+  ASSERT_EQ(kcat(consume, "/dev/null", path("out.txt")), 0) << read_file(path("kcat.err"));
+  EXPECT_TRUE(read_file(path("out.txt")) == input);
+}
+
+TEST_F(DevbrokerProcess, KcatCarriesA900KiBMessage) {
+  if (!have("/usr/bin/kcat")) GTEST_SKIP() << "kcat not installed";
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  std::string big(900 * 1024, '\0');
+  std::mt19937 rng(42);
+  for (auto& c : big) c = static_cast<char>('a' + rng() % 26);
+  write_file(path("big.bin"), big);
+  // A file argument is sent as one message.
+  ASSERT_EQ(kcat({"-P", "-t", "big", "-p", "0", path("big.bin")}, "/dev/null", "/dev/null"), 0)
+      << read_file(path("kcat.err"));
+  ASSERT_EQ(
+      kcat({"-C", "-t", "big", "-o", "beginning", "-e", "-c", "1", "-f", "%s"}, "/dev/null", path("out.bin")),
+      0)
+      << read_file(path("kcat.err"));
+  const std::string got = read_file(path("out.bin"));
+  EXPECT_EQ(got.size(), big.size());
+  EXPECT_TRUE(got == big);
+}
+
+TEST_F(DevbrokerProcess, KafkaPythonProducerAndConsumerAtApiVersion080) {
+  if (std::system("/usr/bin/python3 -c 'import kafka' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "python3-kafka missing";
+  ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}));
+  write_file(path("client.py"), R"(import sys
+from kafka import KafkaProducer, KafkaConsumer, TopicPartition
+bs, n = sys.argv[1], int(sys.argv[2])
+p = KafkaProducer(bootstrap_servers=bs, api_version=(0, 8, 0), acks=1)
+for i in range(n):
+    p.send('py-topic', key=b'k%d' % i, value=b'v%d' % i)
+p.flush(); p.close()
+c = KafkaConsumer(bootstrap_servers=bs, api_version=(0, 8, 0), group_id=None, consumer_timeout_ms=5000)
+c.assign([TopicPartition('py-topic', 0)])
+c.seek_to_beginning()
+got = []
+for m in c:
+    got.append((m.key, m.value))
+    if len(got) == n: break
+c.close()
+sys.exit(0 if got == [(b'k%d' % i, b'v%d' % i) for i in range(n)] else 3)
+)");
+  const int rc = run_tool({"/usr/bin/python3", path("client.py"), tcp_bootstrap(), "2000"},
+                          stdio_files{"/dev/null", path("py.out"), path("py.err")}, 30s);
+  EXPECT_EQ(rc, 0) << read_file(path("py.err"));
+}
+
+TEST_F(DevbrokerProcess, WebSocketRoundTripsLargeEmptyAndNullKeyedMessagesOnThreePartitions) {
+  ASSERT_NO_FATAL_FAILURE(start({"--topic", "multi:3"}));
+  ws_client c;
+  ASSERT_FALSE(c.connect(ws_ports_[0]));
+  const std::string big(900 * 1024, 'z');
+  const std::vector<std::vector<kv>> per_partition{
+      {{"k0", big}}, {{"k1", ""}, {std::nullopt, "null key"}}, {{std::nullopt, std::nullopt}, {"k2", "v2"}}};
+  for (std::int32_t p = 0; p < 3; ++p) {
+    const auto res = c.roundtrip(produce_request(10 + p, 1, "multi", p, message_set(per_partition[p])));
+    const auto pr = parse_produce(res);
+    ASSERT_TRUE(pr.ok);
+    EXPECT_EQ(pr.correlation_id, 10 + p);
+    EXPECT_EQ(pr.error, 0);
+    EXPECT_EQ(pr.base_offset, 0);
+  }
+  for (std::int32_t p = 0; p < 3; ++p) {
+    const auto res = c.roundtrip(fetch_req(20 + p, 100, 1, "multi", p, 0, 2 << 20));
+    const auto f = parse_fetch(res);
+    ASSERT_TRUE(f.ok);
+    EXPECT_EQ(f.correlation_id, 20 + p);
+    ASSERT_EQ(f.messages.size(), per_partition[p].size());
+    for (std::size_t i = 0; i < f.messages.size(); ++i) {
+      const auto& want = per_partition[p][i];
+      const auto& got = f.messages[i];
+      EXPECT_EQ(got.offset, static_cast<std::int64_t>(i));
+      EXPECT_EQ(got.key.has_value(), want.key.has_value());
+      if (want.key && got.key) {
+        EXPECT_EQ(to_string(*got.key), *want.key);
+      }
+      EXPECT_EQ(got.value.has_value(), want.value.has_value());
+      if (want.value && got.value) {
+        EXPECT_TRUE(to_string(*got.value) == *want.value);
+      }
+    }
+  }
+}
+
+TEST_F(DevbrokerProcess, WebSocketTextMessageClosesTheConnectionWithOneLogLine) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  ws_client c;
+  ASSERT_FALSE(c.connect(ws_ports_[0]));
+  const bytes req = metadata_request(1, {});
+  ASSERT_FALSE(c.send(req, /*text=*/true));
+  bytes res;
+  EXPECT_EQ(c.read(res), websocket::error::closed);
+  ASSERT_TRUE(log_contains("cause=\"text message"));
+  // Exactly one line names the cause.
+  const std::string l = log();
+  std::size_t lines = 0;
+  for (auto at = l.find("text message"); at != std::string::npos; at = l.find("text message", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 1u) << l;
+  // The broker keeps serving others.
+  ws_client other;
+  ASSERT_FALSE(other.connect(ws_ports_[0]));
+  EXPECT_TRUE(parse_metadata(other.roundtrip(req)).ok);
+}
+
+TEST_F(DevbrokerProcess, WebSocketSizeHeaderMismatchClosesTheConnection) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  ws_client c;
+  ASSERT_FALSE(c.connect(ws_ports_[0]));
+  bytes two = metadata_request(1, {});
+  const bytes second = metadata_request(2, {});
+  two.insert(two.end(), second.begin(), second.end());  // two frames in one message
+  ASSERT_FALSE(c.send(two));
+  bytes res;
+  EXPECT_EQ(c.read(res), websocket::error::closed);
+  const std::string expected = "cause=\"message of " + std::to_string(two.size()) +
+                               " bytes with size header " + std::to_string(second.size() - 4) +
+                               ": WebSocket message length does not match";
+  EXPECT_TRUE(log_contains(expected)) << "log:\n" << log();
+}
+
+TEST_F(DevbrokerProcess, PlainHttpWithoutUpgradeGets426) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  tcp_client c;
+  ASSERT_FALSE(c.connect(ws_ports_[0]));
+  ASSERT_FALSE(c.send_raw("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"));
+  std::string reply;
+  const auto ec = c.read_until_close(reply);
+  EXPECT_EQ(ec, asio::error::eof);
+  EXPECT_EQ(reply.rfind("HTTP/1.1 426 Upgrade Required\r\n", 0), 0u) << reply;
+  EXPECT_TRUE(log_contains("cause=\"plain HTTP GET / without WebSocket upgrade, answered 426\""));
+}
+
+TEST_F(DevbrokerProcess, OversizedFrameOnTcpClosesTheConnection) {
+  ASSERT_NO_FATAL_FAILURE(start({"--max-frame-bytes", "1024"}));
+  tcp_client c;
+  ASSERT_FALSE(c.connect(tcp_ports_[0]));
+  bytes header(4);
+  kws::store_be32(header.data(), 4096);
+  ASSERT_FALSE(c.send(header));
+  std::string reply;
+  EXPECT_EQ(c.read_until_close(reply), asio::error::eof);
+  EXPECT_TRUE(reply.empty());
+  EXPECT_TRUE(log_contains("cause=\"size header 4096: ")) << log();
+}
+
+TEST_F(DevbrokerProcess, LongPollFetchWaitsForDataWithoutBlockingOtherConnections) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  ws_client consumer, other;
+  ASSERT_FALSE(consumer.connect(ws_ports_[0]));
+  ASSERT_FALSE(other.connect(ws_ports_[0]));
+
+  // With no data, a fetch comes back empty after max_wait_ms, not before.
+  auto t0 = std::chrono::steady_clock::now();
+  auto empty = parse_fetch(consumer.roundtrip(fetch_req(1, 300, 1, "test-topic", 0, 0)));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_TRUE(empty.ok);
+  EXPECT_TRUE(empty.messages.empty());
+  EXPECT_GE(waited, 280ms);
+  EXPECT_LT(waited, 3s);
+
+  // A long poll parks; another connection is served meanwhile and its produce wakes the poll.
+  t0 = std::chrono::steady_clock::now();
+  ASSERT_FALSE(consumer.send(fetch_req(2, 8000, 1, "test-topic", 0, 0)));
+  const auto meta = parse_metadata(other.roundtrip(metadata_request(3, {})));
+  EXPECT_TRUE(meta.ok);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  EXPECT_EQ(
+      parse_produce(other.roundtrip(produce_request(4, 1, "test-topic", 0, message_set({{"k", "woken"}}))))
+          .error,
+      0);
+  bytes res;
+  ASSERT_FALSE(consumer.read(res, 6s));
+  const auto f = parse_fetch(res);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 4s)
+      << "the fetch waited for its timeout instead of the data";
+  EXPECT_EQ(f.correlation_id, 2);
+  ASSERT_EQ(f.messages.size(), 1u);
+  EXPECT_EQ(to_string(*f.messages[0].value), "woken");
+}
+
+TEST_F(DevbrokerProcess, Kafka08ModeIgnoresApiVersionsAndKeepsTheConnectionOpen) {
+  ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}));
+  ws_client c;
+  ASSERT_FALSE(c.connect(ws_ports_[0]));
+  ASSERT_FALSE(c.send(api_versions_request(1, 3)));
+  // The next answer on this connection is Metadata's: ApiVersions got none.
+  const auto m = parse_metadata(c.roundtrip(metadata_request(2, {})));
+  EXPECT_EQ(m.correlation_id, 2);
+  EXPECT_TRUE(m.ok);
+  EXPECT_TRUE(log_contains("ignored ApiVersions v3"));
+}
+
+TEST_F(DevbrokerProcess, ApiVersionsV3OverWebSocketListsTheV0Apis) {
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  ws_client c;
+  ASSERT_FALSE(c.connect(ws_ports_[0]));
+  const auto res = c.roundtrip(api_versions_request(5, 3));
+  auto r = open_response(res);
+  EXPECT_EQ(r.correlation_id, 5);
+  EXPECT_EQ(r.body.int16(), 0);
+  EXPECT_EQ(r.body.compact_array_count(), 5);
+}
+
+TEST_F(DevbrokerProcess, ThreeNodesOnPortZeroAdvertiseTheirRealPortsAndLeadPartitionsModuloN) {
+  ASSERT_NO_FATAL_FAILURE(start({"--nodes", "3", "--topic", "multi:3"}));
+  ASSERT_EQ(ws_ports_.size(), 3u);
+  ASSERT_EQ(tcp_ports_.size(), 3u);
+  ws_client node0, node1;
+  ASSERT_FALSE(node0.connect(ws_ports_[0]));
+  ASSERT_FALSE(node1.connect(ws_ports_[1]));
+  const auto m = parse_metadata(node0.roundtrip(metadata_request(1, {"multi"})));
+  ASSERT_TRUE(m.ok);
+  ASSERT_EQ(m.brokers.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(m.brokers[i].node_id, static_cast<std::int32_t>(i));
+    EXPECT_EQ(m.brokers[i].host, "127.0.0.1");
+    EXPECT_EQ(m.brokers[i].port, ws_ports_[i]);
+  }
+  ASSERT_EQ(m.topics.size(), 1u);
+  ASSERT_EQ(m.topics[0].partitions.size(), 3u);
+  EXPECT_EQ(m.topics[0].partitions[1].leader, 1);
+  const auto set = message_set({{"k", "v"}});
+  EXPECT_EQ(parse_produce(node0.roundtrip(produce_request(2, 1, "multi", 1, set))).error,
+            static_cast<std::int16_t>(kws::kafka::error_code::not_leader_for_partition));
+  EXPECT_EQ(parse_produce(node1.roundtrip(produce_request(3, 1, "multi", 1, set))).error, 0);
+}
+
+TEST_F(DevbrokerProcess, AdvertiseOverridesTheBrokerAddressInMetadata) {
+  ASSERT_NO_FATAL_FAILURE(start({"--nodes", "2", "--advertise", "broker.example:9000"}));
+  ws_client c;
+  ASSERT_FALSE(c.connect(ws_ports_[0]));
+  const auto m = parse_metadata(c.roundtrip(metadata_request(1, {})));
+  ASSERT_EQ(m.brokers.size(), 2u);
+  EXPECT_EQ(m.brokers[0].host, "broker.example");
+  EXPECT_EQ(m.brokers[0].port, 9000);
+  EXPECT_EQ(m.brokers[1].port, 9001);
+}
