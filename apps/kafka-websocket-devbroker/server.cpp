@@ -298,7 +298,11 @@ class ws_session final : public session {
           });
     }
     ws_.next_layer().expires_never();
-    ws_.set_option(websocket::stream_base::timeout::suggested(beast::role_type::server));
+    // Idle connections get pings instead of being dropped after the idle timeout, as long as the peer
+    // answers.
+    auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
+    timeouts.keep_alive_pings = true;
+    ws_.set_option(timeouts);
     ws_.set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "kafka-websocket-devbroker"); }));
     ws_.read_message_max(state_->max_frame_bytes + frame_header_bytes);
