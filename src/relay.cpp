@@ -45,6 +45,10 @@ class relay_impl final : public relay {
         last_activity_(started_at_) {}
 
   void start() override {
+    // Reads after a readiness wait must never block the event loop, even on a spurious wake-up.
+    error_code ec;
+    client_.non_blocking(true, ec);
+    if (ec) return fail(ec, "client socket");
     up_wait();
     down_read();
     if (options_.idle_timeout.count() > 0) arm_idle_timer();
