@@ -119,7 +119,9 @@ ws_url parse_address(std::string_view address, bool tls, boost::system::error_co
   if (path_start != std::string_view::npos) {
     auto target = rest.substr(path_start);
     if (const auto hash = target.find('#'); hash != std::string_view::npos) target = target.substr(0, hash);
-    url.target = target.front() == '/' ? std::string(target) : "/" + std::string(target);
+    url.target.clear();
+    if (target.front() != '/') url.target += '/';
+    url.target.append(target);
   }
   return url;
 }

@@ -30,7 +30,7 @@ frame_splitter::step frame_splitter::feed(std::span<const unsigned char> in,
   step s;
   if (header_have_ < frame_header_bytes) {
     const std::size_t take = std::min(frame_header_bytes - header_have_, in.size());
-    std::memcpy(header_ + header_have_, in.data(), take);
+    if (take != 0) std::memcpy(header_ + header_have_, in.data(), take);  // in.data() may be null when empty
     header_have_ += take;
     s.consumed = take;
     if (header_have_ < frame_header_bytes) return s;

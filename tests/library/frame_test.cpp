@@ -78,3 +78,15 @@ TEST(Errc, HasItsOwnCategoryAndMessages) {
   EXPECT_NE(ec.message().find("binary"), std::string::npos);
 }
 }  // namespace
+
+namespace {
+TEST(Frame, SplitterTakesAnEmptyInputAtABoundary) {
+  kws::frame_splitter sp;
+  boost::system::error_code ec;
+  const auto st = sp.feed(std::span<const unsigned char>{}, ec);
+  EXPECT_FALSE(ec);
+  EXPECT_EQ(st.consumed, 0u);
+  EXPECT_FALSE(st.complete);
+  EXPECT_TRUE(sp.at_boundary());
+}
+}  // namespace

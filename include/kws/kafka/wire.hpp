@@ -133,7 +133,9 @@ class writer {
   void nullable_bytes(std::optional<bytes_view> b);
   void compact_nullable_bytes(std::optional<bytes_view> b);
   void array_count(std::int32_t n) { int32(n); }
-  void compact_array_count(std::int32_t n) { uvarint(static_cast<std::uint64_t>(n + 1)); }  ///< -1 is null
+  void compact_array_count(std::int32_t n) {
+    uvarint(static_cast<std::uint64_t>(std::int64_t{n} + 1));
+  }  ///< -1 is null
   /// An empty tagged-field section.
   void empty_tagged_fields() { uvarint(0); }
   void raw(bytes_view b) { out_.insert(out_.end(), b.begin(), b.end()); }
