@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <csignal>
+#include <fcntl.h>
 #include <stdexcept>
 
 extern char** environ;
@@ -12,7 +13,8 @@ namespace kws::test {
 
 child_process::child_process(std::vector<std::string> argv) {
   int fds[2];
-  if (::pipe(fds) != 0) throw std::runtime_error("pipe failed");
+  // Close-on-exec, so that other children started meanwhile do not hold the write end open.
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
