@@ -26,6 +26,7 @@
 #include <boost/beast/websocket.hpp>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/resource.h>
@@ -90,6 +91,9 @@ struct options {
   std::size_t small_frame = 64;
   double phase_timeout_s = 60.0;
   std::size_t max_frame = 100u * 1024u * 1024u;
+  int latency_cpu = 0;        // -1: no pinned latency runs
+  bool latency_split = true;  // also: client on one CPU, echo servers and proxy on another
+  std::string proxy_prefix;   // e.g. "valgrind --tool=massif": profiling only, figures then mean little
   std::vector<std::string> phases{"latency", "throughput", "memory", "concurrency"};
 
   bool wants(const std::string& p) const {
@@ -218,6 +222,22 @@ rlim_t raise_nofile(rlim_t want) {
   ::setrlimit(RLIMIT_NOFILE, &rl);
   ::getrlimit(RLIMIT_NOFILE, &rl);
   return rl.rlim_cur;
+}
+
+// Sets the CPU affinity of every thread of a process (the bench itself or the proxy).
+void set_affinity(pid_t pid, const cpu_set_t& set) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec)) {
+    const auto tid = static_cast<pid_t>(std::stol(e.path().filename().string()));
+    ::sched_setaffinity(tid, sizeof set, &set);
+  }
+}
+
+cpu_set_t one_cpu(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return set;
 }
 
 // ---- echo servers (in process, one thread each) -----------------------------------------------------------
@@ -365,19 +385,23 @@ class proxy_process {
   proxy_process(const options& opt, const tcp::endpoint& broker) {
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
-    std::vector<std::string> args{opt.proxy,
-                                  "--listen",
-                                  "127.0.0.1",
-                                  "--port",
-                                  "0",
-                                  "--broker",
-                                  "127.0.0.1:" + std::to_string(broker.port()),
-                                  "--threads",
-                                  std::to_string(opt.proxy_threads),
-                                  "--log-level",
-                                  opt.proxy_log_level,
-                                  "--drain-timeout",
-                                  "1s"};
+    std::vector<std::string> args;
+    std::istringstream prefix(opt.proxy_prefix);
+    for (std::string word; prefix >> word;) args.push_back(word);
+    const std::vector<std::string> proxy_args{opt.proxy,
+                                              "--listen",
+                                              "127.0.0.1",
+                                              "--port",
+                                              "0",
+                                              "--broker",
+                                              "127.0.0.1:" + std::to_string(broker.port()),
+                                              "--threads",
+                                              std::to_string(opt.proxy_threads),
+                                              "--log-level",
+                                              opt.proxy_log_level,
+                                              "--drain-timeout",
+                                              "1s"};
+    args.insert(args.end(), proxy_args.begin(), proxy_args.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -388,19 +412,20 @@ class proxy_process {
     posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
     // Asio's sockets are not close-on-exec: keep the echo servers' descriptors out of the proxy.
     posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    const int rc = ::posix_spawn(&pid_, opt.proxy.c_str(), &fa, nullptr, argv.data(), environ);
+    const int rc = ::posix_spawnp(&pid_, args[0].c_str(), &fa, nullptr, argv.data(), environ);
     posix_spawn_file_actions_destroy(&fa);
     ::close(fds[1]);
     if (rc != 0) {
       ::close(fds[0]);
-      throw std::runtime_error("posix_spawn " + opt.proxy + ": " + std::strerror(rc));
+      throw std::runtime_error("posix_spawn " + args[0] + ": " + std::strerror(rc));
     }
     stderr_fd_ = fds[0];
     reader_ = std::thread([this] { read_stderr(); });
-    std::cerr << "proxy pid " << pid_ << " started: " << opt.proxy << " --threads " << opt.proxy_threads
-              << std::endl;
-    // Ready once it listens; bounded by 10 s and by the child exiting.
-    const auto until = clock_type::now() + std::chrono::seconds(10);
+    std::cerr << "proxy pid " << pid_ << " started:";
+    for (const auto& a : args) std::cerr << ' ' << a;
+    std::cerr << std::endl;
+    // Ready once it listens; bounded by 30 s (a profiler prefix starts slowly) and by the child exiting.
+    const auto until = clock_type::now() + std::chrono::seconds(30);
     while (clock_type::now() < until) {
       if (const auto ports = listening_ports(pid_); !ports.empty()) {
         endpoint_ = tcp::endpoint(asio::ip::make_address("127.0.0.1"), ports.front());
@@ -413,7 +438,7 @@ class proxy_process {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    throw std::runtime_error("proxy did not listen within 10 s: " + log_excerpt());
+    throw std::runtime_error("proxy did not listen within 30 s: " + log_excerpt());
   }
 
   ~proxy_process() { stop(); }
@@ -423,7 +448,7 @@ class proxy_process {
       ::kill(pid_, SIGTERM);
       int status = 0;
       bool gone = false;
-      for (int i = 0; i < 500 && !gone; ++i) {  // up to 5 s
+      for (int i = 0; i < 1000 && !gone; ++i) {  // up to 10 s
         gone = ::waitpid(pid_, &status, WNOHANG) == pid_;
         if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(10));
       }
@@ -729,6 +754,8 @@ int main(int argc, char** argv) {
       "(latency, throughput, idle memory per connection, concurrent connections). Loopback only."};
   app.add_option("--proxy", opt.proxy, "proxy binary")->capture_default_str();
   app.add_option("--proxy-threads", opt.proxy_threads, "proxy --threads")->capture_default_str();
+  app.add_option("--proxy-prefix", opt.proxy_prefix,
+                 "command words put before the proxy (profiling only, e.g. 'valgrind --tool=massif')");
   app.add_option("--proxy-log-level", opt.proxy_log_level, "proxy --log-level")->capture_default_str();
   app.add_option("--reps", opt.reps, "repetitions of latency and throughput (median reported)")
       ->check(CLI::Range(1, 20))
@@ -741,6 +768,12 @@ int main(int argc, char** argv) {
   app.add_option("--latency-frame", opt.latency_frame,
                  "latency frame bytes on the wire (size prefix included)")
       ->check(CLI::Range(16, 1 << 24))
+      ->capture_default_str();
+  app.add_option("--latency-cpu", opt.latency_cpu,
+                 "CPU to pin every bench and proxy thread to for the pinned latency runs (-1: none)")
+      ->capture_default_str();
+  app.add_option("--latency-split", opt.latency_split,
+                 "also measure latency with the client on --latency-cpu, servers and proxy on another CPU")
       ->capture_default_str();
   app.add_option("--throughput-frame", opt.throughput_frame, "throughput frame bytes on the wire")
       ->check(CLI::Range(16, 64 << 20))
@@ -797,7 +830,19 @@ int main(int argc, char** argv) {
   const auto direct_ep = direct_server.endpoint();
   totals t;
 
-  std::vector<latency_result> lat_direct, lat_proxied;
+  // [0: everything on one CPU, 1: split over two][0: direct, 1: proxied]
+  std::vector<latency_result> lat[2][2];
+  cpu_set_t all_cpus;
+  ::sched_getaffinity(0, sizeof all_cpus, &all_cpus);
+  if (opt.latency_cpu >= 0 && !CPU_ISSET(opt.latency_cpu, &all_cpus)) {
+    std::cerr << "kws_proxy_bench: --latency-cpu " << opt.latency_cpu
+              << " is not available to this process\n";
+    return 2;
+  }
+  int split_cpu = -1;  // the other CPU of the split placement
+  for (int c = 0; c < CPU_SETSIZE && opt.latency_split && opt.latency_cpu >= 0 && split_cpu < 0; ++c) {
+    if (c != opt.latency_cpu && CPU_ISSET(c, &all_cpus)) split_cpu = c;
+  }
   std::vector<throughput_result> tp_direct, tp_proxied;
   std::optional<long> rss_before, rss_after;
   many_result mem;
@@ -810,20 +855,36 @@ int main(int argc, char** argv) {
       for (int rep = 0; rep < opt.reps; ++rep) {
         // Alternate which path goes first, so drift on the machine does not favour one of them.
         const bool direct_first = rep % 2 == 0;
-        for (int k = 0; k < 2; ++k) {
-          const bool direct = (k == 0) == direct_first;
-          const auto ep = direct ? direct_ep : proxy.endpoint();
-          const std::string name = direct ? "direct" : "proxied";
-          if (opt.wants("latency")) {
+        for (int mode = 0; mode < 2 && opt.wants("latency"); ++mode) {
+          const bool pinned = mode == 0;
+          if (pinned ? opt.latency_cpu < 0 : split_cpu < 0) continue;
+          // Fixed placements: on a virtual machine a cross-CPU wake-up can cost more than the work measured,
+          // and where the scheduler happens to put the threads would decide the figure.
+          // 1 CPU: every thread of the bench and of the proxy on one CPU (the CPU cost of each path).
+          // split: the client (this thread) on one CPU, the echo servers and the proxy on another, as when
+          // client and proxy run on different cores.
+          set_affinity(::getpid(), one_cpu(pinned ? opt.latency_cpu : split_cpu));
+          set_affinity(proxy.pid(), one_cpu(pinned ? opt.latency_cpu : split_cpu));
+          if (!pinned) {
+            const auto mine = one_cpu(opt.latency_cpu);
+            ::sched_setaffinity(0, sizeof mine, &mine);
+          }
+          for (int k = 0; k < 2; ++k) {
+            const bool direct = (k == 0) == direct_first;
+            const auto ep = direct ? direct_ep : proxy.endpoint();
+            const std::string name =
+                std::string(direct ? "direct" : "proxied") + (pinned ? " 1cpu" : " split");
             latency_result r;
             const auto deadline = clock_type::now() + opt.phase_timeout();
             run_bounded([&](auto) { return latency_client(ep, opt, r, deadline); }, opt.phase_timeout(),
                         r.errors);
             note_errors(t, "latency " + name + " rep " + std::to_string(rep + 1), r.mismatches, r.errors);
-            std::fprintf(stderr, "rep %d latency %-7s p50 %.1f p90 %.1f p99 %.1f us (%zu samples)\n", rep + 1,
-                         name.c_str(), r.p50(), r.p90(), r.p99(), r.samples_us.size());
-            (direct ? lat_direct : lat_proxied).push_back(std::move(r));
+            std::fprintf(stderr, "rep %d latency %-12s p50 %.1f p90 %.1f p99 %.1f us (%zu samples)\n",
+                         rep + 1, name.c_str(), r.p50(), r.p90(), r.p99(), r.samples_us.size());
+            lat[mode][direct ? 0 : 1].push_back(std::move(r));
           }
+          set_affinity(::getpid(), all_cpus);
+          set_affinity(proxy.pid(), all_cpus);
         }
         for (int k = 0; k < 2; ++k) {
           const bool direct = (k == 0) == direct_first;
@@ -923,20 +984,23 @@ int main(int argc, char** argv) {
 
   // ---- table ----
   std::printf("\n  %-30s %12s %12s %16s  %s\n", "metric", "direct", "proxied", "proxied vs direct", "target");
-  if (!lat_direct.empty()) {
+  for (int mode = 0; mode < 2; ++mode) {
+    if (lat[mode][0].empty() || lat[mode][1].empty()) continue;
     auto med = [](const std::vector<latency_result>& v, double (latency_result::*f)() const) {
       std::vector<double> x;
       for (const auto& r : v) x.push_back((r.*f)());
       return median(x);
     };
-    const double d50 = med(lat_direct, &latency_result::p50), p50 = med(lat_proxied, &latency_result::p50);
-    const double d90 = med(lat_direct, &latency_result::p90), p90 = med(lat_proxied, &latency_result::p90);
-    const double d99 = med(lat_direct, &latency_result::p99), p99 = med(lat_proxied, &latency_result::p99);
-    const std::string frame = std::to_string(opt.latency_frame) + " B";
-    row("latency p50 us (" + frame + ")", fmt(d50), fmt(p50), delta_us(p50 - d50),
-        std::string("<= +25 us: ") + (p50 - d50 <= 25 ? "met" : "MISSED"));
-    row("latency p90 us", fmt(d90), fmt(p90), delta_us(p90 - d90));
-    row("latency p99 us", fmt(d99), fmt(p99), delta_us(p99 - d99));
+    const auto& ld = lat[mode][0];
+    const auto& lp = lat[mode][1];
+    const double d50 = med(ld, &latency_result::p50), p50 = med(lp, &latency_result::p50);
+    const double d90 = med(ld, &latency_result::p90), p90 = med(lp, &latency_result::p90);
+    const double d99 = med(ld, &latency_result::p99), p99 = med(lp, &latency_result::p99);
+    const std::string where = mode == 0 ? "1 CPU" : "split";
+    row("latency p50 us (" + std::to_string(opt.latency_frame) + " B, " + where + ")", fmt(d50), fmt(p50),
+        delta_us(p50 - d50), std::string("<= +25 us: ") + (p50 - d50 <= 25 ? "met" : "MISSED"));
+    row("latency p90 us (" + where + ")", fmt(d90), fmt(p90), delta_us(p90 - d90));
+    row("latency p99 us (" + where + ")", fmt(d99), fmt(p99), delta_us(p99 - d99));
   }
   if (!tp_direct.empty()) {
     auto med = [](const std::vector<throughput_result>& v, double (throughput_result::*f)() const) {
