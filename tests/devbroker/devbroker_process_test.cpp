@@ -1,8 +1,10 @@
 // Process-level tests: start the built kafka-websocket-devbroker on 127.0.0.1 with port 0, read its ports
 // from the startup line, and drive it with real clients (kcat, kafka-python) and a raw Beast WebSocket
 // client.
+#include "frame_util.hpp"
 #include "kafka_test_util.hpp"
-#include "process_util.hpp"
+#include "process.hpp"
+#include "test_env.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -19,11 +21,17 @@
 #include <random>
 #include <regex>
 
+#include <unistd.h>
+
 #ifndef KWS_DEVBROKER_PATH
 #error "KWS_DEVBROKER_PATH must name the built kafka-websocket-devbroker"
 #endif
 
 using namespace kws::devbroker::test;
+using kws::test::child_process;
+using kws::test::read_file;
+using kws::test::spawn_options;
+using kws::test::write_file;
 using namespace std::chrono_literals;
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -138,36 +146,43 @@ class tcp_client {
   tcp::socket socket_{ioc_};
 };
 
+// stdin, stdout and stderr of a client tool on files.
+spawn_options tool_io(const std::string& in, const std::string& out, const std::string& err) {
+  return {.stdin_file = in,
+          .stdout_file = out,
+          .stderr_to = spawn_options::stderr_target::file,
+          .stderr_file = err};
+}
+
+// The exit code; -1 when the tool timed out (then killed) or died from a signal.
+int exit_code(const kws::test::run_result& r) {
+  return r.exit_code && *r.exit_code >= 0 ? *r.exit_code : -1;
+}
+
 class DevbrokerProcess : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::random_device rd;
-    dir_ = std::filesystem::temp_directory_path() /
-           ("kws-devbroker-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-    std::filesystem::create_directories(dir_);
-  }
-
   void TearDown() override {
     if (broker_) {
       // Every test also checks that SIGTERM ends the broker promptly with status 0.
       broker_->signal(SIGTERM);
-      const auto status = broker_->wait_for(5s);
+      const auto status = broker_->wait(5s);
       EXPECT_TRUE(status.has_value()) << "broker did not exit within 5 s of SIGTERM";
       if (status) {
-        EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "status " << *status;
+        EXPECT_TRUE(*status == 0) << kws::test::describe_exit(status);
       }
       broker_.reset();
     }
     if (HasFailure()) std::cerr << "---- broker log ----\n" << log() << "--------------------\n";
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
   }
 
   void start(std::vector<std::string> args) {
     std::vector<std::string> argv{KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0", "--tcp-listen",
                                   "127.0.0.1:0"};
     argv.insert(argv.end(), args.begin(), args.end());
-    broker_ = std::make_unique<child_process>(argv, stdio_files{.err = path("broker.log")}, true);
+    // stdout captured for the startup line, the log (stderr) on a file.
+    broker_ = std::make_unique<child_process>(
+        argv,
+        spawn_options{.stderr_to = spawn_options::stderr_target::file, .stderr_file = path("broker.log")});
     const auto line = broker_->read_line(10s);
     ASSERT_TRUE(line.has_value()) << "no startup line; log:\n" << log();
     static const std::regex re(R"(^listening ws=(\S+)(?: tcp=(\S+))?$)");
@@ -197,10 +212,10 @@ class DevbrokerProcess : public ::testing::Test {
            std::chrono::milliseconds timeout = 20s) {
     std::vector<std::string> argv{"/usr/bin/kcat", "-b", tcp_bootstrap()};
     argv.insert(argv.end(), args.begin(), args.end());
-    return run_tool(argv, stdio_files{in, out, path("kcat.err")}, timeout);
+    return exit_code(kws::test::run(argv, tool_io(in, out, path("kcat.err")), timeout));
   }
 
-  std::filesystem::path dir_;
+  kws::test::temp_dir dir_{"kws-devbroker-test"};
   std::unique_ptr<child_process> broker_;
   std::vector<std::uint16_t> ws_ports_, tcp_ports_;
 };
@@ -287,9 +302,9 @@ for m in c:
 c.close()
 sys.exit(0 if got == [(b'k%d' % i, b'v%d' % i) for i in range(n)] else 3)
 )");
-  const int rc = run_tool({"/usr/bin/python3", path("client.py"), tcp_bootstrap(), "2000"},
-                          stdio_files{"/dev/null", path("py.out"), path("py.err")}, 30s);
-  EXPECT_EQ(rc, 0) << read_file(path("py.err"));
+  const auto py = kws::test::run({"/usr/bin/python3", path("client.py"), tcp_bootstrap(), "2000"},
+                                 {.stderr_to = spawn_options::stderr_target::captured}, 30s);
+  EXPECT_EQ(exit_code(py), 0) << py.err;
 }
 
 TEST_F(DevbrokerProcess, WebSocketRoundTripsLargeEmptyAndNullKeyedMessagesOnThreePartitions) {
@@ -382,9 +397,7 @@ TEST_F(DevbrokerProcess, OversizedFrameOnTcpClosesTheConnection) {
   ASSERT_NO_FATAL_FAILURE(start({"--max-frame-bytes", "1024"}));
   tcp_client c;
   ASSERT_FALSE(c.connect(tcp_ports_[0]));
-  bytes header(4);
-  kws::store_be32(header.data(), 4096);
-  ASSERT_FALSE(c.send(header));
+  ASSERT_FALSE(c.send_raw(kws::test::raw_size(4096)));
   std::string reply;
   EXPECT_EQ(c.read_until_close(reply), asio::error::eof);
   EXPECT_TRUE(reply.empty());

@@ -4,23 +4,13 @@
 // rewrites broker addresses, the broker advertises the proxy's own address (as in the original demo).
 // Everything runs on 127.0.0.1 with ephemeral ports; every wait is bounded.
 #include "process.hpp"
+#include "test_env.hpp"
 
 #include <gtest/gtest.h>
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
-#include <spawn.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <chrono>
 #include <csignal>
-#include <cstdio>
-#include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -38,25 +28,14 @@
 #error "tests/e2e/CMakeLists.txt defines the paths of the proxy, the dev broker, kcat and the Python script"
 #endif
 
-extern char** environ;
-
 namespace {
 
 using namespace std::chrono_literals;
 using kws::test::child_process;
+using kws::test::read_file;
+using kws::test::spawn_options;
+using kws::test::write_file;
 using clock_type = std::chrono::steady_clock;
-
-std::string read_file(const std::filesystem::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-void write_file(const std::filesystem::path& p, const std::string& content) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << content;
-}
 
 std::vector<std::string> lines_of(const std::string& s) {
   std::vector<std::string> out;
@@ -69,88 +48,19 @@ long long ms_since(clock_type::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t).count();
 }
 
-// A port of 127.0.0.1 that was free a moment ago: bound with port 0, then released.
-unsigned short free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error("socket");
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("bind 127.0.0.1:0");
-  }
-  ::close(fd);
-  return ntohs(a.sin_port);
+// A client tool's stdin from a file, stdout to a file (byte-exact, readable while it runs), stderr apart.
+spawn_options tool_io(const std::filesystem::path& in, const std::filesystem::path& out) {
+  return {.stdin_file = in, .stdout_file = out, .stderr_to = spawn_options::stderr_target::captured};
 }
 
-// A client tool run to completion with its stdin, stdout and stderr on files (stdout stays byte-exact,
-// apart from the tool's diagnostics on stderr). Killed when it outlives its time limit or the object.
-class tool {
- public:
-  tool(const std::vector<std::string>& argv, const std::string& in, const std::string& out,
-       const std::string& err) {
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, in.c_str(), O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, 2, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    const int rc = ::posix_spawn(&pid_, args[0], &fa, nullptr, args.data(), environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0) {
-      pid_ = -1;
-      throw std::runtime_error("cannot start " + argv[0]);
-    }
-  }
-  ~tool() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int st = 0;
-      ::waitpid(pid_, &st, 0);
-    }
-  }
-  tool(const tool&) = delete;
-  tool& operator=(const tool&) = delete;
-
-  /// The exit code; -signal when killed; nullopt when it had to be killed at `limit`.
-  std::optional<int> wait(std::chrono::milliseconds limit) {
-    const auto until = clock_type::now() + limit;
-    while (pid_ > 0) {
-      int st = 0;
-      if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
-      }
-      if (clock_type::now() > until) return std::nullopt;
-      std::this_thread::sleep_for(5ms);
-    }
-    return std::nullopt;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
-
 // A text for a failed tool: its exit status and the tail of its stderr.
-std::string describe(const std::optional<int>& rc, const std::filesystem::path& err) {
-  std::string e = read_file(err);
-  if (e.size() > 4000) e = "..." + e.substr(e.size() - 4000);
-  return (rc ? "exit " + std::to_string(*rc) : std::string("timed out (killed)")) + ", stderr:\n" + e;
+std::string describe(const std::optional<int>& rc, std::string err) {
+  if (err.size() > 4000) err = "..." + err.substr(err.size() - 4000);
+  return kws::test::describe_exit(rc) + ", stderr:\n" + err;
 }
 
 class ProxyToDevbroker : public ::testing::Test {
  protected:
-  void SetUp() override {
-    std::string tmpl = (std::filesystem::temp_directory_path() / "kws-e2e-XXXXXX").string();
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
-    dir_ = tmpl;
-  }
-
   void TearDown() override {
     // Both servers end promptly and cleanly on SIGTERM once the clients are gone.
     for (auto* p : {proxy_.get(), broker_.get()}) {
@@ -166,8 +76,6 @@ class ProxyToDevbroker : public ::testing::Test {
     }
     proxy_.reset();
     broker_.reset();
-    std::error_code ignored;
-    std::filesystem::remove_all(dir_, ignored);
   }
 
   // Starts the proxy on an ephemeral port, then the dev broker on a port picked for it, advertising the
@@ -175,7 +83,7 @@ class ProxyToDevbroker : public ::testing::Test {
   void start(const std::vector<std::string>& broker_args) {
     std::string failures;
     for (int attempt = 0; attempt < 3; ++attempt) {
-      const auto ws_port = std::to_string(free_port());
+      const auto ws_port = std::to_string(kws::test::free_port());
       proxy_ = std::make_unique<child_process>(
           std::vector<std::string>{KWS_PROXY_PATH, "--listen", "127.0.0.1", "--port", "0", "--broker",
                                    "127.0.0.1:" + ws_port, "--threads", "2", "--drain-timeout", "2s"});
@@ -198,20 +106,24 @@ class ProxyToDevbroker : public ::testing::Test {
   std::filesystem::path path(const std::string& name) const { return dir_ / name; }
 
   // kcat against the proxy; `name` names its output files in the test directory.
-  std::unique_ptr<tool> start_kcat(const std::string& name, std::vector<std::string> args,
-                                   const std::string& in = "/dev/null") {
-    std::vector<std::string> argv{KWS_KCAT_PATH, "-b", bootstrap()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return std::make_unique<tool>(argv, in, path(name + ".out"), path(name + ".err"));
+  std::unique_ptr<child_process> start_kcat(const std::string& name, const std::vector<std::string>& args,
+                                            const std::string& in = "/dev/null") {
+    return std::make_unique<child_process>(kcat_argv(args), tool_io(in, path(name + ".out")));
   }
 
   // Runs kcat to the end; fails the test (with kcat's stderr) unless it exits 0 within `limit`.
-  void kcat(const std::string& name, std::vector<std::string> args, const std::string& in = "/dev/null",
-            std::chrono::milliseconds limit = 20s) {
+  void kcat(const std::string& name, const std::vector<std::string>& args,
+            const std::string& in = "/dev/null", std::chrono::milliseconds limit = 20s) {
     const auto t = clock_type::now();
-    const auto rc = start_kcat(name, std::move(args), in)->wait(limit);
-    ASSERT_EQ(rc, std::optional<int>(0)) << "kcat " << name << ": " << describe(rc, path(name + ".err"));
+    const auto r = kws::test::run(kcat_argv(args), tool_io(in, path(name + ".out")), limit);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << "kcat " << name << ": " << describe(r.exit_code, r.err);
     std::cout << "[ measure  ] kcat " << name << ": " << ms_since(t) << " ms\n";
+  }
+
+  std::vector<std::string> kcat_argv(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv{KWS_KCAT_PATH, "-b", bootstrap()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
   }
 
   std::string output_of(const std::string& name) const { return read_file(path(name + ".out")); }
@@ -221,7 +133,7 @@ class ProxyToDevbroker : public ::testing::Test {
     EXPECT_NE(proxy_->output().find(" open client=127.0.0.1:"), std::string::npos) << proxy_->output();
   }
 
-  std::filesystem::path dir_;
+  kws::test::temp_dir dir_{"kws-e2e"};
   std::unique_ptr<child_process> proxy_, broker_;
   std::string proxy_port_;
 };
@@ -285,14 +197,11 @@ TEST_F(ProxyToDevbroker, KafkaPythonAtApiVersion080RoundTripsKeyedNullKeyAndEmpt
   ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}));
   const auto t = clock_type::now();
   // The Debian python3 explicitly: the one first on PATH may not see Debian's python3-kafka.
-  tool py({"/usr/bin/python3", KWS_KAFKA_PYTHON_SCRIPT, "--bootstrap", bootstrap(), "--topic", "py-topic",
-           "--count", "2000", "--limit-s", "25"},
-          "/dev/null", path("py.out"), path("py.err"));
-  const auto rc = py.wait(28s);
-  EXPECT_EQ(rc, std::optional<int>(0)) << describe(rc, path("py.err")) << "stdout:\n"
-                                       << read_file(path("py.out"));
-  std::cout << "[ measure  ] " << read_file(path("py.out")) << "[ measure  ] python run: " << ms_since(t)
-            << " ms\n";
+  const auto py = kws::test::run({"/usr/bin/python3", KWS_KAFKA_PYTHON_SCRIPT, "--bootstrap", bootstrap(),
+                                  "--topic", "py-topic", "--count", "2000", "--limit-s", "25"},
+                                 {.stderr_to = spawn_options::stderr_target::captured}, 28s);
+  EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << "stdout:\n" << py.out;
+  std::cout << "[ measure  ] " << py.out << "[ measure  ] python run: " << ms_since(t) << " ms\n";
   expect_proxy_carried_connections();
 }
 
@@ -413,7 +322,7 @@ TEST_F(ProxyToDevbroker, TwoProducersAtOnceWhileAConsumerReads) {
   }
   const auto produce_round = [&](const std::string& round) {
     // Both producers at once, one per partition.
-    std::vector<std::unique_ptr<tool>> producers;
+    std::vector<std::unique_ptr<child_process>> producers;
     for (int p = 0; p < 2; ++p) {
       const auto name = round + "-" + std::to_string(p);
       producers.push_back(start_kcat(
@@ -421,8 +330,7 @@ TEST_F(ProxyToDevbroker, TwoProducersAtOnceWhileAConsumerReads) {
     }
     for (int p = 0; p < 2; ++p) {
       const auto rc = producers[p]->wait(20s);
-      EXPECT_EQ(rc, std::optional<int>(0))
-          << describe(rc, path("produce-" + round + "-" + std::to_string(p) + ".err"));
+      EXPECT_EQ(rc, std::optional<int>(0)) << describe(rc, producers[p]->error_output());
     }
   };
 
@@ -440,7 +348,7 @@ TEST_F(ProxyToDevbroker, TwoProducersAtOnceWhileAConsumerReads) {
       << "the consumer did not read the first round";
   ASSERT_NO_FATAL_FAILURE(produce_round("r2"));
   const auto rc = consumer->wait(20s);
-  ASSERT_EQ(rc, std::optional<int>(0)) << describe(rc, path("consume.err"));
+  ASSERT_EQ(rc, std::optional<int>(0)) << describe(rc, consumer->error_output());
   std::cout << "[ measure  ] 2 rounds of 2 concurrent producers x " << per_producer
             << " messages with a live consumer: " << ms_since(t) << " ms\n";
   EXPECT_TRUE(by_partition(output_of("consume")) == want) << "the concurrent clients' messages differ";
@@ -448,13 +356,11 @@ TEST_F(ProxyToDevbroker, TwoProducersAtOnceWhileAConsumerReads) {
 }
 
 #ifdef KWS_LIBRDKAFKA_EXAMPLE_PATH
-void run_example(const std::string& name, const std::vector<std::string>& argv,
-                 const std::filesystem::path& dir, int count) {
+void run_example(const std::string& name, const std::vector<std::string>& argv, int count) {
   const auto t = clock_type::now();
-  tool ex(argv, "/dev/null", dir / (name + ".out"), dir / (name + ".err"));
-  const auto rc = ex.wait(28s);
-  const std::string out = read_file(dir / (name + ".out"));
-  EXPECT_EQ(rc, std::optional<int>(0)) << describe(rc, dir / (name + ".err")) << "stdout:\n" << out;
+  const auto ex = kws::test::run(argv, {.stderr_to = spawn_options::stderr_target::captured}, 28s);
+  const std::string& out = ex.out;
+  EXPECT_EQ(ex.exit_code, std::optional<int>(0)) << describe(ex.exit_code, ex.err) << "stdout:\n" << out;
   EXPECT_NE(out.find("OK: " + std::to_string(count) + " messages round-tripped"), std::string::npos) << out;
   std::cout << "[ measure  ] example " << name << ": " << ms_since(t) << " ms\n" << out;
 }
@@ -464,7 +370,7 @@ TEST_F(ProxyToDevbroker, LibrdkafkaCppExampleRoundTripsThroughTheProxy) {
   run_example("example",
               {KWS_LIBRDKAFKA_EXAMPLE_PATH, "--bootstrap", bootstrap(), "--topic", "cpp-topic", "--count",
                "5000", "--timeout-ms", "20000"},
-              dir_, 5000);
+              5000);
   expect_proxy_carried_connections();
 }
 
@@ -474,7 +380,7 @@ TEST_F(ProxyToDevbroker, LibrdkafkaCppExampleAgainstTheKafka08Broker) {
               concat({KWS_LIBRDKAFKA_EXAMPLE_PATH, "--bootstrap", bootstrap(), "--topic", "cpp-topic",
                       "--count", "5000", "--timeout-ms", "20000"},
                      kafka_08_flags),
-              dir_, 5000);
+              5000);
   expect_proxy_carried_connections();
 }
 #endif

@@ -1,5 +1,5 @@
 // The connection as a Kafka client sees it, against a real Beast WebSocket server on 127.0.0.1.
-#include "test_util.hpp"
+#include "frame_util.hpp"
 #include "ws_test_server.hpp"
 
 #include <kws/kws.hpp>

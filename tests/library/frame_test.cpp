@@ -1,4 +1,4 @@
-#include "test_util.hpp"
+#include "frame_util.hpp"
 
 #include <kws/frame.hpp>
 

@@ -1,7 +1,8 @@
 // kafka-websocket-proxy as users run it: the built binary, a TCP client on one side, a real WebSocket
 // server on the other, everything on 127.0.0.1 and bounded in time.
-#include "library/test_util.hpp"
+#include "frame_util.hpp"
 #include "process.hpp"
+#include "test_env.hpp"
 #include "ws_test_server.hpp"
 
 #include <kws/frame.hpp>
@@ -276,12 +277,7 @@ TEST(Proxy, HalfCloseAfterAcksZeroProduceDoesNotWait) {
 }
 
 TEST(Proxy, RetriesADownBrokerOnTheBackoffScheduleThenCloses) {
-  unsigned short dead_port;
-  {
-    asio::io_context ioc;
-    tcp::acceptor a(ioc, {asio::ip::make_address("127.0.0.1"), 0});
-    dead_port = a.local_endpoint().port();
-  }
+  const unsigned short dead_port = kws::test::free_port();
   proxy_process proxy({"--broker", "127.0.0.1:" + std::to_string(dead_port), "--dial-retries", "3",
                        "--dial-backoff", "100ms"});
   client c(proxy.port);

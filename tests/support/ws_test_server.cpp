@@ -1,5 +1,7 @@
 #include "ws_test_server.hpp"
 
+#include "test_env.hpp"
+
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -140,10 +142,8 @@ std::string ws_binary_frame_header(std::size_t n) {
 }
 
 tls_files make_test_certificates() {
-  char tmpl[] = "/tmp/kws-tls-XXXXXX";
-  if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
   tls_files f;
-  f.dir = tmpl;
+  f.dir = make_temp_dir("kws-tls").string();
   f.ca_pem = f.dir + "/ca.pem";
   f.cert_pem = f.dir + "/server.pem";
   f.key_pem = f.dir + "/server.key";

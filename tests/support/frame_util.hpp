@@ -1,3 +1,4 @@
+// Kafka frames (size prefix, then body) and reproducible payloads, for the library's and the proxy's tests.
 #pragma once
 
 #include <kws/frame.hpp>
