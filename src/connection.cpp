@@ -63,6 +63,10 @@ class ws_connection final : public connection_impl {
     // One Kafka frame is one WebSocket message in one WebSocket frame.
     ws_.auto_fragment(false);
     ws_.read_message_max(max_frame_bytes_ + frame_header_bytes);
+    // A client masks every frame through this buffer and writes it a buffer at a time: Beast's 4 KiB default
+    // meant ~24 sendmsg calls per 100 KiB frame. Measured with bench/proxy_bench: 100 KiB frames went from
+    // ~700 to ~1000 MB/s. Only the part a frame actually used becomes resident.
+    ws_.write_buffer_bytes(64 * 1024);
   }
 
   ws_type& ws() { return ws_; }

@@ -18,8 +18,6 @@ using boost::system::error_code;
 using tcp = asio::ip::tcp;
 using clock = std::chrono::steady_clock;
 
-// Relay buffers keep up to this much capacity between frames; larger ones are released once drained.
-constexpr std::size_t keep_bytes = 16 * 1024;
 // Smallest read from the client socket.
 constexpr std::size_t min_read_bytes = 16 * 1024;
 
@@ -79,6 +77,8 @@ class relay_impl final : public relay {
   // Waiting for readability first keeps an idle relay free of read buffers.
   void up_wait() {
     if (stopping_ || client_eof_ || draining_) return;
+    // Nothing held: give the buffer back while waiting, so that an idle relay holds no read buffer.
+    if (up_buf_.size() == 0) up_buf_.shrink_to_fit();
     ++ops_;
     up_reading_ = true;
     client_.async_wait(
@@ -112,10 +112,7 @@ class relay_impl final : public relay {
     const auto data = bytes_of(up_buf_.data());
     const auto len = peek_frame(data, options_.max_frame_bytes, ec);
     if (ec) return fail(ec, "client sent");
-    if (len == 0 || len > data.size()) {
-      if (up_buf_.size() == 0 && up_buf_.capacity() > keep_bytes) up_buf_.shrink_to_fit();
-      return up_wait();
-    }
+    if (len == 0 || len > data.size()) return up_wait();
     const auto frame = data.first(len);
     if (expects_response(frame)) ++outstanding_;
     up_len_ = len;
@@ -191,7 +188,8 @@ class relay_impl final : public relay {
                           --ops_;
                           if (ec) return fail(ec, "client write");
                           down_buf_.consume(n);
-                          if (down_buf_.capacity() > keep_bytes) down_buf_.shrink_to_fit();
+                          // Nothing held between responses: idle relays keep no write-side buffer either.
+                          if (down_buf_.size() == 0) down_buf_.shrink_to_fit();
                           report_.down_bytes += n;
                           ++report_.down_frames;
                           if (outstanding_ > 0) --outstanding_;
