@@ -453,6 +453,24 @@ TEST_F(Tls, InsecureSkipVerifyConnectsAnyway) {
   EXPECT_EQ(read_exactly(c, 5), frame("x"));
 }
 
+TEST_F(Tls, SendsTheHostNameAsSniButNotAnAddress) {
+  std::mutex mu;
+  std::vector<std::string> names;
+  ws_test_server server(
+      [&](ws_peer& p) {
+        std::lock_guard lock(mu);
+        names.push_back(p.server_name());
+      },
+      {.tls = files_});
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = true, .ca_file = files_->ca_pem});
+  d.dial("localhost:" + std::to_string(server.port()));
+  // RFC 6066 allows only host names in SNI; an address literal is verified against the certificate's IP SAN.
+  d.dial("127.0.0.1:" + std::to_string(server.port()));
+  ASSERT_TRUE(server.wait_finished(2));
+  std::lock_guard lock(mu);
+  EXPECT_EQ(names, (std::vector<std::string>{"localhost", ""}));
+}
+
 TEST_F(Tls, ReportsAMissingCaFile) {
   EXPECT_THROW(kws::dialer(ioc.get_executor(), kws::dialer_config{.ca_file = "/nonexistent/ca.pem"}),
                boost::system::system_error);

@@ -73,6 +73,8 @@ class peer_impl final : public ws_peer {
   const std::map<std::string, std::string>& request_headers() const override { return headers_; }
   const std::string& request_target() const override { return target_; }
   int close_code() const override { return static_cast<int>(ws_.reason().code); }
+  const std::string& server_name() const override { return server_name_; }
+  std::string server_name_;
 
  private:
   websocket::stream<Stream> ws_;
@@ -212,6 +214,9 @@ void ws_test_server::accept_loop() {
         peer_impl<beast::ssl_stream<tcp::socket&>> peer(*sock, *ssl);
         beast::error_code ec;
         peer.ws().next_layer().handshake(asio::ssl::stream_base::server, ec);
+        if (const char* sni =
+                SSL_get_servername(peer.ws().next_layer().native_handle(), TLSEXT_NAMETYPE_host_name))
+          peer.server_name_ = sni;
         if (!ec) serve(peer, opts_, script_, accepted_, stopping_);
       } else {
         peer_impl<tcp::socket&> peer(*sock);

@@ -39,6 +39,8 @@ class ws_peer {
   virtual const std::string& request_target() const = 0;
   /// Close code the client sent (0 when none arrived).
   virtual int close_code() const = 0;
+  /// Server name the client sent in its TLS ClientHello (empty for plain connections or none sent).
+  virtual const std::string& server_name() const = 0;
 };
 
 using ws_script = std::function<void(ws_peer&)>;
