@@ -5,6 +5,8 @@
 //
 // Input layout (FuzzedDataProvider): from the end, the maximum frame size and the chunk plan; from the front,
 // the byte stream.
+#include "fuzz_check.hpp"
+
 #include <kws/frame.hpp>
 
 #include <fuzzer/FuzzedDataProvider.h>
@@ -17,15 +19,6 @@
 #include <span>
 #include <utility>
 #include <vector>
-
-// A check that stays on in every build type, so that the fuzzer sees a broken invariant as a crash.
-#define KWS_FUZZ_CHECK(cond)                                                            \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                     \
-    }                                                                                   \
-  } while (0)
 
 namespace {
 

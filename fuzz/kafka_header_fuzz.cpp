@@ -6,6 +6,8 @@
 //     and remaining always add up, the first error sticks and nothing moves after it, returned views lie in
 //     the input, and every value read is written back with kws::kafka::writer and read again unchanged.
 // The input is copied into a heap block of exactly its size, so AddressSanitizer reports any read past it.
+#include "fuzz_check.hpp"
+
 #include <kws/kafka/api.hpp>
 #include <kws/kafka/wire.hpp>
 
@@ -21,15 +23,6 @@
 #include <span>
 #include <string_view>
 #include <vector>
-
-// A check that stays on in every build type, so that the fuzzer sees a broken invariant as a crash.
-#define KWS_FUZZ_CHECK(cond)                                                            \
-  do {                                                                                  \
-    if (!(cond)) {                                                                      \
-      std::fprintf(stderr, "%s:%d: invariant broken: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                     \
-    }                                                                                   \
-  } while (0)
 
 namespace {
 
