@@ -101,6 +101,25 @@ class client {
     return exchange({}, n, ec, limit);
   }
 
+  // Writes as much of `data` as the peer takes within the limit; returns how much that was.
+  std::size_t send_for(std::string_view data, std::chrono::milliseconds limit) {
+    std::size_t sent = 0;
+    bool done = false;
+    asio::async_write(sock_, asio::buffer(data.data(), data.size()), [&](error_code, std::size_t n) {
+      sent = n;
+      done = true;
+    });
+    ioc_.restart();
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!done && std::chrono::steady_clock::now() < until) ioc_.run_one_for(50ms);
+    if (!done) {
+      sock_.cancel();
+      ioc_.restart();
+      ioc_.run_for(1s);
+    }
+    return sent;
+  }
+
   // True when the proxy ends the connection (EOF or reset) within the limit, with no more data.
   bool closed_by_peer(std::chrono::milliseconds limit = 10s) {
     error_code ec;
@@ -309,6 +328,58 @@ TEST(Proxy, SigtermDrainsRequestedResponsesAndClosesWith1001) {
   EXPECT_EQ(close_code.load(), 1001);
   // No new connections after the signal.
   EXPECT_THROW(client{proxy.port}, boost::system::system_error);
+}
+
+// Resident memory of a process, from /proc.
+std::size_t rss_kib(pid_t pid) {
+  const auto status = kws::test::read_file("/proc/" + std::to_string(pid) + "/status");
+  std::smatch m;
+  if (!std::regex_search(status, m, std::regex(R"(VmRSS:\s+(\d+) kB)"))) return 0;
+  return std::stoul(m[1].str());
+}
+
+TEST(Proxy, StopsReadingTheClientWhileTheBrokerDoesNotRead) {
+  std::atomic<bool> release{false};
+  std::atomic<std::size_t> received{0}, messages{0};
+  ws_test_server server([&](ws_peer& p) {
+    while (!release.load()) std::this_thread::sleep_for(5ms);
+    ws_peer::message m;
+    while (p.read(m)) {
+      received += m.data.size();
+      ++messages;
+    }
+  });
+  proxy_process proxy({"--broker", server.address(), "--max-frame-bytes", "1MiB"});
+  client c(proxy.port);
+  std::string data;
+  for (int i = 0; i < 256; ++i) data += frame(pattern(256 * 1024 - 4, static_cast<unsigned>(i)));  // 64 MiB
+  const auto rss_before = rss_kib(proxy.proc.pid());
+  // Far more than the socket buffers on the way can hold: the client must be made to wait.
+  const auto sent = c.send_for(data, 2s);
+  const auto rss_after = rss_kib(proxy.proc.pid());
+  EXPECT_LT(sent, data.size() / 2);
+  // The proxy holds about one frame, not what the client pushed.
+  EXPECT_LT(rss_after - rss_before, 16u * 1024u) << "KiB before " << rss_before << ", after " << rss_after;
+  release = true;
+  EXPECT_EQ(c.send_for(std::string_view(data).substr(sent), 30s), data.size() - sent);
+  const auto until = std::chrono::steady_clock::now() + 20s;
+  while (messages.load() < 256 && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(messages.load(), 256u);
+  EXPECT_EQ(received.load(), data.size());
+}
+
+TEST(Proxy, ClientClosingInsideARequestIsLogged) {
+  ws_test_server server(kws::test::echo);
+  proxy_process proxy({"--broker", server.address()});
+  {
+    client c(proxy.port);
+    error_code ec;
+    ASSERT_EQ(c.exchange(frame("whole"), 9, ec), frame("whole"));
+    c.send(frame("cut short").substr(0, 7));
+  }
+  EXPECT_TRUE(
+      proxy.proc.wait_for_output(std::regex("cause=client closed inside a request \\(7 bytes dropped\\)")))
+      << proxy.proc.output();
 }
 
 TEST(Proxy, BadFrameSizeEndsOnlyThatConnection) {
