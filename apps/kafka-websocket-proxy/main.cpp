@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
   std::string listen = cfg.listen_host;
 
   app.add_option("--port", cfg.port, "TCP port to listen on for Kafka clients")->capture_default_str();
-  app.add_option("--listen", listen, "address to listen on (default: all interfaces)")->capture_default_str();
+  app.add_option("--listen", listen, "address to listen on (default: all interfaces, IPv6 and IPv4)");
   app.add_option(
          "--broker", cfg.broker,
          "broker as host:port (ws://, or wss:// with --tls) or a full ws:// or wss:// URL with a path")

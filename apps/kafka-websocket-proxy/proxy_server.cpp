@@ -4,6 +4,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -23,7 +24,9 @@ using boost::system::error_code;
 using tcp = asio::ip::tcp;
 
 std::string endpoint_string(const tcp::endpoint& ep) {
-  const auto a = ep.address();
+  auto a = ep.address();
+  // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; log them as the IPv4 address they are.
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
   return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
 }
 
@@ -38,6 +41,29 @@ std::string human_duration(std::chrono::steady_clock::duration d) {
   if (us < 10'000) return std::to_string(us) + "us";
   if (us < 10'000'000) return std::to_string(us / 1000) + "ms";
   return std::to_string(us / 1'000'000) + "s";
+}
+
+// Binds the listener. No host means every interface, IPv6 and IPv4 on one socket where the machine has IPv6
+// (as Go's ":8080" does), else IPv4 only.
+void open_listener(tcp::acceptor& acceptor, const std::string& host, std::uint16_t port) {
+  auto bind = [&](const tcp::endpoint& ep, bool dual_stack) {
+    acceptor.open(ep.protocol());
+    acceptor.set_option(tcp::acceptor::reuse_address(true));
+    if (dual_stack) acceptor.set_option(asio::ip::v6_only(false));
+    acceptor.bind(ep);
+    acceptor.listen(asio::socket_base::max_listen_connections);
+  };
+  if (!host.empty()) return bind(tcp::endpoint(asio::ip::make_address(host), port), false);
+  try {
+    bind(tcp::endpoint(tcp::v6(), port), true);
+  } catch (const boost::system::system_error& e) {
+    if (e.code() != asio::error::address_family_not_supported &&
+        e.code() != boost::system::errc::address_not_available)
+      throw;
+    error_code ignored;
+    acceptor.close(ignored);
+    bind(tcp::endpoint(tcp::v4(), port), false);
+  }
 }
 
 class worker;
@@ -68,10 +94,14 @@ class session : public std::enable_shared_from_this<session> {
 class worker {
  public:
   worker(const proxy_config& cfg, const kws::dialer& d)
-      : cfg_(cfg), dialer_(d.rebind(ioc_.get_executor())), guard_(ioc_.get_executor()) {}
+      : cfg_(cfg),
+        broker_url_(kws::parse_address(cfg.broker, cfg.dialer.tls).str()),
+        dialer_(d.rebind(ioc_.get_executor())),
+        guard_(ioc_.get_executor()) {}
 
   asio::io_context& context() { return ioc_; }
   const proxy_config& config() const { return cfg_; }
+  const std::string& broker_url() const { return broker_url_; }
   kws::dialer& dialer() { return dialer_; }
 
   void adopt(tcp::socket s, std::uint64_t id) {
@@ -98,6 +128,7 @@ class worker {
  private:
   asio::io_context ioc_{1};
   const proxy_config& cfg_;
+  std::string broker_url_;
   kws::dialer dialer_;
   asio::executor_work_guard<asio::io_context::executor_type> guard_;
   std::unordered_set<std::shared_ptr<session>> sessions_;
@@ -133,7 +164,7 @@ void session::on_dial(error_code ec, kws::connection conn) {
       });
     }
     spdlog::warn("conn {} closed client={} broker={}: dial failed after {} attempt(s): {}", id_, client_name_,
-                 cfg.broker, attempt_, ec.message());
+                 worker_.broker_url(), attempt_, ec.message());
     return finish();
   }
   if (draining_) {
@@ -179,11 +210,7 @@ int run(const proxy_config& cfg) {
 
   asio::io_context main_ioc{1};
   tcp::acceptor acceptor(main_ioc);
-  const tcp::endpoint ep(asio::ip::make_address(cfg.listen_host), cfg.port);
-  acceptor.open(ep.protocol());
-  acceptor.set_option(tcp::acceptor::reuse_address(true));
-  acceptor.bind(ep);
-  acceptor.listen(asio::socket_base::max_listen_connections);
+  open_listener(acceptor, cfg.listen_host, cfg.port);
 
   std::vector<std::unique_ptr<worker>> workers;
   for (unsigned i = 0; i < std::max(1u, cfg.threads); ++i)

@@ -12,7 +12,8 @@
 namespace kws::proxy {
 
 struct proxy_config {
-  std::string listen_host = "0.0.0.0";
+  /// Empty: every interface (IPv6 and IPv4 where the machine has IPv6).
+  std::string listen_host;
   std::uint16_t port = 8080;
   /// host:port (scheme from dialer.tls) or a ws:// / wss:// URL.
   std::string broker = "localhost:8787";
