@@ -39,10 +39,6 @@ void trim(beast::flat_buffer& b) {
   if (b.size() == 0 && b.capacity() > keep_buffer_bytes) b.shrink_to_fit();
 }
 
-std::span<const unsigned char> bytes_of(asio::const_buffer b) {
-  return {static_cast<const unsigned char*>(b.data()), b.size()};
-}
-
 // Turns the errors of a WebSocket read into what a reader of a Kafka byte stream should see.
 error_code translate_read_error(error_code ec, bool partial) {
   if (ec == websocket::error::message_too_big) return errc::frame_too_large;

@@ -21,10 +21,6 @@ using clock = std::chrono::steady_clock;
 // Smallest read from the client socket.
 constexpr std::size_t min_read_bytes = 16 * 1024;
 
-std::span<const unsigned char> bytes_of(asio::const_buffer b) {
-  return {static_cast<const unsigned char*>(b.data()), b.size()};
-}
-
 bool is_teardown(const error_code& ec) {
   return ec == asio::error::eof || ec == asio::error::operation_aborted ||
          ec == beast::websocket::error::closed || ec == asio::error::connection_reset ||
@@ -94,7 +90,8 @@ class relay_impl final : public relay {
 
   void up_read() {
     std::size_t want = min_read_bytes;
-    if (error_code ec; auto len = peek_frame(bytes_of(up_buf_.data()), options_.max_frame_bytes, ec)) {
+    if (error_code ec;
+        auto len = peek_frame(detail::bytes_of(up_buf_.data()), options_.max_frame_bytes, ec)) {
       if (len > up_buf_.size()) want = std::max(want, len - up_buf_.size());
     }
     error_code ec;
@@ -109,7 +106,7 @@ class relay_impl final : public relay {
 
   void up_process() {
     error_code ec;
-    const auto data = bytes_of(up_buf_.data());
+    const auto data = detail::bytes_of(up_buf_.data());
     const auto len = peek_frame(data, options_.max_frame_bytes, ec);
     if (ec) return fail(ec, "client sent");
     if (len == 0 || len > data.size()) return up_wait();
@@ -127,7 +124,7 @@ class relay_impl final : public relay {
                                 report_.up_bytes += up_len_;
                                 ++report_.up_frames;
                                 touch();
-                                if (close_pending_) return close_broker(close_code_, cause_);
+                                if (close_pending_) return close_broker(close_code_, report_.cause);
                                 if (stopping_) return maybe_done();
                                 if (draining_ || client_eof_) return maybe_finish_requests();
                                 up_process();
@@ -271,7 +268,6 @@ class relay_impl final : public relay {
 
   void set_cause(const std::string& c) {
     if (report_.cause.empty()) report_.cause = c;
-    cause_ = report_.cause;
   }
 
   void touch() { last_activity_ = clock::now(); }
@@ -312,7 +308,6 @@ class relay_impl final : public relay {
   bool close_pending_ = false;
   bool done_ = false;
   close_code close_code_ = close_code::normal;
-  std::string cause_;
   relay_report report_;
   clock::time_point started_at_;
   clock::time_point last_activity_;

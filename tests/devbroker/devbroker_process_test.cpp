@@ -227,7 +227,7 @@ bool have(const char* p) {
 }  // namespace
 
 TEST_F(DevbrokerProcess, KcatRoundTripsTenThousandKeyedMessagesOverTcp) {
-  if (!have("/usr/bin/kcat")) GTEST_SKIP() << "kcat not installed";
+  ASSERT_TRUE(have("/usr/bin/kcat")) << "kcat is missing: scripts/deps.sh installs it";
   ASSERT_NO_FATAL_FAILURE(start({}));
   std::string input;
   for (int i = 0; i < 10000; ++i)
@@ -246,7 +246,7 @@ TEST_F(DevbrokerProcess, KcatRoundTripsTenThousandKeyedMessagesOverTcp) {
 }
 
 TEST_F(DevbrokerProcess, KcatInKafka08ModeWithApiVersionRequestDisabled) {
-  if (!have("/usr/bin/kcat")) GTEST_SKIP() << "kcat not installed";
+  ASSERT_TRUE(have("/usr/bin/kcat")) << "kcat is missing: scripts/deps.sh installs it";
   ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}));
   std::string input;
   for (int i = 0; i < 1000; ++i) input += "k" + std::to_string(i) + ":v" + std::to_string(i) + "\n";
@@ -263,7 +263,7 @@ TEST_F(DevbrokerProcess, KcatInKafka08ModeWithApiVersionRequestDisabled) {
 }
 
 TEST_F(DevbrokerProcess, KcatCarriesA900KiBMessage) {
-  if (!have("/usr/bin/kcat")) GTEST_SKIP() << "kcat not installed";
+  ASSERT_TRUE(have("/usr/bin/kcat")) << "kcat is missing: scripts/deps.sh installs it";
   ASSERT_NO_FATAL_FAILURE(start({}));
   std::string big(900 * 1024, '\0');
   std::mt19937 rng(42);
@@ -282,8 +282,8 @@ TEST_F(DevbrokerProcess, KcatCarriesA900KiBMessage) {
 }
 
 TEST_F(DevbrokerProcess, KafkaPythonProducerAndConsumerAtApiVersion080) {
-  if (std::system("/usr/bin/python3 -c 'import kafka' >/dev/null 2>&1") != 0)
-    GTEST_SKIP() << "python3-kafka missing";
+  ASSERT_EQ(std::system("/usr/bin/python3 -c 'import kafka' >/dev/null 2>&1"), 0)
+      << "python3-kafka is missing: scripts/deps.sh installs it";
   ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}));
   write_file(path("client.py"), R"(import sys
 from kafka import KafkaProducer, KafkaConsumer, TopicPartition

@@ -143,7 +143,7 @@ std::string ws_binary_frame_header(std::size_t n) {
   return h;
 }
 
-tls_files make_test_certificates() {
+tls_files make_test_certificates(const std::string& subject_alt_names) {
   tls_files f;
   f.dir = make_temp_dir("kws-tls").string();
   f.ca_pem = f.dir + "/ca.pem";
@@ -157,7 +157,9 @@ tls_files make_test_certificates() {
       "-subj /CN=kws-test-ca -keyout ca.key -out ca.pem && "
       "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=localhost "
       "-keyout server.key -out server.csr && "
-      "printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf && "
+      "printf 'subjectAltName=" +
+      subject_alt_names +
+      "\\nbasicConstraints=CA:FALSE\\n' > ext.cnf && "
       "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 "
       "-extfile ext.cnf -out server.pem";
   const std::string quiet = "(" + cmd + ") >'" + d + "/openssl.log' 2>&1";

@@ -59,7 +59,8 @@ struct tls_files {
 };
 
 /// Makes a throw-away CA and server certificate with the openssl command (in a fresh temp directory).
-tls_files make_test_certificates();
+/// `subject_alt_names` in openssl's syntax, e.g. "DNS:localhost,IP:127.0.0.1".
+tls_files make_test_certificates(const std::string& subject_alt_names = "DNS:localhost,IP:127.0.0.1");
 
 class ws_test_server {
  public:

@@ -35,6 +35,11 @@ erased_handler<Signature> erase_handler(Handler&& h, const boost::asio::any_io_e
   return {std::move(ex), boost::asio::any_completion_handler<Signature>(std::forward<Handler>(h))};
 }
 
+/// The bytes of an Asio buffer as a span, for the pure frame functions.
+inline std::span<const unsigned char> bytes_of(boost::asio::const_buffer b) noexcept {
+  return {static_cast<const unsigned char*>(b.data()), b.size()};
+}
+
 using io_handler = erased_handler<void(boost::system::error_code, std::size_t)>;
 using done_handler = erased_handler<void(boost::system::error_code)>;
 
