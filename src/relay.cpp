@@ -9,6 +9,8 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket/error.hpp>
 
+#include <array>
+
 namespace kws {
 namespace {
 
@@ -35,6 +37,7 @@ class relay_impl final : public relay {
         options_(options),
         on_done_(std::move(on_done)),
         timer_(client_.get_executor()),
+        linger_timer_(client_.get_executor()),
         started_at_(clock::now()),
         last_activity_(started_at_) {}
 
@@ -250,10 +253,44 @@ class relay_impl final : public relay {
     maybe_done();
   }
 
+  // Closes like a web server: send FIN after everything written, then read and discard until the client
+  // closes too (or the linger time is up). Closing a socket with unread input makes the kernel answer with
+  // a reset and drop whatever it had not sent yet, the tail of the last response among it. The linger is not
+  // counted in ops_: the relay reports its end at once, and the pending wait keeps the relay (and the
+  // worker's event loop) alive until the socket is closed.
   void shutdown_client() {
+    if (lingering_ || !client_.is_open()) return;
+    lingering_ = true;
     error_code ignored;
     client_.shutdown(tcp::socket::shutdown_send, ignored);
-    client_.close(ignored);
+    if (client_eof_ || options_.linger_timeout.count() <= 0) {
+      client_.close(ignored);
+      return;
+    }
+    linger_timer_.expires_after(options_.linger_timeout);
+    linger_timer_.async_wait([self = shared_from_this(), this](error_code ec) {
+      if (ec) return;
+      error_code ignored;
+      client_.close(ignored);  // the pending discard read completes with operation_aborted
+    });
+    linger_read();
+  }
+
+  void linger_read() {
+    client_.async_wait(tcp::socket::wait_read, [self = shared_from_this(), this](error_code ec) {
+      if (!ec) {
+        std::array<char, 4096> sink;
+        for (;;) {
+          const auto n = client_.read_some(asio::buffer(sink), ec);
+          if (ec || n == 0) break;
+        }
+        if (ec == asio::error::would_block || ec == asio::error::try_again) return linger_read();
+      }
+      // EOF, an error, or closed by the linger timer: the client has what it will get.
+      error_code ignored;
+      linger_timer_.cancel();
+      client_.close(ignored);
+    });
   }
 
   void maybe_done() {
@@ -292,6 +329,7 @@ class relay_impl final : public relay {
   relay_options options_;
   done_handler on_done_;
   asio::steady_timer timer_;
+  asio::steady_timer linger_timer_;
   asio::cancellation_signal up_cancel_;
   beast::flat_buffer up_buf_;
   beast::flat_buffer down_buf_;
@@ -307,6 +345,7 @@ class relay_impl final : public relay {
   bool stopping_ = false;
   bool close_pending_ = false;
   bool done_ = false;
+  bool lingering_ = false;
   close_code close_code_ = close_code::normal;
   relay_report report_;
   clock::time_point started_at_;

@@ -20,6 +20,10 @@ struct relay_options {
   std::chrono::milliseconds idle_timeout{0};
   /// After the client stops sending, how long responses to its requests may take before the relay closes.
   std::chrono::milliseconds half_close_timeout{std::chrono::seconds(10)};
+  /// After the relay has sent everything to the client and shut down its sending side, how long it keeps
+  /// reading (and discarding) until the client closes too, so that the kernel delivers the tail instead of
+  /// answering unread input with a reset. 0: close at once.
+  std::chrono::milliseconds linger_timeout{std::chrono::seconds(5)};
   /// Largest Kafka frame body accepted from the TCP side.
   std::size_t max_frame_bytes = default_max_frame_bytes;
 };

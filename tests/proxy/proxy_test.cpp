@@ -16,8 +16,12 @@
 #include <atomic>
 #include <csignal>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <regex>
+
+#include <sys/socket.h>
+#include <sys/time.h>
 
 namespace {
 namespace asio = boost::asio;
@@ -315,14 +319,16 @@ TEST(Proxy, SigtermDrainsRequestedResponsesAndClosesWith1001) {
   std::atomic<int> close_code{0};
   ws_test_server server(delayed_echo(400ms, &close_code));
   proxy_process proxy({"--broker", server.address(), "--drain-timeout", "5s"});
-  client c(proxy.port);
-  c.send(frame("in flight"));
-  std::this_thread::sleep_for(100ms);
-  proxy.proc.signal(SIGTERM);
-  error_code ec;
-  EXPECT_EQ(c.recv(13, ec), frame("in flight"));
-  EXPECT_FALSE(ec) << ec.message();
-  EXPECT_TRUE(c.closed_by_peer());
+  {
+    client c(proxy.port);
+    c.send(frame("in flight"));
+    std::this_thread::sleep_for(100ms);
+    proxy.proc.signal(SIGTERM);
+    error_code ec;
+    EXPECT_EQ(c.recv(13, ec), frame("in flight"));
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_TRUE(c.closed_by_peer());
+  }  // the client closes once it has seen the end, as Kafka clients do; the proxy waits for that
   EXPECT_EQ(proxy.proc.wait(10s), 0) << proxy.proc.output();
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(close_code.load(), 1001);
@@ -464,6 +470,91 @@ TEST(Proxy, TlsVerifiesTheBrokerCertificate) {
     EXPECT_EQ(c.exchange(frame("anyway"), 10, ec), frame("anyway"));
   }
   std::filesystem::remove_all(files.dir);
+}
+
+// A client that reads slowly through a 16 KiB receive buffer and keeps sending small requests while it
+// reads, until the proxy ends the connection. What a pipelining client looks like during a drain.
+struct slow_reader_result {
+  std::string received;
+  error_code end;  // eof when the proxy closed in order, connection_reset when it reset
+};
+
+slow_reader_result read_slowly_while_sending(unsigned short port, const std::string& first_request,
+                                             const std::function<void()>& after_first_bytes) {
+  asio::io_context ioc;
+  tcp::socket s(ioc);
+  s.open(tcp::v4());
+  s.set_option(asio::socket_base::receive_buffer_size(16 * 1024));
+  const timeval limit{10, 0};  // no read may hang the test
+  ::setsockopt(s.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+  s.connect({asio::ip::make_address("127.0.0.1"), port});
+  asio::write(s, asio::buffer(first_request));
+  slow_reader_result r;
+  std::vector<char> buf(16 * 1024);
+  const auto small = frame("more");
+  for (int i = 0; i < 100000; ++i) {
+    const auto n = s.read_some(asio::buffer(buf), r.end);
+    r.received.append(buf.data(), n);
+    if (r.end) break;
+    if (i == 0) after_first_bytes();
+    if (i < 200) {
+      s.non_blocking(true);
+      error_code ignored;
+      s.write_some(asio::buffer(small), ignored);
+      s.non_blocking(false);
+    }
+    std::this_thread::sleep_for(1ms);  // a slow reader, not a wait for an event
+  }
+  return r;
+}
+
+// The broker side: a "big" request gets a 3 MiB response, anything else is echoed.
+constexpr std::size_t big_response_bytes = 3u * 1024u * 1024u;
+std::string big_response() {
+  return frame(pattern(big_response_bytes, 5));
+}
+
+// Splits the received bytes into frames; returns how many whole frames precede the end, or -1 when bytes of
+// a frame are missing.
+int whole_frames(const std::string& bytes) {
+  int n = 0;
+  for (std::size_t pos = 0; pos < bytes.size(); ++n) {
+    if (bytes.size() - pos < 4) return -1;
+    const auto len = 4 + static_cast<std::size_t>(
+                             kws::load_be32(reinterpret_cast<const unsigned char*>(bytes.data() + pos)));
+    if (bytes.size() - pos < len) return -1;
+    pos += len;
+  }
+  return n;
+}
+
+TEST(ProxyClose, DrainDeliversTheWholeResponseToAClientThatKeepsSending) {
+  ws_test_server server([](ws_peer& p) {
+    ws_peer::message m;
+    while (p.read(m)) p.write_binary(m.data == frame("big") ? big_response() : m.data);
+  });
+  proxy_process proxy({"--broker", server.address(), "--drain-timeout", "10s"});
+  const auto r = read_slowly_while_sending(proxy.port, frame("big"), [&] { proxy.proc.signal(SIGTERM); });
+  EXPECT_EQ(r.end, asio::error::eof) << r.end.message() << " after " << r.received.size() << " bytes";
+  ASSERT_GE(r.received.size(), big_response_bytes + 4);
+  EXPECT_TRUE(r.received.compare(0, big_response_bytes + 4, big_response()) == 0);
+  EXPECT_GE(whole_frames(r.received), 1) << "a response was cut short";
+  EXPECT_EQ(proxy.proc.wait(15s), 0) << proxy.proc.output();
+}
+
+TEST(ProxyClose, BrokerClosingAfterAResponseDeliversAllOfItToAClientThatKeepsSending) {
+  ws_test_server server([](ws_peer& p) {
+    ws_peer::message m;
+    p.read(m);
+    p.write_binary(big_response());
+    p.close();
+  });
+  proxy_process proxy({"--broker", server.address()});
+  const auto r = read_slowly_while_sending(proxy.port, frame("big"), [] {});
+  EXPECT_EQ(r.end, asio::error::eof) << r.end.message() << " after " << r.received.size() << " bytes";
+  EXPECT_EQ(r.received.size(), big_response_bytes + 4);
+  EXPECT_TRUE(r.received == big_response());
+  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("cause=broker closed"))) << proxy.proc.output();
 }
 
 TEST(ProxyFlags, AcceptsTheOriginalGoFlags) {
