@@ -92,12 +92,13 @@ class ws_connection final : public connection_impl {
     rbuf_.clear();
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code)>(
-        [this, started = false](auto& self, error_code ec = {}, std::size_t = 0) mutable {
+        [this, keep = shared_from_this(), started = false](auto& self, error_code ec = {},
+                                                           std::size_t = 0) mutable {
           if (!started) {
             started = true;
             return ws_.async_read(rbuf_, std::move(self));
           }
-          ec = check_read(ec, rbuf_, 0);
+          ec = after_abort(check_read(ec, rbuf_, 0));
           if (ec) rbuf_.clear();
           self.complete(ec);
         },
@@ -114,13 +115,13 @@ class ws_connection final : public connection_impl {
   void async_read_frame(beast::flat_buffer& out, io_handler handler) override {
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code, std::size_t)>(
-        [this, &out, before = out.size(), started = false](auto& self, error_code ec = {},
-                                                           std::size_t = 0) mutable {
+        [this, keep = shared_from_this(), &out, before = out.size(), started = false](
+            auto& self, error_code ec = {}, std::size_t = 0) mutable {
           if (!started) {
             started = true;
             return ws_.async_read(out, std::move(self));
           }
-          ec = check_read(ec, out, before);
+          ec = after_abort(check_read(ec, out, before));
           self.complete(ec, ec ? 0 : out.size() - before);
         },
         h, ws_);
@@ -147,9 +148,9 @@ class ws_connection final : public connection_impl {
   void async_write_some(asio::const_buffer in, io_handler handler) override {
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code, std::size_t)>(
-        [this, in, consumed = std::size_t{0}, coro = asio::coroutine{}, went_async = false,
-         pending = std::optional<asio::const_buffer>{}](auto& self, error_code ec = {},
-                                                        std::size_t = 0) mutable {
+        [this, keep = shared_from_this(), in, consumed = std::size_t{0}, coro = asio::coroutine{},
+         went_async = false, pending = std::optional<asio::const_buffer>{}](auto& self, error_code ec = {},
+                                                                            std::size_t = 0) mutable {
           BOOST_ASIO_CORO_REENTER(coro) {
             for (;;) {
               {
@@ -172,7 +173,7 @@ class ws_connection final : public connection_impl {
                                                asio::append(std::move(self), ec, consumed));
               // post's completion arrives with ec and n restored by append; nothing to do.
             }
-            self.complete(ec, consumed);
+            self.complete(after_abort(ec), consumed);
           }
         },
         h, ws_);
@@ -186,7 +187,8 @@ class ws_connection final : public connection_impl {
   void async_write_frame(asio::const_buffer frame, io_handler handler) override {
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code, std::size_t)>(
-        [this, frame, started = false](auto& self, error_code ec = {}, std::size_t n = 0) mutable {
+        [this, keep = shared_from_this(), frame, started = false](auto& self, error_code ec = {},
+                                                                  std::size_t n = 0) mutable {
           if (!started) {
             started = true;
             if (auto bad = write_error_ ? write_error_ : check_message(bytes_of(frame), max_frame_bytes_)) {
@@ -194,7 +196,7 @@ class ws_connection final : public connection_impl {
             }
             return ws_.async_write(frame, std::move(self));
           }
-          self.complete(ec, n);
+          self.complete(after_abort(ec), n);
         },
         h, ws_);
   }
@@ -208,10 +210,20 @@ class ws_connection final : public connection_impl {
 
   void async_close(std::uint16_t code, done_handler handler) override {
     wbuf_.clear();
-    ws_.async_close(websocket::close_reason(code), std::move(handler).bound());
+    auto h = std::move(handler).bound();
+    asio::async_compose<decltype(h), void(error_code)>(
+        [this, keep = shared_from_this(), code, started = false](auto& self, error_code ec = {}) mutable {
+          if (!started) {
+            started = true;
+            return ws_.async_close(websocket::close_reason(code), std::move(self));
+          }
+          self.complete(after_abort(ec));
+        },
+        h, ws_);
   }
 
   void abort() noexcept override {
+    aborted_ = true;
     error_code ignored;
     beast::get_lowest_layer(ws_).socket().close(ignored);
   }
@@ -284,6 +296,12 @@ class ws_connection final : public connection_impl {
     }
   }
 
+  // An operation that was pending when the socket was closed may fail on its next step with whatever the
+  // closed socket says (EBADF, say); callers are promised operation_aborted.
+  error_code after_abort(error_code ec) const {
+    return ec && aborted_ ? error_code(asio::error::operation_aborted) : ec;
+  }
+
   error_code check_read(error_code ec, beast::flat_buffer& buf, std::size_t before) {
     if (ec) {
       const bool partial = buf.size() > before;
@@ -300,6 +318,7 @@ class ws_connection final : public connection_impl {
   beast::flat_buffer rbuf_;
   beast::flat_buffer wbuf_;
   error_code write_error_;
+  bool aborted_ = false;
 };
 
 using plain_next = beast::tcp_stream;
@@ -323,7 +342,7 @@ class dial_op {
  public:
   using conn_type = ws_connection<NextLayer>;
 
-  dial_op(std::shared_ptr<const dialer_state> state, ws_url url, std::unique_ptr<conn_type> conn)
+  dial_op(std::shared_ptr<const dialer_state> state, ws_url url, std::shared_ptr<conn_type> conn)
       : state_(std::move(state)),
         url_(std::move(url)),
         conn_(std::move(conn)),
@@ -408,7 +427,7 @@ class dial_op {
 
   std::shared_ptr<const dialer_state> state_;
   ws_url url_;
-  std::unique_ptr<conn_type> conn_;
+  std::shared_ptr<conn_type> conn_;
   std::unique_ptr<tcp::resolver> resolver_;
   std::chrono::steady_clock::time_point deadline_;
   stage stage_ = stage::tcp;
@@ -425,12 +444,12 @@ void async_dial(const std::shared_ptr<const dialer_state>& state, const asio::an
   }
   const auto max_frame = state->config.max_frame_bytes;
   if (url.secure) {
-    auto conn = std::make_unique<ws_connection<tls_next>>(url.str(), max_frame, ex, state->ssl);
+    auto conn = std::make_shared<ws_connection<tls_next>>(url.str(), max_frame, ex, state->ssl);
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code, connection)>(
         dial_op<tls_next>(state, std::move(url), std::move(conn)), h, ex);
   } else {
-    auto conn = std::make_unique<ws_connection<plain_next>>(url.str(), max_frame, ex);
+    auto conn = std::make_shared<ws_connection<plain_next>>(url.str(), max_frame, ex);
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code, connection)>(
         dial_op<plain_next>(state, std::move(url), std::move(conn)), h, ex);

@@ -37,10 +37,17 @@ class connection {
   using executor_type = boost::asio::any_io_executor;
 
   connection() = default;
-  explicit connection(std::unique_ptr<detail::connection_impl> impl) noexcept : impl_(std::move(impl)) {}
+  explicit connection(std::shared_ptr<detail::connection_impl> impl) noexcept : impl_(std::move(impl)) {}
   connection(connection&&) noexcept = default;
-  connection& operator=(connection&&) noexcept = default;
-  ~connection() = default;
+  connection& operator=(connection&& other) noexcept {
+    if (this != &other) {
+      abort();
+      impl_ = std::move(other.impl_);
+    }
+    return *this;
+  }
+  /// Closes the socket; operations still pending complete with operation_aborted.
+  ~connection() { abort(); }
 
   executor_type get_executor() const { return impl_->get_executor(); }
   bool is_open() const { return impl_ && impl_->is_open(); }
@@ -96,8 +103,7 @@ class connection {
   auto async_read_some(const MutableBufferSequence& buffers, CompletionToken&& token) {
     enum class state { start, filled };
     return boost::asio::async_compose<CompletionToken, void(boost::system::error_code, std::size_t)>(
-        [impl = impl_.get(), buffers, st = state::start](auto& self,
-                                                         boost::system::error_code ec = {}) mutable {
+        [impl = impl_, buffers, st = state::start](auto& self, boost::system::error_code ec = {}) mutable {
           if (st == state::start) {
             st = state::filled;
             if (boost::asio::buffer_size(buffers) == 0 || !impl->readable().empty()) {
@@ -199,7 +205,7 @@ class connection {
     return n;
   }
 
-  std::unique_ptr<detail::connection_impl> impl_;
+  std::shared_ptr<detail::connection_impl> impl_;
 };
 
 }  // namespace kws

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 
@@ -43,7 +44,10 @@ inline std::span<const unsigned char> bytes_of(boost::asio::const_buffer b) noex
 using io_handler = erased_handler<void(boost::system::error_code, std::size_t)>;
 using done_handler = erased_handler<void(boost::system::error_code)>;
 
-class connection_impl {
+/// Shared by the kws::connection handle and every asynchronous operation in flight, so that destroying the
+/// handle with operations pending (allowed, as for Asio's own I/O objects) aborts them without freeing what
+/// their continuations still use.
+class connection_impl : public std::enable_shared_from_this<connection_impl> {
  public:
   virtual ~connection_impl() = default;
 
