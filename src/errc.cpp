@@ -23,6 +23,8 @@ class category final : public boost::system::error_category {
         return "stream ended inside a Kafka frame";
       case errc::invalid_address:
         return "invalid broker address: expected host:port or a ws:// or wss:// URL";
+      case errc::unusable_response:
+        return "a response that had to be rewritten could not be";
     }
     return "unknown kws error";
   }

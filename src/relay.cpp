@@ -1,15 +1,19 @@
+#include <kws/errc.hpp>
 #include <kws/kafka/api.hpp>
-#include <kws/kafka/wire.hpp>
 #include <kws/relay.hpp>
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/websocket/error.hpp>
 
+#include <algorithm>
 #include <array>
+#include <optional>
 
 namespace kws {
 namespace {
@@ -19,9 +23,12 @@ namespace beast = boost::beast;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
 using clock = std::chrono::steady_clock;
+using bytes = std::span<const unsigned char>;
 
-// Smallest read from the client socket.
+// Smallest read from a TCP peer, and the largest single read while a big frame's body streams in: the read
+// buffer grows with the bytes that arrive, never ahead of them to the size a header merely claims.
 constexpr std::size_t min_read_bytes = 16 * 1024;
+constexpr std::size_t max_read_bytes = 1024 * 1024;
 
 bool is_teardown(const error_code& ec) {
   return ec == asio::error::eof || ec == asio::error::operation_aborted ||
@@ -29,119 +36,349 @@ bool is_teardown(const error_code& ec) {
          ec == asio::error::broken_pipe;
 }
 
-class relay_impl final : public relay {
- public:
-  relay_impl(tcp::socket client, connection broker, relay_options options, done_handler on_done)
-      : client_(std::move(client)),
-        broker_(std::move(broker)),
-        options_(options),
-        on_done_(std::move(on_done)),
-        timer_(client_.get_executor()),
-        linger_timer_(client_.get_executor()),
-        started_at_(clock::now()),
-        last_activity_(started_at_) {}
+// Errors that say the broker broke the protocol, as opposed to going away.
+bool is_protocol_error(const error_code& ec) {
+  return ec.category() == error_category() && ec != errc::truncated_frame;
+}
 
-  void start() override {
+// ---- the two kinds of side ----------------------------------------------------------------------------
+
+// The plain Kafka byte stream over TCP: frames are found by their size headers in a read buffer that holds
+// nothing while the peer is idle (the relay waits for readability before it reads).
+class tcp_side {
+ public:
+  static constexpr bool can_half_close = true;
+
+  tcp_side(tcp::socket s, std::size_t max_frame_bytes)
+      : socket_(std::move(s)), max_frame_bytes_(max_frame_bytes) {}
+
+  error_code prepare() {
     // Reads after a readiness wait must never block the event loop, even on a spurious wake-up.
     error_code ec;
-    client_.non_blocking(true, ec);
-    if (ec) return fail(ec, "client socket");
-    up_wait();
-    down_read();
+    socket_.non_blocking(true, ec);
+    return ec;
+  }
+  bool is_open() const { return socket_.is_open(); }
+  asio::any_io_executor get_executor() { return socket_.get_executor(); }
+
+  /// Completes once a whole frame is buffered (at once when one is), or with the error that ended reading:
+  /// eof, a bad size header, or the cancellation signal's operation_aborted.
+  template <class Handler>
+  void async_read_frame(asio::cancellation_slot slot, Handler&& h, error_code ec = {}) {
+    if (ec || have_frame(ec) || ec) {
+      return asio::post(socket_.get_executor(), [h = std::forward<Handler>(h), ec]() mutable { h(ec); });
+    }
+    // Nothing held: give the buffer back while waiting, so that an idle relay holds no read buffer.
+    if (buf_.size() == 0) buf_.shrink_to_fit();
+    socket_.async_wait(
+        tcp::socket::wait_read,
+        asio::bind_cancellation_slot(slot, [this, slot, h = std::forward<Handler>(h)](error_code ec) mutable {
+          if (!ec) ec = read_available();
+          if (ec == asio::error::would_block || ec == asio::error::try_again) ec.clear();
+          // A spurious wake-up, or still no whole frame: wait for more. async_read_frame completes at once
+          // when a frame (or a bad size header) is there.
+          async_read_frame(slot, std::move(h), ec);
+        }));
+  }
+
+  bytes frame() const { return bytes_of().first(current_); }
+  void pop() {
+    buf_.consume(current_);
+    current_ = 0;
+  }
+  /// Bytes of a frame not yet complete.
+  std::size_t partial_bytes() const { return buf_.size() - current_; }
+
+  template <class Handler>
+  void async_write_frame(bytes f, Handler&& h) {
+    asio::async_write(socket_, asio::buffer(f.data(), f.size()),
+                      [h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable { h(ec); });
+  }
+
+  /// Closes like a web server: FIN after everything written, then read and discard until the peer closes
+  /// too (or `linger` is up). Closing a socket with unread input makes the kernel answer with a reset and
+  /// drop whatever it had not sent yet, the tail of the last response among it. `keep_alive` holds the
+  /// owner (and so this side) until the socket is closed; completion does not wait for the linger.
+  template <class Handler>
+  void async_finish(close_code, std::chrono::milliseconds linger, std::shared_ptr<void> keep_alive,
+                    bool peer_done, Handler&& h) {
+    asio::post(socket_.get_executor(), [h = std::forward<Handler>(h)]() mutable { h(error_code{}); });
+    if (lingering_ || !socket_.is_open()) return;
+    lingering_ = true;
+    error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_send, ignored);
+    if (peer_done || linger.count() <= 0) {
+      socket_.close(ignored);
+      return;
+    }
+    linger_timer_.emplace(socket_.get_executor());
+    linger_timer_->expires_after(linger);
+    linger_timer_->async_wait([this, keep_alive](error_code ec) {
+      if (ec) return;
+      error_code ignored;
+      socket_.close(ignored);  // the pending discard read completes with operation_aborted
+    });
+    linger_read(std::move(keep_alive));
+  }
+
+  void abort() {
+    error_code ignored;
+    socket_.close(ignored);
+  }
+
+ private:
+  bytes bytes_of() const { return {static_cast<const unsigned char*>(buf_.data().data()), buf_.size()}; }
+
+  // True when a whole frame is buffered (its length in current_); sets ec on a size that cannot be trusted.
+  bool have_frame(error_code& ec) {
+    if (current_ != 0) return true;
+    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
+    if (ec || len == 0 || len > buf_.size()) return false;
+    current_ = len;
+    return true;
+  }
+
+  // Reads what the socket has, up to the rest of the current frame (within the bounds above).
+  error_code read_available() {
+    error_code ec;
+    std::size_t want = min_read_bytes;
+    if (const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec); len > buf_.size()) {
+      want = std::clamp(len - buf_.size(), min_read_bytes, max_read_bytes);
+    }
+    if (ec) return ec;
+    const auto n = socket_.read_some(buf_.prepare(want), ec);
+    if (ec) return ec;
+    buf_.commit(n);
+    return {};
+  }
+
+  void linger_read(std::shared_ptr<void> keep_alive) {
+    socket_.async_wait(tcp::socket::wait_read, [this, keep_alive](error_code ec) {
+      if (!ec) {
+        std::array<char, 4096> sink;
+        for (;;) {
+          const auto n = socket_.read_some(asio::buffer(sink), ec);
+          if (ec || n == 0) break;
+        }
+        if (ec == asio::error::would_block || ec == asio::error::try_again) return linger_read(keep_alive);
+      }
+      // EOF, an error, or closed by the linger timer: the peer has what it will get.
+      error_code ignored;
+      if (linger_timer_) linger_timer_->cancel();
+      socket_.close(ignored);
+    });
+  }
+
+  tcp::socket socket_;
+  std::size_t max_frame_bytes_;
+  beast::flat_buffer buf_;
+  std::size_t current_ = 0;  // length of the whole frame at the front of buf_, 0 while there is none
+  std::optional<asio::steady_timer> linger_timer_;
+  bool lingering_ = false;
+};
+
+// A WebSocket connection: one message is one frame, already checked by kws::connection.
+class ws_side {
+ public:
+  // A WebSocket close is a full close: nothing can be written after it.
+  static constexpr bool can_half_close = false;
+
+  explicit ws_side(connection c, std::size_t) : conn_(std::move(c)) {}
+
+  error_code prepare() { return {}; }
+  bool is_open() const { return conn_.is_open(); }
+  asio::any_io_executor get_executor() { return conn_.get_executor(); }
+
+  template <class Handler>
+  void async_read_frame(asio::cancellation_slot, Handler&& h) {
+    if (have_) {
+      return asio::post(conn_.get_executor(), [h = std::forward<Handler>(h)]() mutable { h(error_code{}); });
+    }
+    conn_.async_read_frame(buf_, [this, h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable {
+      have_ = !ec;
+      h(ec);
+    });
+  }
+
+  bytes frame() const { return {static_cast<const unsigned char*>(buf_.data().data()), buf_.size()}; }
+  void pop() {
+    buf_.consume(buf_.size());
+    have_ = false;
+    // Nothing held between frames: idle relays keep no large buffer either.
+    if (buf_.capacity() > min_read_bytes) buf_.shrink_to_fit();
+  }
+  std::size_t partial_bytes() const { return 0; }
+
+  template <class Handler>
+  void async_write_frame(bytes f, Handler&& h) {
+    conn_.async_write_frame(asio::buffer(f.data(), f.size()),
+                            [h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable { h(ec); });
+  }
+
+  template <class Handler>
+  void async_finish(close_code code, std::chrono::milliseconds, std::shared_ptr<void>, bool, Handler&& h) {
+    if (!conn_.is_open()) {
+      return asio::post(conn_.get_executor(), [h = std::forward<Handler>(h)]() mutable { h(error_code{}); });
+    }
+    conn_.async_close(code, std::forward<Handler>(h));
+  }
+
+  void abort() { conn_.abort(); }
+
+ private:
+  connection conn_;
+  beast::flat_buffer buf_;
+  bool have_ = false;
+};
+
+template <class Connection>
+struct side_of;
+template <>
+struct side_of<tcp::socket> {
+  using type = tcp_side;
+};
+template <>
+struct side_of<connection> {
+  using type = ws_side;
+};
+
+// Used when the caller gives no hook: frames pass unchanged; the responses owed are counted.
+class counting_hook final : public frame_hook {
+ public:
+  frame_action on_request(bytes frame, std::vector<unsigned char>&) override {
+    if (kafka::expects_response(frame)) ++owed_;
+    return frame_action::forward;
+  }
+  frame_action on_response(bytes, std::vector<unsigned char>&, std::string&) override {
+    if (owed_ > 0) --owed_;
+    return frame_action::forward;
+  }
+  std::optional<std::vector<unsigned char>> take_local_response() override { return std::nullopt; }
+  bool can_take_request() const override { return true; }
+  std::size_t in_flight() const override { return owed_; }
+
+ private:
+  std::size_t owed_ = 0;
+};
+
+// ---- the pump -----------------------------------------------------------------------------------------
+
+template <class ClientConn, class BrokerConn>
+class relay_impl final : public relay {
+  using client_side = typename side_of<ClientConn>::type;
+  using broker_side = typename side_of<BrokerConn>::type;
+
+ public:
+  relay_impl(ClientConn client, BrokerConn broker, relay_options options, std::shared_ptr<frame_hook> hook,
+             done_handler on_done, reconnect_function<BrokerConn> reconnect)
+      : options_(std::move(options)),
+        client_(std::move(client), options_.max_frame_bytes),
+        broker_(std::in_place, std::move(broker), options_.max_frame_bytes),
+        hook_(hook ? std::move(hook) : std::make_shared<counting_hook>()),
+        on_done_(std::move(on_done)),
+        reconnect_(std::move(reconnect)),
+        timer_(client_.get_executor()),
+        started_at_(clock::now()),
+        last_activity_(started_at_) {
+    if (options_.log) hook_->set_log(options_.log, options_.min_log_level);
+  }
+
+  void start() override {
+    if (auto ec = client_.prepare()) return fail(ec, "client socket");
+    if (auto ec = broker_->prepare()) return fail(ec, "broker socket");
+    up_next();
+    down_pump();
     if (options_.idle_timeout.count() > 0) arm_idle_timer();
   }
 
   void drain(std::chrono::milliseconds timeout) override {
-    if (stopping_) return;
+    if (stopping_ || draining_) return;
     draining_ = true;
     stop_reading_client();
-    if (outstanding_ <= 0) return close_broker(close_code::going_away, "drained");
+    if (quiet()) return close_broker(close_code::going_away, "drained");
     ++ops_;
     timer_.expires_after(timeout);
     timer_.async_wait([self = shared_from_this(), this](error_code ec) {
       --ops_;
       if (!ec && !stopping_) {
         close_broker(close_code::going_away,
-                     "drain timeout with " + std::to_string(outstanding_) + " response(s) outstanding");
+                     "drain timeout with " + std::to_string(hook_->in_flight()) + " response(s) outstanding");
       }
       maybe_done();
     });
   }
 
-  std::int64_t outstanding() const override { return outstanding_; }
+  std::size_t in_flight() const override { return hook_->in_flight(); }
 
  private:
-  // ---- client -> broker -----------------------------------------------------------------------------
+  // ---- client -> broker ---------------------------------------------------------------------------------
 
-  // Waiting for readability first keeps an idle relay free of read buffers.
-  void up_wait() {
-    if (stopping_ || client_eof_ || draining_) return;
-    // Nothing held: give the buffer back while waiting, so that an idle relay holds no read buffer.
-    if (up_buf_.size() == 0) up_buf_.shrink_to_fit();
-    ++ops_;
-    up_reading_ = true;
-    client_.async_wait(
-        tcp::socket::wait_read,
-        asio::bind_cancellation_slot(up_cancel_.slot(), [self = shared_from_this(), this](error_code ec) {
+  void up_next() {
+    while (!stopping_ && !draining_ && !up_writing_ && !connecting_) {
+      if (!up_have_) {
+        if (client_eof_ || up_reading_) return;
+        up_reading_ = true;
+        ++ops_;
+        return client_.async_read_frame(up_cancel_.slot(), [self = shared_from_this(), this](error_code ec) {
           --ops_;
           up_reading_ = false;
-          if (ec == asio::error::operation_aborted || stopping_) return maybe_done();
-          if (ec) return fail(ec, "client read");
-          up_read();
-        }));
-  }
-
-  void up_read() {
-    std::size_t want = min_read_bytes;
-    if (error_code ec;
-        auto len = peek_frame(detail::bytes_of(up_buf_.data()), options_.max_frame_bytes, ec)) {
-      if (len > up_buf_.size()) want = std::max(want, len - up_buf_.size());
+          if (stopping_) return maybe_done();
+          if (ec == asio::error::operation_aborted) return;  // stopped reading for a drain
+          if (ec == asio::error::eof || ec == beast::websocket::error::closed) return client_closed();
+          if (ec) return fail(ec, ec.category() == error_category() ? "client sent" : "client read");
+          up_have_ = true;
+          touch();
+          up_next();
+        });
+      }
+      if (!hook_->can_take_request()) {
+        // Backpressure: the next response to go out resumes reading.
+        up_paused_ = true;
+        return;
+      }
+      if (!broker_up_) return reconnect();
+      const auto frame = client_.frame();
+      up_replacement_.clear();
+      const auto action = hook_->on_request(frame, up_replacement_);
+      if (action == frame_action::answer || action == frame_action::drop) {
+        if (action == frame_action::answer) ++report_.local_answers;
+        request_done(frame.size());
+        down_pump();
+        continue;
+      }
+      const bytes out = action == frame_action::replace ? bytes(up_replacement_) : frame;
+      up_writing_ = true;
+      ++ops_;
+      return broker_->async_write_frame(out,
+                                        [self = shared_from_this(), this, n = frame.size()](error_code ec) {
+                                          --ops_;
+                                          up_writing_ = false;
+                                          if (ec) return fail(ec, "broker write");
+                                          request_done(n);
+                                          touch();
+                                          if (close_pending_) return close_broker(close_code_, report_.cause);
+                                          if (stopping_) return maybe_done();
+                                          if (draining_ || client_eof_) return maybe_finish();
+                                          up_next();
+                                        });
     }
-    error_code ec;
-    const auto n = client_.read_some(up_buf_.prepare(want), ec);
-    if (ec == asio::error::would_block || ec == asio::error::try_again) return up_wait();
-    if (ec == asio::error::eof) return client_closed();
-    if (ec) return fail(ec, "client read");
-    up_buf_.commit(n);
-    touch();
-    up_process();
   }
 
-  void up_process() {
-    error_code ec;
-    const auto data = detail::bytes_of(up_buf_.data());
-    const auto len = peek_frame(data, options_.max_frame_bytes, ec);
-    if (ec) return fail(ec, "client sent");
-    if (len == 0 || len > data.size()) return up_wait();
-    const auto frame = data.first(len);
-    if (expects_response(frame)) ++outstanding_;
-    up_len_ = len;
-    ++ops_;
-    up_writing_ = true;
-    broker_.async_write_frame(asio::buffer(frame.data(), frame.size()),
-                              [self = shared_from_this(), this](error_code ec, std::size_t) {
-                                --ops_;
-                                up_writing_ = false;
-                                if (ec) return fail(ec, "broker write");
-                                up_buf_.consume(up_len_);
-                                report_.up_bytes += up_len_;
-                                ++report_.up_frames;
-                                touch();
-                                if (close_pending_) return close_broker(close_code_, report_.cause);
-                                if (stopping_) return maybe_done();
-                                if (draining_ || client_eof_) return maybe_finish_requests();
-                                up_process();
-                              });
+  void request_done(std::size_t n) {
+    client_.pop();
+    up_have_ = false;
+    report_.up_bytes += n;
+    ++report_.up_frames;
   }
 
   void client_closed() {
     client_eof_ = true;
-    if (up_buf_.size() != 0) {
+    if (const auto partial = client_.partial_bytes()) {
       // The client went away inside a request; what it sent before still gets its responses.
-      partial_request_bytes_ = up_buf_.size();
-      up_buf_.clear();
+      partial_request_bytes_ = partial;
     }
-    maybe_finish_requests();
+    if (!client_side::can_half_close) return close_broker(close_code::normal, "client closed");
+    maybe_finish();
     if (!stopping_ && !draining_) {
       // A client that closed entirely looks the same as one that only stopped sending; bound the wait.
       ++ops_;
@@ -149,17 +386,20 @@ class relay_impl final : public relay {
       timer_.async_wait([self = shared_from_this(), this](error_code ec) {
         --ops_;
         if (!ec && !stopping_ && !draining_) {
-          close_broker(close_code::normal,
-                       "client closed with " + std::to_string(outstanding_) + " response(s) outstanding");
+          close_broker(close_code::normal, "client closed with " + std::to_string(hook_->in_flight()) +
+                                               " response(s) outstanding");
         }
         maybe_done();
       });
     }
   }
 
-  // After the client stopped sending (or a drain): close once every forwarded request has its response.
-  void maybe_finish_requests() {
-    if (stopping_ || up_writing_ || outstanding_ > 0) return;
+  // Every request read has been answered (or needs none) and nothing is being written either way.
+  bool quiet() const { return !up_writing_ && !down_writing_ && hook_->in_flight() == 0; }
+
+  // After the client stopped sending (or a drain): close once every request has its response.
+  void maybe_finish() {
+    if (stopping_ || !quiet()) return;
     if (draining_) return close_broker(close_code::going_away, "drained");
     if (client_eof_) {
       close_broker(close_code::normal, partial_request_bytes_
@@ -169,55 +409,126 @@ class relay_impl final : public relay {
     }
   }
 
-  void stop_reading_client() {
-    if (up_reading_) up_cancel_.emit(asio::cancellation_type::terminal);
+  void stop_reading_client() { up_cancel_.emit(asio::cancellation_type::terminal); }
+
+  // ---- broker (re)connection ----------------------------------------------------------------------------
+
+  // The broker closed between requests earlier; the client has sent another one.
+  void reconnect() {
+    connecting_ = true;
+    ++ops_;
+    reconnect_([self = shared_from_this(), this](error_code ec, BrokerConn conn) {
+      --ops_;
+      connecting_ = false;
+      if (stopping_) return maybe_done();
+      if (ec) return fail(ec, "reconnect failed");
+      broker_.emplace(std::move(conn), options_.max_frame_bytes);
+      broker_up_ = true;
+      if (auto e = broker_->prepare()) return fail(e, "broker socket");
+      ++report_.reconnects;
+      log(log_level::debug, [] { return std::string("broker connection open again"); });
+      if (draining_) return close_broker(close_code::going_away, "drained");
+      down_pump();
+      up_next();
+    });
   }
 
-  // ---- broker -> client -----------------------------------------------------------------------------
+  // ---- broker -> client ---------------------------------------------------------------------------------
 
-  void down_read() {
-    if (stopping_) return;
+  // Writes the client's next response: a local answer when it is next in request order, else the broker
+  // frame at hand, else reads one. One client write at a time keeps responses in order.
+  void down_pump() {
+    if (stopping_ || down_writing_) return;
+    if (auto local = hook_->take_local_response()) {
+      down_local_ = std::move(*local);
+      return down_write(down_local_, false);
+    }
+    if (down_have_) {
+      const auto frame = broker_->frame();
+      std::string why;
+      down_replacement_.clear();
+      switch (hook_->on_response(frame, down_replacement_, why)) {
+        case frame_action::fail:
+          return fail_with(errc::unusable_response, why);
+        case frame_action::replace:
+          return down_write(down_replacement_, true);
+        default:
+          return down_write(frame, true);
+      }
+    }
+    if (down_reading_ || !broker_up_ || connecting_) return;
+    down_reading_ = true;
     ++ops_;
-    broker_.async_read_frame(down_buf_, [self = shared_from_this(), this](error_code ec, std::size_t n) {
+    broker_->async_read_frame(asio::cancellation_slot(), [self = shared_from_this(), this](error_code ec) {
       --ops_;
+      down_reading_ = false;
       if (ec) return broker_read_failed(ec);
+      down_have_ = true;
       touch();
-      ++ops_;
-      asio::async_write(client_, down_buf_.data(),
-                        [self = shared_from_this(), this, n](error_code ec, std::size_t) {
-                          --ops_;
-                          if (ec) return fail(ec, "client write");
-                          down_buf_.consume(n);
-                          // Nothing held between responses: idle relays keep no write-side buffer either.
-                          if (down_buf_.size() == 0) down_buf_.shrink_to_fit();
-                          report_.down_bytes += n;
-                          ++report_.down_frames;
-                          if (outstanding_ > 0) --outstanding_;
-                          touch();
-                          if (stopping_) return maybe_done();
-                          if (client_eof_ || draining_) maybe_finish_requests();
-                          if (!stopping_) down_read();
-                        });
+      down_pump();
     });
+  }
+
+  void down_write(bytes out, bool from_broker) {
+    down_writing_ = true;
+    ++ops_;
+    client_.async_write_frame(out,
+                              [self = shared_from_this(), this, n = out.size(), from_broker](error_code ec) {
+                                --ops_;
+                                down_writing_ = false;
+                                if (ec) return fail(ec, "client write");
+                                if (from_broker) {
+                                  broker_->pop();
+                                  down_have_ = false;
+                                } else {
+                                  std::vector<unsigned char>().swap(down_local_);
+                                }
+                                report_.down_bytes += n;
+                                ++report_.down_frames;
+                                touch();
+                                if (stopping_) return maybe_done();
+                                if (up_paused_) {
+                                  up_paused_ = false;
+                                  up_next();
+                                }
+                                if (draining_ || client_eof_) maybe_finish();
+                                down_pump();
+                              });
   }
 
   void broker_read_failed(const error_code& ec) {
     if (stopping_) return maybe_done();
-    if (ec == asio::error::eof || ec == beast::websocket::error::closed) {
-      // The broker closed in order; everything it sent has been written to the client already.
-      broker_closed_ = true;
-      set_cause("broker closed");
-      return shutdown_all(false);
+    if (is_protocol_error(ec)) return fail(ec, "broker read");
+    const bool orderly = ec == asio::error::eof || ec == beast::websocket::error::closed;
+    const auto owed = hook_->in_flight();
+    if (owed == 0 && !up_writing_ && reconnect_ && !draining_ && !client_eof_) {
+      // Edge platforms recycle connections; the client should not notice. Dial again on its next request.
+      log(log_level::debug, [&] {
+        return "broker connection ended between requests (" + ec.message() +
+               "); reconnecting on the next request";
+      });
+      broker_->abort();
+      broker_up_ = false;
+      return;
     }
-    fail(ec, "broker read");
+    if (orderly) {
+      if (owed == 0) {
+        set_cause("broker closed");
+        return shutdown_all();
+      }
+      // The client will retry what was lost; it gets everything that did arrive first.
+      return fail_with(asio::error::connection_aborted,
+                       "broker closed with " + std::to_string(owed) + " request(s) in flight");
+    }
+    fail(ec, "broker read", owed > 0 ? ", with " + std::to_string(owed) + " request(s) in flight" : "");
   }
 
-  // ---- ending ---------------------------------------------------------------------------------------
+  // ---- ending -------------------------------------------------------------------------------------------
 
   void close_broker(close_code code, const std::string& cause) {
     if (stopping_ && !close_pending_) return;
     if (up_writing_) {
-      // One write at a time on the WebSocket: the close waits for the frame in flight.
+      // One write at a time on the broker side: the close waits for the frame in flight.
       close_pending_ = true;
       close_code_ = code;
       set_cause(cause);
@@ -228,76 +539,60 @@ class relay_impl final : public relay {
     stopping_ = true;
     stop_reading_client();
     timer_.cancel();
+    if (!broker_up_) {
+      finish_client();
+      return maybe_done();
+    }
     ++ops_;
-    broker_.async_close(code, [self = shared_from_this(), this](error_code) {
-      --ops_;
-      shutdown_client();
-      maybe_done();
-    });
+    broker_->async_finish(code, options_.linger_timeout, shared_from_this(), false,
+                          [self = shared_from_this(), this](error_code) {
+                            --ops_;
+                            finish_client();
+                            maybe_done();
+                          });
   }
 
-  void fail(const error_code& ec, const char* what) {
+  void fail(const error_code& ec, const char* what, const std::string& detail = {}) {
     if (stopping_) return maybe_done();
     if (!report_.error && !is_teardown(ec)) report_.error = ec;
-    set_cause(std::string(what) + ": " + ec.message());
-    shutdown_all(true);
+    set_cause(std::string(what) + ": " + ec.message() + detail);
+    shutdown_all();
   }
 
-  void shutdown_all(bool abort_broker) {
+  void fail_with(error_code ec, const std::string& cause) {
+    if (stopping_) return maybe_done();
+    if (!report_.error) report_.error = ec;
+    set_cause(cause);
+    shutdown_all();
+  }
+
+  // Ends at once: the broker side is dropped, the client gets what was already written to it.
+  void shutdown_all() {
     stopping_ = true;
     close_pending_ = false;
     stop_reading_client();
     timer_.cancel();
-    if (abort_broker || broker_closed_) broker_.abort();
-    shutdown_client();
+    broker_->abort();
+    finish_client();
     maybe_done();
   }
 
-  // Closes like a web server: send FIN after everything written, then read and discard until the client
-  // closes too (or the linger time is up). Closing a socket with unread input makes the kernel answer with
-  // a reset and drop whatever it had not sent yet, the tail of the last response among it. The linger is not
-  // counted in ops_: the relay reports its end at once, and the pending wait keeps the relay (and the
-  // worker's event loop) alive until the socket is closed.
-  void shutdown_client() {
-    if (lingering_ || !client_.is_open()) return;
-    lingering_ = true;
-    error_code ignored;
-    client_.shutdown(tcp::socket::shutdown_send, ignored);
-    if (client_eof_ || options_.linger_timeout.count() <= 0) {
-      client_.close(ignored);
-      return;
-    }
-    linger_timer_.expires_after(options_.linger_timeout);
-    linger_timer_.async_wait([self = shared_from_this(), this](error_code ec) {
-      if (ec) return;
-      error_code ignored;
-      client_.close(ignored);  // the pending discard read completes with operation_aborted
-    });
-    linger_read();
-  }
-
-  void linger_read() {
-    client_.async_wait(tcp::socket::wait_read, [self = shared_from_this(), this](error_code ec) {
-      if (!ec) {
-        std::array<char, 4096> sink;
-        for (;;) {
-          const auto n = client_.read_some(asio::buffer(sink), ec);
-          if (ec || n == 0) break;
-        }
-        if (ec == asio::error::would_block || ec == asio::error::try_again) return linger_read();
-      }
-      // EOF, an error, or closed by the linger timer: the client has what it will get.
-      error_code ignored;
-      linger_timer_.cancel();
-      client_.close(ignored);
-    });
+  void finish_client() {
+    if (client_finished_) return;
+    client_finished_ = true;
+    ++ops_;
+    client_.async_finish(close_code::normal, options_.linger_timeout, shared_from_this(), client_eof_,
+                         [self = shared_from_this(), this](error_code) {
+                           --ops_;
+                           maybe_done();
+                         });
   }
 
   void maybe_done() {
     if (!stopping_ || ops_ > 0 || done_) return;
     done_ = true;
     // A close handshake may still be running on the broker side after an orderly close; stop it.
-    broker_.abort();
+    broker_->abort();
     report_.duration = clock::now() - started_at_;
     if (report_.cause.empty()) report_.cause = "closed";
     if (on_done_) on_done_(report_);
@@ -305,6 +600,11 @@ class relay_impl final : public relay {
 
   void set_cause(const std::string& c) {
     if (report_.cause.empty()) report_.cause = c;
+  }
+
+  template <class MakeText>
+  void log(log_level level, MakeText&& make_text) const {
+    if (options_.log && level >= options_.min_log_level) options_.log(level, make_text());
   }
 
   void touch() { last_activity_ = clock::now(); }
@@ -318,34 +618,40 @@ class relay_impl final : public relay {
       if (ec || stopping_ || draining_) return maybe_done();
       if (clock::now() - last_activity_ >= options_.idle_timeout) {
         set_cause("idle timeout");
-        return shutdown_all(true);
+        return shutdown_all();
       }
       arm_idle_timer();
     });
   }
 
-  tcp::socket client_;
-  connection broker_;
   relay_options options_;
+  client_side client_;
+  std::optional<broker_side> broker_;  // always engaged; replaced on a reconnect
+  std::shared_ptr<frame_hook> hook_;
   done_handler on_done_;
+  reconnect_function<BrokerConn> reconnect_;
   asio::steady_timer timer_;
-  asio::steady_timer linger_timer_;
   asio::cancellation_signal up_cancel_;
-  beast::flat_buffer up_buf_;
-  beast::flat_buffer down_buf_;
-  std::size_t up_len_ = 0;
+  std::vector<unsigned char> up_replacement_;
+  std::vector<unsigned char> down_replacement_;
+  std::vector<unsigned char> down_local_;
   std::size_t partial_request_bytes_ = 0;
-  std::int64_t outstanding_ = 0;
   int ops_ = 0;
   bool up_reading_ = false;
+  bool up_have_ = false;  // a whole request waits at the front of the client side
   bool up_writing_ = false;
+  bool up_paused_ = false;
+  bool down_reading_ = false;
+  bool down_have_ = false;  // a whole response waits at the front of the broker side
+  bool down_writing_ = false;
+  bool connecting_ = false;
+  bool broker_up_ = true;  // false after the broker closed between requests, until the next request
   bool client_eof_ = false;
-  bool broker_closed_ = false;
+  bool client_finished_ = false;
   bool draining_ = false;
   bool stopping_ = false;
   bool close_pending_ = false;
   bool done_ = false;
-  bool lingering_ = false;
   close_code close_code_ = close_code::normal;
   relay_report report_;
   clock::time_point started_at_;
@@ -355,25 +661,19 @@ class relay_impl final : public relay {
 }  // namespace
 
 std::shared_ptr<relay> relay::create(tcp::socket client, connection broker, relay_options options,
-                                     done_handler on_done) {
-  return std::make_shared<relay_impl>(std::move(client), std::move(broker), options, std::move(on_done));
+                                     std::shared_ptr<frame_hook> hook, done_handler on_done,
+                                     reconnect_function<connection> reconnect) {
+  return std::make_shared<relay_impl<tcp::socket, connection>>(std::move(client), std::move(broker),
+                                                               std::move(options), std::move(hook),
+                                                               std::move(on_done), std::move(reconnect));
 }
 
-bool expects_response(std::span<const unsigned char> frame) noexcept {
-  if (frame.size() < frame_header_bytes + 8) return true;
-  const auto body = frame.subspan(frame_header_bytes);
-  boost::system::error_code ec;
-  const auto h = kafka::peek_request_header(body, ec);
-  if (ec || h.key != kafka::api_key::produce || h.header_bytes == 0) return true;
-  kafka::reader r(body.subspan(h.header_bytes));
-  // Produce v3+ starts with transactional_id (compact from v9, the first flexible version), then acks.
-  if (h.version >= 9) {
-    (void)r.compact_nullable_string();
-  } else if (h.version >= 3) {
-    (void)r.nullable_string();
-  }
-  const auto acks = r.int16();
-  return !r.ok() || acks != 0;
+std::shared_ptr<relay> relay::create(connection client, tcp::socket broker, relay_options options,
+                                     std::shared_ptr<frame_hook> hook, done_handler on_done,
+                                     reconnect_function<tcp::socket> reconnect) {
+  return std::make_shared<relay_impl<connection, tcp::socket>>(std::move(client), std::move(broker),
+                                                               std::move(options), std::move(hook),
+                                                               std::move(on_done), std::move(reconnect));
 }
 
 }  // namespace kws

@@ -68,16 +68,19 @@ void open_listener(tcp::acceptor& acceptor, const std::string& host, std::uint16
 
 class worker;
 
-// One client connection: dial the broker (with retries), then hand both ends to a relay.
+// One client connection: dial the broker (with retries), then hand both ends to a relay; dial again (with
+// the same retries) when the relay asks for it after the broker closed between requests.
 class session : public std::enable_shared_from_this<session> {
  public:
   session(worker& w, tcp::socket client, std::uint64_t id);
-  void start() { dial(); }
+  void start();
   void drain(std::chrono::milliseconds timeout);
 
  private:
-  void dial();
-  void on_dial(error_code ec, kws::connection conn);
+  using dial_done = std::function<void(error_code, kws::connection)>;
+  void dial(dial_done done);
+  void attempt(std::shared_ptr<dial_done> done);
+  void start_relay(kws::connection conn);
   void finish();
 
   worker& worker_;
@@ -143,38 +146,60 @@ session::session(worker& w, tcp::socket client, std::uint64_t id)
       backoff_(w.config().dial_backoff),
       timer_(w.context()) {}
 
-void session::dial() {
-  ++attempt_;
-  worker_.dialer().async_dial(
-      worker_.config().broker,
-      [self = shared_from_this()](error_code ec, kws::connection c) { self->on_dial(ec, std::move(c)); });
+void session::start() {
+  dial([self = shared_from_this()](error_code ec, kws::connection conn) {
+    if (ec) return self->finish();
+    self->start_relay(std::move(conn));
+  });
 }
 
-void session::on_dial(error_code ec, kws::connection conn) {
-  const auto& cfg = worker_.config();
-  if (ec) {
-    if (attempt_ <= cfg.dial_retries && !draining_ && ec != kws::errc::invalid_address) {
-      spdlog::debug("conn {} dial attempt {} failed: {}; retrying in {}ms", id_, attempt_, ec.message(),
-                    backoff_.count());
-      timer_.expires_after(backoff_);
-      backoff_ *= 2;
-      return timer_.async_wait([self = shared_from_this()](error_code ec) {
-        if (ec || self->draining_) return self->finish();
-        self->dial();
+// Dials until it works, the retries are spent, or a drain begins; `done` runs once either way.
+void session::dial(dial_done done) {
+  attempt_ = 0;
+  backoff_ = worker_.config().dial_backoff;
+  attempt(std::make_shared<dial_done>(std::move(done)));
+}
+
+void session::attempt(std::shared_ptr<dial_done> done) {
+  ++attempt_;
+  worker_.dialer().async_dial(worker_.config().broker, [self = shared_from_this(), done](error_code ec,
+                                                                                         kws::connection c) {
+    const auto& cfg = self->worker_.config();
+    if (!ec && self->draining_) {
+      c.abort();
+      ec = asio::error::operation_aborted;
+    }
+    if (ec && self->attempt_ <= cfg.dial_retries && !self->draining_ && ec != kws::errc::invalid_address) {
+      spdlog::debug("conn {} dial attempt {} failed: {}; retrying in {}ms", self->id_, self->attempt_,
+                    ec.message(), self->backoff_.count());
+      self->timer_.expires_after(self->backoff_);
+      self->backoff_ *= 2;
+      return self->timer_.async_wait([self, done](error_code e) {
+        if (e || self->draining_) return (*done)(asio::error::operation_aborted, kws::connection{});
+        self->attempt(done);
       });
     }
-    spdlog::warn("conn {} closed client={} broker={}: dial failed after {} attempt(s): {}", id_, client_name_,
-                 worker_.broker_url(), attempt_, ec.message());
-    return finish();
-  }
-  if (draining_) {
-    conn.abort();
-    return finish();
-  }
+    if (ec && ec != asio::error::operation_aborted && !self->relay_) {
+      // A failed reconnect is reported by the relay's own closing line.
+      spdlog::warn("conn {} closed client={} broker={}: dial failed after {} attempt(s): {}", self->id_,
+                   self->client_name_, self->worker_.broker_url(), self->attempt_, ec.message());
+    }
+    (*done)(ec, std::move(c));
+  });
+}
+
+void session::start_relay(kws::connection conn) {
+  const auto& cfg = worker_.config();
   const std::string url = conn.url();
   spdlog::info("conn {} open client={} broker={}", id_, client_name_, url);
+  auto options = cfg.relay;
+  options.log = [id = id_](kws::log_level level, std::string_view text) {
+    spdlog::log(static_cast<spdlog::level::level_enum>(level), "conn {} {}", id, text);
+  };
+  options.min_log_level = static_cast<kws::log_level>(std::min<int>(spdlog::get_level(), 4));
+  std::weak_ptr<session> weak = shared_from_this();
   relay_ = kws::relay::create(
-      std::move(client_), std::move(conn), cfg.relay,
+      std::move(client_), std::move(conn), std::move(options), nullptr,
       [self = shared_from_this(), url](const kws::relay_report& r) {
         const auto level = r.error ? spdlog::level::warn : spdlog::level::info;
         spdlog::log(level, "conn {} closed client={} broker={} up={}B/{}f down={}B/{}f duration={} cause={}",
@@ -185,14 +210,19 @@ void session::on_dial(error_code ec, kws::connection conn) {
           self->relay_.reset();
           self->worker_.forget(self);
         });
+      },
+      [weak](std::function<void(error_code, kws::connection)> done) {
+        auto self = weak.lock();
+        if (!self) return;
+        self->dial(std::move(done));
       });
   relay_->start();
 }
 
 void session::drain(std::chrono::milliseconds timeout) {
   draining_ = true;
-  if (relay_) return relay_->drain(timeout);
-  timer_.cancel();  // a backoff wait ends the session; a dial in progress is dropped when it completes
+  timer_.cancel();  // a backoff wait ends the dial; a dial in progress is dropped when it completes
+  if (relay_) relay_->drain(timeout);
 }
 
 void session::finish() {

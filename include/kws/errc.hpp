@@ -20,6 +20,8 @@ enum class errc {
   truncated_frame,
   /// An address that is neither `host:port` nor a `ws://` / `wss://` URL.
   invalid_address,
+  /// A response that a frame hook had to change (say, to rewrite broker addresses) but could not.
+  unusable_response,
 };
 
 const boost::system::error_category& error_category() noexcept;

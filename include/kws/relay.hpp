@@ -1,9 +1,11 @@
-// kws::relay: one bidirectional pump between a client's TCP socket (the plain Kafka byte stream) and a
-// WebSocket connection (one Kafka frame per binary message). The proxy and the gateway both run on it.
+// kws::relay: one bidirectional pump between a Kafka client and a broker, one side a TCP socket (the plain
+// Kafka byte stream), the other a WebSocket connection (one Kafka frame per binary message). The proxy runs
+// it with the client on TCP; the gateway runs the mirror image, with the client on WebSocket.
 #pragma once
 
 #include <kws/connection.hpp>
 #include <kws/frame.hpp>
+#include <kws/frame_hook.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
 
@@ -20,20 +22,27 @@ struct relay_options {
   std::chrono::milliseconds idle_timeout{0};
   /// After the client stops sending, how long responses to its requests may take before the relay closes.
   std::chrono::milliseconds half_close_timeout{std::chrono::seconds(10)};
-  /// After the relay has sent everything to the client and shut down its sending side, how long it keeps
-  /// reading (and discarding) until the client closes too, so that the kernel delivers the tail instead of
+  /// After the relay has sent everything to a TCP peer and shut down its sending side, how long it keeps
+  /// reading (and discarding) until that peer closes too, so that the kernel delivers the tail instead of
   /// answering unread input with a reset. 0: close at once.
   std::chrono::milliseconds linger_timeout{std::chrono::seconds(5)};
   /// Largest Kafka frame body accepted from the TCP side.
   std::size_t max_frame_bytes = default_max_frame_bytes;
+  /// Where the relay's and the hook's notes go (may be empty), and the lowest level worth formatting.
+  frame_hook::log_function log{};
+  log_level min_log_level = log_level::info;
 };
 
 /// What a relay did, reported once when it ends.
 struct relay_report {
-  std::uint64_t up_bytes = 0;  ///< TCP -> WebSocket
+  std::uint64_t up_bytes = 0;  ///< requests read from the client
   std::uint64_t up_frames = 0;
-  std::uint64_t down_bytes = 0;  ///< WebSocket -> TCP
+  std::uint64_t down_bytes = 0;  ///< responses written to the client (the broker's and local answers)
   std::uint64_t down_frames = 0;
+  /// Requests answered by the hook without reaching the broker.
+  std::uint64_t local_answers = 0;
+  /// Times the broker connection was opened again after it closed between requests.
+  std::uint64_t reconnects = 0;
   std::chrono::steady_clock::duration duration{};
   /// Why it ended, for the log: "client closed", "broker closed", "drained", or the failure.
   std::string cause;
@@ -41,35 +50,51 @@ struct relay_report {
   boost::system::error_code error;
 };
 
+/// Opens the broker side again, with whatever retries the caller wants, and completes once.
+template <class Connection>
+using reconnect_function =
+    std::function<void(std::function<void(boost::system::error_code, Connection)> on_connected)>;
+
 /// Pumps frames both ways with backpressure: it reads from one side only while the other side has taken
 /// everything read before, so memory per relay is one frame each way plus small fixed buffers.
 ///
-/// - TCP -> WebSocket: each complete frame becomes one binary message; a bad size ends the relay.
-/// - WebSocket -> TCP: each message is checked as one whole frame and written to the client in order.
-/// - The client shutting down its sending side ends the relay only once every request it sent that expects
-///   a response has been answered (Produce with acks=0 expects none), or after `half_close_timeout`.
-/// - The broker closing: all it sent is delivered, then the client's connection is closed.
+/// - Each whole request goes through the hook, then to the broker as it is or replaced, or is answered (or
+///   dropped) by the hook. Responses go through the hook too and reach the client in request order, local
+///   answers included. While the hook's requests in flight are at its bound, the client is not read.
+/// - A bad frame size from either side ends the relay; one WebSocket message is exactly one frame.
+/// - The broker closing while no request is in flight (edge platforms recycle connections) keeps the client
+///   connected when a reconnect function is given: the next request opens a new broker connection. With
+///   requests in flight, the client's connection is closed after everything received was delivered.
+/// - A TCP client shutting down its sending side ends the relay once every request it sent that expects a
+///   response has been answered (Produce with acks=0 expects none), or after `half_close_timeout`.
 ///
-/// The socket and the connection must share one serialising executor (an io_context run by one thread, or
-/// a strand), and every member function must be called on it.
+/// The sides must share one serialising executor (an io_context run by one thread, or a strand), and every
+/// member function must be called on it.
 class relay : public std::enable_shared_from_this<relay> {
  public:
   using done_handler = std::function<void(const relay_report&)>;
 
+  /// Kafka client over TCP, broker over WebSocket (the proxy). `hook` may be null: frames pass unchanged
+  /// and only the responses owed are counted.
   static std::shared_ptr<relay> create(boost::asio::ip::tcp::socket client, connection broker,
-                                       relay_options options, done_handler on_done);
+                                       relay_options options, std::shared_ptr<frame_hook> hook,
+                                       done_handler on_done, reconnect_function<connection> reconnect = {});
+
+  /// Kafka client over WebSocket, broker over TCP (the gateway).
+  static std::shared_ptr<relay> create(connection client, boost::asio::ip::tcp::socket broker,
+                                       relay_options options, std::shared_ptr<frame_hook> hook,
+                                       done_handler on_done,
+                                       reconnect_function<boost::asio::ip::tcp::socket> reconnect = {});
+
   virtual ~relay() = default;
 
   /// Starts both directions.
   virtual void start() = 0;
   /// Orderly stop: no new requests are read; responses to requests already forwarded still reach the
-  /// client for up to `timeout`; then the WebSocket is closed with 1001 (going away).
+  /// client for up to `timeout`; then the broker side is closed (WebSocket code 1001, going away).
   virtual void drain(std::chrono::milliseconds timeout) = 0;
-  /// Requests that expect a response and have not had one yet.
-  virtual std::int64_t outstanding() const = 0;
+  /// Requests the client still waits for an answer to.
+  virtual std::size_t in_flight() const = 0;
 };
-
-/// True unless `frame` (size header included) is a request that gets no response: Produce with acks=0.
-bool expects_response(std::span<const unsigned char> frame) noexcept;
 
 }  // namespace kws

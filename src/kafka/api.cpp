@@ -1,3 +1,4 @@
+#include <kws/frame.hpp>
 #include <kws/kafka/api.hpp>
 
 #include <limits>
@@ -107,6 +108,23 @@ request_header peek_request_header(bytes_view body, boost::system::error_code& e
   }
   h.header_bytes = r.position();
   return h;
+}
+
+bool expects_response(bytes_view frame) noexcept {
+  if (frame.size() < frame_header_bytes + 8) return true;
+  const auto body = frame.subspan(frame_header_bytes);
+  boost::system::error_code ec;
+  const auto h = peek_request_header(body, ec);
+  if (ec || h.key != api_key::produce || h.header_bytes == 0) return true;
+  reader r(body.subspan(h.header_bytes));
+  // Produce v3+ starts with transactional_id (compact from v9, the first flexible version), then acks.
+  if (h.version >= 9) {
+    (void)r.compact_nullable_string();
+  } else if (h.version >= 3) {
+    (void)r.nullable_string();
+  }
+  const auto acks = r.int16();
+  return !r.ok() || acks != 0;
 }
 
 }  // namespace kws::kafka

@@ -1,7 +1,7 @@
 // Which requests the relay waits for a response to: everything but Produce with acks=0.
 #include "frame_util.hpp"
 
-#include <kws/relay.hpp>
+#include <kws/kafka/api.hpp>
 
 #include <gtest/gtest.h>
 
@@ -24,7 +24,7 @@ struct request_builder {
 };
 
 bool expects(const std::string& f) {
-  return kws::expects_response({reinterpret_cast<const unsigned char*>(f.data()), f.size()});
+  return kws::kafka::expects_response({reinterpret_cast<const unsigned char*>(f.data()), f.size()});
 }
 
 TEST(ExpectsResponse, ProduceV0WithAcksZeroGetsNone) {

@@ -542,11 +542,12 @@ TEST(ProxyClose, DrainDeliversTheWholeResponseToAClientThatKeepsSending) {
   EXPECT_EQ(proxy.proc.wait(15s), 0) << proxy.proc.output();
 }
 
-TEST(ProxyClose, BrokerClosingAfterAResponseDeliversAllOfItToAClientThatKeepsSending) {
+TEST(ProxyClose, BrokerClosingWithARequestInFlightDeliversEverythingBeforeToAClientThatKeepsSending) {
   ws_test_server server([](ws_peer& p) {
     ws_peer::message m;
     p.read(m);
     p.write_binary(big_response());
+    p.read(m);  // a request in flight that will never be answered
     p.close();
   });
   proxy_process proxy({"--broker", server.address()});
@@ -554,7 +555,58 @@ TEST(ProxyClose, BrokerClosingAfterAResponseDeliversAllOfItToAClientThatKeepsSen
   EXPECT_EQ(r.end, asio::error::eof) << r.end.message() << " after " << r.received.size() << " bytes";
   EXPECT_EQ(r.received.size(), big_response_bytes + 4);
   EXPECT_TRUE(r.received == big_response());
-  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("cause=broker closed"))) << proxy.proc.output();
+  EXPECT_TRUE(
+      proxy.proc.wait_for_output(std::regex(R"(cause=broker closed with \d+ request\(s\) in flight)")))
+      << proxy.proc.output();
+  EXPECT_EQ(server.accepted(), 1);
+}
+
+TEST(ProxyReconnect, BrokerClosingBetweenRequestsIsInvisibleToTheClient) {
+  // Each WebSocket connection answers one request, then closes, as edge platforms recycle connections.
+  ws_test_server server([](ws_peer& p) {
+    ws_peer::message m;
+    if (p.read(m)) p.write_binary(m.data);
+    p.close();
+  });
+  proxy_process proxy({"--broker", server.address()});
+  client c(proxy.port);
+  for (int i = 0; i < 3; ++i) {
+    const auto request = frame("request " + std::to_string(i));
+    error_code ec;
+    EXPECT_EQ(c.exchange(request, request.size(), ec), request) << "request " << i;
+    EXPECT_FALSE(ec) << ec.message();
+    // The broker's close has reached the proxy before the next request goes out.
+    ASSERT_TRUE(proxy.proc.wait_for_output(
+        std::regex("(reconnecting on the next request[^]*){" + std::to_string(i + 1) + "}")))
+        << proxy.proc.output();
+  }
+  EXPECT_EQ(server.accepted(), 3);
+  EXPECT_EQ(proxy.proc.output().find("closed client="), std::string::npos) << proxy.proc.output();
+}
+
+TEST(ProxyReconnect, ReconnectFailureClosesTheClientWithOneLine) {
+  std::atomic<int> connections{0};
+  std::unique_ptr<ws_test_server> server = std::make_unique<ws_test_server>([&](ws_peer& p) {
+    ++connections;
+    ws_peer::message m;
+    if (p.read(m)) p.write_binary(m.data);
+    p.close();
+  });
+  proxy_process proxy({"--broker", server->address(), "--dial-retries", "1", "--dial-backoff", "50ms"});
+  client c(proxy.port);
+  error_code ec;
+  EXPECT_EQ(c.exchange(frame("one"), 7, ec), frame("one"));
+  ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("reconnecting on the next request")));
+  server.reset();  // the broker is gone for good
+  c.send(frame("two"));
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("cause=reconnect failed: Connection refused")))
+      << proxy.proc.output();
+  const auto out = proxy.proc.output();
+  const std::regex closing("closed client=");
+  const auto lines =
+      std::distance(std::sregex_iterator(out.begin(), out.end(), closing), std::sregex_iterator());
+  EXPECT_EQ(lines, 1) << "one closing line per connection:\n" << out;
 }
 
 TEST(ProxyFlags, AcceptsTheOriginalGoFlags) {

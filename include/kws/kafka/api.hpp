@@ -104,6 +104,10 @@ struct request_header {
 /// client id and, for flexible versions, the tagged fields are read when present and well formed.
 request_header peek_request_header(bytes_view body, boost::system::error_code& ec) noexcept;
 
+/// True unless `frame` (a whole request, size header included) gets no response: Produce with acks=0. A
+/// frame too short or malformed to tell counts as expecting one.
+bool expects_response(bytes_view frame) noexcept;
+
 /// Kafka error codes used by this project (https://kafka.apache.org/protocol#protocol_error_codes).
 enum class error_code : std::int16_t {
   none = 0,
