@@ -133,4 +133,67 @@ ws_url parse_address(std::string_view address, bool tls) {
   return url;
 }
 
+url_template url_template::default_for(bool tls) {
+  return url_template(tls ? "wss://{host}:{port}/" : "ws://{host}:{port}/");
+}
+
+url_template url_template::parse(std::string_view text, boost::system::error_code& ec) {
+  ec.clear();
+  // Every brace must open one of the three placeholders.
+  for (std::size_t at = text.find_first_of("{}"); at != std::string_view::npos;
+       at = text.find_first_of("{}", at)) {
+    const auto rest = text.substr(at);
+    std::size_t len = 0;
+    for (std::string_view name : {"{host}", "{port}", "{node_id}"}) {
+      if (rest.starts_with(name)) len = name.size();
+    }
+    if (len == 0) {
+      ec = errc::invalid_address;
+      return url_template(std::string());
+    }
+    at += len;
+  }
+  url_template t{std::string(text)};
+  // Expanding must give a WebSocket URL whatever the broker advertises (a name, an IPv6 address).
+  for (std::string_view host : {"broker.example.com", "::1"}) {
+    const auto url = t.expand(host, 9092, 1);
+    if (!url.starts_with("ws://") && !url.starts_with("wss://")) ec = errc::invalid_address;
+    if (!ec) parse_address(url, false, ec);
+    if (ec) return url_template(std::string());
+  }
+  return t;
+}
+
+url_template url_template::parse(std::string_view text) {
+  boost::system::error_code ec;
+  auto t = parse(text, ec);
+  if (ec) throw boost::system::system_error(ec, "broker URL template '" + std::string(text) + "'");
+  return t;
+}
+
+std::string url_template::expand(std::string_view host, std::int32_t port, std::int32_t node_id) const {
+  std::string out;
+  out.reserve(text_.size() + host.size() + 16);
+  std::string_view rest = text_;
+  while (!rest.empty()) {
+    if (rest.starts_with("{host}")) {
+      const bool v6 = host.find(':') != std::string_view::npos && !host.starts_with("[");
+      if (v6) out += '[';
+      out += host;
+      if (v6) out += ']';
+      rest.remove_prefix(6);
+    } else if (rest.starts_with("{port}")) {
+      out += std::to_string(port);
+      rest.remove_prefix(6);
+    } else if (rest.starts_with("{node_id}")) {
+      out += std::to_string(node_id);
+      rest.remove_prefix(9);
+    } else {
+      out += rest.front();
+      rest.remove_prefix(1);
+    }
+  }
+  return out;
+}
+
 }  // namespace kws

@@ -29,4 +29,27 @@ ws_url parse_address(std::string_view address, bool tls, boost::system::error_co
 /// As above; throws boost::system::system_error.
 ws_url parse_address(std::string_view address, bool tls);
 
+/// A broker URL template: the WebSocket URL that reaches a broker which Kafka advertises as host:port with a
+/// node id. Placeholders `{host}` (IPv6 addresses in brackets), `{port}` and `{node_id}`; the default,
+/// `ws://{host}:{port}/` (or `wss://` with TLS), is what the original dialer made of `host:port`.
+class url_template {
+ public:
+  /// Checks the template: only the three placeholders, and expanding it yields a ws:// or wss:// URL.
+  /// Sets `ec` to errc::invalid_address otherwise.
+  static url_template parse(std::string_view text, boost::system::error_code& ec);
+  /// As above; throws boost::system::system_error.
+  static url_template parse(std::string_view text);
+  /// `ws://{host}:{port}/`, or `wss://{host}:{port}/` when `tls`.
+  static url_template default_for(bool tls);
+
+  std::string expand(std::string_view host, std::int32_t port, std::int32_t node_id) const;
+  /// True when brokers with the same host and port can still reach different URLs (by node id).
+  bool uses_node_id() const { return text_.find("{node_id}") != std::string::npos; }
+  const std::string& str() const { return text_; }
+
+ private:
+  explicit url_template(std::string text) : text_(std::move(text)) {}
+  std::string text_;
+};
+
 }  // namespace kws

@@ -318,6 +318,27 @@ TEST(Address, ParsesHostPortAndUrls) {
   EXPECT_EQ(a.target, "/kafka/3?tenant=a");
 }
 
+TEST(UrlTemplate, ExpandsHostPortAndNodeIdWithIpv6InBrackets) {
+  const auto t = kws::url_template::parse("wss://gw.example.com/kafka/{node_id}?h={host}&p={port}");
+  EXPECT_EQ(t.expand("b-1.internal", 9092, 7), "wss://gw.example.com/kafka/7?h=b-1.internal&p=9092");
+  EXPECT_TRUE(t.uses_node_id());
+  const auto d = kws::url_template::default_for(false);
+  EXPECT_EQ(d.expand("10.0.0.5", 9093, 2), "ws://10.0.0.5:9093/");
+  EXPECT_EQ(d.expand("fd00::5", 9093, 2), "ws://[fd00::5]:9093/");
+  EXPECT_FALSE(d.uses_node_id());
+  EXPECT_EQ(kws::url_template::default_for(true).expand("h", 443, 0), "wss://h:443/");
+}
+
+TEST(UrlTemplate, RejectsUnknownPlaceholdersAndNonWebSocketUrls) {
+  for (const char* bad : {"ws://{host}:{prot}/", "http://{host}:{port}/", "{host}:{port}",
+                          "ws://{host}:{port}/{", "ws://{host}:{port}}/", "ws://{host}:99999/", ""}) {
+    boost::system::error_code ec;
+    kws::url_template::parse(bad, ec);
+    EXPECT_EQ(ec, kws::errc::invalid_address) << bad;
+  }
+  EXPECT_THROW(kws::url_template::parse("tcp://{host}"), boost::system::system_error);
+}
+
 TEST_F(Connection, FailsWhenNothingListens) {
   unsigned short port;
   {
