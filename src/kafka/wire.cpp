@@ -22,6 +22,8 @@ class wire_category_impl final : public boost::system::error_category {
         return "Kafka array count larger than the message";
       case wire_errc::trailing_bytes:
         return "trailing bytes after a Kafka message";
+      case wire_errc::unsupported_version:
+        return "Kafka message version whose layout is not known here";
     }
     return "unknown kws.kafka.wire error";
   }

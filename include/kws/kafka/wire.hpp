@@ -26,6 +26,8 @@ enum class wire_errc {
   invalid_array_count,
   /// Bytes left over after a message that should have ended.
   trailing_bytes,
+  /// A message version (or API) that the decoder does not know the layout of.
+  unsupported_version,
 };
 
 const boost::system::error_category& wire_category() noexcept;
