@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
 #include <iostream>
 #include <set>
 #include <thread>
@@ -109,6 +110,39 @@ int main(int argc, char** argv) {
       ->default_str("10s");
   app.add_option("--threads", cfg.threads, "worker threads (default: number of cores)")
       ->check(CLI::Range(1u, 256u));
+  std::string broker_ports, broker_api = "auto";
+  bool no_rewrite = false;
+  app.add_flag("--no-rewrite", no_rewrite,
+               "relay every frame byte for byte: no broker address rewriting, no ApiVersions clamping");
+  app.add_option("--advertise", cfg.advertise_host,
+                 "host that rewritten responses advertise for this proxy's listeners (default: the listen "
+                 "address when it is specific, else localhost)");
+  app.add_option(
+         "--broker-ports", broker_ports,
+         "FIRST-LAST: ports for the listeners of further brokers (default: the 100 ports after --port; "
+         "any free port when --port is 0)")
+      ->check([](const std::string& v) -> std::string {
+        unsigned a = 0, b = 0;
+        char dash = 0, extra = 0;
+        if (std::sscanf(v.c_str(), "%u%c%u%c", &a, &dash, &b, &extra) != 3 || dash != '-' || a == 0 ||
+            a > b || b > 65535)
+          return "expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535, got '" + v + "'";
+        return {};
+      });
+  app.add_option(
+         "--broker-url-template", cfg.broker_url_template,
+         "WebSocket URL of a further broker from its advertised {host}, {port} and {node_id} (default: "
+         "ws://{host}:{port}/, or wss:// with --tls)")
+      ->check([](const std::string& v) -> std::string {
+        boost::system::error_code ec;
+        kws::url_template::parse(v, ec);
+        return ec ? "expected a ws:// or wss:// URL with {host}, {port} or {node_id}, got '" + v + "'"
+                  : std::string();
+      });
+  app.add_option("--broker-api", broker_api,
+                 "auto: the broker answers ApiVersions; 0.8: the proxy answers it for a Kafka 0.8 broker")
+      ->check(CLI::IsMember({"auto", "0.8"}))
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
@@ -133,6 +167,15 @@ int main(int argc, char** argv) {
   }
 
   cfg.listen_host = listen;
+  cfg.rewrite = !no_rewrite;
+  cfg.broker_api =
+      broker_api == "0.8" ? kws::kafka::broker_api::kafka_0_8 : kws::kafka::broker_api::negotiate;
+  if (!broker_ports.empty()) {
+    unsigned a = 0, b = 0;
+    std::sscanf(broker_ports.c_str(), "%u-%u", &a, &b);
+    cfg.first_broker_port = static_cast<std::uint16_t>(a);
+    cfg.last_broker_port = static_cast<std::uint16_t>(b);
+  }
   cfg.dial_backoff = std::chrono::milliseconds(dial_backoff_ms);
   cfg.dialer.handshake_timeout = std::chrono::milliseconds(handshake_ms);
   cfg.dialer.idle_timeout = std::chrono::milliseconds(2 * ping_ms);

@@ -1,5 +1,8 @@
 #include "proxy_server.hpp"
 
+#include "broker_directory.hpp"
+
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -10,11 +13,17 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
+#include <cstring>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 #include <unordered_set>
 #include <vector>
+
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <unistd.h>
 
 namespace kws::proxy {
 namespace {
@@ -68,11 +77,11 @@ void open_listener(tcp::acceptor& acceptor, const std::string& host, std::uint16
 
 class worker;
 
-// One client connection: dial the broker (with retries), then hand both ends to a relay; dial again (with
-// the same retries) when the relay asks for it after the broker closed between requests.
+// One client connection: dial the route's broker (with retries), then hand both ends to a relay; dial again
+// (with the same retries) when the relay asks for it after the broker closed between requests.
 class session : public std::enable_shared_from_this<session> {
  public:
-  session(worker& w, tcp::socket client, std::uint64_t id);
+  session(worker& w, tcp::socket client, std::uint64_t id, std::shared_ptr<const route> r);
   void start();
   void drain(std::chrono::milliseconds timeout);
 
@@ -86,6 +95,7 @@ class session : public std::enable_shared_from_this<session> {
   worker& worker_;
   tcp::socket client_;
   std::uint64_t id_;
+  std::shared_ptr<const route> route_;
   std::string client_name_;
   int attempt_ = 0;
   std::chrono::milliseconds backoff_;
@@ -96,34 +106,31 @@ class session : public std::enable_shared_from_this<session> {
 
 class worker {
  public:
-  worker(const proxy_config& cfg, const kws::dialer& d)
+  worker(const proxy_config& cfg, const kws::dialer& d, std::shared_ptr<const kafka::tracker_config> tracking)
       : cfg_(cfg),
-        broker_url_(kws::parse_address(cfg.broker, cfg.dialer.tls).str()),
+        tracking_(std::move(tracking)),
         dialer_(d.rebind(ioc_.get_executor())),
         guard_(ioc_.get_executor()) {}
 
   asio::io_context& context() { return ioc_; }
   const proxy_config& config() const { return cfg_; }
-  const std::string& broker_url() const { return broker_url_; }
+  const std::shared_ptr<const kafka::tracker_config>& tracking() const { return tracking_; }
   kws::dialer& dialer() { return dialer_; }
 
-  void adopt(tcp::socket s, std::uint64_t id) {
-    auto sess = std::make_shared<session>(*this, std::move(s), id);
+  void adopt(tcp::socket s, std::uint64_t id, std::shared_ptr<const route> r) {
+    auto sess = std::make_shared<session>(*this, std::move(s), id, std::move(r));
     sessions_.insert(sess);
     sess->start();
   }
   void forget(const std::shared_ptr<session>& s) { sessions_.erase(s); }
 
-  // Called on this worker's thread once the listener is closed.
+  // Called on this worker's thread once the listeners are closed.
   void drain(std::chrono::milliseconds timeout) {
-    draining_ = true;
     // Copy: a session may finish (and erase itself) inside drain.
     auto all = std::vector<std::shared_ptr<session>>(sessions_.begin(), sessions_.end());
     for (auto& s : all) s->drain(timeout);
     guard_.reset();  // run() returns once the last session is gone
   }
-  bool draining() const { return draining_; }
-  std::size_t sessions() const { return sessions_.size(); }
 
   void run() { ioc_.run(); }
   void stop() { ioc_.stop(); }
@@ -131,17 +138,17 @@ class worker {
  private:
   asio::io_context ioc_{1};
   const proxy_config& cfg_;
-  std::string broker_url_;
+  std::shared_ptr<const kafka::tracker_config> tracking_;
   kws::dialer dialer_;
   asio::executor_work_guard<asio::io_context::executor_type> guard_;
   std::unordered_set<std::shared_ptr<session>> sessions_;
-  bool draining_ = false;
 };
 
-session::session(worker& w, tcp::socket client, std::uint64_t id)
+session::session(worker& w, tcp::socket client, std::uint64_t id, std::shared_ptr<const route> r)
     : worker_(w),
       client_(std::move(client)),
       id_(id),
+      route_(std::move(r)),
       client_name_(peer_of(client_)),
       backoff_(w.config().dial_backoff),
       timer_(w.context()) {}
@@ -162,8 +169,8 @@ void session::dial(dial_done done) {
 
 void session::attempt(std::shared_ptr<dial_done> done) {
   ++attempt_;
-  worker_.dialer().async_dial(worker_.config().broker, [self = shared_from_this(), done](error_code ec,
-                                                                                         kws::connection c) {
+  worker_.dialer().async_dial(route_->url, [self = shared_from_this(), done](error_code ec,
+                                                                             kws::connection c) {
     const auto& cfg = self->worker_.config();
     if (!ec && self->draining_) {
       c.abort();
@@ -182,7 +189,7 @@ void session::attempt(std::shared_ptr<dial_done> done) {
     if (ec && ec != asio::error::operation_aborted && !self->relay_) {
       // A failed reconnect is reported by the relay's own closing line.
       spdlog::warn("conn {} closed client={} broker={}: dial failed after {} attempt(s): {}", self->id_,
-                   self->client_name_, self->worker_.broker_url(), self->attempt_, ec.message());
+                   self->client_name_, self->route_->url, self->attempt_, ec.message());
     }
     (*done)(ec, std::move(c));
   });
@@ -199,7 +206,8 @@ void session::start_relay(kws::connection conn) {
   options.min_log_level = static_cast<kws::log_level>(std::min<int>(spdlog::get_level(), 4));
   std::weak_ptr<session> weak = shared_from_this();
   relay_ = kws::relay::create(
-      std::move(client_), std::move(conn), std::move(options), nullptr,
+      std::move(client_), std::move(conn), std::move(options),
+      std::make_shared<kafka::tracker>(worker_.tracking()),
       [self = shared_from_this(), url](const kws::relay_report& r) {
         const auto level = r.error ? spdlog::level::warn : spdlog::level::info;
         spdlog::log(level, "conn {} closed client={} broker={} up={}B/{}f down={}B/{}f duration={} cause={}",
@@ -231,92 +239,234 @@ void session::finish() {
   worker_.forget(shared_from_this());
 }
 
-}  // namespace
+// Names and addresses that reach this machine, to recognise a broker that advertises the proxy itself.
+std::vector<std::string> local_names(const std::string& listen_host) {
+  std::vector<std::string> out;
+  if (!listen_host.empty()) out.push_back(listen_host);
+  char name[256] = {};
+  if (::gethostname(name, sizeof name - 1) == 0 && name[0] != '\0') out.emplace_back(name);
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) == 0) {
+    for (auto* i = list; i; i = i->ifa_next) {
+      if (!i->ifa_addr) continue;
+      if (i->ifa_addr->sa_family == AF_INET) {
+        const auto* a = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+        asio::ip::address_v4::bytes_type b;
+        std::memcpy(b.data(), &a->sin_addr, b.size());
+        out.push_back(asio::ip::address_v4(b).to_string());
+      } else if (i->ifa_addr->sa_family == AF_INET6) {
+        const auto* a = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr);
+        asio::ip::address_v6::bytes_type b;
+        std::memcpy(b.data(), &a->sin6_addr, b.size());
+        out.push_back(asio::ip::address_v6(b).to_string());
+      }
+    }
+    ::freeifaddrs(list);
+  }
+  return out;
+}
 
-int run(const proxy_config& cfg) {
-  // Fail early, and once, on a broker address that can never work.
-  const auto url = kws::parse_address(cfg.broker, cfg.dialer.tls);
-  kws::dialer prototype(asio::system_executor(), cfg.dialer);
+bool is_unspecified(const std::string& host) {
+  error_code ec;
+  const auto a = asio::ip::make_address(host, ec);
+  return host.empty() || (!ec && a.is_unspecified());
+}
 
-  asio::io_context main_ioc{1};
-  tcp::acceptor acceptor(main_ioc);
-  open_listener(acceptor, cfg.listen_host, cfg.port);
+// The listeners and the accept loop. Listeners are opened from any thread (the directory opens one when a
+// worker's relay first sees a broker) but accept only on the main context.
+class server {
+ public:
+  server(const proxy_config& cfg) : cfg_(cfg) {}
 
-  std::vector<std::unique_ptr<worker>> workers;
-  for (unsigned i = 0; i < std::max(1u, cfg.threads); ++i)
-    workers.push_back(std::make_unique<worker>(cfg, prototype));
-  std::vector<std::thread> threads;
-  for (auto& w : workers) threads.emplace_back([&w] { w->run(); });
+  int run() {
+    // Fail early, and once, on a broker address or template that can never work.
+    const auto url = kws::parse_address(cfg_.broker, cfg_.dialer.tls);
+    const auto templ = cfg_.broker_url_template.empty() ? kws::url_template::default_for(cfg_.dialer.tls)
+                                                        : kws::url_template::parse(cfg_.broker_url_template);
+    kws::dialer prototype(asio::system_executor(), cfg_.dialer);
 
-  spdlog::info("listening on {} broker={} threads={} max_frame_bytes={}",
-               endpoint_string(acceptor.local_endpoint()), url.str(), workers.size(),
-               cfg.relay.max_frame_bytes);
+    auto main_route = std::make_shared<route>(route{url.str(), -1, {}, 0});
+    auto& main = add_listener(main_route);
+    open_listener(main.acceptor, cfg_.listen_host, cfg_.port);
+    main_route->port = main.acceptor.local_endpoint().port();
 
-  std::uint64_t next_id = 0;
-  std::size_t next_worker = 0;
-  asio::steady_timer accept_retry(main_ioc);
-  std::function<void()> accept_next = [&] {
-    auto& w = *workers[next_worker];
-    next_worker = (next_worker + 1) % workers.size();
-    acceptor.async_accept(w.context(), [&](error_code ec, tcp::socket s) {
-      if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+    directory_config dc;
+    dc.advertise_host = !cfg_.advertise_host.empty()        ? cfg_.advertise_host
+                        : !is_unspecified(cfg_.listen_host) ? cfg_.listen_host
+                                                            : std::string("localhost");
+    dc.main_port = main_route->port;
+    dc.bootstrap_url = url.str();
+    dc.bootstrap_host = url.host;
+    dc.bootstrap_port = url.port;
+    dc.url_template = templ;
+    if (cfg_.first_broker_port != 0) {
+      dc.first_port = cfg_.first_broker_port;
+      dc.last_port = cfg_.last_broker_port;
+    } else if (cfg_.port != 0) {
+      dc.first_port = static_cast<std::uint16_t>(std::min(65535, cfg_.port + 1));
+      dc.last_port = static_cast<std::uint16_t>(std::min(65535, cfg_.port + 100));
+    }
+    dc.self_hosts = local_names(cfg_.listen_host);
+    const auto first = dc.first_port, last = dc.last_port;
+    const auto advertise = dc.advertise_host;
+    auto directory = std::make_shared<broker_directory>(
+        std::move(dc),
+        [this](const route& r, std::uint16_t port, error_code& ec) { return open_for(r, port, ec); });
+
+    auto tracking = std::make_shared<kafka::tracker_config>();
+    tracking->rewrite = cfg_.rewrite;
+    tracking->api = cfg_.broker_api;
+    if (cfg_.rewrite) {
+      tracking->map = [directory](const kafka::advertised_broker& b, error_code& ec) {
+        return directory->map(b, ec);
+      };
+    }
+
+    for (unsigned i = 0; i < std::max(1u, cfg_.threads); ++i)
+      workers_.push_back(std::make_unique<worker>(cfg_, prototype, tracking));
+    std::vector<std::thread> threads;
+    for (auto& w : workers_) threads.emplace_back([&w] { w->run(); });
+
+    spdlog::info("listening on {} broker={} threads={} max_frame_bytes={} rewrite={}{}{}",
+                 endpoint_string(main.acceptor.local_endpoint()), url.str(), workers_.size(),
+                 cfg_.relay.max_frame_bytes, cfg_.rewrite ? "on" : "off",
+                 cfg_.rewrite ? " advertise=" + advertise : std::string(),
+                 cfg_.rewrite ? (first ? fmt::format(" broker_ports={}-{}", first, last)
+                                       : std::string(" broker_ports=any"))
+                              : std::string());
+    if (cfg_.broker_api == kafka::broker_api::kafka_0_8)
+      spdlog::info("broker api 0.8: ApiVersions v1+ answered by the proxy, v0 dropped as the broker would");
+
+    accept_next(main);
+    wait_signal();
+
+    // The main context ends when the listeners are closed and the signal wait is cancelled.
+    std::thread main_thread([this] { main_ioc_.run(); });
+    for (auto& t : threads) t.join();
+    asio::post(main_ioc_, [this] {
+      signals_.cancel();
+      hard_stop_.cancel();
+    });
+    main_thread.join();
+    spdlog::info("stopped");
+    return 0;
+  }
+
+ private:
+  struct listener {
+    listener(asio::io_context& ioc, std::shared_ptr<const route> r)
+        : acceptor(ioc), retry(ioc), r(std::move(r)) {}
+    tcp::acceptor acceptor;
+    asio::steady_timer retry;
+    std::shared_ptr<const route> r;
+  };
+
+  listener& add_listener(std::shared_ptr<const route> r) {
+    std::lock_guard lock(mu_);
+    listeners_.push_back(std::make_unique<listener>(main_ioc_, std::move(r)));
+    return *listeners_.back();
+  }
+
+  // The directory's opener: binds a listener for a further broker and starts accepting on it.
+  std::uint16_t open_for(const route& r, std::uint16_t port, error_code& ec) {
+    auto l = std::make_unique<listener>(main_ioc_, nullptr);
+    try {
+      open_listener(l->acceptor, cfg_.listen_host, port);
+    } catch (const boost::system::system_error& e) {
+      ec = e.code();
+      return 0;
+    }
+    auto bound = std::make_shared<route>(r);
+    bound->port = l->acceptor.local_endpoint().port();
+    l->r = bound;
+    std::lock_guard lock(mu_);
+    listener& ref = *l;
+    listeners_.push_back(std::move(l));
+    // Shutting down: the port is taken (so that the response can still be rewritten) but nobody is served.
+    if (closed_) {
+      error_code ignored;
+      ref.acceptor.close(ignored);
+    } else {
+      asio::post(main_ioc_, [this, &ref] { accept_next(ref); });
+    }
+    return bound->port;
+  }
+
+  void accept_next(listener& l) {
+    auto& w = *workers_[next_worker_];
+    next_worker_ = (next_worker_ + 1) % workers_.size();
+    l.acceptor.async_accept(w.context(), [this, &l, &w](error_code ec, tcp::socket s) {
+      if (ec == asio::error::operation_aborted || !l.acceptor.is_open()) return;
       if (ec) {
         // Out of descriptors or similar: say so, back off, and keep accepting.
         spdlog::error("accept failed: {}; retrying in 100ms", ec.message());
-        accept_retry.expires_after(std::chrono::milliseconds(100));
-        return accept_retry.async_wait([&](error_code e) {
-          if (!e) accept_next();
+        l.retry.expires_after(std::chrono::milliseconds(100));
+        return l.retry.async_wait([this, &l](error_code e) {
+          if (!e) accept_next(l);
         });
       }
       error_code ignored;
       s.set_option(tcp::no_delay(true), ignored);
-      const auto id = ++next_id;
-      asio::post(w.context(), [&w, s = std::move(s), id]() mutable { w.adopt(std::move(s), id); });
-      accept_next();
+      const auto id = ++next_id_;
+      asio::post(w.context(),
+                 [&w, s = std::move(s), id, r = l.r]() mutable { w.adopt(std::move(s), id, r); });
+      accept_next(l);
     });
-  };
-  accept_next();
+  }
 
-  asio::signal_set signals(main_ioc, SIGINT, SIGTERM);
-  asio::steady_timer hard_stop(main_ioc);
-  int signal_count = 0;
-  std::function<void()> wait_signal = [&] {
-    signals.async_wait([&](error_code ec, int signo) {
+  void close_listeners() {
+    std::lock_guard lock(mu_);
+    closed_ = true;
+    for (auto& l : listeners_) {
+      error_code ignored;
+      l->acceptor.close(ignored);
+      l->retry.cancel();
+    }
+  }
+
+  void wait_signal() {
+    signals_.async_wait([this](error_code ec, int signo) {
       if (ec) return;
-      if (++signal_count == 1) {
+      if (++signal_count_ == 1) {
         spdlog::info("signal {}: no new connections; draining open ones for up to {}ms", signo,
-                     cfg.drain_timeout.count());
-        error_code ignored;
-        acceptor.close(ignored);
-        accept_retry.cancel();
-        for (auto& w : workers) asio::post(w->context(), [&w, &cfg] { w->drain(cfg.drain_timeout); });
+                     cfg_.drain_timeout.count());
+        close_listeners();
+        for (auto& w : workers_) asio::post(w->context(), [&w, this] { w->drain(cfg_.drain_timeout); });
         // Responses get the drain timeout, close handshakes their own timeout; past both, stop regardless.
-        hard_stop.expires_after(cfg.drain_timeout + cfg.dialer.handshake_timeout + std::chrono::seconds(1));
-        hard_stop.async_wait([&](error_code e) {
+        hard_stop_.expires_after(cfg_.drain_timeout + cfg_.dialer.handshake_timeout +
+                                 std::chrono::seconds(1));
+        hard_stop_.async_wait([this](error_code e) {
           if (e) return;
           spdlog::warn("drain did not finish in time: closing everything now");
-          for (auto& w : workers) w->stop();
+          for (auto& w : workers_) w->stop();
         });
         wait_signal();
       } else {
         spdlog::warn("signal {} again: closing everything now", signo);
-        for (auto& w : workers) w->stop();
-        signals.cancel();
+        for (auto& w : workers_) w->stop();
+        signals_.cancel();
       }
     });
-  };
-  wait_signal();
+  }
 
-  // The main context ends when the listener is closed and the signal wait is cancelled.
-  std::thread main_thread([&] { main_ioc.run(); });
-  for (auto& t : threads) t.join();
-  asio::post(main_ioc, [&] {
-    signals.cancel();
-    hard_stop.cancel();
-  });
-  main_thread.join();
-  spdlog::info("stopped");
-  return 0;
+  const proxy_config& cfg_;
+  asio::io_context main_ioc_{1};
+  std::vector<std::unique_ptr<worker>> workers_;
+  std::mutex mu_;  // guards listeners_ and closed_
+  std::vector<std::unique_ptr<listener>> listeners_;
+  bool closed_ = false;
+  std::size_t next_worker_ = 0;
+  std::uint64_t next_id_ = 0;
+  asio::signal_set signals_{main_ioc_, SIGINT, SIGTERM};
+  asio::steady_timer hard_stop_{main_ioc_};
+  int signal_count_ = 0;
+};
+
+}  // namespace
+
+int run(const proxy_config& cfg) {
+  server s(cfg);
+  return s.run();
 }
 
 }  // namespace kws::proxy

@@ -1,8 +1,10 @@
-// The proxy's server: a TCP listener, one worker thread per core each with its own io_context and
-// dialer, one relay per accepted connection, and an orderly drain on shutdown.
+// The proxy's server: TCP listeners (the main one for the configured broker, one more per further broker
+// that responses advertise), one worker thread per core each with its own io_context and dialer, one relay
+// per accepted connection, and an orderly drain on shutdown.
 #pragma once
 
 #include <kws/dialer.hpp>
+#include <kws/kafka/tracker.hpp>
 #include <kws/relay.hpp>
 
 #include <chrono>
@@ -23,10 +25,22 @@ struct proxy_config {
   std::chrono::milliseconds dial_backoff{200};
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(10)};
   unsigned threads = 1;
+
+  /// Rewrite broker addresses in responses (off: the original byte-for-byte relay).
+  bool rewrite = true;
+  kws::kafka::broker_api broker_api = kws::kafka::broker_api::negotiate;
+  /// Host that rewritten responses advertise; empty: the listen host when it is specific, else localhost.
+  std::string advertise_host;
+  /// Ports for the listeners of further brokers; {0, 0}: the ports right after `port` (any free port when
+  /// `port` is 0).
+  std::uint16_t first_broker_port = 0;
+  std::uint16_t last_broker_port = 0;
+  /// URL of a further broker from its advertised host, port and node id; empty: ws:// (wss:// with TLS).
+  std::string broker_url_template;
 };
 
 /// Runs until SIGINT or SIGTERM, then drains and returns the process exit code. Throws on start-up errors
-/// (bad broker address, port in use, unreadable CA file).
+/// (bad broker address or template, port in use, unreadable CA file).
 int run(const proxy_config& config);
 
 }  // namespace kws::proxy

@@ -1,0 +1,83 @@
+// kws::kafka::tracker: the frame hook that makes a relay Kafka-aware, with no I/O. It keeps a bounded FIFO
+// of the requests in flight on one connection (correlation id, api key, version) so that each response can
+// be decoded with its request's version; it rewrites broker addresses in the responses that carry them,
+// clamps ApiVersions answers to what it can rewrite, and answers ApiVersions itself for a Kafka 0.8 broker.
+// Everything it does not act on passes through untouched: the broker, not the proxy, polices the protocol.
+#pragma once
+
+#include <kws/frame_hook.hpp>
+#include <kws/kafka/api.hpp>
+#include <kws/kafka/api_versions.hpp>
+#include <kws/kafka/rewrite.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace kws::kafka {
+
+/// How the broker behind the relay handles ApiVersions.
+enum class broker_api {
+  /// The broker answers ApiVersions (Kafka 0.10 and later): requests go to it, and its answer is clamped to
+  /// the versions the tracker can rewrite.
+  negotiate,
+  /// A Kafka 0.8 broker, which never answers ApiVersions. The tracker answers ApiVersions v1 and later itself
+  /// with the four v0 APIs (clients of KIP-511's era pick versions from those ranges), and drops v0
+  /// unanswered,
+  /// as the broker would: pre-KIP-511 clients (kafka-python 2.0) take any answer to v0 to mean "Kafka 0.10 or
+  /// later", so only silence makes them probe down to 0.8.
+  kafka_0_8,
+};
+
+struct tracker_config {
+  /// Rewrite broker addresses, and clamp ApiVersions answers to what can be rewritten. Off: every frame
+  /// passes unchanged and the FIFO only counts what is owed.
+  bool rewrite = true;
+  broker_api api = broker_api::negotiate;
+  /// Requests in flight on one connection before the relay stops reading its client.
+  std::size_t max_in_flight = 1024;
+  /// Where clients reach each advertised broker instead; required when rewriting.
+  broker_mapper map;
+};
+
+/// The ApiVersions ranges answered for a Kafka 0.8 broker: Produce, Fetch, ListOffsets and Metadata at v0.
+std::span<const api_version_range> kafka_0_8_api_versions() noexcept;
+
+class tracker final : public frame_hook {
+ public:
+  explicit tracker(std::shared_ptr<const tracker_config> config);
+
+  frame_action on_request(bytes_view frame, std::vector<unsigned char>& replacement) override;
+  frame_action on_response(bytes_view frame, std::vector<unsigned char>& replacement,
+                           std::string& error) override;
+  std::optional<std::vector<unsigned char>> take_local_response() override;
+  bool can_take_request() const override { return fifo_.size() < config_->max_in_flight; }
+  std::size_t in_flight() const override { return fifo_.size(); }
+
+ private:
+  enum class treatment : std::uint8_t {
+    pass,     ///< forwarded; the response goes back untouched
+    clamp,    ///< forwarded ApiVersions; the answer is clamped
+    rewrite,  ///< forwarded; broker addresses in the answer are rewritten
+    local,    ///< answered by the tracker; `response` holds the answer
+  };
+  struct entry {
+    std::int32_t correlation_id = 0;
+    bool has_correlation_id = false;
+    api_key key{};
+    std::int16_t version = 0;
+    treatment how = treatment::pass;
+    std::vector<unsigned char> response;
+  };
+
+  frame_action answer(entry e, std::vector<unsigned char> response);
+
+  std::shared_ptr<const tracker_config> config_;
+  std::deque<entry> fifo_;
+};
+
+}  // namespace kws::kafka

@@ -1,0 +1,169 @@
+#include <kws/frame.hpp>
+#include <kws/kafka/tracker.hpp>
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace kws::kafka {
+namespace {
+
+constexpr api_version_range kafka_0_8_ranges[] = {
+    {api_key::produce, 0, 0},
+    {api_key::fetch, 0, 0},
+    {api_key::list_offsets, 0, 0},
+    {api_key::metadata, 0, 0},
+    {api_key::api_versions, 0, max_api_versions_version},
+};
+
+std::string describe(api_key key, std::int16_t version, std::int32_t correlation_id) {
+  return std::string(api_name(key)) + " v" + std::to_string(version) + " (correlation id " +
+         std::to_string(correlation_id) + ")";
+}
+
+// APIs whose responses carry broker addresses, at any version.
+bool is_address_api(api_key key) noexcept {
+  return max_rewritable_version(key).has_value();
+}
+
+}  // namespace
+
+std::span<const api_version_range> kafka_0_8_api_versions() noexcept {
+  return kafka_0_8_ranges;
+}
+
+tracker::tracker(std::shared_ptr<const tracker_config> config) : config_(std::move(config)) {
+  if (!config_) throw std::invalid_argument("kws::kafka::tracker needs a config");
+  if (config_->rewrite && !config_->map)
+    throw std::invalid_argument("kws::kafka::tracker: rewriting needs a map");
+}
+
+frame_action tracker::answer(entry e, std::vector<unsigned char> response) {
+  e.how = treatment::local;
+  e.response = std::move(response);
+  fifo_.push_back(std::move(e));
+  return frame_action::answer;
+}
+
+frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>&) {
+  const auto body = frame.size() >= frame_header_bytes ? frame.subspan(frame_header_bytes) : bytes_view{};
+  boost::system::error_code ec;
+  const auto h = peek_request_header(body, ec);
+  entry e;
+  if (ec && body.size() < 8) {
+    // Too short to hold api key, version and correlation id: not Kafka as we know it. Pass it on; count it
+    // as owed, and let the next response (whatever it is) settle it.
+    note(log_level::debug, [&] {
+      return "request of " + std::to_string(frame.size()) +
+             " bytes too short for a Kafka header, passed through";
+    });
+    fifo_.push_back(e);
+    return frame_action::forward;
+  }
+  e.correlation_id = h.correlation_id;
+  e.has_correlation_id = true;
+  e.key = h.key;
+  e.version = h.version;
+  if (h.key == api_key::produce && !expects_response(frame)) return frame_action::forward;  // acks=0
+
+  if (h.key == api_key::api_versions && (config_->rewrite || config_->api == broker_api::kafka_0_8)) {
+    if (h.version > max_api_versions_version) {
+      // KIP-511: answer a version we cannot decode with an error listing the versions we can; the client
+      // retries with one of those.
+      return answer(e, encode_api_versions_unsupported(h.correlation_id));
+    }
+    if (config_->api == broker_api::kafka_0_8) {
+      if (h.version == 0) {
+        note(log_level::debug, [&] {
+          return "dropped " + describe(h.key, h.version, h.correlation_id) +
+                 " unanswered, as a Kafka 0.8 broker would";
+        });
+        return frame_action::drop;
+      }
+      return answer(e, encode_api_versions_response(h.version, h.correlation_id, kafka_0_8_api_versions()));
+    }
+    e.how = treatment::clamp;
+  } else if (config_->rewrite && is_address_api(h.key)) {
+    // Produce and Fetch carry addresses only from the versions with NodeEndpoints; versions above what can
+    // be rewritten are tracked too, so that their answers fail closed instead of leaking broker addresses.
+    if (carries_broker_addresses(h.key, h.version) || h.version > *max_rewritable_version(h.key)) {
+      e.how = treatment::rewrite;
+    }
+  }
+  fifo_.push_back(std::move(e));
+  return frame_action::forward;
+}
+
+std::optional<std::vector<unsigned char>> tracker::take_local_response() {
+  if (fifo_.empty() || fifo_.front().how != treatment::local) return std::nullopt;
+  auto out = std::move(fifo_.front().response);
+  fifo_.pop_front();
+  return out;
+}
+
+frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& replacement,
+                                  std::string& error) {
+  const bool has_id = frame.size() >= frame_header_bytes + 4;
+  const std::int32_t id = has_id ? load_be32(frame.data() + frame_header_bytes) : 0;
+  // Brokers answer in request order, so the response belongs to the oldest request in flight. Look further
+  // only among requests sent to the broker (a local answer ahead means the broker is answering out of turn).
+  std::size_t match = fifo_.size();
+  for (std::size_t i = 0; i < fifo_.size() && fifo_[i].how != treatment::local; ++i) {
+    if (has_id && fifo_[i].has_correlation_id && fifo_[i].correlation_id == id) {
+      match = i;
+      break;
+    }
+  }
+  if (match == fifo_.size()) {
+    note(log_level::debug, [&] {
+      return "response of " + std::to_string(frame.size()) + " bytes" +
+             (has_id ? " with correlation id " + std::to_string(id) : std::string()) +
+             " matches no request in flight, passed through";
+    });
+    // Still owed to the oldest request: an echo peer, or a broker that answers without correlation ids.
+    if (!fifo_.empty() && fifo_.front().how != treatment::local) fifo_.pop_front();
+    return frame_action::forward;
+  }
+  if (match > 0) {
+    note(log_level::debug, [&] {
+      return std::to_string(match) + " request(s) before correlation id " + std::to_string(id) +
+             " got no response";
+    });
+    fifo_.erase(fifo_.begin(), fifo_.begin() + static_cast<std::ptrdiff_t>(match));
+  }
+  const entry e = std::move(fifo_.front());
+  fifo_.pop_front();
+
+  boost::system::error_code ec;
+  bool changed = false;
+  switch (e.how) {
+    case treatment::pass:
+    case treatment::local:
+      return frame_action::forward;
+    case treatment::clamp:
+      changed = clamp_api_versions(
+          e.version, frame,
+          [](api_key key) -> std::optional<std::int16_t> {
+            if (key == api_key::api_versions) return max_api_versions_version;
+            return max_rewritable_version(key);
+          },
+          replacement, ec);
+      break;
+    case treatment::rewrite:
+      if (e.version > *max_rewritable_version(e.key)) {
+        error = describe(e.key, e.version, e.correlation_id) +
+                ": this proxy rewrites broker addresses up to v" +
+                std::to_string(*max_rewritable_version(e.key)) + " (--no-rewrite passes responses unchanged)";
+        return frame_action::fail;
+      }
+      changed = rewrite_response(e.key, e.version, frame, config_->map, replacement, ec);
+      break;
+  }
+  if (ec) {
+    error = "cannot rewrite the response to " + describe(e.key, e.version, e.correlation_id) + ": " +
+            ec.message();
+    return frame_action::fail;
+  }
+  return changed ? frame_action::replace : frame_action::forward;
+}
+
+}  // namespace kws::kafka
