@@ -433,7 +433,8 @@ TEST_F(DevbrokerRequests, FetchV2StartsWithThrottleTimeAndReturnsMagicOneAsStore
   auto b = make();
   respond(b, produce_request(1, 1, "test-topic", 0, message_set({{"old", "zero"}})));
   respond(b, produce_request(2, 1, "test-topic", 0, message_set({{"new", "one"}}, 1, 1700000000555), 2));
-  const auto f = parse_fetch(respond(b, fetch_req(40, 0, 0, "test-topic", 0, 0, 1 << 20, 2)), 2);
+  const auto res = respond(b, fetch_req(40, 0, 0, "test-topic", 0, 0, 1 << 20, 2));
+  const auto f = parse_fetch(res, 2);  // its messages are views into `res`
   ASSERT_TRUE(f.ok);
   EXPECT_EQ(f.correlation_id, 40);
   EXPECT_EQ(f.throttle_time_ms, 0);
@@ -484,7 +485,8 @@ TEST_F(DevbrokerRequests, ParkedFetchV2IsAnsweredInItsOwnVersion) {
   ASSERT_EQ(o.what, outcome::action::wait_fetch);
   respond(b, produce_request(61, 1, "test-topic", 0, message_set({{"k", "v"}}, 1), 2));
   ASSERT_TRUE(b.fetch_ready(*o.fetch, 0));
-  const auto f = parse_fetch(b.fetch_response(*o.fetch, 0), 2);
+  const auto res = b.fetch_response(*o.fetch, 0);
+  const auto f = parse_fetch(res, 2);
   ASSERT_TRUE(f.ok);
   EXPECT_EQ(f.correlation_id, 60);
   EXPECT_EQ(f.throttle_time_ms, 0);
