@@ -15,9 +15,9 @@ using kafka::error_code;
 namespace {
 
 // The versions this broker answers, as ApiVersions reports them: Kafka 0.10.0's Produce, Fetch and Metadata
-// (plus ListOffsets v1, for offsets by time), so clients with default settings pick message format v1 and
-// versions every field of which is implemented here. kafka-python infers "0.10.0" from this list (it
-// checks for Metadata v2 and newer to tell later releases); librdkafka takes the highest common version.
+// (plus ListOffsets v1, for offsets by time), every field of each implemented, so that clients with default
+// settings use message format v1. kafka-python infers "0.10.0" from this list (it looks for Metadata v2 and
+// newer to tell later releases); librdkafka takes the highest version both sides speak.
 struct version_range {
   api_key key;
   std::int16_t min;
@@ -284,7 +284,7 @@ outcome broker::handle_api_versions(const kafka::request_header& h, bytes_view b
 // Produce Response (Version: 0) => [topic [partition error_code base_offset]]
 // Produce Response (Version: 1) => [topic [partition error_code base_offset]] throttle_time_ms
 // Produce Response (Version: 2) => [topic [partition error_code base_offset log_append_time]]
-// throttle_time_ms
+//                                  throttle_time_ms
 outcome broker::handle_produce(const kafka::request_header& h, bytes_view body, std::int32_t node_id) {
   struct partition_data {
     std::int32_t index;
