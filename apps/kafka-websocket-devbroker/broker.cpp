@@ -14,18 +14,34 @@ using kafka::error_code;
 
 namespace {
 
-// The versions this broker answers, as ApiVersions reports them. Clients with default settings negotiate
-// down to these (the same set the Cloudflare Workers edge broker supports, plus ApiVersions itself).
+// The versions this broker answers, as ApiVersions reports them: Kafka 0.10.0's Produce, Fetch and Metadata
+// (plus ListOffsets v1, for offsets by time), every field of each implemented, so that clients with default
+// settings use message format v1. kafka-python infers "0.10.0" from this list (it looks for Metadata v2 and
+// newer to tell later releases); librdkafka takes the highest version both sides speak.
 struct version_range {
   api_key key;
   std::int16_t min;
   std::int16_t max;
 };
 constexpr version_range supported[] = {
-    {api_key::produce, 0, 0},  {api_key::fetch, 0, 0},        {api_key::list_offsets, 0, 0},
-    {api_key::metadata, 0, 0}, {api_key::api_versions, 0, 3},
+    {api_key::produce, 0, 2},  {api_key::fetch, 0, 2},        {api_key::list_offsets, 0, 1},
+    {api_key::metadata, 0, 1}, {api_key::api_versions, 0, 3},
+};
+// --kafka-0.8-only: the edge broker's set. ApiVersions is not listed: it gets no answer at all.
+constexpr version_range kafka_08_supported[] = {
+    {api_key::produce, 0, 0},
+    {api_key::fetch, 0, 0},
+    {api_key::list_offsets, 0, 0},
+    {api_key::metadata, 0, 0},
 };
 constexpr std::int16_t api_versions_max = 3;
+
+template <std::size_t N>
+const version_range* find_range(const version_range (&table)[N], api_key key) noexcept {
+  for (const auto& r : table)
+    if (r.key == key) return &r;
+  return nullptr;
+}
 
 /// Starts a response frame: size placeholder and response header v0 (correlation id).
 std::size_t begin_response(kafka::writer& w, std::int32_t correlation_id) {
@@ -97,13 +113,38 @@ std::size_t partition_log::readable_bytes(std::int64_t offset, std::size_t max_b
   return total;
 }
 
-void partition_log::read(std::int64_t offset, std::size_t max_bytes, std::vector<unsigned char>& out) const {
+void partition_log::read(std::int64_t offset, std::size_t max_bytes, std::vector<unsigned char>& out,
+                         std::int8_t max_magic) const {
   const std::size_t want = readable_bytes(offset, max_bytes);
+  kafka::writer w(out);
+  std::vector<message_view> one;
+  std::string why;
   std::size_t done = 0;
   for (auto i = static_cast<std::size_t>(offset - start_offset_); done < want; ++i) {
-    out.insert(out.end(), entries_[i].begin(), entries_[i].end());
-    done += entries_[i].size();
+    const auto& entry = entries_[i];
+    done += entry.size();
+    if (static_cast<std::int8_t>(entry[log_overhead + 4]) <= max_magic) {
+      out.insert(out.end(), entry.begin(), entry.end());
+      continue;
+    }
+    // Every stored entry parsed when it was produced, so this parse succeeds; magic 1 down to 0 is the only
+    // conversion there is.
+    if (parse_message_set(entry, one, why) == error_code::none && one.size() == 1)
+      encode_as_magic_0(w, one[0]);
   }
+}
+
+std::pair<std::int64_t, std::int64_t> partition_log::offset_for_timestamp(
+    std::int64_t timestamp) const noexcept {
+  for (std::size_t i = 0; i < entries_.size(); ++i) {
+    // entry = offset size crc magic attributes [timestamp]: the fields sit at fixed positions.
+    kafka::reader r(bytes_view(entries_[i]).subspan(log_overhead + 4));
+    const std::int8_t magic = r.int8();
+    (void)r.int8();  // attributes
+    const std::int64_t t = magic >= 1 ? r.int64() : -1;
+    if (r.ok() && t >= timestamp) return {start_offset_ + static_cast<std::int64_t>(i), t};
+  }
+  return {-1, -1};
 }
 
 // ---- broker ----
@@ -172,14 +213,14 @@ outcome broker::handle(bytes_view frame, std::int32_t node_id, listener_kind kin
     }
     return handle_api_versions(h, body);
   }
-  const bool known = h.key == api_key::produce || h.key == api_key::fetch || h.key == api_key::list_offsets ||
-                     h.key == api_key::metadata;
-  if (!known) {
+  const version_range* range =
+      config_.kafka_08_only ? find_range(kafka_08_supported, h.key) : find_range(supported, h.key);
+  if (!range) {
     return close_with(fmt::format("unsupported API key {} ({}) v{}, correlation id {}", key,
                                   kafka::api_name(h.key), h.version, h.correlation_id));
   }
   // Kafka closes the connection for versions it does not speak, except for ApiVersions (answered above).
-  if (h.version != 0) {
+  if (h.version < range->min || h.version > range->max) {
     return close_with(fmt::format("unsupported version {} of {}, correlation id {}", h.version,
                                   kafka::api_name(h.key), h.correlation_id));
   }
@@ -239,8 +280,11 @@ outcome broker::handle_api_versions(const kafka::request_header& h, bytes_view b
   return respond(std::move(out));
 }
 
-// Produce Request (Version: 0) => acks timeout [topic [partition record_set]]
+// Produce Request (Version: 0-2) => acks timeout [topic [partition record_set]]
 // Produce Response (Version: 0) => [topic [partition error_code base_offset]]
+// Produce Response (Version: 1) => [topic [partition error_code base_offset]] throttle_time_ms
+// Produce Response (Version: 2) => [topic [partition error_code base_offset log_append_time]]
+//                                  throttle_time_ms
 outcome broker::handle_produce(const kafka::request_header& h, bytes_view body, std::int32_t node_id) {
   struct partition_data {
     std::int32_t index;
@@ -296,8 +340,11 @@ outcome broker::handle_produce(const kafka::request_header& h, bytes_view body, 
       w.int32(p.index);
       w.int16(code(err));
       w.int64(base_offset);
+      // Topics here use CreateTime, for which Kafka answers -1.
+      if (h.version >= 2) w.int64(-1);  // log_append_time
     }
   }
+  if (h.version >= 1) w.int32(0);  // throttle_time_ms
   end_response(w, size_at);
   if (appended && on_append_) on_append_();
   outcome o;
@@ -311,12 +358,15 @@ outcome broker::handle_produce(const kafka::request_header& h, bytes_view body, 
   return o;
 }
 
-// Fetch Request (Version: 0) => replica_id max_wait_ms min_bytes [topic [partition fetch_offset max_bytes]]
+// Fetch Request (Version: 0-2) => replica_id max_wait_ms min_bytes [topic [partition fetch_offset max_bytes]]
 // Fetch Response (Version: 0) => [topic [partition error_code high_watermark records]]
+// Fetch Response (Version: 1-2) => throttle_time_ms [topic [partition error_code high_watermark records]]
+// v0 and v1 clients read message format v0 only; v2 is the first that may get magic 1 (KIP-32).
 outcome broker::handle_fetch(const kafka::request_header& h, bytes_view body, std::int32_t node_id) {
   kafka::reader r(body);
   auto req = std::make_unique<fetch_request>();
   req->correlation_id = h.correlation_id;
+  req->version = h.version;
   (void)r.int32();  // replica_id
   req->max_wait_ms = r.int32();
   req->min_bytes = r.int32();
@@ -360,6 +410,8 @@ std::vector<unsigned char> broker::fetch_response(const fetch_request& req, std:
   std::vector<unsigned char> out;
   kafka::writer w(out);
   const std::size_t size_at = begin_response(w, req.correlation_id);
+  if (req.version >= 1) w.int32(0);  // throttle_time_ms
+  const std::int8_t max_magic = req.version >= 2 ? 1 : 0;
   w.array_count(static_cast<std::int32_t>(req.topics.size()));
   for (const auto& t : req.topics) {
     auto it = topics_.find(t.name);
@@ -382,7 +434,7 @@ std::vector<unsigned char> broker::fetch_response(const fetch_request& req, std:
       w.int16(code(err));
       w.int64(log.high_watermark());
       const std::size_t records_at = w.placeholder_int32();
-      if (err == error_code::none) log.read(p.offset, static_cast<std::size_t>(p.max_bytes), out);
+      if (err == error_code::none) log.read(p.offset, static_cast<std::size_t>(p.max_bytes), out, max_magic);
       w.patch_int32(records_at, static_cast<std::int32_t>(out.size() - records_at - 4));
     }
   }
@@ -391,7 +443,9 @@ std::vector<unsigned char> broker::fetch_response(const fetch_request& req, std:
 }
 
 // ListOffsets Request (Version: 0) => replica_id [topic [partition timestamp max_num_offsets]]
+// ListOffsets Request (Version: 1) => replica_id [topic [partition timestamp]]
 // ListOffsets Response (Version: 0) => [topic [partition error_code [old_style_offsets]]]
+// ListOffsets Response (Version: 1) => [topic [partition error_code timestamp offset]]
 outcome broker::handle_list_offsets(const kafka::request_header& h, bytes_view body, std::int32_t node_id) {
   struct partition_query {
     std::int32_t index;
@@ -402,16 +456,17 @@ outcome broker::handle_list_offsets(const kafka::request_header& h, bytes_view b
     std::string_view name;
     std::vector<partition_query> partitions;
   };
+  const bool v0 = h.version == 0;
   kafka::reader r(body);
   (void)r.int32();  // replica_id
   std::vector<topic_query> topics(static_cast<std::size_t>(std::max(0, r.array_count(6))));
   for (auto& t : topics) {
     t.name = r.string();
-    t.partitions.resize(static_cast<std::size_t>(std::max(0, r.array_count(16))));
+    t.partitions.resize(static_cast<std::size_t>(std::max(0, r.array_count(v0 ? 16 : 12))));
     for (auto& p : t.partitions) {
       p.index = r.int32();
       p.timestamp = r.int64();
-      p.max_num_offsets = r.int32();
+      p.max_num_offsets = v0 ? r.int32() : 1;
     }
   }
   r.expect_end();
@@ -430,15 +485,37 @@ outcome broker::handle_list_offsets(const kafka::request_header& h, bytes_view b
       w.int32(p.index);
       const error_code err = check_partition(ts, p.index, node_id);
       w.int16(code(err));
-      if (err != error_code::none || p.max_num_offsets <= 0) {
-        w.array_count(0);
+      if (err != error_code::none) {
+        if (v0) {
+          w.array_count(0);
+        } else {
+          w.int64(-1);  // timestamp
+          w.int64(-1);  // offset
+        }
         continue;
       }
       const auto& log = ts->partitions[static_cast<std::size_t>(p.index)];
-      // -1 latest, -2 earliest. Messages carry no broker timestamps here, so any other time answers with the
-      // earliest offset, as a 0.8 broker with a single log segment would.
-      w.array_count(1);
-      w.int64(p.timestamp == -1 ? log.high_watermark() : log.log_start_offset());
+      if (v0) {
+        if (p.max_num_offsets <= 0) {
+          w.array_count(0);
+          continue;
+        }
+        // -1 latest, -2 earliest. A 0.8 broker answers other times per log segment; with one segment that is
+        // the earliest offset.
+        w.array_count(1);
+        w.int64(p.timestamp == -1 ? log.high_watermark() : log.log_start_offset());
+        continue;
+      }
+      // v1: -1 latest and -2 earliest come with timestamp -1; any other time finds the first message at or
+      // after it, by the timestamps of magic 1 messages (KIP-79).
+      if (p.timestamp == -1 || p.timestamp == -2) {
+        w.int64(-1);
+        w.int64(p.timestamp == -1 ? log.high_watermark() : log.log_start_offset());
+      } else {
+        const auto [offset, timestamp] = log.offset_for_timestamp(p.timestamp);
+        w.int64(timestamp);
+        w.int64(offset);
+      }
     }
   }
   end_response(w, size_at);
@@ -446,8 +523,11 @@ outcome broker::handle_list_offsets(const kafka::request_header& h, bytes_view b
 }
 
 // Metadata Request (Version: 0) => [topic]            (an empty list means all topics)
+// Metadata Request (Version: 1) => [topic]            (null means all topics, an empty list none)
 // Metadata Response (Version: 0) => [node_id host port] [error_code name [error_code partition leader
 //                                   [replicas] [isr]]]
+// Metadata Response (Version: 1) => [node_id host port rack] controller_id [error_code name is_internal
+//                                   [error_code partition leader [replicas] [isr]]]
 outcome broker::handle_metadata(const kafka::request_header& h, bytes_view body, listener_kind kind) {
   kafka::reader r(body);
   const std::int32_t n = r.array_count(2);
@@ -455,6 +535,8 @@ outcome broker::handle_metadata(const kafka::request_header& h, bytes_view body,
   for (std::int32_t i = 0; i < n && r.ok(); ++i) names.push_back(r.string());
   r.expect_end();
   if (!r.ok()) return close_with(fmt::format("malformed metadata request: {}", r.error().message()));
+  // v0 has no null list (a -1 count is taken as empty, as before); v1 tells "all" (null) from "none" (empty).
+  const bool all_topics = h.version == 0 ? names.empty() : n < 0;
 
   std::vector<unsigned char> out;
   kafka::writer w(out);
@@ -465,11 +547,14 @@ outcome broker::handle_metadata(const kafka::request_header& h, bytes_view body,
     w.int32(static_cast<std::int32_t>(i));
     w.string(brokers[i].host);
     w.int32(brokers[i].port);
+    if (h.version >= 1) w.nullable_string(std::nullopt);  // rack
   }
+  if (h.version >= 1) w.int32(0);  // controller_id: node 0 stands in for the controller
 
   auto write_topic = [&](std::string_view name, const topic_state* ts, error_code err) {
     w.int16(code(err));
     w.string(name);
+    if (h.version >= 1) w.int8(0);  // is_internal: no internal topics here
     if (!ts) return w.array_count(0);
     w.array_count(static_cast<std::int32_t>(ts->partitions.size()));
     for (std::size_t p = 0; p < ts->partitions.size(); ++p) {
@@ -483,7 +568,7 @@ outcome broker::handle_metadata(const kafka::request_header& h, bytes_view body,
       w.int32(leader);
     }
   };
-  if (names.empty()) {
+  if (all_topics) {
     w.array_count(static_cast<std::int32_t>(topics_.size()));
     for (const auto& [name, ts] : topics_) write_topic(name, &ts, error_code::none);
   } else {

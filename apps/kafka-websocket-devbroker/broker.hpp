@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kws::devbroker {
@@ -27,6 +28,7 @@ struct broker_config {
   /// Brokers this process presents; partition p is led by node p % nodes.
   std::int32_t nodes = 1;
   /// Behave like the edge broker: no ApiVersions answer, only Produce/Fetch/ListOffsets/Metadata v0.
+  /// Otherwise the broker speaks Kafka 0.10.0's versions of those four APIs, plus ApiVersions v0-v3.
   bool kafka_08_only = false;
 };
 
@@ -53,8 +55,14 @@ class partition_log {
   /// Bytes a fetch from `offset` with `max_bytes` would return: whole entries up to max_bytes, but at least
   /// one entry when there is one, so a message larger than max_bytes still gets through.
   std::size_t readable_bytes(std::int64_t offset, std::size_t max_bytes) const noexcept;
-  /// Appends those bytes to `out`.
-  void read(std::int64_t offset, std::size_t max_bytes, std::vector<unsigned char>& out) const;
+  /// Appends those bytes to `out`. Entries of a newer magic than `max_magic` are converted down to it, as a
+  /// Kafka 0.10 broker does for Fetch v0/v1, so `out` may grow by less than readable_bytes().
+  void read(std::int64_t offset, std::size_t max_bytes, std::vector<unsigned char>& out,
+            std::int8_t max_magic = 1) const;
+
+  /// The first message whose timestamp is at least `timestamp` (ListOffsets v1 by time): its offset and
+  /// timestamp, or -1 and -1 when there is none. Magic 0 messages have no timestamp (-1).
+  std::pair<std::int64_t, std::int64_t> offset_for_timestamp(std::int64_t timestamp) const noexcept;
 
  private:
   std::size_t retention_bytes_;
@@ -63,7 +71,7 @@ class partition_log {
   std::size_t bytes_ = 0;
 };
 
-/// A decoded Fetch v0 request, kept while a long poll waits.
+/// A decoded Fetch request (v0-v2 share one layout), kept while a long poll waits.
 struct fetch_request {
   struct partition {
     std::int32_t index = 0;
@@ -75,6 +83,7 @@ struct fetch_request {
     std::vector<partition> partitions;
   };
   std::int32_t correlation_id = 0;
+  std::int16_t version = 0;
   std::int32_t max_wait_ms = 0;
   std::int32_t min_bytes = 0;
   std::vector<topic> topics;
@@ -107,7 +116,7 @@ class broker {
 
   /// True when a waiting fetch should be answered now: min_bytes reached, or a partition has an error.
   bool fetch_ready(const fetch_request& req, std::int32_t node_id) const;
-  /// The Fetch v0 response frame for `req` as things stand.
+  /// The Fetch response frame (in the request's version) for `req` as things stand.
   std::vector<unsigned char> fetch_response(const fetch_request& req, std::int32_t node_id) const;
 
   /// Called after every append, so that waiting fetches can look again.

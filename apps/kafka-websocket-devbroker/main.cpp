@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 
 #include <charconv>
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <memory>
@@ -52,6 +53,31 @@ std::string host_port_check(const std::string& s) {
   return parse_host_port(s) ? std::string{} : "expected HOST:PORT, got '" + s + "'";
 }
 
+// A positive whole number of ms, s or m, at most a day: "500ms", "2s", "5m".
+std::optional<std::chrono::milliseconds> parse_duration(const std::string& s) {
+  std::int64_t value = 0;
+  const char* const end = s.data() + s.size();
+  auto [unit, err] = std::from_chars(s.data(), end, value);
+  if (err != std::errc{} || unit == s.data() || value <= 0) return std::nullopt;
+  const std::string_view u(unit, static_cast<std::size_t>(end - unit));
+  std::chrono::milliseconds d;
+  if (u == "ms")
+    d = std::chrono::milliseconds(value);
+  else if (u == "s" && value <= 86400)
+    d = std::chrono::seconds(value);
+  else if (u == "m" && value <= 1440)
+    d = std::chrono::minutes(value);
+  else
+    return std::nullopt;
+  if (d > std::chrono::hours(24)) return std::nullopt;
+  return d;
+}
+
+std::string duration_check(const std::string& s) {
+  return parse_duration(s) ? std::string{}
+                           : "expected a duration such as 500ms, 2s or 5m (at most 24h), got '" + s + "'";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -59,9 +85,11 @@ int main(int argc, char** argv) {
       "kafka-websocket-devbroker: an in-memory Kafka broker for local development and tests.\n"
       "THIS IS A TEST TARGET, NOT A PRODUCT: no persistence, no replication, no security, no consumer "
       "groups.\n"
-      "It speaks Produce/Fetch/ListOffsets/Metadata v0 (message format v0/v1, no compression) and "
-      "ApiVersions\n"
-      "v0-v3, over WebSocket (one Kafka frame per binary message) and optionally over plain TCP.\n"
+      "By default it speaks what clients take for Kafka 0.10.0: Produce v0-v2, Fetch v0-v2, Metadata v0-v1,\n"
+      "plus ListOffsets v0-v1 and ApiVersions v0-v3 (message format v0/v1, no compression), so clients with\n"
+      "default settings work; --kafka-0.8-only narrows it to the v0 APIs without ApiVersions. Kafka travels\n"
+      "over WebSocket (one frame per binary message) and optionally over plain TCP. --log-level debug logs\n"
+      "each request's API and version.\n"
       "At startup it prints one line to stdout: 'listening ws=HOST:PORT[,...] [tcp=HOST:PORT[,...]]'."};
 
   std::string listen = "127.0.0.1:8787";
@@ -73,6 +101,7 @@ int main(int argc, char** argv) {
   std::size_t retention_bytes = 64u * 1024u * 1024u;
   std::size_t max_frame_bytes = kws::default_max_frame_bytes;
   bool kafka_08_only = false;
+  std::string close_idle_after;
   std::string log_level = "info";
 
   app.add_option("--listen", listen, "WebSocket listener HOST:PORT (port 0: any free port)")
@@ -108,6 +137,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::size_t{64}, std::size_t{0x7fffffff} - 4));
   app.add_flag("--kafka-0.8-only", kafka_08_only,
                "behave like the Kafka 0.8 edge broker: ignore ApiVersions (no reply), only the four v0 APIs");
+  app.add_option("--close-idle-after", close_idle_after,
+                 "close a WebSocket connection (code 1000) after this long without a request, e.g. 500ms or "
+                 "2s, as edge platforms recycle idle connections (default: never; TCP connections never)")
+      ->check(duration_check);
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
       ->capture_default_str()
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
@@ -151,6 +184,7 @@ int main(int argc, char** argv) {
   if (!advertise.empty()) sc.ws_advertise = parse_host_port(advertise);
   if (!tcp_advertise.empty()) sc.tcp_advertise = parse_host_port(tcp_advertise);
   sc.max_frame_bytes = max_frame_bytes;
+  if (!close_idle_after.empty()) sc.ws_close_idle_after = *parse_duration(close_idle_after);
 
   boost::asio::io_context ioc(1);
   std::shared_ptr<kws::devbroker::broker> b;
@@ -168,8 +202,11 @@ int main(int argc, char** argv) {
   const std::string line = srv->listening_line();
   std::fputs((line + "\n").c_str(), stdout);
   std::fflush(stdout);
-  spdlog::info("{} nodes={} auto_create={} kafka_0.8_only={} retention_bytes={} max_frame_bytes={}", line,
-               nodes, !no_auto_create, kafka_08_only, retention_bytes, max_frame_bytes);
+  spdlog::info(
+      "{} nodes={} auto_create={} kafka_0.8_only={} retention_bytes={} max_frame_bytes={} "
+      "close_idle_after={}",
+      line, nodes, !no_auto_create, kafka_08_only, retention_bytes, max_frame_bytes,
+      sc.ws_close_idle_after.count() > 0 ? kws::devbroker::format_duration(sc.ws_close_idle_after) : "never");
 
   boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {

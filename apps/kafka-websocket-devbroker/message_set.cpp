@@ -102,4 +102,9 @@ void encode_message(kafka::writer& w, std::int64_t offset, std::optional<bytes_v
   w.patch_int32(crc_at, static_cast<std::int32_t>(crc32_ieee(covered)));
 }
 
+void encode_as_magic_0(kafka::writer& w, const message_view& m) {
+  // Bits 0-2 are the compression codec; bit 3 (timestamp type) only exists from magic 1 on.
+  encode_message(w, m.offset, m.key, m.value, 0, 0, static_cast<std::int8_t>(m.attributes & 0x07));
+}
+
 }  // namespace kws::devbroker

@@ -47,4 +47,9 @@ void encode_message(kafka::writer& w, std::int64_t offset, std::optional<bytes_v
                     std::optional<bytes_view> value, std::int8_t magic = 0, std::int64_t timestamp = 0,
                     std::int8_t attributes = 0);
 
+/// Appends `m` (a message that parsed) as a magic 0 entry with the same offset, key and value: no timestamp,
+/// and the timestamp-type attribute bit, which magic 0 does not have, cleared. This is the down-conversion a
+/// Kafka 0.10 broker applies for clients that fetch with Fetch v0 or v1.
+void encode_as_magic_0(kafka::writer& w, const message_view& m);
+
 }  // namespace kws::devbroker

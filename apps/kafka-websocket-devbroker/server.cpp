@@ -59,6 +59,7 @@ class session;
 struct shared_state {
   std::shared_ptr<broker> b;
   std::size_t max_frame_bytes = default_max_frame_bytes;
+  std::chrono::milliseconds ws_close_idle_after{0};
   std::uint64_t next_id = 1;
   /// Sessions with a long-poll Fetch outstanding; looked at after every append.
   std::vector<std::weak_ptr<session>> waiters;
@@ -138,6 +139,7 @@ class session : public std::enable_shared_from_this<session> {
   void handle_frame(bytes_view frame) {
     ++frames_in_;
     bytes_in_ += frame.size();
+    if (spdlog::should_log(spdlog::level::debug)) log_request(frame);
     outcome o = state_->b->handle(frame, node_, kind_);
     switch (o.what) {
       case outcome::action::respond:
@@ -170,6 +172,16 @@ class session : public std::enable_shared_from_this<session> {
   std::vector<unsigned char> out_;
 
  private:
+  // Which API and version each request is: what a client negotiated shows in the debug log.
+  void log_request(bytes_view frame) const {
+    if (frame.size() < frame_header_bytes) return;
+    error_code ec;
+    const auto h = kafka::peek_request_header(frame.subspan(frame_header_bytes), ec);
+    if (ec) return;
+    spdlog::debug("conn={} request {} v{} correlation_id={} bytes={}", id_, kafka::api_name(h.key), h.version,
+                  h.correlation_id, frame.size());
+  }
+
   void start_long_poll(std::unique_ptr<fetch_request> req) {
     // Drop entries of sessions that are gone or no longer waiting, so the list stays as long as the number
     // of parked fetches even when nothing is produced.
@@ -263,7 +275,8 @@ class ws_session final : public session {
  public:
   ws_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node, std::string peer)
       : session(std::move(state), socket.get_executor(), node, listener_kind::ws, std::move(peer)),
-        ws_(std::move(socket)) {}
+        ws_(std::move(socket)),
+        idle_timer_(ws_.get_executor()) {}
 
   void run() override {
     parser_.emplace();
@@ -320,9 +333,37 @@ class ws_session final : public session {
     buffer_.consume(buffer_.size());
     if (buffer_.capacity() > keep_buffer_bytes) buffer_.shrink_to_fit();
     ws_.async_read(buffer_, beast::bind_front_handler(&ws_session::on_read, self()));
+    // Only here is the connection idle: no request being answered, the next one not yet in.
+    if (state_->ws_close_idle_after.count() > 0) {
+      idle_timer_.expires_after(state_->ws_close_idle_after);
+      idle_timer_.async_wait([self = self(), generation = idle_generation_](const error_code& ec) {
+        if (ec || generation != self->idle_generation_) return;
+        self->idle_close();
+      });
+    }
+  }
+
+  void idle_close() {
+    idle_closing_ = true;
+    set_cause("idle close after " + format_duration(state_->ws_close_idle_after));
+    // The read stays outstanding and ends with `closed` when the peer answers; no write is in flight, so the
+    // close frame is the one write.
+    ws_.async_close(websocket::close_code::normal, [self = self()](const error_code& ec) {
+      if (ec && !is_teardown(ec)) spdlog::debug("conn={} close: {}", self->id_, ec.message());
+    });
   }
 
   void on_read(const error_code& ec, std::size_t) {
+    // Whatever ended the read, the idle timer armed with it is stale now.
+    ++idle_generation_;
+    idle_timer_.cancel();
+    if (idle_closing_ && !ec) {
+      // A request that crossed our close frame: not answered, as on an edge platform; async_close reads on
+      // until the peer's close frame.
+      spdlog::debug("conn={} dropped a {}-byte message that arrived during the idle close", id_,
+                    buffer_.size());
+      return;
+    }
     if (ec == websocket::error::message_too_big) {
       protocol_cause(
           fmt::format("message larger than {} bytes", state_->max_frame_bytes + frame_header_bytes));
@@ -354,6 +395,9 @@ class ws_session final : public session {
   }
 
   websocket::stream<beast::tcp_stream> ws_;
+  asio::steady_timer idle_timer_;
+  std::uint64_t idle_generation_ = 0;
+  bool idle_closing_ = false;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::string_body>> response_;
@@ -424,6 +468,10 @@ asio::ip::address parse_host(const std::string& host) {
 
 }  // namespace
 
+std::string format_duration(std::chrono::milliseconds d) {
+  return d.count() % 1000 == 0 ? fmt::format("{}s", d.count() / 1000) : fmt::format("{}ms", d.count());
+}
+
 struct server::impl {
   asio::io_context& ioc;
   std::shared_ptr<shared_state> state;
@@ -435,6 +483,7 @@ server::server(asio::io_context& ioc, std::shared_ptr<broker> b, server_config c
     : impl_(std::make_unique<impl>(impl{ioc, std::make_shared<shared_state>(), std::move(config), {}, {}})) {
   impl_->state->b = std::move(b);
   impl_->state->max_frame_bytes = impl_->config.max_frame_bytes;
+  impl_->state->ws_close_idle_after = impl_->config.ws_close_idle_after;
 }
 
 server::~server() {

@@ -4,6 +4,7 @@
 
 #include "broker.hpp"
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -23,7 +24,13 @@ struct server_config {
   /// Advertised in Metadata on the TCP listeners; default: the bound TCP addresses.
   std::optional<endpoint> tcp_advertise;
   std::size_t max_frame_bytes = 100u * 1024u * 1024u;
+  /// WebSocket connections only: close (code 1000) one that has had no request for this long while none was
+  /// being answered, as edge platforms recycle idle connections. Zero: never.
+  std::chrono::milliseconds ws_close_idle_after{0};
 };
+
+/// "500ms", or "2s" for whole seconds: how durations read in flags and log lines.
+std::string format_duration(std::chrono::milliseconds d);
 
 class server {
  public:

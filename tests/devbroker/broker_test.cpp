@@ -104,7 +104,7 @@ TEST(DevbrokerMessageSet, MagicOneKeepsItsTimestamp) {
   EXPECT_TRUE(out[0].value->empty());
 }
 
-TEST_F(DevbrokerRequests, ApiVersionsV0ListsTheFiveSupportedApis) {
+TEST_F(DevbrokerRequests, ApiVersionsV0ListsKafka0100VersionsOfTheFiveApis) {
   auto b = make();
   const auto res = respond(b, api_versions_request(7, 0));
   auto r = open_response(res);
@@ -118,7 +118,8 @@ TEST_F(DevbrokerRequests, ApiVersionsV0ListsTheFiveSupportedApis) {
   }
   r.body.expect_end();  // v0: no throttle time
   EXPECT_TRUE(r.body.ok());
-  const std::vector<std::tuple<int, int, int>> want{{0, 0, 0}, {1, 0, 0}, {2, 0, 0}, {3, 0, 0}, {18, 0, 3}};
+  // Produce v0-v2, Fetch v0-v2, ListOffsets v0-v1, Metadata v0-v1, ApiVersions v0-v3.
+  const std::vector<std::tuple<int, int, int>> want{{0, 0, 2}, {1, 0, 2}, {2, 0, 1}, {3, 0, 1}, {18, 0, 3}};
   EXPECT_EQ(got, want);
 }
 
@@ -130,12 +131,14 @@ TEST_F(DevbrokerRequests, ApiVersionsV3HasFlexibleBodyButResponseHeaderV0) {
   // Right after the correlation id comes the error code: no tagged-field byte in the response header.
   EXPECT_EQ(r.body.int16(), 0);
   ASSERT_EQ(r.body.compact_array_count(), 5);
+  std::vector<std::tuple<int, int, int>> got;
   for (int i = 0; i < 5; ++i) {
-    (void)r.body.int16();
-    (void)r.body.int16();
-    (void)r.body.int16();
+    const int k = r.body.int16(), lo = r.body.int16(), hi = r.body.int16();
+    got.emplace_back(k, lo, hi);
     r.body.skip_tagged_fields();
   }
+  const std::vector<std::tuple<int, int, int>> want{{0, 0, 2}, {1, 0, 2}, {2, 0, 1}, {3, 0, 1}, {18, 0, 3}};
+  EXPECT_EQ(got, want);
   EXPECT_EQ(r.body.int32(), 0);  // throttle_time_ms
   r.body.skip_tagged_fields();
   r.body.expect_end();
@@ -344,11 +347,11 @@ TEST_F(DevbrokerRequests, MalformedUnknownAndUnsupportedRequestsClose) {
   o = b.handle(request(static_cast<api_key>(10), 1, 2, [](kws::kafka::writer&) {}), 0, listener_kind::ws);
   EXPECT_EQ(o.what, outcome::action::close);
   EXPECT_NE(o.reason.find("unsupported API key 10"), std::string::npos) << o.reason;
-  // Metadata v1 is not spoken here.
-  o = b.handle(request(api_key::metadata, 1, 3, [](kws::kafka::writer& w) { w.array_count(0); }), 0,
+  // Metadata v2 is not spoken here.
+  o = b.handle(request(api_key::metadata, 2, 3, [](kws::kafka::writer& w) { w.array_count(0); }), 0,
                listener_kind::ws);
   EXPECT_EQ(o.what, outcome::action::close);
-  EXPECT_NE(o.reason.find("unsupported version 1"), std::string::npos) << o.reason;
+  EXPECT_NE(o.reason.find("unsupported version 2 of metadata"), std::string::npos) << o.reason;
   // Header too short.
   o = b.handle(bytes{0, 0, 0, 2, 0, 3}, 0, listener_kind::ws);
   EXPECT_EQ(o.what, outcome::action::close);
@@ -357,4 +360,268 @@ TEST_F(DevbrokerRequests, MalformedUnknownAndUnsupportedRequestsClose) {
   m.push_back(0);
   kws::store_be32(m.data(), static_cast<std::int32_t>(m.size() - 4));
   EXPECT_EQ(b.handle(m, 0, listener_kind::ws).what, outcome::action::close);
+}
+
+TEST(DevbrokerMessageSet, MagicOneConvertsToMagicZeroWithTheSameOffsetKeyAndValue) {
+  bytes set;
+  kws::kafka::writer w(set);
+  const bytes k = to_bytes("key"), v = to_bytes("value");
+  // Attribute bit 3 (LogAppendTime) exists only in magic 1 and must not survive the conversion.
+  encode_message(w, 42, kws::kafka::bytes_view(k), kws::kafka::bytes_view(v), 1, 1700000000123, 0x08);
+  std::vector<message_view> in;
+  std::string why;
+  ASSERT_EQ(parse_message_set(set, in, why), error_code::none) << why;
+
+  bytes converted;
+  kws::kafka::writer cw(converted);
+  encode_as_magic_0(cw, in[0]);
+  std::vector<message_view> out;
+  ASSERT_EQ(parse_message_set(converted, out, why), error_code::none) << why;  // CRC checked too
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].offset, 42);
+  EXPECT_EQ(out[0].magic, 0);
+  EXPECT_EQ(out[0].attributes, 0);
+  EXPECT_EQ(out[0].timestamp, -1);
+  EXPECT_EQ(to_string(*out[0].key), "key");
+  EXPECT_EQ(to_string(*out[0].value), "value");
+  EXPECT_EQ(converted.size(), set.size() - 8);  // the timestamp is gone
+}
+
+TEST_F(DevbrokerRequests, ProduceV1AnswersWithThrottleTimeAfterThePartitions) {
+  auto b = make();
+  const auto res = respond(b, produce_request(31, 1, "test-topic", 0, message_set({{"k", "v"}}), 1));
+  const auto p = parse_produce(res, 1);
+  ASSERT_TRUE(p.ok);  // every byte consumed: no log_append_time in v1
+  EXPECT_EQ(p.correlation_id, 31);
+  EXPECT_EQ(p.topic, "test-topic");
+  EXPECT_EQ(p.partition, 0);
+  EXPECT_EQ(p.error, 0);
+  EXPECT_EQ(p.base_offset, 0);
+  EXPECT_EQ(p.throttle_time_ms, 0);
+}
+
+TEST_F(DevbrokerRequests, ProduceV2AnswersLogAppendTimeMinusOneAndKeepsMagicOneTimestamps) {
+  auto b = make();
+  respond(b, produce_request(1, 1, "test-topic", 0, message_set({{"a", "0"}})));
+  const auto set = message_set({{"k1", "v1"}, {std::nullopt, "v2"}}, 1, 1700000000777);
+  const auto p = parse_produce(respond(b, produce_request(32, -1, "test-topic", 0, set, 2)), 2);
+  ASSERT_TRUE(p.ok);
+  EXPECT_EQ(p.correlation_id, 32);
+  EXPECT_EQ(p.topic, "test-topic");
+  EXPECT_EQ(p.partition, 0);
+  EXPECT_EQ(p.error, 0);
+  EXPECT_EQ(p.base_offset, 1);
+  EXPECT_EQ(p.log_append_time, -1);  // CreateTime topics
+  EXPECT_EQ(p.throttle_time_ms, 0);
+
+  // Errors carry the same fields.
+  const auto bad = parse_produce(respond(b, produce_request(33, 1, "test-topic", 7, set, 2)), 2);
+  ASSERT_TRUE(bad.ok);
+  EXPECT_EQ(bad.partition, 7);
+  EXPECT_EQ(bad.error, code(error_code::unknown_topic_or_partition));
+  EXPECT_EQ(bad.base_offset, -1);
+  EXPECT_EQ(bad.log_append_time, -1);
+  EXPECT_EQ(bad.throttle_time_ms, 0);
+
+  // acks=0 still gets no response in v2.
+  EXPECT_EQ(b.handle(produce_request(34, 0, "test-topic", 0, set, 2), 0, listener_kind::ws).what,
+            outcome::action::no_response);
+  EXPECT_EQ(b.topic("test-topic")->at(0).high_watermark(), 5);
+}
+
+TEST_F(DevbrokerRequests, FetchV2StartsWithThrottleTimeAndReturnsMagicOneAsStored) {
+  auto b = make();
+  respond(b, produce_request(1, 1, "test-topic", 0, message_set({{"old", "zero"}})));
+  respond(b, produce_request(2, 1, "test-topic", 0, message_set({{"new", "one"}}, 1, 1700000000555), 2));
+  const auto res = respond(b, fetch_req(40, 0, 0, "test-topic", 0, 0, 1 << 20, 2));
+  const auto f = parse_fetch(res, 2);  // its messages are views into `res`
+  ASSERT_TRUE(f.ok);
+  EXPECT_EQ(f.correlation_id, 40);
+  EXPECT_EQ(f.throttle_time_ms, 0);
+  EXPECT_EQ(f.topic, "test-topic");
+  EXPECT_EQ(f.partition, 0);
+  EXPECT_EQ(f.error, 0);
+  EXPECT_EQ(f.high_watermark, 2);
+  ASSERT_EQ(f.messages.size(), 2u);
+  EXPECT_EQ(f.messages[0].magic, 0);
+  EXPECT_EQ(f.messages[0].offset, 0);
+  EXPECT_EQ(f.messages[1].magic, 1);
+  EXPECT_EQ(f.messages[1].offset, 1);
+  EXPECT_EQ(f.messages[1].timestamp, 1700000000555);
+  EXPECT_EQ(to_string(*f.messages[1].key), "new");
+  EXPECT_EQ(to_string(*f.messages[1].value), "one");
+}
+
+TEST_F(DevbrokerRequests, FetchV0AndV1GetMagicOneMessagesConvertedToMagicZero) {
+  auto b = make();
+  const std::vector<kv> msgs{{"k1", "v1"}, {std::nullopt, "null key"}, {"k3", std::nullopt}};
+  respond(b, produce_request(1, 1, "test-topic", 0, message_set(msgs, 1), 2));
+  for (std::int16_t version : {0, 1}) {
+    SCOPED_TRACE(version);
+    const auto res = respond(b, fetch_req(50 + version, 0, 0, "test-topic", 0, 0, 1 << 20, version));
+    const auto f = parse_fetch(res, version);
+    ASSERT_TRUE(f.ok);  // every CRC checked
+    EXPECT_EQ(f.correlation_id, 50 + version);
+    EXPECT_EQ(f.throttle_time_ms, version == 0 ? -100 : 0);
+    EXPECT_EQ(f.topic, "test-topic");
+    EXPECT_EQ(f.partition, 0);
+    EXPECT_EQ(f.error, 0);
+    EXPECT_EQ(f.high_watermark, 3);
+    ASSERT_EQ(f.messages.size(), 3u);
+    for (std::size_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(f.messages[i].magic, 0);
+      EXPECT_EQ(f.messages[i].offset, static_cast<std::int64_t>(i));
+      EXPECT_EQ(f.messages[i].key.has_value(), msgs[i].key.has_value());
+      EXPECT_EQ(f.messages[i].value.has_value(), msgs[i].value.has_value());
+    }
+    EXPECT_EQ(to_string(*f.messages[0].key), "k1");
+    EXPECT_EQ(to_string(*f.messages[1].value), "null key");
+  }
+}
+
+TEST_F(DevbrokerRequests, ParkedFetchV2IsAnsweredInItsOwnVersion) {
+  auto b = make();
+  auto o = b.handle(fetch_req(60, 500, 1, "test-topic", 0, 0, 1 << 20, 2), 0, listener_kind::ws);
+  ASSERT_EQ(o.what, outcome::action::wait_fetch);
+  respond(b, produce_request(61, 1, "test-topic", 0, message_set({{"k", "v"}}, 1), 2));
+  ASSERT_TRUE(b.fetch_ready(*o.fetch, 0));
+  const auto res = b.fetch_response(*o.fetch, 0);
+  const auto f = parse_fetch(res, 2);
+  ASSERT_TRUE(f.ok);
+  EXPECT_EQ(f.correlation_id, 60);
+  EXPECT_EQ(f.throttle_time_ms, 0);
+  ASSERT_EQ(f.messages.size(), 1u);
+  EXPECT_EQ(f.messages[0].magic, 1);
+}
+
+TEST_F(DevbrokerRequests, ListOffsetsV1AnswersOneOffsetWithItsTimestamp) {
+  auto b = make();
+  // Offsets 0 (magic 0, no timestamp), 1 and 2 (time 1000), 3 (time 3000).
+  respond(b, produce_request(1, 1, "test-topic", 0, message_set({{"a", "0"}})));
+  respond(b, produce_request(2, 1, "test-topic", 0, message_set({{"b", "1"}, {"c", "2"}}, 1, 1000), 2));
+  respond(b, produce_request(3, 1, "test-topic", 0, message_set({{"d", "3"}}, 1, 3000), 2));
+
+  struct query {
+    std::int64_t timestamp;
+    std::int64_t want_timestamp;
+    std::int64_t want_offset;
+  };
+  const query queries[] = {
+      {-1, -1, 4},                                       // latest: the high watermark, no timestamp
+      {-2, -1, 0},                                       // earliest
+      {0, 1000, 1},                                      // the first message at or after time 0
+      {1000, 1000, 1}, {1001, 3000, 3}, {3001, -1, -1},  // none that late
+  };
+  std::int32_t corr = 70;
+  for (const auto& q : queries) {
+    SCOPED_TRACE(q.timestamp);
+    const auto l =
+        parse_list_offsets(respond(b, list_offsets_request(corr, "test-topic", 0, q.timestamp, 1)), 1);
+    ASSERT_TRUE(l.ok);
+    EXPECT_EQ(l.correlation_id, corr++);
+    EXPECT_EQ(l.topic, "test-topic");
+    EXPECT_EQ(l.partition, 0);
+    EXPECT_EQ(l.error, 0);
+    EXPECT_EQ(l.timestamp, q.want_timestamp);
+    EXPECT_EQ(l.offset, q.want_offset);
+  }
+
+  const auto unknown = parse_list_offsets(respond(b, list_offsets_request(80, "test-topic", 3, -1, 1)), 1);
+  ASSERT_TRUE(unknown.ok);
+  EXPECT_EQ(unknown.partition, 3);
+  EXPECT_EQ(unknown.error, code(error_code::unknown_topic_or_partition));
+  EXPECT_EQ(unknown.timestamp, -1);
+  EXPECT_EQ(unknown.offset, -1);
+}
+
+TEST_F(DevbrokerRequests, MetadataV1NullMeansAllTopicsAndAddsRackControllerAndIsInternal) {
+  broker_config c;
+  c.nodes = 2;
+  c.topics = {{"one", 1}, {"two", 3}};
+  auto b = make(c);
+  const auto m = parse_metadata(respond(b, metadata_request_v1(90, std::nullopt), 1), 1);
+  ASSERT_TRUE(m.ok);
+  EXPECT_EQ(m.correlation_id, 90);
+  ASSERT_EQ(m.brokers.size(), 3u);  // as advertised on the listener
+  EXPECT_EQ(m.brokers[1].node_id, 1);
+  EXPECT_EQ(m.brokers[1].host, "ws.example");
+  EXPECT_EQ(m.brokers[1].port, 9001);
+  for (const auto& br : m.brokers) EXPECT_FALSE(br.rack.has_value());
+  EXPECT_EQ(m.controller_id, 0);
+  ASSERT_EQ(m.topics.size(), 2u);
+  EXPECT_EQ(m.topics[0].name, "one");
+  EXPECT_EQ(m.topics[1].name, "two");
+  for (const auto& t : m.topics) {
+    EXPECT_EQ(t.error, 0);
+    EXPECT_FALSE(t.is_internal);
+  }
+  ASSERT_EQ(m.topics[1].partitions.size(), 3u);
+  for (const auto& p : m.topics[1].partitions) {
+    EXPECT_EQ(p.error, 0);
+    EXPECT_EQ(p.leader, p.index % 2);
+    EXPECT_EQ(p.replicas, std::vector<std::int32_t>{p.leader});
+    EXPECT_EQ(p.isr, std::vector<std::int32_t>{p.leader});
+  }
+}
+
+TEST_F(DevbrokerRequests, MetadataV1EmptyListMeansNoTopicsAndNamedTopicsAreAutoCreated) {
+  auto b = make();
+  const auto none = parse_metadata(
+      respond(b, metadata_request_v1(91, std::vector<std::string>{}), 0, listener_kind::tcp), 1);
+  ASSERT_TRUE(none.ok);
+  EXPECT_EQ(none.correlation_id, 91);
+  ASSERT_EQ(none.brokers.size(), 1u);
+  EXPECT_EQ(none.brokers[0].host, "127.0.0.1");
+  EXPECT_EQ(none.brokers[0].port, 19092);
+  EXPECT_FALSE(none.brokers[0].rack.has_value());
+  EXPECT_EQ(none.controller_id, 0);
+  EXPECT_TRUE(none.topics.empty());
+
+  const auto named =
+      parse_metadata(respond(b, metadata_request_v1(92, std::vector<std::string>{"fresh", "a/b"})), 1);
+  ASSERT_TRUE(named.ok);
+  ASSERT_EQ(named.topics.size(), 2u);
+  EXPECT_EQ(named.topics[0].name, "fresh");
+  EXPECT_EQ(named.topics[0].error, 0);
+  EXPECT_FALSE(named.topics[0].is_internal);
+  ASSERT_EQ(named.topics[0].partitions.size(), 1u);
+  EXPECT_EQ(named.topics[1].name, "a/b");
+  EXPECT_EQ(named.topics[1].error, code(error_code::invalid_topic_exception));
+  EXPECT_TRUE(named.topics[1].partitions.empty());
+  EXPECT_NE(b.topic("fresh"), nullptr);
+}
+
+TEST_F(DevbrokerRequests, VersionsAboveKafka0100CloseTheConnection) {
+  auto b = make();
+  const auto empty = [](kws::kafka::writer&) {};
+  const std::pair<api_key, std::int16_t> too_new[] = {
+      {api_key::produce, 3}, {api_key::fetch, 3}, {api_key::list_offsets, 2}, {api_key::metadata, 2}};
+  for (const auto& [key, version] : too_new) {
+    const auto o = b.handle(request(key, version, 5, empty), 0, listener_kind::ws);
+    EXPECT_EQ(o.what, outcome::action::close);
+    EXPECT_NE(o.reason.find("unsupported version " + std::to_string(version)), std::string::npos) << o.reason;
+  }
+}
+
+TEST_F(DevbrokerRequests, Kafka08ModeClosesOnAnythingButVersionZero) {
+  broker_config c;
+  c.kafka_08_only = true;
+  auto b = make(c);
+  const auto set = message_set({{"k", "v"}});
+  const bytes v1_requests[] = {
+      produce_request(1, 1, "test-topic", 0, set, 1), fetch_req(2, 0, 0, "test-topic", 0, 0, 1 << 20, 1),
+      list_offsets_request(3, "test-topic", 0, -1, 1), metadata_request_v1(4, std::nullopt)};
+  for (const auto& req : v1_requests) {
+    const auto o = b.handle(req, 0, listener_kind::ws);
+    EXPECT_EQ(o.what, outcome::action::close);
+    EXPECT_NE(o.reason.find("unsupported version 1"), std::string::npos) << o.reason;
+  }
+  // The v0 paths answer as before.
+  EXPECT_EQ(parse_produce(respond(b, produce_request(5, 1, "test-topic", 0, set))).error, 0);
+  const auto f = parse_fetch(respond(b, fetch_req(6, 0, 0, "test-topic", 0, 0)));
+  ASSERT_TRUE(f.ok);
+  EXPECT_EQ(f.messages.size(), 1u);
+  EXPECT_EQ(parse_list_offsets(respond(b, list_offsets_request(7, "test-topic", 0, -1))).offsets,
+            std::vector<std::int64_t>{1});
+  EXPECT_TRUE(parse_metadata(respond(b, metadata_request(8, {}))).ok);
 }

@@ -110,6 +110,8 @@ class ws_client {
     EXPECT_FALSE(ec) << ec.message();
     return res;
   }
+  /// What the broker's close frame said, once a read ended with websocket::error::closed.
+  websocket::close_reason close_reason() const { return ws_.reason(); }
 
  private:
   tcp::socket& sock() { return beast::get_lowest_layer(ws_).socket(); }
@@ -130,6 +132,23 @@ class tcp_client {
   }
   error_code send(const bytes& b, std::chrono::milliseconds timeout = 5s) {
     return send_raw(std::string(b.begin(), b.end()), timeout);
+  }
+  /// Sends a request frame and reads one response frame (size header included).
+  bytes roundtrip(const bytes& req, std::chrono::milliseconds timeout = 5s) {
+    EXPECT_FALSE(send(req, timeout));
+    bytes res(4);
+    auto ec = run_op(ioc_, socket_, timeout, [&](auto done) {
+      asio::async_read(socket_, asio::buffer(res), [done](error_code e, std::size_t) { done(e); });
+    });
+    EXPECT_FALSE(ec) << ec.message();
+    if (ec) return {};
+    res.resize(4 + static_cast<std::size_t>(kws::load_be32(res.data())));
+    ec = run_op(ioc_, socket_, timeout, [&](auto done) {
+      asio::async_read(socket_, asio::buffer(res.data() + 4, res.size() - 4),
+                       [done](error_code e, std::size_t) { done(e); });
+    });
+    EXPECT_FALSE(ec) << ec.message();
+    return res;
   }
   /// Reads whatever arrives until the peer closes (or the timeout); returns the close reason.
   error_code read_until_close(std::string& out, std::chrono::milliseconds timeout = 5s) {
@@ -233,7 +252,7 @@ TEST_F(DevbrokerProcess, KcatRoundTripsTenThousandKeyedMessagesOverTcp) {
   for (int i = 0; i < 10000; ++i)
     input += "key-" + std::to_string(i) + ":value-" + std::to_string(i * 7919) + "\n";
   write_file(path("in.txt"), input);
-  // Default client settings: librdkafka asks ApiVersions (v3) and negotiates down to the v0 APIs.
+  // Default client settings: librdkafka asks ApiVersions (v3) and takes the highest versions both speak.
   ASSERT_EQ(kcat({"-P", "-t", "test-topic", "-K:"}, path("in.txt"), "/dev/null"), 0)
       << read_file(path("kcat.err"));
   ASSERT_EQ(kcat({"-C", "-t", "test-topic", "-o", "beginning", "-e", "-f", "%k:%s\\n"}, "/dev/null",
@@ -451,7 +470,7 @@ TEST_F(DevbrokerProcess, Kafka08ModeIgnoresApiVersionsAndKeepsTheConnectionOpen)
   EXPECT_TRUE(log_contains("ignored ApiVersions v3"));
 }
 
-TEST_F(DevbrokerProcess, ApiVersionsV3OverWebSocketListsTheV0Apis) {
+TEST_F(DevbrokerProcess, ApiVersionsV3OverWebSocketListsTheFiveApis) {
   ASSERT_NO_FATAL_FAILURE(start({}));
   ws_client c;
   ASSERT_FALSE(c.connect(ws_ports_[0]));
@@ -495,4 +514,145 @@ TEST_F(DevbrokerProcess, AdvertiseOverridesTheBrokerAddressInMetadata) {
   EXPECT_EQ(m.brokers[0].host, "broker.example");
   EXPECT_EQ(m.brokers[0].port, 9000);
   EXPECT_EQ(m.brokers[1].port, 9001);
+}
+
+TEST_F(DevbrokerProcess, KafkaPythonWithDefaultSettingsProducesAndConsumesOverTcp) {
+  ASSERT_EQ(std::system("/usr/bin/python3 -c 'import kafka' >/dev/null 2>&1"), 0)
+      << "python3-kafka is missing: scripts/deps.sh installs it";
+  ASSERT_NO_FATAL_FAILURE(start({"--log-level", "debug"}));
+  // No api_version: both clients probe with ApiVersions v0 and pick their request versions from the answer.
+  write_file(path("client.py"), R"(import sys
+from kafka import KafkaProducer, KafkaConsumer
+bs, n = sys.argv[1], int(sys.argv[2])
+base = 1700000000000
+p = KafkaProducer(bootstrap_servers=bs)
+print('producer api_version', p.config['api_version'])
+futures = [p.send('py-default', key=b'k%d' % i, value=b'v%d' % i, timestamp_ms=base + i) for i in range(n)]
+p.flush()
+offsets = [f.get(timeout=10).offset for f in futures]
+p.close()
+c = KafkaConsumer('py-default', bootstrap_servers=bs, auto_offset_reset='earliest', consumer_timeout_ms=10000)
+print('consumer api_version', c.config['api_version'])
+got = []
+for m in c:
+    got.append((m.offset, m.key, m.value, m.timestamp))
+    if len(got) == n: break
+c.close()
+print('offsets', 'ok' if offsets == list(range(n)) else offsets[:5])
+print('messages', 'ok' if got == [(i, b'k%d' % i, b'v%d' % i, base + i) for i in range(n)] else got[:5])
+)");
+  const auto py = kws::test::run({"/usr/bin/python3", path("client.py"), tcp_bootstrap(), "500"},
+                                 {.stderr_to = spawn_options::stderr_target::captured}, 40s);
+  ASSERT_EQ(exit_code(py), 0) << py.err;
+  EXPECT_EQ(py.out,
+            "producer api_version (0, 10, 0)\n"
+            "consumer api_version (0, 10, 0)\n"
+            "offsets ok\n"
+            "messages ok\n")
+      << py.err;
+  // What kafka-python sends for 0.10.0; the timestamps above came back, so message format v1 went both ways.
+  const std::string l = log();
+  for (const char* used : {"request api_versions v0 ", "request metadata v1 ", "request produce v2 ",
+                           "request fetch v2 ", "request list_offsets v0 "})
+    EXPECT_NE(l.find(used), std::string::npos) << used << " missing from the log:\n" << l;
+  EXPECT_EQ(l.find("unsupported"), std::string::npos) << l;
+  EXPECT_EQ(l.find(" warning "), std::string::npos) << l;
+}
+
+TEST_F(DevbrokerProcess, KcatWithDefaultSettingsUsesKafka0100VersionsAndFindsOffsetsByTime) {
+  ASSERT_TRUE(have("/usr/bin/kcat")) << "kcat is missing: scripts/deps.sh installs it";
+  ASSERT_NO_FATAL_FAILURE(start({"--log-level", "debug"}));
+  std::string input;
+  for (int i = 0; i < 100; ++i) input += "k" + std::to_string(i) + ":v" + std::to_string(i) + "\n";
+  write_file(path("in.txt"), input);
+  ASSERT_EQ(kcat({"-P", "-t", "kc", "-K:"}, path("in.txt"), "/dev/null"), 0) << read_file(path("kcat.err"));
+  ASSERT_EQ(
+      kcat({"-C", "-t", "kc", "-o", "beginning", "-e", "-f", "%T %k:%s\\n"}, "/dev/null", path("out.txt")), 0)
+      << read_file(path("kcat.err"));
+  // Produce v2 carries magic 1 messages with librdkafka's create times; Fetch v2 returns them.
+  std::string keyed;
+  std::istringstream lines(read_file(path("out.txt")));
+  for (std::string line; std::getline(lines, line);) {
+    const auto space = line.find(' ');
+    ASSERT_NE(space, std::string::npos) << line;
+    EXPECT_GT(std::stoll(line.substr(0, space)), 1600000000000) << line;
+    keyed += line.substr(space + 1) + "\n";
+  }
+  EXPECT_TRUE(keyed == input);
+
+  // Offsets by time: ListOffsets v1 over timestamps produced as magic 1 at 1000, 2000 and 3000.
+  ws_client c;
+  ASSERT_FALSE(c.connect(ws_ports_[0]));
+  for (int i = 0; i < 3; ++i) {
+    const auto set =
+        message_set({{std::nullopt, std::string(1, static_cast<char>('a' + i))}}, 1, 1000 * (i + 1));
+    EXPECT_EQ(parse_produce(c.roundtrip(produce_request(i, 1, "timed", 0, set, 2)), 2).base_offset, i);
+  }
+  ASSERT_EQ(kcat({"-Q", "-t", "timed:0:2000"}, "/dev/null", path("query.txt")), 0)
+      << read_file(path("kcat.err"));
+  EXPECT_NE(read_file(path("query.txt")).find("offset 1"), std::string::npos) << read_file(path("query.txt"));
+  ASSERT_EQ(
+      kcat({"-C", "-t", "timed", "-o", "s@1500", "-e", "-f", "%o:%T:%s\\n"}, "/dev/null", path("timed.txt")),
+      0)
+      << read_file(path("kcat.err"));
+  EXPECT_EQ(read_file(path("timed.txt")), "1:2000:b\n2:3000:c\n");
+
+  // librdkafka 2.0 takes the highest version both sides speak.
+  const std::string l = log();
+  for (const char* used : {"request api_versions v3 ", "request metadata v1 ", "request produce v2 ",
+                           "request fetch v2 ", "request list_offsets v1 "})
+    EXPECT_NE(l.find(used), std::string::npos) << used << " missing from the log:\n" << l;
+  EXPECT_EQ(l.find("unsupported"), std::string::npos) << l;
+}
+
+TEST_F(DevbrokerProcess, IdleWebSocketIsClosedWithCode1000AfterTheIdleTimeButNotDuringARequest) {
+  ASSERT_NO_FATAL_FAILURE(start({"--close-idle-after", "500ms"}));
+  tcp_client plain;
+  ASSERT_FALSE(plain.connect(tcp_ports_[0]));
+  ws_client c;
+  ASSERT_FALSE(c.connect(ws_ports_[0]));
+  // A request within the idle time is answered.
+  EXPECT_TRUE(parse_metadata(c.roundtrip(metadata_request(1, {}))).ok);
+  // A long poll longer than the idle time is answered too: the connection is busy, not idle, meanwhile.
+  const auto f = parse_fetch(c.roundtrip(fetch_req(2, 800, 1, "test-topic", 0, 0, 1 << 20, 2)), 2);
+  EXPECT_TRUE(f.ok);
+  EXPECT_EQ(f.correlation_id, 2);
+  EXPECT_TRUE(f.messages.empty());
+
+  // Then nothing: the broker closes, which ends this read.
+  const auto idle_from = std::chrono::steady_clock::now();
+  bytes res;
+  EXPECT_EQ(c.read(res, 5s), websocket::error::closed);
+  const auto idle = std::chrono::steady_clock::now() - idle_from;
+  EXPECT_EQ(c.close_reason().code, websocket::close_code::normal);
+  EXPECT_GE(idle, 450ms);
+  EXPECT_LT(idle, 3s);
+  ASSERT_TRUE(log_contains("cause=\"idle close after 500ms\"")) << log();
+  // Exactly one close line so far, an ordinary (info) one for the WebSocket connection. Connection ids are
+  // not compared: the two listeners accept in either order.
+  const auto close_lines = [this] {
+    const std::string l = log();
+    std::size_t n = 0;
+    for (auto at = l.find(" close peer="); at != std::string::npos; at = l.find(" close peer=", at + 1)) ++n;
+    return n;
+  };
+  static const std::regex ws_close(
+      R"( info conn=\d+ close peer=\S+ listener=ws .*cause="idle close after 500ms")");
+  EXPECT_TRUE(std::regex_search(log(), ws_close)) << log();
+  EXPECT_EQ(close_lines(), 1u) << log();
+  EXPECT_EQ(log().find(" warning "), std::string::npos) << log();
+
+  // TCP connections are never closed for idleness: the one opened first, idle all along, still answers.
+  EXPECT_TRUE(parse_metadata(plain.roundtrip(metadata_request(3, {}))).ok);
+  EXPECT_EQ(close_lines(), 1u) << log();
+}
+
+TEST_F(DevbrokerProcess, CloseIdleAfterRejectsAMalformedDuration) {
+  for (const char* bad : {"5x", "0ms", "-1s", "ms", "25h"}) {
+    const auto r = kws::test::run({KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0", "--close-idle-after", bad},
+                                  {.stderr_to = spawn_options::stderr_target::captured}, 5s);
+    EXPECT_NE(exit_code(r), 0) << bad;
+    EXPECT_NE((r.out + r.err).find("expected a duration"), std::string::npos)
+        << bad << ": " << r.out << r.err;
+  }
 }
