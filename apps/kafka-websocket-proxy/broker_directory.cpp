@@ -69,11 +69,13 @@ std::optional<kafka::broker_endpoint> broker_directory::map(const kafka::adverti
 
   route r{url, b.node_id, host_port(b.host, b.port), 0};
   const bool any_port = config_.first_port == 0;
-  for (; any_port || next_port_ <= config_.last_port; ++next_port_) {
+  bool opened = false;
+  for (; !opened && (any_port || next_port_ <= config_.last_port); ++next_port_) {
     const auto want = any_port ? std::uint16_t{0} : static_cast<std::uint16_t>(next_port_);
     boost::system::error_code open_ec;
     r.port = open_(r, want, open_ec);
-    if (!open_ec) break;
+    opened = !open_ec;
+    if (opened) continue;
     if (any_port || open_ec != boost::asio::error::address_in_use) {
       spdlog::error("cannot open a listener for broker {} at {} ({}): {}", b.node_id, r.advertised, url,
                     open_ec.message());
@@ -81,13 +83,12 @@ std::optional<kafka::broker_endpoint> broker_directory::map(const kafka::adverti
       return std::nullopt;
     }
   }
-  if (r.port == 0) {
+  if (!opened) {
     spdlog::error("no free port left in --broker-ports {}-{} for broker {} at {} ({})", config_.first_port,
                   config_.last_port, b.node_id, r.advertised, url);
     ec = boost::asio::error::address_in_use;
     return std::nullopt;
   }
-  if (!any_port) ++next_port_;
   own_ports_.insert(r.port);
   spdlog::info("broker {} at {} is reachable through {} ({})", b.node_id, r.advertised,
                host_port(config_.advertise_host, r.port), url);

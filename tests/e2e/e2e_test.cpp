@@ -1,8 +1,8 @@
 // End to end: real Kafka clients (kcat, kafka-python, the librdkafka++ example) talk TCP to the built
 // kafka-websocket-proxy, which carries every frame over WebSocket to the built kafka-websocket-devbroker.
-// The broker has no TCP listener, so every byte the clients exchange crosses the proxy. Until the proxy
-// rewrites broker addresses, the broker advertises the proxy's own address (as in the original demo).
-// Everything runs on 127.0.0.1 with ephemeral ports; every wait is bounded.
+// The broker has no TCP listener, so every byte the clients exchange crosses the proxy. In the original
+// deployment the broker advertises the proxy's own address; with the proxy rewriting addresses, the broker
+// may advertise its own. Everything runs on 127.0.0.1 with ephemeral ports; every wait is bounded.
 #include "process.hpp"
 #include "test_env.hpp"
 
@@ -11,6 +11,7 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -22,6 +23,10 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #if !defined(KWS_PROXY_PATH) || !defined(KWS_DEVBROKER_PATH) || !defined(KWS_KCAT_PATH) || \
     !defined(KWS_KAFKA_PYTHON_SCRIPT)
@@ -79,19 +84,24 @@ class ProxyToDevbroker : public ::testing::Test {
   }
 
   // Starts the proxy on an ephemeral port, then the dev broker on a port picked for it, advertising the
-  // proxy. Another process may take the picked port in between: then both start again, up to three times.
-  void start(const std::vector<std::string>& broker_args) {
+  // proxy (the original deployment) or, with `broker_advertises_proxy` false, its own addresses. Another
+  // process may take the picked port(s) in between: then both start again, up to three times.
+  void start(const std::vector<std::string>& broker_args, const std::vector<std::string>& proxy_args = {},
+             bool broker_advertises_proxy = true) {
     std::string failures;
     for (int attempt = 0; attempt < 3; ++attempt) {
       const auto ws_port = std::to_string(kws::test::free_port());
-      proxy_ = std::make_unique<child_process>(
-          std::vector<std::string>{KWS_PROXY_PATH, "--listen", "127.0.0.1", "--port", "0", "--broker",
-                                   "127.0.0.1:" + ws_port, "--threads", "2", "--drain-timeout", "2s"});
+      std::vector<std::string> proxy_argv{
+          KWS_PROXY_PATH,         "--listen",  "127.0.0.1", "--port",          "0", "--broker",
+          "127.0.0.1:" + ws_port, "--threads", "2",         "--drain-timeout", "2s"};
+      proxy_argv.insert(proxy_argv.end(), proxy_args.begin(), proxy_args.end());
+      proxy_ = std::make_unique<child_process>(proxy_argv);
       const auto port = proxy_->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
       ASSERT_TRUE(port) << "the proxy did not start:\n" << proxy_->output();
       proxy_port_ = *port;
-      std::vector<std::string> argv{KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:" + ws_port, "--advertise",
-                                    "127.0.0.1:" + proxy_port_};
+      ws_port_ = ws_port;
+      std::vector<std::string> argv{KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:" + ws_port};
+      if (broker_advertises_proxy) argv.insert(argv.end(), {"--advertise", "127.0.0.1:" + proxy_port_});
       argv.insert(argv.end(), broker_args.begin(), broker_args.end());
       broker_ = std::make_unique<child_process>(argv);
       if (broker_->wait_for_output(std::regex(R"(listening ws=127\.0\.0\.1:(\d+))"))) return;
@@ -128,6 +138,21 @@ class ProxyToDevbroker : public ::testing::Test {
 
   std::string output_of(const std::string& name) const { return read_file(path(name + ".out")); }
 
+  // tests/e2e/kafka_python_roundtrip.py against the proxy; its summary line must contain `expect`.
+  void kafka_python(const std::string& topic, int count, const std::string& api_version,
+                    const std::string& expect) {
+    const auto t = clock_type::now();
+    // The Debian python3 explicitly: the one first on PATH may not see Debian's python3-kafka.
+    const auto py = kws::test::run(
+        {"/usr/bin/python3", KWS_KAFKA_PYTHON_SCRIPT, "--bootstrap", bootstrap(), "--topic", topic, "--count",
+         std::to_string(count), "--api-version", api_version, "--limit-s", "25"},
+        {.stderr_to = spawn_options::stderr_target::captured}, 28s);
+    EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << "stdout:\n" << py.out;
+    EXPECT_NE(py.out.find(expect), std::string::npos) << py.out;
+    std::cout << "[ measure  ] " << py.out << "[ measure  ] python run: " << ms_since(t) << " ms\n";
+    expect_proxy_carried_connections();
+  }
+
   // Every client connection went through the proxy (the broker has no TCP listener; this checks the log).
   void expect_proxy_carried_connections() const {
     EXPECT_NE(proxy_->output().find(" open client=127.0.0.1:"), std::string::npos) << proxy_->output();
@@ -136,6 +161,7 @@ class ProxyToDevbroker : public ::testing::Test {
   kws::test::temp_dir dir_{"kws-e2e"};
   std::unique_ptr<child_process> proxy_, broker_;
   std::string proxy_port_;
+  std::string ws_port_;  // the dev broker's first WebSocket port
 };
 
 const std::vector<std::string> kafka_08_flags{"-X", "api.version.request=false", "-X",
@@ -167,7 +193,7 @@ TEST_F(ProxyToDevbroker, KcatWithDefaultSettingsRoundTripsTenThousandKeyedMessag
   ASSERT_NO_FATAL_FAILURE(start({}));
   const std::string input = keyed_lines(10000, "");
   write_file(path("in.txt"), input);
-  // Default settings: librdkafka asks ApiVersions and settles on the v0 APIs the broker offers.
+  // Default settings: librdkafka asks ApiVersions and picks the highest versions both sides speak.
   ASSERT_NO_FATAL_FAILURE(kcat("produce", {"-P", "-t", "test-topic", "-K:", "-l", path("in.txt")}));
   ASSERT_NO_FATAL_FAILURE(
       kcat("consume", {"-C", "-t", "test-topic", "-o", "beginning", "-e", "-f", "%k:%s\\n"}));
@@ -180,7 +206,8 @@ TEST_F(ProxyToDevbroker, KcatWithDefaultSettingsRoundTripsTenThousandKeyedMessag
 }
 
 TEST_F(ProxyToDevbroker, OriginalDemoKafka08BrokerWithKcatWithoutApiVersionRequest) {
-  ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}));
+  // The original's deployment exactly: the broker advertises the proxy, and the proxy relays byte for byte.
+  ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}, {"--no-rewrite"}));
   const std::string input = keyed_lines(10000, "old-");
   write_file(path("in.txt"), input);
   ASSERT_NO_FATAL_FAILURE(
@@ -195,14 +222,7 @@ TEST_F(ProxyToDevbroker, OriginalDemoKafka08BrokerWithKcatWithoutApiVersionReque
 
 TEST_F(ProxyToDevbroker, KafkaPythonAtApiVersion080RoundTripsKeyedNullKeyAndEmptyValueMessages) {
   ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}));
-  const auto t = clock_type::now();
-  // The Debian python3 explicitly: the one first on PATH may not see Debian's python3-kafka.
-  const auto py = kws::test::run({"/usr/bin/python3", KWS_KAFKA_PYTHON_SCRIPT, "--bootstrap", bootstrap(),
-                                  "--topic", "py-topic", "--count", "2000", "--limit-s", "25"},
-                                 {.stderr_to = spawn_options::stderr_target::captured}, 28s);
-  EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << "stdout:\n" << py.out;
-  std::cout << "[ measure  ] " << py.out << "[ measure  ] python run: " << ms_since(t) << " ms\n";
-  expect_proxy_carried_connections();
+  kafka_python("py-topic", 2000, "0.8.0", "api_version 0.8.0");
 }
 
 TEST_F(ProxyToDevbroker, KcatCarriesThree900KiBBinaryValues) {
@@ -353,6 +373,114 @@ TEST_F(ProxyToDevbroker, TwoProducersAtOnceWhileAConsumerReads) {
             << " messages with a live consumer: " << ms_since(t) << " ms\n";
   EXPECT_TRUE(by_partition(output_of("consume")) == want) << "the concurrent clients' messages differ";
   expect_proxy_carried_connections();
+}
+
+// ---- the Kafka-aware proxy ------------------------------------------------------------------------------
+
+// "broker N at HOST:PORT" lines of `kcat -L`.
+std::map<int, std::string> brokers_listed(const std::string& metadata) {
+  std::map<int, std::string> out;
+  const std::regex line(R"(broker (\d+) at (\S+:\d+))");
+  for (std::sregex_iterator it(metadata.begin(), metadata.end(), line), end; it != end; ++it)
+    out[std::stoi((*it)[1].str())] = (*it)[2].str();
+  return out;
+}
+
+TEST_F(ProxyToDevbroker, ThreeBrokersAdvertisingThemselvesAreReachedOnlyThroughProxyListeners) {
+  ASSERT_NO_FATAL_FAILURE(
+      start({"--nodes", "3", "--topic", "three:3"}, {}, /*broker_advertises_proxy=*/false));
+  ASSERT_NO_FATAL_FAILURE(kcat("metadata", {"-L", "-t", "three"}));
+  const auto listed = brokers_listed(output_of("metadata"));
+  ASSERT_EQ(listed.size(), 3u) << output_of("metadata");
+  EXPECT_EQ(listed.at(0), "127.0.0.1:" + proxy_port_) << "the bootstrap broker is the main listener";
+  const int first_ws = std::stoi(ws_port_);
+  std::set<std::string> distinct;
+  for (const auto& [node, address] : listed) {
+    distinct.insert(address);
+    EXPECT_TRUE(address.starts_with("127.0.0.1:")) << address;
+    for (int ws = first_ws; ws < first_ws + 3; ++ws)
+      EXPECT_NE(address, "127.0.0.1:" + std::to_string(ws)) << "broker " << node << " leaks its own address";
+    if (node > 0) {
+      EXPECT_TRUE(proxy_->wait_for_output(std::regex(
+          "broker " + std::to_string(node) + R"( at 127\.0\.0\.1:\d+ is reachable through )" + address)))
+          << proxy_->output();
+    }
+  }
+  EXPECT_EQ(distinct.size(), 3u);
+
+  // Each partition has another leader, so producing to all three goes through all three listeners.
+  std::map<int, std::vector<std::string>> want;
+  for (int p = 0; p < 3; ++p) {
+    const std::string lines = keyed_lines(300, "n" + std::to_string(p) + "-");
+    const auto file = path("in" + std::to_string(p) + ".txt");
+    write_file(file, lines);
+    want[p] = lines_of(lines);
+    ASSERT_NO_FATAL_FAILURE(kcat("produce-p" + std::to_string(p),
+                                 {"-P", "-t", "three", "-p", std::to_string(p), "-K:", "-l", file}));
+  }
+  ASSERT_NO_FATAL_FAILURE(
+      kcat("consume", {"-C", "-t", "three", "-o", "beginning", "-e", "-f", "%p|%k:%s\\n"}));
+  EXPECT_TRUE(by_partition(output_of("consume")) == want) << "per-partition contents differ";
+  for (int ws = first_ws + 1; ws < first_ws + 3; ++ws) {
+    EXPECT_NE(proxy_->output().find("broker=ws://127.0.0.1:" + std::to_string(ws) + "/"), std::string::npos)
+        << "no client connection reached the broker on port " << ws;
+  }
+}
+
+TEST_F(ProxyToDevbroker, Kafka08BrokerWithBrokerApi08AndKcatAtDefaultSettings) {
+  ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}, {"--broker-api", "0.8"}, false));
+  const std::string input = keyed_lines(2000, "k08-");
+  write_file(path("in.txt"), input);
+  // No fallback flags: librdkafka asks ApiVersions and gets the proxy's answer for the 0.8 broker.
+  ASSERT_NO_FATAL_FAILURE(
+      kcat("produce", {"-P", "-t", "test-topic", "-K:", "-l", path("in.txt")}, "/dev/null", 15s));
+  ASSERT_NO_FATAL_FAILURE(kcat(
+      "consume", {"-C", "-t", "test-topic", "-o", "beginning", "-e", "-f", "%k:%s\\n"}, "/dev/null", 15s));
+  EXPECT_TRUE(output_of("consume") == input) << "consumed keys and values differ from the produced ones";
+  EXPECT_EQ(brokers_listed(read_file(path("produce.out"))).size(), 0u);
+}
+
+TEST_F(ProxyToDevbroker, Kafka08BrokerWithBrokerApi08AndKafkaPythonWithoutApiVersion) {
+  ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}, {"--broker-api", "0.8"}, false));
+  // kafka-python probes down to 0.8 because nothing answers its ApiVersions v0.
+  kafka_python("py08", 500, "auto", "api_version 0.8");
+}
+
+TEST_F(ProxyToDevbroker, KafkaPythonWithDefaultSettingsAgainstTheDefaultBroker) {
+  ASSERT_NO_FATAL_FAILURE(start({}, {}, false));
+  kafka_python("py10", 1000, "auto", "api_version 0.10");
+}
+
+TEST_F(ProxyToDevbroker, BrokerClosingIdleWebSocketsBetweenRequestsGoesUnnoticed) {
+  ASSERT_NO_FATAL_FAILURE(start({"--close-idle-after", "300ms"}, {"--log-level", "debug"}, false));
+  const auto fifo = path("in.fifo");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  // Held open before kcat starts: posix_spawn waits for the child to exec, and the child's open of a FIFO
+  // waits for a writer (Linux opens a FIFO read-write at once).
+  const int writer = ::open(fifo.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(writer, 0);
+  auto producer = start_kcat("produce", {"-P", "-t", "idle", "-K:"}, fifo);
+  const auto send = [&](const std::string& text) {
+    ASSERT_EQ(::write(writer, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  };
+  ASSERT_NO_FATAL_FAILURE(send(keyed_lines(100, "before-")));
+  // kcat keeps its connection (librdkafka reuses the bootstrap connection for broker 0, whose advertised
+  // address is the same); the broker closes the idle WebSocket behind the proxy. Then kcat sends more.
+  const bool noticed =
+      proxy_->wait_for_output(std::regex("reconnecting on the next request"), 15s).has_value();
+  if (noticed) send(keyed_lines(100, "after-"));
+  ::close(writer);  // EOF: kcat flushes and exits
+  ASSERT_TRUE(noticed) << proxy_->output();
+  const auto rc = producer->wait(20s);
+  ASSERT_EQ(rc, std::optional<int>(0)) << describe(rc, producer->error_output());
+  EXPECT_EQ(producer->error_output().find("ERROR"), std::string::npos) << producer->error_output();
+  // The second batch went over a new WebSocket behind the producer's one TCP connection (the first accepted).
+  EXPECT_NE(proxy_->output().find("conn 1 broker connection open again"), std::string::npos)
+      << proxy_->output();
+  EXPECT_EQ(proxy_->output().find("conn 2 "), std::string::npos) << "the producer opened a second connection";
+  ASSERT_NO_FATAL_FAILURE(kcat("consume", {"-C", "-t", "idle", "-o", "beginning", "-e", "-f", "%k:%s\\n"}));
+  EXPECT_TRUE(output_of("consume") == keyed_lines(100, "before-") + keyed_lines(100, "after-"));
+  EXPECT_EQ(proxy_->output().find("in flight"), std::string::npos) << proxy_->output();
 }
 
 #ifdef KWS_LIBRDKAFKA_EXAMPLE_PATH

@@ -1,5 +1,8 @@
 #!/usr/bin/python3
-"""kafka-python (Debian's python3-kafka) through kafka-websocket-proxy at api_version (0, 8, 0).
+"""kafka-python (Debian's python3-kafka) through kafka-websocket-proxy.
+
+With --api-version auto the clients are left to find out the broker's version themselves (their default);
+otherwise they are told, e.g. 0.8.0.
 
 Produces COUNT messages to partition 0 of TOPIC (keyed ones, plus a null key and an empty value among them),
 reads partition 0 back from the beginning without a consumer group, and compares every key and value.
@@ -37,14 +40,17 @@ def main():
     ap.add_argument("--topic", required=True)
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--limit-s", type=int, default=25, help="bound on the whole run")
+    ap.add_argument("--api-version", default="0.8.0", help="e.g. 0.8.0, or auto for kafka-python's probe")
     args = ap.parse_args()
+    version = {} if args.api_version == "auto" else {
+        "api_version": tuple(int(x) for x in args.api_version.split("."))}
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(args.limit_s)
 
     want = expected(args.count)
     started = time.monotonic()
-    producer = KafkaProducer(bootstrap_servers=args.bootstrap, api_version=(0, 8, 0), acks=1,
-                             request_timeout_ms=10000, max_block_ms=10000, retries=0)
+    producer = KafkaProducer(bootstrap_servers=args.bootstrap, acks=1, request_timeout_ms=10000,
+                             max_block_ms=10000, retries=0, **version)
     futures = [producer.send(args.topic, key=k, value=v, partition=0) for k, v in want]
     producer.flush(timeout=15)
     offsets = [f.get(timeout=1).offset for f in futures]
@@ -55,8 +61,8 @@ def main():
     produced_s = time.monotonic() - started
 
     # No group: the broker has no group coordinator, so assign the partition and seek to the beginning.
-    consumer = KafkaConsumer(bootstrap_servers=args.bootstrap, api_version=(0, 8, 0), group_id=None,
-                             enable_auto_commit=False, consumer_timeout_ms=5000, request_timeout_ms=10000)
+    consumer = KafkaConsumer(bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False,
+                             consumer_timeout_ms=5000, request_timeout_ms=10000, **version)
     tp = TopicPartition(args.topic, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)
@@ -74,8 +80,9 @@ def main():
                 print("first difference at offset %d: got %r, want %r" % (i, g, w), file=sys.stderr)
                 break
         return 1
-    print("kafka-python %s: %d messages round-tripped (produce %.2f s, total %.2f s)" % (
-        __import__("kafka").__version__, len(got), produced_s, time.monotonic() - started))
+    print("kafka-python %s, api_version %s: %d messages round-tripped (produce %.2f s, total %.2f s)" % (
+        __import__("kafka").__version__, ".".join(map(str, consumer.config["api_version"])), len(got),
+        produced_s, time.monotonic() - started))
     return 0
 
 

@@ -2,6 +2,7 @@
 // server on the other, everything on 127.0.0.1 and bounded in time.
 #include "frame_util.hpp"
 #include "process.hpp"
+#include "proxy_support.hpp"
 #include "test_env.hpp"
 #include "ws_test_server.hpp"
 
@@ -27,114 +28,15 @@ namespace {
 namespace asio = boost::asio;
 using boost::system::error_code;
 using kws::test::child_process;
+using kws::test::client;
 using kws::test::frame;
 using kws::test::pattern;
+using kws::test::proxy_process;
 using kws::test::raw_size;
 using kws::test::ws_peer;
 using kws::test::ws_test_server;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
-
-// The proxy binary, listening on an ephemeral port of 127.0.0.1.
-struct proxy_process {
-  explicit proxy_process(std::vector<std::string> args, bool go_style = false)
-      : proc(make_argv(std::move(args), go_style)) {
-    auto p = proc.wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
-    if (!p) throw std::runtime_error("the proxy did not start:\n" + proc.output());
-    port = static_cast<unsigned short>(std::stoi(*p));
-  }
-
-  static std::vector<std::string> make_argv(std::vector<std::string> args, bool go_style) {
-    std::vector<std::string> argv{KWS_PROXY_PATH};
-    if (go_style) {
-      argv.insert(argv.end(), {"-listen", "127.0.0.1", "-port", "0"});
-    } else {
-      argv.insert(argv.end(),
-                  {"--listen", "127.0.0.1", "--port", "0", "--threads", "2", "--log-level", "debug"});
-    }
-    argv.insert(argv.end(), args.begin(), args.end());
-    return argv;
-  }
-
-  child_process proc;
-  unsigned short port = 0;
-};
-
-// A Kafka client's TCP connection, with every wait bounded.
-class client {
- public:
-  explicit client(unsigned short port) {
-    sock_.connect({asio::ip::make_address("127.0.0.1"), port});
-    sock_.set_option(tcp::no_delay(true));
-  }
-
-  void send(const std::string& data) { asio::write(sock_, asio::buffer(data)); }
-  void shutdown_send() { sock_.shutdown(tcp::socket::shutdown_send); }
-
-  // Sends `out` and reads `n` bytes at the same time (so neither side blocks the other).
-  std::string exchange(const std::string& out, std::size_t n, error_code& ec,
-                       std::chrono::milliseconds limit = 10s) {
-    std::string in(n, '\0');
-    std::size_t got = 0;
-    bool read_done = false, write_done = out.empty();
-    if (!out.empty()) {
-      asio::async_write(sock_, asio::buffer(out), [&](error_code e, std::size_t) {
-        write_done = true;
-        if (e && !ec) ec = e;
-      });
-    }
-    asio::async_read(sock_, asio::buffer(in), [&](error_code e, std::size_t k) {
-      read_done = true;
-      got = k;
-      if (e) ec = e;
-    });
-    ioc_.restart();
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!(read_done && write_done) && std::chrono::steady_clock::now() < until) ioc_.run_one_for(50ms);
-    if (!(read_done && write_done)) {
-      sock_.cancel();
-      ioc_.restart();
-      ioc_.run_for(1s);
-      ec = asio::error::timed_out;
-    }
-    in.resize(got);
-    return in;
-  }
-
-  std::string recv(std::size_t n, error_code& ec, std::chrono::milliseconds limit = 10s) {
-    return exchange({}, n, ec, limit);
-  }
-
-  // Writes as much of `data` as the peer takes within the limit; returns how much that was.
-  std::size_t send_for(std::string_view data, std::chrono::milliseconds limit) {
-    std::size_t sent = 0;
-    bool done = false;
-    asio::async_write(sock_, asio::buffer(data.data(), data.size()), [&](error_code, std::size_t n) {
-      sent = n;
-      done = true;
-    });
-    ioc_.restart();
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!done && std::chrono::steady_clock::now() < until) ioc_.run_one_for(50ms);
-    if (!done) {
-      sock_.cancel();
-      ioc_.restart();
-      ioc_.run_for(1s);
-    }
-    return sent;
-  }
-
-  // True when the proxy ends the connection (EOF or reset) within the limit, with no more data.
-  bool closed_by_peer(std::chrono::milliseconds limit = 10s) {
-    error_code ec;
-    auto extra = recv(1, ec, limit);
-    return extra.empty() && (ec == asio::error::eof || ec == asio::error::connection_reset);
-  }
-
- private:
-  asio::io_context ioc_;
-  tcp::socket sock_{ioc_};
-};
 
 // A WebSocket script that answers each binary message after `delay`.
 kws::test::ws_script delayed_echo(std::chrono::milliseconds delay, std::atomic<int>* close_code = nullptr) {
@@ -155,25 +57,11 @@ std::string many_frames(int n, std::size_t max_body, unsigned seed) {
   return s;
 }
 
-// A Produce v0 request with the given acks (body content beyond acks does not matter to the proxy).
+// A Produce v0 request with the given acks and no topics (the rest of the body does not matter here).
 std::string produce_v0(std::int16_t acks, std::int32_t correlation_id) {
-  std::string b;
-  auto i16 = [&](std::int16_t v) {
-    b += static_cast<char>((v >> 8) & 0xff);
-    b += static_cast<char>(v & 0xff);
-  };
-  auto i32 = [&](std::int32_t v) {
-    for (int s = 24; s >= 0; s -= 8) b += static_cast<char>((v >> s) & 0xff);
-  };
-  i16(0);  // api key: Produce
-  i16(0);  // version
-  i32(correlation_id);
-  i16(4);
-  b += "test";  // client id
-  i16(acks);
-  i32(1000);  // timeout
-  i32(0);     // no topics
-  return frame(b);
+  const char body[] = {
+      static_cast<char>(acks >> 8), static_cast<char>(acks), 0, 0, 3, static_cast<char>(0xe8), 0, 0, 0, 0};
+  return kws::test::request(0, 0, correlation_id, std::string(body, sizeof body));
 }
 
 TEST(Proxy, RelaysOneFrameEachWay) {

@@ -1,0 +1,125 @@
+// The proxy's directory of listeners per broker, with a recording opener instead of sockets.
+#include "broker_directory.hpp"
+
+#include <gtest/gtest.h>
+#include <boost/asio/error.hpp>
+
+#include <set>
+
+namespace {
+
+using kws::kafka::advertised_broker;
+using kws::kafka::broker_endpoint;
+using kws::proxy::broker_directory;
+using kws::proxy::directory_config;
+using kws::proxy::route;
+
+struct recording_opener {
+  std::vector<route> opened;
+  std::set<std::uint16_t> busy;  // ports that fail with address_in_use
+  std::uint16_t operator()(const route& r, std::uint16_t port, boost::system::error_code& ec) {
+    if (busy.count(port)) {
+      ec = boost::asio::error::address_in_use;
+      return 0;
+    }
+    // Port 0: the system picks one, as it would for a real listener.
+    const auto bound = port != 0 ? port : static_cast<std::uint16_t>(40000 + opened.size());
+    opened.push_back(r);
+    opened.back().port = bound;
+    return bound;
+  }
+};
+
+directory_config proxy_at_8080() {
+  directory_config c;
+  c.advertise_host = "proxy.example";
+  c.main_port = 8080;
+  c.bootstrap_url = "ws://localhost:8787/";
+  c.bootstrap_host = "localhost";
+  c.bootstrap_port = 8787;
+  c.first_port = 8081;
+  c.last_port = 8083;
+  c.self_hosts = {"proxyhost", "10.1.2.3"};
+  return c;
+}
+
+std::optional<broker_endpoint> map(broker_directory& d, std::int32_t node, const char* host,
+                                   std::int32_t port) {
+  boost::system::error_code ec;
+  auto r = d.map(advertised_broker{node, host, port}, ec);
+  EXPECT_FALSE(ec) << ec.message();
+  return r;
+}
+
+TEST(BrokerDirectory, TheBootstrapBrokerIsTheMainListenerWhateverLoopbackNameItUses) {
+  recording_opener opener;
+  broker_directory d(proxy_at_8080(), std::ref(opener));
+  for (const char* host : {"localhost", "127.0.0.1", "::1", "LOCALHOST"}) {
+    const auto e = map(d, 0, host, 8787);
+    ASSERT_TRUE(e) << host;
+    EXPECT_EQ(e->host, "proxy.example");
+    EXPECT_EQ(e->port, 8080);
+  }
+  EXPECT_TRUE(opener.opened.empty());
+}
+
+TEST(BrokerDirectory, EachFurtherBrokerGetsOneStableListenerFromTheRange) {
+  recording_opener opener;
+  opener.busy = {8082};
+  broker_directory d(proxy_at_8080(), std::ref(opener));
+  EXPECT_EQ(map(d, 1, "127.0.0.1", 8788)->port, 8081);
+  EXPECT_EQ(map(d, 2, "127.0.0.1", 8789)->port, 8083) << "8082 is taken by someone else";
+  EXPECT_EQ(map(d, 1, "127.0.0.1", 8788)->port, 8081) << "stable on second sight";
+  ASSERT_EQ(opener.opened.size(), 2u);
+  EXPECT_EQ(opener.opened[0].url, "ws://127.0.0.1:8788/");
+  EXPECT_EQ(opener.opened[0].node_id, 1);
+  EXPECT_EQ(opener.opened[1].url, "ws://127.0.0.1:8789/");
+  // The range is spent: the next broker cannot be given a listener, and says so.
+  boost::system::error_code ec;
+  EXPECT_FALSE(d.map(advertised_broker{3, "127.0.0.1", 8790}, ec));
+  EXPECT_EQ(ec, boost::asio::error::address_in_use);
+}
+
+TEST(BrokerDirectory, ABrokerAdvertisingThisProxyIsLeftAlone) {
+  recording_opener opener;
+  broker_directory d(proxy_at_8080(), std::ref(opener));
+  for (const char* host : {"127.0.0.1", "localhost", "proxy.example", "proxyhost", "10.1.2.3"}) {
+    EXPECT_FALSE(map(d, 0, host, 8080)) << host;
+  }
+  // Another machine's port 8080 is a broker like any other.
+  EXPECT_EQ(map(d, 0, "elsewhere", 8080)->port, 8081);
+  // So is one of this proxy's own listener ports once it exists: it is left alone too.
+  EXPECT_FALSE(map(d, 5, "localhost", 8081));
+  EXPECT_EQ(opener.opened.size(), 1u);
+}
+
+TEST(BrokerDirectory, ANodeIdTemplateTellsApartBrokersThatShareAnAddress) {
+  // Behind a gateway every broker is advertised at the gateway's address; the node id picks the route.
+  auto c = proxy_at_8080();
+  c.bootstrap_url = "wss://gw.example.com:443/kafka";
+  c.bootstrap_host = "gw.example.com";
+  c.bootstrap_port = 443;
+  c.url_template = kws::url_template::parse("wss://gw.example.com/kafka/{node_id}");
+  recording_opener opener;
+  broker_directory d(std::move(c), std::ref(opener));
+  EXPECT_EQ(map(d, 0, "gw.example.com", 443)->port, 8081);
+  EXPECT_EQ(map(d, 1, "gw.example.com", 443)->port, 8082);
+  EXPECT_EQ(map(d, 0, "gw.example.com", 443)->port, 8081);
+  ASSERT_EQ(opener.opened.size(), 2u);
+  EXPECT_EQ(opener.opened[1].url, "wss://gw.example.com/kafka/1");
+}
+
+TEST(BrokerDirectory, WithoutARangeEveryListenerTakesAnyFreePort) {
+  auto c = proxy_at_8080();
+  c.first_port = c.last_port = 0;
+  recording_opener opener;
+  broker_directory d(std::move(c), std::ref(opener));
+  map(d, 1, "b1", 9092);
+  map(d, 2, "b2", 9092);
+  EXPECT_EQ(map(d, 1, "b1", 9092)->port, 40000);
+  ASSERT_EQ(opener.opened.size(), 2u);
+  EXPECT_EQ(opener.opened[0].port, 40000);
+  EXPECT_EQ(opener.opened[1].port, 40001);
+}
+
+}  // namespace

@@ -1,0 +1,148 @@
+// What the proxy's process-level tests share: the built binary on an ephemeral port of 127.0.0.1, and a Kafka
+// client's TCP connection with every wait bounded.
+#pragma once
+
+#include "frame_util.hpp"
+#include "process.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+
+#include <chrono>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#ifndef KWS_PROXY_PATH
+#error "tests/proxy/CMakeLists.txt defines KWS_PROXY_PATH"
+#endif
+
+namespace kws::test {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+// The proxy binary, listening on an ephemeral port of 127.0.0.1.
+struct proxy_process {
+  explicit proxy_process(std::vector<std::string> args, bool go_style = false)
+      : proc(make_argv(std::move(args), go_style)) {
+    auto p = proc.wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
+    if (!p) throw std::runtime_error("the proxy did not start:\n" + proc.output());
+    port = static_cast<unsigned short>(std::stoi(*p));
+  }
+
+  static std::vector<std::string> make_argv(std::vector<std::string> args, bool go_style) {
+    std::vector<std::string> argv{KWS_PROXY_PATH};
+    if (go_style) {
+      argv.insert(argv.end(), {"-listen", "127.0.0.1", "-port", "0"});
+    } else {
+      argv.insert(argv.end(),
+                  {"--listen", "127.0.0.1", "--port", "0", "--threads", "2", "--log-level", "debug"});
+    }
+    argv.insert(argv.end(), args.begin(), args.end());
+    return argv;
+  }
+
+  child_process proc;
+  unsigned short port = 0;
+};
+
+// A Kafka client's TCP connection, with every wait bounded.
+class client {
+ public:
+  explicit client(unsigned short port) {
+    sock_.connect({asio::ip::make_address("127.0.0.1"), port});
+    sock_.set_option(tcp::no_delay(true));
+  }
+
+  void send(const std::string& data) { asio::write(sock_, asio::buffer(data)); }
+  void shutdown_send() { sock_.shutdown(tcp::socket::shutdown_send); }
+
+  // Sends `out` and reads `n` bytes at the same time (so neither side blocks the other).
+  std::string exchange(const std::string& out, std::size_t n, error_code& ec,
+                       std::chrono::milliseconds limit = 10s) {
+    std::string in(n, '\0');
+    std::size_t got = 0;
+    bool read_done = false, write_done = out.empty();
+    if (!out.empty()) {
+      asio::async_write(sock_, asio::buffer(out), [&](error_code e, std::size_t) {
+        write_done = true;
+        if (e && !ec) ec = e;
+      });
+    }
+    asio::async_read(sock_, asio::buffer(in), [&](error_code e, std::size_t k) {
+      read_done = true;
+      got = k;
+      if (e) ec = e;
+    });
+    ioc_.restart();
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!(read_done && write_done) && std::chrono::steady_clock::now() < until) ioc_.run_one_for(50ms);
+    if (!(read_done && write_done)) {
+      sock_.cancel();
+      ioc_.restart();
+      ioc_.run_for(1s);
+      ec = asio::error::timed_out;
+    }
+    in.resize(got);
+    return in;
+  }
+
+  std::string recv(std::size_t n, error_code& ec, std::chrono::milliseconds limit = 10s) {
+    return exchange({}, n, ec, limit);
+  }
+
+  // Writes as much of `data` as the peer takes within the limit; returns how much that was.
+  std::size_t send_for(std::string_view data, std::chrono::milliseconds limit) {
+    std::size_t sent = 0;
+    bool done = false;
+    asio::async_write(sock_, asio::buffer(data.data(), data.size()), [&](error_code, std::size_t n) {
+      sent = n;
+      done = true;
+    });
+    ioc_.restart();
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!done && std::chrono::steady_clock::now() < until) ioc_.run_one_for(50ms);
+    if (!done) {
+      sock_.cancel();
+      ioc_.restart();
+      ioc_.run_for(1s);
+    }
+    return sent;
+  }
+
+  // True when the proxy ends the connection (EOF or reset) within the limit, with no more data.
+  bool closed_by_peer(std::chrono::milliseconds limit = 10s) {
+    error_code ec;
+    auto extra = recv(1, ec, limit);
+    return extra.empty() && (ec == asio::error::eof || ec == asio::error::connection_reset);
+  }
+
+ private:
+  asio::io_context ioc_;
+  tcp::socket sock_{ioc_};
+};
+
+// A request frame: api key, version, correlation id, client id "t", then `body`.
+inline std::string request(std::int16_t key, std::int16_t version, std::int32_t correlation_id,
+                           const std::string& body = {}) {
+  std::string b;
+  auto i16 = [&](std::int16_t v) {
+    b += static_cast<char>((v >> 8) & 0xff);
+    b += static_cast<char>(v & 0xff);
+  };
+  i16(key);
+  i16(version);
+  for (int s = 24; s >= 0; s -= 8) b += static_cast<char>((correlation_id >> s) & 0xff);
+  i16(1);
+  b += "t";
+  return frame(b + body);
+}
+
+}  // namespace kws::test
