@@ -1,5 +1,7 @@
 #include "broker.hpp"
 
+#include <kws/kafka/api_versions.hpp>
+
 #include <kws/frame.hpp>
 
 #include <fmt/format.h>
@@ -18,26 +20,24 @@ namespace {
 // (plus ListOffsets v1, for offsets by time), every field of each implemented, so that clients with default
 // settings use message format v1. kafka-python infers "0.10.0" from this list (it looks for Metadata v2 and
 // newer to tell later releases); librdkafka takes the highest version both sides speak.
-struct version_range {
-  api_key key;
-  std::int16_t min;
-  std::int16_t max;
-};
-constexpr version_range supported[] = {
-    {api_key::produce, 0, 2},  {api_key::fetch, 0, 2},        {api_key::list_offsets, 0, 1},
-    {api_key::metadata, 0, 1}, {api_key::api_versions, 0, 3},
+using kafka::api_version_range;
+constexpr api_version_range supported[] = {
+    {api_key::produce, 0, 2},
+    {api_key::fetch, 0, 2},
+    {api_key::list_offsets, 0, 1},
+    {api_key::metadata, 0, 1},
+    {api_key::api_versions, 0, kafka::max_api_versions_version},
 };
 // --kafka-0.8-only: the edge broker's set. ApiVersions is not listed: it gets no answer at all.
-constexpr version_range kafka_08_supported[] = {
+constexpr api_version_range kafka_08_supported[] = {
     {api_key::produce, 0, 0},
     {api_key::fetch, 0, 0},
     {api_key::list_offsets, 0, 0},
     {api_key::metadata, 0, 0},
 };
-constexpr std::int16_t api_versions_max = 3;
 
 template <std::size_t N>
-const version_range* find_range(const version_range (&table)[N], api_key key) noexcept {
+const api_version_range* find_range(const api_version_range (&table)[N], api_key key) noexcept {
   for (const auto& r : table)
     if (r.key == key) return &r;
   return nullptr;
@@ -213,14 +213,14 @@ outcome broker::handle(bytes_view frame, std::int32_t node_id, listener_kind kin
     }
     return handle_api_versions(h, body);
   }
-  const version_range* range =
+  const api_version_range* range =
       config_.kafka_08_only ? find_range(kafka_08_supported, h.key) : find_range(supported, h.key);
   if (!range) {
     return close_with(fmt::format("unsupported API key {} ({}) v{}, correlation id {}", key,
                                   kafka::api_name(h.key), h.version, h.correlation_id));
   }
   // Kafka closes the connection for versions it does not speak, except for ApiVersions (answered above).
-  if (h.version < range->min || h.version > range->max) {
+  if (h.version < range->min_version || h.version > range->max_version) {
     return close_with(fmt::format("unsupported version {} of {}, correlation id {}", h.version,
                                   kafka::api_name(h.key), h.correlation_id));
   }
@@ -238,46 +238,13 @@ outcome broker::handle(bytes_view frame, std::int32_t node_id, listener_kind kin
 }
 
 outcome broker::handle_api_versions(const kafka::request_header& h, bytes_view body) {
-  std::vector<unsigned char> out;
-  kafka::writer w(out);
-  const std::size_t size_at = begin_response(w, h.correlation_id);  // always response header v0 (KIP-511)
-
-  if (h.version < 0 || h.version > api_versions_max || h.header_bytes == 0) {
-    // KIP-511: answer an unknown version with a v0 body that lists the ApiVersions range we do speak.
-    w.int16(code(error_code::unsupported_version));
-    w.array_count(1);
-    w.int16(static_cast<std::int16_t>(api_key::api_versions));
-    w.int16(0);
-    w.int16(api_versions_max);
-    end_response(w, size_at);
-    return respond(std::move(out));
-  }
-
-  error_code err = error_code::none;
-  if (h.version >= 3) {
-    kafka::reader r(body.subspan(h.header_bytes));
-    (void)r.compact_string();  // client_software_name
-    (void)r.compact_string();  // client_software_version
-    r.skip_tagged_fields();
-    if (!r.ok()) err = error_code::invalid_request;
-  }
-
-  w.int16(code(err));
-  const auto n = static_cast<std::int32_t>(std::size(supported));
-  if (h.version >= 3)
-    w.compact_array_count(n);
-  else
-    w.array_count(n);
-  for (const auto& s : supported) {
-    w.int16(static_cast<std::int16_t>(s.key));
-    w.int16(s.min);
-    w.int16(s.max);
-    if (h.version >= 3) w.empty_tagged_fields();
-  }
-  if (h.version >= 1) w.int32(0);  // throttle_time_ms
-  if (h.version >= 3) w.empty_tagged_fields();
-  end_response(w, size_at);
-  return respond(std::move(out));
+  // A version this broker cannot read gets the KIP-511 answer (a v0 body listing the ApiVersions range).
+  if (h.version < 0 || h.version > kafka::max_api_versions_version || h.header_bytes == 0)
+    return respond(kafka::encode_api_versions_unsupported(h.correlation_id));
+  boost::system::error_code ec;
+  kafka::parse_api_versions_request(h.version, body.subspan(h.header_bytes), ec);
+  const auto err = ec ? error_code::invalid_request : error_code::none;
+  return respond(kafka::encode_api_versions_response(h.version, h.correlation_id, supported, code(err)));
 }
 
 // Produce Request (Version: 0-2) => acks timeout [topic [partition record_set]]

@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
       "THIS IS A TEST TARGET, NOT A PRODUCT: no persistence, no replication, no security, no consumer "
       "groups.\n"
       "By default it speaks what clients take for Kafka 0.10.0: Produce v0-v2, Fetch v0-v2, Metadata v0-v1,\n"
-      "plus ListOffsets v0-v1 and ApiVersions v0-v3 (message format v0/v1, no compression), so clients with\n"
+      "plus ListOffsets v0-v1 and ApiVersions v0-v5 (message format v0/v1, no compression), so clients with\n"
       "default settings work; --kafka-0.8-only narrows it to the v0 APIs without ApiVersions. Kafka travels\n"
       "over WebSocket (one frame per binary message) and optionally over plain TCP. --log-level debug logs\n"
       "each request's API and version.\n"

@@ -118,8 +118,8 @@ TEST_F(DevbrokerRequests, ApiVersionsV0ListsKafka0100VersionsOfTheFiveApis) {
   }
   r.body.expect_end();  // v0: no throttle time
   EXPECT_TRUE(r.body.ok());
-  // Produce v0-v2, Fetch v0-v2, ListOffsets v0-v1, Metadata v0-v1, ApiVersions v0-v3.
-  const std::vector<std::tuple<int, int, int>> want{{0, 0, 2}, {1, 0, 2}, {2, 0, 1}, {3, 0, 1}, {18, 0, 3}};
+  // Produce v0-v2, Fetch v0-v2, ListOffsets v0-v1, Metadata v0-v1, ApiVersions v0-v5.
+  const std::vector<std::tuple<int, int, int>> want{{0, 0, 2}, {1, 0, 2}, {2, 0, 1}, {3, 0, 1}, {18, 0, 5}};
   EXPECT_EQ(got, want);
 }
 
@@ -137,7 +137,7 @@ TEST_F(DevbrokerRequests, ApiVersionsV3HasFlexibleBodyButResponseHeaderV0) {
     got.emplace_back(k, lo, hi);
     r.body.skip_tagged_fields();
   }
-  const std::vector<std::tuple<int, int, int>> want{{0, 0, 2}, {1, 0, 2}, {2, 0, 1}, {3, 0, 1}, {18, 0, 3}};
+  const std::vector<std::tuple<int, int, int>> want{{0, 0, 2}, {1, 0, 2}, {2, 0, 1}, {3, 0, 1}, {18, 0, 5}};
   EXPECT_EQ(got, want);
   EXPECT_EQ(r.body.int32(), 0);  // throttle_time_ms
   r.body.skip_tagged_fields();
@@ -159,14 +159,14 @@ TEST_F(DevbrokerRequests, ApiVersionsV1HasThrottleTime) {
 
 TEST_F(DevbrokerRequests, UnsupportedApiVersionsVersionGetsV0ErrorWithTheRange) {
   auto b = make();
-  const auto res = respond(b, api_versions_request(11, 4));
+  const auto res = respond(b, api_versions_request(11, 6));
   auto r = open_response(res);
   EXPECT_EQ(r.correlation_id, 11);
   EXPECT_EQ(r.body.int16(), code(error_code::unsupported_version));
   ASSERT_EQ(r.body.array_count(), 1);
   EXPECT_EQ(r.body.int16(), 18);
   EXPECT_EQ(r.body.int16(), 0);
-  EXPECT_EQ(r.body.int16(), 3);
+  EXPECT_EQ(r.body.int16(), 5);
   r.body.expect_end();
   EXPECT_TRUE(r.body.ok());
 }
