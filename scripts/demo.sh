@@ -4,8 +4,8 @@
 #
 #   kcat ──TCP 127.0.0.1:8080──▶ kafka-websocket-proxy ──ws://localhost:8787/──▶ kafka-websocket-devbroker
 #
-# The dev broker advertises the proxy's address in Metadata, as in the original demo: a Kafka client
-# connects to the advertised address after bootstrapping, and the broker itself has no TCP listener.
+# The dev broker advertises its own WebSocket address in Metadata, and has no TCP listener; the proxy rewrites
+# that address to its own, so kcat stays on the proxy after bootstrapping (see docs/addressing.md).
 # If 8080 or 8787 is taken, the demo says so and uses a free port instead.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -125,12 +125,21 @@ wait_for_line "$work/proxy.log" 'listening on 127\.0\.0\.1:([0-9]+)' "$proxy_pid
 echo "proxy running (pid $proxy_pid)"
 
 step "start kafka-websocket-devbroker"
-echo "+ $BROKER --listen 127.0.0.1:$BROKER_PORT --advertise 127.0.0.1:$PROXY_PORT"
-"$BROKER" --listen "127.0.0.1:$BROKER_PORT" --advertise "127.0.0.1:$PROXY_PORT" >"$work/broker.log" 2>&1 &
+echo "+ $BROKER --listen 127.0.0.1:$BROKER_PORT"
+"$BROKER" --listen "127.0.0.1:$BROKER_PORT" >"$work/broker.log" 2>&1 &
 broker_pid=$!
 wait_for_line "$work/broker.log" 'listening ws=127\.0\.0\.1:([0-9]+)' "$broker_pid" >/dev/null ||
   fail "the dev broker did not start on 127.0.0.1:$BROKER_PORT (log below)"
 echo "dev broker running (pid $broker_pid)"
+
+step "metadata through the proxy"
+echo "+ kcat -b 127.0.0.1:$PROXY_PORT -L"
+timeout "$KCAT_TIMEOUT" kcat -b "127.0.0.1:$PROXY_PORT" -L >"$work/metadata.txt" 2>"$work/metadata.err" ||
+  { cat "$work/metadata.err" >&2; fail "kcat -L failed"; }
+sed -n 's/^ *\(broker .*\)/  \1/p' "$work/metadata.txt"
+grep -q "broker 0 at 127.0.0.1:$PROXY_PORT" "$work/metadata.txt" ||
+  fail "the broker is not advertised at the proxy's address"
+echo "the broker advertises its own WebSocket address, 127.0.0.1:$BROKER_PORT; clients see the proxy's instead"
 
 step "produce with kcat through the proxy"
 cat >"$work/in.txt" <<'EOF'
