@@ -16,8 +16,9 @@ constexpr api_version_range kafka_0_8_ranges[] = {
 };
 
 std::string describe(api_key key, std::int16_t version, std::int32_t correlation_id) {
-  return std::string(api_name(key)) + " v" + std::to_string(version) + " (correlation id " +
-         std::to_string(correlation_id) + ")";
+  const auto name = api_name(key);
+  return (name == "unknown" ? "api key " + std::to_string(static_cast<int>(key)) : std::string(name)) + " v" +
+         std::to_string(version) + " (correlation id " + std::to_string(correlation_id) + ")";
 }
 
 // APIs whose responses carry broker addresses, at any version.
@@ -64,6 +65,12 @@ frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>&) 
   e.key = h.key;
   e.version = h.version;
   if (h.key == api_key::produce && !expects_response(frame)) return frame_action::forward;  // acks=0
+  if (api_name(h.key) == "unknown") {
+    note(log_level::debug, [&] {
+      return "request " + describe(h.key, h.version, h.correlation_id) +
+             " passed through (a key unknown here)";
+    });
+  }
 
   if (h.key == api_key::api_versions && (config_->rewrite || config_->api == broker_api::kafka_0_8)) {
     if (h.version > max_api_versions_version) {
