@@ -55,7 +55,15 @@ std::optional<kafka::broker_endpoint> broker_directory::map(const kafka::adverti
   // for it would dial the proxy itself.
   if (is_self(b.host, b.port)) return std::nullopt;
 
-  const std::string url = config_.url_template.expand(b.host, b.port, b.node_id);
+  // Normalised (explicit port, path) so that it compares with the bootstrap URL; a host that makes no URL
+  // (the broker advertised garbage) fails this response rather than opening a listener that cannot work.
+  const auto parsed = kws::parse_address(config_.url_template.expand(b.host, b.port, b.node_id), false, ec);
+  if (ec) {
+    spdlog::error("broker {} advertises {}, which makes no WebSocket URL with the template", b.node_id,
+                  host_port(b.host, b.port));
+    return std::nullopt;
+  }
+  const std::string url = parsed.str();
   const bool same_endpoint =
       b.port == config_.bootstrap_port && (iequals(unbracket(b.host), unbracket(config_.bootstrap_host)) ||
                                            (is_loopback(b.host) && is_loopback(config_.bootstrap_host)));

@@ -106,7 +106,13 @@ TEST(BrokerDirectory, ANodeIdTemplateTellsApartBrokersThatShareAnAddress) {
   EXPECT_EQ(map(d, 1, "gw.example.com", 443)->port, 8082);
   EXPECT_EQ(map(d, 0, "gw.example.com", 443)->port, 8081);
   ASSERT_EQ(opener.opened.size(), 2u);
-  EXPECT_EQ(opener.opened[1].url, "wss://gw.example.com/kafka/1");
+  EXPECT_EQ(opener.opened[1].url, "wss://gw.example.com:443/kafka/1");
+  // The bootstrap URL itself, however the template spells it, is the main listener.
+  auto c2 = proxy_at_8080();
+  c2.bootstrap_url = "wss://gw.example.com:443/kafka/0";
+  c2.url_template = kws::url_template::parse("wss://gw.example.com/kafka/{node_id}");
+  broker_directory d2(std::move(c2), std::ref(opener));
+  EXPECT_EQ(map(d2, 0, "gw.example.com", 443)->port, 8080);
 }
 
 TEST(BrokerDirectory, WithoutARangeEveryListenerTakesAnyFreePort) {
