@@ -2,6 +2,7 @@
 // here, once for plain TCP and once for TLS.
 #include "dialer_state.hpp"
 
+#include <kws/accept.hpp>
 #include <kws/connection.hpp>
 #include <kws/dialer.hpp>
 #include <kws/errc.hpp>
@@ -11,9 +12,11 @@
 #include <boost/asio/compose.hpp>
 #include <boost/asio/coroutine.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
@@ -66,6 +69,8 @@ class ws_connection final : public connection_impl {
   }
 
   ws_type& ws() { return ws_; }
+  /// For accepted connections: the request target, known once the request has been read.
+  void set_url(std::string url) { url_ = std::move(url); }
 
   asio::any_io_executor get_executor() override { return ws_.get_executor(); }
   bool is_open() const override { return ws_.is_open(); }
@@ -433,7 +438,197 @@ class dial_op {
   stage stage_ = stage::tcp;
 };
 
+// ---- the server side: (TLS,) the HTTP request, the caller's decision, the upgrade or a plain answer -----
+
+std::string endpoint_text(const tcp::endpoint& ep) {
+  const auto a = ep.address();
+  return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
+}
+
+template <class NextLayer>
+class accept_op {
+ public:
+  using conn_type = ws_connection<NextLayer>;
+
+  accept_op(accept_config config, accept_decider decide, std::shared_ptr<conn_type> conn, std::string peer)
+      : config_(std::move(config)),
+        decide_(std::move(decide)),
+        conn_(std::move(conn)),
+        st_(std::make_unique<state>()) {
+    st_->info.peer = std::move(peer);
+  }
+
+  template <class Self>
+  void operator()(Self& self) {
+    st_->deadline = std::chrono::steady_clock::now() + config_.handshake_timeout;
+    beast::get_lowest_layer(conn_->ws()).expires_at(st_->deadline);
+    if constexpr (std::is_same_v<NextLayer, tls_next>) {
+      stage_ = stage::tls;
+      return conn_->ws().next_layer().async_handshake(asio::ssl::stream_base::server, std::move(self));
+    } else {
+      read_request(self);
+    }
+  }
+
+  template <class Self>
+  void operator()(Self& self, error_code ec, std::size_t = 0) {
+    switch (stage_) {
+      case stage::tls:
+        if (ec) return finish(self, ec);
+        return read_request(self);
+      case stage::read:
+        if (ec)
+          return finish(self, ec == beast::http::error::end_of_stream ? error_code(asio::error::eof) : ec);
+        return decide(self);
+      case stage::decided:
+        return act(self);
+      case stage::upgrade:
+        if (ec) return finish(self, ec);
+        idle_timeouts();
+        return self.complete(ec, connection(std::move(conn_)), std::move(st_->info));
+      case stage::respond: {
+        error_code ignored;
+        beast::get_lowest_layer(conn_->ws()).socket().shutdown(tcp::socket::shutdown_send, ignored);
+        return finish(self, ec ? ec : error_code(errc::upgrade_declined));
+      }
+    }
+  }
+
+ private:
+  enum class stage { tls, read, decided, upgrade, respond };
+
+  // Lives on the heap: the HTTP read and write keep references to it while the operation moves.
+  struct state {
+    beast::flat_buffer buffer;
+    std::optional<beast::http::request_parser<beast::http::string_body>> parser;
+    beast::http::response<beast::http::string_body> response;
+    http_request_info info;
+    accept_decision decision;
+    std::chrono::steady_clock::time_point deadline;
+  };
+
+  template <class Self>
+  void read_request(Self& self) {
+    stage_ = stage::read;
+    st_->parser.emplace();
+    st_->parser->header_limit(static_cast<std::uint32_t>(config_.max_request_bytes));
+    st_->parser->body_limit(config_.max_request_bytes);
+    beast::http::async_read(conn_->ws().next_layer(), st_->buffer, *st_->parser, std::move(self));
+  }
+
+  template <class Self>
+  void decide(Self& self) {
+    const auto& req = st_->parser->get();
+    auto& info = st_->info;
+    info.method = std::string(req.method_string());
+    info.target = std::string(req.target());
+    info.websocket_upgrade = websocket::is_upgrade(req);
+    for (const auto& field : req) {
+      std::string name(field.name_string());
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      info.headers.emplace_back(std::move(name), std::string(field.value()));
+    }
+    conn_->set_url(info.target);
+    stage_ = stage::decided;
+    // The decider may answer later and from another thread: come back through the connection's executor.
+    // Everything needed is taken first: moving `self` moves this object too.
+    auto* st = st_.get();
+    auto ex = conn_->get_executor();
+    auto decide = decide_;
+    auto holder = std::make_shared<Self>(std::move(self));
+    decide(st->info, [holder, st, ex](accept_decision d) {
+      st->decision = std::move(d);
+      asio::post(ex, [holder]() mutable { (*holder)(error_code{}, 0); });
+    });
+  }
+
+  template <class Self>
+  void act(Self& self) {
+    auto& d = st_->decision;
+    if (d.status == 101 && st_->info.websocket_upgrade) {
+      stage_ = stage::upgrade;
+      auto& ws = conn_->ws();
+      // The WebSocket stream keeps its own timers from here on; the TCP deadline must be off.
+      beast::get_lowest_layer(ws).expires_never();
+      websocket::stream_base::timeout t{};
+      t.handshake_timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+          std::max(st_->deadline - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration(1)));
+      t.idle_timeout = websocket::stream_base::none();
+      t.keep_alive_pings = false;
+      ws.set_option(t);
+      ws.set_option(
+          websocket::stream_base::decorator([name = config_.server_name](websocket::response_type& res) {
+            res.set(beast::http::field::server, name);
+          }));
+      return ws.async_accept(st_->parser->release(), std::move(self));
+    }
+    // A plain answer (the decider's, or 426 for a non-upgrade that the decider let through), then close.
+    stage_ = stage::respond;
+    if (d.status == 101)
+      d = accept_decision::respond(426, "Kafka over WebSocket only: send a WebSocket upgrade\n");
+    auto& res = st_->response;
+    res.version(st_->parser->get().version());
+    res.result(static_cast<unsigned>(d.status));
+    res.set(beast::http::field::server, config_.server_name);
+    res.set(beast::http::field::content_type, "text/plain");
+    if (d.status == 426) {
+      res.set(beast::http::field::upgrade, "websocket");
+      res.set(beast::http::field::connection, "Upgrade");
+    }
+    for (const auto& [name, value] : d.headers) res.set(name, value);
+    res.body() = d.body;
+    res.keep_alive(false);
+    res.prepare_payload();
+    beast::http::async_write(conn_->ws().next_layer(), res, std::move(self));
+  }
+
+  void idle_timeouts() {
+    websocket::stream_base::timeout t{};
+    t.handshake_timeout =
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(config_.handshake_timeout);
+    t.idle_timeout = config_.idle_timeout.count() > 0
+                         ? std::chrono::steady_clock::duration(config_.idle_timeout)
+                         : websocket::stream_base::none();
+    t.keep_alive_pings = config_.idle_timeout.count() > 0 && config_.keepalive_pings;
+    conn_->ws().set_option(t);
+  }
+
+  template <class Self>
+  void finish(Self& self, error_code ec) {
+    conn_->abort();
+    self.complete(ec, connection{}, std::move(st_->info));
+  }
+
+  accept_config config_;
+  accept_decider decide_;
+  std::shared_ptr<conn_type> conn_;
+  std::unique_ptr<state> st_;
+  stage stage_ = stage::tls;
+};
+
 }  // namespace
+
+void async_accept(tcp::socket socket, const accept_config& config, accept_decider decide,
+                  accept_handler handler) {
+  error_code ec;
+  const auto ep = socket.remote_endpoint(ec);
+  std::string peer = ec ? std::string("?") : endpoint_text(ep);
+  error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  const auto ex = socket.get_executor();
+  auto h = std::move(handler).bound();
+  if (config.tls) {
+    auto conn = std::make_shared<ws_connection<tls_next>>(std::string(), config.max_frame_bytes,
+                                                          std::move(socket), *config.tls);
+    asio::async_compose<decltype(h), void(error_code, connection, http_request_info)>(
+        accept_op<tls_next>(config, std::move(decide), std::move(conn), std::move(peer)), h, ex);
+  } else {
+    auto conn =
+        std::make_shared<ws_connection<plain_next>>(std::string(), config.max_frame_bytes, std::move(socket));
+    asio::async_compose<decltype(h), void(error_code, connection, http_request_info)>(
+        accept_op<plain_next>(config, std::move(decide), std::move(conn), std::move(peer)), h, ex);
+  }
+}
 
 void async_dial(const std::shared_ptr<const dialer_state>& state, const asio::any_io_executor& ex,
                 std::string address, dial_handler handler) {

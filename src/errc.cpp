@@ -25,6 +25,8 @@ class category final : public boost::system::error_category {
         return "invalid broker address: expected host:port or a ws:// or wss:// URL";
       case errc::unusable_response:
         return "a response that had to be rewritten could not be";
+      case errc::upgrade_declined:
+        return "the HTTP request was answered without a WebSocket upgrade";
     }
     return "unknown kws error";
   }

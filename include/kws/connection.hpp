@@ -18,6 +18,8 @@ enum class close_code : std::uint16_t {
   normal = 1000,
   going_away = 1001,
   protocol_error = 1002,
+  unsupported_data = 1003,
+  policy_violation = 1008,
   too_big = 1009
 };
 
@@ -51,7 +53,7 @@ class connection {
 
   executor_type get_executor() const { return impl_->get_executor(); }
   bool is_open() const { return impl_ && impl_->is_open(); }
-  /// The URL this connection was dialled at.
+  /// The URL this connection was dialled at; for an accepted connection, the request target.
   const std::string& url() const { return impl_->url(); }
   std::size_t max_frame_bytes() const { return impl_->max_frame_bytes(); }
   /// Bytes of a partly written frame that wait for the rest of that frame.

@@ -22,6 +22,8 @@ enum class errc {
   invalid_address,
   /// A response that a frame hook had to change (say, to rewrite broker addresses) but could not.
   unusable_response,
+  /// A WebSocket server answered an HTTP request plainly instead of upgrading it.
+  upgrade_declined,
 };
 
 const boost::system::error_category& error_category() noexcept;

@@ -1,6 +1,7 @@
 // Umbrella header of the kafka-websocket-shim library.
 #pragma once
 
+#include <kws/accept.hpp>
 #include <kws/address.hpp>
 #include <kws/connection.hpp>
 #include <kws/dialer.hpp>
