@@ -1,5 +1,7 @@
 #include "server.hpp"
 
+#include <kws/accept.hpp>
+#include <kws/errc.hpp>
 #include <kws/frame.hpp>
 
 #include <boost/asio/bind_executor.hpp>
@@ -11,8 +13,8 @@
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/websocket.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/websocket/error.hpp>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -275,64 +277,42 @@ class ws_session final : public session {
  public:
   ws_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node, std::string peer)
       : session(std::move(state), socket.get_executor(), node, listener_kind::ws, std::move(peer)),
-        ws_(std::move(socket)),
-        idle_timer_(ws_.get_executor()) {}
+        socket_(std::move(socket)),
+        idle_timer_(socket_.get_executor()) {}
 
   void run() override {
-    parser_.emplace();
-    parser_->body_limit(64 * 1024);
-    ws_.next_layer().expires_after(std::chrono::seconds(30));
-    http::async_read(ws_.next_layer(), buffer_, *parser_,
-                     beast::bind_front_handler(&ws_session::on_http, self()));
+    kws::accept_config cfg;
+    cfg.max_frame_bytes = state_->max_frame_bytes;
+    cfg.handshake_timeout = std::chrono::seconds(30);
+    // Idle connections get pings instead of being dropped, as long as the peer answers them.
+    cfg.idle_timeout = std::chrono::minutes(5);
+    cfg.server_name = "kafka-websocket-devbroker";
+    kws::async_accept(
+        std::move(socket_), cfg,
+        [self = self()](const kws::http_request_info& req, std::function<void(kws::accept_decision)> done) {
+          if (!req.websocket_upgrade) {
+            self->protocol_cause(fmt::format("plain HTTP {} {} without WebSocket upgrade, answered 426",
+                                             req.method, req.target.substr(0, 200)));
+            return done(kws::accept_decision::respond(
+                426, "kafka-websocket-devbroker: Kafka over WebSocket only; send a WebSocket upgrade\n"));
+          }
+          done(kws::accept_decision::upgrade());
+        },
+        [self = self()](const error_code& ec, kws::connection c, const kws::http_request_info&) {
+          if (ec == kws::errc::upgrade_declined) return;  // the cause is set already
+          if (ec) return self->fail(ec, "websocket accept");
+          self->conn_ = std::move(c);
+          self->read_next();
+        });
   }
 
  private:
   std::shared_ptr<ws_session> self() { return std::static_pointer_cast<ws_session>(shared_from_this()); }
 
-  void on_http(const error_code& ec, std::size_t) {
-    if (ec) return fail(ec, "read http");
-    if (!websocket::is_upgrade(parser_->get())) {
-      protocol_cause(fmt::format("plain HTTP {} {} without WebSocket upgrade, answered 426",
-                                 std::string(parser_->get().method_string()),
-                                 std::string(parser_->get().target().substr(0, 200))));
-      response_.emplace(http::status::upgrade_required, parser_->get().version());
-      response_->set(http::field::server, "kafka-websocket-devbroker");
-      response_->set(http::field::upgrade, "websocket");
-      response_->set(http::field::connection, "Upgrade");
-      response_->set(http::field::content_type, "text/plain");
-      response_->body() = "kafka-websocket-devbroker: Kafka over WebSocket only; send a WebSocket upgrade\n";
-      response_->keep_alive(false);
-      response_->prepare_payload();
-      return http::async_write(
-          ws_.next_layer(), *response_, [self = self()](const error_code& ec2, std::size_t) {
-            if (ec2) return self->fail(ec2, "write 426");
-            error_code ignored;
-            self->ws_.next_layer().socket().shutdown(tcp::socket::shutdown_send, ignored);
-          });
-    }
-    ws_.next_layer().expires_never();
-    // Idle connections get pings instead of being dropped after the idle timeout, as long as the peer
-    // answers.
-    auto timeouts = websocket::stream_base::timeout::suggested(beast::role_type::server);
-    timeouts.keep_alive_pings = true;
-    ws_.set_option(timeouts);
-    ws_.set_option(websocket::stream_base::decorator(
-        [](websocket::response_type& res) { res.set(http::field::server, "kafka-websocket-devbroker"); }));
-    ws_.read_message_max(state_->max_frame_bytes + frame_header_bytes);
-    ws_.binary(true);
-    ws_.async_accept(parser_->release(), beast::bind_front_handler(&ws_session::on_accept, self()));
-  }
-
-  void on_accept(const error_code& ec) {
-    if (ec) return fail(ec, "websocket accept");
-    parser_.reset();
-    read_next();
-  }
-
   void read_next() override {
     buffer_.consume(buffer_.size());
     if (buffer_.capacity() > keep_buffer_bytes) buffer_.shrink_to_fit();
-    ws_.async_read(buffer_, beast::bind_front_handler(&ws_session::on_read, self()));
+    conn_.async_read_frame(buffer_, beast::bind_front_handler(&ws_session::on_read, self()));
     // Only here is the connection idle: no request being answered, the next one not yet in.
     if (state_->ws_close_idle_after.count() > 0) {
       idle_timer_.expires_after(state_->ws_close_idle_after);
@@ -346,9 +326,9 @@ class ws_session final : public session {
   void idle_close() {
     idle_closing_ = true;
     set_cause("idle close after " + format_duration(state_->ws_close_idle_after));
-    // The read stays outstanding and ends with `closed` when the peer answers; no write is in flight, so the
+    // The read stays outstanding and ends with `eof` when the peer answers; no write is in flight, so the
     // close frame is the one write.
-    ws_.async_close(websocket::close_code::normal, [self = self()](const error_code& ec) {
+    conn_.async_close(kws::close_code::normal, [self = self()](const error_code& ec) {
       if (ec && !is_teardown(ec)) spdlog::debug("conn={} close: {}", self->id_, ec.message());
     });
   }
@@ -358,49 +338,49 @@ class ws_session final : public session {
     ++idle_generation_;
     idle_timer_.cancel();
     if (idle_closing_ && !ec) {
-      // A request that crossed our close frame: not answered, as on an edge platform; async_close reads on
-      // until the peer's close frame.
+      // A request that crossed our close frame: not answered, as on an edge platform; the close handshake
+      // reads on until the peer's close frame.
       spdlog::debug("conn={} dropped a {}-byte message that arrived during the idle close", id_,
                     buffer_.size());
       return;
     }
-    if (ec == websocket::error::message_too_big) {
+    if (ec == kws::errc::frame_too_large) {
       protocol_cause(
           fmt::format("message larger than {} bytes", state_->max_frame_bytes + frame_header_bytes));
       return;  // Beast has already started the close handshake (1009)
     }
-    if (ec) return fail(ec, "read");
-    if (!ws_.got_binary()) return protocol_error("text message; Kafka frames travel as binary messages");
-    const bytes_view message{static_cast<const unsigned char*>(buffer_.data().data()), buffer_.size()};
-    if (auto bad = check_message(message, state_->max_frame_bytes)) {
+    if (ec == kws::errc::invalid_message_type) {
+      return protocol_error("text message; Kafka frames travel as binary messages");
+    }
+    if (ec.category() == kws::error_category() && ec != kws::errc::truncated_frame) {
+      const bytes_view message{static_cast<const unsigned char*>(buffer_.data().data()), buffer_.size()};
       const std::int32_t size = message.size() >= frame_header_bytes ? load_be32(message.data()) : -1;
       return protocol_error(
-          fmt::format("message of {} bytes with size header {}: {}", message.size(), size, bad.message()));
+          fmt::format("message of {} bytes with size header {}: {}", message.size(), size, ec.message()));
     }
-    handle_frame(message);
+    if (ec) return fail(ec, "read");
+    handle_frame({static_cast<const unsigned char*>(buffer_.data().data()), buffer_.size()});
   }
 
   void write_out() override {
-    ws_.async_write(asio::buffer(out_), beast::bind_front_handler(&ws_session::on_written, self()));
+    conn_.async_write_frame(asio::buffer(out_), beast::bind_front_handler(&ws_session::on_written, self()));
   }
 
   void close_for(const std::string& cause) override {
     // Nothing else is outstanding on the stream here: this is the one write in flight.
-    const auto code =
-        cause.starts_with("text") ? websocket::close_code::unknown_data : websocket::close_code::policy_error;
-    websocket::close_reason reason(code, cause.substr(0, 120));
-    ws_.async_close(reason, [self = self()](const error_code& ec) {
-      if (ec && !is_teardown(ec)) spdlog::debug("conn={} close: {}", self->id_, ec.message());
-    });
+    conn_.async_close(
+        cause.starts_with("text") ? kws::close_code::unsupported_data : kws::close_code::policy_violation,
+        [self = self()](const error_code& ec) {
+          if (ec && !is_teardown(ec)) spdlog::debug("conn={} close: {}", self->id_, ec.message());
+        });
   }
 
-  websocket::stream<beast::tcp_stream> ws_;
+  tcp::socket socket_;  // until the upgrade
+  kws::connection conn_;
   asio::steady_timer idle_timer_;
   std::uint64_t idle_generation_ = 0;
   bool idle_closing_ = false;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
-  std::optional<http::response<http::string_body>> response_;
 };
 
 class listener : public std::enable_shared_from_this<listener> {
