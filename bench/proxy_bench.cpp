@@ -12,6 +12,8 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <kws/accept.hpp>
+
 #include <boost/asio/detached.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -23,7 +25,6 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/websocket.hpp>
 
 #include <fcntl.h>
 #include <sched.h>
@@ -62,7 +63,6 @@ namespace {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace websocket = beast::websocket;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
 using clock_type = std::chrono::steady_clock;
@@ -288,21 +288,25 @@ awaitable<void> tcp_echo_session(tcp::socket s, server_stats& st, std::size_t ma
   --st.active;
 }
 
-// WebSocket: the role of a broker that speaks Kafka over WebSocket; every binary message is echoed back.
+// WebSocket: the role of a broker that speaks Kafka over WebSocket; every frame is echoed back. The library's
+// own server side accepts it, with the same frame checks as the proxy's side.
 awaitable<void> ws_echo_session(tcp::socket s, server_stats& st, std::size_t max_frame) {
   ++st.active;
-  websocket::stream<tcp::socket> ws(std::move(s));
-  ws.binary(true);
-  ws.auto_fragment(false);
-  ws.read_message_max(max_frame + header_bytes);
-  error_code ec;
-  co_await ws.async_accept(asio::redirect_error(use_awaitable, ec));
+  kws::accept_config cfg;
+  cfg.max_frame_bytes = max_frame;
+  const auto upgrade_all = [](const kws::http_request_info&, std::function<void(kws::accept_decision)> done) {
+    done(kws::accept_decision::upgrade());
+  };
+  auto [ec, ws, request] =
+      co_await kws::async_accept(std::move(s), cfg, upgrade_all, asio::as_tuple(use_awaitable));
   beast::flat_buffer b;
   while (!ec) {
-    co_await ws.async_read(b, asio::redirect_error(use_awaitable, ec));
-    if (ec) break;
-    if (!ws.got_binary()) ++st.bad_input;
-    co_await ws.async_write(b.data(), asio::redirect_error(use_awaitable, ec));
+    co_await ws.async_read_frame(b, asio::redirect_error(use_awaitable, ec));
+    if (ec) {
+      if (ec.category() == kws::error_category() && ec != kws::errc::truncated_frame) ++st.bad_input;
+      break;
+    }
+    co_await ws.async_write_frame(b.data(), asio::redirect_error(use_awaitable, ec));
     b.consume(b.size());
   }
   --st.active;

@@ -36,6 +36,14 @@ bool is_teardown(const error_code& ec) {
          ec == asio::error::broken_pipe;
 }
 
+// The WebSocket close code that tells a peer what it did wrong (RFC 6455, section 7.4.1), if it did.
+std::optional<close_code> close_code_for(const error_code& ec) {
+  if (ec == errc::invalid_message_type) return close_code::unsupported_data;
+  if (ec == errc::frame_too_large) return close_code::too_big;
+  if (ec == errc::negative_frame_size || ec == errc::frame_size_mismatch) return close_code::protocol_error;
+  return std::nullopt;
+}
+
 // Errors that say the broker broke the protocol, as opposed to going away.
 bool is_protocol_error(const error_code& ec) {
   return ec.category() == error_category() && ec != errc::truncated_frame;
@@ -325,7 +333,10 @@ class relay_impl final : public relay {
           if (stopping_) return maybe_done();
           if (ec == asio::error::operation_aborted) return;  // stopped reading for a drain
           if (ec == asio::error::eof || ec == beast::websocket::error::closed) return client_closed();
-          if (ec) return fail(ec, ec.category() == error_category() ? "client sent" : "client read");
+          if (ec) {
+            client_fault_ = close_code_for(ec);
+            return fail(ec, ec.category() == error_category() ? "client sent" : "client read");
+          }
           up_have_ = true;
           touch();
           up_next();
@@ -498,7 +509,10 @@ class relay_impl final : public relay {
 
   void broker_read_failed(const error_code& ec) {
     if (stopping_) return maybe_done();
-    if (is_protocol_error(ec)) return fail(ec, "broker read");
+    if (is_protocol_error(ec)) {
+      broker_fault_ = close_code_for(ec);
+      return fail(ec, "broker read");
+    }
     const bool orderly = ec == asio::error::eof || ec == beast::websocket::error::closed;
     const auto owed = hook_->in_flight();
     if (owed == 0 && !up_writing_ && reconnect_ && !draining_ && !client_eof_) {
@@ -540,14 +554,14 @@ class relay_impl final : public relay {
     stop_reading_client();
     timer_.cancel();
     if (!broker_up_) {
-      finish_client();
+      finish_client(code);
       return maybe_done();
     }
     ++ops_;
     broker_->async_finish(code, options_.linger_timeout, shared_from_this(), false,
-                          [self = shared_from_this(), this](error_code) {
+                          [self = shared_from_this(), this, code](error_code) {
                             --ops_;
-                            finish_client();
+                            finish_client(code);
                             maybe_done();
                           });
   }
@@ -566,23 +580,34 @@ class relay_impl final : public relay {
     shutdown_all();
   }
 
-  // Ends at once: the broker side is dropped, the client gets what was already written to it.
+  // Ends at once: the broker side is dropped (or, when it broke the protocol, told so with a close code),
+  // the client gets what was already written to it.
   void shutdown_all() {
     stopping_ = true;
     close_pending_ = false;
     stop_reading_client();
     timer_.cancel();
-    broker_->abort();
-    finish_client();
+    if (broker_fault_ && broker_up_) {
+      ++ops_;
+      broker_->async_finish(*broker_fault_, options_.linger_timeout, shared_from_this(), false,
+                            [self = shared_from_this(), this](error_code) {
+                              --ops_;
+                              maybe_done();
+                            });
+    } else {
+      broker_->abort();
+    }
+    finish_client(close_code::normal);
     maybe_done();
   }
 
-  void finish_client() {
+  // A client that broke the protocol is told so with a fitting close code (WebSocket clients only).
+  void finish_client(close_code code) {
     if (client_finished_) return;
     client_finished_ = true;
     ++ops_;
-    client_.async_finish(close_code::normal, options_.linger_timeout, shared_from_this(), client_eof_,
-                         [self = shared_from_this(), this](error_code) {
+    client_.async_finish(client_fault_.value_or(code), options_.linger_timeout, shared_from_this(),
+                         client_eof_, [self = shared_from_this(), this](error_code) {
                            --ops_;
                            maybe_done();
                          });
@@ -644,6 +669,8 @@ class relay_impl final : public relay {
   bool down_reading_ = false;
   bool down_have_ = false;  // a whole response waits at the front of the broker side
   bool down_writing_ = false;
+  std::optional<close_code> client_fault_;  // the close code for a client that broke the protocol
+  std::optional<close_code> broker_fault_;  // the same for the broker
   bool connecting_ = false;
   bool broker_up_ = true;  // false after the broker closed between requests, until the next request
   bool client_eof_ = false;

@@ -141,13 +141,15 @@ TEST(Proxy, ServesSeveralClientsAtOnce) {
   for (auto& r : results) EXPECT_TRUE(r.get());
 }
 
-TEST(Proxy, ClosesTheClientOnATextMessage) {
-  ws_test_server server([](ws_peer& p) {
+TEST(Proxy, ClosesTheClientOnATextMessageAndTellsTheBrokerWithCode1003) {
+  std::atomic<int> code{0};
+  ws_test_server server([&](ws_peer& p) {
     ws_peer::message m;
     p.read(m);
     p.write_text(frame("not binary"));
     while (p.read(m)) {
     }
+    code = p.close_code();
   });
   proxy_process proxy({"--broker", server.address()});
   client c(proxy.port);
@@ -155,6 +157,29 @@ TEST(Proxy, ClosesTheClientOnATextMessage) {
   EXPECT_TRUE(c.closed_by_peer());
   EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("cause=broker read: invalid WebSocket message type")))
       << proxy.proc.output();
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(code.load(), 1003) << "a text message is 'unsupported data'";
+}
+
+TEST(Proxy, AMessageWhoseSizeHeaderDoesNotMatchGetsCloseCode1002) {
+  std::atomic<int> code{0};
+  ws_test_server server([&](ws_peer& p) {
+    ws_peer::message m;
+    p.read(m);
+    p.write_binary(raw_size(100) + "short");
+    while (p.read(m)) {
+    }
+    code = p.close_code();
+  });
+  proxy_process proxy({"--broker", server.address()});
+  client c(proxy.port);
+  c.send(frame("request"));
+  EXPECT_TRUE(c.closed_by_peer());
+  EXPECT_TRUE(
+      proxy.proc.wait_for_output(std::regex("cause=broker read: WebSocket message length does not match")))
+      << proxy.proc.output();
+  ASSERT_TRUE(server.wait_finished(1));
+  EXPECT_EQ(code.load(), 1002);
 }
 
 TEST(Proxy, HalfCloseStillDeliversResponses) {
