@@ -1,8 +1,8 @@
 // kafka-websocket-proxy: lets any Kafka client reach a broker that speaks Kafka over WebSocket. Clients
 // connect over plain TCP; each connection is relayed to the broker over its own WebSocket.
+#include "cli.hpp"
 #include "proxy_server.hpp"
 
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
@@ -33,9 +33,6 @@ std::vector<std::string> normalize_go_flags(int argc, char** argv, const std::se
   }
   return out;
 }
-
-const std::map<std::string, std::int64_t> duration_units{
-    {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
 
 }  // namespace
 
@@ -89,25 +86,18 @@ int main(int argc, char** argv) {
   app.add_option("--dial-retries", cfg.dial_retries, "retries after a failed dial")
       ->check(CLI::Range(0, 100))
       ->capture_default_str();
-  app.add_option("--dial-backoff", dial_backoff_ms, "wait before the first retry, doubled for each next one")
-      ->transform(CLI::AsNumberWithUnit(duration_units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
-      ->default_str("200ms");
-  app.add_option("--handshake-timeout", handshake_ms,
-                 "bound on connect + TLS + WebSocket upgrade, and on closing")
-      ->transform(CLI::AsNumberWithUnit(duration_units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
-      ->default_str("10s");
-  app.add_option("--idle-timeout", idle_ms, "close a connection after this long with no traffic (0: never)")
-      ->transform(CLI::AsNumberWithUnit(duration_units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
-      ->default_str("0");
-  app.add_option("--ping-interval", ping_ms,
-                 "WebSocket ping after this long without traffic; no answer within twice it ends the "
-                 "connection (0: off)")
-      ->transform(CLI::AsNumberWithUnit(duration_units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
-      ->default_str("30s");
-  app.add_option("--drain-timeout", drain_ms,
-                 "on SIGINT/SIGTERM, how long open connections may wait for responses")
-      ->transform(CLI::AsNumberWithUnit(duration_units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
-      ->default_str("10s");
+  kws::app::add_duration(app, "--dial-backoff", dial_backoff_ms,
+                         "wait before the first retry, doubled for each next one", "200ms");
+  kws::app::add_duration(app, "--handshake-timeout", handshake_ms,
+                         "bound on connect + TLS + WebSocket upgrade, and on closing", "10s");
+  kws::app::add_duration(app, "--idle-timeout", idle_ms,
+                         "close a connection after this long with no traffic (0: never)", "0");
+  kws::app::add_duration(app, "--ping-interval", ping_ms,
+                         "WebSocket ping after this long without traffic; no answer within twice it ends the "
+                         "connection (0: off)",
+                         "30s");
+  kws::app::add_duration(app, "--drain-timeout", drain_ms,
+                         "on SIGINT/SIGTERM, how long open connections may wait for responses", "10s");
   app.add_option("--threads", cfg.threads, "worker threads (default: number of cores)")
       ->check(CLI::Range(1u, 256u));
   std::string broker_ports, broker_api = "auto";
@@ -143,9 +133,7 @@ int main(int argc, char** argv) {
                  "auto: the broker answers ApiVersions; 0.8: the proxy answers it for a Kafka 0.8 broker")
       ->check(CLI::IsMember({"auto", "0.8"}))
       ->capture_default_str();
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error or off")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
-      ->capture_default_str();
+  kws::app::add_log_level(app, log_level);
 
   std::set<std::string> long_names;
   for (const auto* opt : app.get_options()) {
@@ -192,11 +180,7 @@ int main(int argc, char** argv) {
     cfg.dialer.headers.emplace_back(h.substr(0, colon), value);
   }
 
-  auto logger = spdlog::stderr_color_mt("kws");
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
-  logger->set_level(spdlog::level::from_str(log_level));
-  logger->flush_on(spdlog::level::trace);
-  spdlog::set_default_logger(logger);
+  kws::app::setup_logging("kws", log_level);
 
   try {
     return kws::proxy::run(cfg);

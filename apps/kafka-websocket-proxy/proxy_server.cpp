@@ -1,15 +1,13 @@
 #include "proxy_server.hpp"
 
 #include "broker_directory.hpp"
+#include "runtime.hpp"
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
@@ -32,58 +30,15 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
 
-std::string endpoint_string(const tcp::endpoint& ep) {
-  auto a = ep.address();
-  // IPv4 clients of a dual-stack listener arrive as ::ffff:a.b.c.d; log them as the IPv4 address they are.
-  if (a.is_v6() && a.to_v6().is_v4_mapped()) a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
-  return (a.is_v6() ? "[" + a.to_string() + "]" : a.to_string()) + ":" + std::to_string(ep.port());
-}
-
-std::string peer_of(const tcp::socket& s) {
-  error_code ec;
-  auto ep = s.remote_endpoint(ec);
-  return ec ? std::string("?") : endpoint_string(ep);
-}
-
-std::string human_duration(std::chrono::steady_clock::duration d) {
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
-  if (us < 10'000) return std::to_string(us) + "us";
-  if (us < 10'000'000) return std::to_string(us / 1000) + "ms";
-  return std::to_string(us / 1'000'000) + "s";
-}
-
-// Binds the listener. No host means every interface, IPv6 and IPv4 on one socket where the machine has IPv6
-// (as Go's ":8080" does), else IPv4 only.
-void open_listener(tcp::acceptor& acceptor, const std::string& host, std::uint16_t port) {
-  auto bind = [&](const tcp::endpoint& ep, bool dual_stack) {
-    acceptor.open(ep.protocol());
-    acceptor.set_option(tcp::acceptor::reuse_address(true));
-    if (dual_stack) acceptor.set_option(asio::ip::v6_only(false));
-    acceptor.bind(ep);
-    acceptor.listen(asio::socket_base::max_listen_connections);
-  };
-  if (!host.empty()) return bind(tcp::endpoint(asio::ip::make_address(host), port), false);
-  try {
-    bind(tcp::endpoint(tcp::v6(), port), true);
-  } catch (const boost::system::system_error& e) {
-    if (e.code() != asio::error::address_family_not_supported &&
-        e.code() != boost::system::errc::address_not_available)
-      throw;
-    error_code ignored;
-    acceptor.close(ignored);
-    bind(tcp::endpoint(tcp::v4(), port), false);
-  }
-}
-
-class worker;
-
 // One client connection: dial the route's broker (with retries), then hand both ends to a relay; dial again
 // (with the same retries) when the relay asks for it after the broker closed between requests.
-class session : public std::enable_shared_from_this<session> {
+class session : public app::drainable, public std::enable_shared_from_this<session> {
  public:
-  session(worker& w, tcp::socket client, std::uint64_t id, std::shared_ptr<const route> r);
+  session(app::worker& w, const proxy_config& cfg, const kws::dialer& prototype,
+          std::shared_ptr<const kafka::tracker_config> tracking, tcp::socket client, std::uint64_t id,
+          std::shared_ptr<const route> r);
   void start();
-  void drain(std::chrono::milliseconds timeout);
+  void drain(std::chrono::milliseconds timeout) override;
 
  private:
   using dial_done = std::function<void(error_code, kws::connection)>;
@@ -92,7 +47,10 @@ class session : public std::enable_shared_from_this<session> {
   void start_relay(kws::connection conn);
   void finish();
 
-  worker& worker_;
+  app::worker& worker_;
+  const proxy_config& cfg_;
+  kws::dialer dialer_;
+  std::shared_ptr<const kafka::tracker_config> tracking_;
   tcp::socket client_;
   std::uint64_t id_;
   std::shared_ptr<const route> route_;
@@ -104,53 +62,18 @@ class session : public std::enable_shared_from_this<session> {
   bool draining_ = false;
 };
 
-class worker {
- public:
-  worker(const proxy_config& cfg, const kws::dialer& d, std::shared_ptr<const kafka::tracker_config> tracking)
-      : cfg_(cfg),
-        tracking_(std::move(tracking)),
-        dialer_(d.rebind(ioc_.get_executor())),
-        guard_(ioc_.get_executor()) {}
-
-  asio::io_context& context() { return ioc_; }
-  const proxy_config& config() const { return cfg_; }
-  const std::shared_ptr<const kafka::tracker_config>& tracking() const { return tracking_; }
-  kws::dialer& dialer() { return dialer_; }
-
-  void adopt(tcp::socket s, std::uint64_t id, std::shared_ptr<const route> r) {
-    auto sess = std::make_shared<session>(*this, std::move(s), id, std::move(r));
-    sessions_.insert(sess);
-    sess->start();
-  }
-  void forget(const std::shared_ptr<session>& s) { sessions_.erase(s); }
-
-  // Called on this worker's thread once the listeners are closed.
-  void drain(std::chrono::milliseconds timeout) {
-    // Copy: a session may finish (and erase itself) inside drain.
-    auto all = std::vector<std::shared_ptr<session>>(sessions_.begin(), sessions_.end());
-    for (auto& s : all) s->drain(timeout);
-    guard_.reset();  // run() returns once the last session is gone
-  }
-
-  void run() { ioc_.run(); }
-  void stop() { ioc_.stop(); }
-
- private:
-  asio::io_context ioc_{1};
-  const proxy_config& cfg_;
-  std::shared_ptr<const kafka::tracker_config> tracking_;
-  kws::dialer dialer_;
-  asio::executor_work_guard<asio::io_context::executor_type> guard_;
-  std::unordered_set<std::shared_ptr<session>> sessions_;
-};
-
-session::session(worker& w, tcp::socket client, std::uint64_t id, std::shared_ptr<const route> r)
+session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& prototype,
+                 std::shared_ptr<const kafka::tracker_config> tracking, tcp::socket client, std::uint64_t id,
+                 std::shared_ptr<const route> r)
     : worker_(w),
+      cfg_(cfg),
+      dialer_(prototype.rebind(w.context().get_executor())),
+      tracking_(std::move(tracking)),
       client_(std::move(client)),
       id_(id),
       route_(std::move(r)),
-      client_name_(peer_of(client_)),
-      backoff_(w.config().dial_backoff),
+      client_name_(app::peer_of(client_)),
+      backoff_(cfg.dial_backoff),
       timer_(w.context()) {}
 
 void session::start() {
@@ -163,15 +86,14 @@ void session::start() {
 // Dials until it works, the retries are spent, or a drain begins; `done` runs once either way.
 void session::dial(dial_done done) {
   attempt_ = 0;
-  backoff_ = worker_.config().dial_backoff;
+  backoff_ = cfg_.dial_backoff;
   attempt(std::make_shared<dial_done>(std::move(done)));
 }
 
 void session::attempt(std::shared_ptr<dial_done> done) {
   ++attempt_;
-  worker_.dialer().async_dial(route_->url, [self = shared_from_this(), done](error_code ec,
-                                                                             kws::connection c) {
-    const auto& cfg = self->worker_.config();
+  dialer_.async_dial(route_->url, [self = shared_from_this(), done](error_code ec, kws::connection c) {
+    const auto& cfg = self->cfg_;
     if (!ec && self->draining_) {
       c.abort();
       ec = asio::error::operation_aborted;
@@ -196,7 +118,7 @@ void session::attempt(std::shared_ptr<dial_done> done) {
 }
 
 void session::start_relay(kws::connection conn) {
-  const auto& cfg = worker_.config();
+  const auto& cfg = cfg_;
   const std::string url = conn.url();
   spdlog::info("conn {} open client={} broker={}", id_, client_name_, url);
   auto options = cfg.relay;
@@ -206,13 +128,12 @@ void session::start_relay(kws::connection conn) {
   options.min_log_level = static_cast<kws::log_level>(std::min<int>(spdlog::get_level(), 4));
   std::weak_ptr<session> weak = shared_from_this();
   relay_ = kws::relay::create(
-      std::move(client_), std::move(conn), std::move(options),
-      std::make_shared<kafka::tracker>(worker_.tracking()),
+      std::move(client_), std::move(conn), std::move(options), std::make_shared<kafka::tracker>(tracking_),
       [self = shared_from_this(), url](const kws::relay_report& r) {
         const auto level = r.error ? spdlog::level::warn : spdlog::level::info;
         spdlog::log(level, "conn {} closed client={} broker={} up={}B/{}f down={}B/{}f duration={} cause={}",
                     self->id_, self->client_name_, url, r.up_bytes, r.up_frames, r.down_bytes, r.down_frames,
-                    human_duration(r.duration), r.cause);
+                    app::human_duration(r.duration), r.cause);
         // Break the cycle relay -> handler -> session -> relay once the relay is done.
         asio::post(self->worker_.context(), [self] {
           self->relay_.reset();
@@ -276,18 +197,21 @@ bool is_unspecified(const std::string& host) {
 // worker's relay first sees a broker) but accept only on the main context.
 class server {
  public:
-  server(const proxy_config& cfg) : cfg_(cfg) {}
+  explicit server(const proxy_config& cfg)
+      : cfg_(cfg),
+        rt_(cfg.threads, cfg.drain_timeout,
+            cfg.drain_timeout + cfg.dialer.handshake_timeout + std::chrono::seconds(1)) {}
 
   int run() {
     // Fail early, and once, on a broker address or template that can never work.
     const auto url = kws::parse_address(cfg_.broker, cfg_.dialer.tls);
     const auto templ = cfg_.broker_url_template.empty() ? kws::url_template::default_for(cfg_.dialer.tls)
                                                         : kws::url_template::parse(cfg_.broker_url_template);
-    kws::dialer prototype(asio::system_executor(), cfg_.dialer);
+    prototype_.emplace(asio::system_executor(), cfg_.dialer);
 
     auto main_route = std::make_shared<route>(route{url.str(), -1, {}, 0});
     auto& main = add_listener(main_route);
-    open_listener(main.acceptor, cfg_.listen_host, cfg_.port);
+    app::open_listener(main.acceptor, cfg_.listen_host, cfg_.port);
     main_route->port = main.acceptor.local_endpoint().port();
 
     directory_config dc;
@@ -321,14 +245,10 @@ class server {
         return directory->map(b, ec);
       };
     }
-
-    for (unsigned i = 0; i < std::max(1u, cfg_.threads); ++i)
-      workers_.push_back(std::make_unique<worker>(cfg_, prototype, tracking));
-    std::vector<std::thread> threads;
-    for (auto& w : workers_) threads.emplace_back([&w] { w->run(); });
+    tracking_ = tracking;
 
     spdlog::info("listening on {} broker={} threads={} max_frame_bytes={} rewrite={}{}{}",
-                 endpoint_string(main.acceptor.local_endpoint()), url.str(), workers_.size(),
+                 app::endpoint_string(main.acceptor.local_endpoint()), url.str(), rt_.threads(),
                  cfg_.relay.max_frame_bytes, cfg_.rewrite ? "on" : "off",
                  cfg_.rewrite ? " advertise=" + advertise : std::string(),
                  cfg_.rewrite ? (first ? fmt::format(" broker_ports={}-{}", first, last)
@@ -338,18 +258,8 @@ class server {
       spdlog::info("broker api 0.8: ApiVersions v1+ answered by the proxy, v0 dropped as the broker would");
 
     accept_next(main);
-    wait_signal();
-
-    // The main context ends when the listeners are closed and the signal wait is cancelled.
-    std::thread main_thread([this] { main_ioc_.run(); });
-    for (auto& t : threads) t.join();
-    asio::post(main_ioc_, [this] {
-      signals_.cancel();
-      hard_stop_.cancel();
-    });
-    main_thread.join();
-    spdlog::info("stopped");
-    return 0;
+    rt_.on_shutdown([this] { close_listeners(); });
+    return rt_.run();
   }
 
  private:
@@ -363,15 +273,15 @@ class server {
 
   listener& add_listener(std::shared_ptr<const route> r) {
     std::lock_guard lock(mu_);
-    listeners_.push_back(std::make_unique<listener>(main_ioc_, std::move(r)));
+    listeners_.push_back(std::make_unique<listener>(rt_.main_context(), std::move(r)));
     return *listeners_.back();
   }
 
   // The directory's opener: binds a listener for a further broker and starts accepting on it.
   std::uint16_t open_for(const route& r, std::uint16_t port, error_code& ec) {
-    auto l = std::make_unique<listener>(main_ioc_, nullptr);
+    auto l = std::make_unique<listener>(rt_.main_context(), nullptr);
     try {
-      open_listener(l->acceptor, cfg_.listen_host, port);
+      app::open_listener(l->acceptor, cfg_.listen_host, port);
     } catch (const boost::system::system_error& e) {
       ec = e.code();
       return 0;
@@ -387,14 +297,13 @@ class server {
       error_code ignored;
       ref.acceptor.close(ignored);
     } else {
-      asio::post(main_ioc_, [this, &ref] { accept_next(ref); });
+      asio::post(rt_.main_context(), [this, &ref] { accept_next(ref); });
     }
     return bound->port;
   }
 
   void accept_next(listener& l) {
-    auto& w = *workers_[next_worker_];
-    next_worker_ = (next_worker_ + 1) % workers_.size();
+    auto& w = rt_.next_worker();
     l.acceptor.async_accept(w.context(), [this, &l, &w](error_code ec, tcp::socket s) {
       if (ec == asio::error::operation_aborted || !l.acceptor.is_open()) return;
       if (ec) {
@@ -408,8 +317,11 @@ class server {
       error_code ignored;
       s.set_option(tcp::no_delay(true), ignored);
       const auto id = ++next_id_;
-      asio::post(w.context(),
-                 [&w, s = std::move(s), id, r = l.r]() mutable { w.adopt(std::move(s), id, r); });
+      asio::post(w.context(), [this, &w, s = std::move(s), id, r = l.r]() mutable {
+        auto sess = std::make_shared<session>(w, cfg_, *prototype_, tracking_, std::move(s), id, r);
+        w.adopt(sess);
+        sess->start();
+      });
       accept_next(l);
     });
   }
@@ -424,42 +336,14 @@ class server {
     }
   }
 
-  void wait_signal() {
-    signals_.async_wait([this](error_code ec, int signo) {
-      if (ec) return;
-      if (++signal_count_ == 1) {
-        spdlog::info("signal {}: no new connections; draining open ones for up to {}ms", signo,
-                     cfg_.drain_timeout.count());
-        close_listeners();
-        for (auto& w : workers_) asio::post(w->context(), [&w, this] { w->drain(cfg_.drain_timeout); });
-        // Responses get the drain timeout, close handshakes their own timeout; past both, stop regardless.
-        hard_stop_.expires_after(cfg_.drain_timeout + cfg_.dialer.handshake_timeout +
-                                 std::chrono::seconds(1));
-        hard_stop_.async_wait([this](error_code e) {
-          if (e) return;
-          spdlog::warn("drain did not finish in time: closing everything now");
-          for (auto& w : workers_) w->stop();
-        });
-        wait_signal();
-      } else {
-        spdlog::warn("signal {} again: closing everything now", signo);
-        for (auto& w : workers_) w->stop();
-        signals_.cancel();
-      }
-    });
-  }
-
   const proxy_config& cfg_;
-  asio::io_context main_ioc_{1};
-  std::vector<std::unique_ptr<worker>> workers_;
+  app::runtime rt_;
+  std::optional<kws::dialer> prototype_;
+  std::shared_ptr<const kafka::tracker_config> tracking_;
   std::mutex mu_;  // guards listeners_ and closed_
   std::vector<std::unique_ptr<listener>> listeners_;
   bool closed_ = false;
-  std::size_t next_worker_ = 0;
   std::uint64_t next_id_ = 0;
-  asio::signal_set signals_{main_ioc_, SIGINT, SIGTERM};
-  asio::steady_timer hard_stop_{main_ioc_};
-  int signal_count_ = 0;
 };
 
 }  // namespace

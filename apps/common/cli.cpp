@@ -1,0 +1,33 @@
+#include "cli.hpp"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <map>
+
+namespace kws::app {
+
+CLI::Option* add_duration(CLI::App& app, const std::string& name, std::int64_t& milliseconds,
+                          const std::string& description, const std::string& default_text) {
+  static const std::map<std::string, std::int64_t> units{
+      {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+  return app.add_option(name, milliseconds, description)
+      ->transform(CLI::AsNumberWithUnit(units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
+      ->default_str(default_text);
+}
+
+CLI::Option* add_log_level(CLI::App& app, std::string& level) {
+  return app.add_option("--log-level", level, "trace, debug, info, warn, error or off")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+}
+
+void setup_logging(const std::string& name, const std::string& level) {
+  auto logger = spdlog::stderr_color_mt(name);
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  logger->set_level(spdlog::level::from_str(level));
+  logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(logger);
+}
+
+}  // namespace kws::app

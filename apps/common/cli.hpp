@@ -1,0 +1,22 @@
+// Command-line and logging conventions shared by the servers in apps/: durations with units, one set of log
+// level names, one log line format.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+
+namespace kws::app {
+
+/// A duration flag: a number with ms, s, m or h (a bare number is milliseconds), stored in milliseconds.
+CLI::Option* add_duration(CLI::App& app, const std::string& name, std::int64_t& milliseconds,
+                          const std::string& description, const std::string& default_text);
+
+/// --log-level with the names the log itself prints.
+CLI::Option* add_log_level(CLI::App& app, std::string& level);
+
+/// The default logger: stderr, `2026-11-25T16:00:00.000 info message`, flushed on every line.
+void setup_logging(const std::string& name, const std::string& level);
+
+}  // namespace kws::app

@@ -1,0 +1,94 @@
+// What the servers in apps/ share: worker threads that each run their own io_context and the sessions
+// placed on it, the main thread's context for listeners and signals, the orderly drain on SIGINT/SIGTERM
+// (a second signal stops at once), and the small formatting helpers of their log lines.
+#pragma once
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+namespace kws::app {
+
+/// `host:port` for logs, IPv6 in brackets; IPv4 clients of a dual-stack listener as the IPv4 address they
+/// are.
+std::string endpoint_string(const boost::asio::ip::tcp::endpoint& ep);
+/// The socket's peer as endpoint_string, or "?".
+std::string peer_of(const boost::asio::ip::tcp::socket& s);
+/// 950us, 12ms, 3s.
+std::string human_duration(std::chrono::steady_clock::duration d);
+
+/// Binds and listens. No host means every interface, IPv6 and IPv4 on one socket where the machine has IPv6
+/// (as Go's ":8080" does), else IPv4 only. Throws boost::system::system_error.
+void open_listener(boost::asio::ip::tcp::acceptor& acceptor, const std::string& host, std::uint16_t port);
+
+/// A session a worker runs, and asks to wind down on shutdown.
+class drainable {
+ public:
+  virtual ~drainable() = default;
+  /// No new requests; finish those under way within `timeout`, then end.
+  virtual void drain(std::chrono::milliseconds timeout) = 0;
+};
+
+/// One worker thread with its own io_context (so its sessions need no strands) and the sessions on it.
+/// adopt, forget and drain are called on the worker's own thread.
+class worker {
+ public:
+  worker() : guard_(ioc_.get_executor()) {}
+  boost::asio::io_context& context() { return ioc_; }
+  void adopt(std::shared_ptr<drainable> s) { sessions_.insert(std::move(s)); }
+  void forget(const std::shared_ptr<drainable>& s) { sessions_.erase(s); }
+  std::size_t sessions() const { return sessions_.size(); }
+  /// Drains every session; run() returns once the last one is gone.
+  void drain(std::chrono::milliseconds timeout);
+  void run() { ioc_.run(); }
+  void stop() { ioc_.stop(); }
+
+ private:
+  boost::asio::io_context ioc_{1};
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard_;
+  std::unordered_set<std::shared_ptr<drainable>> sessions_;
+};
+
+/// The workers, the main context, and the shutdown sequence.
+class runtime {
+ public:
+  /// `hard_stop_after`: after the first signal, how long the drain may take before everything is stopped.
+  runtime(unsigned threads, std::chrono::milliseconds drain_timeout,
+          std::chrono::milliseconds hard_stop_after);
+
+  /// Listeners and timers of the main thread live here.
+  boost::asio::io_context& main_context() { return main_ioc_; }
+  /// Workers in turn (main thread only).
+  worker& next_worker();
+  std::size_t threads() const { return workers_.size(); }
+  /// Runs on the main thread at the first signal, before the workers drain: close the listeners here.
+  void on_shutdown(std::function<void()> f) { on_shutdown_ = std::move(f); }
+
+  /// Runs the workers and the main context until a signal has been handled and every worker is done.
+  int run();
+
+ private:
+  void wait_signal();
+
+  std::chrono::milliseconds drain_timeout_;
+  std::chrono::milliseconds hard_stop_after_;
+  boost::asio::io_context main_ioc_{1};
+  std::vector<std::unique_ptr<worker>> workers_;
+  std::size_t next_ = 0;
+  boost::asio::signal_set signals_{main_ioc_, SIGINT, SIGTERM};
+  boost::asio::steady_timer hard_stop_{main_ioc_};
+  int signal_count_ = 0;
+  std::function<void()> on_shutdown_;
+};
+
+}  // namespace kws::app
