@@ -3,6 +3,8 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <iostream>
 #include <map>
 
 namespace kws::app {
@@ -20,6 +22,25 @@ CLI::Option* add_log_level(CLI::App& app, std::string& level) {
   return app.add_option("--log-level", level, "trace, debug, info, warn, error or off")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
+}
+
+std::optional<int> parse_command_line(CLI::App& app, std::vector<std::string> args,
+                                      const std::function<void()>& validate) {
+  std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
+  try {
+    app.parse(args);
+    if (validate) validate();
+  } catch (const CLI::CallForHelp&) {
+    std::cout << app.help();
+    return 0;
+  } catch (const CLI::CallForVersion& e) {
+    std::cout << e.what() << '\n';
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    std::cerr << app.get_name() << ": " << e.what() << "\nRun '" << app.get_name() << " --help' for usage.\n";
+    return 2;
+  }
+  return std::nullopt;
 }
 
 void setup_logging(const std::string& name, const std::string& level) {

@@ -5,7 +5,10 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace kws::app {
 
@@ -15,6 +18,12 @@ CLI::Option* add_duration(CLI::App& app, const std::string& name, std::int64_t& 
 
 /// --log-level with the names the log itself prints.
 CLI::Option* add_log_level(CLI::App& app, std::string& level);
+
+/// Parses `args` (without the program name, in order). --help and --version print and give exit code 0; a bad
+/// flag or value (also one `validate` throws CLI::ValidationError for) prints one line and a usage hint and
+/// gives 2. std::nullopt: go on.
+std::optional<int> parse_command_line(CLI::App& app, std::vector<std::string> args,
+                                      const std::function<void()>& validate = {});
 
 /// The default logger: stderr, `2026-11-25T16:00:00.000 info message`, flushed on every line.
 void setup_logging(const std::string& name, const std::string& level);

@@ -139,19 +139,8 @@ int main(int argc, char** argv) {
   for (const auto* opt : app.get_options()) {
     for (const auto& n : opt->get_lnames()) long_names.insert(n);
   }
-  auto args = normalize_go_flags(argc, argv, long_names);
-  std::reverse(args.begin(), args.end());  // CLI11 takes a reversed vector
-  try {
-    app.parse(args);
-  } catch (const CLI::CallForHelp&) {
-    std::cout << app.help();
-    return 0;
-  } catch (const CLI::CallForVersion& e) {
-    std::cout << e.what() << '\n';
-    return 0;
-  } catch (const CLI::ParseError& e) {
-    std::cerr << "kafka-websocket-proxy: " << e.what() << "\nRun 'kafka-websocket-proxy --help' for usage.\n";
-    return 2;
+  if (auto exit_code = kws::app::parse_command_line(app, normalize_go_flags(argc, argv, long_names))) {
+    return *exit_code;
   }
 
   cfg.listen_host = listen;

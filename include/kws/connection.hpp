@@ -20,7 +20,9 @@ enum class close_code : std::uint16_t {
   protocol_error = 1002,
   unsupported_data = 1003,
   policy_violation = 1008,
-  too_big = 1009
+  too_big = 1009,
+  internal_error = 1011,
+  try_again_later = 1013
 };
 
 /// A WebSocket connection carrying Kafka frames, one binary message per frame, size header included.

@@ -162,6 +162,15 @@ api_versions_response decode_api_versions_response(std::int16_t request_version,
 
 bool clamp_api_versions(std::int16_t request_version, bytes_view frame, const api_version_limit& limit,
                         std::vector<unsigned char>& out, boost::system::error_code& ec) {
+  ec.clear();
+  // An answer with an error (UNSUPPORTED_VERSION above all) only tells the client which ApiVersions versions
+  // to retry with; it lists nothing a client would pick versions of other APIs from. So it is not parsed:
+  // brokers differ in how they lay it out (librdkafka 2.0's mock broker sends a compact count in a v0 body).
+  reader head(frame);
+  (void)head.int32();  // size
+  (void)head.int32();  // correlation id
+  const auto error = head.int16();
+  if (head.ok() && error != 0) return false;
   parsed_frame p;
   if (!parse_frame(request_version, frame, p, ec)) return false;
   std::vector<detail::patch> patches;

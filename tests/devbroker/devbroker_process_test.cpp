@@ -5,6 +5,7 @@
 #include "kafka_test_util.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
+#include "ws_test_client.hpp"
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
@@ -41,6 +42,9 @@ using boost::system::error_code;
 
 namespace {
 
+using kws::test::run_op;
+using ws_client = kws::test::ws_test_client;
+
 std::vector<std::uint16_t> parse_ports(const std::string& list) {
   std::vector<std::uint16_t> ports;
   std::stringstream s(list);
@@ -51,73 +55,6 @@ std::vector<std::uint16_t> parse_ports(const std::string& list) {
   }
   return ports;
 }
-
-// Runs one asynchronous operation on `ioc` for at most `timeout`; on timeout cancels the socket and reports
-// timed_out.
-template <class Start>
-error_code run_op(asio::io_context& ioc, tcp::socket& socket, std::chrono::milliseconds timeout,
-                  Start start) {
-  error_code result = asio::error::timed_out;
-  bool done = false;
-  start([&](error_code ec) {
-    result = ec;
-    done = true;
-  });
-  ioc.restart();
-  ioc.run_for(timeout);
-  if (!done) {
-    error_code ignored;
-    socket.cancel(ignored);
-    socket.close(ignored);
-    ioc.restart();
-    ioc.run_for(1s);
-    return asio::error::timed_out;
-  }
-  return result;
-}
-
-class ws_client {
- public:
-  error_code connect(std::uint16_t port, std::chrono::milliseconds timeout = 3s) {
-    const tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), port);
-    if (auto ec = run_op(ioc_, sock(), timeout,
-                         [&](auto done) { beast::get_lowest_layer(ws_).async_connect(ep, done); }))
-      return ec;
-    ws_.binary(true);
-    ws_.read_message_max(200u << 20);
-    return run_op(ioc_, sock(), timeout,
-                  [&](auto done) { ws_.async_handshake("127.0.0.1:" + std::to_string(port), "/", done); });
-  }
-  error_code send(const bytes& b, bool text = false, std::chrono::milliseconds timeout = 5s) {
-    ws_.text(text);
-    return run_op(ioc_, sock(), timeout, [&](auto done) {
-      ws_.async_write(asio::buffer(b), [done](error_code ec, std::size_t) { done(ec); });
-    });
-  }
-  error_code read(bytes& out, std::chrono::milliseconds timeout = 5s) {
-    beast::flat_buffer buf;
-    auto ec = run_op(ioc_, sock(), timeout,
-                     [&](auto done) { ws_.async_read(buf, [done](error_code e, std::size_t) { done(e); }); });
-    const auto* p = static_cast<const unsigned char*>(buf.data().data());
-    out.assign(p, p + buf.size());
-    return ec;
-  }
-  /// Sends a request frame and reads one response frame.
-  bytes roundtrip(const bytes& req) {
-    bytes res;
-    EXPECT_FALSE(send(req));
-    const auto ec = read(res);
-    EXPECT_FALSE(ec) << ec.message();
-    return res;
-  }
-  /// What the broker's close frame said, once a read ended with websocket::error::closed.
-  websocket::close_reason close_reason() const { return ws_.reason(); }
-
- private:
-  tcp::socket& sock() { return beast::get_lowest_layer(ws_).socket(); }
-  asio::io_context ioc_;
-  websocket::stream<beast::tcp_stream> ws_{ioc_};
-};
 
 class tcp_client {
  public:
@@ -624,7 +561,7 @@ TEST_F(DevbrokerProcess, IdleWebSocketIsClosedWithCode1000AfterTheIdleTimeButNot
   bytes res;
   EXPECT_EQ(c.read(res, 5s), websocket::error::closed);
   const auto idle = std::chrono::steady_clock::now() - idle_from;
-  EXPECT_EQ(c.close_reason().code, websocket::close_code::normal);
+  EXPECT_EQ(c.close_code(), 1000);
   EXPECT_GE(idle, 450ms);
   EXPECT_LT(idle, 3s);
   ASSERT_TRUE(log_contains("cause=\"idle close after 500ms\"")) << log();

@@ -3,6 +3,7 @@
 // The broker has no TCP listener, so every byte the clients exchange crosses the proxy. In the original
 // deployment the broker advertises the proxy's own address; with the proxy rewriting addresses, the broker
 // may advertise its own. Everything runs on 127.0.0.1 with ephemeral ports; every wait is bounded.
+#include "client_tools.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 
@@ -40,29 +41,7 @@ using kws::test::child_process;
 using kws::test::read_file;
 using kws::test::spawn_options;
 using kws::test::write_file;
-using clock_type = std::chrono::steady_clock;
-
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::istringstream in(s);
-  for (std::string line; std::getline(in, line);) out.push_back(line);
-  return out;
-}
-
-long long ms_since(clock_type::time_point t) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t).count();
-}
-
-// A client tool's stdin from a file, stdout to a file (byte-exact, readable while it runs), stderr apart.
-spawn_options tool_io(const std::filesystem::path& in, const std::filesystem::path& out) {
-  return {.stdin_file = in, .stdout_file = out, .stderr_to = spawn_options::stderr_target::captured};
-}
-
-// A text for a failed tool: its exit status and the tail of its stderr.
-std::string describe(const std::optional<int>& rc, std::string err) {
-  if (err.size() > 4000) err = "..." + err.substr(err.size() - 4000);
-  return kws::test::describe_exit(rc) + ", stderr:\n" + err;
-}
+using namespace kws::test;
 
 class ProxyToDevbroker : public ::testing::Test {
  protected:
@@ -172,16 +151,6 @@ std::vector<std::string> concat(std::vector<std::string> a, const std::vector<st
   return a;
 }
 
-// `n` lines "key:value" with varied lengths and characters (no ':' in keys, no newlines).
-std::string keyed_lines(int n, const std::string& prefix) {
-  std::string s;
-  for (int i = 0; i < n; ++i) {
-    s += prefix + "key-" + std::to_string(i) + ":" + prefix + "value-" + std::to_string(i * 7919) + "-" +
-         std::string(static_cast<std::size_t>(i % 97), static_cast<char>('A' + i % 26)) + " ~!@#$%^&*()=\n";
-  }
-  return s;
-}
-
 std::string random_bytes(std::size_t n, unsigned seed) {
   std::mt19937 rng(seed);
   std::string s(n, '\0');
@@ -268,16 +237,6 @@ TEST_F(ProxyToDevbroker, KcatKeepsEmptyAndNullKeysAndValuesApart) {
             "6 -1:|2:v3\n"
             "7 2:k4|2:v4\n");
   expect_proxy_carried_connections();
-}
-
-// Lines "P|rest" grouped by partition P, in the order they came.
-std::map<int, std::vector<std::string>> by_partition(const std::string& output) {
-  std::map<int, std::vector<std::string>> out;
-  for (const auto& line : lines_of(output)) {
-    const auto bar = line.find('|');
-    out[std::stoi(line.substr(0, bar))].push_back(line.substr(bar + 1));
-  }
-  return out;
 }
 
 TEST_F(ProxyToDevbroker, KcatUsesEveryPartitionOfAFourPartitionTopic) {

@@ -1,0 +1,81 @@
+#include "access.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <charconv>
+#include <fstream>
+#include <stdexcept>
+
+namespace kws::gateway {
+namespace {
+
+std::string digest(std::string_view s) {
+  std::string out(SHA256_DIGEST_LENGTH, '\0');
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(),
+         reinterpret_cast<unsigned char*>(out.data()));
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  const auto first = s.find_first_not_of(" \t\r");
+  if (first == std::string_view::npos) return {};
+  return s.substr(first, s.find_last_not_of(" \t\r") - first + 1);
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+}  // namespace
+
+token_set::token_set(const std::vector<std::string>& tokens) {
+  for (const auto& t : tokens)
+    if (!trim(t).empty()) digests_.push_back(digest(trim(t)));
+}
+
+token_set token_set::from_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read the token file " + path);
+  std::vector<std::string> tokens;
+  for (std::string line; std::getline(in, line);) tokens.push_back(line);
+  token_set set(tokens);
+  if (set.empty()) throw std::runtime_error("the token file " + path + " holds no token");
+  return set;
+}
+
+bool token_set::allows(std::string_view authorization) const {
+  constexpr std::string_view scheme = "Bearer ";
+  if (authorization.size() < scheme.size() || !iequals(authorization.substr(0, scheme.size()), scheme))
+    return false;
+  // Digests have one length whatever the token's, so comparing them leaks neither a token's length nor
+  // where it differs; every token is compared, so neither does which one matched.
+  const auto given = digest(trim(authorization.substr(scheme.size())));
+  bool ok = false;
+  for (const auto& d : digests_) ok |= CRYPTO_memcmp(d.data(), given.data(), d.size()) == 0;
+  return ok;
+}
+
+bool origin_allowed(const std::vector<std::string>& allowed, const std::string* origin) {
+  if (allowed.empty() || !origin) return true;
+  return std::any_of(allowed.begin(), allowed.end(),
+                     [&](const std::string& a) { return iequals(a, *origin); });
+}
+
+std::optional<route> parse_route(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  if (target == "/" || target == "/kafka" || target == "/kafka/") return route{};
+  constexpr std::string_view prefix = "/kafka/";
+  if (!target.starts_with(prefix)) return std::nullopt;
+  auto id = target.substr(prefix.size());
+  if (id.ends_with('/')) id.remove_suffix(1);
+  std::int32_t node = -1;
+  const auto [end, err] = std::from_chars(id.data(), id.data() + id.size(), node);
+  if (id.empty() || err != std::errc{} || end != id.data() + id.size() || node < 0) return std::nullopt;
+  return route{false, node};
+}
+
+}  // namespace kws::gateway

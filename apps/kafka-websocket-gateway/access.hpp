@@ -1,0 +1,43 @@
+// The gateway's decisions about one upgrade request, with no I/O: who may connect (bearer tokens, browser
+// origins) and where the path leads (a bootstrap server, or one broker by node id).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kws::gateway {
+
+/// Accepted bearer tokens, kept only as SHA-256 digests and compared in constant time.
+class token_set {
+ public:
+  token_set() = default;
+  /// One token per non-empty line (surrounding blanks ignored). Throws std::runtime_error when the file
+  /// cannot be read or holds no token.
+  static token_set from_file(const std::string& path);
+  explicit token_set(const std::vector<std::string>& tokens);
+
+  bool empty() const { return digests_.empty(); }
+  /// True when `authorization` is `Bearer <one of the tokens>`. The time taken does not depend on which
+  /// byte of a token differs, nor on which token matched.
+  bool allows(std::string_view authorization) const;
+
+ private:
+  std::vector<std::string> digests_;
+};
+
+/// True when a request may come from `origin` (the Origin header, absent for non-browser clients): no list
+/// means any; a request without Origin is not a browser's and is let through.
+bool origin_allowed(const std::vector<std::string>& allowed, const std::string* origin);
+
+/// Where an upgrade request's path leads: `/` and `/kafka` to a bootstrap server, `/kafka/{node_id}` to that
+/// broker. A query string is ignored. nullopt for any other path.
+struct route {
+  bool bootstrap = true;
+  std::int32_t node_id = -1;
+};
+std::optional<route> parse_route(std::string_view target);
+
+}  // namespace kws::gateway

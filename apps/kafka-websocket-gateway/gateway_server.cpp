@@ -1,0 +1,491 @@
+#include "gateway_server.hpp"
+
+#include "runtime.hpp"
+
+#include <kws/address.hpp>
+#include <kws/errc.hpp>
+#include <kws/kafka/tracker.hpp>
+#include <kws/kafka/wire.hpp>
+
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <optional>
+
+namespace kws::gateway {
+namespace {
+
+namespace asio = boost::asio;
+using namespace asio::experimental::awaitable_operators;
+using asio::awaitable;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+using clock = std::chrono::steady_clock;
+constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+struct upstream {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string text() const {
+    return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  }
+};
+
+upstream parse_upstream(const std::string& s) {
+  const auto u = kws::parse_address(s, false);  // host:port or [v6]:port; throws otherwise
+  return {u.host, u.port};
+}
+
+// What connect_any ends with (default-constructible, as co_spawn needs).
+struct connect_result {
+  error_code ec;
+  std::optional<tcp::socket> socket;
+  upstream to;
+};
+
+// Connects to the first of `candidates` that answers, each within `timeout`.
+awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chrono::milliseconds timeout) {
+  auto ex = co_await asio::this_coro::executor;
+  error_code last = asio::error::host_not_found;
+  for (const auto& u : candidates) {
+    tcp::resolver resolver(ex);
+    tcp::socket socket(ex);
+    asio::steady_timer timer(ex);
+    timer.expires_after(timeout);
+    auto resolved = co_await (resolver.async_resolve(u.host, std::to_string(u.port), as_tuple_awaitable) ||
+                              timer.async_wait(as_tuple_awaitable));
+    if (resolved.index() == 1) {
+      last = asio::error::timed_out;
+      continue;
+    }
+    auto [rec, results] = std::get<0>(resolved);
+    if (rec) {
+      last = rec;
+      continue;
+    }
+    auto connected = co_await (asio::async_connect(socket, results, as_tuple_awaitable) ||
+                               timer.async_wait(as_tuple_awaitable));
+    if (connected.index() == 1) {
+      last = asio::error::timed_out;
+      continue;
+    }
+    if (auto cec = std::get<0>(std::get<0>(connected)); cec) {
+      last = cec;
+      continue;
+    }
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    co_return connect_result{error_code{}, std::move(socket), u};
+  }
+  co_return connect_result{last, std::nullopt, upstream{}};
+}
+
+// Brokers of the cluster by node id, learned from its own Metadata: from every response relayed to a client,
+// and, for a node id nobody has asked about on this gateway yet, from a Metadata request of its own. Shared
+// by all workers.
+class node_table {
+ public:
+  node_table(std::vector<upstream> bootstrap, std::chrono::milliseconds timeout)
+      : bootstrap_(std::move(bootstrap)), timeout_(timeout) {}
+
+  std::optional<upstream> find(std::int32_t node) const {
+    std::lock_guard lock(mu_);
+    auto it = nodes_.find(node);
+    if (it == nodes_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  void learn(std::int32_t node, std::string_view host, std::int32_t port) {
+    std::lock_guard lock(mu_);
+    auto& n = nodes_[node];
+    if (n.host != host || n.port != port) {
+      if (!n.host.empty()) spdlog::info("broker {} moved from {} to {}:{}", node, n.text(), host, port);
+      n = upstream{std::string(host), static_cast<std::uint16_t>(port)};
+    }
+  }
+
+  // Asks a bootstrap server for Metadata (one request at a time, at most once a second); `done` runs on `ex`.
+  void refresh(const asio::any_io_executor& ex, std::function<void()> done) {
+    std::lock_guard lock(mu_);
+    waiters_.emplace_back(ex, std::move(done));
+    if (fetching_) return;
+    if (clock::now() - last_fetch_ < std::chrono::seconds(1)) return wake_all();
+    fetching_ = true;
+    last_fetch_ = clock::now();
+    asio::co_spawn(ex, fetch(), [this](std::exception_ptr, error_code ec) {
+      if (ec) spdlog::warn("cannot learn the cluster's brokers: {}", ec.message());
+      std::lock_guard lock(mu_);
+      fetching_ = false;
+      wake_all();
+    });
+  }
+
+ private:
+  void wake_all() {
+    for (auto& [ex, done] : waiters_) asio::post(ex, std::move(done));
+    waiters_.clear();
+  }
+
+  awaitable<error_code> fetch() {
+    auto connected = co_await connect_any(bootstrap_, timeout_);
+    if (connected.ec) co_return connected.ec;
+    auto& socket = *connected.socket;
+    const auto& from = connected.to;
+    error_code ec;
+    // Metadata v1 with an empty topic list: the brokers only (Kafka 0.10 and later).
+    std::vector<unsigned char> request;
+    kafka::writer w(request);
+    const auto size_at = w.placeholder_int32();
+    w.int16(static_cast<std::int16_t>(kafka::api_key::metadata));
+    w.int16(1);
+    w.int32(1);
+    w.nullable_string("kafka-websocket-gateway");
+    w.array_count(0);
+    w.patch_int32(size_at, static_cast<std::int32_t>(request.size() - 4));
+    asio::steady_timer timer(socket.get_executor());
+    timer.expires_after(timeout_);
+    std::array<unsigned char, 4> head{};
+    auto exchange = [&]() -> awaitable<std::tuple<error_code, std::vector<unsigned char>>> {
+      auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(request), as_tuple_awaitable);
+      if (wec) co_return std::tuple{wec, std::vector<unsigned char>{}};
+      auto [hec, hn] = co_await asio::async_read(socket, asio::buffer(head), as_tuple_awaitable);
+      if (hec) co_return std::tuple{hec, std::vector<unsigned char>{}};
+      const auto size = load_be32(head.data());
+      if (size < 0 || size > 64 * 1024 * 1024)
+        co_return std::tuple{error_code(errc::frame_too_large), std::vector<unsigned char>{}};
+      std::vector<unsigned char> frame(4 + static_cast<std::size_t>(size));
+      std::copy(head.begin(), head.end(), frame.begin());
+      auto [bec, bn] = co_await asio::async_read(socket, asio::buffer(frame.data() + 4, frame.size() - 4),
+                                                 as_tuple_awaitable);
+      co_return std::tuple{bec, std::move(frame)};
+    };
+    auto got = co_await (exchange() || timer.async_wait(as_tuple_awaitable));
+    if (got.index() == 1) co_return error_code(asio::error::timed_out);
+    auto [xec, frame] = std::move(std::get<0>(got));
+    if (xec) co_return xec;
+    std::vector<unsigned char> unused;
+    int seen = 0;
+    kafka::rewrite_response(
+        kafka::api_key::metadata, 1, frame,
+        [&](const kafka::advertised_broker& b, error_code&) {
+          learn(b.node_id, b.host, b.port);
+          ++seen;
+          return std::optional<kafka::broker_endpoint>();
+        },
+        unused, ec);
+    if (!ec) spdlog::debug("learned {} broker(s) from {}", seen, from.text());
+    co_return ec;
+  }
+
+  std::vector<upstream> bootstrap_;
+  std::chrono::milliseconds timeout_;
+  mutable std::mutex mu_;
+  std::map<std::int32_t, upstream> nodes_;
+  std::vector<std::pair<asio::any_io_executor, std::function<void()>>> waiters_;
+  bool fetching_ = false;
+  clock::time_point last_fetch_{};
+};
+
+// Whether a bootstrap server answers a TCP connect, checked at most every 2 s.
+class health_check {
+ public:
+  health_check(std::vector<upstream> bootstrap, std::chrono::milliseconds timeout)
+      : bootstrap_(std::move(bootstrap)), timeout_(timeout) {}
+
+  void check(const asio::any_io_executor& ex, std::function<void(bool)> done) {
+    std::lock_guard lock(mu_);
+    if (clock::now() - checked_at_ < std::chrono::seconds(2))
+      return asio::post(ex, [done, ok = ok_] { done(ok); });
+    waiters_.emplace_back(ex, std::move(done));
+    if (checking_) return;
+    checking_ = true;
+    asio::co_spawn(ex, connect_any(bootstrap_, timeout_), [this](std::exception_ptr, connect_result result) {
+      const bool ok = !result.ec;
+      std::lock_guard lock(mu_);
+      ok_ = ok;
+      checked_at_ = clock::now();
+      checking_ = false;
+      for (auto& [wex, w] : waiters_) asio::post(wex, [w = std::move(w), ok] { w(ok); });
+      waiters_.clear();
+    });
+  }
+
+ private:
+  std::vector<upstream> bootstrap_;
+  std::chrono::milliseconds timeout_;
+  std::mutex mu_;
+  bool ok_ = false;
+  bool checking_ = false;
+  clock::time_point checked_at_{};
+  std::vector<std::pair<asio::any_io_executor, std::function<void(bool)>>> waiters_;
+};
+
+// What every session shares.
+struct shared {
+  const gateway_config& cfg;
+  std::vector<upstream> bootstrap;
+  kws::accept_config accept;
+  node_table nodes;
+  health_check health;
+  std::shared_ptr<const kafka::tracker_config> tracking;
+  std::atomic<std::size_t> active{0};
+};
+
+// One client: the upgrade (with the access checks and the routing decision), the connection to the broker,
+// and a relay between them.
+class session : public app::drainable, public std::enable_shared_from_this<session> {
+ public:
+  session(app::worker& w, shared& sh, tcp::socket socket, std::uint64_t id)
+      : worker_(w), sh_(sh), socket_(std::move(socket)), id_(id), peer_(app::peer_of(socket_)) {
+    ++sh_.active;
+  }
+  ~session() override { --sh_.active; }
+
+  void start() {
+    kws::async_accept(
+        std::move(socket_), sh_.accept,
+        [self = shared_from_this()](const kws::http_request_info& req,
+                                    std::function<void(kws::accept_decision)> done) {
+          self->decide(req, std::move(done));
+        },
+        [self = shared_from_this()](error_code ec, kws::connection c, kws::http_request_info req) {
+          self->accepted(ec, std::move(c), req);
+        });
+  }
+
+  void drain(std::chrono::milliseconds timeout) override {
+    draining_ = true;
+    if (relay_) relay_->drain(timeout);
+  }
+
+ private:
+  void refuse(std::function<void(kws::accept_decision)>& done, int status, std::string why,
+              std::vector<std::pair<std::string, std::string>> headers = {}) {
+    refusal_ = fmt::format("{} ({})", status, why);
+    auto d = kws::accept_decision::respond(status, why + "\n");
+    d.headers = std::move(headers);
+    done(std::move(d));
+  }
+
+  void decide(const kws::http_request_info& req, std::function<void(kws::accept_decision)> done) {
+    target_ = req.target.substr(0, 200);
+    if (!req.websocket_upgrade) {
+      if (req.method == "GET" && req.target.substr(0, req.target.find('?')) == "/healthz") {
+        health_probe_ = true;
+        return sh_.health.check(worker_.context().get_executor(), [done](bool ok) {
+          done(ok ? kws::accept_decision::respond(200, "ok\n")
+                  : kws::accept_decision::respond(503, "no bootstrap server of the cluster is reachable\n"));
+        });
+      }
+      refusal_ = "426 (plain HTTP without a WebSocket upgrade)";
+      return done(kws::accept_decision::upgrade());  // a non-upgrade request gets 426
+    }
+    if (sh_.active > sh_.cfg.max_connections) return refuse(done, 503, "too many connections");
+    if (!origin_allowed(sh_.cfg.allowed_origins, req.header("origin"))) {
+      return refuse(done, 403, "origin " + *req.header("origin") + " is not allowed");
+    }
+    if (!sh_.cfg.tokens.empty()) {
+      const auto* auth = req.header("authorization");
+      if (!auth || !sh_.cfg.tokens.allows(*auth)) {
+        return refuse(done, 401, auth ? "the bearer token is not valid" : "a bearer token is required",
+                      {{"WWW-Authenticate", "Bearer realm=\"kafka-websocket-gateway\""}});
+      }
+    }
+    const auto r = parse_route(req.target);
+    if (!r)
+      return refuse(done, 404, "no such path; use / or /kafka for bootstrap, /kafka/{node_id} for a broker");
+    if (r->bootstrap) {
+      targets_ = sh_.bootstrap;
+      return done(kws::accept_decision::upgrade());
+    }
+    if (auto u = sh_.nodes.find(r->node_id)) {
+      targets_ = {*u};
+      return done(kws::accept_decision::upgrade());
+    }
+    // Not seen on this gateway yet (clients may have bootstrapped through another replica): ask the cluster.
+    sh_.nodes.refresh(
+        worker_.context().get_executor(), [self = shared_from_this(), done, node = r->node_id]() mutable {
+          if (auto u = self->sh_.nodes.find(node)) {
+            self->targets_ = {*u};
+            return done(kws::accept_decision::upgrade());
+          }
+          self->refuse(done, 404, fmt::format("the cluster has no broker with node id {}", node));
+        });
+  }
+
+  void accepted(error_code ec, kws::connection conn, const kws::http_request_info&) {
+    if (ec == kws::errc::upgrade_declined) {
+      if (health_probe_) return finish();
+      spdlog::info("conn {} refused peer={} target={}: {}", id_, peer_, target_, refusal_);
+      return finish();
+    }
+    if (ec) {
+      spdlog::debug("conn {} peer={}: no WebSocket handshake: {}", id_, peer_, ec.message());
+      return finish();
+    }
+    client_ = std::move(conn);
+    asio::co_spawn(worker_.context(), connect_any(targets_, sh_.cfg.connect_timeout),
+                   [self = shared_from_this()](std::exception_ptr, connect_result r) {
+                     self->connected(r.ec, std::move(r.socket), r.to);
+                   });
+  }
+
+  void connected(error_code ec, std::optional<tcp::socket> broker, const upstream& u) {
+    if (ec || draining_) {
+      const auto cause = draining_ ? std::string("shutting down") : "cluster unreachable: " + ec.message();
+      spdlog::warn("conn {} closed peer={} target={}: {}", id_, peer_, target_, cause);
+      client_.async_close(kws::close_code::try_again_later,
+                          [self = shared_from_this()](error_code) { self->finish(); });
+      return;
+    }
+    upstream_ = u.text();
+    spdlog::info("conn {} open peer={} target={} upstream={}", id_, peer_, target_, upstream_);
+    auto options = sh_.cfg.relay;
+    options.log = [id = id_](kws::log_level level, std::string_view text) {
+      spdlog::log(static_cast<spdlog::level::level_enum>(level), "conn {} {}", id, text);
+    };
+    options.min_log_level = static_cast<kws::log_level>(std::min<int>(spdlog::get_level(), 4));
+    std::weak_ptr<session> weak = shared_from_this();
+    relay_ = kws::relay::create(
+        std::move(client_), std::move(*broker), std::move(options),
+        std::make_shared<kafka::tracker>(sh_.tracking),
+        [self = shared_from_this()](const kws::relay_report& r) {
+          spdlog::log(r.error ? spdlog::level::warn : spdlog::level::info,
+                      "conn {} closed peer={} upstream={} up={}B/{}f down={}B/{}f duration={} cause={}",
+                      self->id_, self->peer_, self->upstream_, r.up_bytes, r.up_frames, r.down_bytes,
+                      r.down_frames, app::human_duration(r.duration), r.cause);
+          asio::post(self->worker_.context(), [self] { self->finish(); });
+        },
+        // Kafka brokers close idle connections (connections.max.idle.ms); the client need not notice.
+        [weak, u](std::function<void(error_code, tcp::socket)> done) {
+          auto self = weak.lock();
+          if (!self) return;
+          asio::co_spawn(
+              self->worker_.context(), connect_any({u}, self->sh_.cfg.connect_timeout),
+              [done, ex = self->worker_.context().get_executor()](std::exception_ptr, connect_result r) {
+                if (r.ec) return done(r.ec, tcp::socket(ex));
+                done(r.ec, std::move(*r.socket));
+              });
+        });
+    relay_->start();
+  }
+
+  void finish() {
+    relay_.reset();
+    worker_.forget(shared_from_this());
+  }
+
+  app::worker& worker_;
+  shared& sh_;
+  tcp::socket socket_;
+  std::uint64_t id_;
+  std::string peer_;
+  std::string target_;
+  std::string refusal_;
+  std::string upstream_;
+  bool health_probe_ = false;
+  bool draining_ = false;
+  std::vector<upstream> targets_;
+  kws::connection client_;
+  std::shared_ptr<kws::relay> relay_;
+};
+
+bool is_unspecified(const std::string& host) {
+  error_code ec;
+  const auto a = asio::ip::make_address(host, ec);
+  return host.empty() || (!ec && a.is_unspecified());
+}
+
+}  // namespace
+
+int run(const gateway_config& cfg) {
+  if (cfg.upstreams.empty()) throw std::invalid_argument("no --upstream given");
+  std::vector<upstream> bootstrap;
+  for (const auto& u : cfg.upstreams) bootstrap.push_back(parse_upstream(u));
+
+  app::runtime rt(cfg.threads, cfg.drain_timeout,
+                  cfg.drain_timeout + cfg.accept.handshake_timeout + std::chrono::seconds(1));
+  tcp::acceptor acceptor(rt.main_context());
+  app::open_listener(acceptor, cfg.listen_host, cfg.port);
+  const auto bound = acceptor.local_endpoint();
+
+  kws::accept_config accept = cfg.accept;
+  accept.server_name = "kafka-websocket-gateway";
+  if (!cfg.tls_cert.empty()) accept.tls = kws::make_server_tls_context(cfg.tls_cert, cfg.tls_key);
+
+  const std::string advertise_host = !cfg.advertise_host.empty()        ? cfg.advertise_host
+                                     : !is_unspecified(cfg.listen_host) ? cfg.listen_host
+                                                                        : std::string("localhost");
+  const std::int32_t advertise_port = cfg.advertise_port != 0 ? cfg.advertise_port : bound.port();
+
+  auto tracking = std::make_shared<kafka::tracker_config>();
+  tracking->rewrite = cfg.rewrite;
+  shared sh{cfg,
+            bootstrap,
+            accept,
+            node_table(bootstrap, cfg.connect_timeout),
+            health_check(bootstrap, cfg.connect_timeout),
+            tracking};
+  if (cfg.rewrite) {
+    tracking->map = [&sh, advertise_host, advertise_port](const kafka::advertised_broker& b, error_code&) {
+      sh.nodes.learn(b.node_id, b.host, b.port);
+      return std::optional<kafka::broker_endpoint>(kafka::broker_endpoint{advertise_host, advertise_port});
+    };
+  }
+
+  std::string upstream_list;
+  for (const auto& u : bootstrap) upstream_list += (upstream_list.empty() ? "" : ",") + u.text();
+  spdlog::info(
+      "listening on {} ({}) upstream={} advertise={}:{} threads={} auth={} origins={} max_connections={}",
+      app::endpoint_string(bound), accept.tls ? "wss" : "ws", upstream_list, advertise_host, advertise_port,
+      rt.threads(), cfg.tokens.empty() ? "none" : "bearer",
+      cfg.allowed_origins.empty() ? std::string("any")
+                                  : fmt::format("{}", fmt::join(cfg.allowed_origins, ",")),
+      cfg.max_connections);
+
+  std::uint64_t next_id = 0;
+  asio::steady_timer retry(rt.main_context());
+  std::function<void()> accept_next = [&] {
+    auto& w = rt.next_worker();
+    acceptor.async_accept(w.context(), [&](error_code ec, tcp::socket s) {
+      if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
+      if (ec) {
+        // Out of descriptors or similar: say so, back off, and keep accepting.
+        spdlog::error("accept failed: {}; retrying in 100ms", ec.message());
+        retry.expires_after(std::chrono::milliseconds(100));
+        return retry.async_wait([&](error_code e) {
+          if (!e) accept_next();
+        });
+      }
+      const auto id = ++next_id;
+      asio::post(w.context(), [&w, &sh, s = std::move(s), id]() mutable {
+        auto sess = std::make_shared<session>(w, sh, std::move(s), id);
+        w.adopt(sess);
+        sess->start();
+      });
+      accept_next();
+    });
+  };
+  accept_next();
+  rt.on_shutdown([&] {
+    error_code ignored;
+    acceptor.close(ignored);
+    retry.cancel();
+  });
+  return rt.run();
+}
+
+}  // namespace kws::gateway

@@ -1,0 +1,52 @@
+// kafka-websocket-gateway's server: a WebSocket listener (ws, or wss with a certificate), one relay per
+// accepted connection to a broker of a TCP Kafka cluster, chosen by the URL path; the mirror image of the
+// proxy, on the same relay and the same Kafka frame pipeline.
+#pragma once
+
+#include "access.hpp"
+
+#include <kws/accept.hpp>
+#include <kws/relay.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kws::gateway {
+
+struct gateway_config {
+  /// Empty: every interface (IPv6 and IPv4 where the machine has IPv6).
+  std::string listen_host;
+  std::uint16_t port = 8787;
+  /// The cluster's bootstrap servers, host:port each.
+  std::vector<std::string> upstreams;
+  /// wss when both are set.
+  std::string tls_cert;
+  std::string tls_key;
+  /// The public address clients reach the gateway at: every broker in a response is advertised there (node
+  /// ids kept), so that a client-side template like wss://gw.example.com/kafka/{node_id} reaches each one.
+  /// Empty host: the listen address when it is specific, else localhost; port 0: the bound port.
+  std::string advertise_host;
+  std::uint16_t advertise_port = 0;
+  /// Bearer tokens of which the upgrade must carry one (empty: no check).
+  token_set tokens;
+  /// Origins browsers may connect from (empty: any).
+  std::vector<std::string> allowed_origins;
+  /// WebSocket connections and handshakes at once; more get 503.
+  std::size_t max_connections = 10000;
+  kws::accept_config accept;
+  kws::relay_options relay;
+  /// Bound on connecting to a broker of the cluster.
+  std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
+  std::chrono::milliseconds drain_timeout{std::chrono::seconds(10)};
+  unsigned threads = 1;
+  /// Rewrite broker addresses to the advertised one (off: relay byte for byte; node routing then relies on
+  /// clients that know the cluster's node ids).
+  bool rewrite = true;
+};
+
+/// Runs until SIGINT or SIGTERM, then drains and returns the exit code. Throws on start-up errors.
+int run(const gateway_config& config);
+
+}  // namespace kws::gateway

@@ -1,0 +1,132 @@
+// kafka-websocket-gateway: puts a TCP Kafka cluster behind WebSocket. Clients (kafka-websocket-proxy, the
+// library, the librdkafka plugin) connect over ws:// or wss://; each connection is relayed to the broker that
+// its URL path names, and every broker address in the responses becomes the gateway's public address.
+#include "cli.hpp"
+#include "gateway_server.hpp"
+
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <thread>
+
+#ifndef KWS_VERSION
+#define KWS_VERSION "unknown"
+#endif
+
+namespace {
+
+// HOST:PORT or [V6]:PORT (an empty host: every interface), for --listen and --advertise.
+bool split_host_port(const std::string& s, std::string& host, std::uint16_t& port) {
+  const auto colon = s.rfind(':');
+  if (colon == std::string::npos) return false;
+  host = s.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  try {
+    const auto p = std::stoul(s.substr(colon + 1));
+    if (p > 65535 || s.substr(colon + 1).find_first_not_of("0123456789") != std::string::npos) return false;
+    port = static_cast<std::uint16_t>(p);
+  } catch (const std::exception&) {
+    return false;
+  }
+  return true;
+}
+
+std::string host_port_check(const std::string& s) {
+  std::string host;
+  std::uint16_t port = 0;
+  return split_host_port(s, host, port) ? std::string{} : "expected HOST:PORT, got '" + s + "'";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  kws::gateway::gateway_config cfg;
+  cfg.threads = std::max(1u, std::thread::hardware_concurrency());
+
+  CLI::App app{
+      "kafka-websocket-gateway: puts a TCP Kafka cluster behind WebSocket. Paths: / and /kafka reach a "
+      "bootstrap "
+      "server, /kafka/{node_id} the broker with that node id; GET /healthz answers 200 while the cluster is "
+      "reachable.",
+      "kafka-websocket-gateway"};
+  app.set_version_flag("--version", std::string("kafka-websocket-gateway ") + KWS_VERSION);
+  app.get_formatter()->column_width(34);
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+
+  std::string listen = ":8787", advertise, token_file, log_level = "info";
+  std::int64_t handshake_ms = 10000, connect_ms = 5000, drain_ms = 10000, ping_ms = 30000;
+  std::uint64_t max_frame = kws::default_max_frame_bytes;
+  bool no_rewrite = false;
+
+  app.add_option("--listen", listen,
+                 "HOST:PORT to listen on; an empty host is every interface (IPv6 and IPv4)")
+      ->check(host_port_check)
+      ->capture_default_str();
+  app.add_option("--upstream", cfg.upstreams, "the cluster's bootstrap servers, HOST:PORT[,HOST:PORT...]")
+      ->required()
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--tls-cert", cfg.tls_cert, "PEM certificate chain: serve wss:// (with --tls-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", cfg.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  app.add_option("--advertise", advertise,
+                 "HOST:PORT clients reach this gateway at; every broker in a response is advertised there "
+                 "(default: the listen address when specific, else localhost, and the listen port)")
+      ->check(host_port_check);
+  app.add_option("--auth-token-file", token_file,
+                 "require 'Authorization: Bearer <token>' on the upgrade, a token per line of FILE")
+      ->check(CLI::ExistingFile);
+  app.add_option("--allow-origin", cfg.allowed_origins,
+                 "origins browsers may connect from, e.g. https://app.example.com (repeatable; default any)")
+      ->delimiter(',')
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app.add_option("--max-connections", cfg.max_connections, "WebSocket connections at once; more get 503")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}))
+      ->capture_default_str();
+  kws::app::add_duration(app, "--handshake-timeout", handshake_ms,
+                         "bound on TLS, the HTTP request and the WebSocket upgrade (and on closing)", "10s");
+  kws::app::add_duration(app, "--connect-timeout", connect_ms,
+                         "bound on connecting to a broker of the cluster", "5s");
+  kws::app::add_duration(app, "--ping-interval", ping_ms,
+                         "WebSocket ping after this long without traffic; no answer within twice it ends the "
+                         "connection (0: off)",
+                         "30s");
+  kws::app::add_duration(app, "--drain-timeout", drain_ms,
+                         "on SIGINT/SIGTERM, how long open connections may wait for responses", "10s");
+  app.add_option("--max-frame-bytes", max_frame, "largest Kafka frame accepted either way (e.g. 100MiB)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  app.add_flag("--no-rewrite", no_rewrite, "relay every frame byte for byte (no broker address rewriting)");
+  app.add_option("--threads", cfg.threads, "worker threads (default: number of cores)")
+      ->check(CLI::Range(1u, 256u));
+  kws::app::add_log_level(app, log_level);
+
+  const auto validate = [&] {
+    if (cfg.tls_cert.empty() != cfg.tls_key.empty())
+      throw CLI::ValidationError("--tls-cert/--tls-key", "give both or neither");
+  };
+  if (auto exit_code = kws::app::parse_command_line(app, {argv + 1, argv + argc}, validate))
+    return *exit_code;
+
+  split_host_port(listen, cfg.listen_host, cfg.port);
+  if (!advertise.empty()) split_host_port(advertise, cfg.advertise_host, cfg.advertise_port);
+  cfg.accept.handshake_timeout = std::chrono::milliseconds(handshake_ms);
+  cfg.accept.idle_timeout = std::chrono::milliseconds(2 * ping_ms);
+  cfg.accept.keepalive_pings = ping_ms > 0;
+  cfg.accept.max_frame_bytes = static_cast<std::size_t>(max_frame);
+  cfg.relay.max_frame_bytes = static_cast<std::size_t>(max_frame);
+  cfg.relay.half_close_timeout = std::chrono::milliseconds(drain_ms);
+  cfg.connect_timeout = std::chrono::milliseconds(connect_ms);
+  cfg.drain_timeout = std::chrono::milliseconds(drain_ms);
+  cfg.rewrite = !no_rewrite;
+
+  kws::app::setup_logging("kws-gateway", log_level);
+  try {
+    if (!token_file.empty()) cfg.tokens = kws::gateway::token_set::from_file(token_file);
+    return kws::gateway::run(cfg);
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot start: {}", e.what());
+    return 1;
+  }
+}

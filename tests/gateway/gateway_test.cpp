@@ -1,0 +1,410 @@
+// kafka-websocket-gateway in front of a TCP Kafka cluster that is not ours (librdkafka's mock cluster, or the
+// dev broker's TCP listener), reached by real clients through the built proxy, over wss with a certificate
+// made at test time; and its access control, validation and routing at the HTTP and WebSocket level.
+// Everything on 127.0.0.1 with ephemeral ports; every wait is bounded.
+#include "client_tools.hpp"
+#include "frame_util.hpp"
+#include "process.hpp"
+#include "test_env.hpp"
+#include "ws_test_client.hpp"
+#include "ws_test_server.hpp"
+
+#include <kws/kws.hpp>
+
+#include <gtest/gtest.h>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/buffers_to_string.hpp>
+#include <boost/beast/websocket/error.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <iostream>
+#include <regex>
+#include <set>
+
+namespace {
+
+using namespace kws::test;
+using namespace std::chrono_literals;
+namespace asio = boost::asio;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+
+std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// A request to the gateway over plain TCP: its status line, headers and body, until it closes.
+std::string http_exchange(unsigned short port, const std::string& target,
+                          const std::string& extra_headers = {}, bool upgrade = true) {
+  asio::io_context ioc;
+  tcp::socket s(ioc);
+  s.connect({asio::ip::make_address("127.0.0.1"), port});
+  std::string req = "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  if (upgrade) {
+    req +=
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+  }
+  req += extra_headers + "\r\n";
+  asio::write(s, asio::buffer(req));
+  std::string in;
+  asio::async_read(s, asio::dynamic_buffer(in), [](error_code, std::size_t) {});
+  ioc.run_for(10s);
+  return in;
+}
+
+// A Metadata v0 request for all topics.
+std::string metadata_v0(std::int32_t correlation_id) {
+  std::string r{0, 3, 0, 0};
+  for (int shift = 24; shift >= 0; shift -= 8) r += static_cast<char>((correlation_id >> shift) & 0xff);
+  r += std::string{0, 1, 't', 0, 0, 0, 0};
+  return frame(r);
+}
+
+// The node ids that lead a partition, from `kcat -L` output.
+std::set<int> leaders(const std::string& metadata) {
+  std::set<int> out;
+  const std::regex leader(R"(partition \d+, leader (\d+))");
+  for (std::sregex_iterator it(metadata.begin(), metadata.end(), leader), end; it != end; ++it)
+    out.insert(std::stoi((*it)[1].str()));
+  return out;
+}
+
+class Gateway : public ::testing::Test {
+ protected:
+  void TearDown() override {
+    if (mock_in_ >= 0) ::close(mock_in_);
+    for (auto* p : {proxy_.get(), gateway_.get()}) {
+      if (!p) continue;
+      p->signal(SIGTERM);
+      EXPECT_EQ(p->wait(15s), std::optional<int>(0)) << "a server did not exit with 0 within 15 s of SIGTERM";
+    }
+    if (HasFailure()) {
+      for (auto& [name, p] :
+           std::vector<std::pair<const char*, child_process*>>{{"proxy", proxy_.get()},
+                                                               {"gateway", gateway_.get()},
+                                                               {"mock cluster", mock_.get()},
+                                                               {"dev broker", devbroker_.get()}}) {
+        if (p) std::cerr << "---- " << name << " log ----\n" << p->output();
+      }
+    }
+  }
+
+  // librdkafka's mock cluster: `brokers` brokers (node ids 1..N) and the given topics (NAME:PARTITIONS).
+  void start_mock(int brokers, const std::vector<std::string>& topics) {
+    const auto fifo = dir_ / "mock.in";
+    ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+    // Held open before the child starts: posix_spawn waits for the child to exec, and the child's open of a
+    // FIFO waits for a writer (Linux opens a FIFO read-write at once).
+    mock_in_ = ::open(fifo.c_str(), O_RDWR | O_CLOEXEC);
+    ASSERT_GE(mock_in_, 0);
+    std::vector<std::string> argv{KWS_MOCK_CLUSTER_PATH, "--brokers", std::to_string(brokers)};
+    for (const auto& t : topics) argv.insert(argv.end(), {"--topic", t});
+    mock_ = std::make_unique<child_process>(argv, spawn_options{.stdin_file = fifo});
+    const auto bs = mock_->wait_for_output(std::regex("bootstrap=(\\S+)"));
+    ASSERT_TRUE(bs) << mock_->output();
+    upstream_ = *bs;
+  }
+
+  // A command to the mock cluster ("down 2"), answered with "ok down 2".
+  void mock_command(const std::string& cmd) {
+    const auto line = cmd + "\n";
+    ASSERT_EQ(::write(mock_in_, line.data(), line.size()), static_cast<ssize_t>(line.size()));
+    ASSERT_TRUE(mock_->wait_for_output(std::regex("ok " + cmd))) << mock_->output();
+  }
+
+  // The dev broker with a TCP listener, as the cluster.
+  void start_devbroker_tcp() {
+    devbroker_ = std::make_unique<child_process>(std::vector<std::string>{
+        KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--topic", "dev:2"});
+    const auto tcp_port = devbroker_->wait_for_output(std::regex(R"(tcp=127\.0\.0\.1:(\d+))"));
+    ASSERT_TRUE(tcp_port) << devbroker_->output();
+    upstream_ = "127.0.0.1:" + *tcp_port;
+  }
+
+  void start_gateway(const std::vector<std::string>& args = {}) {
+    std::vector<std::string> argv{KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0",     "--upstream", upstream_,
+                                  "--threads",      "2",        "--drain-timeout", "2s"};
+    if (tls_)
+      argv = argv + std::vector<std::string>{"--tls-cert", tls_->cert_pem, "--tls-key", tls_->key_pem};
+    gateway_ = std::make_unique<child_process>(argv + args);
+    const auto port = gateway_->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
+    ASSERT_TRUE(port) << gateway_->output();
+    gateway_port_ = static_cast<unsigned short>(std::stoi(*port));
+  }
+
+  // The proxy in front, reaching every broker through the gateway by node id.
+  void start_proxy() {
+    const auto scheme = tls_ ? std::string("wss") : std::string("ws");
+    const auto gw = scheme + "://localhost:" + std::to_string(gateway_port_);
+    std::vector<std::string> argv{KWS_PROXY_PATH,
+                                  "--listen",
+                                  "127.0.0.1",
+                                  "--port",
+                                  "0",
+                                  "--broker",
+                                  gw + "/kafka",
+                                  "--broker-url-template",
+                                  gw + "/kafka/{node_id}",
+                                  "--threads",
+                                  "2",
+                                  "--drain-timeout",
+                                  "2s"};
+    if (tls_) argv = argv + std::vector<std::string>{"--ca-file", tls_->ca_pem};
+    proxy_ = std::make_unique<child_process>(argv);
+    const auto port = proxy_->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
+    ASSERT_TRUE(port) << proxy_->output();
+    bootstrap_ = "127.0.0.1:" + *port;
+  }
+
+  void use_tls() { tls_ = make_test_certificates(); }
+
+  void kcat(const std::string& name, const std::vector<std::string>& args,
+            const std::string& in = "/dev/null", std::chrono::milliseconds limit = 30s) {
+    const auto r = run(std::vector<std::string>{KWS_KCAT_PATH, "-b", bootstrap_} + args,
+                       tool_io(in, dir_ / (name + ".out")), limit);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << "kcat " << name << ": " << describe(r.exit_code, r.err);
+  }
+  std::string output_of(const std::string& name) const { return read_file(dir_ / (name + ".out")); }
+
+  temp_dir dir_{"kws-gateway"};
+  std::optional<tls_files> tls_;
+  std::unique_ptr<child_process> mock_, devbroker_, gateway_, proxy_;
+  int mock_in_ = -1;
+  std::string upstream_;
+  unsigned short gateway_port_ = 0;
+  std::string bootstrap_;
+};
+
+TEST_F(Gateway, KcatThroughProxyAndWssReachesEveryPartitionOfSixOnThreeBrokers) {
+  use_tls();
+  ASSERT_NO_FATAL_FAILURE(start_mock(3, {"six:6"}));
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  ASSERT_NO_FATAL_FAILURE(start_proxy());
+  ASSERT_NO_FATAL_FAILURE(kcat("metadata", {"-L", "-t", "six"}));
+  const auto md = output_of("metadata");
+  const std::regex listed(R"(broker \d+ at 127\.0\.0\.1:\d+)");
+  EXPECT_EQ(std::distance(std::sregex_iterator(md.begin(), md.end(), listed), std::sregex_iterator()), 3)
+      << md;
+  std::map<int, std::vector<std::string>> want;
+  for (int p = 0; p < 6; ++p) {
+    const auto lines = keyed_lines(200, "p" + std::to_string(p) + "-");
+    write_file(dir_ / ("in" + std::to_string(p)), lines);
+    want[p] = lines_of(lines);
+    ASSERT_NO_FATAL_FAILURE(
+        kcat("produce" + std::to_string(p),
+             {"-P", "-t", "six", "-p", std::to_string(p), "-K:", "-l", dir_ / ("in" + std::to_string(p))}));
+  }
+  ASSERT_NO_FATAL_FAILURE(kcat("consume", {"-C", "-t", "six", "-o", "beginning", "-e", "-f", "%p|%k:%s\\n"}));
+  EXPECT_TRUE(by_partition(output_of("consume")) == want) << "per-partition contents differ";
+  // Every leader was reached through its own path (the mock cluster picks leaders at random).
+  const auto led = leaders(md);
+  ASSERT_FALSE(led.empty()) << md;
+  for (int node : led) {
+    EXPECT_NE(gateway_->output().find("target=/kafka/" + std::to_string(node) + " upstream="),
+              std::string::npos)
+        << "node " << node;
+  }
+}
+
+TEST_F(Gateway, AConsumerGroupThroughTheWholeChain) {
+  ASSERT_NO_FATAL_FAILURE(start_mock(3, {"grouped:4"}));
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  ASSERT_NO_FATAL_FAILURE(start_proxy());
+  const auto input = keyed_lines(400, "g-");
+  write_file(dir_ / "in", input);
+  ASSERT_NO_FATAL_FAILURE(kcat("produce", {"-P", "-t", "grouped", "-K:", "-l", dir_ / "in"}));
+  // A balanced consumer: FindCoordinator, JoinGroup, SyncGroup, OffsetCommit, all through the gateway.
+  ASSERT_NO_FATAL_FAILURE(
+      kcat("group", {"-G", "the-group", "-o", "beginning", "-c", "400", "-f", "%k:%s\\n", "grouped"},
+           "/dev/null", 45s));
+  auto got = lines_of(output_of("group"));
+  auto sent = lines_of(input);
+  std::sort(got.begin(), got.end());
+  std::sort(sent.begin(), sent.end());
+  EXPECT_TRUE(got == sent) << got.size() << " of " << sent.size() << " messages";
+}
+
+TEST_F(Gateway, KafkaPythonWithDefaultSettingsThroughTheChain) {
+  ASSERT_NO_FATAL_FAILURE(start_mock(3, {"py:1"}));
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  ASSERT_NO_FATAL_FAILURE(start_proxy());
+  const auto py = run({"/usr/bin/python3", KWS_KAFKA_PYTHON_SCRIPT, "--bootstrap", bootstrap_, "--topic",
+                       "py", "--count", "500", "--api-version", "auto", "--limit-s", "25"},
+                      {.stderr_to = spawn_options::stderr_target::captured}, 28s);
+  EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << "stdout:\n" << py.out;
+  EXPECT_NE(py.out.find("500 messages round-tripped"), std::string::npos) << py.out;
+}
+
+TEST_F(Gateway, TheDevBrokersTcpListenerAsTheCluster) {
+  ASSERT_NO_FATAL_FAILURE(start_devbroker_tcp());
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  ASSERT_NO_FATAL_FAILURE(start_proxy());
+  const auto input = keyed_lines(1000, "d-");
+  write_file(dir_ / "in", input);
+  ASSERT_NO_FATAL_FAILURE(kcat("produce", {"-P", "-t", "dev", "-p", "1", "-K:", "-l", dir_ / "in"}));
+  ASSERT_NO_FATAL_FAILURE(
+      kcat("consume", {"-C", "-t", "dev", "-p", "1", "-o", "beginning", "-e", "-f", "%k:%s\\n"}));
+  EXPECT_TRUE(output_of("consume") == input);
+}
+
+TEST_F(Gateway, ClientsRecoverWhenABrokerGoesDownAndComesBack) {
+  ASSERT_NO_FATAL_FAILURE(start_mock(3, {"flaky:3"}));
+  ASSERT_NO_FATAL_FAILURE(start_gateway({"--log-level", "debug"}));
+  ASSERT_NO_FATAL_FAILURE(start_proxy());
+  const auto fifo = dir_ / "produce.in";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  const int writer = ::open(fifo.c_str(), O_RDWR | O_CLOEXEC);
+  ASSERT_GE(writer, 0);
+  auto producer = std::make_unique<child_process>(
+      std::vector<std::string>{KWS_KCAT_PATH, "-b", bootstrap_, "-P", "-t", "flaky", "-K:"},
+      tool_io(fifo, dir_ / "produce.out"));
+  const auto send = [&](const std::string& text) {
+    ASSERT_EQ(::write(writer, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  };
+  ASSERT_NO_FATAL_FAILURE(kcat("metadata", {"-L", "-t", "flaky"}));
+  const auto led = leaders(output_of("metadata"));
+  ASSERT_FALSE(led.empty()) << output_of("metadata");
+  const auto victim = std::to_string(*led.begin());
+  send(keyed_lines(300, "before-"));
+  // Every partition has been written to once the gateway has relayed to every leader.
+  for (int node : led) {
+    ASSERT_TRUE(
+        gateway_->wait_for_output(std::regex("target=/kafka/" + std::to_string(node) + " upstream="), 15s));
+  }
+  ASSERT_NO_FATAL_FAILURE(mock_command("down " + victim));
+  send(keyed_lines(300, "during-"));
+  ASSERT_NO_FATAL_FAILURE(mock_command("up " + victim));
+  send(keyed_lines(300, "after-"));
+  ::close(writer);  // EOF: kcat flushes (retrying what broker 2 could not take) and exits
+  const auto rc = producer->wait(60s);
+  ASSERT_EQ(rc, std::optional<int>(0)) << describe(rc, producer->error_output());
+  kcat("consume", {"-C", "-t", "flaky", "-o", "beginning", "-e", "-f", "%k:%s\\n"});
+  auto got = lines_of(output_of("consume"));
+  auto sent =
+      lines_of(keyed_lines(300, "before-") + keyed_lines(300, "during-") + keyed_lines(300, "after-"));
+  std::sort(got.begin(), got.end());
+  std::sort(sent.begin(), sent.end());
+  EXPECT_TRUE(got == sent) << got.size() << " of " << sent.size() << " messages";
+}
+
+TEST_F(Gateway, TheLibrarysDialerStraightToTheGateway) {
+  ASSERT_NO_FATAL_FAILURE(start_devbroker_tcp());
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  asio::io_context ioc;
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.handshake_timeout = 5s});
+  auto c = d.dial("ws://127.0.0.1:" + std::to_string(gateway_port_) + "/kafka");
+  // Metadata v0 for all topics: the broker list comes back at the gateway's address.
+  const auto req = metadata_v0(9);
+  error_code ec;
+  c.write_frame(asio::buffer(req), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  boost::beast::flat_buffer buf;
+  c.read_frame(buf, ec);
+  ASSERT_FALSE(ec) << ec.message();
+  const auto res = boost::beast::buffers_to_string(buf.data());
+  EXPECT_NE(res.find("127.0.0.1"), std::string::npos);
+  const auto port = std::to_string(gateway_port_);
+  const unsigned char be[4] = {0, 0, static_cast<unsigned char>(gateway_port_ >> 8),
+                               static_cast<unsigned char>(gateway_port_ & 0xff)};
+  EXPECT_NE(res.find(std::string(reinterpret_cast<const char*>(be), 4)), std::string::npos)
+      << "the broker is advertised at the gateway's port " << port;
+}
+
+TEST_F(Gateway, AMissingOrWrongTokenGets401AndTheClusterSeesNoConnection) {
+  ASSERT_NO_FATAL_FAILURE(start_devbroker_tcp());
+  write_file(dir_ / "tokens", "s3cret-token\n");
+  ASSERT_NO_FATAL_FAILURE(start_gateway({"--auth-token-file", dir_ / "tokens"}));
+  const auto none = http_exchange(gateway_port_, "/kafka");
+  EXPECT_TRUE(none.starts_with("HTTP/1.1 401")) << none;
+  EXPECT_NE(none.find("WWW-Authenticate: Bearer"), std::string::npos) << none;
+  const auto wrong = http_exchange(gateway_port_, "/kafka", "Authorization: Bearer s3cret-tokem\r\n");
+  EXPECT_TRUE(wrong.starts_with("HTTP/1.1 401")) << wrong;
+  EXPECT_TRUE(gateway_->wait_for_output(std::regex("refused .*401 \\(the bearer token is not valid\\)")));
+  EXPECT_EQ(devbroker_->output().find("listener=tcp"), std::string::npos) << "the cluster saw a connection";
+  ws_test_client ok;
+  EXPECT_FALSE(ok.connect(gateway_port_, 3s, "/kafka", {{"Authorization", "Bearer s3cret-token"}}));
+  EXPECT_TRUE(devbroker_->wait_for_output(std::regex("open peer=.* listener=tcp")));
+  EXPECT_EQ(gateway_->output().find("s3cret"), std::string::npos) << "a token in the log";
+}
+
+TEST_F(Gateway, AWrongOriginGets403UnknownNodeIdGets404PlainGetGets426AndHealthz200) {
+  ASSERT_NO_FATAL_FAILURE(start_devbroker_tcp());
+  ASSERT_NO_FATAL_FAILURE(start_gateway({"--allow-origin", "https://app.example.com"}));
+  EXPECT_TRUE(http_exchange(gateway_port_, "/kafka", "Origin: https://evil.example.com\r\n")
+                  .starts_with("HTTP/1.1 403"));
+  const auto unknown = http_exchange(gateway_port_, "/kafka/77");
+  EXPECT_TRUE(unknown.starts_with("HTTP/1.1 404")) << unknown;
+  EXPECT_NE(unknown.find("no broker with node id 77"), std::string::npos) << unknown;
+  // Node 0 has not been seen in a response yet: the gateway asks the cluster, and routes.
+  ws_test_client node0;
+  EXPECT_FALSE(node0.connect(gateway_port_, 3s, "/kafka/0", {{"Origin", "https://app.example.com"}}));
+  EXPECT_TRUE(http_exchange(gateway_port_, "/", {}, false).starts_with("HTTP/1.1 426"));
+  const auto health = http_exchange(gateway_port_, "/healthz", {}, false);
+  EXPECT_TRUE(health.starts_with("HTTP/1.1 200")) << health;
+  // A gateway whose cluster is not there.
+  child_process orphan({KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0", "--upstream",
+                        "127.0.0.1:" + std::to_string(free_port()), "--connect-timeout", "1s"});
+  const auto port = orphan.wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
+  ASSERT_TRUE(port) << orphan.output();
+  const auto down = http_exchange(static_cast<unsigned short>(std::stoi(*port)), "/healthz", {}, false);
+  EXPECT_TRUE(down.starts_with("HTTP/1.1 503")) << down;
+}
+
+TEST_F(Gateway, ATextMessageOrALyingSizeHeaderClosesOnlyThatConnection) {
+  ASSERT_NO_FATAL_FAILURE(start_devbroker_tcp());
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  ws_test_client good, text, lying;
+  ASSERT_FALSE(good.connect(gateway_port_, 3s, "/kafka"));
+  ASSERT_FALSE(text.connect(gateway_port_, 3s, "/kafka"));
+  ASSERT_FALSE(lying.connect(gateway_port_, 3s, "/kafka"));
+  const auto metadata = [](std::int32_t id) {
+    const auto f = metadata_v0(id);
+    return ws_test_client::bytes(f.begin(), f.end());
+  };
+  ws_test_client::bytes res;
+  EXPECT_FALSE(text.send(metadata(1), /*text=*/true));
+  EXPECT_EQ(text.read(res), boost::beast::websocket::error::closed);
+  EXPECT_EQ(text.close_code(), 1003);
+  auto bad = metadata(2);
+  bad[3] = static_cast<unsigned char>(bad[3] + 10);  // the size header claims 10 bytes more than sent
+  EXPECT_FALSE(lying.send(bad));
+  EXPECT_EQ(lying.read(res), boost::beast::websocket::error::closed);
+  EXPECT_EQ(lying.close_code(), 1002);
+  const auto answer = good.roundtrip(metadata(3));
+  EXPECT_GT(answer.size(), 8u);
+  EXPECT_TRUE(gateway_->wait_for_output(std::regex("cause=client sent: invalid WebSocket message type")));
+  EXPECT_TRUE(
+      gateway_->wait_for_output(std::regex("cause=client sent: WebSocket message length does not match")));
+}
+
+}  // namespace
+
+namespace {
+
+TEST(GatewayFlags, BadFlagsExitWith2AndOneLineStartUpFailuresWith1) {
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"--bogus"},
+                                             {},
+                                             {"--upstream", "h:1", "--listen", "nope"},
+                                             {"--upstream", "h:1", "--tls-cert", "/etc/hostname"},
+                                             {"--upstream", "h:1", "--max-connections", "0"}}) {
+    std::vector<std::string> argv{KWS_GATEWAY_PATH};
+    argv.insert(argv.end(), args.begin(), args.end());
+    child_process p(argv);
+    EXPECT_EQ(p.wait(10s), 2) << (args.empty() ? "(none)" : args[0]) << "\n" << p.output();
+    const auto out = p.output();
+    EXPECT_NE(out.find("--help"), std::string::npos) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;
+  }
+  child_process bad_upstream({KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0", "--upstream", "no-port-here"});
+  EXPECT_EQ(bad_upstream.wait(10s), 1) << bad_upstream.output();
+}
+
+}  // namespace
