@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <iostream>
 #include <map>
+#include <thread>
 
 namespace kws::app {
 
@@ -16,6 +17,24 @@ CLI::Option* add_duration(CLI::App& app, const std::string& name, std::int64_t& 
   return app.add_option(name, milliseconds, description)
       ->transform(CLI::AsNumberWithUnit(units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
       ->default_str(default_text);
+}
+
+void add_server_flags(CLI::App& app, server_flags& f) {
+  f.threads = std::max(1u, std::thread::hardware_concurrency());
+  add_duration(
+      app, "--ping-interval", f.ping_ms,
+      "WebSocket ping after this long without traffic; no answer within twice it ends the connection "
+      "(0: off)",
+      "30s");
+  add_duration(app, "--drain-timeout", f.drain_ms,
+               "on SIGINT/SIGTERM, how long open connections may wait for responses", "10s");
+  app.add_option("--max-frame-bytes", f.max_frame_bytes,
+                 "largest Kafka frame accepted either way (e.g. 100MiB)")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
+  app.add_option("--threads", f.threads, "worker threads (default: number of cores)")
+      ->check(CLI::Range(1u, 256u));
+  add_log_level(app, f.log_level);
 }
 
 CLI::Option* add_log_level(CLI::App& app, std::string& level) {

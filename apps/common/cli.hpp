@@ -16,6 +16,17 @@ namespace kws::app {
 CLI::Option* add_duration(CLI::App& app, const std::string& name, std::int64_t& milliseconds,
                           const std::string& description, const std::string& default_text);
 
+/// The flags every server in apps/ has, with their defaults.
+struct server_flags {
+  std::int64_t ping_ms = 30000;
+  std::int64_t drain_ms = 10000;
+  std::uint64_t max_frame_bytes = 100u * 1024u * 1024u;
+  unsigned threads = 1;  ///< set to the number of cores by add_server_flags
+  std::string log_level = "info";
+};
+/// --ping-interval, --drain-timeout, --max-frame-bytes, --threads and --log-level.
+void add_server_flags(CLI::App& app, server_flags& flags);
+
 /// --log-level with the names the log itself prints.
 CLI::Option* add_log_level(CLI::App& app, std::string& level);
 

@@ -42,7 +42,6 @@ std::string host_port_check(const std::string& s) {
 
 int main(int argc, char** argv) {
   kws::gateway::gateway_config cfg;
-  cfg.threads = std::max(1u, std::thread::hardware_concurrency());
 
   CLI::App app{
       "kafka-websocket-gateway: puts a TCP Kafka cluster behind WebSocket. Paths: / and /kafka reach a "
@@ -54,9 +53,9 @@ int main(int argc, char** argv) {
   app.get_formatter()->column_width(34);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
-  std::string listen = ":8787", advertise, token_file, log_level = "info";
-  std::int64_t handshake_ms = 10000, connect_ms = 5000, drain_ms = 10000, ping_ms = 30000;
-  std::uint64_t max_frame = kws::default_max_frame_bytes;
+  std::string listen = ":8787", advertise, token_file;
+  kws::app::server_flags common;
+  std::int64_t handshake_ms = 10000, connect_ms = 5000;
   bool no_rewrite = false;
 
   app.add_option("--listen", listen,
@@ -88,19 +87,8 @@ int main(int argc, char** argv) {
                          "bound on TLS, the HTTP request and the WebSocket upgrade (and on closing)", "10s");
   kws::app::add_duration(app, "--connect-timeout", connect_ms,
                          "bound on connecting to a broker of the cluster", "5s");
-  kws::app::add_duration(app, "--ping-interval", ping_ms,
-                         "WebSocket ping after this long without traffic; no answer within twice it ends the "
-                         "connection (0: off)",
-                         "30s");
-  kws::app::add_duration(app, "--drain-timeout", drain_ms,
-                         "on SIGINT/SIGTERM, how long open connections may wait for responses", "10s");
-  app.add_option("--max-frame-bytes", max_frame, "largest Kafka frame accepted either way (e.g. 100MiB)")
-      ->transform(CLI::AsSizeValue(false))
-      ->capture_default_str();
   app.add_flag("--no-rewrite", no_rewrite, "relay every frame byte for byte (no broker address rewriting)");
-  app.add_option("--threads", cfg.threads, "worker threads (default: number of cores)")
-      ->check(CLI::Range(1u, 256u));
-  kws::app::add_log_level(app, log_level);
+  kws::app::add_server_flags(app, common);
 
   const auto validate = [&] {
     if (cfg.tls_cert.empty() != cfg.tls_key.empty())
@@ -110,18 +98,19 @@ int main(int argc, char** argv) {
     return *exit_code;
 
   split_host_port(listen, cfg.listen_host, cfg.port);
+  cfg.threads = common.threads;
   if (!advertise.empty()) split_host_port(advertise, cfg.advertise_host, cfg.advertise_port);
   cfg.accept.handshake_timeout = std::chrono::milliseconds(handshake_ms);
-  cfg.accept.idle_timeout = std::chrono::milliseconds(2 * ping_ms);
-  cfg.accept.keepalive_pings = ping_ms > 0;
-  cfg.accept.max_frame_bytes = static_cast<std::size_t>(max_frame);
-  cfg.relay.max_frame_bytes = static_cast<std::size_t>(max_frame);
-  cfg.relay.half_close_timeout = std::chrono::milliseconds(drain_ms);
+  cfg.accept.idle_timeout = std::chrono::milliseconds(2 * common.ping_ms);
+  cfg.accept.keepalive_pings = common.ping_ms > 0;
+  cfg.accept.max_frame_bytes = static_cast<std::size_t>(common.max_frame_bytes);
+  cfg.relay.max_frame_bytes = static_cast<std::size_t>(common.max_frame_bytes);
+  cfg.relay.half_close_timeout = std::chrono::milliseconds(common.drain_ms);
   cfg.connect_timeout = std::chrono::milliseconds(connect_ms);
-  cfg.drain_timeout = std::chrono::milliseconds(drain_ms);
+  cfg.drain_timeout = std::chrono::milliseconds(common.drain_ms);
   cfg.rewrite = !no_rewrite;
 
-  kws::app::setup_logging("kws-gateway", log_level);
+  kws::app::setup_logging("kws-gateway", common.log_level);
   try {
     if (!token_file.empty()) cfg.tokens = kws::gateway::token_set::from_file(token_file);
     return kws::gateway::run(cfg);

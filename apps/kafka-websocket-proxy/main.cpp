@@ -38,7 +38,6 @@ std::vector<std::string> normalize_go_flags(int argc, char** argv, const std::se
 
 int main(int argc, char** argv) {
   kws::proxy::proxy_config cfg;
-  cfg.threads = std::max(1u, std::thread::hardware_concurrency());
   cfg.dialer.idle_timeout = std::chrono::seconds(60);
 
   CLI::App app{
@@ -55,11 +54,8 @@ int main(int argc, char** argv) {
   std::int64_t dial_backoff_ms = cfg.dial_backoff.count();
   std::int64_t handshake_ms = cfg.dialer.handshake_timeout.count();
   std::int64_t idle_ms = 0;
-  std::int64_t ping_ms = 30000;
-  std::int64_t drain_ms = cfg.drain_timeout.count();
-  std::uint64_t max_frame = cfg.relay.max_frame_bytes;
   std::vector<std::string> headers;
-  std::string log_level = "info";
+  kws::app::server_flags common;
   std::string listen = cfg.listen_host;
 
   app.add_option("--port", cfg.port, "TCP port to listen on for Kafka clients")->capture_default_str();
@@ -80,9 +76,6 @@ int main(int argc, char** argv) {
                  "PEM file of CA certificates to trust (default: system store)")
       ->check(CLI::ExistingFile);
   app.add_flag("--insecure", cfg.dialer.insecure_skip_verify, "do not verify the broker's TLS certificate");
-  app.add_option("--max-frame-bytes", max_frame, "largest Kafka frame accepted either way (e.g. 100MiB)")
-      ->transform(CLI::AsSizeValue(false))
-      ->capture_default_str();
   app.add_option("--dial-retries", cfg.dial_retries, "retries after a failed dial")
       ->check(CLI::Range(0, 100))
       ->capture_default_str();
@@ -92,14 +85,6 @@ int main(int argc, char** argv) {
                          "bound on connect + TLS + WebSocket upgrade, and on closing", "10s");
   kws::app::add_duration(app, "--idle-timeout", idle_ms,
                          "close a connection after this long with no traffic (0: never)", "0");
-  kws::app::add_duration(app, "--ping-interval", ping_ms,
-                         "WebSocket ping after this long without traffic; no answer within twice it ends the "
-                         "connection (0: off)",
-                         "30s");
-  kws::app::add_duration(app, "--drain-timeout", drain_ms,
-                         "on SIGINT/SIGTERM, how long open connections may wait for responses", "10s");
-  app.add_option("--threads", cfg.threads, "worker threads (default: number of cores)")
-      ->check(CLI::Range(1u, 256u));
   std::string broker_ports, broker_api = "auto";
   bool no_rewrite = false;
   app.add_flag("--no-rewrite", no_rewrite,
@@ -133,7 +118,7 @@ int main(int argc, char** argv) {
                  "auto: the broker answers ApiVersions; 0.8: the proxy answers it for a Kafka 0.8 broker")
       ->check(CLI::IsMember({"auto", "0.8"}))
       ->capture_default_str();
-  kws::app::add_log_level(app, log_level);
+  kws::app::add_server_flags(app, common);
 
   std::set<std::string> long_names;
   for (const auto* opt : app.get_options()) {
@@ -144,6 +129,7 @@ int main(int argc, char** argv) {
   }
 
   cfg.listen_host = listen;
+  cfg.threads = common.threads;
   cfg.rewrite = !no_rewrite;
   cfg.broker_api =
       broker_api == "0.8" ? kws::kafka::broker_api::kafka_0_8 : kws::kafka::broker_api::negotiate;
@@ -155,12 +141,12 @@ int main(int argc, char** argv) {
   }
   cfg.dial_backoff = std::chrono::milliseconds(dial_backoff_ms);
   cfg.dialer.handshake_timeout = std::chrono::milliseconds(handshake_ms);
-  cfg.dialer.idle_timeout = std::chrono::milliseconds(2 * ping_ms);
-  cfg.dialer.keepalive_pings = ping_ms > 0;
-  cfg.dialer.max_frame_bytes = static_cast<std::size_t>(max_frame);
-  cfg.relay.max_frame_bytes = static_cast<std::size_t>(max_frame);
+  cfg.dialer.idle_timeout = std::chrono::milliseconds(2 * common.ping_ms);
+  cfg.dialer.keepalive_pings = common.ping_ms > 0;
+  cfg.dialer.max_frame_bytes = static_cast<std::size_t>(common.max_frame_bytes);
+  cfg.relay.max_frame_bytes = static_cast<std::size_t>(common.max_frame_bytes);
   cfg.relay.idle_timeout = std::chrono::milliseconds(idle_ms);
-  cfg.drain_timeout = std::chrono::milliseconds(drain_ms);
+  cfg.drain_timeout = std::chrono::milliseconds(common.drain_ms);
   cfg.relay.half_close_timeout = cfg.drain_timeout;
   for (const auto& h : headers) {
     const auto colon = h.find(':');
@@ -169,7 +155,7 @@ int main(int argc, char** argv) {
     cfg.dialer.headers.emplace_back(h.substr(0, colon), value);
   }
 
-  kws::app::setup_logging("kws", log_level);
+  kws::app::setup_logging("kws", common.log_level);
 
   try {
     return kws::proxy::run(cfg);
