@@ -25,10 +25,11 @@ std::string peer_of(const tcp::socket& s) {
 }
 
 std::string human_duration(std::chrono::steady_clock::duration d) {
+  // Rounded to the nearest unit shown, not truncated: 19.98 s is "20s".
   const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
   if (us < 10'000) return std::to_string(us) + "us";
-  if (us < 10'000'000) return std::to_string(us / 1000) + "ms";
-  return std::to_string(us / 1'000'000) + "s";
+  if (us < 9'999'500) return std::to_string((us + 500) / 1000) + "ms";
+  return std::to_string((us + 500'000) / 1'000'000) + "s";
 }
 
 void open_listener(tcp::acceptor& acceptor, const std::string& host, std::uint16_t port) {
@@ -49,6 +50,19 @@ void open_listener(tcp::acceptor& acceptor, const std::string& host, std::uint16
     error_code ignored;
     acceptor.close(ignored);
     bind(tcp::endpoint(tcp::v4(), port), false);
+  }
+}
+
+void worker::run() {
+  for (;;) {
+    try {
+      ioc_.run();
+      return;
+    } catch (const std::exception& e) {
+      spdlog::error("a connection's handler failed: {}; other connections go on", e.what());
+    } catch (...) {
+      spdlog::error("a connection's handler failed with an unknown exception; other connections go on");
+    }
   }
 }
 

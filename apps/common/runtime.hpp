@@ -24,7 +24,7 @@ namespace kws::app {
 std::string endpoint_string(const boost::asio::ip::tcp::endpoint& ep);
 /// The socket's peer as endpoint_string, or "?".
 std::string peer_of(const boost::asio::ip::tcp::socket& s);
-/// 950us, 12ms, 3s.
+/// 950us, 12ms, 3000ms, 20s: rounded to the unit shown.
 std::string human_duration(std::chrono::steady_clock::duration d);
 
 /// Binds and listens. No host means every interface, IPv6 and IPv4 on one socket where the machine has IPv6
@@ -50,7 +50,10 @@ class worker {
   std::size_t sessions() const { return sessions_.size(); }
   /// Drains every session; run() returns once the last one is gone.
   void drain(std::chrono::milliseconds timeout);
-  void run() { ioc_.run(); }
+  /// Runs until stopped or out of work. An exception escaping a handler (bad_alloc, say) is logged and the
+  /// loop goes on: the connection it belonged to loses that handler and ends by its own timers, the others
+  /// keep being served.
+  void run();
   void stop() { ioc_.stop(); }
 
  private:

@@ -105,7 +105,6 @@ int main(int argc, char** argv) {
   cfg.accept.keepalive_pings = common.ping_ms > 0;
   cfg.accept.max_frame_bytes = static_cast<std::size_t>(common.max_frame_bytes);
   cfg.relay.max_frame_bytes = static_cast<std::size_t>(common.max_frame_bytes);
-  cfg.relay.half_close_timeout = std::chrono::milliseconds(common.drain_ms);
   cfg.connect_timeout = std::chrono::milliseconds(connect_ms);
   cfg.drain_timeout = std::chrono::milliseconds(common.drain_ms);
   cfg.rewrite = !no_rewrite;

@@ -83,6 +83,12 @@ int main(int argc, char** argv) {
                          "wait before the first retry, doubled for each next one", "200ms");
   kws::app::add_duration(app, "--handshake-timeout", handshake_ms,
                          "bound on connect + TLS + WebSocket upgrade, and on closing", "10s");
+  std::int64_t half_close_ms = 2000;
+  kws::app::add_duration(
+      app, "--half-close-timeout", half_close_ms,
+      "after a client stops sending, how long answers to its requests may take (a client that "
+      "closed entirely looks the same)",
+      "2s");
   kws::app::add_duration(app, "--idle-timeout", idle_ms,
                          "close a connection after this long with no traffic (0: never)", "0");
   std::string broker_ports, broker_api = "auto";
@@ -147,7 +153,7 @@ int main(int argc, char** argv) {
   cfg.relay.max_frame_bytes = static_cast<std::size_t>(common.max_frame_bytes);
   cfg.relay.idle_timeout = std::chrono::milliseconds(idle_ms);
   cfg.drain_timeout = std::chrono::milliseconds(common.drain_ms);
-  cfg.relay.half_close_timeout = cfg.drain_timeout;
+  cfg.relay.half_close_timeout = std::chrono::milliseconds(half_close_ms);
   for (const auto& h : headers) {
     const auto colon = h.find(':');
     auto value = h.substr(colon + 1);

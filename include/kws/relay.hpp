@@ -20,8 +20,9 @@ namespace kws {
 struct relay_options {
   /// Close both sides when no byte moved either way for this long (0: never).
   std::chrono::milliseconds idle_timeout{0};
-  /// After the client stops sending, how long responses to its requests may take before the relay closes.
-  std::chrono::milliseconds half_close_timeout{std::chrono::seconds(10)};
+  /// After the client stops sending, how long responses to its requests may take before the relay closes. A
+  /// client that closed entirely looks the same (until a write to it fails), so this is kept short.
+  std::chrono::milliseconds half_close_timeout{std::chrono::seconds(2)};
   /// After the relay has sent everything to a TCP peer and shut down its sending side, how long it keeps
   /// reading (and discarding) until that peer closes too, so that the kernel delivers the tail instead of
   /// answering unread input with a reset. 0: close at once.
