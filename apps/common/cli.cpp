@@ -34,6 +34,17 @@ void add_server_flags(CLI::App& app, server_flags& f) {
       ->capture_default_str();
   app.add_option("--threads", f.threads, "worker threads (default: number of cores)")
       ->check(CLI::Range(1u, 256u));
+  app.add_option("--max-connections", f.max_connections, "client connections at once; more are refused")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}))
+      ->capture_default_str();
+  add_duration(
+      app, "--tcp-keepalive", f.keepalive_ms,
+      "TCP keep-alive probes on client connections after this long without traffic (then every third "
+      "of it; three unanswered end the connection; 0: off)",
+      "30s");
+  add_duration(app, "--tcp-user-timeout", f.user_timeout_ms,
+               "end a client connection whose sent data stays unacknowledged this long (0: the system's)",
+               "60s");
   add_log_level(app, f.log_level);
 }
 

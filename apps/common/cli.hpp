@@ -23,8 +23,12 @@ struct server_flags {
   std::uint64_t max_frame_bytes = 100u * 1024u * 1024u;
   unsigned threads = 1;  ///< set to the number of cores by add_server_flags
   std::string log_level = "info";
+  std::size_t max_connections = 10000;
+  std::int64_t keepalive_ms = 30000;
+  std::int64_t user_timeout_ms = 60000;
 };
-/// --ping-interval, --drain-timeout, --max-frame-bytes, --threads and --log-level.
+/// --ping-interval, --drain-timeout, --max-frame-bytes, --threads, --log-level, --max-connections,
+/// --tcp-keepalive and --tcp-user-timeout.
 void add_server_flags(CLI::App& app, server_flags& flags);
 
 /// --log-level with the names the log itself prints.

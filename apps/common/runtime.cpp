@@ -6,6 +6,10 @@
 
 #include <thread>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 namespace kws::app {
 
 namespace asio = boost::asio;
@@ -51,6 +55,34 @@ void open_listener(tcp::acceptor& acceptor, const std::string& host, std::uint16
     acceptor.close(ignored);
     bind(tcp::endpoint(tcp::v4(), port), false);
   }
+}
+
+void tune_client_socket(tcp::socket& s, const client_socket_options& o) {
+  error_code ignored;
+  s.set_option(tcp::no_delay(true), ignored);
+  const int fd = s.native_handle();
+  if (o.keepalive_idle.count() > 0) {
+    const int on = 1;
+    const int idle = std::max<int>(1, static_cast<int>(o.keepalive_idle.count() / 1000));
+    const int interval = std::max(1, idle / 3);
+    const int count = 3;
+    ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+    ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+  }
+  if (o.user_timeout.count() > 0) {
+    const unsigned ms = static_cast<unsigned>(o.user_timeout.count());
+    ::setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ms, sizeof ms);
+  }
+}
+
+bool peer_has_closed(tcp::socket& s) {
+  tcp_info info{};
+  socklen_t len = sizeof info;
+  if (::getsockopt(s.native_handle(), IPPROTO_TCP, TCP_INFO, &info, &len) != 0) return false;
+  // CLOSE_WAIT: the peer's FIN is in; CLOSE: the connection is gone (a reset, say).
+  return info.tcpi_state == TCP_CLOSE_WAIT || info.tcpi_state == TCP_CLOSE;
 }
 
 void worker::run() {

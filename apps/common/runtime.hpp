@@ -31,6 +31,19 @@ std::string human_duration(std::chrono::steady_clock::duration d);
 /// (as Go's ":8080" does), else IPv4 only. Throws boost::system::system_error.
 void open_listener(boost::asio::ip::tcp::acceptor& acceptor, const std::string& host, std::uint16_t port);
 
+/// How accepted client sockets notice a peer that vanished without a FIN (cable pulled, NAT state dropped):
+/// TCP keep-alive probes after `keepalive_idle` of silence (then every third of it, three unanswered probes
+/// end the connection), and TCP_USER_TIMEOUT for data that stays unacknowledged. Zero turns either off.
+struct client_socket_options {
+  std::chrono::milliseconds keepalive_idle{std::chrono::seconds(30)};
+  std::chrono::milliseconds user_timeout{std::chrono::seconds(60)};
+};
+/// Applies them, and TCP_NODELAY; failures are ignored (the socket works without them).
+void tune_client_socket(boost::asio::ip::tcp::socket& s, const client_socket_options& options);
+
+/// True once the peer has closed its side (a FIN arrived), whether or not its data has been read.
+bool peer_has_closed(boost::asio::ip::tcp::socket& s);
+
 /// A session a worker runs, and asks to wind down on shutdown.
 class drainable {
  public:

@@ -471,6 +471,8 @@ int run(const gateway_config& cfg) {
         });
       }
       const auto id = ++next_id;
+      app::tune_client_socket(s, cfg.client_socket);
+      spdlog::debug("conn {} accepted peer={}", id, app::peer_of(s));
       asio::post(w.context(), [&w, &sh, s = std::move(s), id]() mutable {
         auto sess = std::make_shared<session>(w, sh, std::move(s), id);
         w.adopt(sess);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "access.hpp"
+#include "runtime.hpp"
 
 #include <kws/accept.hpp>
 #include <kws/relay.hpp>
@@ -35,6 +36,8 @@ struct gateway_config {
   std::vector<std::string> allowed_origins;
   /// WebSocket connections and handshakes at once; more get 503.
   std::size_t max_connections = 10000;
+  /// Keep-alive and TCP_USER_TIMEOUT on accepted client sockets.
+  app::client_socket_options client_socket;
   kws::accept_config accept;
   kws::relay_options relay;
   /// Bound on connecting to a broker of the cluster.

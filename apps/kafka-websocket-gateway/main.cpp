@@ -80,9 +80,6 @@ int main(int argc, char** argv) {
                  "origins browsers may connect from, e.g. https://app.example.com (repeatable; default any)")
       ->delimiter(',')
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-  app.add_option("--max-connections", cfg.max_connections, "WebSocket connections at once; more get 503")
-      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}))
-      ->capture_default_str();
   kws::app::add_duration(app, "--handshake-timeout", handshake_ms,
                          "bound on TLS, the HTTP request and the WebSocket upgrade (and on closing)", "10s");
   kws::app::add_duration(app, "--connect-timeout", connect_ms,
@@ -99,6 +96,9 @@ int main(int argc, char** argv) {
 
   split_host_port(listen, cfg.listen_host, cfg.port);
   cfg.threads = common.threads;
+  cfg.max_connections = common.max_connections;
+  cfg.client_socket = {std::chrono::milliseconds(common.keepalive_ms),
+                       std::chrono::milliseconds(common.user_timeout_ms)};
   if (!advertise.empty()) split_host_port(advertise, cfg.advertise_host, cfg.advertise_port);
   cfg.accept.handshake_timeout = std::chrono::milliseconds(handshake_ms);
   cfg.accept.idle_timeout = std::chrono::milliseconds(2 * common.ping_ms);

@@ -136,6 +136,9 @@ int main(int argc, char** argv) {
 
   cfg.listen_host = listen;
   cfg.threads = common.threads;
+  cfg.max_connections = common.max_connections;
+  cfg.client_socket = {std::chrono::milliseconds(common.keepalive_ms),
+                       std::chrono::milliseconds(common.user_timeout_ms)};
   cfg.rewrite = !no_rewrite;
   cfg.broker_api =
       broker_api == "0.8" ? kws::kafka::broker_api::kafka_0_8 : kws::kafka::broker_api::negotiate;

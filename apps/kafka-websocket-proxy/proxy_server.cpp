@@ -36,17 +36,29 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
  public:
   session(app::worker& w, const proxy_config& cfg, const kws::dialer& prototype,
           std::shared_ptr<const kafka::tracker_config> tracking, tcp::socket client, std::uint64_t id,
-          std::shared_ptr<const route> r);
+          std::shared_ptr<const route> r, std::shared_ptr<std::atomic<std::size_t>> active);
+  ~session() override { release_slot(); }
   void start();
   void drain(std::chrono::milliseconds timeout) override;
 
  private:
   using dial_done = std::function<void(error_code, kws::connection)>;
   void dial(dial_done done);
-  void attempt(std::shared_ptr<dial_done> done);
+  void attempt();
+  void complete_dial(error_code ec, kws::connection c);
+  // Frees this connection's place under --max-connections, once: when it is reported closed.
+  void release_slot() {
+    if (!counted_) return;
+    counted_ = false;
+    --*active_;
+  }
+  std::string failure_summary() const;
+  void watch_client();
   void start_relay(kws::connection conn);
   void finish();
 
+  std::shared_ptr<std::atomic<std::size_t>> active_;
+  bool counted_ = true;
   app::worker& worker_;
   const proxy_config& cfg_;
   kws::dialer dialer_;
@@ -58,14 +70,18 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   int attempt_ = 0;
   std::chrono::milliseconds backoff_;
   asio::steady_timer timer_;
+  asio::steady_timer watch_;
+  std::shared_ptr<dial_done> pending_;  // the dial under way, until it completes or is given up
+  std::vector<std::string> failures_;   // each failed attempt's error
   std::shared_ptr<kws::relay> relay_;
   bool draining_ = false;
 };
 
 session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& prototype,
                  std::shared_ptr<const kafka::tracker_config> tracking, tcp::socket client, std::uint64_t id,
-                 std::shared_ptr<const route> r)
-    : worker_(w),
+                 std::shared_ptr<const route> r, std::shared_ptr<std::atomic<std::size_t>> active)
+    : active_(std::move(active)),
+      worker_(w),
       cfg_(cfg),
       dialer_(prototype.rebind(w.context().get_executor())),
       tracking_(std::move(tracking)),
@@ -74,46 +90,92 @@ session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& pro
       route_(std::move(r)),
       client_name_(app::peer_of(client_)),
       backoff_(cfg.dial_backoff),
-      timer_(w.context()) {}
+      timer_(w.context()),
+      watch_(w.context()) {
+  ++*active_;
+}
 
 void session::start() {
+  watch_client();
   dial([self = shared_from_this()](error_code ec, kws::connection conn) {
     if (ec) return self->finish();
     self->start_relay(std::move(conn));
   });
 }
 
-// Dials until it works, the retries are spent, or a drain begins; `done` runs once either way.
+// Dials until it works, the retries are spent, the client leaves or a drain begins; `done` runs once.
 void session::dial(dial_done done) {
   attempt_ = 0;
   backoff_ = cfg_.dial_backoff;
-  attempt(std::make_shared<dial_done>(std::move(done)));
+  failures_.clear();
+  pending_ = std::make_shared<dial_done>(std::move(done));
+  attempt();
 }
 
-void session::attempt(std::shared_ptr<dial_done> done) {
+void session::complete_dial(error_code ec, kws::connection c) {
+  if (!pending_) return c.abort();  // the dial was given up meanwhile
+  auto done = std::move(pending_);
+  (*done)(ec, std::move(c));
+}
+
+void session::attempt() {
   ++attempt_;
-  dialer_.async_dial(route_->url, [self = shared_from_this(), done](error_code ec, kws::connection c) {
+  dialer_.async_dial(route_->url, [self = shared_from_this()](error_code ec, kws::connection c) {
     const auto& cfg = self->cfg_;
+    if (!self->pending_) return c.abort();
     if (!ec && self->draining_) {
       c.abort();
       ec = asio::error::operation_aborted;
     }
+    if (ec && ec != asio::error::operation_aborted) self->failures_.push_back(ec.message());
     if (ec && self->attempt_ <= cfg.dial_retries && !self->draining_ && ec != kws::errc::invalid_address) {
       spdlog::debug("conn {} dial attempt {} failed: {}; retrying in {}ms", self->id_, self->attempt_,
                     ec.message(), self->backoff_.count());
       self->timer_.expires_after(self->backoff_);
       self->backoff_ *= 2;
-      return self->timer_.async_wait([self, done](error_code e) {
-        if (e || self->draining_) return (*done)(asio::error::operation_aborted, kws::connection{});
-        self->attempt(done);
+      return self->timer_.async_wait([self](error_code e) {
+        if (!self->pending_) return;
+        if (e || self->draining_)
+          return self->complete_dial(asio::error::operation_aborted, kws::connection{});
+        self->attempt();
       });
     }
     if (ec && ec != asio::error::operation_aborted && !self->relay_) {
       // A failed reconnect is reported by the relay's own closing line.
       spdlog::warn("conn {} closed client={} broker={}: dial failed after {} attempt(s): {}", self->id_,
-                   self->client_name_, self->route_->url, self->attempt_, ec.message());
+                   self->client_name_, self->route_->url, self->attempt_, self->failure_summary());
     }
-    (*done)(ec, std::move(c));
+    self->complete_dial(ec, std::move(c));
+  });
+}
+
+// "Connection refused (2x), Operation timed out": every attempt's error, repeats counted.
+std::string session::failure_summary() const {
+  std::string out;
+  for (std::size_t i = 0; i < failures_.size();) {
+    std::size_t n = 1;
+    while (i + n < failures_.size() && failures_[i + n] == failures_[i]) ++n;
+    if (!out.empty()) out += ", ";
+    out += failures_[i] + (n > 1 ? " (" + std::to_string(n) + "x)" : std::string());
+    i += n;
+  }
+  return out;
+}
+
+// While the first dial runs nobody reads the client; a client that gives up meanwhile (kcat's connect
+// timeout, say) must not keep the proxy dialling a hung broker for it.
+void session::watch_client() {
+  watch_.expires_after(std::chrono::milliseconds(250));
+  watch_.async_wait([self = shared_from_this()](error_code ec) {
+    if (ec || !self->pending_ || self->relay_) return;
+    if (!app::peer_has_closed(self->client_)) return self->watch_client();
+    spdlog::info(
+        "conn {} closed client={} broker={}: the client left while the broker was being dialled ({} "
+        "attempt(s){}{})",
+        self->id_, self->client_name_, self->route_->url, self->attempt_, self->failures_.empty() ? "" : ": ",
+        self->failure_summary());
+    self->timer_.cancel();
+    self->complete_dial(asio::error::operation_aborted, kws::connection{});
   });
 }
 
@@ -130,6 +192,7 @@ void session::start_relay(kws::connection conn) {
   relay_ = kws::relay::create(
       std::move(client_), std::move(conn), std::move(options), std::make_shared<kafka::tracker>(tracking_),
       [self = shared_from_this(), url](const kws::relay_report& r) {
+        self->release_slot();
         const auto level = r.error ? spdlog::level::warn : spdlog::level::info;
         spdlog::log(level, "conn {} closed client={} broker={} up={}B/{}f down={}B/{}f duration={} cause={}",
                     self->id_, self->client_name_, url, r.up_bytes, r.up_frames, r.down_bytes, r.down_frames,
@@ -151,10 +214,12 @@ void session::start_relay(kws::connection conn) {
 void session::drain(std::chrono::milliseconds timeout) {
   draining_ = true;
   timer_.cancel();  // a backoff wait ends the dial; a dial in progress is dropped when it completes
+  watch_.cancel();
   if (relay_) relay_->drain(timeout);
 }
 
 void session::finish() {
+  release_slot();
   error_code ignored;
   client_.close(ignored);
   worker_.forget(shared_from_this());
@@ -314,16 +379,37 @@ class server {
           if (!e) accept_next(l);
         });
       }
-      error_code ignored;
-      s.set_option(tcp::no_delay(true), ignored);
       const auto id = ++next_id_;
-      asio::post(w.context(), [this, &w, s = std::move(s), id, r = l.r]() mutable {
-        auto sess = std::make_shared<session>(w, cfg_, *prototype_, tracking_, std::move(s), id, r);
-        w.adopt(sess);
-        sess->start();
-      });
+      if (active_->load() >= cfg_.max_connections) {
+        refuse(s, id);
+      } else {
+        app::tune_client_socket(s, cfg_.client_socket);
+        spdlog::debug("conn {} accepted client={} listener={}", id, app::peer_of(s), l.r->port);
+        asio::post(w.context(), [this, &w, s = std::move(s), id, r = l.r]() mutable {
+          auto sess =
+              std::make_shared<session>(w, cfg_, *prototype_, tracking_, std::move(s), id, r, active_);
+          w.adopt(sess);
+          sess->start();
+        });
+      }
       accept_next(l);
     });
+  }
+
+  // Over --max-connections: closed at once (not queued), with a log line at most once a second.
+  void refuse(tcp::socket& s, std::uint64_t id) {
+    ++refused_;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
+      spdlog::warn(
+          "conn {} refused client={}: {} connections open (--max-connections); {} refused since the last "
+          "such line",
+          id, app::peer_of(s), active_->load(), refused_);
+      refused_ = 0;
+      last_refusal_log_ = now;
+    }
+    error_code ignored;
+    s.close(ignored);
   }
 
   void close_listeners() {
@@ -344,6 +430,9 @@ class server {
   std::vector<std::unique_ptr<listener>> listeners_;
   bool closed_ = false;
   std::uint64_t next_id_ = 0;
+  std::shared_ptr<std::atomic<std::size_t>> active_ = std::make_shared<std::atomic<std::size_t>>(0);
+  std::uint64_t refused_ = 0;
+  std::chrono::steady_clock::time_point last_refusal_log_{};
 };
 
 }  // namespace

@@ -3,6 +3,8 @@
 // per accepted connection, and an orderly drain on shutdown.
 #pragma once
 
+#include "runtime.hpp"
+
 #include <kws/dialer.hpp>
 #include <kws/kafka/tracker.hpp>
 #include <kws/relay.hpp>
@@ -25,6 +27,10 @@ struct proxy_config {
   std::chrono::milliseconds dial_backoff{200};
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(10)};
   unsigned threads = 1;
+  /// Connections at once; more are closed as they are accepted.
+  std::size_t max_connections = 10000;
+  /// Keep-alive and TCP_USER_TIMEOUT on accepted client sockets.
+  app::client_socket_options client_socket;
 
   /// Rewrite broker addresses in responses (off: the original byte-for-byte relay).
   bool rewrite = true;

@@ -223,8 +223,8 @@ TEST(Proxy, RetriesADownBrokerOnTheBackoffScheduleThenCloses) {
   // Waits of 100 + 200 + 400 ms between four attempts.
   EXPECT_GE(took, 650ms);
   EXPECT_LT(took, 5s);
-  EXPECT_TRUE(
-      proxy.proc.wait_for_output(std::regex("dial failed after 4 attempt\\(s\\): Connection refused")))
+  EXPECT_TRUE(proxy.proc.wait_for_output(
+      std::regex("dial failed after 4 attempt\\(s\\): Connection refused \\(4x\\)")))
       << proxy.proc.output();
 }
 
@@ -520,6 +520,41 @@ TEST(ProxyReconnect, ReconnectFailureClosesTheClientWithOneLine) {
   const auto lines =
       std::distance(std::sregex_iterator(out.begin(), out.end(), closing), std::sregex_iterator());
   EXPECT_EQ(lines, 1) << "one closing line per connection:\n" << out;
+}
+
+TEST(ProxyLimits, ConnectionsOverTheLimitAreClosedAtOnceWithALogLine) {
+  ws_test_server server(kws::test::echo);
+  proxy_process proxy({"--broker", server.address(), "--max-connections", "2"});
+  auto first = std::make_unique<client>(proxy.port);
+  client second(proxy.port);
+  error_code ec;
+  EXPECT_EQ(first->exchange(frame("1"), 5, ec), frame("1"));
+  EXPECT_EQ(second.exchange(frame("2"), 5, ec), frame("2"));
+  client third(proxy.port);
+  EXPECT_TRUE(third.closed_by_peer());
+  EXPECT_TRUE(
+      proxy.proc.wait_for_output(std::regex("refused client=127\\.0\\.0\\.1:\\d+: 2 connections open")))
+      << proxy.proc.output();
+  first.reset();
+  ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("conn 1 closed")));
+  client fourth(proxy.port);
+  EXPECT_EQ(fourth.exchange(frame("4"), 5, ec), frame("4")) << "room again once one has gone";
+}
+
+TEST(ProxyLimits, AClientThatLeavesWhileTheBrokerIsDialledEndsTheDial) {
+  ws_test_server hung(kws::test::echo, {.silent = true});  // accepts TCP, never answers the upgrade
+  proxy_process proxy({"--broker", hung.address(), "--handshake-timeout", "2s", "--dial-retries", "5"});
+  {
+    client c(proxy.port);
+    ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("conn 1 accepted")));
+  }  // gone before the first attempt has timed out
+  const auto start = std::chrono::steady_clock::now();
+  EXPECT_TRUE(proxy.proc.wait_for_output(
+      std::regex("conn 1 closed client=.*: the client left while the broker was being dialled \\(1 attempt"),
+      5s))
+      << proxy.proc.output();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << "noticed before the attempt timed out";
+  EXPECT_EQ(proxy.proc.output().find("dial attempt 2"), std::string::npos) << "no further attempts";
 }
 
 TEST(ProxyFlags, AcceptsTheOriginalGoFlags) {
