@@ -33,6 +33,16 @@ using kws::test::spawn_options;
 using kws::test::write_file;
 using clock_type = std::chrono::steady_clock;
 
+// The environment of kcat and python3. In a sanitizer build the plugin needs the AddressSanitizer runtime
+// loaded first; neither tool is instrumented, so leak checks (of their own allocations) are off.
+std::vector<std::string> tool_env() {
+#ifdef KWS_ASAN_RUNTIME
+  return {"LD_PRELOAD=" KWS_ASAN_RUNTIME, "ASAN_OPTIONS=detect_leaks=0:abort_on_error=0:exitcode=66"};
+#else
+  return {};
+#endif
+}
+
 long long ms_since(clock_type::time_point t) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - t).count();
 }
@@ -117,7 +127,8 @@ class Plugin : public ::testing::Test {
     const auto r = kws::test::run(kcat_argv(settings, args),
                                   {.stdin_file = in,
                                    .stdout_file = path(name + ".out"),
-                                   .stderr_to = spawn_options::stderr_target::captured},
+                                   .stderr_to = spawn_options::stderr_target::captured,
+                                   .env = tool_env()},
                                   limit);
     ASSERT_EQ(r.exit_code, std::optional<int>(0)) << "kcat " << name << ": " << describe(r.exit_code, r.err);
     std::cout << "[ measure  ] kcat " << name << ": " << ms_since(t) << " ms\n";
@@ -233,8 +244,9 @@ TEST_F(Plugin, Kafka08BrokerWithBrokerApi08AndOtherwiseDefaultSettings) {
 TEST_F(Plugin, Kafka08BrokerWithoutBrokerApi08TimesOutOnApiVersions) {
   // The reason kws.broker.api exists: librdkafka waits for an ApiVersions answer that never comes.
   ASSERT_TRUE(start_broker({"--kafka-0.8-only"}));
-  const auto r = kws::test::run(kcat_argv({"api.version.request.timeout.ms=1000"}, {"-L", "-m", "3"}),
-                                {.stderr_to = spawn_options::stderr_target::captured}, 20s);
+  const auto r =
+      kws::test::run(kcat_argv({"api.version.request.timeout.ms=1000"}, {"-L", "-m", "3"}),
+                     {.stderr_to = spawn_options::stderr_target::captured, .env = tool_env()}, 20s);
   EXPECT_NE(r.exit_code, std::optional<int>(0)) << r.out;
   EXPECT_NE(r.err.find("ApiVersion"), std::string::npos) << r.err;
 }
@@ -244,7 +256,7 @@ TEST_F(Plugin, TlsSettingDialsWssUrls) {
   ASSERT_TRUE(start_broker({}));
   const auto r =
       kws::test::run(kcat_argv({"kws.tls=true", "kws.handshake.timeout.ms=2000"}, {"-L", "-m", "2"}),
-                     {.stderr_to = spawn_options::stderr_target::captured}, 20s);
+                     {.stderr_to = spawn_options::stderr_target::captured, .env = tool_env()}, 20s);
   EXPECT_NE(r.exit_code, std::optional<int>(0));
   EXPECT_NE(r.err.find("cannot open wss://127.0.0.1:" + port_ + "/"), std::string::npos) << r.err;
 }
@@ -267,8 +279,9 @@ TEST_F(Plugin, MisconfigurationFailsAtConfigurationTimeNamingTheProperty) {
   };
   port_ = "9";  // never dialled: kcat stops at the configuration
   for (const auto& c : cases) {
-    const auto r = kws::test::run(kcat_argv({c.setting}, {"-L"}),
-                                  {.stderr_to = spawn_options::stderr_target::captured}, 10s);
+    const auto r =
+        kws::test::run(kcat_argv({c.setting}, {"-L"}),
+                       {.stderr_to = spawn_options::stderr_target::captured, .env = tool_env()}, 10s);
     EXPECT_EQ(r.exit_code, std::optional<int>(1)) << c.setting << ": " << describe(r.exit_code, r.err);
     EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.setting << ": " << r.err;
   }
@@ -276,7 +289,7 @@ TEST_F(Plugin, MisconfigurationFailsAtConfigurationTimeNamingTheProperty) {
   const auto py =
       kws::test::run({"/usr/bin/python3", KWS_CONFLUENT_SCRIPT, "--plugin", KWS_PLUGIN_PATH, "--bootstrap",
                       "127.0.0.1:9", "--topic", "t", "--set", "kws.url.template=tcp://x"},
-                     {.stderr_to = spawn_options::stderr_target::captured}, 20s);
+                     {.stderr_to = spawn_options::stderr_target::captured, .env = tool_env()}, 20s);
   EXPECT_EQ(py.exit_code, std::optional<int>(2)) << describe(py.exit_code, py.err);
   EXPECT_NE(py.err.find(R"(configuration property "kws.url.template")"), std::string::npos) << py.err;
 }
@@ -292,7 +305,8 @@ void confluent_kafka(const std::string& bootstrap, const std::string& topic, int
   for (const auto& s : settings) argv.insert(argv.end(), {"--set", s});
   const auto t = clock_type::now();
   // The Debian python3 explicitly: the one first on PATH may not see Debian's python3-confluent-kafka.
-  const auto py = kws::test::run(argv, {.stderr_to = spawn_options::stderr_target::captured}, 28s);
+  const auto py =
+      kws::test::run(argv, {.stderr_to = spawn_options::stderr_target::captured, .env = tool_env()}, 28s);
   EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << "stdout:\n" << py.out;
   EXPECT_NE(py.out.find("OK: " + std::to_string(count) + " messages"), std::string::npos) << py.out;
   std::cout << "[ measure  ] " << py.out << "[ measure  ] python run: " << ms_since(t) << " ms\n";
@@ -307,9 +321,10 @@ TEST_F(Plugin, ConfluentKafkaPythonProducesAndConsumes) {
 TEST_F(Plugin, UnreachableBrokerIsRetriedUntilItComesUp) {
   // confluent-kafka rather than kcat: kcat gives up by itself once all brokers are down, WebSocket or not.
   const auto port = std::to_string(kws::test::free_port());
-  child_process client({"/usr/bin/python3", KWS_CONFLUENT_SCRIPT, "--plugin", KWS_PLUGIN_PATH, "--bootstrap",
-                        "127.0.0.1:" + port, "--topic", "late", "--count", "1000", "--set",
-                        "reconnect.backoff.max.ms=500"});
+  child_process client(
+      {"/usr/bin/python3", KWS_CONFLUENT_SCRIPT, "--plugin", KWS_PLUGIN_PATH, "--bootstrap",
+       "127.0.0.1:" + port, "--topic", "late", "--count", "1000", "--set", "reconnect.backoff.max.ms=500"},
+      {.env = tool_env()});
   // Nothing listens yet: the hook says why, librdkafka reports the failure its own way and reconnects.
   const std::regex refused("conn 1 bootstrap server 127\\.0\\.0\\.1:" + port +
                            ": cannot open ws://127\\.0\\.0\\.1:" + port + "/: Connection refused");
@@ -335,6 +350,7 @@ void run_example(const std::vector<std::string>& args, int count) {
   std::vector<std::string> argv{KWS_EXAMPLE_PATH};
   argv.insert(argv.end(), args.begin(), args.end());
   const auto t = clock_type::now();
+  // Instrumented itself in a sanitizer build (leak checks included): no preloading.
   const auto ex = kws::test::run(argv, {.stderr_to = spawn_options::stderr_target::captured}, 28s);
   EXPECT_EQ(ex.exit_code, std::optional<int>(0)) << describe(ex.exit_code, ex.err) << "stdout:\n" << ex.out;
   EXPECT_NE(ex.out.find("OK: " + std::to_string(count) + " messages round-tripped over WebSocket"),
