@@ -96,7 +96,15 @@ engine::engine(config cfg, std::string client_name)
   guard_.emplace(ioc_.get_executor());
   accept_next();
   thread_ = std::thread([this] {
-    ioc_.run();
+    // An exception escaping a handler must not end the host process: note it and go on.
+    for (;;) {
+      try {
+        ioc_.run();
+        break;
+      } catch (const std::exception& e) {
+        note(log_level::error, [&] { return std::string("relay thread: ") + e.what(); });
+      }
+    }
     finished_.set_value();
   });
   pthread_setname_np(thread_.native_handle(), "kws-websocket");
