@@ -25,7 +25,7 @@ using namespace std::chrono_literals;
 // A connection librdkafka announced but that never reached the listener is forgotten after this long.
 constexpr auto pending_limit = 30s;
 // How long shutdown lets WebSocket close handshakes run before it stops the loop regardless.
-constexpr auto shutdown_limit = 250ms;
+constexpr auto shutdown_limit = 100ms;
 
 std::string human_duration(std::chrono::steady_clock::duration d) {
   const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();

@@ -174,7 +174,10 @@ rd_kafka_resp_err_t on_new(rd_kafka_t* rk, const rd_kafka_conf_t*, void* ic_opaq
     state->clients.push_back(std::move(c));
     return RD_KAFKA_RESP_ERR_NO_ERROR;
   } catch (const std::exception& e) {
+    // librdkafka logs this and goes on without the hook: every broker connection then fails to resolve.
     copy_error(std::string("kws: cannot start the WebSocket hook: ") + e.what(), errstr, errstr_size);
+    std::lock_guard lock(reg().mu);
+    reg().clients.erase(rk);
     return RD_KAFKA_RESP_ERR__FAIL;
   }
 }
