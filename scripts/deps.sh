@@ -6,7 +6,7 @@ KWS_PACKAGES=(
   libboost1.81-dev libssl-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev
-  librdkafka-dev kcat python3-kafka
+  librdkafka-dev kcat python3-kafka python3-confluent-kafka
 )
 
 kws_ensure_packages() {

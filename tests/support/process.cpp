@@ -6,10 +6,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <stdexcept>
+#include <string_view>
 
 extern char** environ;
 
@@ -90,7 +92,18 @@ child_process::child_process(std::vector<std::string> argv, spawn_options option
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
-    const int rc = ::posix_spawn(&pid_, args[0], fa.get(), nullptr, args.data(), environ);
+    // The test's environment, less the variables that options.env sets anew.
+    std::vector<char*> envp;
+    for (char** e = environ; *e; ++e) {
+      const std::string_view entry(*e);
+      const auto name = entry.substr(0, entry.find('=') + 1);
+      if (std::none_of(options.env.begin(), options.env.end(),
+                       [&](const std::string& o) { return o.starts_with(name); }))
+        envp.push_back(*e);
+    }
+    for (auto& e : options.env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    const int rc = ::posix_spawn(&pid_, args[0], fa.get(), nullptr, args.data(), envp.data());
     if (rc != 0) throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
   } catch (...) {
     for (int* fd : {&out[0], &out[1], &err[0], &err[1]}) close_fd(*fd);

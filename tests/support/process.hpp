@@ -31,6 +31,8 @@ struct spawn_options {
   };
   stderr_target stderr_to = stderr_target::with_stdout;
   std::filesystem::path stderr_file{};  ///< only with stderr_target::file
+  /// "NAME=value" entries added to (or replacing those of) the test's own environment.
+  std::vector<std::string> env{};
 };
 
 class child_process {

@@ -1,0 +1,282 @@
+#include "engine.hpp"
+
+#include <kws/kafka/tracker.hpp>
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/socket_base.hpp>
+
+#include <cerrno>
+#include <charconv>
+#include <cstring>
+
+#include <arpa/inet.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <sys/socket.h>
+
+namespace kws::rdkafka::detail {
+namespace {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+// A connection librdkafka announced but that never reached the listener is forgotten after this long.
+constexpr auto pending_limit = 30s;
+// How long shutdown lets WebSocket close handshakes run before it stops the loop regardless.
+constexpr auto shutdown_limit = 100ms;
+
+std::string human_duration(std::chrono::steady_clock::duration d) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+  return ms < 10000 ? std::to_string(ms) + "ms" : std::to_string(ms / 1000) + "s";
+}
+
+std::string describe(const broker_target& t) {
+  const bool v6 = t.host.find(':') != std::string::npos;
+  return (t.node_id < 0 ? std::string("bootstrap server ") : "broker " + std::to_string(t.node_id) + " ") +
+         (v6 ? "[" + t.host + "]" : t.host) + ":" + std::to_string(t.port);
+}
+
+}  // namespace
+
+bool parse_broker_name(std::string_view name, std::string& host, std::int32_t& port) {
+  if (const auto scheme = name.find("://"); scheme != std::string_view::npos) name.remove_prefix(scheme + 3);
+  std::string_view port_text;
+  if (name.starts_with('[')) {
+    const auto close = name.find(']');
+    if (close == std::string_view::npos || close + 1 >= name.size() || name[close + 1] != ':') return false;
+    host = std::string(name.substr(1, close - 1));
+    port_text = name.substr(close + 2);
+  } else {
+    // Names with a node id suffix ("host:port/3") keep it after the port.
+    const auto slash = name.find('/');
+    const auto hostport = name.substr(0, slash);
+    const auto colon = hostport.rfind(':');
+    if (colon == std::string_view::npos || colon == 0) return false;
+    host = std::string(hostport.substr(0, colon));
+    port_text = hostport.substr(colon + 1);
+  }
+  port_text = port_text.substr(0, port_text.find('/'));
+  int p = 0;
+  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), p);
+  if (ec != std::errc() || end != port_text.data() + port_text.size() || p <= 0 || p > 65535) return false;
+  port = p;
+  return true;
+}
+
+std::shared_ptr<engine> engine::start(config cfg, std::string client_name) {
+  return std::shared_ptr<engine>(new engine(std::move(cfg), std::move(client_name)));
+}
+
+engine::engine(config cfg, std::string client_name)
+    : cfg_(std::move(cfg)),
+      name_(std::move(client_name)),
+      brokers_(cfg_.url_template.empty() ? url_template::default_for(cfg_.dialer.tls)
+                                         : url_template::parse(cfg_.url_template)),
+      bootstrap_(cfg_.bootstrap_url_template.empty() ? brokers_
+                                                     : url_template::parse(cfg_.bootstrap_url_template)),
+      acceptor_(ioc_),
+      dialer_(ioc_.get_executor(), cfg_.dialer) {
+  auto tracking = std::make_shared<kafka::tracker_config>();
+  // librdkafka keeps the names brokers advertise and connect_cb maps each one: nothing to rewrite.
+  tracking->rewrite = false;
+  tracking->api = cfg_.broker_api;
+  tracking->max_in_flight = cfg_.max_in_flight;
+  tracking_ = std::move(tracking);
+
+  const tcp::endpoint loopback(asio::ip::address_v4::loopback(), 0);
+  acceptor_.open(loopback.protocol());
+  acceptor_.bind(loopback);
+  acceptor_.listen(asio::socket_base::max_listen_connections);
+  listener_.sin_family = AF_INET;
+  listener_.sin_port = htons(acceptor_.local_endpoint().port());
+  listener_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+
+  guard_.emplace(ioc_.get_executor());
+  accept_next();
+  thread_ = std::thread([this] {
+    // An exception escaping a handler must not end the host process: note it and go on.
+    for (;;) {
+      try {
+        ioc_.run();
+        break;
+      } catch (const std::exception& e) {
+        note(log_level::error, [&] { return std::string("relay thread: ") + e.what(); });
+      }
+    }
+    finished_.set_value();
+  });
+  pthread_setname_np(thread_.native_handle(), "kws-websocket");
+}
+
+engine::~engine() {
+  shutdown();
+}
+
+int engine::connect(int sockfd, broker_target target) {
+  if (stopping_.load()) return ECONNREFUSED;
+  // Bound to a port of its own first, so that the listener can tell which broker the connection is for
+  // before librdkafka sends a byte.
+  sockaddr_in local{};
+  local.sin_family = AF_INET;
+  local.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(sockfd, reinterpret_cast<const sockaddr*>(&local), sizeof local) != 0) return errno;
+  socklen_t len = sizeof local;
+  if (::getsockname(sockfd, reinterpret_cast<sockaddr*>(&local), &len) != 0) return errno;
+  const auto port = ntohs(local.sin_port);
+  // Loopback only: Nagle's algorithm would merely delay small requests against delayed ACKs.
+  const int one = 1;
+  ::setsockopt(sockfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  {
+    std::lock_guard lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    std::erase_if(pending_, [&](const auto& p) { return now - p.second.since > pending_limit; });
+    pending_[port] = pending{std::move(target), now};
+  }
+  if (::connect(sockfd, reinterpret_cast<const sockaddr*>(&listener_), sizeof listener_) != 0 &&
+      errno != EINPROGRESS) {
+    const int e = errno;
+    std::lock_guard lock(mu_);
+    pending_.erase(port);
+    return e;
+  }
+  return 0;
+}
+
+void engine::accept_next() {
+  acceptor_.async_accept([this](error_code ec, tcp::socket s) {
+    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
+    if (ec) {
+      note(log_level::error, [&] { return "loopback listener: accept failed: " + ec.message(); });
+    } else {
+      on_accepted(std::move(s));
+    }
+    accept_next();
+  });
+}
+
+void engine::on_accepted(tcp::socket s) {
+  error_code ec;
+  const auto peer = s.remote_endpoint(ec);
+  std::optional<broker_target> target;
+  if (!ec) {
+    std::lock_guard lock(mu_);
+    if (auto it = pending_.find(peer.port()); it != pending_.end() && peer.address().is_loopback()) {
+      target = std::move(it->second.target);
+      pending_.erase(it);
+    }
+  }
+  if (!target) {
+    // Another local process, or a connection librdkafka gave up on: it gets nothing.
+    note(log_level::debug,
+         [&] { return "closed a loopback connection that no broker connection announced"; });
+    return;
+  }
+  s.set_option(tcp::no_delay(true), ec);
+  const auto id = ++next_id_;
+  auto url =
+      (target->node_id < 0 ? bootstrap_ : brokers_).expand(target->host, target->port, target->node_id);
+  dialer_.async_dial(
+      url, [this, id, url, t = std::move(*target), s = std::move(s)](error_code ec, connection ws) mutable {
+        if (!ec && stopped_on_loop_) ec = asio::error::operation_aborted;
+        if (ec) {
+          if (ec != asio::error::operation_aborted) {
+            note(log_level::warn, [&] {
+              return "conn " + std::to_string(id) + " " + describe(t) + ": cannot open " + url + ": " +
+                     ec.message() + " (librdkafka reconnects)";
+            });
+          }
+          // A reset rather than an orderly close: librdkafka reports a failed connection, not a quiet broker.
+          error_code ignored;
+          s.set_option(asio::socket_base::linger(true, 0), ignored);
+          s.close(ignored);
+          ws.abort();
+          return;
+        }
+        start_relay(id, std::move(s), std::move(ws), std::move(url), std::move(t));
+      });
+}
+
+void engine::start_relay(std::uint64_t id, tcp::socket s, connection ws, std::string url,
+                         broker_target target) {
+  note(log_level::debug,
+       [&] { return "conn " + std::to_string(id) + " open " + describe(target) + " at " + url; });
+  relay_options options;
+  options.max_frame_bytes = cfg_.dialer.max_frame_bytes;
+  if (cfg_.log) {
+    options.log = [this, id](log_level level, std::string_view text) {
+      note(level, [&] { return "conn " + std::to_string(id) + " " + std::string(text); });
+    };
+    options.min_log_level = cfg_.min_log_level;
+  }
+  auto r = relay::create(
+      std::move(s), std::move(ws), std::move(options), std::make_shared<kafka::tracker>(tracking_),
+      [this, id, url, target](const relay_report& rep) {
+        note(rep.error ? log_level::warn : log_level::debug, [&] {
+          return "conn " + std::to_string(id) + " closed " + describe(target) + " at " + url +
+                 " up=" + std::to_string(rep.up_bytes) + "B/" + std::to_string(rep.up_frames) +
+                 "f down=" + std::to_string(rep.down_bytes) + "B/" + std::to_string(rep.down_frames) +
+                 "f local_answers=" + std::to_string(rep.local_answers) +
+                 " reconnects=" + std::to_string(rep.reconnects) +
+                 " duration=" + human_duration(rep.duration) + " cause=" + rep.cause;
+        });
+        // Posted: the relay is still inside its own handler here.
+        asio::post(ioc_, [this, id] { relays_.erase(id); });
+      },
+      // The broker closed the WebSocket between requests (edge platforms recycle them): dial again when
+      // librdkafka sends its next request. A failure there closes librdkafka's connection.
+      [this, url](std::function<void(error_code, connection)> done) {
+        if (stopped_on_loop_) return done(asio::error::operation_aborted, connection{});
+        dialer_.async_dial(url, std::move(done));
+      });
+  relays_.emplace(id, r);
+  r->start();
+}
+
+void engine::set_client_name(std::string_view name) {
+  {
+    std::lock_guard lock(name_mu_);
+    if (name_ == name) return;
+    name_ = std::string(name);
+  }
+  note(log_level::debug, [&] {
+    return "WebSocket hook: loopback listener 127.0.0.1:" + std::to_string(ntohs(listener_.sin_port)) +
+           ", brokers at " + brokers_.str() + ", bootstrap servers at " + bootstrap_.str();
+  });
+}
+
+std::string engine::client_name() const {
+  std::lock_guard lock(name_mu_);
+  return name_;
+}
+
+void engine::shutdown() {
+  std::call_once(shutdown_once_, [this] {
+    stop_connecting();
+    {
+      std::lock_guard lock(mu_);
+      pending_.clear();
+    }
+    asio::post(ioc_, [this] { stop_on_loop(); });
+    if (finished_.get_future().wait_for(shutdown_limit) != std::future_status::ready) {
+      note(log_level::debug, [] { return std::string("connections still closing at the end: cut off"); });
+      ioc_.stop();
+    }
+    if (thread_.joinable()) thread_.join();
+  });
+}
+
+void engine::stop_on_loop() {
+  stopped_on_loop_ = true;
+  error_code ignored;
+  acceptor_.close(ignored);
+  // Copy: a relay may end (and be erased) inside drain.
+  std::vector<std::shared_ptr<relay>> all;
+  for (auto& [id, r] : relays_) all.push_back(r);
+  for (auto& r : all) r->drain(0ms);
+  // The loop ends by itself once the last relay and dial are done.
+  guard_.reset();
+}
+
+}  // namespace kws::rdkafka::detail
