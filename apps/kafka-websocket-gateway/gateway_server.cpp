@@ -403,6 +403,14 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::shared_ptr<kws::relay> relay_;
 };
 
+// The advertised host for one broker: `{node_id}` in it becomes the broker's node id.
+std::string advertised_host_of(const std::string& pattern, std::int32_t node_id) {
+  std::string out = pattern;
+  for (auto at = out.find("{node_id}"); at != std::string::npos; at = out.find("{node_id}", at))
+    out.replace(at, 9, std::to_string(node_id));
+  return out;
+}
+
 bool is_unspecified(const std::string& host) {
   error_code ec;
   const auto a = asio::ip::make_address(host, ec);
@@ -442,7 +450,8 @@ int run(const gateway_config& cfg) {
   if (cfg.rewrite) {
     tracking->map = [&sh, advertise_host, advertise_port](const kafka::advertised_broker& b, error_code&) {
       sh.nodes.learn(b.node_id, b.host, b.port);
-      return std::optional<kafka::broker_endpoint>(kafka::broker_endpoint{advertise_host, advertise_port});
+      return std::optional<kafka::broker_endpoint>(
+          kafka::broker_endpoint{advertised_host_of(advertise_host, b.node_id), advertise_port});
     };
   }
 

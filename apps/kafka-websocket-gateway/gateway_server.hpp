@@ -27,7 +27,10 @@ struct gateway_config {
   std::string tls_key;
   /// The public address clients reach the gateway at: every broker in a response is advertised there (node
   /// ids kept), so that a client-side template like wss://gw.example.com/kafka/{node_id} reaches each one.
-  /// Empty host: the listen address when it is specific, else localhost; port 0: the bound port.
+  /// `{node_id}` in the host gives each broker a name of its own (kafka-{node_id}.gw.example.com): clients
+  /// that tell brokers apart by address (librdkafka) need that; the names need not resolve, since clients
+  /// reach them through the template. Empty host: the listen address when it is specific, else localhost;
+  /// port 0: the bound port.
   std::string advertise_host;
   std::uint16_t advertise_port = 0;
   /// Bearer tokens of which the upgrade must carry one (empty: no check).

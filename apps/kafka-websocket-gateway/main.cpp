@@ -70,7 +70,8 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_option("--tls-key", cfg.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
   app.add_option("--advertise", advertise,
-                 "HOST:PORT clients reach this gateway at; every broker in a response is advertised there "
+                 "HOST:PORT clients reach this gateway at; every broker in a response is advertised there; "
+                 "{node_id} in HOST gives each broker a name of its own, which librdkafka clients need "
                  "(default: the listen address when specific, else localhost, and the listen port)")
       ->check(host_port_check);
   app.add_option("--auth-token-file", token_file,

@@ -231,6 +231,43 @@ TEST_F(Gateway, AConsumerGroupThroughTheWholeChain) {
   EXPECT_TRUE(got == sent) << got.size() << " of " << sent.size() << " messages";
 }
 
+#ifdef KWS_PLUGIN_PATH
+TEST_F(Gateway, AConsumerGroupWithTheLibrdkafkaPluginStraightToTheGateway) {
+  ASSERT_NO_FATAL_FAILURE(start_mock(3, {"plugged:4"}));
+  // librdkafka tells brokers apart by address: each gets a name of its own (which need not resolve).
+  ASSERT_NO_FATAL_FAILURE(start_gateway({"--advertise", "kafka-{node_id}.gateway.invalid:443"}));
+  const auto gw = "ws://127.0.0.1:" + std::to_string(gateway_port_);
+  std::vector<std::string> plugin{KWS_KCAT_PATH,
+                                  "-b",
+                                  "127.0.0.1:" + std::to_string(gateway_port_),
+                                  "-X",
+                                  std::string("plugin.library.paths=") + KWS_PLUGIN_PATH,
+                                  "-X",
+                                  "kws.bootstrap.url.template=" + gw + "/kafka",
+                                  "-X",
+                                  "kws.url.template=" + gw + "/kafka/{node_id}"};
+  spawn_options io = tool_io("/dev/null", dir_ / "plugin.out");
+#ifdef KWS_ASAN_PRELOAD
+  io.env = {"LD_PRELOAD=" KWS_ASAN_PRELOAD, "ASAN_OPTIONS=detect_leaks=0"};
+#endif
+  const auto input = keyed_lines(300, "pl-");
+  write_file(dir_ / "in", input);
+  io.stdin_file = dir_ / "in";
+  auto r = run(plugin + std::vector<std::string>{"-P", "-t", "plugged", "-K:"}, io, 30s);
+  ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r.exit_code, r.err);
+  io.stdin_file = "/dev/null";
+  r = run(plugin + std::vector<std::string>{"-G", "plugin-group", "-o", "beginning", "-c", "300", "-f",
+                                            "%k:%s\\n", "plugged"},
+          io, 45s);
+  ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r.exit_code, r.err);
+  auto got = lines_of(read_file(dir_ / "plugin.out"));
+  auto sent = lines_of(input);
+  std::sort(got.begin(), got.end());
+  std::sort(sent.begin(), sent.end());
+  EXPECT_TRUE(got == sent) << got.size() << " of " << sent.size() << " messages";
+}
+#endif
+
 TEST_F(Gateway, KafkaPythonWithDefaultSettingsThroughTheChain) {
   ASSERT_NO_FATAL_FAILURE(start_mock(3, {"py:1"}));
   ASSERT_NO_FATAL_FAILURE(start_gateway());
