@@ -57,8 +57,20 @@ class tcp_side {
  public:
   static constexpr bool can_half_close = true;
 
-  tcp_side(tcp::socket s, std::size_t max_frame_bytes)
-      : socket_(std::move(s)), max_frame_bytes_(max_frame_bytes) {}
+  tcp_side(tcp::socket s, const relay_options& o)
+      : socket_(std::move(s)), max_frame_bytes_(o.max_frame_bytes), budget_(o.buffer_budget) {
+    if (budget_ && o.log) {
+      on_budget_wait_ = [log = o.log, min = o.min_log_level] {
+        if (log_level::debug >= min)
+          log(log_level::debug, "reading paused: the frame buffer budget is spent");
+      };
+    }
+  }
+  tcp_side(const tcp_side&) = delete;
+  tcp_side& operator=(const tcp_side&) = delete;
+  ~tcp_side() {
+    if (budget_ && charged_) budget_->release(charged_);
+  }
 
   error_code prepare() {
     // Reads after a readiness wait must never block the event loop, even on a spurious wake-up.
@@ -73,8 +85,17 @@ class tcp_side {
   /// eof, a bad size header, or the cancellation signal's operation_aborted.
   template <class Handler>
   void async_read_frame(asio::cancellation_slot slot, Handler&& h, error_code ec = {}) {
-    if (ec || have_frame(ec) || ec) {
-      return asio::post(socket_.get_executor(), [h = std::forward<Handler>(h), ec]() mutable { h(ec); });
+    if (ec || have_frame(ec) || ec || !reserve(ec)) {
+      if (ec || current_ != 0) {
+        return asio::post(socket_.get_executor(), [h = std::forward<Handler>(h), ec]() mutable { h(ec); });
+      }
+      // The budget is spent: read nothing more from this peer until another frame's bytes come back.
+      if (on_budget_wait_) on_budget_wait_();
+      return budget_->async_wait(socket_.get_executor(), slot,
+                                 [this, slot, h = std::forward<Handler>(h)](bool cancelled) mutable {
+                                   if (cancelled) return h(error_code(asio::error::operation_aborted));
+                                   async_read_frame(slot, std::move(h));
+                                 });
     }
     // Nothing held: give the buffer back while waiting, so that an idle relay holds no read buffer.
     if (buf_.size() == 0) buf_.shrink_to_fit();
@@ -93,6 +114,8 @@ class tcp_side {
   void pop() {
     buf_.consume(current_);
     current_ = 0;
+    if (budget_ && charged_) budget_->release(charged_);
+    charged_ = 0;
   }
   /// Bytes of a frame not yet complete.
   std::size_t partial_bytes() const { return buf_.size() - current_; }
@@ -137,6 +160,21 @@ class tcp_side {
  private:
   bytes bytes_of() const { return {static_cast<const unsigned char*>(buf_.data().data()), buf_.size()}; }
 
+  // Before reading a frame's body, its whole length comes out of the budget (false: not now). A frame larger
+  // than the whole budget could never be read: that is an error.
+  bool reserve(error_code& ec) {
+    if (!budget_) return true;
+    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
+    if (ec || len == 0 || charged_ >= len) return true;
+    if (len > budget_->capacity()) {
+      ec = errc::frame_too_large;
+      return false;
+    }
+    if (!budget_->try_acquire(len - charged_)) return false;
+    charged_ = len;
+    return true;
+  }
+
   // True when a whole frame is buffered (its length in current_); sets ec on a size that cannot be trusted.
   bool have_frame(error_code& ec) {
     if (current_ != 0) return true;
@@ -179,6 +217,9 @@ class tcp_side {
 
   tcp::socket socket_;
   std::size_t max_frame_bytes_;
+  std::shared_ptr<buffer_budget> budget_;
+  std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front
+  std::function<void()> on_budget_wait_;
   beast::flat_buffer buf_;
   std::size_t current_ = 0;  // length of the whole frame at the front of buf_, 0 while there is none
   std::optional<asio::steady_timer> linger_timer_;
@@ -191,7 +232,7 @@ class ws_side {
   // A WebSocket close is a full close: nothing can be written after it.
   static constexpr bool can_half_close = false;
 
-  explicit ws_side(connection c, std::size_t) : conn_(std::move(c)) {}
+  ws_side(connection c, const relay_options&) : conn_(std::move(c)) {}
 
   error_code prepare() { return {}; }
   bool is_open() const { return conn_.is_open(); }
@@ -280,8 +321,8 @@ class relay_impl final : public relay {
   relay_impl(ClientConn client, BrokerConn broker, relay_options options, std::shared_ptr<frame_hook> hook,
              done_handler on_done, reconnect_function<BrokerConn> reconnect)
       : options_(std::move(options)),
-        client_(std::move(client), options_.max_frame_bytes),
-        broker_(std::in_place, std::move(broker), options_.max_frame_bytes),
+        client_(std::move(client), options_),
+        broker_(std::in_place, std::move(broker), options_),
         hook_(hook ? std::move(hook) : std::make_shared<counting_hook>()),
         on_done_(std::move(on_done)),
         reconnect_(std::move(reconnect)),
@@ -433,7 +474,7 @@ class relay_impl final : public relay {
       connecting_ = false;
       if (stopping_) return maybe_done();
       if (ec) return fail(ec, "reconnect failed");
-      broker_.emplace(std::move(conn), options_.max_frame_bytes);
+      broker_.emplace(std::move(conn), options_);
       broker_up_ = true;
       if (auto e = broker_->prepare()) return fail(e, "broker socket");
       ++report_.reconnects;

@@ -32,6 +32,12 @@ void add_server_flags(CLI::App& app, server_flags& f) {
                  "largest Kafka frame accepted either way (e.g. 100MiB)")
       ->transform(CLI::AsSizeValue(false))
       ->capture_default_str();
+  app.add_option(
+         "--max-buffer-bytes", f.max_buffer_bytes,
+         "all frames being received from TCP peers at once, in bytes (e.g. 512MiB); a peer whose next "
+         "frame does not fit is not read until others are done")
+      ->transform(CLI::AsSizeValue(false))
+      ->capture_default_str();
   app.add_option("--threads", f.threads, "worker threads (default: number of cores)")
       ->check(CLI::Range(1u, 256u));
   app.add_option("--max-connections", f.max_connections, "client connections at once; more are refused")
@@ -46,6 +52,10 @@ void add_server_flags(CLI::App& app, server_flags& f) {
                "end a client connection whose sent data stays unacknowledged this long (0: the system's)",
                "60s");
   add_log_level(app, f.log_level);
+  app.final_callback([&f] {
+    if (f.max_buffer_bytes < f.max_frame_bytes + 4)
+      throw CLI::ValidationError("--max-buffer-bytes", "must hold at least one frame of --max-frame-bytes");
+  });
 }
 
 CLI::Option* add_log_level(CLI::App& app, std::string& level) {

@@ -24,11 +24,13 @@ struct server_flags {
   unsigned threads = 1;  ///< set to the number of cores by add_server_flags
   std::string log_level = "info";
   std::size_t max_connections = 10000;
+  std::uint64_t max_buffer_bytes = 512u * 1024u * 1024u;
   std::int64_t keepalive_ms = 30000;
   std::int64_t user_timeout_ms = 60000;
 };
-/// --ping-interval, --drain-timeout, --max-frame-bytes, --threads, --log-level, --max-connections,
-/// --tcp-keepalive and --tcp-user-timeout.
+/// --ping-interval, --drain-timeout, --max-frame-bytes, --max-buffer-bytes, --threads, --log-level,
+/// --max-connections, --tcp-keepalive and --tcp-user-timeout. Parse with parse_command_line, which checks
+/// that a frame fits in the buffer budget.
 void add_server_flags(CLI::App& app, server_flags& flags);
 
 /// --log-level with the names the log itself prints.

@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
   split_host_port(listen, cfg.listen_host, cfg.port);
   cfg.threads = common.threads;
   cfg.max_connections = common.max_connections;
+  cfg.relay.buffer_budget = std::make_shared<kws::buffer_budget>(common.max_buffer_bytes);
   cfg.client_socket = {std::chrono::milliseconds(common.keepalive_ms),
                        std::chrono::milliseconds(common.user_timeout_ms)};
   if (!advertise.empty()) split_host_port(advertise, cfg.advertise_host, cfg.advertise_port);

@@ -3,6 +3,7 @@
 // it with the client on TCP; the gateway runs the mirror image, with the client on WebSocket.
 #pragma once
 
+#include <kws/buffer_budget.hpp>
 #include <kws/connection.hpp>
 #include <kws/frame.hpp>
 #include <kws/frame_hook.hpp>
@@ -29,6 +30,9 @@ struct relay_options {
   std::chrono::milliseconds linger_timeout{std::chrono::seconds(5)};
   /// Largest Kafka frame body accepted from the TCP side.
   std::size_t max_frame_bytes = default_max_frame_bytes;
+  /// Shared by every relay of a process (may be null): frames arriving on a TCP side reserve their length
+  /// here before their body is read, and that side is not read while the budget is spent.
+  std::shared_ptr<kws::buffer_budget> buffer_budget{};
   /// Where the relay's and the hook's notes go (may be empty), and the lowest level worth formatting.
   frame_hook::log_function log{};
   log_level min_log_level = log_level::info;

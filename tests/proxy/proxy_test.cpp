@@ -557,6 +557,58 @@ TEST(ProxyLimits, AClientThatLeavesWhileTheBrokerIsDialledEndsTheDial) {
   EXPECT_EQ(proxy.proc.output().find("dial attempt 2"), std::string::npos) << "no further attempts";
 }
 
+// Virtual memory of a process (what it has reserved, touched or not), from /proc.
+std::size_t vm_kib(pid_t pid) {
+  const auto status = kws::test::read_file("/proc/" + std::to_string(pid) + "/status");
+  std::smatch m;
+  if (!std::regex_search(status, m, std::regex(R"(VmSize:\s+(\d+) kB)"))) return 0;
+  return std::stoul(m[1].str());
+}
+
+TEST(ProxyLimits, SizeHeadersAloneReserveNoMemory) {
+  ws_test_server server(kws::test::echo);
+  // A budget large enough for every frame below: this is about memory, not about the budget.
+  proxy_process proxy({"--broker", server.address(), "--max-buffer-bytes", "4GiB"});
+  const auto before = vm_kib(proxy.proc.pid());
+  std::vector<std::unique_ptr<client>> clients;
+  for (int i = 0; i < 20; ++i) {
+    clients.push_back(std::make_unique<client>(proxy.port));
+    clients.back()->send(raw_size(100 * 1024 * 1024 - 1) + "x");  // claims 100 MiB
+  }
+  ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("conn 20 open"))) << proxy.proc.output();
+  for (auto& c : clients) c->send("y");  // a second read of each frame, once its size is known
+  // Round trips behind those bytes on every worker: by their answers the workers have read the bytes.
+  for (int i = 0; i < 4; ++i) {
+    client probe(proxy.port);
+    error_code ec;
+    ASSERT_EQ(probe.exchange(frame("probe"), 9, ec), frame("probe"));
+  }
+  // Twenty 100 MiB frames reserved ahead of their bytes would be 2 GB of address space. What does grow is
+  // glibc's malloc arenas for the worker threads (64 MiB of address space each): hence 1 GiB, not less.
+  EXPECT_LT(vm_kib(proxy.proc.pid()) - before, 1024u * 1024u) << "KiB before " << before;
+}
+
+TEST(ProxyLimits, AFrameThatDoesNotFitTheBufferBudgetWaitsUntilAnotherIsDone) {
+  ws_test_server server(kws::test::echo);
+  proxy_process proxy({"--broker", server.address(), "--max-frame-bytes", "1MiB", "--max-buffer-bytes",
+                       "3MiB", "--log-level", "debug"});
+  const auto body = [](unsigned seed) { return pattern(1024 * 1024, seed); };
+  client a(proxy.port), b(proxy.port), c(proxy.port);
+  const auto fa = frame(body(1)), fb = frame(body(2)), fc = frame(body(3));
+  a.send(fa.substr(0, 1000));  // two frames of 1 MiB + 4 hold the budget...
+  b.send(fb.substr(0, 1000));
+  ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("conn 2 open")));
+  c.send(fc);  // ...so the third is not read
+  ASSERT_TRUE(
+      proxy.proc.wait_for_output(std::regex("conn 3 reading paused: the frame buffer budget is spent")))
+      << proxy.proc.output();
+  error_code ec;
+  EXPECT_EQ(a.exchange(fa.substr(1000), fa.size(), ec), fa) << "the first frame completes";
+  EXPECT_EQ(c.recv(fc.size(), ec), fc) << "and makes room for the third";
+  EXPECT_EQ(b.exchange(fb.substr(1000), fb.size(), ec), fb);
+  EXPECT_FALSE(ec) << ec.message();
+}
+
 TEST(ProxyFlags, AcceptsTheOriginalGoFlags) {
   ws_test_server server(kws::test::echo);
   proxy_process proxy({"-broker", server.address(), "-tls=false"}, /*go_style=*/true);

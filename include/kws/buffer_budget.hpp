@@ -1,0 +1,52 @@
+// kws::buffer_budget: a process-wide bound on the bytes of Kafka frames held while they arrive, as Kafka's
+// queued.max.request.bytes bounds queued requests. A reader reserves a frame's whole length once its size
+// header is known and before it reads the body; when the budget is spent it stops reading that peer until
+// another frame's bytes are given back. A reservation always covers a whole frame, so readers never wait
+// for each other holding half a frame (which could deadlock), and memory still grows only as bytes arrive.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <mutex>
+
+namespace kws {
+
+class buffer_budget {
+ public:
+  explicit buffer_budget(std::size_t capacity) : capacity_(capacity) {}
+  buffer_budget(const buffer_budget&) = delete;
+  buffer_budget& operator=(const buffer_budget&) = delete;
+
+  std::size_t capacity() const { return capacity_; }
+  std::size_t in_use() const;
+
+  /// Takes `n` bytes if they are free; thread-safe.
+  bool try_acquire(std::size_t n);
+  /// Gives `n` bytes back and wakes the waiters.
+  void release(std::size_t n);
+
+  /// Calls `retry` on `ex` once bytes have been given back (then try_acquire again), or with nothing when
+  /// `slot` is cancelled first. Returns at once.
+  void async_wait(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
+                  std::function<void(bool cancelled)> retry);
+
+ private:
+  struct waiter {
+    std::uint64_t id;
+    boost::asio::any_io_executor ex;
+    std::function<void(bool)> retry;
+  };
+
+  const std::size_t capacity_;
+  mutable std::mutex mu_;
+  std::size_t used_ = 0;
+  std::list<waiter> waiters_;
+  std::uint64_t next_id_ = 0;
+};
+
+}  // namespace kws
