@@ -382,11 +382,11 @@ class server {
     const auto name = [](const std::string& url) {
       error_code ec;
       const auto p = kws::parse_proxy_url(url, ec);
-      return url.empty() || ec ? std::string("direct") : p.authority();
+      return url.empty() || ec ? std::string("direct") : "via " + p.authority();
     };
     const auto via = d.via(broker_url);
     const auto no_proxy = kws::no_proxy_list::parse(fp.no_proxy);
-    spdlog::info("forward proxy ({}): ws:// via {}, wss:// via {}, no_proxy='{}'{}; broker {} {}",
+    spdlog::info("forward proxy ({}): ws:// {}, wss:// {}, no_proxy='{}'{}; broker {} {}",
                  cfg_.forward_proxy_origin, name(fp.http_proxy), name(fp.https_proxy), fp.no_proxy,
                  fp.direct_loopback && !no_proxy.proxies_loopback() ? ", localhost and loopback direct" : "",
                  broker_url, via.empty() ? std::string("direct") : "via " + via);
