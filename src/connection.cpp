@@ -449,8 +449,9 @@ class dial_op {
 
   // getaddrinfo cannot be interrupted, so the resolve races a timer: at the deadline the dial goes on without
   // it (and fails), and an answer that comes later is dropped.
+  // `host` by value: it may be a member of this operation, which moves below.
   template <class Self>
-  void resolve(Self& self, const std::string& host, std::uint16_t port) {
+  void resolve(Self& self, std::string host, std::uint16_t port) {
     struct race {
       explicit race(const asio::any_io_executor& ex) : resolver(ex), timer(ex) {}
       tcp::resolver resolver;
