@@ -583,12 +583,12 @@ class dial_op {
 
 void async_dial(const std::shared_ptr<const dialer_state>& state, const asio::any_io_executor& ex,
                 std::string address, dial_info* info, dial_handler handler) {
+  if (info) *info = dial_info{};
   error_code ec;
   auto url = parse_address(address, state->config.tls, ec);
   if (ec) {
     return asio::post(ex, asio::append(std::move(handler).bound(), ec, connection{}));
   }
-  if (info) *info = dial_info{};
   const auto max_frame = state->config.max_frame_bytes;
   if (url.secure) {
     auto conn = std::make_shared<ws_connection<tls_next>>(url.str(), max_frame, ex, state->ssl);

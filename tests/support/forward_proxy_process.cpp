@@ -1,5 +1,9 @@
 #include "forward_proxy_process.hpp"
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
+
 #include <regex>
 #include <stdexcept>
 
@@ -44,7 +48,26 @@ forward_proxy_process::forward_proxy_process(forward_proxy_options options) {
   throw std::runtime_error("tinyproxy did not start:\n" + failures);
 }
 
+void forward_proxy_process::sync() const {
+  // tinyproxy logs each request as it reads it, and its log reaches us through a pipe a little later: once a
+  // request sent now is in, so is everything logged before it.
+  const std::string marker = "127.0.0.1:1";
+  const int before = count(marker);
+  boost::asio::io_context ioc;
+  boost::asio::ip::tcp::socket s(ioc);
+  s.connect({boost::asio::ip::make_address("127.0.0.1"), port_});
+  boost::asio::write(
+      s, boost::asio::buffer(std::string("CONNECT " + marker + " HTTP/1.1\r\nHost: " + marker + "\r\n\r\n")));
+  if (!wait_for_connects(marker, before + 1))
+    throw std::runtime_error("tinyproxy did not log a request within 10 s:\n" + log());
+}
+
 int forward_proxy_process::connects_to(const std::string& target) const {
+  sync();
+  return count(target);
+}
+
+int forward_proxy_process::count(const std::string& target) const {
   const auto out = log();
   const std::regex line("Request \\(file descriptor \\d+\\): CONNECT " + regex_escape(target) +
                         " HTTP/1\\.1");

@@ -36,13 +36,18 @@ class forward_proxy_process {
   }
   /// Everything tinyproxy logged so far.
   std::string log() const { return proc_->output(); }
-  /// How many CONNECT requests for `target` (host:port) it logged so far.
+  /// How many CONNECT requests for `target` (host:port) it logged before this call (sync() first).
   int connects_to(const std::string& target) const;
+  /// Returns once everything tinyproxy logged before this call has reached log(): it sends a request of its
+  /// own (CONNECT 127.0.0.1:1) and waits for its log line.
+  void sync() const;
   /// Waits until it logged `n` CONNECT requests for `target` (bounded); false when it did not.
   bool wait_for_connects(const std::string& target, int n = 1,
                          std::chrono::milliseconds limit = std::chrono::seconds(10)) const;
 
  private:
+  int count(const std::string& target) const;
+
   temp_dir dir_{"kws-tinyproxy"};
   std::unique_ptr<child_process> proc_;
   unsigned short port_ = 0;
