@@ -6,15 +6,19 @@
 #include <kws/connection.hpp>
 #include <kws/dialer.hpp>
 #include <kws/errc.hpp>
+#include <kws/forward_proxy.hpp>
 #include <kws/frame.hpp>
 
 #include <boost/asio/append.hpp>
+#include <boost/asio/bind_executor.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/coroutine.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/host_name_verification.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -341,30 +345,41 @@ bool is_ip_literal(const std::string& host) {
   return !ec;
 }
 
-// Resolve, connect, (TLS handshake,) WebSocket upgrade; every step bounded by the handshake timeout.
+// Largest answer header accepted from a forward proxy; a 407 with its Proxy-Authenticate lines is far
+// smaller.
+constexpr std::uint32_t max_proxy_header_bytes = 16 * 1024;
+
+// Resolve, connect, (CONNECT through a forward proxy,) (TLS handshake,) WebSocket upgrade; every step bounded
+// by the handshake timeout. Through a proxy, TLS and the upgrade run inside the tunnel and concern the broker
+// alone: SNI, certificate and host-name checks use the broker's name, never the proxy's.
 template <class NextLayer>
 class dial_op {
  public:
   using conn_type = ws_connection<NextLayer>;
 
-  dial_op(std::shared_ptr<const dialer_state> state, ws_url url, std::shared_ptr<conn_type> conn)
+  dial_op(std::shared_ptr<const dialer_state> state, ws_url url, std::shared_ptr<conn_type> conn,
+          dial_info* info)
       : state_(std::move(state)),
         url_(std::move(url)),
         conn_(std::move(conn)),
-        resolver_(std::make_unique<tcp::resolver>(conn_->get_executor())) {}
+        info_(info),
+        proxy_(state_->proxies.for_url(url_)) {}
 
+  // Start: resolve the first hop, the forward proxy or the broker.
   template <class Self>
   void operator()(Self& self) {
     deadline_ = std::chrono::steady_clock::now() + state_->config.handshake_timeout;
-    // The resolver has no deadline of its own; a timer would need to outlive this op, so the connect
-    // deadline (below) bounds everything after it and numeric hosts resolve without I/O.
-    auto& r = *resolver_;
-    r.async_resolve(url_.host, std::to_string(url_.port), std::move(self));
+    if (proxy_ && info_) info_->via = proxy_->authority();
+    if (proxy_) return resolve(self, proxy_->host, proxy_->port);
+    resolve(self, url_.host, url_.port);
   }
 
   template <class Self>
   void operator()(Self& self, error_code ec, const tcp::resolver::results_type& results) {
-    if (ec) return self.complete(ec, connection{});
+    if (ec) {
+      return fail(self, proxy_ ? errc::proxy_unreachable : ec,
+                  "cannot resolve the forward proxy " + proxy_name() + ": " + ec.message());
+    }
     auto& tcp_layer = beast::get_lowest_layer(conn_->ws());
     tcp_layer.expires_at(deadline_);
     tcp_layer.async_connect(results, std::move(self));
@@ -372,9 +387,145 @@ class dial_op {
 
   template <class Self>
   void operator()(Self& self, error_code ec, const tcp::endpoint&) {
-    if (ec) return self.complete(ec, connection{});
+    if (ec) {
+      return fail(self, proxy_ ? errc::proxy_unreachable : ec,
+                  "cannot connect to the forward proxy " + proxy_name() + ": " + ec.message());
+    }
     error_code ignored;
     beast::get_lowest_layer(conn_->ws()).socket().set_option(tcp::no_delay(true), ignored);
+    if (proxy_) return send_connect(self);
+    secure(self);
+  }
+
+  // The CONNECT request written, or the proxy's answer read.
+  template <class Self>
+  void operator()(Self& self, error_code ec, std::size_t) {
+    auto& tcp_layer = beast::get_lowest_layer(conn_->ws());
+    if (stage_ == stage::proxy_write) {
+      if (ec) return proxy_failed(self, ec);
+      stage_ = stage::proxy_read;
+      return beast::http::async_read_header(tcp_layer, tunnel_->buffer, tunnel_->parser, std::move(self));
+    }
+    if (ec) return proxy_failed(self, ec);
+    const auto& res = tunnel_->parser.get();
+    const unsigned status = res.result_int();
+    const auto answer = std::to_string(status) + " " + printable(res.reason());
+    if (auto refused = connect_status_error(status)) {
+      std::string why =
+          "forward proxy " + proxy_name() + " answered CONNECT " + url_.authority() + " with " + answer;
+      if (refused == errc::proxy_auth_required) {
+        why += proxy_->has_password ? ": it refused the credentials in the proxy URL"
+                                    : ": it wants credentials (user:password@ in the proxy URL)";
+      }
+      return fail(self, refused, why);
+    }
+    // The broker speaks only after the client (TLS ClientHello, upgrade request): anything here is not its.
+    if (tunnel_->buffer.size() != 0) {
+      return fail(self, errc::proxy_bad_response,
+                  "forward proxy " + proxy_name() + " sent bytes after its " + answer + " answer to CONNECT");
+    }
+    tunnel_.reset();
+    secure(self);
+  }
+
+  // After the TLS handshake, or the WebSocket upgrade.
+  template <class Self>
+  void operator()(Self& self, error_code ec) {
+    if (ec) return self.complete(ec, connection{});
+    if (stage_ == stage::tls) return upgrade(self);
+    self.complete(ec, connection(std::move(conn_)));
+  }
+
+ private:
+  enum class stage { tcp, proxy_write, proxy_read, tls, upgrade };
+
+  // What the CONNECT exchange needs, kept at stable addresses while the operation moves.
+  struct tunnel_state {
+    std::string request;
+    beast::flat_buffer buffer{max_proxy_header_bytes};
+    beast::http::response_parser<beast::http::empty_body> parser;
+  };
+
+  std::string proxy_name() const { return proxy_ ? proxy_->authority() : std::string(); }
+
+  // getaddrinfo cannot be interrupted, so the resolve races a timer: at the deadline the dial goes on without
+  // it (and fails), and an answer that comes later is dropped.
+  // `host` by value: it may be a member of this operation, which moves below.
+  template <class Self>
+  void resolve(Self& self, std::string host, std::uint16_t port) {
+    struct race {
+      explicit race(const asio::any_io_executor& ex) : resolver(ex), timer(ex) {}
+      tcp::resolver resolver;
+      asio::steady_timer timer;
+      std::optional<Self> op;
+    };
+    const asio::any_io_executor ex = conn_->get_executor();
+    const auto handler_ex = asio::get_associated_executor(self, ex);
+    auto r = std::make_shared<race>(ex);
+    r->timer.expires_at(deadline_);
+    const auto service = std::to_string(port);
+    // `this` lives inside `self`: nothing of it may be used once `self` has moved.
+    r->op.emplace(std::move(self));
+    r->timer.async_wait(asio::bind_executor(handler_ex, [r](error_code ec) {
+      if (ec || !r->op) return;
+      r->resolver.cancel();
+      auto op = std::move(*r->op);
+      r->op.reset();
+      op(error_code(asio::error::timed_out), tcp::resolver::results_type{});
+    }));
+    r->resolver.async_resolve(
+        host, service, asio::bind_executor(handler_ex, [r](error_code ec, tcp::resolver::results_type res) {
+          r->timer.cancel();
+          if (!r->op) return;
+          auto op = std::move(*r->op);
+          r->op.reset();
+          op(ec, res);
+        }));
+  }
+
+  template <class Self>
+  void send_connect(Self& self) {
+    stage_ = stage::proxy_write;
+    tunnel_ = std::make_unique<tunnel_state>();
+    tunnel_->request = connect_request(*proxy_, url_.authority(), state_->config.user_agent);
+    tunnel_->parser.header_limit(max_proxy_header_bytes);
+    // The answer to CONNECT has no body that matters here; only its header is read.
+    tunnel_->parser.skip(true);
+    asio::async_write(beast::get_lowest_layer(conn_->ws()), asio::buffer(tunnel_->request), std::move(self));
+  }
+
+  // A failed write or read of the CONNECT exchange, told apart by what the proxy did.
+  template <class Self>
+  void proxy_failed(Self& self, error_code ec) {
+    const auto target = url_.authority();
+    if (ec == beast::error::timeout || ec == asio::error::timed_out) {
+      return fail(self, errc::proxy_timeout,
+                  "forward proxy " + proxy_name() + " did not answer CONNECT " + target + " within " +
+                      std::to_string(state_->config.handshake_timeout.count()) + "ms");
+    }
+    if (ec == asio::error::eof || ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+        ec == beast::http::error::end_of_stream || ec == beast::http::error::partial_message) {
+      return fail(
+          self, errc::proxy_closed,
+          "forward proxy " + proxy_name() + " closed the connection before answering CONNECT " + target);
+    }
+    if (ec.category() == make_error_code(beast::http::error::bad_version).category()) {
+      return fail(self, errc::proxy_bad_response,
+                  "forward proxy " + proxy_name() + " answered CONNECT " + target + " with no usable HTTP (" +
+                      ec.message() + ")");
+    }
+    fail(self, ec,
+         "forward proxy " + proxy_name() + " failed during CONNECT " + target + ": " + ec.message());
+  }
+
+  template <class Self>
+  void fail(Self& self, error_code ec, std::string why) {
+    if (proxy_ && info_) info_->failure = std::move(why);
+    self.complete(ec, connection{});
+  }
+
+  template <class Self>
+  void secure(Self& self) {
     if constexpr (std::is_same_v<NextLayer, tls_next>) {
       auto& tls = conn_->ws().next_layer();
       if (!is_ip_literal(url_.host) && !SSL_set_tlsext_host_name(tls.native_handle(), url_.host.c_str())) {
@@ -393,17 +544,6 @@ class dial_op {
       upgrade(self);
     }
   }
-
-  // After the TLS handshake, or the WebSocket upgrade.
-  template <class Self>
-  void operator()(Self& self, error_code ec) {
-    if (ec) return self.complete(ec, connection{});
-    if (stage_ == stage::tls) return upgrade(self);
-    self.complete(ec, connection(std::move(conn_)));
-  }
-
- private:
-  enum class stage { tcp, tls, upgrade };
 
   template <class Self>
   void upgrade(Self& self) {
@@ -433,7 +573,9 @@ class dial_op {
   std::shared_ptr<const dialer_state> state_;
   ws_url url_;
   std::shared_ptr<conn_type> conn_;
-  std::unique_ptr<tcp::resolver> resolver_;
+  dial_info* info_;
+  const proxy_url* proxy_;  // owned by state_
+  std::unique_ptr<tunnel_state> tunnel_;
   std::chrono::steady_clock::time_point deadline_;
   stage stage_ = stage::tcp;
 };
@@ -631,7 +773,8 @@ void async_accept(tcp::socket socket, const accept_config& config, accept_decide
 }
 
 void async_dial(const std::shared_ptr<const dialer_state>& state, const asio::any_io_executor& ex,
-                std::string address, dial_handler handler) {
+                std::string address, dial_info* info, dial_handler handler) {
+  if (info) *info = dial_info{};
   error_code ec;
   auto url = parse_address(address, state->config.tls, ec);
   if (ec) {
@@ -642,12 +785,12 @@ void async_dial(const std::shared_ptr<const dialer_state>& state, const asio::an
     auto conn = std::make_shared<ws_connection<tls_next>>(url.str(), max_frame, ex, state->ssl);
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code, connection)>(
-        dial_op<tls_next>(state, std::move(url), std::move(conn)), h, ex);
+        dial_op<tls_next>(state, std::move(url), std::move(conn), info), h, ex);
   } else {
     auto conn = std::make_shared<ws_connection<plain_next>>(url.str(), max_frame, ex);
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code, connection)>(
-        dial_op<plain_next>(state, std::move(url), std::move(conn)), h, ex);
+        dial_op<plain_next>(state, std::move(url), std::move(conn), info), h, ex);
   }
 }
 

@@ -9,6 +9,7 @@ namespace kws::detail {
 
 struct dialer_state {
   dialer_config config;
+  forward_proxy_rules proxies;
   mutable boost::asio::ssl::context ssl{boost::asio::ssl::context::tls_client};
 };
 

@@ -27,6 +27,20 @@ class category final : public boost::system::error_category {
         return "a response that had to be rewritten could not be";
       case errc::upgrade_declined:
         return "the HTTP request was answered without a WebSocket upgrade";
+      case errc::invalid_proxy_url:
+        return "invalid forward proxy URL: expected [http://][user:password@]host[:port]";
+      case errc::proxy_unreachable:
+        return "cannot connect to the forward proxy";
+      case errc::proxy_auth_required:
+        return "the forward proxy requires authentication, or refused the credentials given";
+      case errc::proxy_refused:
+        return "the forward proxy refused the tunnel (CONNECT answered with a status other than 2xx)";
+      case errc::proxy_closed:
+        return "the forward proxy closed the connection before answering CONNECT";
+      case errc::proxy_timeout:
+        return "the forward proxy did not answer CONNECT within the handshake timeout";
+      case errc::proxy_bad_response:
+        return "the forward proxy's answer to CONNECT was not usable HTTP";
     }
     return "unknown kws error";
   }

@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <set>
 #include <thread>
@@ -32,6 +33,13 @@ std::vector<std::string> normalize_go_flags(int argc, char** argv, const std::se
     out.push_back(std::move(a));
   }
   return out;
+}
+
+// The one place the proxy reads its environment: the forward proxy variables, as Go's ProxyFromEnvironment
+// did for the original.
+std::optional<std::string> from_environment(const std::string& name) {
+  const char* v = std::getenv(name.c_str());
+  return v ? std::optional<std::string>(v) : std::nullopt;
 }
 
 }  // namespace
@@ -124,6 +132,18 @@ int main(int argc, char** argv) {
                  "auto: the broker answers ApiVersions; 0.8: the proxy answers it for a Kafka 0.8 broker")
       ->check(CLI::IsMember({"auto", "0.8"}))
       ->capture_default_str();
+  std::string http_proxy;
+  app.add_option("--http-proxy", http_proxy,
+                 "HTTP forward proxy for every broker, http://[user:password@]host[:port]; 'none': connect "
+                 "directly (default: HTTPS_PROXY, HTTP_PROXY and NO_PROXY from the environment)")
+      ->check([](const std::string& v) -> std::string {
+        boost::system::error_code ec;
+        if (v != "none") kws::parse_proxy_url(v, ec);
+        // The value may hold a password: never echo it whole.
+        return ec ? "expected 'none' or http://[user:password@]host[:port], got '" +
+                        kws::redact_proxy_url(v) + "'"
+                  : std::string();
+      });
   kws::app::add_server_flags(app, common);
 
   std::set<std::string> long_names;
@@ -134,6 +154,24 @@ int main(int argc, char** argv) {
     return *exit_code;
   }
 
+  if (http_proxy.empty()) {
+    cfg.dialer.forward_proxy = kws::forward_proxy_from_environment(from_environment);
+    cfg.forward_proxy_origin = "from the environment";
+    boost::system::error_code ec;
+    std::string what;
+    kws::forward_proxy_rules::compile(cfg.dialer.forward_proxy, ec, &what);
+    if (ec) {
+      std::cerr << "kafka-websocket-proxy: " << what
+                << " (from HTTP_PROXY / HTTPS_PROXY or their lower-case forms) is not a usable URL: expected "
+                   "http://[user:password@]host[:port]. Fix the variable, or run with --http-proxy none.\n";
+      return 2;
+    }
+  } else if (http_proxy == "none") {
+    cfg.forward_proxy_origin = "--http-proxy none";
+  } else {
+    cfg.dialer.forward_proxy = kws::forward_proxy_settings::through(http_proxy);
+    cfg.forward_proxy_origin = "--http-proxy";
+  }
   cfg.listen_host = listen;
   cfg.threads = common.threads;
   cfg.max_connections = common.max_connections;

@@ -56,6 +56,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   void watch_client();
   void start_relay(kws::connection conn);
   void finish();
+  // " via=proxy:port" when the broker is reached through a forward proxy, for the log lines.
+  std::string via_field() const { return via_.empty() ? std::string() : " via=" + via_; }
 
   std::shared_ptr<std::atomic<std::size_t>> active_;
   bool counted_ = true;
@@ -75,6 +77,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::vector<std::string> failures_;   // each failed attempt's error
   std::shared_ptr<kws::relay> relay_;
   bool draining_ = false;
+  std::string via_;  // the forward proxy of the last dial (host:port), or empty
 };
 
 session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& prototype,
@@ -120,33 +123,41 @@ void session::complete_dial(error_code ec, kws::connection c) {
 
 void session::attempt() {
   ++attempt_;
-  dialer_.async_dial(route_->url, [self = shared_from_this()](error_code ec, kws::connection c) {
-    const auto& cfg = self->cfg_;
-    if (!self->pending_) return c.abort();
-    if (!ec && self->draining_) {
-      c.abort();
-      ec = asio::error::operation_aborted;
-    }
-    if (ec && ec != asio::error::operation_aborted) self->failures_.push_back(ec.message());
-    if (ec && self->attempt_ <= cfg.dial_retries && !self->draining_ && ec != kws::errc::invalid_address) {
-      spdlog::debug("conn {} dial attempt {} failed: {}; retrying in {}ms", self->id_, self->attempt_,
-                    ec.message(), self->backoff_.count());
-      self->timer_.expires_after(self->backoff_);
-      self->backoff_ *= 2;
-      return self->timer_.async_wait([self](error_code e) {
-        if (!self->pending_) return;
-        if (e || self->draining_)
-          return self->complete_dial(asio::error::operation_aborted, kws::connection{});
-        self->attempt();
+  auto info = std::make_shared<kws::dial_info>();
+  auto& info_ref = *info;
+  dialer_.async_dial(
+      route_->url, info_ref, [self = shared_from_this(), info](error_code ec, kws::connection c) {
+        const auto& cfg = self->cfg_;
+        if (!self->pending_) return c.abort();
+        self->via_ = info->via;
+        // The dialer's sentence names the forward proxy and what it answered; the error code alone cannot.
+        const std::string why = info->failure.empty() ? ec.message() : info->failure;
+        if (!ec && self->draining_) {
+          c.abort();
+          ec = asio::error::operation_aborted;
+        }
+        if (ec && ec != asio::error::operation_aborted) self->failures_.push_back(why);
+        if (ec && self->attempt_ <= cfg.dial_retries && !self->draining_ &&
+            ec != kws::errc::invalid_address) {
+          spdlog::debug("conn {} dial attempt {} failed: {}; retrying in {}ms", self->id_, self->attempt_,
+                        why, self->backoff_.count());
+          self->timer_.expires_after(self->backoff_);
+          self->backoff_ *= 2;
+          return self->timer_.async_wait([self](error_code e) {
+            if (!self->pending_) return;
+            if (e || self->draining_)
+              return self->complete_dial(asio::error::operation_aborted, kws::connection{});
+            self->attempt();
+          });
+        }
+        if (ec && ec != asio::error::operation_aborted && !self->relay_) {
+          // A failed reconnect is reported by the relay's own closing line.
+          spdlog::warn("conn {} closed client={} broker={}{}: dial failed after {} attempt(s): {}", self->id_,
+                       self->client_name_, self->route_->url, self->via_field(), self->attempt_,
+                       self->failure_summary());
+        }
+        self->complete_dial(ec, std::move(c));
       });
-    }
-    if (ec && ec != asio::error::operation_aborted && !self->relay_) {
-      // A failed reconnect is reported by the relay's own closing line.
-      spdlog::warn("conn {} closed client={} broker={}: dial failed after {} attempt(s): {}", self->id_,
-                   self->client_name_, self->route_->url, self->attempt_, self->failure_summary());
-    }
-    self->complete_dial(ec, std::move(c));
-  });
 }
 
 // "Connection refused (2x), Operation timed out": every attempt's error, repeats counted.
@@ -182,7 +193,7 @@ void session::watch_client() {
 void session::start_relay(kws::connection conn) {
   const auto& cfg = cfg_;
   const std::string url = conn.url();
-  spdlog::info("conn {} open client={} broker={}", id_, client_name_, url);
+  spdlog::info("conn {} open client={} broker={}{}", id_, client_name_, url, via_field());
   auto options = cfg.relay;
   options.log = [id = id_](kws::log_level level, std::string_view text) {
     spdlog::log(static_cast<spdlog::level::level_enum>(level), "conn {} {}", id, text);
@@ -194,9 +205,10 @@ void session::start_relay(kws::connection conn) {
       [self = shared_from_this(), url](const kws::relay_report& r) {
         self->release_slot();
         const auto level = r.error ? spdlog::level::warn : spdlog::level::info;
-        spdlog::log(level, "conn {} closed client={} broker={} up={}B/{}f down={}B/{}f duration={} cause={}",
-                    self->id_, self->client_name_, url, r.up_bytes, r.up_frames, r.down_bytes, r.down_frames,
-                    app::human_duration(r.duration), r.cause);
+        spdlog::log(level,
+                    "conn {} closed client={} broker={}{} up={}B/{}f down={}B/{}f duration={} cause={}",
+                    self->id_, self->client_name_, url, self->via_field(), r.up_bytes, r.up_frames,
+                    r.down_bytes, r.down_frames, app::human_duration(r.duration), r.cause);
         // Break the cycle relay -> handler -> session -> relay once the relay is done.
         asio::post(self->worker_.context(), [self] {
           self->relay_.reset();
@@ -319,6 +331,7 @@ class server {
                  cfg_.rewrite ? (first ? fmt::format(" broker_ports={}-{}", first, last)
                                        : std::string(" broker_ports=any"))
                               : std::string());
+    log_forward_proxy(*prototype_, url.str());
     if (cfg_.broker_api == kafka::broker_api::kafka_0_8)
       spdlog::info("broker api 0.8: ApiVersions v1+ answered by the proxy, v0 dropped as the broker would");
 
@@ -335,6 +348,28 @@ class server {
     asio::steady_timer retry;
     std::shared_ptr<const route> r;
   };
+
+  // Which forward proxy the brokers are reached through, host and port only: the URLs may hold credentials.
+  void log_forward_proxy(const kws::dialer& d, const std::string& broker_url) const {
+    const auto& fp = cfg_.dialer.forward_proxy;
+    if (fp.empty()) {
+      spdlog::info("forward proxy: none ({})", cfg_.forward_proxy_origin);
+      return;
+    }
+    const auto name = [](const std::string& url) {
+      error_code ec;
+      const auto p = kws::parse_proxy_url(url, ec);
+      return url.empty() || ec ? std::string("direct") : "via " + p.authority();
+    };
+    const auto via = d.via(broker_url);
+    const auto no_proxy = kws::no_proxy_list::parse(fp.no_proxy);
+    spdlog::info("forward proxy ({}): ws:// {}, wss:// {}, no_proxy='{}'{}; broker {} {}",
+                 cfg_.forward_proxy_origin, name(fp.http_proxy), name(fp.https_proxy), fp.no_proxy,
+                 fp.direct_loopback && !no_proxy.proxies_loopback() ? ", localhost and loopback direct" : "",
+                 broker_url, via.empty() ? std::string("direct") : "via " + via);
+    for (const auto& bad : no_proxy.ignored())
+      spdlog::warn("NO_PROXY entry '{}' is not a host name, address or CIDR range: ignored", bad);
+  }
 
   listener& add_listener(std::shared_ptr<const route> r) {
     std::lock_guard lock(mu_);

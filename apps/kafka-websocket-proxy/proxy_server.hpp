@@ -22,6 +22,8 @@ struct proxy_config {
   /// host:port (scheme from dialer.tls) or a ws:// / wss:// URL.
   std::string broker = "localhost:8787";
   kws::dialer_config dialer;
+  /// Where dialer.forward_proxy came from, for the start-up log line ("the environment", "--http-proxy").
+  std::string forward_proxy_origin = "not set";
   kws::relay_options relay;
   int dial_retries = 5;
   std::chrono::milliseconds dial_backoff{200};

@@ -3,6 +3,7 @@
 
 #include <kws/address.hpp>
 #include <kws/connection.hpp>
+#include <kws/forward_proxy.hpp>
 #include <kws/frame.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -27,7 +28,7 @@ struct dialer_config {
   bool insecure_skip_verify = false;
   /// Extra HTTP headers on the upgrade request, e.g. {"Authorization", "Bearer …"}.
   std::vector<std::pair<std::string, std::string>> headers{};
-  /// Bound on resolve + TCP connect + TLS handshake + WebSocket upgrade.
+  /// Bound on resolve + TCP connect (+ CONNECT through a forward proxy) + TLS handshake + WebSocket upgrade.
   std::chrono::milliseconds handshake_timeout{std::chrono::seconds(10)};
   /// With keepalive pings on, a ping goes out after half of this with nothing received, and the connection
   /// fails after all of it. Zero: no idle timeout and no pings.
@@ -35,15 +36,28 @@ struct dialer_config {
   bool keepalive_pings = true;
   /// Largest Kafka frame body accepted either way.
   std::size_t max_frame_bytes = default_max_frame_bytes;
-  /// User-Agent of the upgrade request.
+  /// User-Agent of the upgrade request (and of the CONNECT request to a forward proxy).
   std::string user_agent = "kafka-websocket-shim";
+  /// HTTP forward proxy: none by default. `forward_proxy_settings::through(url)` for one proxy, or
+  /// `forward_proxy_from_environment(lookup)` for HTTP_PROXY / HTTPS_PROXY / NO_PROXY as Go reads them.
+  forward_proxy_settings forward_proxy{};
+};
+
+/// What a dial did, for people: filled in before the dial completes, whether it worked or not.
+struct dial_info {
+  /// The forward proxy the connection went through, as host:port (never its credentials); empty: direct.
+  std::string via;
+  /// After a failure in the forward proxy step: one sentence naming the proxy, the broker and what the proxy
+  /// said, such as "forward proxy 10.0.0.1:3128 refused CONNECT broker.example:443: 403 Forbidden". Empty
+  /// otherwise (the error_code says it all).
+  std::string failure;
 };
 
 namespace detail {
 struct dialer_state;
 using dial_handler = erased_handler<void(boost::system::error_code, connection)>;
 void async_dial(const std::shared_ptr<const dialer_state>& state, const boost::asio::any_io_executor& ex,
-                std::string address, dial_handler handler);
+                std::string address, dial_info* info, dial_handler handler);
 }  // namespace detail
 
 class dialer {
@@ -51,7 +65,8 @@ class dialer {
   using executor_type = boost::asio::any_io_executor;
 
   /// The TLS context (system store or `ca_file`) is built here once and shared by every connection.
-  /// Throws boost::system::system_error when `ca_file` cannot be loaded.
+  /// Throws boost::system::system_error when `ca_file` cannot be loaded, or with errc::invalid_proxy_url when
+  /// a forward proxy URL does not parse (its message never holds the credentials).
   dialer(executor_type ex, dialer_config config = {});
 
   executor_type get_executor() const { return ex_; }
@@ -60,26 +75,42 @@ class dialer {
   /// A dialer with the same settings and TLS context whose connections run on `ex`.
   dialer rebind(executor_type ex) const { return dialer(std::move(ex), state_); }
 
-  connection dial(std::string_view address, boost::system::error_code& ec);
-  /// Throws boost::system::system_error.
+  /// The forward proxy (host:port) that a dial of `address` goes through; empty when it goes direct or the
+  /// address is invalid.
+  std::string via(std::string_view address) const;
+
+  connection dial(std::string_view address, boost::system::error_code& ec, dial_info* info = nullptr);
+  /// Throws boost::system::system_error; after a failure at a forward proxy its message is
+  /// dial_info::failure.
   connection dial(std::string_view address);
 
   /// Completion signature: void(boost::system::error_code, kws::connection).
   template <class CompletionToken>
   auto async_dial(std::string address, CompletionToken&& token) {
-    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, connection)>(
-        [](auto handler, const std::shared_ptr<const detail::dialer_state>& st, const executor_type& ex,
-           std::string addr) {
-          detail::async_dial(
-              st, ex, std::move(addr),
-              detail::erase_handler<void(boost::system::error_code, connection)>(std::move(handler), ex));
-        },
-        token, state_, ex_, std::move(address));
+    return initiate_dial(std::move(address), nullptr, std::forward<CompletionToken>(token));
+  }
+
+  /// As above, and fills in `info`, which must outlive the operation.
+  template <class CompletionToken>
+  auto async_dial(std::string address, dial_info& info, CompletionToken&& token) {
+    return initiate_dial(std::move(address), &info, std::forward<CompletionToken>(token));
   }
 
  private:
   dialer(executor_type ex, std::shared_ptr<const detail::dialer_state> state)
       : ex_(std::move(ex)), state_(std::move(state)) {}
+
+  template <class CompletionToken>
+  auto initiate_dial(std::string address, dial_info* info, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, connection)>(
+        [](auto handler, const std::shared_ptr<const detail::dialer_state>& st, const executor_type& ex,
+           std::string addr, dial_info* i) {
+          detail::async_dial(
+              st, ex, std::move(addr), i,
+              detail::erase_handler<void(boost::system::error_code, connection)>(std::move(handler), ex));
+        },
+        token, state_, ex_, std::move(address), info);
+  }
 
   executor_type ex_;
   std::shared_ptr<const detail::dialer_state> state_;

@@ -24,6 +24,20 @@ enum class errc {
   unusable_response,
   /// A WebSocket server answered an HTTP request plainly instead of upgrading it.
   upgrade_declined,
+  /// A forward proxy URL that does not parse, or asks for what the dialer cannot do (https://, socks5://).
+  invalid_proxy_url,
+  /// The forward proxy could not be resolved or connected to.
+  proxy_unreachable,
+  /// The forward proxy answered CONNECT with 407 (or 401): it wants credentials, or refused the ones given.
+  proxy_auth_required,
+  /// The forward proxy answered CONNECT with another status than 2xx (forbidden port, unreachable broker…).
+  proxy_refused,
+  /// The forward proxy closed the connection before it had answered CONNECT.
+  proxy_closed,
+  /// The forward proxy did not answer CONNECT within the handshake timeout.
+  proxy_timeout,
+  /// The forward proxy's answer to CONNECT was not HTTP, too large, or followed by unexpected bytes.
+  proxy_bad_response,
 };
 
 const boost::system::error_category& error_category() noexcept;

@@ -6,5 +6,6 @@
 #include <kws/connection.hpp>
 #include <kws/dialer.hpp>
 #include <kws/errc.hpp>
+#include <kws/forward_proxy.hpp>
 #include <kws/frame.hpp>
 #include <kws/relay.hpp>

@@ -4,8 +4,10 @@
 // deployment the broker advertises the proxy's own address; with the proxy rewriting addresses, the broker
 // may advertise its own. Everything runs on 127.0.0.1 with ephemeral ports; every wait is bounded.
 #include "client_tools.hpp"
+#include "forward_proxy_process.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
+#include "ws_test_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -13,6 +15,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -30,8 +33,9 @@
 #include <unistd.h>
 
 #if !defined(KWS_PROXY_PATH) || !defined(KWS_DEVBROKER_PATH) || !defined(KWS_KCAT_PATH) || \
-    !defined(KWS_KAFKA_PYTHON_SCRIPT)
-#error "tests/e2e/CMakeLists.txt defines the paths of the proxy, the dev broker, kcat and the Python script"
+    !defined(KWS_KAFKA_PYTHON_SCRIPT) || !defined(KWS_SOCAT_PATH)
+#error \
+    "tests/e2e/CMakeLists.txt defines the paths of the proxy, the dev broker, kcat, socat and the Python script"
 #endif
 
 namespace {
@@ -56,17 +60,27 @@ class ProxyToDevbroker : public ::testing::Test {
     if (HasFailure()) {
       if (proxy_) std::cerr << "---- proxy log ----\n" << proxy_->output();
       if (broker_) std::cerr << "---- devbroker log ----\n" << broker_->output();
+      if (forward_proxy_) std::cerr << "---- forward proxy log ----\n" << forward_proxy_->log();
+      if (tls_terminator_) std::cerr << "---- TLS terminator log ----\n" << tls_terminator_->output();
       std::cerr << "-------------------\n";
     }
     proxy_.reset();
     broker_.reset();
+    tls_terminator_.reset();
+    forward_proxy_.reset();
   }
+
+  using environment = std::map<std::string, std::optional<std::string>>;
+  // Given the dev broker's WebSocket port, more arguments for the proxy (after those of `start`).
+  using late_args = std::function<std::vector<std::string>(const std::string& ws_port)>;
 
   // Starts the proxy on an ephemeral port, then the dev broker on a port picked for it, advertising the
   // proxy (the original deployment) or, with `broker_advertises_proxy` false, its own addresses. Another
-  // process may take the picked port(s) in between: then both start again, up to three times.
+  // process may take the picked port(s) in between: then both start again, up to three times. The proxy
+  // gets `proxy_env` as changes to its environment, and the arguments from `more_proxy_args` last.
   void start(const std::vector<std::string>& broker_args, const std::vector<std::string>& proxy_args = {},
-             bool broker_advertises_proxy = true) {
+             bool broker_advertises_proxy = true, const environment& proxy_env = {},
+             const late_args& more_proxy_args = {}) {
     std::string failures;
     for (int attempt = 0; attempt < 3; ++attempt) {
       const auto ws_port = std::to_string(kws::test::free_port());
@@ -74,7 +88,11 @@ class ProxyToDevbroker : public ::testing::Test {
           KWS_PROXY_PATH,         "--listen",  "127.0.0.1", "--port",          "0", "--broker",
           "127.0.0.1:" + ws_port, "--threads", "2",         "--drain-timeout", "2s"};
       proxy_argv.insert(proxy_argv.end(), proxy_args.begin(), proxy_args.end());
-      proxy_ = std::make_unique<child_process>(proxy_argv);
+      if (more_proxy_args) {
+        const auto more = more_proxy_args(ws_port);
+        proxy_argv.insert(proxy_argv.end(), more.begin(), more.end());
+      }
+      proxy_ = std::make_unique<child_process>(proxy_argv, spawn_options{.environment = proxy_env});
       const auto port = proxy_->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
       ASSERT_TRUE(port) << "the proxy did not start:\n" << proxy_->output();
       proxy_port_ = *port;
@@ -137,7 +155,37 @@ class ProxyToDevbroker : public ::testing::Test {
     EXPECT_NE(proxy_->output().find(" open client=127.0.0.1:"), std::string::npos) << proxy_->output();
   }
 
+  // A round trip of `n` keyed messages on `topic` with kcat: produce, consume from the beginning, compare.
+  void kcat_round_trip(const std::string& topic, int n) {
+    const std::string input = keyed_lines(n, topic + "-");
+    write_file(path(topic + ".txt"), input);
+    ASSERT_NO_FATAL_FAILURE(kcat("produce-" + topic, {"-P", "-t", topic, "-K:", "-l", path(topic + ".txt")}));
+    ASSERT_NO_FATAL_FAILURE(
+        kcat("consume-" + topic, {"-C", "-t", topic, "-o", "beginning", "-e", "-f", "%k:%s\\n"}));
+    EXPECT_EQ(output_of("consume-" + topic).size(), input.size());
+    EXPECT_TRUE(output_of("consume-" + topic) == input)
+        << "consumed keys and values differ from the produced ones";
+  }
+
+  // A TLS terminator in front of the dev broker (which speaks only plain WebSocket): socat accepts TLS on a
+  // free port of 127.0.0.1 with `tls`'s certificate and passes the bytes on to ws_port. Returns its port.
+  std::string start_tls_terminator(const kws::test::tls_files& tls, const std::string& ws_port) {
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      const auto port = std::to_string(kws::test::free_port());
+      tls_terminator_ = std::make_unique<child_process>(std::vector<std::string>{
+          KWS_SOCAT_PATH, "-d", "-d",
+          "OPENSSL-LISTEN:" + port + ",bind=127.0.0.1,reuseaddr,fork,verify=0,cert=" + tls.cert_pem +
+              ",key=" + tls.key_pem,
+          "TCP:127.0.0.1:" + ws_port});
+      if (tls_terminator_->wait_for_output(std::regex("listening on"))) return port;
+    }
+    ADD_FAILURE() << "socat did not start:\n" << tls_terminator_->output();
+    return "1";
+  }
+
   kws::test::temp_dir dir_{"kws-e2e"};
+  std::unique_ptr<kws::test::forward_proxy_process> forward_proxy_;
+  std::unique_ptr<child_process> tls_terminator_;
   std::unique_ptr<child_process> proxy_, broker_;
   std::string proxy_port_;
   std::string ws_port_;  // the dev broker's first WebSocket port
@@ -471,5 +519,86 @@ TEST_F(ProxyToDevbroker, LibrdkafkaCppExampleAgainstTheKafka08Broker) {
   expect_proxy_carried_connections();
 }
 #endif
+
+}  // namespace
+
+// ---- behind an HTTP forward proxy ---------------------------------------------------------------------
+
+namespace {
+
+using environment = std::map<std::string, std::optional<std::string>>;
+
+// The six forward proxy variables unset, then `set` on top, whatever the machine's environment holds.
+environment proxy_env(const environment& set = {}) {
+  environment env;
+  for (const char* n : {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"})
+    env[n] = std::nullopt;
+  for (const auto& [k, v] : set) env[k] = v;
+  return env;
+}
+
+TEST_F(ProxyToDevbroker, KcatThroughAForwardProxyOverWs) {
+  forward_proxy_ = std::make_unique<kws::test::forward_proxy_process>();
+  ASSERT_NO_FATAL_FAILURE(start({}, {"--http-proxy", forward_proxy_->url()}, true, proxy_env()));
+  ASSERT_NO_FATAL_FAILURE(kcat_round_trip("tunnelled", 2000));
+  EXPECT_GE(forward_proxy_->connects_to("127.0.0.1:" + ws_port_), 1) << forward_proxy_->log();
+  EXPECT_NE(
+      proxy_->output().find("broker=ws://127.0.0.1:" + ws_port_ + "/ via=" + forward_proxy_->authority()),
+      std::string::npos)
+      << proxy_->output();
+}
+
+TEST_F(ProxyToDevbroker, KcatThroughAForwardProxyOverWssVerifyingTheBrokersCertificate) {
+  // The certificate names only "localhost": the proxy verifies it against the broker's name, inside the
+  // tunnel.
+  const auto tls = kws::test::make_test_certificates("DNS:localhost");
+  forward_proxy_ = std::make_unique<kws::test::forward_proxy_process>();
+  std::string tls_port;
+  ASSERT_NO_FATAL_FAILURE(
+      start({}, {"--http-proxy", forward_proxy_->url()}, true, proxy_env(), [&](const std::string& ws_port) {
+        tls_port = start_tls_terminator(tls, ws_port);
+        return std::vector<std::string>{"--broker", "localhost:" + tls_port, "--tls", "--ca-file",
+                                        tls.ca_pem};
+      }));
+  ASSERT_NO_FATAL_FAILURE(kcat_round_trip("tunnelled-tls", 2000));
+  EXPECT_GE(forward_proxy_->connects_to("localhost:" + tls_port), 1) << forward_proxy_->log();
+  EXPECT_NE(
+      proxy_->output().find("broker=wss://localhost:" + tls_port + "/ via=" + forward_proxy_->authority()),
+      std::string::npos)
+      << proxy_->output();
+  std::filesystem::remove_all(tls.dir);
+}
+
+TEST_F(ProxyToDevbroker, KcatThroughHttpsProxyFromTheEnvironmentWithBasicAuthentication) {
+  // What a user of the original behind an authenticating proxy has: HTTPS_PROXY with credentials, and no
+  // flag.
+  const auto tls = kws::test::make_test_certificates("DNS:localhost");
+  forward_proxy_ = std::make_unique<kws::test::forward_proxy_process>(
+      kws::test::forward_proxy_options{.user = "kafka-user", .password = "s3cret-pw"});
+  std::string tls_port;
+  const auto env = proxy_env({{"HTTPS_PROXY", forward_proxy_->url("kafka-user:s3cret-pw")},
+                              // The broker is on this machine, which the environment's rules reach directly.
+                              {"NO_PROXY", "<-loopback>"}});
+  ASSERT_NO_FATAL_FAILURE(start({}, {}, true, env, [&](const std::string& ws_port) {
+    tls_port = start_tls_terminator(tls, ws_port);
+    return std::vector<std::string>{"-broker", "localhost:" + tls_port, "-tls", "--ca-file", tls.ca_pem};
+  }));
+  ASSERT_NO_FATAL_FAILURE(kcat_round_trip("from-env", 2000));
+  EXPECT_GE(forward_proxy_->connects_to("localhost:" + tls_port), 1) << forward_proxy_->log();
+  EXPECT_NE(proxy_->output().find(" via=" + forward_proxy_->authority()), std::string::npos)
+      << proxy_->output();
+  EXPECT_EQ(proxy_->output().find("s3cret-pw"), std::string::npos) << proxy_->output();
+  std::filesystem::remove_all(tls.dir);
+}
+
+TEST_F(ProxyToDevbroker, KcatWithNoProxyNamingTheBrokerGoesDirect) {
+  forward_proxy_ = std::make_unique<kws::test::forward_proxy_process>();
+  ASSERT_NO_FATAL_FAILURE(
+      start({}, {}, true,
+            proxy_env({{"HTTP_PROXY", forward_proxy_->url()}, {"NO_PROXY", "<-loopback>,127.0.0.1"}})));
+  ASSERT_NO_FATAL_FAILURE(kcat_round_trip("direct", 500));
+  EXPECT_EQ(forward_proxy_->connects_to("127.0.0.1:" + ws_port_), 0) << forward_proxy_->log();
+  EXPECT_EQ(proxy_->output().find("via="), std::string::npos) << proxy_->output();
+}
 
 }  // namespace

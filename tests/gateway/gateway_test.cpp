@@ -248,7 +248,7 @@ TEST_F(Gateway, AConsumerGroupWithTheLibrdkafkaPluginStraightToTheGateway) {
                                   "kws.url.template=" + gw + "/kafka/{node_id}"};
   spawn_options io = tool_io("/dev/null", dir_ / "plugin.out");
 #ifdef KWS_ASAN_PRELOAD
-  io.env = {"LD_PRELOAD=" KWS_ASAN_PRELOAD, "ASAN_OPTIONS=detect_leaks=0"};
+  io.environment = {{"LD_PRELOAD", KWS_ASAN_PRELOAD}, {"ASAN_OPTIONS", "detect_leaks=0"}};
 #endif
   const auto input = keyed_lines(300, "pl-");
   write_file(dir_ / "in", input);

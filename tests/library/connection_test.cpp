@@ -350,6 +350,22 @@ TEST_F(Connection, FailsWhenNothingListens) {
   EXPECT_EQ(ec, asio::error::connection_refused);
 }
 
+TEST_F(Connection, DialsTheHostItIsGivenAndNoOther) {
+  // 127.0.0.2 is this machine too, but nothing listens there: a dial that lost its host name on the way (and
+  // asked the resolver for no name, which yields loopback) would reach the server anyway.
+  ws_test_server server(kws::test::echo);
+  kws::dialer d(ioc.get_executor());
+  boost::system::error_code ec;
+  d.dial("127.0.0.2:" + std::to_string(server.port()), ec);
+  EXPECT_EQ(ec, asio::error::connection_refused) << ec.message();
+  auto c = d.dial("127.0.0.1:" + std::to_string(server.port()), ec);
+  ASSERT_FALSE(ec) << ec.message();
+  // The echo answers only after the server counted its connection.
+  asio::write(c, asio::buffer(frame("here")));
+  EXPECT_EQ(read_exactly(c, 8), frame("here"));
+  EXPECT_EQ(server.accepted(), 1);
+}
+
 TEST_F(Connection, FailsWhenTheUpgradeIsRefused) {
   ws_test_server server(kws::test::echo, {.reject_status = 403});
   boost::system::error_code ec;

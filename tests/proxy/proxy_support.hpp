@@ -11,6 +11,8 @@
 #include <boost/asio/write.hpp>
 
 #include <chrono>
+#include <map>
+#include <optional>
 #include <regex>
 #include <stdexcept>
 #include <string>
@@ -30,8 +32,10 @@ using namespace std::chrono_literals;
 
 // The proxy binary, listening on an ephemeral port of 127.0.0.1.
 struct proxy_process {
-  explicit proxy_process(std::vector<std::string> args, bool go_style = false)
-      : proc(make_argv(std::move(args), go_style)) {
+  /// `environment`: changes to the proxy's environment (see spawn_options).
+  explicit proxy_process(std::vector<std::string> args, bool go_style = false,
+                         std::map<std::string, std::optional<std::string>> environment = {})
+      : proc(make_argv(std::move(args), go_style), spawn_options{.environment = std::move(environment)}) {
     auto p = proc.wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
     if (!p) throw std::runtime_error("the proxy did not start:\n" + proc.output());
     port = static_cast<unsigned short>(std::stoi(*p));

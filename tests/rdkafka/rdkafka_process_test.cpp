@@ -35,9 +35,9 @@ using clock_type = std::chrono::steady_clock;
 
 // The environment of kcat and python3. In a sanitizer build the plugin needs the AddressSanitizer runtime
 // loaded first; neither tool is instrumented, so leak checks (of their own allocations) are off.
-std::vector<std::string> tool_env() {
+std::map<std::string, std::optional<std::string>> tool_env() {
 #ifdef KWS_ASAN_PRELOAD
-  return {"LD_PRELOAD=" KWS_ASAN_PRELOAD, "ASAN_OPTIONS=detect_leaks=0"};
+  return {{"LD_PRELOAD", KWS_ASAN_PRELOAD}, {"ASAN_OPTIONS", "detect_leaks=0"}};
 #else
   return {};
 #endif
@@ -128,7 +128,7 @@ class Plugin : public ::testing::Test {
                                   {.stdin_file = in,
                                    .stdout_file = path(name + ".out"),
                                    .stderr_to = spawn_options::stderr_target::captured,
-                                   .env = tool_env()},
+                                   .environment = tool_env()},
                                   limit);
     ASSERT_EQ(r.exit_code, std::optional<int>(0)) << "kcat " << name << ": " << describe(r.exit_code, r.err);
     std::cout << "[ measure  ] kcat " << name << ": " << ms_since(t) << " ms\n";
@@ -246,7 +246,7 @@ TEST_F(Plugin, Kafka08BrokerWithoutBrokerApi08TimesOutOnApiVersions) {
   ASSERT_TRUE(start_broker({"--kafka-0.8-only"}));
   const auto r =
       kws::test::run(kcat_argv({"api.version.request.timeout.ms=1000"}, {"-L", "-m", "3"}),
-                     {.stderr_to = spawn_options::stderr_target::captured, .env = tool_env()}, 20s);
+                     {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 20s);
   EXPECT_NE(r.exit_code, std::optional<int>(0)) << r.out;
   EXPECT_NE(r.err.find("ApiVersion"), std::string::npos) << r.err;
 }
@@ -256,7 +256,7 @@ TEST_F(Plugin, TlsSettingDialsWssUrls) {
   ASSERT_TRUE(start_broker({}));
   const auto r =
       kws::test::run(kcat_argv({"kws.tls=true", "kws.handshake.timeout.ms=2000"}, {"-L", "-m", "2"}),
-                     {.stderr_to = spawn_options::stderr_target::captured, .env = tool_env()}, 20s);
+                     {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 20s);
   EXPECT_NE(r.exit_code, std::optional<int>(0));
   EXPECT_NE(r.err.find("cannot open wss://127.0.0.1:" + port_ + "/"), std::string::npos) << r.err;
 }
@@ -281,7 +281,7 @@ TEST_F(Plugin, MisconfigurationFailsAtConfigurationTimeNamingTheProperty) {
   for (const auto& c : cases) {
     const auto r =
         kws::test::run(kcat_argv({c.setting}, {"-L"}),
-                       {.stderr_to = spawn_options::stderr_target::captured, .env = tool_env()}, 10s);
+                       {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 10s);
     EXPECT_EQ(r.exit_code, std::optional<int>(1)) << c.setting << ": " << describe(r.exit_code, r.err);
     EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.setting << ": " << r.err;
   }
@@ -289,7 +289,7 @@ TEST_F(Plugin, MisconfigurationFailsAtConfigurationTimeNamingTheProperty) {
   const auto py =
       kws::test::run({"/usr/bin/python3", KWS_CONFLUENT_SCRIPT, "--plugin", KWS_PLUGIN_PATH, "--bootstrap",
                       "127.0.0.1:9", "--topic", "t", "--set", "kws.url.template=tcp://x"},
-                     {.stderr_to = spawn_options::stderr_target::captured, .env = tool_env()}, 20s);
+                     {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 20s);
   EXPECT_EQ(py.exit_code, std::optional<int>(2)) << describe(py.exit_code, py.err);
   EXPECT_NE(py.err.find(R"(configuration property "kws.url.template")"), std::string::npos) << py.err;
 }
@@ -305,8 +305,8 @@ void confluent_kafka(const std::string& bootstrap, const std::string& topic, int
   for (const auto& s : settings) argv.insert(argv.end(), {"--set", s});
   const auto t = clock_type::now();
   // The Debian python3 explicitly: the one first on PATH may not see Debian's python3-confluent-kafka.
-  const auto py =
-      kws::test::run(argv, {.stderr_to = spawn_options::stderr_target::captured, .env = tool_env()}, 28s);
+  const auto py = kws::test::run(
+      argv, {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 28s);
   EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << "stdout:\n" << py.out;
   EXPECT_NE(py.out.find("OK: " + std::to_string(count) + " messages"), std::string::npos) << py.out;
   std::cout << "[ measure  ] " << py.out << "[ measure  ] python run: " << ms_since(t) << " ms\n";
@@ -324,7 +324,7 @@ TEST_F(Plugin, UnreachableBrokerIsRetriedUntilItComesUp) {
   child_process client(
       {"/usr/bin/python3", KWS_CONFLUENT_SCRIPT, "--plugin", KWS_PLUGIN_PATH, "--bootstrap",
        "127.0.0.1:" + port, "--topic", "late", "--count", "1000", "--set", "reconnect.backoff.max.ms=500"},
-      {.env = tool_env()});
+      {.environment = tool_env()});
   // Nothing listens yet: the hook says why, librdkafka reports the failure its own way and reconnects.
   const std::regex refused("conn 1 bootstrap server 127\\.0\\.0\\.1:" + port +
                            ": cannot open ws://127\\.0\\.0\\.1:" + port + "/: Connection refused");

@@ -92,18 +92,20 @@ child_process::child_process(std::vector<std::string> argv, spawn_options option
     std::vector<char*> args;
     for (auto& a : argv) args.push_back(a.data());
     args.push_back(nullptr);
-    // The test's environment, less the variables that options.env sets anew.
-    std::vector<char*> envp;
+    // This process's environment, less the variables the options change, plus those they set.
+    std::vector<std::string> env_strings;
     for (char** e = environ; *e; ++e) {
       const std::string_view entry(*e);
-      const auto name = entry.substr(0, entry.find('=') + 1);
-      if (std::none_of(options.env.begin(), options.env.end(),
-                       [&](const std::string& o) { return o.starts_with(name); }))
-        envp.push_back(*e);
+      if (!options.environment.count(std::string(entry.substr(0, entry.find('=')))))
+        env_strings.emplace_back(entry);
     }
-    for (auto& e : options.env) envp.push_back(e.data());
-    envp.push_back(nullptr);
-    const int rc = ::posix_spawn(&pid_, args[0], fa.get(), nullptr, args.data(), envp.data());
+    for (const auto& [name, value] : options.environment) {
+      if (value) env_strings.push_back(name + "=" + *value);
+    }
+    std::vector<char*> env;
+    for (auto& e : env_strings) env.push_back(e.data());
+    env.push_back(nullptr);
+    const int rc = ::posix_spawn(&pid_, args[0], fa.get(), nullptr, args.data(), env.data());
     if (rc != 0) throw std::runtime_error("cannot start " + argv[0] + ": " + std::strerror(rc));
   } catch (...) {
     for (int* fd : {&out[0], &out[1], &err[0], &err[1]}) close_fd(*fd);

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <regex>
@@ -16,8 +17,8 @@
 
 namespace kws::test {
 
-/// Where a child's standard streams go. The defaults suit a server whose log a test reads: stdin from
-/// /dev/null, stdout and stderr captured together, interleaved as written.
+/// Where a child's standard streams go, and its environment. The defaults suit a server whose log a test
+/// reads: stdin from /dev/null, stdout and stderr captured together, interleaved as written.
 struct spawn_options {
   /// stdin is read from this file.
   std::filesystem::path stdin_file = "/dev/null";
@@ -31,8 +32,9 @@ struct spawn_options {
   };
   stderr_target stderr_to = stderr_target::with_stdout;
   std::filesystem::path stderr_file{};  ///< only with stderr_target::file
-  /// "NAME=value" entries added to (or replacing those of) the test's own environment.
-  std::vector<std::string> env{};
+  /// Changes to the child's environment, on top of this process's own: a value sets the variable, nullopt
+  /// removes it.
+  std::map<std::string, std::optional<std::string>> environment{};
 };
 
 class child_process {
