@@ -592,20 +592,28 @@ TEST(ProxyLimits, AFrameThatDoesNotFitTheBufferBudgetWaitsUntilAnotherIsDone) {
   ws_test_server server(kws::test::echo);
   proxy_process proxy({"--broker", server.address(), "--max-frame-bytes", "1MiB", "--max-buffer-bytes",
                        "3MiB", "--log-level", "debug"});
-  const auto body = [](unsigned seed) { return pattern(1024 * 1024, seed); };
-  client a(proxy.port), b(proxy.port), c(proxy.port);
-  const auto fa = frame(body(1)), fb = frame(body(2)), fc = frame(body(3));
-  a.send(fa.substr(0, 1000));  // two frames of 1 MiB + 4 hold the budget...
-  b.send(fb.substr(0, 1000));
-  ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("conn 2 open")));
-  c.send(fc);  // ...so the third is not read
-  ASSERT_TRUE(
-      proxy.proc.wait_for_output(std::regex("conn 3 reading paused: the frame buffer budget is spent")))
-      << proxy.proc.output();
+  // Three frames of 1 MiB + 4 and room for two: each client sends the start of its frame, and whichever the
+  // workers read last is not read further.
+  std::vector<std::unique_ptr<client>> clients;
+  std::vector<std::string> frames;
+  for (unsigned i = 0; i < 3; ++i) {
+    clients.push_back(std::make_unique<client>(proxy.port));
+    frames.push_back(frame(pattern(1024 * 1024, i + 1)));
+    clients.back()->send(frames.back().substr(0, 1000));
+  }
+  const auto paused =
+      proxy.proc.wait_for_output(std::regex("conn (\\d) reading paused: the frame buffer budget"));
+  ASSERT_TRUE(paused) << proxy.proc.output();
+  const auto waiting = static_cast<std::size_t>(std::stoi(*paused) - 1);  // conn ids follow the accepts
   error_code ec;
-  EXPECT_EQ(a.exchange(fa.substr(1000), fa.size(), ec), fa) << "the first frame completes";
-  EXPECT_EQ(c.recv(fc.size(), ec), fc) << "and makes room for the third";
-  EXPECT_EQ(b.exchange(fb.substr(1000), fb.size(), ec), fb);
+  for (std::size_t i = 0; i < 3; ++i) {
+    if (i == waiting) continue;
+    EXPECT_EQ(clients[i]->exchange(frames[i].substr(1000), frames[i].size(), ec), frames[i])
+        << "client " << i;
+  }
+  // Done frames gave their bytes back: the waiting one is read now.
+  EXPECT_EQ(clients[waiting]->exchange(frames[waiting].substr(1000), frames[waiting].size(), ec),
+            frames[waiting]);
   EXPECT_FALSE(ec) << ec.message();
 }
 
