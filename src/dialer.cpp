@@ -7,10 +7,8 @@
 #include <boost/asio/strand.hpp>
 #include <boost/system/system_error.hpp>
 
-#include <atomic>
 #include <chrono>
 #include <optional>
-#include <thread>
 
 namespace kws {
 namespace {
@@ -34,14 +32,6 @@ std::shared_ptr<detail::dialer_state> make_state(dialer_config config) {
   return st;
 }
 
-// The io_context behind an executor, when it is one (possibly wrapped in a strand).
-boost::asio::io_context* context_of(const boost::asio::any_io_executor& ex) {
-  using io_ex = boost::asio::io_context::executor_type;
-  if (auto* e = ex.target<io_ex>()) return &e->context();
-  if (auto* s = ex.target<boost::asio::strand<io_ex>>()) return &s->get_inner_executor().context();
-  return nullptr;
-}
-
 }  // namespace
 
 dialer::dialer(executor_type ex, dialer_config config)
@@ -60,32 +50,25 @@ std::string dialer::via(std::string_view address) const {
 }
 
 connection dialer::dial(std::string_view address, boost::system::error_code& ec, dial_info* info) {
-  // The blocking dial runs the asynchronous one, so that every step is bounded by the handshake timeout.
-  // It drives the connection's io_context itself when that is where the connection lives; any other
-  // executor must be run by its own threads (a thread_pool, say).
-  auto* ctx = context_of(ex_);
-  if (ctx && ctx->get_executor().running_in_this_thread()) {
-    // Running the context from one of its own handlers is not allowed; refuse rather than deadlock (and
-    // before starting anything that would later complete into this frame's locals).
-    ec = boost::asio::error::operation_not_supported;
-    return {};
-  }
-  std::atomic<bool> done{false};
+  // The blocking dial runs the asynchronous one (so that every step is bounded by the handshake timeout) on
+  // an io_context of its own, which it drives right here: the caller's context, which other threads may be
+  // running or which may be stopped on purpose, is left alone. The connection keeps that context; its
+  // blocking reads and writes need nobody to run it.
+  auto ctx = std::make_shared<boost::asio::io_context>(1);
   std::optional<connection> result;
   dial_info local;
-  async_dial(std::string(address), info ? *info : local, [&](boost::system::error_code e, connection c) {
-    ec = e;
-    result.emplace(std::move(c));
-    done.store(true, std::memory_order_release);
-  });
-  while (!done.load(std::memory_order_acquire)) {
-    if (ctx) {
-      if (ctx->stopped()) ctx->restart();
-      ctx->run_one_for(std::chrono::milliseconds(50));
-    } else {
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
+  rebind(ctx->get_executor())
+      .async_dial(std::string(address), info ? *info : local, [&](boost::system::error_code e, connection c) {
+        ec = e;
+        result.emplace(std::move(c));
+      });
+  while (!result && ctx->run_one() != 0) {
   }
+  if (!result) {
+    ec = boost::asio::error::operation_aborted;  // cannot happen: the dial always completes
+    return {};
+  }
+  if (result->impl_) result->impl_->owner = ctx;
   return std::move(*result);
 }
 

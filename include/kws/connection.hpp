@@ -201,6 +201,8 @@ class connection {
   }
 
  private:
+  friend class dialer;
+
   template <class MutableBufferSequence>
   static std::size_t take_readable(detail::connection_impl& impl, const MutableBufferSequence& buffers) {
     const auto avail = impl.readable();

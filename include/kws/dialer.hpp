@@ -79,6 +79,9 @@ class dialer {
   /// address is invalid.
   std::string via(std::string_view address) const;
 
+  /// Blocks until the connection is up or has failed. It runs on an io_context of its own (the dialer's
+  /// executor is left alone), which the connection keeps: use it with blocking reads and writes
+  /// (read_some, write_some, read_frame, write_frame, close); for asynchronous use, call async_dial.
   connection dial(std::string_view address, boost::system::error_code& ec, dial_info* info = nullptr);
   /// Throws boost::system::system_error; after a failure at a forward proxy its message is
   /// dial_info::failure.

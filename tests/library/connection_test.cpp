@@ -427,6 +427,22 @@ TEST_F(Connection, AsyncDialReportsInvalidAddressThroughTheHandler) {
   EXPECT_EQ(got, kws::errc::invalid_address);
 }
 
+TEST_F(Connection, TheBlockingDialLeavesTheCallersContextAlone) {
+  ws_test_server server(kws::test::echo);
+  bool ran = false;
+  asio::post(ioc, [&] { ran = true; });
+  ioc.stop();  // stopped on purpose, with work queued
+  auto c = dialer.dial(server.address());
+  EXPECT_FALSE(ran) << "the dial ran the caller's handlers";
+  EXPECT_TRUE(ioc.stopped()) << "the dial restarted the caller's context";
+  boost::system::error_code ec;
+  c.write_frame(asio::buffer(frame("blocking")), ec);
+  boost::beast::flat_buffer buf;
+  c.read_frame(buf, ec);
+  EXPECT_FALSE(ec) << ec.message();
+  EXPECT_EQ(boost::beast::buffers_to_string(buf.data()), frame("blocking"));
+}
+
 TEST_F(Connection, WholeFrameReadsAndWrites) {
   ws_test_server server(kws::test::echo);
   auto c = dialer.dial(server.address());
@@ -448,6 +464,9 @@ TEST_F(Connection, DestroyingItWithAnyOperationPendingAbortsThatOperation) {
   ws_test_server server([&](ws_peer&) {  // neither reads nor writes: every operation stays pending
     while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   });
+  // The server's scripts end even when an assertion below returns early.
+  const std::unique_ptr<std::atomic<bool>, void (*)(std::atomic<bool>*)> releaser(
+      &release, [](std::atomic<bool>* r) { *r = true; });
   const std::string big = frame(pattern(16 * 1024 * 1024));  // more than the socket buffers take
   boost::beast::flat_buffer frame_buf;
   char read_buf[64];
@@ -473,7 +492,15 @@ TEST_F(Connection, DestroyingItWithAnyOperationPendingAbortsThatOperation) {
   };
   for (const auto& [name, start] : operations) {
     SCOPED_TRACE(name);
-    auto conn = std::make_unique<kws::connection>(dialer.dial(server.address()));
+    // Asynchronous use: dialled on the fixture's context (a blocking dial's connection has its own).
+    std::unique_ptr<kws::connection> conn;
+    dialer.async_dial(server.address(), [&](boost::system::error_code ec, kws::connection c) {
+      ASSERT_FALSE(ec) << ec.message();
+      conn = std::make_unique<kws::connection>(std::move(c));
+    });
+    ioc.restart();
+    ioc.run_for(std::chrono::seconds(5));
+    ASSERT_TRUE(conn);
     std::optional<boost::system::error_code> result;
     start(*conn, [&](boost::system::error_code ec) { result = ec; });
     ioc.restart();

@@ -51,6 +51,10 @@ class connection_impl : public std::enable_shared_from_this<connection_impl> {
  public:
   virtual ~connection_impl() = default;
 
+  /// Something the connection's I/O objects depend on and that must outlive them: the private io_context of
+  /// a blocking dial. A member of this base, it is destroyed after the derived stream.
+  std::shared_ptr<void> owner;
+
   virtual boost::asio::any_io_executor get_executor() = 0;
   virtual bool is_open() const = 0;
   virtual const std::string& url() const = 0;
