@@ -433,6 +433,12 @@ class dial_op {
   void operator()(Self& self, error_code ec) {
     if (ec) return self.complete(ec, connection{});
     if (stage_ == stage::tls) return upgrade(self);
+    // The closing handshake gets a whole handshake timeout of its own, not what the dial left of it.
+    auto& ws = conn_->ws();
+    websocket::stream_base::timeout t{};
+    ws.get_option(t);
+    t.handshake_timeout = std::chrono::steady_clock::duration(state_->config.handshake_timeout);
+    ws.set_option(t);
     self.complete(ec, connection(std::move(conn_)));
   }
 
