@@ -18,5 +18,13 @@ if(KWS_SANITIZE)
   target_link_options(kws_sanitizers INTERFACE -fsanitize=address,undefined)
 endif()
 
+if(KWS_SANITIZE_THREAD)
+  if(KWS_SANITIZE)
+    message(FATAL_ERROR "KWS_SANITIZE_THREAD and KWS_SANITIZE (ASan) cannot be combined")
+  endif()
+  target_compile_options(kws_sanitizers INTERFACE -fsanitize=thread -fno-omit-frame-pointer)
+  target_link_options(kws_sanitizers INTERFACE -fsanitize=thread)
+endif()
+
 add_library(kws_project_options INTERFACE)
 target_link_libraries(kws_project_options INTERFACE kws_warnings kws_sanitizers)

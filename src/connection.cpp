@@ -431,6 +431,7 @@ class dial_op {
   // After the TLS handshake, or the WebSocket upgrade.
   template <class Self>
   void operator()(Self& self, error_code ec) {
+    if (ec && stage_ == stage::tls) note_certificate_problem();
     if (ec) return self.complete(ec, connection{});
     if (stage_ == stage::tls) return upgrade(self);
     // The closing handshake gets a whole handshake timeout of its own, not what the dial left of it.
@@ -522,6 +523,19 @@ class dial_op {
     }
     fail(self, ec,
          "forward proxy " + proxy_name() + " failed during CONNECT " + target + ": " + ec.message());
+  }
+
+  // OpenSSL's error says only "certificate verify failed"; the verification result says why (expired,
+  // self-signed, another host's), which is what an operator needs to fix it.
+  void note_certificate_problem() {
+    if constexpr (std::is_same_v<NextLayer, tls_next>) {
+      if (!info_) return;
+      const auto result = SSL_get_verify_result(conn_->ws().next_layer().native_handle());
+      if (result != X509_V_OK) {
+        info_->failure = std::string("the broker's TLS certificate was refused: ") +
+                         X509_verify_cert_error_string(result) + " (" + url_.host + ")";
+      }
+    }
   }
 
   template <class Self>

@@ -47,9 +47,9 @@ struct dialer_config {
 struct dial_info {
   /// The forward proxy the connection went through, as host:port (never its credentials); empty: direct.
   std::string via;
-  /// After a failure in the forward proxy step: one sentence naming the proxy, the broker and what the proxy
-  /// said, such as "forward proxy 10.0.0.1:3128 refused CONNECT broker.example:443: 403 Forbidden". Empty
-  /// otherwise (the error_code says it all).
+  /// After a failure the error_code cannot tell well: one sentence, such as "forward proxy 10.0.0.1:3128
+  /// refused CONNECT broker.example:443: 403 Forbidden" or "the broker's TLS certificate was refused:
+  /// certificate has expired (broker.example)". Empty otherwise (the error_code says it all).
   std::string failure;
 };
 

@@ -143,6 +143,36 @@ std::string ws_binary_frame_header(std::size_t n) {
   return h;
 }
 
+namespace {
+void run_openssl(const std::string& dir, const std::string& cmd) {
+  const std::string quiet = "(cd '" + dir + "' && " + cmd + ") >>'" + dir + "/openssl.log' 2>&1";
+  if (std::system(quiet.c_str()) != 0)
+    throw std::runtime_error("openssl failed, see " + dir + "/openssl.log");
+}
+}  // namespace
+
+std::string make_expired_certificate(const tls_files& f) {
+  // `openssl ca` is the one that takes explicit dates (x509 -days cannot go back in time).
+  run_openssl(f.dir,
+              "printf '[ca]\\ndefault_ca=ca_default\\n[ca_default]\\ndatabase=index.txt\\nnew_certs_dir=.\\n"
+              "serial=ca.serial\\ndefault_md=sha256\\npolicy=any\\ncopy_extensions=copy\\n[any]\\n"
+              "commonName=supplied\\n' > ca.cnf && : > index.txt && echo 1000 > ca.serial && "
+              "openssl ca -batch -config ca.cnf -cert ca.pem -keyfile ca.key -in server.csr -extfile ext.cnf "
+              "-startdate 20200101000000Z -enddate 20200102000000Z -notext -out expired.pem");
+  return f.dir + "/expired.pem";
+}
+
+tls_files make_self_signed_certificate(const tls_files& f) {
+  run_openssl(
+      f.dir,
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=localhost "
+      "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout self.key -out self.pem");
+  tls_files out = f;
+  out.cert_pem = f.dir + "/self.pem";
+  out.key_pem = f.dir + "/self.key";
+  return out;
+}
+
 tls_files make_test_certificates(const std::string& subject_alt_names) {
   tls_files f;
   f.dir = make_temp_dir("kws-tls").string();

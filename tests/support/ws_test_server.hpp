@@ -62,6 +62,13 @@ struct tls_files {
 /// `subject_alt_names` in openssl's syntax, e.g. "DNS:localhost,IP:127.0.0.1".
 tls_files make_test_certificates(const std::string& subject_alt_names = "DNS:localhost,IP:127.0.0.1");
 
+/// A server certificate for the same key, signed by the same CA, that expired in 2020: `dir`/expired.pem.
+std::string make_expired_certificate(const tls_files& files);
+
+/// A self-signed certificate for localhost with a key of its own (no CA vouches for it): `dir`/self.pem and
+/// `dir`/self.key.
+tls_files make_self_signed_certificate(const tls_files& files);
+
 class ws_test_server {
  public:
   struct options {
