@@ -14,16 +14,21 @@ if(TARGET kafka-websocket-proxy)
           RENAME kafka-websocket-proxy COMPONENT service EXCLUDE_FROM_ALL)
 endif()
 
+# A project that adds kws with add_subdirectory packages itself.
+if(NOT PROJECT_IS_TOP_LEVEL)
+  return()
+endif()
+
 set(CPACK_PACKAGE_NAME kafka-websocket-shim)
 set(CPACK_PACKAGE_VENDOR "kafka-websocket-shim")
 set(CPACK_PACKAGE_CONTACT "kafka-websocket-shim maintainers <maintainers@kafka-websocket-shim.invalid>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY "Kafka over WebSocket: proxy, gateway, C++ library and librdkafka plugin")
-set(CPACK_PACKAGE_DESCRIPTION
-    "Lets Kafka clients reach brokers that speak Kafka over WebSocket (ws:// or wss://).\n"
-    "kafka-websocket-proxy relays plain TCP Kafka clients to such a broker (with a systemd unit,\n"
-    "kafka-websocket-proxy.service); kafka-websocket-gateway puts a TCP Kafka cluster behind WebSocket;\n"
-    "libkws_rdkafka.so is a librdkafka plugin; kws::shim (static, with headers and a CMake package)\n"
-    "is the C++20 library under them.")
+string(CONCAT CPACK_PACKAGE_DESCRIPTION
+       "Lets Kafka clients reach brokers that speak Kafka over WebSocket (ws:// or wss://).\n"
+       "kafka-websocket-proxy relays plain TCP Kafka clients to such a broker (with a systemd unit,\n"
+       "kafka-websocket-proxy.service); kafka-websocket-gateway puts a TCP Kafka cluster behind WebSocket;\n"
+       "libkws_rdkafka.so is a librdkafka plugin; kws::shim (static, with headers and a CMake package)\n"
+       "is the C++20 library under them.")
 set(CPACK_GENERATOR DEB)
 set(CPACK_STRIP_FILES ON)
 set(CPACK_DEB_COMPONENT_INSTALL ON)

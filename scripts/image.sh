@@ -102,9 +102,9 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   pm rm -f -t 0 "$container" "$container-tls" >/dev/null 2>&1 || true
-  [ -n "$proxy_pid" ] && kws_stop "$proxy_pid" >/dev/null
-  [ -n "$socat_pid" ] && kws_stop "$socat_pid" >/dev/null
-  [ -n "$KWS_BROKER_PID" ] && kws_stop "$KWS_BROKER_PID" >/dev/null
+  [ -n "$proxy_pid" ] && kws_stop "$proxy_pid"
+  [ -n "$socat_pid" ] && kws_stop "$socat_pid"
+  [ -n "$KWS_BROKER_PID" ] && kws_stop "$KWS_BROKER_PID"
   podman rmi -f "$tag" >/dev/null 2>&1 || true
   if [ "$rc" -ne 0 ]; then
     for f in "$KWS_WORK"/*.log; do

@@ -16,9 +16,11 @@ kws_wait_for_line() {
   return 1
 }
 
-# SIGTERM, then SIGKILL after 5 s; reaps the process. Prints its exit status.
+# SIGTERM, then SIGKILL after 5 s; reaps the process (a child of this shell: not in a subshell) and sets
+# KWS_EXIT to its exit status.
 kws_stop() {
-  local pid="$1" i rc=0
+  local pid="$1" i
+  KWS_EXIT=0
   [ -n "$pid" ] || return 0
   kill -TERM "$pid" 2>/dev/null || true
   for ((i = 0; i < 50; i++)); do
@@ -26,8 +28,7 @@ kws_stop() {
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || rc=$?
-  echo "$rc"
+  wait "$pid" 2>/dev/null || KWS_EXIT=$?
 }
 
 # Starts the dev broker $1 on 127.0.0.1, any free port (topics are made on first use, one partition each); sets
