@@ -31,7 +31,7 @@ if [ -z "${CONTAINERS_CONF:-}" ]; then
   printf '[containers]\ndefault_ulimits = []\n' >"$out/containers.conf"
   export CONTAINERS_CONF="$PWD/$out/containers.conf"
 fi
-pm() { podman --runtime "${KWS_PODMAN_RUNTIME:-runc}" "$@"; }
+pm=(podman --runtime "${KWS_PODMAN_RUNTIME:-runc}")
 
 echo "== kws image: build the proxy (preset package, build/package)"
 cmake --preset package >/dev/null
@@ -101,7 +101,7 @@ step="start"
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  pm rm -f -t 0 "$container" "$container-tls" >/dev/null 2>&1 || true
+  "${pm[@]}" rm -f -t 0 "$container" "$container-tls" >/dev/null 2>&1 || true
   [ -n "$proxy_pid" ] && kws_stop "$proxy_pid"
   [ -n "$socat_pid" ] && kws_stop "$socat_pid"
   [ -n "$KWS_BROKER_PID" ] && kws_stop "$KWS_BROKER_PID"
@@ -129,7 +129,7 @@ echo "$config"
 
 step="the binary starts inside the image"
 echo "== kws image test: $step"
-got=$(timeout 60 pm run --rm --network none "$tag" --version) || fail "podman run --version failed"
+got=$(timeout 60 "${pm[@]}" run --rm --network none "$tag" --version) || fail "podman run --version failed"
 [ "$got" = "kafka-websocket-proxy $version" ] || fail "--version printed '$got'"
 echo "$got"
 
@@ -140,7 +140,7 @@ echo "dev broker on ws://127.0.0.1:$KWS_BROKER_PORT/"
 
 step="proxy container"
 echo "== kws image test: $step"
-pm run --name "$container" --network host "$tag" --listen 127.0.0.1 --port 0 \
+"${pm[@]}" run --name "$container" --network host "$tag" --listen 127.0.0.1 --port 0 \
   --broker "localhost:$KWS_BROKER_PORT" >"$KWS_WORK/proxy.log" 2>&1 &
 proxy_pid=$!
 port=$(kws_wait_for_line "$KWS_WORK/proxy.log" 'listening on 127\.0\.0\.1:([0-9]+)' "$proxy_pid" 60) ||
@@ -163,7 +163,7 @@ code=$(podman inspect --format '{{.State.ExitCode}}' "$container")
 grep -q 'draining' "$KWS_WORK/proxy.log" || fail "no drain line in the proxy's log"
 [ "$code" = 0 ] || fail "the proxy exited with $code after SIGTERM"
 echo "exit code $code after SIGTERM (drained)"
-pm rm -f "$container" >/dev/null
+"${pm[@]}" rm -f "$container" >/dev/null
 
 step="wss:// with the image's trust store"
 echo "== kws image test: $step"
@@ -182,17 +182,36 @@ socat "OPENSSL-LISTEN:$tls_port,bind=127.0.0.1,reuseaddr,fork,cert=$KWS_WORK/ser
   "TCP:127.0.0.1:$KWS_BROKER_PORT" >"$KWS_WORK/socat.log" 2>&1 &
 socat_pid=$!
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$tls_port") 2>/dev/null && break; sleep 0.1; done
-pm run --name "$container-tls" --network host -v "$KWS_WORK/ca.pem:/etc/ssl/certs/ca-certificates.crt:ro" "$tag" \
-  --listen 127.0.0.1 --port 0 --broker "localhost:$tls_port" --tls --broker-url-template "wss://localhost:$tls_port/" \
-  --dial-retries 0 >"$KWS_WORK/proxy-tls.log" 2>&1 &
-proxy_pid=$!
-port=$(kws_wait_for_line "$KWS_WORK/proxy-tls.log" 'listening on 127\.0\.0\.1:([0-9]+)' "$proxy_pid" 60) ||
-  fail "the TLS proxy in the container did not start listening"
+# Starts the proxy from the image as container $1 for the wss:// broker, with more podman arguments after it;
+# sets proxy_pid and port.
+start_tls_proxy() {
+  local name="$1"
+  shift
+  "${pm[@]}" run --name "$name" --network host "$@" "$tag" --listen 127.0.0.1 --port 0 \
+    --broker "localhost:$tls_port" --tls --broker-url-template "wss://localhost:$tls_port/" --dial-retries 0 \
+    >"$KWS_WORK/$name.log" 2>&1 &
+  proxy_pid=$!
+  port=$(kws_wait_for_line "$KWS_WORK/$name.log" 'listening on 127\.0\.0\.1:([0-9]+)' "$proxy_pid" 60) ||
+    fail "the proxy in container $name did not start listening"
+}
+stop_container() {
+  timeout 60 podman stop -t 20 "$1" >/dev/null
+  wait "$proxy_pid" || true
+  proxy_pid=""
+  "${pm[@]}" rm -f "$1" >/dev/null
+}
+start_tls_proxy "$container-tls" -v "$KWS_WORK/ca.pem:/etc/ssl/certs/ca-certificates.crt:ro"
 kws_kcat_roundtrip "127.0.0.1:$port" "broker [0-9]+ at 127\.0\.0\.1:$port"
-grep -q "broker=wss://localhost:$tls_port/" "$KWS_WORK/proxy-tls.log" || fail "the proxy did not use wss://"
-timeout 60 podman stop -t 20 "$container-tls" >/dev/null
-wait "$proxy_pid" || true
-proxy_pid=""
+grep -q "broker=wss://localhost:$tls_port/" "$KWS_WORK/$container-tls.log" || fail "the proxy did not use wss://"
+stop_container "$container-tls"
+echo "the test CA in place of the image's bundle: trusted"
+# The image's own bundle (Debian's CAs) does not hold the test CA: the same dial must be refused.
+start_tls_proxy "$container-tls"
+timeout 20 kcat -b "127.0.0.1:$port" -m 5 -L >/dev/null 2>&1 || true
+grep -E "certificate" "$KWS_WORK/$container-tls.log" | head -n 1 | grep . ||
+  fail "with the image's own bundle the proxy did not refuse the test CA's certificate"
+stop_container "$container-tls"
+echo "the image's own bundle: the test CA's certificate refused"
 
 step="done"
 echo "== kws image test: OK (image $((size / 1024)) KiB; container and tag removed)"
