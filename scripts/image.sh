@@ -18,7 +18,7 @@ kws_ensure_packages podman runc ca-certificates
 
 mode=build
 case "${1:-}" in
-  --test) mode=test ;;
+  --test) mode="test" ;;
   "") ;;
   *) echo "usage: scripts/image.sh [--test]" >&2; exit 2 ;;
 esac
@@ -101,7 +101,10 @@ step="start"
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  "${pm[@]}" rm -f -t 0 "$container" "$container-tls" >/dev/null 2>&1 || true
+  local c
+  for c in "$container" "$container-tls"; do
+    "${pm[@]}" rm --force --ignore --time 0 "$c" >/dev/null 2>&1 || true
+  done
   [ -n "$proxy_pid" ] && kws_stop "$proxy_pid"
   [ -n "$socat_pid" ] && kws_stop "$socat_pid"
   [ -n "$KWS_BROKER_PID" ] && kws_stop "$KWS_BROKER_PID"

@@ -13,7 +13,7 @@ kws_ensure_packages dpkg-dev
 
 mode=build
 case "${1:-}" in
-  --test) mode=test ;;
+  --test) mode="test" ;;
   "") ;;
   *) echo "usage: scripts/package.sh [--test]" >&2; exit 2 ;;
 esac
@@ -152,6 +152,7 @@ kws_kcat_roundtrip "127.0.0.1:$KWS_BROKER_PORT" "" -X plugin.library.paths=libkw
 step="systemd unit"
 echo "== kws package test: $step"
 unit=/usr/lib/systemd/system/kafka-websocket-proxy.service
+# shellcheck disable=SC2016  # a literal $KWS_PROXY_ARGS: systemd expands it
 grep -qxF 'ExecStart=/usr/bin/kafka-websocket-proxy $KWS_PROXY_ARGS' "$unit" || fail "unexpected ExecStart in $unit"
 if command -v systemd-analyze >/dev/null; then
   # Offline: loads the unit and checks its settings and the ExecStart binary; needs no running systemd.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # KWS_* are read by the scripts that source this file
 # Sourced by scripts/image.sh and scripts/package.sh: a dev broker on 127.0.0.1 and a kcat round trip through
 # a proxy, with bounded waits. The caller sets KWS_WORK (a scratch directory) and stops what it started.
 
