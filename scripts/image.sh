@@ -40,26 +40,35 @@ targets=(kafka-websocket-proxy)
 cmake --build --preset package --target "${targets[@]}"
 version=$("$proxy" --version | awk '{print $2}')
 
+# Copies executable $1, stripped, to /usr/bin in root filesystem $2, with exactly the shared objects ldd names
+# for it (and the dynamic loader); prints their paths.
+add_executable_with_libraries() {
+  local exe="$1" root="$2" lib libs interp
+  mkdir -p "$root/usr/bin"
+  strip --strip-unneeded -o "$root/usr/bin/$(basename "$exe")" "$exe"
+  ldd "$exe" >"$out/ldd.txt"
+  if grep -q 'not found' "$out/ldd.txt"; then
+    cat "$out/ldd.txt" >&2
+    echo "kws image: $exe needs a library that is not installed" >&2
+    return 1
+  fi
+  # "name => /path (addr)" for libraries, "/path (addr)" for the loader; linux-vdso has no file. Each goes to
+  # the path ldd found it at, which is in the loader's default directories (the image has no ld.so.cache).
+  libs=$(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' "$out/ldd.txt")
+  interp=$(readelf -l "$exe" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
+  grep -qxF "$interp" <<<"$libs" || libs+=$'\n'"$interp"
+  for lib in $libs; do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+  done
+  echo "$libs"
+}
+
 echo "== kws image: root filesystem ($out/rootfs)"
 root="$out/rootfs"
 rm -rf "$root"
-mkdir -p "$root/usr/bin" "$root/etc/ssl/certs"
-strip --strip-unneeded -o "$root/usr/bin/kafka-websocket-proxy" "$proxy"
-ldd "$root/usr/bin/kafka-websocket-proxy" >"$out/ldd.txt"
-if grep -q 'not found' "$out/ldd.txt"; then
-  cat "$out/ldd.txt" >&2
-  echo "kws image: the proxy needs a library that is not installed" >&2
-  exit 1
-fi
-# "name => /path (addr)" for libraries, "/path (addr)" for the loader; linux-vdso has no file. Each goes to
-# the path ldd found it at, which is in the loader's default directories (the image has no ld.so.cache).
-libs=$(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' "$out/ldd.txt")
-interp=$(readelf -l "$proxy" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')
-grep -qxF "$interp" <<<"$libs" || libs+=$'\n'"$interp"
-for lib in $libs; do
-  mkdir -p "$root$(dirname "$lib")"
-  cp -L "$lib" "$root$lib"
-done
+mkdir -p "$root/etc/ssl/certs"
+libs=$(add_executable_with_libraries "$proxy" "$root")
 # OpenSSL looks for its default trust store in OPENSSLDIR (Debian: /usr/lib/ssl), which points at the bundle.
 ssldir=$(openssl version -d | sed 's/^OPENSSLDIR: "\(.*\)"$/\1/')
 cp -L /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/ca-certificates.crt"
@@ -96,18 +105,21 @@ container="kws-image-test-$$"
 KWS_BROKER_PID=""
 proxy_pid=""
 socat_pid=""
+broker_tag=""
 step="start"
 # shellcheck disable=SC2317  # the EXIT trap
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   local c
-  for c in "$container" "$container-tls"; do
+  [ "$rc" -eq 0 ] || podman logs "$container-broker" >"$KWS_WORK/$container-broker.log" 2>&1 || true
+  for c in "$container" "$container-tls" "$container-compose" "$container-broker"; do
     "${pm[@]}" rm --force --ignore --time 0 "$c" >/dev/null 2>&1 || true
   done
   [ -n "$proxy_pid" ] && kws_stop "$proxy_pid"
   [ -n "$socat_pid" ] && kws_stop "$socat_pid"
   [ -n "$KWS_BROKER_PID" ] && kws_stop "$KWS_BROKER_PID"
+  [ -n "$broker_tag" ] && podman rmi -f "$broker_tag" >/dev/null 2>&1
   podman rmi -f "$tag" >/dev/null 2>&1 || true
   if [ "$rc" -ne 0 ]; then
     for f in "$KWS_WORK"/*.log; do
@@ -167,6 +179,45 @@ grep -q 'draining' "$KWS_WORK/proxy.log" || fail "no drain line in the proxy's l
 [ "$code" = 0 ] || fail "the proxy exited with $code after SIGTERM"
 echo "exit code $code after SIGTERM (drained)"
 "${pm[@]}" rm -f "$container" >/dev/null
+
+step="compose-style: broker and proxy as containers on a bridge network"
+echo "== kws image test: $step"
+# What the compose snippet in README does: the broker is a container called broker, the proxy gets only
+# command: ["-broker", "broker:8787"] (its port stays the default, 8080) and ports: ["8080:8080"], published
+# here on 127.0.0.1. Compose's name service is stood in for by --add-host. The dev broker gets an image of
+# its own for this, on top of the proxy's (same libraries), removed with it.
+broker_ctx="$out/broker-context"
+rm -rf "$broker_ctx"
+mkdir -p "$broker_ctx"
+add_executable_with_libraries "$devbroker" "$broker_ctx/rootfs" >/dev/null
+chmod -R u=rwX,go=rX "$broker_ctx/rootfs"
+printf 'FROM %s\nCOPY rootfs/ /\nENTRYPOINT ["/usr/bin/kafka-websocket-devbroker"]\nCMD []\n' "$tag" \
+  >"$broker_ctx/Containerfile"
+broker_tag="kafka-websocket-devbroker:${tag#*:}"
+timeout 300 podman build --pull=never --layers=false -q -t "$broker_tag" "$broker_ctx" >/dev/null
+timeout 60 "${pm[@]}" run -d --name "$container-broker" "$broker_tag" --listen 0.0.0.0:8787 \
+  --advertise broker:8787 >/dev/null
+broker_ip=$(podman inspect --format '{{.NetworkSettings.IPAddress}}' "$container-broker")
+host_port=8080
+args=(-broker broker:8787)
+if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then
+  # Something on this machine has 8080: the same port inside and out, so that the advertised port holds.
+  host_port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  args+=(-port "$host_port")
+  echo "127.0.0.1:8080 is in use: the proxy takes $host_port inside and outside instead"
+fi
+"${pm[@]}" run --name "$container-compose" --add-host "broker:$broker_ip" -p "127.0.0.1:$host_port:$host_port" \
+  "$tag" "${args[@]}" >"$KWS_WORK/$container-compose.log" 2>&1 &
+proxy_pid=$!
+kws_wait_for_line "$KWS_WORK/$container-compose.log" "listening on (.*:$host_port) " "$proxy_pid" 60 >/dev/null ||
+  fail "the proxy in container $container-compose did not start listening"
+echo "broker container at $broker_ip:8787; proxy container published on 127.0.0.1:$host_port; args: ${args[*]}"
+kws_kcat_roundtrip "127.0.0.1:$host_port" "broker [0-9]+ at localhost:$host_port"
+timeout 60 podman stop -t 20 "$container-compose" >/dev/null
+wait "$proxy_pid" || true
+proxy_pid=""
+"${pm[@]}" rm --force --ignore --time 0 "$container-compose" "$container-broker" >/dev/null
+podman rmi -f "$broker_tag" >/dev/null
 
 step="wss:// with the image's trust store"
 echo "== kws image test: $step"
