@@ -5,6 +5,8 @@
 #   scripts/test.sh --asan     AddressSanitizer + UndefinedBehaviorSanitizer build only
 #   scripts/test.sh --tsan     ThreadSanitizer build only (library, servers and their tests; no librdkafka parts)
 #   scripts/test.sh --fuzz     every fuzzer for a short bound (fuzz/run.sh 10)
+#   scripts/test.sh --package  the Debian package and the container image, built, installed and run
+#                              (scripts/package.sh --test, scripts/image.sh --test; as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
@@ -12,13 +14,15 @@ kws_ensure_packages
 
 presets=(dev asan-ubsan tsan)
 fuzz=1
+package=1
 case "${1:-}" in
-  --dev) presets=(dev); fuzz=0 ;;
-  --asan) presets=(asan-ubsan); fuzz=0 ;;
-  --tsan) presets=(tsan); fuzz=0 ;;
-  --fuzz) presets=() ;;
+  --dev) presets=(dev); fuzz=0; package=0 ;;
+  --asan) presets=(asan-ubsan); fuzz=0; package=0 ;;
+  --tsan) presets=(tsan); fuzz=0; package=0 ;;
+  --fuzz) presets=(); package=0 ;;
+  --package) presets=(); fuzz=0 ;;
   "") ;;
-  *) echo "usage: scripts/test.sh [--dev|--asan|--tsan|--fuzz]" >&2; exit 2 ;;
+  *) echo "usage: scripts/test.sh [--dev|--asan|--tsan|--fuzz|--package]" >&2; exit 2 ;;
 esac
 
 jobs=$(nproc)
@@ -33,4 +37,10 @@ done
 
 if [ "$fuzz" = 1 ]; then
   fuzz/run.sh 10
+fi
+
+if [ "$package" = 1 ]; then
+  # The image reuses the package's release build.
+  scripts/package.sh --test
+  scripts/image.sh --test
 fi
