@@ -60,6 +60,7 @@ namespace {
 constexpr auto io_timeout = std::chrono::seconds(10);
 constexpr std::size_t max_header_bytes = 8 * 1024;
 constexpr std::size_t max_body_bytes = 8 * 1024;
+constexpr std::size_t max_sessions = 64;
 
 }  // namespace
 
@@ -80,7 +81,14 @@ class monitoring_endpoint::impl : public std::enable_shared_from_this<impl> {
           if (self->acceptor_.is_open()) self->accept_next();
         });
       }
-      self->start_session(std::move(s));
+      if (self->sessions_.size() >= max_sessions) {
+        // Scrapers and probes need a few; more would only hold memory.
+        spdlog::debug("metrics: {} connections open; closing another at once", max_sessions);
+        error_code ignored;
+        s.close(ignored);
+      } else {
+        self->start_session(std::move(s));
+      }
       self->accept_next();
     });
   }
