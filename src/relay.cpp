@@ -421,6 +421,10 @@ class relay_impl final : public relay {
     up_have_ = false;
     report_.up_bytes += n;
     ++report_.up_frames;
+    if (counters_) {
+      counters_->up_bytes.fetch_add(n, std::memory_order_relaxed);
+      counters_->up_frames.fetch_add(1, std::memory_order_relaxed);
+    }
   }
 
   void client_closed() {
@@ -478,6 +482,7 @@ class relay_impl final : public relay {
       broker_up_ = true;
       if (auto e = broker_->prepare()) return fail(e, "broker socket");
       ++report_.reconnects;
+      if (counters_) counters_->reconnects.fetch_add(1, std::memory_order_relaxed);
       log(log_level::debug, [] { return std::string("broker connection open again"); });
       if (draining_) return close_broker(close_code::going_away, "drained");
       down_pump();
@@ -537,6 +542,10 @@ class relay_impl final : public relay {
                                 }
                                 report_.down_bytes += n;
                                 ++report_.down_frames;
+                                if (counters_) {
+                                  counters_->down_bytes.fetch_add(n, std::memory_order_relaxed);
+                                  counters_->down_frames.fetch_add(1, std::memory_order_relaxed);
+                                }
                                 touch();
                                 if (stopping_) return maybe_done();
                                 if (up_paused_) {
@@ -691,6 +700,7 @@ class relay_impl final : public relay {
   }
 
   relay_options options_;
+  relay_counters* counters_ = options_.counters.get();  // options_ keeps it alive
   client_side client_;
   std::optional<broker_side> broker_;  // always engaged; replaced on a reconnect
   std::shared_ptr<frame_hook> hook_;
