@@ -23,10 +23,11 @@ namespace kws {
 /// metrics endpoint reads them from another thread). Plain relaxed atomics: one frame costs two relaxed adds
 /// and no lock. `relay_report` has the same figures per relay, but only when the relay ends.
 struct relay_counters {
-  std::atomic<std::uint64_t> up_bytes{0};  ///< requests read from clients
+  /// Requests read from clients.
+  std::atomic<std::uint64_t> up_bytes{0};
   std::atomic<std::uint64_t> up_frames{0};
-  std::atomic<std::uint64_t> down_bytes{
-      0};  ///< responses written to clients (the broker's and local answers)
+  /// Responses written to clients (the broker's and local answers).
+  std::atomic<std::uint64_t> down_bytes{0};
   std::atomic<std::uint64_t> down_frames{0};
   /// Broker connections opened again after the broker closed between requests.
   std::atomic<std::uint64_t> reconnects{0};
