@@ -416,9 +416,10 @@ TEST_F(Gateway, ATextMessageOrALyingSizeHeaderClosesOnlyThatConnection) {
   EXPECT_EQ(lying.close_code(), 1002);
   const auto answer = good.roundtrip(metadata(3));
   EXPECT_GT(answer.size(), 8u);
-  EXPECT_TRUE(gateway_->wait_for_output(std::regex("cause=client sent: invalid WebSocket message type")));
-  EXPECT_TRUE(
-      gateway_->wait_for_output(std::regex("cause=client sent: WebSocket message length does not match")));
+  EXPECT_TRUE(gateway_->wait_for_output(
+      std::regex("cause=client sent a text message \\(Kafka frames must be binary\\)")));
+  EXPECT_TRUE(gateway_->wait_for_output(
+      std::regex("cause=client sent a WebSocket message whose length does not match")));
 }
 
 }  // namespace
