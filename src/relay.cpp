@@ -553,6 +553,10 @@ class relay_impl final : public relay {
       --ops_;
       connecting_ = false;
       if (stopping_) return maybe_done();
+      if (ec == asio::error::operation_aborted && draining_) {
+        set_cause("shut down while the broker was being dialled again");
+        return shutdown_all();
+      }
       if (ec) return fail_with(ec, "could not reconnect to the broker: " + ec.message());
       broker_.emplace(std::move(conn), options_);
       broker_up_ = true;
