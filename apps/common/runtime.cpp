@@ -118,7 +118,14 @@ void worker::drain(std::chrono::milliseconds timeout) {
 void worker::stop_now(const std::string& why) {
   auto all = std::vector<std::shared_ptr<drainable>>(sessions_.begin(), sessions_.end());
   for (auto& s : all) s->stop_now(why);
-  ioc_.stop();
+  guard_.reset();
+  // The aborted operations complete with operation_aborted and must run: Beast keeps an operation that waits
+  // for another inside the stream, where destroying the loop would not free it. Only an operation that
+  // nothing aborts (a dial under way) is cut short when the loop stops.
+  stop_timer_.expires_after(std::chrono::milliseconds(100));
+  stop_timer_.async_wait([this](error_code ec) {
+    if (!ec) ioc_.stop();
+  });
 }
 
 std::chrono::milliseconds response_wait(std::chrono::milliseconds drain_timeout) {

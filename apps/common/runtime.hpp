@@ -67,7 +67,8 @@ class worker {
   std::size_t sessions() const { return sessions_.size(); }
   /// Drains every session; run() returns once the last one is gone.
   void drain(std::chrono::milliseconds timeout);
-  /// Stops every session at once (each logs its closed line), then the loop.
+  /// Stops every session at once (each logs its closed line), then, once the handlers of the operations
+  /// this aborted have run (at most 100 ms), the loop.
   void stop_now(const std::string& why);
   /// Runs until stopped or out of work. An exception escaping a handler (bad_alloc, say) is logged and the
   /// loop goes on: the connection it belonged to loses that handler and ends by its own timers, the others
@@ -78,6 +79,7 @@ class worker {
  private:
   boost::asio::io_context ioc_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard_;
+  boost::asio::steady_timer stop_timer_{ioc_};
   std::unordered_set<std::shared_ptr<drainable>> sessions_;
 };
 
