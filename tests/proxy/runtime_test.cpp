@@ -39,8 +39,12 @@ TEST(Runtime, JsonLogLinesEscapeEverythingAndParse) {
   const std::vector<std::pair<std::string, std::string>> cases{
       {"plain", "plain"},
       {"quote \" backslash \\ slash /", "quote \" backslash \\ slash /"},
-      {"newline\nreturn\rtab\tnul" + std::string(1, '\0') + "bell\x07" "del\x7f",
-       "newline\nreturn\rtab\tnul" + std::string(1, '\0') + "bell\x07" "del\x7f"},
+      {"newline\nreturn\rtab\tnul" + std::string(1, '\0') +
+           "bell\x07"
+           "del\x7f",
+       "newline\nreturn\rtab\tnul" + std::string(1, '\0') +
+           "bell\x07"
+           "del\x7f"},
       {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
       {"bad \xff\xc3 end \xed\xa0\x80 \xc0\xaf",
        "bad \xef\xbf\xbd\xef\xbf\xbd end \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
