@@ -223,7 +223,11 @@ TEST(ProxyFaults, AClientThatNeverReadsHoldsTheBrokerBackNotTheProxysMemory) {
     while (p.read(m)) {
     }
   });
-  proxy_process proxy({"--broker", server.address(), "--max-frame-bytes", "2MiB"});
+  // AddressSanitizer keeps freed blocks in quarantine (up to 256 MiB), which would make resident memory
+  // follow the bytes relayed rather than the bytes held; without it, RSS says what the proxy holds.
+  const char* asan = std::getenv("ASAN_OPTIONS");
+  proxy_process proxy({"--broker", server.address(), "--max-frame-bytes", "2MiB"}, false,
+                      {{"ASAN_OPTIONS", std::string(asan ? asan : "") + ":quarantine_size_mb=0"}});
   client c(proxy.port);
   c.send(frame("go"));
   // Until the client reads, the broker is held back by the buffers on the way, and the proxy by one frame.
@@ -271,6 +275,12 @@ TEST(ProxyFaults, AThousandClientsThatConnectAndResetLeaveItServing) {
 }
 
 TEST(ProxyFaults, RunningOutOfDescriptorsBacksOffAndRecovers) {
+#if defined(__SANITIZE_ADDRESS__)
+  // UndefinedBehaviorSanitizer's vptr check probes memory through a pipe; in a process with no descriptor
+  // left that probe fails and the sanitizer itself reports a bad vptr and aborts. The dev and ThreadSanitizer
+  // builds run this test.
+  GTEST_SKIP() << "the sanitizer runtime needs free descriptors of its own (dev and tsan builds run this)";
+#endif
   auto broker = start_devbroker(0);
   const auto ws_port = broker->wait_for_output(std::regex(R"(listening ws=127\.0\.0\.1:(\d+))"));
   ASSERT_TRUE(ws_port);

@@ -10,6 +10,7 @@
 #include <boost/beast/websocket/ssl.hpp>
 
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -32,8 +33,6 @@ class peer_impl final : public ws_peer {
   explicit peer_impl(Args&&... args) : ws_(std::forward<Args>(args)...) {}
 
   websocket::stream<Stream>& ws() { return ws_; }
-  /// Held while the socket is closed: the server's destructor reads the descriptors under it.
-  std::mutex* close_mu_ = nullptr;
   std::map<std::string, std::string> headers_;
   std::string target_;
 
@@ -69,8 +68,6 @@ class peer_impl final : public ws_peer {
   }
   void drop() override {
     beast::error_code ec;
-    std::unique_lock<std::mutex> lock;
-    if (close_mu_) lock = std::unique_lock(*close_mu_);
     beast::get_lowest_layer(ws_).shutdown(tcp::socket::shutdown_both, ec);
     beast::get_lowest_layer(ws_).close(ec);
   }
@@ -217,7 +214,8 @@ ws_test_server::~ws_test_server() {
   accept_thread_.join();
   {
     std::lock_guard lock(mu_);
-    for (auto& s : sockets_) ::shutdown(s->native_handle(), SHUT_RDWR);
+    for (const int fd : session_fds_)
+      if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
   }
   for (auto& t : sessions_) t.join();
 }
@@ -244,11 +242,14 @@ void ws_test_server::accept_loop() {
     acceptor_.accept(*sock, ec);
     if (ec || stopping_) return;
     std::lock_guard lock(mu_);
-    sockets_.push_back(sock);
-    sessions_.emplace_back([this, sock, ssl] {
+    // A duplicate of the descriptor, owned here: the destructor shuts the connection down through it while
+    // the session's thread may be closing its own (the socket object is not touched across threads).
+    // It is closed when the session ends, so that the connection ends with it as before.
+    const std::size_t slot = session_fds_.size();
+    session_fds_.push_back(::dup(sock->native_handle()));
+    sessions_.emplace_back([this, sock, ssl, slot] {
       if (ssl) {
         peer_impl<beast::ssl_stream<tcp::socket&>> peer(*sock, *ssl);
-        peer.close_mu_ = &mu_;
         beast::error_code ec;
         peer.ws().next_layer().handshake(asio::ssl::stream_base::server, ec);
         if (const char* sni =
@@ -257,8 +258,12 @@ void ws_test_server::accept_loop() {
         if (!ec) serve(peer, opts_, script_, accepted_, stopping_);
       } else {
         peer_impl<tcp::socket&> peer(*sock);
-        peer.close_mu_ = &mu_;
         serve(peer, opts_, script_, accepted_, stopping_);
+      }
+      {
+        std::lock_guard lock(mu_);
+        ::close(session_fds_[slot]);
+        session_fds_[slot] = -1;
       }
       ++finished_;
     });

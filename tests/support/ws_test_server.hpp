@@ -104,7 +104,7 @@ class ws_test_server {
   std::thread accept_thread_;
   std::mutex mu_;
   std::vector<std::thread> sessions_;
-  std::vector<std::shared_ptr<boost::asio::ip::tcp::socket>> sockets_;
+  std::vector<int> session_fds_;  // duplicates of the sessions' descriptors, for the destructor
 };
 
 }  // namespace kws::test
