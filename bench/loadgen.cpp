@@ -9,7 +9,8 @@
 // up or corrupted echo is counted as a mismatch and makes the exit status 1.
 //
 // Modes:
-//   run   (default): warm up, then count round trips for --duration; print one line of key=value figures.
+//   run   (default): warm up, then count round trips for --duration; print one line of key=value figures
+//         (total= counts the warm-up too, for per-round-trip costs measured over the whole run).
 //   idle  (--idle N --pid P): read P's VmRSS, open N connections with one 64-byte round trip each, hold them,
 //         read VmRSS again and print the difference per connection (as the Go proxy's harness measured it).
 #include <arpa/inet.h>
@@ -137,7 +138,9 @@ std::uint32_t get_be32(const unsigned char* p) {
 constexpr std::size_t pattern_slack = 4096;
 std::vector<unsigned char> pattern;
 
-std::size_t pattern_offset(std::uint32_t seq) { return (seq * 61u) % pattern_slack; }
+std::size_t pattern_offset(std::uint32_t seq) {
+  return (seq * 61u) % pattern_slack;
+}
 
 // Bytes 0-17 of a frame: size, api_key 1 (Fetch), api_version 4, correlation id = seq, client_id null, then
 // the connection number. The rest comes from the pattern.
@@ -208,10 +211,10 @@ class generator {
       ev.data.u32 = c.id;
       if (::epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev) != 0) die("epoll_ctl");
       if (o_.ws) {
-        const std::string req = "GET " + o_.path + " HTTP/1.1\r\nHost: " + o_.host + ":" +
-                                std::to_string(o_.port) +
-                                "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        const std::string req =
+            "GET " + o_.path + " HTTP/1.1\r\nHost: " + o_.host + ":" + std::to_string(o_.port) +
+            "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
         c.out.assign(req.begin(), req.end());
         flush(c);
       } else {
@@ -225,7 +228,8 @@ class generator {
     open_all(o_.conns);
     const auto start = clk::now();
     for (auto& c : conns_) fill(c, o_.size, o_.depth);
-    const auto t_warm = start + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(o_.warmup));
+    const auto t_warm =
+        start + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(o_.warmup));
     const auto t_end =
         t_warm + std::chrono::duration_cast<clk::duration>(std::chrono::duration<double>(o_.duration));
     st_.lat_us.reserve(1 << 20);
@@ -245,9 +249,13 @@ class generator {
       if (st_.lat_us.empty()) return 0.0;
       return st_.lat_us[std::min(st_.lat_us.size() - 1, static_cast<std::size_t>(p * st_.lat_us.size()))];
     };
-    std::printf("msgs_per_s=%.0f mb_per_s=%.2f p50_us=%.1f p99_us=%.1f msgs=%llu mismatches=%llu\n",
-                st_.msgs / secs, st_.bytes / secs / 1e6, pct(0.5), pct(0.99),
-                static_cast<unsigned long long>(st_.msgs), static_cast<unsigned long long>(st_.mismatches));
+    std::uint64_t total = 0;
+    for (const auto& c : conns_) total += c.next_recv;
+    std::printf(
+        "msgs_per_s=%.0f mb_per_s=%.2f p50_us=%.1f p99_us=%.1f msgs=%llu total=%llu mismatches=%llu\n",
+        st_.msgs / secs, st_.bytes / secs / 1e6, pct(0.5), pct(0.99),
+        static_cast<unsigned long long>(st_.msgs), static_cast<unsigned long long>(total),
+        static_cast<unsigned long long>(st_.mismatches));
     std::fflush(stdout);
     return st_.mismatches == 0 && st_.msgs > 0 ? 0 : 1;
   }
@@ -322,7 +330,8 @@ class generator {
         p[3] = static_cast<unsigned char>(size);
       } else {
         p[1] = 0x80 | 127;
-        for (int i = 0; i < 8; ++i) p[2 + i] = static_cast<unsigned char>(std::uint64_t{size} >> (56 - 8 * i));
+        for (int i = 0; i < 8; ++i)
+          p[2 + i] = static_cast<unsigned char>(std::uint64_t{size} >> (56 - 8 * i));
       }
       std::memset(p + ws_header - 4, 0, 4);
       p += ws_header;
@@ -392,7 +401,8 @@ class generator {
 
   void parse(conn_state& c) {
     if (!c.open) {
-      const std::string_view text(reinterpret_cast<const char*>(c.in.data() + c.in_off), c.in.size() - c.in_off);
+      const std::string_view text(reinterpret_cast<const char*>(c.in.data() + c.in_off),
+                                  c.in.size() - c.in_off);
       const auto end = text.find("\r\n\r\n");
       if (end == std::string_view::npos) return;
       if (text.find(" 101 ") == std::string_view::npos || text.find(" 101 ") > end) {
@@ -441,8 +451,8 @@ class generator {
     if (len != size || std::memcmp(f, want, fixed_bytes) != 0 ||
         std::memcmp(f + fixed_bytes, pattern.data() + pattern_offset(seq), size - fixed_bytes) != 0) {
       if (st_.mismatches++ < 5) {
-        std::fprintf(stderr, "mismatch on connection %u at frame %u (%zu bytes, expected %zu)\n", c.id, seq, len,
-                     size);
+        std::fprintf(stderr, "mismatch on connection %u at frame %u (%zu bytes, expected %zu)\n", c.id, seq,
+                     len, size);
       }
     }
     const auto sent = c.sent_at.front();

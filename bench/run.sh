@@ -6,12 +6,15 @@
 # shows medians and proxy / direct. Unpinned, default proxy flags unless --threads is given.
 #
 #   bench/run.sh [--no-build] [--proxy PATH] [--threads N] [--reps N] [--duration SECONDS]
-#                [--cases LIST] [--idle-conns N] [--no-kafka] [--kafka-messages N]
+#                [--cases LIST] [--idle-conns N] [--no-kafka] [--kafka-messages N] [--syscalls]
 #
 # Cases: lat (1 conn, 1 KiB, depth 1: added p50), d64 (1 conn, 1 KiB, depth 64), big1 (1 conn, 100 KiB,
 # depth 1), big16 (1 conn, 100 KiB, depth 16), c200d1 (200 conns, 1 KiB, depth 1), c200d16 (200 conns, 1 KiB,
 # depth 16), idle (idle proxied connections: the proxy's RSS per connection), kafka (librdkafka via kcat
 # producing 100-byte messages through the proxy into the dev broker, against its TCP listener).
+# Besides the ratios it prints the proxy's CPU time per round trip (from /proc, whole run incl. warm-up) and,
+# with --syscalls, its system calls per round trip (perf stat -e raw_syscalls:sys_enter): figures that the
+# load of a shared machine distorts far less than throughput.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,6 +29,7 @@ cases="lat d64 big1 big16 c200d1 c200d16 idle kafka"
 idle_conns=10000
 kafka_messages=1000000
 do_build=1
+syscalls=0
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -38,7 +42,8 @@ while [[ $# -gt 0 ]]; do
     --idle-conns) idle_conns=$2; shift ;;
     --no-kafka) cases=${cases//kafka/} ;;
     --kafka-messages) kafka_messages=$2; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --syscalls) syscalls=1 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,6 +56,9 @@ fi
 proxy=${proxy:-$build_dir/apps/kafka-websocket-proxy/kafka-websocket-proxy}
 loadgen=$build_dir/bench/kws_loadgen
 devbroker=$build_dir/apps/kafka-websocket-devbroker/kafka-websocket-devbroker
+for tool in node npm ss; do
+  command -v "$tool" >/dev/null || { echo "run.sh: $tool is missing (Debian: nodejs, npm, iproute2)" >&2; exit 2; }
+done
 if [[ ! -d $here/ws-echo/node_modules/ws ]]; then
   (cd "$here/ws-echo" && npm ci --no-audit --no-fund --silent)
 fi
@@ -134,13 +142,22 @@ hz=$(getconf CLK_TCK)
 rows=()
 failed=0
 
-# One load generator run; appends "msgs_per_s p50_us" to $tmp/<case>.<path> and proxy CPU % when proxied.
+# One load generator run; appends "msgs_per_s p50_us" to $tmp/<case>.<path>, and when proxied the proxy's
+# CPU % to <case>.cpu, its CPU us per round trip to <case>.cpurt and system calls per round trip to
+# <case>.sys.
 one_run() {
-  local name=$1 path=$2 conns depth size url out t0 c0 t1 c1
+  local name=$1 path=$2 conns depth size url out t0 c0 t1 c1 total perf_pid=""
   read -r conns depth size <<<"${spec[$name]}"
   if [[ $path == proxy ]]; then url=tcp://127.0.0.1:$proxy_port; else url=ws://127.0.0.1:$echo_port/; fi
   t0=$(date +%s.%N)
-  [[ $path == proxy ]] && c0=$(cpu_ticks "$proxy_pid")
+  if [[ $path == proxy ]]; then
+    c0=$(cpu_ticks "$proxy_pid")
+    if [[ $syscalls == 1 ]]; then
+      perf stat -x, -e raw_syscalls:sys_enter -p "$proxy_pid" -o "$tmp/perf.out" 2>/dev/null &
+      perf_pid=$!
+      sleep 0.2
+    fi
+  fi
   if ! out=$("$loadgen" --target "$url" --conns "$conns" --depth "$depth" --size "$size" \
     --duration "$duration" --warmup "$warmup" 2>"$tmp/loadgen.err"); then
     echo "run.sh: $name via $path failed: $out $(cat "$tmp/loadgen.err")" >&2
@@ -149,8 +166,17 @@ one_run() {
   if [[ $path == proxy ]]; then
     t1=$(date +%s.%N)
     c1=$(cpu_ticks "$proxy_pid")
+    total=$(field total "$out")
     awk -v c="$((c1 - c0))" -v hz="$hz" -v t="$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" \
       'BEGIN {printf "%.0f\n", 100 * c / hz / t}' >>"$tmp/$name.cpu"
+    awk -v c="$((c1 - c0))" -v hz="$hz" -v n="${total:-0}" \
+      'BEGIN {if (n > 0) printf "%.1f\n", 1e6 * c / hz / n; else print "nan"}' >>"$tmp/$name.cpurt"
+    if [[ -n $perf_pid ]]; then
+      kill -INT "$perf_pid" 2>/dev/null || true
+      wait "$perf_pid" 2>/dev/null || true
+      awk -F, -v n="${total:-0}" '/raw_syscalls/ {if (n > 0) printf "%.2f\n", $1 / n}' "$tmp/perf.out" \
+        >>"$tmp/$name.sys"
+    fi
   fi
   echo "$(field msgs_per_s "$out") $(field p50_us "$out")" >>"$tmp/$name.$path"
 }
@@ -175,12 +201,15 @@ for name in $cases; do
   d_p50=$(awk '{print $2}' "$tmp/$name.direct" | median)
   p_p50=$(awk '{print $2}' "$tmp/$name.proxy" | median)
   cpu=$(median <"$tmp/$name.cpu")
+  cpurt=$(median <"$tmp/$name.cpurt")
+  sys=$([[ -s $tmp/$name.sys ]] && median <"$tmp/$name.sys" || echo "-")
   if [[ $name == lat ]]; then
     result=$(awk -v p="$p_p50" -v d="$d_p50" 'BEGIN {printf "%+.0f us (p50 %.0f vs %.0f us)", p - d, p, d}')
   else
     result=$(awk -v p="$p_rate" -v d="$d_rate" 'BEGIN {printf "%.2f (%.0f vs %.0f msg/s)", p / d, p, d}')
   fi
-  rows+=("$(printf '%-36s | %-34s | %5s%% | %s' "${label[$name]}" "$result" "$cpu" "${target[$name]}")")
+  rows+=("$(printf '%-36s | %-34s | %5s%% | %6s | %5s | %s' "${label[$name]}" "$result" "$cpu" "$cpurt" "$sys" \
+    "${target[$name]}")")
   printf '%s\n' "${rows[-1]}" >&2
 done
 stop_pid "$proxy_pid"
@@ -196,7 +225,7 @@ if [[ " $cases " == *" idle "* ]]; then
     result="failed: $(cat "$tmp/loadgen.err")"
     failed=1
   fi
-  rows+=("$(printf '%-36s | %-34s | %5s  | %s' "${label[idle]}" "$result" "-" "${target[idle]}")")
+  rows+=("$(printf '%-36s | %-34s | %5s  | %6s | %5s | %s' "${label[idle]}" "$result" "-" "-" "-" "${target[idle]}")")
   printf '%s\n' "${rows[-1]}" >&2
   stop_pid "$proxy_pid"
 fi
@@ -207,16 +236,13 @@ if [[ " $cases " == *" kafka "* ]]; then
   else
     # Dev broker with both listeners; the proxy in front of its WebSocket listener.
     "$devbroker" --listen 127.0.0.1:0 --tcp-listen 127.0.0.1:0 --log-level warn \
-      --retention-bytes 4294967296 2>"$tmp/devbroker.err" &
+      >"$tmp/devbroker.out" 2>"$tmp/devbroker.err" &
     db_pid=$!
     pids+=("$db_pid")
-    listen_port "$db_pid" >/dev/null
-    sleep 0.2
-    mapfile -t db_ports < <(ss -ltnpH | grep "pid=$db_pid," | awk '{print $4}' | sed 's/.*://')
-    # The WebSocket listener answers an HTTP request; the Kafka one does not.
-    for p in "${db_ports[@]}"; do
-      if curl -s -m 2 -o /dev/null "http://127.0.0.1:$p/" 2>/dev/null; then ws_port=$p; else tcp_port=$p; fi
-    done
+    # It prints "listening ws=HOST:PORT tcp=HOST:PORT" once both listeners are open.
+    for i in $(seq 1 200); do grep -q '^listening' "$tmp/devbroker.out" && break; sleep 0.05; done
+    ws_port=$(sed -n 's/^listening ws=[^ ]*:\([0-9]*\).*/\1/p' "$tmp/devbroker.out")
+    tcp_port=$(sed -n 's/.* tcp=[^ ]*:\([0-9]*\).*/\1/p' "$tmp/devbroker.out")
     echo_port_saved=$echo_port
     echo_port=$ws_port
     start_proxy
@@ -227,7 +253,7 @@ if [[ " $cases " == *" kafka "* ]]; then
     produce() {
       local t0 t1
       t0=$(date +%s.%N)
-      timeout 300 kcat -P -b "127.0.0.1:$1" -t "bench-$2" -l "$tmp/messages" -X queue.buffering.max.messages=1000000 \
+      timeout 300 kcat -P -b "127.0.0.1:$1" -t bench -l "$tmp/messages" -X queue.buffering.max.messages=1000000 \
         2>>"$tmp/kcat.err" || { echo "run.sh: kcat via $2 failed" >&2; failed=1; }
       t1=$(date +%s.%N)
       awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f\n", b - a}'
@@ -243,15 +269,16 @@ if [[ " $cases " == *" kafka "* ]]; then
     p=$(median <"$tmp/kafka.proxy")
     result=$(awk -v p="$p" -v d="$d" -v n="$kafka_messages" \
       'BEGIN {printf "%.2f (%.0f vs %.0f msg/s)", d / p, n / p, n / d}')
-    rows+=("$(printf '%-36s | %-34s | %5s  | %s' "${label[kafka]}" "$result" "-" "${target[kafka]}")")
+    rows+=("$(printf '%-36s | %-34s | %5s  | %6s | %5s | %s' "${label[kafka]}" "$result" "-" "-" "-" "${target[kafka]}")")
     stop_pid "$proxy_pid"
     stop_pid "$db_pid"
   fi
 fi
 
 echo
-printf '%-36s | %-34s | %6s | %s\n' "case" "proxy / direct (medians of $reps)" "proxy CPU" "target"
-printf -- '-%.0s' {1..100}; echo
+printf '%-36s | %-34s | %6s | %6s | %5s | %s\n' "case" "proxy / direct (medians of $reps)" "CPU" "us/rt" \
+  "sys/rt" "target"
+printf -- '-%.0s' {1..120}; echo
 printf '%s\n' "${rows[@]}"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [[ -s $tmp/proxy.err ]]; then
