@@ -7,7 +7,7 @@ KWS_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev
   librdkafka-dev kcat python3-kafka python3-confluent-kafka
-  tinyproxy-bin socat
+  tinyproxy-bin socat nftables
   nodejs linux-perf iproute2
 )
 

@@ -16,7 +16,6 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -25,6 +24,8 @@
 #include <boost/beast/websocket.hpp>
 #include <boost/beast/websocket/ssl.hpp>
 
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -750,8 +751,10 @@ class dial_op {
   // After the TLS handshake, or the WebSocket upgrade.
   template <class Self>
   void operator()(Self& self, error_code ec) {
-    if (ec && stage_ == stage::tls) note_certificate_problem();
+    if (ec && stage_ == stage::tls) note_tls_problem(ec);
+    if (ec && stage_ == stage::upgrade) note_upgrade_problem(ec);
     if (ec) return self.complete(ec, connection{});
+    upgrade_answer_.reset();
     if (stage_ == stage::tls) return upgrade(self);
     // The closing handshake gets a whole handshake timeout of its own, not what the dial left of it.
     auto& ws = conn_->ws();
@@ -846,14 +849,20 @@ class dial_op {
   }
 
   // OpenSSL's error says only "certificate verify failed"; the verification result says why (expired,
-  // self-signed, another host's), which is what an operator needs to fix it.
-  void note_certificate_problem() {
+  // self-signed, another host's), which is what an operator needs to fix it. Other failures (an alert from
+  // the broker, a peer that does not speak TLS) are named as the TLS handshake's.
+  void note_tls_problem(error_code ec) {
     if constexpr (std::is_same_v<NextLayer, tls_next>) {
       if (!info_) return;
       const auto result = SSL_get_verify_result(conn_->ws().next_layer().native_handle());
       if (result != X509_V_OK) {
         info_->failure = std::string("the broker's TLS certificate was refused: ") +
                          X509_verify_cert_error_string(result) + " (" + url_.host + ")";
+      } else if (ec == beast::error::timeout) {
+        info_->failure =
+            "the broker did not finish the TLS handshake within the handshake timeout (" + url_.host + ")";
+      } else {
+        info_->failure = "the TLS handshake with the broker failed: " + ec.message() + " (" + url_.host + ")";
       }
     }
   }
@@ -876,7 +885,16 @@ class dial_op {
         tls.set_verify_mode(asio::ssl::verify_none);
       } else {
         tls.set_verify_mode(asio::ssl::verify_peer);
-        tls.set_verify_callback(asio::ssl::host_name_verification(url_.host));
+        // OpenSSL checks the name (or address) as part of the chain, so a mismatch is reported as such
+        // ("hostname mismatch") rather than as an unspecified failure of a verify callback.
+        X509_VERIFY_PARAM* param = SSL_get0_param(tls.native_handle());
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        const int named = is_ip_literal(url_.host) ? X509_VERIFY_PARAM_set1_ip_asc(param, url_.host.c_str())
+                                                   : X509_VERIFY_PARAM_set1_host(param, url_.host.c_str(), 0);
+        if (named != 1) {
+          return self.complete(
+              error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()), connection{});
+        }
       }
       stage_ = stage::tls;
       return tls.async_handshake(asio::ssl::stream_base::client, std::move(self));
@@ -907,7 +925,28 @@ class dial_op {
     const bool default_port = url_.port == (url_.secure ? 443 : 80);
     std::string host_header =
         default_port ? url_.authority().substr(0, url_.authority().rfind(':')) : url_.authority();
-    ws.async_handshake(host_header, url_.target, std::move(self));
+    upgrade_answer_ = std::make_unique<websocket::response_type>();
+    upgrade_answer_->result(0u);  // stays 0 unless a status line is parsed (the default would be 200)
+    ws.async_handshake(*upgrade_answer_, host_header, url_.target, std::move(self));
+  }
+
+  // Beast says only that the upgrade was declined or that the answer was not HTTP; the status line the
+  // broker sent (a 404 for a wrong path, a 200 from a plain web server, a 401 without a token) is what an
+  // operator needs.
+  void note_upgrade_problem(error_code ec) {
+    if (!info_ || !upgrade_answer_) return;
+    const auto& res = *upgrade_answer_;
+    const auto url = " (" + url_.str() + ")";
+    if (ec == beast::error::timeout) {
+      info_->failure = "the broker did not answer the WebSocket upgrade within the handshake timeout" + url;
+    } else if (ec.category() == beast::http::make_error_code(beast::http::error::bad_version).category()) {
+      info_->failure = "the broker's answer to the WebSocket upgrade is not HTTP: " + ec.message() + url;
+    } else if (res.result_int() == 101) {
+      info_->failure = "the broker's 101 answer to the WebSocket upgrade is unusable: " + ec.message() + url;
+    } else if (ec == websocket::error::upgrade_declined && res.result_int() != 0) {
+      info_->failure = "the broker answered the WebSocket upgrade with " + std::to_string(res.result_int()) +
+                       (res.reason().empty() ? std::string() : " " + printable(res.reason())) + url;
+    }
   }
 
   std::shared_ptr<const dialer_state> state_;
@@ -916,6 +955,7 @@ class dial_op {
   dial_info* info_;
   const proxy_url* proxy_;  // owned by state_
   std::unique_ptr<tunnel_state> tunnel_;
+  std::unique_ptr<websocket::response_type> upgrade_answer_;  // at a stable address while the op moves
   std::chrono::steady_clock::time_point deadline_;
   stage stage_ = stage::tcp;
 };

@@ -483,6 +483,10 @@ class relay_impl final : public relay {
     up_have_ = false;
     report_.up_bytes += n;
     ++report_.up_frames;
+    if (counters_) {
+      counters_->up_bytes.fetch_add(n, std::memory_order_relaxed);
+      counters_->up_frames.fetch_add(1, std::memory_order_relaxed);
+    }
   }
 
   void client_closed() {
@@ -543,6 +547,7 @@ class relay_impl final : public relay {
       if (auto e = broker_->prepare()) return fail(e, "broker socket");
       watch_broker_reads();
       ++report_.reconnects;
+      if (counters_) counters_->reconnects.fetch_add(1, std::memory_order_relaxed);
       log(log_level::debug, [] { return std::string("broker connection open again"); });
       if (draining_) return close_broker(close_code::going_away, "drained");
       down_pump();
@@ -677,6 +682,10 @@ class relay_impl final : public relay {
       if (ec) return fail(ec, "client write");
       report_.down_bytes += down_out_.size();
       report_.down_frames += down_out_frames_;
+      if (counters_) {
+        counters_->down_bytes.fetch_add(down_out_.size(), std::memory_order_relaxed);
+        counters_->down_frames.fetch_add(down_out_frames_, std::memory_order_relaxed);
+      }
       down_out_.clear();
       // Nothing more to send: an idle relay keeps no buffer.
       if (down_next_.size() == 0) down_out_ = beast::flat_buffer();
@@ -711,6 +720,10 @@ class relay_impl final : public relay {
                                 }
                                 report_.down_bytes += n;
                                 ++report_.down_frames;
+                                if (counters_) {
+                                  counters_->down_bytes.fetch_add(n, std::memory_order_relaxed);
+                                  counters_->down_frames.fetch_add(1, std::memory_order_relaxed);
+                                }
                                 touch();
                                 if (stopping_) return maybe_done();
                                 if (up_paused_) {
@@ -865,6 +878,7 @@ class relay_impl final : public relay {
   }
 
   relay_options options_;
+  relay_counters* counters_ = options_.counters.get();  // options_ keeps it alive
   client_side client_;
   std::optional<broker_side> broker_;  // always engaged; replaced on a reconnect
   std::shared_ptr<frame_hook> hook_;

@@ -1,5 +1,8 @@
 #include "gateway_server.hpp"
 
+#include "health.hpp"
+#include "metrics.hpp"
+#include "monitoring.hpp"
 #include "runtime.hpp"
 
 #include <kws/address.hpp>
@@ -199,39 +202,19 @@ class node_table {
   clock::time_point last_fetch_{};
 };
 
-// Whether a bootstrap server answers a TCP connect, checked at most every 2 s.
-class health_check {
- public:
-  health_check(std::vector<upstream> bootstrap, std::chrono::milliseconds timeout)
-      : bootstrap_(std::move(bootstrap)), timeout_(timeout) {}
-
-  void check(const asio::any_io_executor& ex, std::function<void(bool)> done) {
-    std::lock_guard lock(mu_);
-    if (clock::now() - checked_at_ < std::chrono::seconds(2))
-      return asio::post(ex, [done, ok = ok_] { done(ok); });
-    waiters_.emplace_back(ex, std::move(done));
-    if (checking_) return;
-    checking_ = true;
-    asio::co_spawn(ex, connect_any(bootstrap_, timeout_), [this](std::exception_ptr, connect_result result) {
-      const bool ok = !result.ec;
-      std::lock_guard lock(mu_);
-      ok_ = ok;
-      checked_at_ = clock::now();
-      checking_ = false;
-      for (auto& [wex, w] : waiters_) asio::post(wex, [w = std::move(w), ok] { w(ok); });
-      waiters_.clear();
+// Whether a bootstrap server answers a TCP connect, checked at most every 2 s: GET /healthz on the WebSocket
+// port, and /readyz on the metrics port.
+app::cached_check::probe_function bootstrap_probe(std::vector<upstream> bootstrap,
+                                                  std::chrono::milliseconds timeout) {
+  return [bootstrap = std::move(bootstrap), timeout](const asio::any_io_executor& ex,
+                                                     std::function<void(app::check_result)> done) {
+    asio::co_spawn(ex, connect_any(bootstrap, timeout), [done](std::exception_ptr, connect_result result) {
+      done({!result.ec, result.ec
+                            ? "no bootstrap server of the cluster is reachable (" + result.ec.message() + ")"
+                            : std::string()});
     });
-  }
-
- private:
-  std::vector<upstream> bootstrap_;
-  std::chrono::milliseconds timeout_;
-  std::mutex mu_;
-  bool ok_ = false;
-  bool checking_ = false;
-  clock::time_point checked_at_{};
-  std::vector<std::pair<asio::any_io_executor, std::function<void(bool)>>> waiters_;
-};
+  };
+}
 
 // What every session shares.
 struct shared {
@@ -239,9 +222,11 @@ struct shared {
   std::vector<upstream> bootstrap;
   kws::accept_config accept;
   node_table nodes;
-  health_check health;
+  app::cached_check health;
   std::shared_ptr<const kafka::tracker_config> tracking;
   std::atomic<std::size_t> active{0};
+  app::server_metrics metrics{};
+  bool metrics_on = false;  // relays and trackers count only when the endpoint is there to show it
 };
 
 // One client: the upgrade (with the access checks and the routing decision), the connection to the broker,
@@ -285,9 +270,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     if (!req.websocket_upgrade) {
       if (req.method == "GET" && req.target.substr(0, req.target.find('?')) == "/healthz") {
         health_probe_ = true;
-        return sh_.health.check(worker_.context().get_executor(), [done](bool ok) {
-          done(ok ? kws::accept_decision::respond(200, "ok\n")
-                  : kws::accept_decision::respond(503, "no bootstrap server of the cluster is reachable\n"));
+        return sh_.health.check(worker_.context().get_executor(), [done](app::check_result r) {
+          done(r.ok
+                   ? kws::accept_decision::respond(200, "ok\n")
+                   : kws::accept_decision::respond(503, "no bootstrap server of the cluster is reachable\n"));
         });
       }
       refusal_ = "426 (plain HTTP without a WebSocket upgrade)";
@@ -337,8 +323,12 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
       return finish();
     }
     client_ = std::move(conn);
+    opened_ = true;
+    sh_.metrics.connection_opened();
+    sh_.metrics.dial_started();
     asio::co_spawn(worker_.context(), connect_any(targets_, sh_.cfg.connect_timeout),
-                   [self = shared_from_this()](std::exception_ptr, connect_result r) {
+                   [self = shared_from_this(), started = clock::now()](std::exception_ptr, connect_result r) {
+                     self->count_dial(r.ec, started);
                      self->connected(r.ec, std::move(r.socket), r.to);
                    });
   }
@@ -354,6 +344,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     upstream_ = u.text();
     spdlog::info("conn {} open peer={} target={} upstream={}", id_, peer_, target_, upstream_);
     auto options = sh_.cfg.relay;
+    if (sh_.metrics_on) options.counters = sh_.metrics.relay_counters();
     options.log = [id = id_](kws::log_level level, std::string_view text) {
       spdlog::log(static_cast<spdlog::level::level_enum>(level), "conn {} {}", id, text);
     };
@@ -363,6 +354,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
         std::move(client_), std::move(*broker), std::move(options),
         std::make_shared<kafka::tracker>(sh_.tracking),
         [self = shared_from_this()](const kws::relay_report& r) {
+          self->sh_.metrics.relay_ended(r);
           spdlog::log(r.error ? spdlog::level::warn : spdlog::level::info,
                       "conn {} closed peer={} upstream={} up={}B/{}f down={}B/{}f duration={} cause={}",
                       self->id_, self->peer_, self->upstream_, r.up_bytes, r.up_frames, r.down_bytes,
@@ -373,17 +365,29 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
         [weak, u](std::function<void(error_code, tcp::socket)> done) {
           auto self = weak.lock();
           if (!self) return;
-          asio::co_spawn(
-              self->worker_.context(), connect_any({u}, self->sh_.cfg.connect_timeout),
-              [done, ex = self->worker_.context().get_executor()](std::exception_ptr, connect_result r) {
-                if (r.ec) return done(r.ec, tcp::socket(ex));
-                done(r.ec, std::move(*r.socket));
-              });
+          self->sh_.metrics.dial_started();
+          asio::co_spawn(self->worker_.context(), connect_any({u}, self->sh_.cfg.connect_timeout),
+                         [done, ex = self->worker_.context().get_executor(), weak, started = clock::now()](
+                             std::exception_ptr, connect_result r) {
+                           if (auto self = weak.lock()) self->count_dial(r.ec, started);
+                           if (r.ec) return done(r.ec, tcp::socket(ex));
+                           done(r.ec, std::move(*r.socket));
+                         });
         });
     relay_->start();
   }
 
+  void count_dial(const error_code& ec, clock::time_point started) {
+    if (!ec) {
+      sh_.metrics.dial_succeeded(clock::now() - started);
+    } else if (ec != asio::error::operation_aborted) {
+      sh_.metrics.dial_failed(ec);
+    }
+  }
+
   void finish() {
+    if (opened_) sh_.metrics.connection_closed();
+    opened_ = false;
     relay_.reset();
     worker_.forget(shared_from_this());
   }
@@ -398,6 +402,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::string upstream_;
   bool health_probe_ = false;
   bool draining_ = false;
+  bool opened_ = false;  // counted as an open connection
   std::vector<upstream> targets_;
   kws::connection client_;
   std::shared_ptr<kws::relay> relay_;
@@ -445,8 +450,10 @@ int run(const gateway_config& cfg) {
             bootstrap,
             accept,
             node_table(bootstrap, cfg.connect_timeout),
-            health_check(bootstrap, cfg.connect_timeout),
+            app::cached_check(bootstrap_probe(bootstrap, cfg.connect_timeout)),
             tracking};
+  sh.metrics_on = !cfg.metrics_listen.empty();
+  if (sh.metrics_on) tracking->observer = sh.metrics.request_observer();
   if (cfg.rewrite) {
     tracking->map = [&sh, advertise_host, advertise_port](const kafka::advertised_broker& b, error_code&) {
       sh.nodes.learn(b.node_id, b.host, b.port);
@@ -490,11 +497,27 @@ int run(const gateway_config& cfg) {
       accept_next();
     });
   };
+  // After the line above: tests take the first "listening on" line for the WebSocket port.
+  std::unique_ptr<app::monitoring_endpoint> monitoring;
+  if (sh.metrics_on) {
+    const auto where = app::parse_listen_address(cfg.metrics_listen);
+    if (!where)
+      throw std::invalid_argument("--metrics-listen: expected ADDRESS:PORT, got " + cfg.metrics_listen);
+    monitoring = std::make_unique<app::monitoring_endpoint>(
+        rt.main_context(), *where,
+        app::monitoring_endpoint::handlers{[&sh] { return sh.metrics.render(); },
+                                           [&sh, &rt](std::function<void(app::check_result)> done) {
+                                             sh.health.check(rt.main_context().get_executor(),
+                                                             std::move(done));
+                                           }});
+    monitoring->start();
+  }
   accept_next();
   rt.on_shutdown([&] {
     error_code ignored;
     acceptor.close(ignored);
     retry.cancel();
+    if (monitoring) monitoring->stop();
   });
   return rt.run();
 }

@@ -50,6 +50,8 @@ struct gateway_config {
   /// Rewrite broker addresses to the advertised one (off: relay byte for byte; node routing then relies on
   /// clients that know the cluster's node ids).
   bool rewrite = true;
+  /// HOST:PORT of the metrics and health endpoint; empty: none.
+  std::string metrics_listen;
 };
 
 /// Runs until SIGINT or SIGTERM, then drains and returns the exit code. Throws on start-up errors.

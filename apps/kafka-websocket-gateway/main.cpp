@@ -3,6 +3,7 @@
 // its URL path names, and every broker address in the responses becomes the gateway's public address.
 #include "cli.hpp"
 #include "gateway_server.hpp"
+#include "monitoring.hpp"
 
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
@@ -87,6 +88,7 @@ int main(int argc, char** argv) {
                          "bound on connecting to a broker of the cluster", "5s");
   app.add_flag("--no-rewrite", no_rewrite, "relay every frame byte for byte (no broker address rewriting)");
   kws::app::add_server_flags(app, common);
+  kws::app::add_metrics_listen(app, cfg.metrics_listen);
 
   const auto validate = [&] {
     if (cfg.tls_cert.empty() != cfg.tls_key.empty())

@@ -1,6 +1,7 @@
 // kafka-websocket-proxy: lets any Kafka client reach a broker that speaks Kafka over WebSocket. Clients
 // connect over plain TCP; each connection is relayed to the broker over its own WebSocket.
 #include "cli.hpp"
+#include "monitoring.hpp"
 #include "proxy_server.hpp"
 
 #include <spdlog/spdlog.h>
@@ -145,6 +146,7 @@ int main(int argc, char** argv) {
                   : std::string();
       });
   kws::app::add_server_flags(app, common);
+  kws::app::add_metrics_listen(app, cfg.metrics_listen);
 
   std::set<std::string> long_names;
   for (const auto* opt : app.get_options()) {

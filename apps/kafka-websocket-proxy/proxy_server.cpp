@@ -1,6 +1,8 @@
 #include "proxy_server.hpp"
 
 #include "broker_directory.hpp"
+#include "metrics.hpp"
+#include "monitoring.hpp"
 #include "runtime.hpp"
 
 #include <fmt/format.h>
@@ -36,7 +38,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
  public:
   session(app::worker& w, const proxy_config& cfg, const kws::dialer& prototype,
           std::shared_ptr<const kafka::tracker_config> tracking, tcp::socket client, std::uint64_t id,
-          std::shared_ptr<const route> r, std::shared_ptr<std::atomic<std::size_t>> active);
+          std::shared_ptr<const route> r, std::shared_ptr<std::atomic<std::size_t>> active,
+          app::server_metrics& metrics);
   ~session() override { release_slot(); }
   void start();
   void drain(std::chrono::milliseconds timeout) override;
@@ -51,6 +54,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     if (!counted_) return;
     counted_ = false;
     --*active_;
+    metrics_.connection_closed();
   }
   std::string failure_summary() const;
   void watch_client();
@@ -61,6 +65,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
 
   std::shared_ptr<std::atomic<std::size_t>> active_;
   bool counted_ = true;
+  app::server_metrics& metrics_;
   app::worker& worker_;
   const proxy_config& cfg_;
   kws::dialer dialer_;
@@ -70,6 +75,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::shared_ptr<const route> route_;
   std::string client_name_;
   int attempt_ = 0;
+  std::chrono::steady_clock::time_point attempt_started_{};
   std::chrono::milliseconds backoff_;
   asio::steady_timer timer_;
   asio::steady_timer watch_;
@@ -82,8 +88,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
 
 session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& prototype,
                  std::shared_ptr<const kafka::tracker_config> tracking, tcp::socket client, std::uint64_t id,
-                 std::shared_ptr<const route> r, std::shared_ptr<std::atomic<std::size_t>> active)
+                 std::shared_ptr<const route> r, std::shared_ptr<std::atomic<std::size_t>> active,
+                 app::server_metrics& metrics)
     : active_(std::move(active)),
+      metrics_(metrics),
       worker_(w),
       cfg_(cfg),
       dialer_(prototype.rebind(w.context().get_executor())),
@@ -96,6 +104,7 @@ session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& pro
       timer_(w.context()),
       watch_(w.context()) {
   ++*active_;
+  metrics_.connection_opened();
 }
 
 void session::start() {
@@ -123,11 +132,18 @@ void session::complete_dial(error_code ec, kws::connection c) {
 
 void session::attempt() {
   ++attempt_;
+  attempt_started_ = std::chrono::steady_clock::now();
+  metrics_.dial_started();
   auto info = std::make_shared<kws::dial_info>();
   auto& info_ref = *info;
   dialer_.async_dial(
       route_->url, info_ref, [self = shared_from_this(), info](error_code ec, kws::connection c) {
         const auto& cfg = self->cfg_;
+        if (!ec) {
+          self->metrics_.dial_succeeded(std::chrono::steady_clock::now() - self->attempt_started_);
+        } else if (ec != asio::error::operation_aborted) {
+          self->metrics_.dial_failed(ec);
+        }
         if (!self->pending_) return c.abort();
         self->via_ = info->via;
         // The dialer's sentence names the forward proxy and what it answered; the error code alone cannot.
@@ -195,6 +211,7 @@ void session::start_relay(kws::connection conn) {
   const std::string url = conn.url();
   spdlog::info("conn {} open client={} broker={}{}", id_, client_name_, url, via_field());
   auto options = cfg.relay;
+  if (!cfg.metrics_listen.empty()) options.counters = metrics_.relay_counters();
   options.log = [id = id_](kws::log_level level, std::string_view text) {
     spdlog::log(static_cast<spdlog::level::level_enum>(level), "conn {} {}", id, text);
   };
@@ -204,6 +221,7 @@ void session::start_relay(kws::connection conn) {
       std::move(client_), std::move(conn), std::move(options), std::make_shared<kafka::tracker>(tracking_),
       [self = shared_from_this(), url](const kws::relay_report& r) {
         self->release_slot();
+        self->metrics_.relay_ended(r);
         const auto level = r.error ? spdlog::level::warn : spdlog::level::info;
         spdlog::log(level,
                     "conn {} closed client={} broker={}{} up={}B/{}f down={}B/{}f duration={} cause={}",
@@ -322,6 +340,7 @@ class server {
         return directory->map(b, ec);
       };
     }
+    if (!cfg_.metrics_listen.empty()) tracking->observer = metrics_.request_observer();
     tracking_ = tracking;
 
     spdlog::info("listening on {} broker={} threads={} max_frame_bytes={} rewrite={}{}{}",
@@ -335,8 +354,12 @@ class server {
     if (cfg_.broker_api == kafka::broker_api::kafka_0_8)
       spdlog::info("broker api 0.8: ApiVersions v1+ answered by the proxy, v0 dropped as the broker would");
 
+    if (!cfg_.metrics_listen.empty()) start_monitoring(url.str());
     accept_next(main);
-    rt_.on_shutdown([this] { close_listeners(); });
+    rt_.on_shutdown([this] {
+      close_listeners();
+      if (monitoring_) monitoring_->stop();
+    });
     return rt_.run();
   }
 
@@ -369,6 +392,37 @@ class server {
                  broker_url, via.empty() ? std::string("direct") : "via " + via);
     for (const auto& bad : no_proxy.ignored())
       spdlog::warn("NO_PROXY entry '{}' is not a host name, address or CIDR range: ignored", bad);
+  }
+
+  // /metrics, /healthz, and /readyz: ready while the broker answers a WebSocket upgrade, asked at most every
+  // 2 s. That dial is not counted in the metrics: they describe the clients' connections.
+  void start_monitoring(const std::string& broker_url) {
+    const auto where = app::parse_listen_address(cfg_.metrics_listen);
+    if (!where)
+      throw std::invalid_argument("--metrics-listen: expected ADDRESS:PORT, got " + cfg_.metrics_listen);
+    readiness_ = std::make_unique<app::cached_check>(
+        [this, broker_url](const asio::any_io_executor& ex, std::function<void(app::check_result)> done) {
+          auto info = std::make_shared<kws::dial_info>();
+          auto& info_ref = *info;
+          prototype_->rebind(ex).async_dial(
+              broker_url, info_ref, [done, info, broker_url](error_code ec, kws::connection c) {
+                if (ec) {
+                  return done({false, "broker " + broker_url + ": " +
+                                          (info->failure.empty() ? ec.message() : info->failure)});
+                }
+                auto conn = std::make_shared<kws::connection>(std::move(c));
+                conn->async_close(kws::close_code::normal, [conn](error_code) {});
+                done({true, {}});
+              });
+        });
+    monitoring_ = std::make_unique<app::monitoring_endpoint>(
+        rt_.main_context(), *where,
+        app::monitoring_endpoint::handlers{[this] { return metrics_.render(); },
+                                           [this](std::function<void(app::check_result)> done) {
+                                             readiness_->check(rt_.main_context().get_executor(),
+                                                               std::move(done));
+                                           }});
+    monitoring_->start();
   }
 
   listener& add_listener(std::shared_ptr<const route> r) {
@@ -421,8 +475,8 @@ class server {
         app::tune_client_socket(s, cfg_.client_socket);
         spdlog::debug("conn {} accepted client={} listener={}", id, app::peer_of(s), l.r->port);
         asio::post(w.context(), [this, &w, s = std::move(s), id, r = l.r]() mutable {
-          auto sess =
-              std::make_shared<session>(w, cfg_, *prototype_, tracking_, std::move(s), id, r, active_);
+          auto sess = std::make_shared<session>(w, cfg_, *prototype_, tracking_, std::move(s), id, r, active_,
+                                                metrics_);
           w.adopt(sess);
           sess->start();
         });
@@ -458,6 +512,7 @@ class server {
   }
 
   const proxy_config& cfg_;
+  app::server_metrics metrics_;
   app::runtime rt_;
   std::optional<kws::dialer> prototype_;
   std::shared_ptr<const kafka::tracker_config> tracking_;
@@ -468,6 +523,8 @@ class server {
   std::shared_ptr<std::atomic<std::size_t>> active_ = std::make_shared<std::atomic<std::size_t>>(0);
   std::uint64_t refused_ = 0;
   std::chrono::steady_clock::time_point last_refusal_log_{};
+  std::unique_ptr<app::cached_check> readiness_;
+  std::unique_ptr<app::monitoring_endpoint> monitoring_;  // after what its handlers use
 };
 
 }  // namespace

@@ -45,6 +45,8 @@ struct proxy_config {
   std::uint16_t last_broker_port = 0;
   /// URL of a further broker from its advertised host, port and node id; empty: ws:// (wss:// with TLS).
   std::string broker_url_template;
+  /// HOST:PORT of the metrics and health endpoint; empty: none.
+  std::string metrics_listen;
 };
 
 /// Runs until SIGINT or SIGTERM, then drains and returns the process exit code. Throws on start-up errors

@@ -76,7 +76,15 @@ enum class property_result { ok, invalid, unknown };
 ///   kws.max.frame.bytes                            1024 .. 1000000000
 ///   kws.max.in.flight                              1 .. 1000000
 ///   kws.log.level                                  trace, debug, info, warn, error or off
+///   kws.http.proxy                                 none, env (HTTP_PROXY, HTTPS_PROXY and NO_PROXY of the
+///                                                  process, read now, as kafka-websocket-proxy reads them)
+///                                                  or a forward proxy URL for every broker; the plugin
+///                                                  starts from env, a config made in code from none
 property_result set_property(config& cfg, std::string_view name, const char* value, std::string& error);
+
+/// HTTP_PROXY, HTTPS_PROXY and NO_PROXY of this process as Go's ProxyFromEnvironment reads them (what
+/// kws.http.proxy=env sets).
+forward_proxy_settings environment_forward_proxy();
 
 /// Checks everything set_property checks (templates, CA file, header names) for a config made in code.
 bool validate(const config& cfg, std::string& error);

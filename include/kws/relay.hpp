@@ -10,6 +10,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -17,6 +18,20 @@
 #include <string>
 
 namespace kws {
+
+/// Running totals that every relay given them adds to as frames move, for a process's monitoring (the apps'
+/// metrics endpoint reads them from another thread). Plain relaxed atomics: one frame costs two relaxed adds
+/// and no lock. `relay_report` has the same figures per relay, but only when the relay ends.
+struct relay_counters {
+  /// Requests read from clients.
+  std::atomic<std::uint64_t> up_bytes{0};
+  std::atomic<std::uint64_t> up_frames{0};
+  /// Responses written to clients (the broker's and local answers).
+  std::atomic<std::uint64_t> down_bytes{0};
+  std::atomic<std::uint64_t> down_frames{0};
+  /// Broker connections opened again after the broker closed between requests.
+  std::atomic<std::uint64_t> reconnects{0};
+};
 
 struct relay_options {
   /// Close both sides when no byte moved either way for this long (0: never).
@@ -33,6 +48,8 @@ struct relay_options {
   /// Shared by every relay of a process (may be null): frames arriving on a TCP side reserve their length
   /// here before their body is read, and that side is not read while the budget is spent.
   std::shared_ptr<kws::buffer_budget> buffer_budget{};
+  /// Shared running totals (may be null: nothing is counted beyond the relay's own report).
+  std::shared_ptr<relay_counters> counters{};
   /// Where the relay's and the hook's notes go (may be empty), and the lowest level worth formatting.
   frame_hook::log_function log{};
   log_level min_log_level = log_level::info;

@@ -50,6 +50,10 @@ frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>&) 
   boost::system::error_code ec;
   const auto h = peek_request_header(body, ec);
   entry e;
+  if (auto* o = config_->observer.get()) {
+    o->on_request(ec && body.size() < 8 ? static_cast<api_key>(-1) : h.key);
+    e.seen = std::chrono::steady_clock::now();
+  }
   if (ec && body.size() < 8) {
     // Too short to hold api key, version and correlation id: not Kafka as we know it. Pass it on; count it
     // as owed, and let the next response (whatever it is) settle it.
@@ -139,6 +143,8 @@ frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& 
   }
   const entry e = std::move(fifo_.front());
   fifo_.pop_front();
+  if (auto* o = config_->observer.get(); o && e.has_correlation_id)
+    o->on_response(e.key, std::chrono::steady_clock::now() - e.seen);
 
   boost::system::error_code ec;
   bool changed = false;

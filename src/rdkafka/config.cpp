@@ -8,6 +8,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <optional>
@@ -113,6 +114,13 @@ void log_to_stderr(log_level level, std::string_view client, std::string_view te
                text.data());
 }
 
+forward_proxy_settings environment_forward_proxy() {
+  return forward_proxy_from_environment([](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    return v ? std::optional<std::string>(v) : std::nullopt;
+  });
+}
+
 property_result set_property(config& cfg, std::string_view name, const char* value, std::string& error) {
   const config defaults;
   const std::string_view v = value ? std::string_view(value) : std::string_view();
@@ -185,6 +193,25 @@ property_result set_property(config& cfg, std::string_view name, const char* val
                          : std::optional<long long>(static_cast<long long>(defaults.max_in_flight));
     if (!n) return fail("expected a count from 1 to 1000000");
     cfg.max_in_flight = static_cast<std::size_t>(*n);
+    return property_result::ok;
+  }
+  if (name == "kws.http.proxy") {
+    forward_proxy_settings fp;
+    if (value && iequals(v, "env")) {
+      fp = environment_forward_proxy();
+    } else if (value && !v.empty() && !iequals(v, "none")) {
+      fp = forward_proxy_settings::through(std::string(v));
+    }
+    boost::system::error_code ec;
+    std::string what;
+    forward_proxy_rules::compile(fp, ec, &what);
+    // The value is not echoed: a proxy URL may carry credentials.
+    if (ec) {
+      error = "Invalid value for configuration property \"kws.http.proxy\": " + what +
+              " (expected none, env or http://[user:password@]host[:port])";
+      return property_result::invalid;
+    }
+    cfg.dialer.forward_proxy = std::move(fp);
     return property_result::ok;
   }
   if (name == "kws.log.level") {

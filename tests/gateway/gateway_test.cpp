@@ -4,6 +4,7 @@
 // Everything on 127.0.0.1 with ephemeral ports; every wait is bounded.
 #include "client_tools.hpp"
 #include "frame_util.hpp"
+#include "http_client.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 #include "ws_test_client.hpp"
@@ -23,8 +24,10 @@
 
 #include <csignal>
 #include <iostream>
+#include <map>
 #include <regex>
 #include <set>
+#include <thread>
 
 namespace {
 
@@ -419,6 +422,69 @@ TEST_F(Gateway, ATextMessageOrALyingSizeHeaderClosesOnlyThatConnection) {
   EXPECT_TRUE(gateway_->wait_for_output(std::regex("cause=client sent: invalid WebSocket message type")));
   EXPECT_TRUE(
       gateway_->wait_for_output(std::regex("cause=client sent: WebSocket message length does not match")));
+}
+
+TEST_F(Gateway, MetricsCountTheRelayedTrafficAndReadyzFollowsTheCluster) {
+  ASSERT_NO_FATAL_FAILURE(start_devbroker_tcp());
+  ASSERT_NO_FATAL_FAILURE(start_gateway({"--metrics-listen", "127.0.0.1:0"}));
+  const auto mport = gateway_->wait_for_output(std::regex(R"(metrics listening on 127\.0\.0\.1:(\d+))"));
+  ASSERT_TRUE(mport) << gateway_->output();
+  const auto metrics_port = static_cast<unsigned short>(std::stoi(*mport));
+  EXPECT_EQ(http_request(metrics_port, "GET", "/healthz").status, 200);
+  EXPECT_EQ(http_request(metrics_port, "GET", "/readyz").status, 200);
+  EXPECT_EQ(http_request(metrics_port, "GET", "/kafka").status, 404);
+  EXPECT_EQ(http_request(metrics_port, "PUT", "/metrics").status, 405);
+
+  ASSERT_NO_FATAL_FAILURE(start_proxy());
+  write_file(dir_ / "in", keyed_lines(20, "gm-"));
+  ASSERT_NO_FATAL_FAILURE(kcat("produce", {"-P", "-t", "dev", "-p", "0", "-K:", "-l", dir_ / "in"}));
+  ASSERT_NO_FATAL_FAILURE(kcat("metadata", {"-L"}));
+  // A text message is a frame the gateway rejects.
+  ws_test_client text;
+  ASSERT_FALSE(text.connect(gateway_port_, 3s, "/kafka"));
+  const auto f = metadata_v0(1);
+  EXPECT_FALSE(text.send(ws_test_client::bytes(f.begin(), f.end()), /*text=*/true));
+  ws_test_client::bytes res;
+  EXPECT_EQ(text.read(res), boost::beast::websocket::error::closed);
+
+  std::map<std::string, double> m;
+  std::string body;
+  for (const auto until = std::chrono::steady_clock::now() + 10s; std::chrono::steady_clock::now() < until;
+       std::this_thread::sleep_for(50ms)) {
+    const auto a = http_request(metrics_port, "GET", "/metrics");
+    ASSERT_EQ(a.status, 200) << a.raw;
+    EXPECT_NE(a.headers.at("content-type").find("text/plain; version=0.0.4"), std::string::npos);
+    body = a.body;
+    m = parse_samples(body);
+    if (sample(m, "kws_frames_rejected_total{cause=\"invalid_message_type\"}") > 0 &&
+        sample(m, "kws_connections_active") == 0)
+      break;
+  }
+  EXPECT_EQ(sample(m, "kws_frames_rejected_total{cause=\"invalid_message_type\"}"), 1) << body;
+  EXPECT_EQ(sample(m, "kws_connections_active"), 0) << body;
+  const auto connections = sample(m, "kws_connections_total");
+  EXPECT_GE(connections, 3) << "two kcat runs and the text client\n" << body;
+  EXPECT_GE(sample(m, "kws_dial_attempts_total"), connections) << body;
+  EXPECT_EQ(sample(m, "kws_handshake_duration_seconds_count"), sample(m, "kws_dial_attempts_total")) << body;
+  EXPECT_GT(sample(m, "kws_relay_frames_total{direction=\"up\"}"), 0) << body;
+  EXPECT_GT(sample(m, "kws_relay_bytes_total{direction=\"down\"}"),
+            sample(m, "kws_relay_frames_total{direction=\"down\"}"))
+      << body;
+  EXPECT_GE(sample(m, "kws_kafka_requests_total{api=\"Produce\"}"), 1) << body;
+  EXPECT_GE(sample(m, "kws_kafka_requests_total{api=\"Metadata\"}"), 2) << body;
+  EXPECT_GE(sample(m, "kws_kafka_request_duration_seconds_count{api=\"Produce\"}"), 1) << body;
+
+  // A gateway whose cluster is not there is alive but not ready.
+  child_process orphan({KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0", "--upstream",
+                        "127.0.0.1:" + std::to_string(free_port()), "--connect-timeout", "1s",
+                        "--metrics-listen", "127.0.0.1:0"});
+  const auto oport = orphan.wait_for_output(std::regex(R"(metrics listening on 127\.0\.0\.1:(\d+))"));
+  ASSERT_TRUE(oport) << orphan.output();
+  const auto oport_n = static_cast<unsigned short>(std::stoi(*oport));
+  EXPECT_EQ(http_request(oport_n, "GET", "/healthz").status, 200);
+  const auto down = http_request(oport_n, "GET", "/readyz");
+  EXPECT_EQ(down.status, 503) << down.raw;
+  EXPECT_NE(down.body.find("no bootstrap server"), std::string::npos) << down.raw;
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <map>
 #include <string>
 
@@ -263,3 +264,38 @@ TEST(KafkaTracker, AMapperFailureFailsTheResponse) {
 }
 
 }  // namespace
+
+// Records what the tracker reports, as the apps' metrics would count it.
+struct recording_observer final : kws::kafka::request_observer {
+  std::vector<int> requests;
+  std::vector<std::pair<int, std::chrono::steady_clock::duration>> responses;
+  void on_request(kws::kafka::api_key key) noexcept override { requests.push_back(static_cast<int>(key)); }
+  void on_response(kws::kafka::api_key key, std::chrono::steady_clock::duration latency) noexcept override {
+    responses.emplace_back(static_cast<int>(key), latency);
+  }
+};
+
+TEST(KafkaTracker, TellsItsObserverEveryRequestAndEachMatchedResponseWithItsLatency) {
+  auto c = std::make_shared<tracker_config>(*config(true, broker_api::kafka_0_8));
+  auto seen = std::make_shared<recording_observer>();
+  c->observer = seen;
+  tracker t(c);
+  const auto start = std::chrono::steady_clock::now();
+  ask(t, request(1, 0, 1));                  // Fetch: answered by the broker
+  ask(t, produce_v0(0, 2));                  // acks=0: no response, still a request
+  ask(t, request(18, 1, 3));                 // ApiVersions v1: answered locally
+  ask(t, bytes{0, 0, 0, 3, 'a', 'b', 'c'});  // too short to name an API
+  ask(t, request(3, 0, 4));                  // Metadata
+  EXPECT_EQ(seen->requests, (std::vector<int>{1, 0, 18, -1, 3}));
+  respond(t, opaque_response(1));
+  ASSERT_TRUE(t.take_local_response());
+  respond(t, opaque_response(99));  // matches nothing: settles the short request, no latency reported
+  respond(t, kt::encode_metadata(metadata(9092), 0, {4, {}}));
+  ASSERT_EQ(seen->responses.size(), 2u);
+  EXPECT_EQ(seen->responses[0].first, 1);
+  EXPECT_EQ(seen->responses[1].first, 3);
+  for (const auto& [key, latency] : seen->responses) {
+    EXPECT_GE(latency.count(), 0) << key;
+    EXPECT_LE(latency, std::chrono::steady_clock::now() - start) << key;
+  }
+}

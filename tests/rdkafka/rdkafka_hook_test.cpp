@@ -78,6 +78,37 @@ TEST(Properties, DefaultsMatchTheProxy) {
   EXPECT_EQ(c.min_log_level, kws::log_level::warn);
 }
 
+TEST(Properties, HttpProxyTakesNoneEnvOrAUrlAndNeverEchoesCredentials) {
+  config cfg;
+  std::string e;
+  ASSERT_EQ(set_property(cfg, "kws.http.proxy", "http://alice:s3cret@proxy.example:3128", e),
+            property_result::ok)
+      << e;
+  EXPECT_EQ(cfg.dialer.forward_proxy.https_proxy, "http://alice:s3cret@proxy.example:3128");
+  EXPECT_EQ(cfg.dialer.forward_proxy.http_proxy, cfg.dialer.forward_proxy.https_proxy);
+  EXPECT_FALSE(cfg.dialer.forward_proxy.direct_loopback) << "an explicit proxy carries loopback brokers too";
+  ASSERT_EQ(set_property(cfg, "kws.http.proxy", "none", e), property_result::ok);
+  EXPECT_TRUE(cfg.dialer.forward_proxy.empty());
+  // env reads this process's variables now, as the proxy does at start-up.
+  ::setenv("HTTPS_PROXY", "http://env-proxy.example:8080", 1);
+  ::setenv("NO_PROXY", "internal.example", 1);
+  ASSERT_EQ(set_property(cfg, "kws.http.proxy", "env", e), property_result::ok);
+  ::unsetenv("HTTPS_PROXY");
+  ::unsetenv("NO_PROXY");
+  EXPECT_EQ(cfg.dialer.forward_proxy.https_proxy, "http://env-proxy.example:8080");
+  EXPECT_EQ(cfg.dialer.forward_proxy.no_proxy, "internal.example");
+  EXPECT_TRUE(cfg.dialer.forward_proxy.direct_loopback);
+  ASSERT_EQ(set_property(cfg, "kws.http.proxy", nullptr, e), property_result::ok);
+  EXPECT_TRUE(cfg.dialer.forward_proxy.empty()) << "reset: none";
+
+  const auto before = cfg.dialer.forward_proxy.https_proxy;
+  EXPECT_EQ(set_property(cfg, "kws.http.proxy", "socks5://bob:hunter2@proxy.example:1080", e),
+            property_result::invalid);
+  EXPECT_NE(e.find("configuration property \"kws.http.proxy\""), std::string::npos) << e;
+  EXPECT_EQ(e.find("hunter2"), std::string::npos) << e;
+  EXPECT_EQ(cfg.dialer.forward_proxy.https_proxy, before) << "a bad value changes nothing";
+}
+
 TEST(Properties, BadValuesAreInvalidWithLibrdkafkasWordingNamingTheProperty) {
   struct bad {
     const char* name;

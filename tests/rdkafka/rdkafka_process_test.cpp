@@ -2,6 +2,7 @@
 // plugin (plugin.library.paths=libkws_rdkafka.so) and talk straight to the built dev broker, which has no
 // TCP listener, so every byte crosses a WebSocket; no proxy process anywhere. Also the C++ example that uses
 // kws::rdkafka::enable. Everything runs on 127.0.0.1 with ephemeral ports; every wait is bounded.
+#include "forward_proxy_process.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 
@@ -167,6 +168,43 @@ TEST_F(Plugin, KcatRoundTripsTenThousandKeyedMessagesByteExact) {
   EXPECT_TRUE(output == input) << "consumed keys and values differ from the produced ones";
   std::cout << "[ measure  ] 10000 messages, " << input.size() << " bytes of key:value lines\n";
   expect_websocket_connections();
+}
+
+TEST_F(Plugin, KcatReachesTheBrokerThroughAForwardProxyFromKwsHttpProxyOrTheEnvironment) {
+  ASSERT_TRUE(start_broker({}));
+  kws::test::forward_proxy_process forward_proxy;
+  const auto target = bootstrap();
+  // Set explicitly: every broker, loopback included, goes through it.
+  write_file(path("in.txt"), "k1:through the forward proxy\n");
+  ASSERT_NO_FATAL_FAILURE(kcat("produce", {"kws.http.proxy=" + forward_proxy.url()},
+                               {"-P", "-t", "test-topic", "-K:", "-l", path("in.txt")}));
+  EXPECT_TRUE(forward_proxy.wait_for_connects(target, 1)) << forward_proxy.log();
+  // From the environment by default (NO_PROXY=<-loopback> so that this loopback broker is not exempt).
+  forward_proxy.sync();
+  const int before = forward_proxy.connects_to(target);
+  auto env = tool_env();
+  env["HTTP_PROXY"] = forward_proxy.url();
+  env["NO_PROXY"] = "<-loopback>";
+  const auto r =
+      kws::test::run(kcat_argv({}, {"-C", "-t", "test-topic", "-o", "beginning", "-e", "-f", "%k:%s\\n"}),
+                     {.stdout_file = path("consume.out"),
+                      .stderr_to = spawn_options::stderr_target::captured,
+                      .environment = env},
+                     20s);
+  ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r.exit_code, r.err);
+  EXPECT_EQ(output_of("consume"), "k1:through the forward proxy\n");
+  EXPECT_TRUE(forward_proxy.wait_for_connects(target, before + 1)) << forward_proxy.log();
+  // kws.http.proxy=none ignores the environment.
+  forward_proxy.sync();
+  const int after_env = forward_proxy.connects_to(target);
+  const auto direct = kws::test::run(kcat_argv({"kws.http.proxy=none"}, {"-L"}),
+                                     {.stdout_file = path("direct.out"),
+                                      .stderr_to = spawn_options::stderr_target::captured,
+                                      .environment = env},
+                                     20s);
+  ASSERT_EQ(direct.exit_code, std::optional<int>(0)) << describe(direct.exit_code, direct.err);
+  forward_proxy.sync();
+  EXPECT_EQ(forward_proxy.connects_to(target), after_env) << forward_proxy.log();
 }
 
 TEST_F(Plugin, KcatReachesEveryBrokerOfAThreeNodeCluster) {

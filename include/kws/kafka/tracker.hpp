@@ -10,6 +10,7 @@
 #include <kws/kafka/api_versions.hpp>
 #include <kws/kafka/rewrite.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -33,6 +34,20 @@ enum class broker_api {
   kafka_0_8,
 };
 
+/// Told about the requests a tracker sees and the responses it matches to them, for a process's monitoring
+/// (the apps' metrics endpoint counts them per API). One observer serves every connection of a config, so it
+/// is called from many relays' threads at once: implementations must be thread-safe, cheap and never block.
+class request_observer {
+ public:
+  virtual ~request_observer() = default;
+  /// A request from the client, whatever becomes of it (forwarded, answered locally, dropped; Produce with
+  /// acks=0 included). A request too short to name its API comes with key -1.
+  virtual void on_request(api_key key) noexcept = 0;
+  /// The broker's response to a request, matched by correlation id: `latency` runs from the tracker seeing
+  /// the request to it seeing the response (the broker's time plus the WebSocket both ways).
+  virtual void on_response(api_key key, std::chrono::steady_clock::duration latency) noexcept = 0;
+};
+
 struct tracker_config {
   /// Rewrite broker addresses, and clamp ApiVersions answers to what can be rewritten. Off: every frame
   /// passes unchanged and the FIFO only counts what is owed.
@@ -42,6 +57,8 @@ struct tracker_config {
   std::size_t max_in_flight = 1024;
   /// Where clients reach each advertised broker instead; required when rewriting.
   broker_mapper map;
+  /// Told about requests and matched responses (may be null: then the tracker reads no clock).
+  std::shared_ptr<request_observer> observer;
 };
 
 /// The ApiVersions ranges answered for a Kafka 0.8 broker: Produce, Fetch, ListOffsets and Metadata at v0.
@@ -71,6 +88,7 @@ class tracker final : public frame_hook {
     api_key key{};
     std::int16_t version = 0;
     treatment how = treatment::pass;
+    std::chrono::steady_clock::time_point seen{};  ///< when the request came by (only with an observer)
     std::vector<unsigned char> response;
   };
 

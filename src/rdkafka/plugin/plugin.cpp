@@ -14,7 +14,12 @@ extern "C" __attribute__((visibility("default"))) rd_kafka_resp_err_t conf_init(
   *plug_opaquep = nullptr;
   try {
     std::string error;
-    if (kws::rdkafka::detail::attach(conf, error)) return RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (auto* state = kws::rdkafka::detail::attach(conf, error)) {
+      // Like kafka-websocket-proxy, the plugin takes its forward proxy from the environment unless
+      // kws.http.proxy says otherwise.
+      kws::rdkafka::detail::settings(*state).dialer.forward_proxy = kws::rdkafka::environment_forward_proxy();
+      return RD_KAFKA_RESP_ERR_NO_ERROR;
+    }
     std::snprintf(errstr, errstr_size, "%s", error.c_str());
   } catch (const std::exception& e) {
     std::snprintf(errstr, errstr_size, "kws: %s", e.what());
