@@ -459,12 +459,28 @@ TEST_F(Connection, WholeFrameReadsAndWrites) {
   EXPECT_EQ(boost::beast::buffers_to_string(buf.data()), f);
 }
 
+// Dials asynchronously, so that the connection's asynchronous operations run on `ioc` (a blocking dial gives
+// the connection a context of its own), running `ioc` until the dial is done (bounded).
+kws::connection dial_on(asio::io_context& ioc, kws::dialer& d, const std::string& address) {
+  std::optional<kws::connection> out;
+  d.async_dial(address, [&](boost::system::error_code ec, kws::connection c) {
+    EXPECT_FALSE(ec) << ec.message();
+    out.emplace(std::move(c));
+  });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!out && std::chrono::steady_clock::now() < until) ioc.run_one_for(std::chrono::milliseconds(100));
+  ioc.restart();
+  if (!out) ADD_FAILURE() << "the dial never completed";
+  return out ? std::move(*out) : kws::connection{};
+}
+
 // The proxy corks the broker connection while it writes a burst of buffered requests: each frame must still
 // arrive as one message of its own, in order, large ones included (they bypass the cork buffer).
 TEST_F(Connection, CorkedWritesStillLeaveAsOneMessagePerFrame) {
   recorder rec;
   ws_test_server server(rec.script());
-  auto c = dialer.dial(server.address());
+  auto c = dial_on(ioc, dialer, server.address());
+  ASSERT_TRUE(c.is_open());
   std::vector<std::string> frames;
   for (int i = 0; i < 300; ++i) frames.push_back(frame(pattern(i == 150 ? 100000 : 20 + i * 7, i)));
   c.cork(true);
@@ -496,7 +512,8 @@ TEST_F(Connection, EndsWithATimeoutWhenThePeerStopsAnsweringPings) {
                                                        .handshake_timeout = std::chrono::seconds(5),
                                                        .idle_timeout = std::chrono::milliseconds(300),
                                                        .keepalive_pings = true});
-  auto c = d.dial(server.address());
+  auto c = dial_on(ioc, d, server.address());
+  ASSERT_TRUE(c.is_open());
   boost::beast::flat_buffer buf;
   std::optional<boost::system::error_code> result;
   c.async_read_frame(buf, [&](boost::system::error_code ec, std::size_t) { result = ec; });
@@ -513,7 +530,8 @@ TEST_F(Connection, StaysOpenPastTheIdleTimeoutWhileThePeerAnswersPings) {
                                                        .handshake_timeout = std::chrono::seconds(5),
                                                        .idle_timeout = std::chrono::milliseconds(200),
                                                        .keepalive_pings = true});
-  auto c = d.dial(server.address());
+  auto c = dial_on(ioc, d, server.address());
+  ASSERT_TRUE(c.is_open());
   // Idle for five idle timeouts: the pings are answered, so nothing ends.
   boost::beast::flat_buffer buf;
   std::optional<boost::system::error_code> early;
