@@ -77,7 +77,7 @@ constexpr std::size_t header_bytes = 4;
 struct options {
   std::string proxy = KWS_PROXY_PATH;
   unsigned proxy_threads = 1;
-  std::string proxy_log_level = "warn";
+  std::string proxy_log_level = "warning";
   int reps = 3;
   std::size_t latency_samples = 20000;
   std::size_t latency_warmup = 2000;

@@ -497,6 +497,8 @@ class ws_connection final : public connection_impl {
     beast::get_lowest_layer(ws_).socket().close(ignored);
   }
 
+  std::uint16_t peer_close_code() const override { return static_cast<std::uint16_t>(ws_.reason().code); }
+
  private:
   struct write_step {
     std::size_t consumed = 0;

@@ -47,6 +47,70 @@ std::optional<close_code> close_code_for(const error_code& ec) {
   return std::nullopt;
 }
 
+// The cause of a relay that a drain ended in order.
+constexpr const char* shut_down_cause = "shut down, every response delivered";
+
+// "code 1001 going away": a WebSocket close code as operators read it (RFC 6455, section 7.4.1).
+std::string close_code_text(std::uint16_t code) {
+  const char* name = "";
+  switch (code) {
+    case 1000:
+      name = " normal";
+      break;
+    case 1001:
+      name = " going away";
+      break;
+    case 1002:
+      name = " protocol error";
+      break;
+    case 1003:
+      name = " unsupported data";
+      break;
+    case 1007:
+      name = " invalid payload";
+      break;
+    case 1008:
+      name = " policy violation";
+      break;
+    case 1009:
+      name = " message too big";
+      break;
+    case 1011:
+      name = " internal error";
+      break;
+    case 1012:
+      name = " service restart";
+      break;
+    case 1013:
+      name = " try again later";
+      break;
+    default:
+      break;
+  }
+  return "code " + std::to_string(code) + name;
+}
+
+// Why a side ended, in words for the closed line: "broker did not answer pings", "client reset the
+// connection", "broker closed (code 1001 going away)". `who` is "client" or "broker"; `peer_code` is the
+// WebSocket close code that side sent (0: none, or not a WebSocket).
+std::string peer_failure(const std::string& who, const error_code& ec, std::uint16_t peer_code) {
+  if (ec == asio::error::eof || ec == beast::websocket::error::closed)
+    return who + " closed" + (peer_code ? " (" + close_code_text(peer_code) + ")" : std::string());
+  if (ec == asio::error::connection_reset) return who + " reset the connection";
+  if (ec == asio::error::broken_pipe) return who + " closed while data was being sent to it";
+  // The WebSocket's own timeout: the peer stopped answering pings (or sending anything).
+  if (ec == beast::error::timeout) return who + " did not answer pings";
+  // TCP keep-alive probes or TCP_USER_TIMEOUT.
+  if (ec == asio::error::timed_out) return who + " stopped acknowledging data (TCP timeout)";
+  if (ec == errc::invalid_message_type) return who + " sent a text message (Kafka frames must be binary)";
+  if (ec == errc::negative_frame_size) return who + " sent a negative Kafka frame size";
+  if (ec == errc::frame_too_large) return who + " sent a Kafka frame larger than the maximum frame size";
+  if (ec == errc::frame_size_mismatch)
+    return who + " sent a WebSocket message whose length does not match its Kafka size header";
+  if (ec == errc::truncated_frame) return who + " closed in the middle of a Kafka frame";
+  return who + " connection failed: " + ec.message();
+}
+
 // Errors that say the broker broke the protocol, as opposed to going away.
 bool is_protocol_error(const error_code& ec) {
   return ec.category() == error_category() && ec != errc::truncated_frame;
@@ -180,6 +244,7 @@ class tcp_side {
     error_code ignored;
     socket_.close(ignored);
   }
+  std::uint16_t peer_close_code() const { return 0; }
 
  private:
   bytes bytes_of() const { return {static_cast<const unsigned char*>(buf_.data().data()), buf_.size()}; }
@@ -319,6 +384,7 @@ class ws_side {
   }
 
   void abort() { conn_.abort(); }
+  std::uint16_t peer_close_code() const { return conn_.peer_close_code(); }
 
  private:
   connection conn_;
@@ -381,8 +447,8 @@ class relay_impl final : public relay {
   }
 
   void start() override {
-    if (auto ec = client_.prepare()) return fail(ec, "client socket");
-    if (auto ec = broker_->prepare()) return fail(ec, "broker socket");
+    if (auto ec = client_.prepare()) return fail(ec, "client");
+    if (auto ec = broker_->prepare()) return fail(ec, "broker");
     watch_broker_reads();
     up_next();
     down_pump();
@@ -393,20 +459,34 @@ class relay_impl final : public relay {
     if (stopping_ || draining_) return;
     draining_ = true;
     stop_reading_client();
-    if (quiet()) return close_broker(close_code::going_away, "drained");
+    if (quiet()) return close_broker(close_code::going_away, shut_down_cause);
     ++ops_;
     timer_.expires_after(timeout);
     timer_.async_wait([self = shared_from_this(), this](error_code ec) {
       --ops_;
       if (!ec && !stopping_) {
-        close_broker(close_code::going_away,
-                     "drain timeout with " + std::to_string(hook_->in_flight()) + " response(s) outstanding");
+        close_broker(close_code::going_away, "shut down with " + std::to_string(hook_->in_flight()) +
+                                                 " response(s) not delivered (drain timeout)");
       }
       maybe_done();
     });
   }
 
   std::size_t in_flight() const override { return hook_->in_flight(); }
+
+  void stop_now(const std::string& why) override {
+    if (done_) return;
+    const auto owed = hook_->in_flight();
+    set_cause(owed ? why + " with " + std::to_string(owed) + " response(s) not delivered" : why);
+    stopping_ = true;
+    close_pending_ = false;
+    stop_reading_client();
+    timer_.cancel();
+    broker_->abort();
+    client_.abort();
+    // Handlers still pending complete with operation_aborted and find the relay done.
+    report();
+  }
 
  private:
   // ---- client -> broker ---------------------------------------------------------------------------------
@@ -433,7 +513,7 @@ class relay_impl final : public relay {
           if (ec == asio::error::eof || ec == beast::websocket::error::closed) return client_closed();
           if (ec) {
             client_fault_ = close_code_for(ec);
-            return fail(ec, ec.category() == error_category() ? "client sent" : "client read");
+            return fail(ec, "client");
           }
           up_have_ = true;
           touch();
@@ -464,7 +544,7 @@ class relay_impl final : public relay {
                                         [self = shared_from_this(), this, n = frame.size()](error_code ec) {
                                           --ops_;
                                           up_writing_ = false;
-                                          if (ec) return fail(ec, "broker write");
+                                          if (ec) return fail(ec, "broker");
                                           request_done(n);
                                           touch();
                                           if (close_pending_ || stopping_ || draining_ || client_eof_) {
@@ -520,7 +600,7 @@ class relay_impl final : public relay {
   // After the client stopped sending (or a drain): close once every request has its response.
   void maybe_finish() {
     if (stopping_ || !quiet()) return;
-    if (draining_) return close_broker(close_code::going_away, "drained");
+    if (draining_) return close_broker(close_code::going_away, shut_down_cause);
     if (client_eof_) {
       close_broker(close_code::normal, partial_request_bytes_
                                            ? "client closed inside a request (" +
@@ -541,15 +621,19 @@ class relay_impl final : public relay {
       --ops_;
       connecting_ = false;
       if (stopping_) return maybe_done();
-      if (ec) return fail(ec, "reconnect failed");
+      if (ec == asio::error::operation_aborted && draining_) {
+        set_cause("shut down while the broker was being dialled again");
+        return shutdown_all();
+      }
+      if (ec) return fail_with(ec, "could not reconnect to the broker: " + ec.message());
       broker_.emplace(std::move(conn), options_);
       broker_up_ = true;
-      if (auto e = broker_->prepare()) return fail(e, "broker socket");
+      if (auto e = broker_->prepare()) return fail(e, "broker");
       watch_broker_reads();
       ++report_.reconnects;
       if (counters_) counters_->reconnects.fetch_add(1, std::memory_order_relaxed);
       log(log_level::debug, [] { return std::string("broker connection open again"); });
-      if (draining_) return close_broker(close_code::going_away, "drained");
+      if (draining_) return close_broker(close_code::going_away, shut_down_cause);
       down_pump();
       up_next();
     });
@@ -679,7 +763,7 @@ class relay_impl final : public relay {
     client_.async_write_frame(out, [self = shared_from_this(), this](error_code ec) {
       --ops_;
       down_writing_ = false;
-      if (ec) return fail(ec, "client write");
+      if (ec) return fail(ec, "client");
       report_.down_bytes += down_out_.size();
       report_.down_frames += down_out_frames_;
       if (counters_) {
@@ -711,7 +795,7 @@ class relay_impl final : public relay {
                               [self = shared_from_this(), this, n = out.size(), from_broker](error_code ec) {
                                 --ops_;
                                 down_writing_ = false;
-                                if (ec) return fail(ec, "client write");
+                                if (ec) return fail(ec, "client");
                                 if (from_broker) {
                                   broker_->pop();
                                   down_have_ = false;
@@ -739,7 +823,7 @@ class relay_impl final : public relay {
     if (stopping_) return maybe_done();
     if (is_protocol_error(ec)) {
       broker_fault_ = close_code_for(ec);
-      return fail(ec, "broker read");
+      return fail(ec, "broker");
     }
     const bool orderly = ec == asio::error::eof || ec == beast::websocket::error::closed;
     const auto owed = hook_->in_flight();
@@ -755,14 +839,16 @@ class relay_impl final : public relay {
     }
     if (orderly) {
       if (owed == 0) {
-        set_cause("broker closed");
+        set_cause(peer_failure("broker", ec, broker_->peer_close_code()));
         return shutdown_all();
       }
       // The client will retry what was lost; it gets everything that did arrive first.
+      const auto code = broker_->peer_close_code();
       return fail_with(asio::error::connection_aborted,
-                       "broker closed with " + std::to_string(owed) + " request(s) in flight");
+                       "broker closed with " + std::to_string(owed) + " request(s) in flight" +
+                           (code ? " (" + close_code_text(code) + ")" : std::string()));
     }
-    fail(ec, "broker read", owed > 0 ? ", with " + std::to_string(owed) + " request(s) in flight" : "");
+    fail(ec, "broker", owed > 0 ? " with " + std::to_string(owed) + " request(s) in flight" : "");
   }
 
   // ---- ending -------------------------------------------------------------------------------------------
@@ -794,10 +880,12 @@ class relay_impl final : public relay {
                           });
   }
 
-  void fail(const error_code& ec, const char* what, const std::string& detail = {}) {
+  // `who`: "client" or "broker", the side `ec` came from.
+  void fail(const error_code& ec, const std::string& who, const std::string& detail = {}) {
     if (stopping_) return maybe_done();
     if (!report_.error && !is_teardown(ec)) report_.error = ec;
-    set_cause(std::string(what) + ": " + ec.message() + detail);
+    const auto code = who == "client" ? client_.peer_close_code() : broker_->peer_close_code();
+    set_cause(peer_failure(who, ec, code) + detail);
     shutdown_all();
   }
 
@@ -843,9 +931,13 @@ class relay_impl final : public relay {
 
   void maybe_done() {
     if (!stopping_ || ops_ > 0 || done_) return;
-    done_ = true;
     // A close handshake may still be running on the broker side after an orderly close; stop it.
     broker_->abort();
+    report();
+  }
+
+  void report() {
+    done_ = true;
     report_.duration = clock::now() - started_at_;
     if (report_.cause.empty()) report_.cause = "closed";
     if (on_done_) on_done_(report_);
@@ -870,7 +962,7 @@ class relay_impl final : public relay {
       --ops_;
       if (ec || stopping_ || draining_) return maybe_done();
       if (clock::now() - last_activity_ >= options_.idle_timeout) {
-        set_cause("idle timeout");
+        set_cause("idle: no traffic either way for " + std::to_string(options_.idle_timeout.count()) + "ms");
         return shutdown_all();
       }
       arm_idle_timer();

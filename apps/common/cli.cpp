@@ -1,11 +1,17 @@
 #include "cli.hpp"
 
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <boost/system/system_error.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <iostream>
 #include <map>
+#include <string_view>
 #include <thread>
 
 namespace kws::app {
@@ -27,7 +33,9 @@ void add_server_flags(CLI::App& app, server_flags& f) {
       "(0: off)",
       "30s");
   add_duration(app, "--drain-timeout", f.drain_ms,
-               "on SIGINT/SIGTERM, how long open connections may wait for responses", "10s");
+               "on SIGINT/SIGTERM, bound on the whole shutdown: responses already requested, then closing "
+               "handshakes; what is still open then is closed at once",
+               "8s");
   app.add_option("--max-frame-bytes", f.max_frame_bytes,
                  "largest Kafka frame accepted either way (e.g. 100MiB)")
       ->transform(CLI::AsSizeValue(false))
@@ -52,15 +60,35 @@ void add_server_flags(CLI::App& app, server_flags& f) {
                "end a client connection whose sent data stays unacknowledged this long (0: the system's)",
                "60s");
   add_log_level(app, f.log_level);
+  add_log_format(app, f.log_format);
   app.final_callback([&f] {
     if (f.max_buffer_bytes < f.max_frame_bytes + 4)
       throw CLI::ValidationError("--max-buffer-bytes", "must hold at least one frame of --max-frame-bytes");
   });
 }
 
+// spdlog's own names, which the log prints.
+const std::vector<std::string> log_level_names{"trace", "debug",    "info", "warning",
+                                               "error", "critical", "off"};
+
 CLI::Option* add_log_level(CLI::App& app, std::string& level) {
-  return app.add_option("--log-level", level, "trace, debug, info, warn, error or off")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+  return app
+      .add_option("--log-level", level,
+                  "lowest level logged: trace, debug, info, warning, error, critical or off (warn: warning)")
+      ->check([](const std::string& v) -> std::string {
+        if (v == "warn" ||
+            std::find(log_level_names.begin(), log_level_names.end(), v) != log_level_names.end())
+          return {};
+        return "expected trace, debug, info, warning, error, critical or off, got '" + v + "'";
+      })
+      ->capture_default_str();
+}
+
+CLI::Option* add_log_format(CLI::App& app, std::string& format) {
+  return app
+      .add_option("--log-format", format,
+                  "text, or json: one JSON object per line (ts, level, msg, and a connection line's fields)")
+      ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
 }
 
@@ -83,12 +111,186 @@ std::optional<int> parse_command_line(CLI::App& app, std::vector<std::string> ar
   return std::nullopt;
 }
 
-void setup_logging(const std::string& name, const std::string& level) {
+namespace {
+
+// Appends `s` as the inside of a JSON string: quotes, backslashes and control characters escaped, and bytes
+// that are not UTF-8 replaced with U+FFFD (a log line may carry what a peer sent).
+void append_json_chars(std::string& out, std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c == '"')
+        out += "\\\"";
+      else if (c == '\\')
+        out += "\\\\";
+      else if (c == '\n')
+        out += "\\n";
+      else if (c == '\r')
+        out += "\\r";
+      else if (c == '\t')
+        out += "\\t";
+      else if (c < 0x20 || c == 0x7f)
+        out += fmt::format("\\u{:04x}", c);
+      else
+        out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // A well-formed sequence (no overlong forms, surrogates or values above U+10FFFF) is copied.
+    std::size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    bool ok = n != 0 && i + n <= s.size();
+    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
+    if (ok && n >= 3) {
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      if (c == 0xe0 && c1 < 0xa0) ok = false;
+      if (c == 0xed && c1 >= 0xa0) ok = false;
+      if (c == 0xf0 && c1 < 0x90) ok = false;
+      if (c == 0xf4 && c1 >= 0x90) ok = false;
+    }
+    if (!ok) {
+      out += "\\ufffd";
+      ++i;
+      continue;
+    }
+    out.append(s.substr(i, n));
+    i += n;
+  }
+}
+
+void add_string(std::string& out, std::string_view key, std::string_view value) {
+  out += ",\"";
+  out += key;
+  out += "\":\"";
+  append_json_chars(out, value);
+  out += '"';
+}
+
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// "382B/7f" -> 382 and 7.
+bool bytes_and_frames(std::string_view v, std::string_view& bytes, std::string_view& frames) {
+  const auto b = v.find("B/");
+  if (b == std::string_view::npos || v.empty() || v.back() != 'f') return false;
+  bytes = v.substr(0, b);
+  frames = v.substr(b + 2, v.size() - b - 3);
+  return all_digits(bytes) && all_digits(frames);
+}
+
+// human_duration's text in milliseconds: "950us" -> 0.95, "13ms" -> 13, "20s" -> 20000.
+std::optional<std::string> duration_ms(std::string_view v) {
+  auto number = [&](std::size_t unit_len) { return v.substr(0, v.size() - unit_len); };
+  if (v.size() > 2 && v.ends_with("us") && all_digits(number(2))) {
+    const auto us = std::stoull(std::string(number(2)));
+    return fmt::format("{}.{:03}", us / 1000, us % 1000);
+  }
+  if (v.size() > 2 && v.ends_with("ms") && all_digits(number(2))) return std::string(number(2));
+  if (v.size() > 1 && v.ends_with("s") && all_digits(number(1))) return std::string(number(1)) + "000";
+  return std::nullopt;
+}
+
+// The fields of a connection line: "conn 7 closed client=a:1 broker=ws://b/ up=3B/1f ... cause=client
+// closed".
+void add_connection_fields(std::string& out, std::string_view m) {
+  if (!m.starts_with("conn ")) return;
+  m.remove_prefix(5);
+  const auto sp = m.find(' ');
+  if (!all_digits(m.substr(0, sp))) return;
+  out += ",\"conn\":";
+  out += m.substr(0, sp);
+  if (sp == std::string_view::npos) return;
+  m.remove_prefix(sp + 1);
+  const auto ev_end = m.find(' ');
+  const auto event = m.substr(0, ev_end);
+  if (event.find('=') != std::string_view::npos || !std::all_of(event.begin(), event.end(), [](char c) {
+        return std::islower(static_cast<unsigned char>(c));
+      }))
+    return;
+  add_string(out, "event", event);
+  if (ev_end == std::string_view::npos) return;
+  m.remove_prefix(ev_end + 1);
+  while (!m.empty()) {
+    const auto eq = m.find('=');
+    if (eq == std::string_view::npos || eq == 0) return;
+    const auto key = m.substr(0, eq);
+    if (!std::all_of(key.begin(), key.end(), [](char c) { return c == '_' || (c >= 'a' && c <= 'z'); }))
+      return;
+    if (key == "cause") return add_string(out, "cause", m.substr(eq + 1));
+    const auto end = m.find(' ', eq);
+    auto value = m.substr(eq + 1, end == std::string_view::npos ? std::string_view::npos : end - eq - 1);
+    // "broker=ws://b/: dial failed ...": the field ends with a colon and the rest says why.
+    const bool then_cause = value.ends_with(':');
+    if (then_cause) value.remove_suffix(1);
+    std::string_view b, f;
+    if ((key == "up" || key == "down") && bytes_and_frames(value, b, f)) {
+      out += fmt::format(",\"{}_bytes\":{},\"{}_frames\":{}", key, b, key, f);
+    } else if (key == "duration" && duration_ms(value)) {
+      out += ",\"duration_ms\":" + *duration_ms(value);
+    } else {
+      add_string(out, key, value);
+    }
+    if (end == std::string_view::npos) return;
+    m.remove_prefix(end + 1);
+    if (then_cause) return add_string(out, "cause", m);
+  }
+}
+
+class json_formatter final : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(msg.time.time_since_epoch()).count() % 1000;
+    const auto ts =
+        fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", fmt::gmtime(spdlog::log_clock::to_time_t(msg.time)), ms);
+    const auto level = spdlog::level::to_string_view(msg.level);
+    const auto line = json_log_line(ts, std::string_view(level.data(), level.size()),
+                                    std::string_view(msg.payload.data(), msg.payload.size()));
+    dest.append(line.data(), line.data() + line.size());
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<json_formatter>(); }
+};
+
+}  // namespace
+
+std::string json_log_line(std::string_view ts, std::string_view level, std::string_view message) {
+  std::string out = "{\"ts\":\"";
+  append_json_chars(out, ts);
+  out += '"';
+  add_string(out, "level", level);
+  add_string(out, "msg", message);
+  add_connection_fields(out, message);
+  out += "}\n";
+  return out;
+}
+
+void setup_logging(const std::string& name, const std::string& level, const std::string& format) {
   auto logger = spdlog::stderr_color_mt(name);
-  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  if (format == "json") {
+    logger->set_formatter(std::make_unique<json_formatter>());
+  } else {
+    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  }
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
+}
+
+std::string plain_message(const std::exception& e) {
+  std::string what = e.what();
+  if (const auto* se = dynamic_cast<const boost::system::system_error*>(&e)) {
+    const auto at = what.rfind(std::string(" [") + se->code().category().name() + ":");
+    if (at != std::string::npos) what.erase(at);
+  }
+  return what;
+}
+
+int cannot_start(const std::exception& e) {
+  auto logger = spdlog::default_logger();
+  // Said whatever --log-level is: the process is about to exit for this reason.
+  if (logger->level() > spdlog::level::critical) logger->set_level(spdlog::level::critical);
+  logger->critical("cannot start: {}", plain_message(e));
+  return exit_cannot_start;
 }
 
 }  // namespace kws::app

@@ -1,10 +1,12 @@
 // Command-line and logging conventions shared by the servers in apps/: durations with units, one set of log
-// level names, one log line format.
+// level names (those the log prints), the log line formats (text, or JSON for log shippers), and the exit
+// codes: 0 after a signal, 2 for a bad flag or value, 1 when the server cannot start.
 #pragma once
 
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <optional>
 #include <string>
@@ -19,22 +21,28 @@ CLI::Option* add_duration(CLI::App& app, const std::string& name, std::int64_t& 
 /// The flags every server in apps/ has, with their defaults.
 struct server_flags {
   std::int64_t ping_ms = 30000;
-  std::int64_t drain_ms = 10000;
+  std::int64_t drain_ms = 8000;  ///< fits Docker's 10 s stop grace
   std::uint64_t max_frame_bytes = 100u * 1024u * 1024u;
   unsigned threads = 1;  ///< set to the number of cores by add_server_flags
   std::string log_level = "info";
+  std::string log_format = "text";
   std::size_t max_connections = 10000;
   std::uint64_t max_buffer_bytes = 512u * 1024u * 1024u;
   std::int64_t keepalive_ms = 30000;
   std::int64_t user_timeout_ms = 60000;
 };
 /// --ping-interval, --drain-timeout, --max-frame-bytes, --max-buffer-bytes, --threads, --log-level,
-/// --max-connections, --tcp-keepalive and --tcp-user-timeout. Parse with parse_command_line, which checks
-/// that a frame fits in the buffer budget.
+/// --log-format, --max-connections, --tcp-keepalive and --tcp-user-timeout. Parse with parse_command_line,
+/// which checks that a frame fits in the buffer budget.
 void add_server_flags(CLI::App& app, server_flags& flags);
+
+/// The level names the log prints, lowest first; --log-level takes these (and `warn` for `warning`).
+extern const std::vector<std::string> log_level_names;
 
 /// --log-level with the names the log itself prints.
 CLI::Option* add_log_level(CLI::App& app, std::string& level);
+/// --log-format text|json.
+CLI::Option* add_log_format(CLI::App& app, std::string& format);
 
 /// Parses `args` (without the program name, in order). --help and --version print and give exit code 0; a bad
 /// flag or value (also one `validate` throws CLI::ValidationError for) prints one line and a usage hint and
@@ -42,7 +50,21 @@ CLI::Option* add_log_level(CLI::App& app, std::string& level);
 std::optional<int> parse_command_line(CLI::App& app, std::vector<std::string> args,
                                       const std::function<void()>& validate = {});
 
-/// The default logger: stderr, `2026-11-25T16:00:00.000 info message`, flushed on every line.
-void setup_logging(const std::string& name, const std::string& level);
+/// The default logger: stderr, flushed on every line. `format` "text": `2026-11-25T16:00:00.000 info message`
+/// (local time); "json": one object per line, see json_log_formatter.
+void setup_logging(const std::string& name, const std::string& level, const std::string& format = "text");
+
+/// The exit code of a server that cannot start.
+constexpr int exit_cannot_start = 1;
+/// The exception's message for people: a boost::system::system_error loses its "[category:value at
+/// file:line]" suffix.
+std::string plain_message(const std::exception& e);
+/// Logs `cannot start: <plain_message>` as one line (whatever the log level) and returns exit_cannot_start.
+int cannot_start(const std::exception& e);
+
+/// One JSON object per log line: `ts` (UTC, ms), `level`, `msg` (the text line's message, whole), and for
+/// connection lines (`conn N event key=value ... cause=...`) `conn`, `event`, each key=value field (`up` and
+/// `down` as `up_bytes`/`up_frames`..., `duration` as `duration_ms`), and `cause`.
+std::string json_log_line(std::string_view ts, std::string_view level, std::string_view message);
 
 }  // namespace kws::app

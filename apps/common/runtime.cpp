@@ -4,6 +4,7 @@
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 
+#include <stdexcept>
 #include <thread>
 
 #include <netinet/in.h>
@@ -38,13 +39,22 @@ std::string human_duration(std::chrono::steady_clock::duration d) {
 
 void open_listener(tcp::acceptor& acceptor, const std::string& host, std::uint16_t port) {
   auto bind = [&](const tcp::endpoint& ep, bool dual_stack) {
-    acceptor.open(ep.protocol());
-    acceptor.set_option(tcp::acceptor::reuse_address(true));
-    if (dual_stack) acceptor.set_option(asio::ip::v6_only(false));
-    acceptor.bind(ep);
-    acceptor.listen(asio::socket_base::max_listen_connections);
+    // The message names the address, for the one start-up line: "listening on [::]:8080: Address already
+    // in use".
+    error_code ec;
+    acceptor.open(ep.protocol(), ec);
+    if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec && dual_stack) acceptor.set_option(asio::ip::v6_only(false), ec);
+    if (!ec) acceptor.bind(ep, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) throw boost::system::system_error(ec, "listening on " + endpoint_string(ep));
   };
-  if (!host.empty()) return bind(tcp::endpoint(asio::ip::make_address(host), port), false);
+  if (!host.empty()) {
+    error_code ec;
+    const auto address = asio::ip::make_address(host, ec);
+    if (ec) throw std::invalid_argument("listen address '" + host + "' is not an IP address");
+    return bind(tcp::endpoint(address, port), false);
+  }
   try {
     bind(tcp::endpoint(tcp::v6(), port), true);
   } catch (const boost::system::system_error& e) {
@@ -105,9 +115,24 @@ void worker::drain(std::chrono::milliseconds timeout) {
   guard_.reset();
 }
 
-runtime::runtime(unsigned threads, std::chrono::milliseconds drain_timeout,
-                 std::chrono::milliseconds hard_stop_after)
-    : drain_timeout_(drain_timeout), hard_stop_after_(hard_stop_after) {
+void worker::stop_now(const std::string& why) {
+  auto all = std::vector<std::shared_ptr<drainable>>(sessions_.begin(), sessions_.end());
+  for (auto& s : all) s->stop_now(why);
+  guard_.reset();
+  // The aborted operations complete with operation_aborted and must run: Beast keeps an operation that waits
+  // for another inside the stream, where destroying the loop would not free it. Only an operation that
+  // nothing aborts (a dial under way) is cut short when the loop stops.
+  stop_timer_.expires_after(std::chrono::milliseconds(100));
+  stop_timer_.async_wait([this](error_code ec) {
+    if (!ec) ioc_.stop();
+  });
+}
+
+std::chrono::milliseconds response_wait(std::chrono::milliseconds drain_timeout) {
+  return drain_timeout - std::min<std::chrono::milliseconds>(drain_timeout / 4, std::chrono::seconds(2));
+}
+
+runtime::runtime(unsigned threads, std::chrono::milliseconds drain_timeout) : drain_timeout_(drain_timeout) {
   for (unsigned i = 0; i < std::max(1u, threads); ++i) workers_.push_back(std::make_unique<worker>());
 }
 
@@ -121,23 +146,32 @@ void runtime::wait_signal() {
   signals_.async_wait([this](error_code ec, int signo) {
     if (ec) return;
     if (++signal_count_ == 1) {
-      spdlog::info("signal {}: no new connections; draining open ones for up to {}ms", signo,
-                   drain_timeout_.count());
+      const auto wait = response_wait(drain_timeout_);
+      spdlog::info(
+          "signal {}: no new connections; open ones get {} for responses already requested and stop within "
+          "{}",
+          signo, human_duration(wait), human_duration(drain_timeout_));
       if (on_shutdown_) on_shutdown_();
-      for (auto& w : workers_) asio::post(w->context(), [&w, this] { w->drain(drain_timeout_); });
-      hard_stop_.expires_after(hard_stop_after_);
+      for (auto& w : workers_) asio::post(w->context(), [&w, wait] { w->drain(wait); });
+      hard_stop_.expires_after(drain_timeout_);
       hard_stop_.async_wait([this](error_code e) {
         if (e) return;
-        spdlog::warn("drain did not finish in time: closing everything now");
-        for (auto& w : workers_) w->stop();
+        spdlog::warn("drain timeout reached: closing the connections still open now");
+        stop_all("stopped at the drain timeout");
       });
       wait_signal();
     } else {
-      spdlog::warn("signal {} again: closing everything now", signo);
-      for (auto& w : workers_) w->stop();
+      spdlog::warn("signal {} again: closing every connection now", signo);
+      stop_all("stopped by a second signal");
       signals_.cancel();
+      hard_stop_.cancel();
     }
   });
+}
+
+void runtime::stop_all(const std::string& why) {
+  // Each worker stops its own sessions on its own thread; a worker already finished never runs this.
+  for (auto& w : workers_) asio::post(w->context(), [&w, why] { w->stop_now(why); });
 }
 
 int runtime::run() {

@@ -1,6 +1,7 @@
 // What the servers in apps/ share: worker threads that each run their own io_context and the sessions
-// placed on it, the main thread's context for listeners and signals, the orderly drain on SIGINT/SIGTERM
-// (a second signal stops at once), and the small formatting helpers of their log lines.
+// placed on it, the main thread's context for listeners and signals, the shutdown on SIGINT/SIGTERM (an
+// orderly drain, all of it within the drain timeout; a second signal stops at once), and the small
+// formatting helpers of their log lines.
 #pragma once
 
 #include <boost/asio/executor_work_guard.hpp>
@@ -50,6 +51,9 @@ class drainable {
   virtual ~drainable() = default;
   /// No new requests; finish those under way within `timeout`, then end.
   virtual void drain(std::chrono::milliseconds timeout) = 0;
+  /// End at once, without closing handshakes, and log the connection's closed line with `why` as its cause
+  /// before returning.
+  virtual void stop_now(const std::string& why) = 0;
 };
 
 /// One worker thread with its own io_context (so its sessions need no strands) and the sessions on it.
@@ -63,6 +67,9 @@ class worker {
   std::size_t sessions() const { return sessions_.size(); }
   /// Drains every session; run() returns once the last one is gone.
   void drain(std::chrono::milliseconds timeout);
+  /// Stops every session at once (each logs its closed line), then, once the handlers of the operations
+  /// this aborted have run (at most 100 ms), the loop.
+  void stop_now(const std::string& why);
   /// Runs until stopped or out of work. An exception escaping a handler (bad_alloc, say) is logged and the
   /// loop goes on: the connection it belonged to loses that handler and ends by its own timers, the others
   /// keep being served.
@@ -72,15 +79,20 @@ class worker {
  private:
   boost::asio::io_context ioc_{1};
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> guard_;
+  boost::asio::steady_timer stop_timer_{ioc_};
   std::unordered_set<std::shared_ptr<drainable>> sessions_;
 };
+
+/// How the shutdown divides the drain timeout: responses to requests already sent may take all of it but a
+/// reserve (a quarter of it, at most 2 s) in which the closing handshakes run; at the end of it whatever is
+/// still open is stopped at once.
+std::chrono::milliseconds response_wait(std::chrono::milliseconds drain_timeout);
 
 /// The workers, the main context, and the shutdown sequence.
 class runtime {
  public:
-  /// `hard_stop_after`: after the first signal, how long the drain may take before everything is stopped.
-  runtime(unsigned threads, std::chrono::milliseconds drain_timeout,
-          std::chrono::milliseconds hard_stop_after);
+  /// `drain_timeout`: after the first signal, how long the whole shutdown may take (see response_wait).
+  runtime(unsigned threads, std::chrono::milliseconds drain_timeout);
 
   /// Listeners and timers of the main thread live here.
   boost::asio::io_context& main_context() { return main_ioc_; }
@@ -96,8 +108,9 @@ class runtime {
  private:
   void wait_signal();
 
+  void stop_all(const std::string& why);
+
   std::chrono::milliseconds drain_timeout_;
-  std::chrono::milliseconds hard_stop_after_;
   boost::asio::io_context main_ioc_{1};
   std::vector<std::unique_ptr<worker>> workers_;
   std::size_t next_ = 0;

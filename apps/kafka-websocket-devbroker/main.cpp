@@ -2,6 +2,7 @@
 // over WebSocket (one frame per binary message) and, optionally, over plain TCP. A test target, not a
 // product.
 #include "broker.hpp"
+#include "cli.hpp"
 #include "server.hpp"
 
 #include <kws/frame.hpp>
@@ -10,7 +11,6 @@
 #include <boost/asio/signal_set.hpp>
 
 #include <fmt/format.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
       "default settings work; --kafka-0.8-only narrows it to the v0 APIs without ApiVersions. Kafka travels\n"
       "over WebSocket (one frame per binary message) and optionally over plain TCP. --log-level debug logs\n"
       "each request's API and version.\n"
-      "At startup it prints one line to stdout: 'listening ws=HOST:PORT[,...] [tcp=HOST:PORT[,...]]'."};
+      "At startup it prints one line to stdout: 'listening ws=HOST:PORT[,...] [tcp=HOST:PORT[,...]]'.",
+      "kafka-websocket-devbroker"};
 
   std::string listen = "127.0.0.1:8787";
   std::string tcp_listen, advertise, tcp_advertise;
@@ -102,7 +103,7 @@ int main(int argc, char** argv) {
   std::size_t max_frame_bytes = kws::default_max_frame_bytes;
   bool kafka_08_only = false;
   std::string close_idle_after;
-  std::string log_level = "info";
+  std::string log_level = "info", log_format = "text";
 
   app.add_option("--listen", listen, "WebSocket listener HOST:PORT (port 0: any free port)")
       ->capture_default_str()
@@ -141,16 +142,11 @@ int main(int argc, char** argv) {
                  "close a WebSocket connection (code 1000) after this long without a request, e.g. 500ms or "
                  "2s, as edge platforms recycle idle connections (default: never; TCP connections never)")
       ->check(duration_check);
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error, critical or off")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  CLI11_PARSE(app, argc, argv);
+  kws::app::add_log_level(app, log_level);
+  kws::app::add_log_format(app, log_format);
+  if (auto exit_code = kws::app::parse_command_line(app, {argv + 1, argv + argc})) return *exit_code;
 
-  auto logger = spdlog::stderr_color_mt("devbroker");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %l %v");
-  spdlog::set_level(spdlog::level::from_str(log_level));
-  spdlog::flush_on(spdlog::level::trace);
+  kws::app::setup_logging("devbroker", log_level, log_format);
 
   kws::devbroker::broker_config bc;
   bc.default_partitions = default_partitions;
@@ -194,8 +190,7 @@ int main(int argc, char** argv) {
     srv = std::make_unique<kws::devbroker::server>(ioc, b, sc);
     srv->start();
   } catch (const std::exception& e) {
-    spdlog::critical("startup failed: {}", e.what());
-    return 1;
+    return kws::app::cannot_start(e);
   }
 
   // The one line tests and scripts parse; flushed at once because stdout is usually a pipe then.

@@ -256,6 +256,12 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     if (relay_) relay_->drain(timeout);
   }
 
+  // Before the relay starts no open line was logged, so none is owed a closed line.
+  void stop_now(const std::string& why) override {
+    draining_ = true;
+    if (relay_) relay_->stop_now(why);
+  }
+
  private:
   void refuse(std::function<void(kws::accept_decision)>& done, int status, std::string why,
               std::vector<std::pair<std::string, std::string>> headers = {}) {
@@ -429,8 +435,7 @@ int run(const gateway_config& cfg) {
   std::vector<upstream> bootstrap;
   for (const auto& u : cfg.upstreams) bootstrap.push_back(parse_upstream(u));
 
-  app::runtime rt(cfg.threads, cfg.drain_timeout,
-                  cfg.drain_timeout + cfg.accept.handshake_timeout + std::chrono::seconds(1));
+  app::runtime rt(cfg.threads, cfg.drain_timeout);
   tcp::acceptor acceptor(rt.main_context());
   app::open_listener(acceptor, cfg.listen_host, cfg.port);
   const auto bound = acceptor.local_endpoint();

@@ -45,7 +45,8 @@ struct gateway_config {
   kws::relay_options relay;
   /// Bound on connecting to a broker of the cluster.
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
-  std::chrono::milliseconds drain_timeout{std::chrono::seconds(10)};
+  /// Bound on the whole shutdown after SIGINT/SIGTERM (app::response_wait divides it).
+  std::chrono::milliseconds drain_timeout{std::chrono::seconds(8)};
   unsigned threads = 1;
   /// Rewrite broker addresses to the advertised one (off: relay byte for byte; node routing then relies on
   /// clients that know the cluster's node ids).

@@ -113,12 +113,11 @@ int main(int argc, char** argv) {
   cfg.drain_timeout = std::chrono::milliseconds(common.drain_ms);
   cfg.rewrite = !no_rewrite;
 
-  kws::app::setup_logging("kws-gateway", common.log_level);
+  kws::app::setup_logging("kws-gateway", common.log_level, common.log_format);
   try {
     if (!token_file.empty()) cfg.tokens = kws::gateway::token_set::from_file(token_file);
     return kws::gateway::run(cfg);
   } catch (const std::exception& e) {
-    spdlog::critical("cannot start: {}", e.what());
-    return 1;
+    return kws::app::cannot_start(e);
   }
 }

@@ -5,6 +5,8 @@
 #include "monitoring.hpp"
 #include "runtime.hpp"
 
+#include <kws/errc.hpp>
+
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
@@ -17,6 +19,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <thread>
 #include <unordered_set>
 #include <vector>
@@ -31,6 +34,7 @@ namespace {
 namespace asio = boost::asio;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
+using clock = std::chrono::steady_clock;
 
 // One client connection: dial the route's broker (with retries), then hand both ends to a relay; dial again
 // (with the same retries) when the relay asks for it after the broker closed between requests.
@@ -43,6 +47,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   ~session() override { release_slot(); }
   void start();
   void drain(std::chrono::milliseconds timeout) override;
+  void stop_now(const std::string& why) override;
 
  private:
   using dial_done = std::function<void(error_code, kws::connection)>;
@@ -60,6 +65,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   void watch_client();
   void start_relay(kws::connection conn);
   void finish();
+  // A shutdown ends a first dial still under way: the dial is given up with a closed line.
+  void give_up_dial(const std::string& why);
   // " via=proxy:port" when the broker is reached through a forward proxy, for the log lines.
   std::string via_field() const { return via_.empty() ? std::string() : " via=" + via_; }
 
@@ -83,6 +90,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::vector<std::string> failures_;   // each failed attempt's error
   std::shared_ptr<kws::relay> relay_;
   bool draining_ = false;
+  std::chrono::steady_clock::time_point started_at_ = clock::now();
   std::string via_;  // the forward proxy of the last dial (host:port), or empty
 };
 
@@ -243,9 +251,26 @@ void session::start_relay(kws::connection conn) {
 
 void session::drain(std::chrono::milliseconds timeout) {
   draining_ = true;
-  timer_.cancel();  // a backoff wait ends the dial; a dial in progress is dropped when it completes
+  timer_.cancel();
   watch_.cancel();
-  if (relay_) relay_->drain(timeout);
+  if (relay_) return relay_->drain(timeout);
+  give_up_dial("shut down while the broker was being dialled");
+}
+
+void session::stop_now(const std::string& why) {
+  draining_ = true;
+  timer_.cancel();
+  watch_.cancel();
+  if (relay_) return relay_->stop_now(why);
+  give_up_dial(why + " while the broker was being dialled");
+}
+
+void session::give_up_dial(const std::string& why) {
+  if (!pending_) return;
+  spdlog::info("conn {} closed client={} broker={}{} up=0B/0f down=0B/0f duration={} cause={}", id_,
+               client_name_, route_->url, via_field(), app::human_duration(clock::now() - started_at_), why);
+  // The dial itself ends by its own timeout; its connection is dropped then.
+  complete_dial(asio::error::operation_aborted, kws::connection{});
 }
 
 void session::finish() {
@@ -292,17 +317,19 @@ bool is_unspecified(const std::string& host) {
 // worker's relay first sees a broker) but accept only on the main context.
 class server {
  public:
-  explicit server(const proxy_config& cfg)
-      : cfg_(cfg),
-        rt_(cfg.threads, cfg.drain_timeout,
-            cfg.drain_timeout + cfg.dialer.handshake_timeout + std::chrono::seconds(1)) {}
+  explicit server(const proxy_config& cfg) : cfg_(cfg), rt_(cfg.threads, cfg.drain_timeout) {}
 
   int run() {
     // Fail early, and once, on a broker address or template that can never work.
     const auto url = kws::parse_address(cfg_.broker, cfg_.dialer.tls);
     const auto templ = cfg_.broker_url_template.empty() ? kws::url_template::default_for(cfg_.dialer.tls)
                                                         : kws::url_template::parse(cfg_.broker_url_template);
-    prototype_.emplace(asio::system_executor(), cfg_.dialer);
+    try {
+      prototype_.emplace(asio::system_executor(), cfg_.dialer);
+    } catch (const boost::system::system_error& e) {
+      if (cfg_.dialer.ca_file.empty() || e.code() == kws::errc::invalid_proxy_url) throw;
+      throw std::runtime_error("--ca-file " + cfg_.dialer.ca_file + ": " + e.code().message());
+    }
 
     auto main_route = std::make_shared<route>(route{url.str(), -1, {}, 0});
     auto& main = add_listener(main_route);

@@ -27,7 +27,8 @@ struct proxy_config {
   kws::relay_options relay;
   int dial_retries = 5;
   std::chrono::milliseconds dial_backoff{200};
-  std::chrono::milliseconds drain_timeout{std::chrono::seconds(10)};
+  /// Bound on the whole shutdown after SIGINT/SIGTERM (app::response_wait divides it).
+  std::chrono::milliseconds drain_timeout{std::chrono::seconds(8)};
   unsigned threads = 1;
   /// Connections at once; more are closed as they are accepted.
   std::size_t max_connections = 10000;

@@ -210,6 +210,9 @@ class connection {
     if (impl_) impl_->abort();
   }
 
+  /// The WebSocket close code the peer sent (1000, 1001, ...), or 0 while it has sent none.
+  std::uint16_t peer_close_code() const { return impl_ ? impl_->peer_close_code() : 0; }
+
  private:
   friend class dialer;
 

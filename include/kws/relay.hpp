@@ -66,7 +66,8 @@ struct relay_report {
   /// Times the broker connection was opened again after it closed between requests.
   std::uint64_t reconnects = 0;
   std::chrono::steady_clock::duration duration{};
-  /// Why it ended, for the log: "client closed", "broker closed", "drained", or the failure.
+  /// Why it ended, in words for the log: "client closed", "broker closed (code 1001 going away)", "broker did
+  /// not answer pings", "shut down, every response delivered", ...
   std::string cause;
   /// The first failure, empty when the relay ended in an orderly way.
   boost::system::error_code error;
@@ -119,6 +120,10 @@ class relay : public std::enable_shared_from_this<relay> {
   virtual void drain(std::chrono::milliseconds timeout) = 0;
   /// Requests the client still waits for an answer to.
   virtual std::size_t in_flight() const = 0;
+  /// Ends at once, without closing handshakes: both sides are closed and the done handler runs before this
+  /// returns. The report's cause is `why` (plus the responses not delivered), unless the relay was already
+  /// closing for another reason, whose cause it keeps.
+  virtual void stop_now(const std::string& why) = 0;
 };
 
 }  // namespace kws

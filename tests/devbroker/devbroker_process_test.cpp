@@ -593,3 +593,28 @@ TEST_F(DevbrokerProcess, CloseIdleAfterRejectsAMalformedDuration) {
         << bad << ": " << r.out << r.err;
   }
 }
+
+namespace {
+
+// The exit codes and start-up line the other servers in apps/ use: 2 for a bad flag, 1 (one plain line) when
+// it cannot start.
+TEST(DevbrokerStartup, BadFlagsExitWith2AndAPortInUseIsOnePlainLineWithExitCode1) {
+  for (const auto& bad : std::vector<std::vector<std::string>>{{"--bogus"}, {"--log-level", "loud"}}) {
+    std::vector<std::string> argv{KWS_DEVBROKER_PATH};
+    argv.insert(argv.end(), bad.begin(), bad.end());
+    child_process p(argv);
+    EXPECT_EQ(p.wait(10s), 2) << bad[0] << ": " << p.output();
+  }
+  asio::io_context ioc;
+  tcp::acceptor taken(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = std::to_string(taken.local_endpoint().port());
+  child_process p({KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:" + port, "--log-level", "warning"});
+  EXPECT_EQ(p.wait(10s), 1) << p.output();
+  const auto out = p.output();
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  EXPECT_NE(out.find(" critical cannot start: "), std::string::npos) << out;
+  EXPECT_NE(out.find("Address already in use"), std::string::npos) << out;
+  EXPECT_EQ(out.find('['), std::string::npos) << out;
+}
+
+}  // namespace

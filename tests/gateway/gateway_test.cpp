@@ -419,9 +419,10 @@ TEST_F(Gateway, ATextMessageOrALyingSizeHeaderClosesOnlyThatConnection) {
   EXPECT_EQ(lying.close_code(), 1002);
   const auto answer = good.roundtrip(metadata(3));
   EXPECT_GT(answer.size(), 8u);
-  EXPECT_TRUE(gateway_->wait_for_output(std::regex("cause=client sent: invalid WebSocket message type")));
-  EXPECT_TRUE(
-      gateway_->wait_for_output(std::regex("cause=client sent: WebSocket message length does not match")));
+  EXPECT_TRUE(gateway_->wait_for_output(
+      std::regex("cause=client sent a text message \\(Kafka frames must be binary\\)")));
+  EXPECT_TRUE(gateway_->wait_for_output(
+      std::regex("cause=client sent a WebSocket message whose length does not match")));
 }
 
 TEST_F(Gateway, MetricsCountTheRelayedTrafficAndReadyzFollowsTheCluster) {
@@ -508,6 +509,36 @@ TEST(GatewayFlags, BadFlagsExitWith2AndOneLineStartUpFailuresWith1) {
   }
   child_process bad_upstream({KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0", "--upstream", "no-port-here"});
   EXPECT_EQ(bad_upstream.wait(10s), 1) << bad_upstream.output();
+}
+
+}  // namespace
+
+namespace {
+
+// Start-up failures are one line in words (no "[system:98 at ...]"), exit code 1.
+void expect_cannot_start(child_process& p, const std::string& expected) {
+  EXPECT_EQ(p.wait(10s), 1) << p.output();
+  const auto out = p.output();
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+  EXPECT_NE(out.find(" critical cannot start: " + expected), std::string::npos) << out;
+  EXPECT_EQ(out.find('['), std::string::npos) << out;
+  EXPECT_EQ(out.find(".hpp"), std::string::npos) << out;
+}
+
+TEST(GatewayStartup, APortInUseOrACertificateFileWithoutACertificateIsOnePlainLine) {
+  asio::io_context ioc;
+  tcp::acceptor taken(ioc, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  const auto port = std::to_string(taken.local_endpoint().port());
+  child_process in_use({KWS_GATEWAY_PATH, "--listen", "127.0.0.1:" + port, "--upstream", "127.0.0.1:9092"});
+  expect_cannot_start(in_use, "listening on 127.0.0.1:" + port + ": Address already in use");
+
+  temp_dir dir("kws-gateway");
+  write_file(dir / "cert.pem", "not a certificate\n");
+  write_file(dir / "key.pem", "not a key\n");
+  child_process bad_cert({KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9092",
+                          "--tls-cert", (dir / "cert.pem").string(), "--tls-key",
+                          (dir / "key.pem").string()});
+  expect_cannot_start(bad_cert, "TLS certificate " + (dir / "cert.pem").string() + ": ");
 }
 
 }  // namespace

@@ -30,24 +30,33 @@ using boost::system::error_code;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
-// The proxy binary, listening on an ephemeral port of 127.0.0.1.
+// The proxy binary, listening on an ephemeral port of 127.0.0.1 (or, with listen_on::default_listener, of
+// every interface: no --listen, as users start it).
 struct proxy_process {
+  enum class listen_on { loopback_v4, default_listener };
+
   /// `environment`: changes to the proxy's environment (see spawn_options).
   explicit proxy_process(std::vector<std::string> args, bool go_style = false,
-                         std::map<std::string, std::optional<std::string>> environment = {})
-      : proc(make_argv(std::move(args), go_style), spawn_options{.environment = std::move(environment)}) {
-    auto p = proc.wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
+                         std::map<std::string, std::optional<std::string>> environment = {},
+                         listen_on where = listen_on::loopback_v4)
+      : proc(make_argv(std::move(args), go_style, where),
+             spawn_options{.environment = std::move(environment)}) {
+    auto p = proc.wait_for_output(where == listen_on::loopback_v4
+                                      ? std::regex(R"(listening on 127\.0\.0\.1:(\d+))")
+                                      : std::regex(R"(listening on (?:\[::\]|0\.0\.0\.0):(\d+))"));
     if (!p) throw std::runtime_error("the proxy did not start:\n" + proc.output());
     port = static_cast<unsigned short>(std::stoi(*p));
   }
 
-  static std::vector<std::string> make_argv(std::vector<std::string> args, bool go_style) {
+  static std::vector<std::string> make_argv(std::vector<std::string> args, bool go_style,
+                                            listen_on where = listen_on::loopback_v4) {
     std::vector<std::string> argv{KWS_PROXY_PATH};
+    if (where == listen_on::loopback_v4)
+      argv.insert(argv.end(), {go_style ? "-listen" : "--listen", "127.0.0.1"});
     if (go_style) {
-      argv.insert(argv.end(), {"-listen", "127.0.0.1", "-port", "0"});
+      argv.insert(argv.end(), {"-port", "0"});
     } else {
-      argv.insert(argv.end(),
-                  {"--listen", "127.0.0.1", "--port", "0", "--threads", "2", "--log-level", "debug"});
+      argv.insert(argv.end(), {"--port", "0", "--threads", "2", "--log-level", "debug"});
     }
     argv.insert(argv.end(), args.begin(), args.end());
     return argv;
@@ -60,8 +69,8 @@ struct proxy_process {
 // A Kafka client's TCP connection, with every wait bounded.
 class client {
  public:
-  explicit client(unsigned short port) {
-    sock_.connect({asio::ip::make_address("127.0.0.1"), port});
+  explicit client(unsigned short port, const std::string& address = "127.0.0.1") {
+    sock_.connect({asio::ip::make_address(address), port});
     sock_.set_option(tcp::no_delay(true));
   }
 

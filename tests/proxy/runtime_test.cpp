@@ -1,5 +1,8 @@
 // The servers' shared runtime (apps/common), in-process.
 #include "runtime.hpp"
+#include "cli.hpp"
+#include "process.hpp"
+#include "test_env.hpp"
 
 #include <gtest/gtest.h>
 #include <boost/asio/post.hpp>
@@ -28,6 +31,51 @@ TEST(Runtime, DurationsAreRoundedForTheLog) {
   EXPECT_EQ(kws::app::human_duration(seconds(3)), "3000ms");
   EXPECT_EQ(kws::app::human_duration(microseconds(9'999'700)), "10s");
   EXPECT_EQ(kws::app::human_duration(milliseconds(19'980)), "20s") << "rounded, not truncated";
+}
+
+TEST(Runtime, JsonLogLinesEscapeEverythingAndParse) {
+  // Quotes, backslashes, control characters, UTF-8, and bytes that are not UTF-8 (a peer's text may be
+  // logged): every line must parse, and the message come back as written (U+FFFD for the bad bytes).
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"plain", "plain"},
+      {"quote \" backslash \\ slash /", "quote \" backslash \\ slash /"},
+      {"newline\nreturn\rtab\tnul" + std::string(1, '\0') +
+           "bell\x07"
+           "del\x7f",
+       "newline\nreturn\rtab\tnul" + std::string(1, '\0') +
+           "bell\x07"
+           "del\x7f"},
+      {"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"},
+      {"bad \xff\xc3 end \xed\xa0\x80 \xc0\xaf",
+       "bad \xef\xbf\xbd\xef\xbf\xbd end \xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd "
+       "\xef\xbf\xbd\xef\xbf\xbd"},
+      {"conn 12 closed client=[::1]:5 broker=ws://b:1/ up=3B/1f down=0B/0f duration=950us cause=a \"b\" c",
+       "conn 12 closed client=[::1]:5 broker=ws://b:1/ up=3B/1f down=0B/0f duration=950us cause=a \"b\" c"},
+  };
+  kws::test::temp_dir dir("kws-json");
+  std::string lines, expected;
+  for (const auto& [message, back] : cases) {
+    lines += kws::app::json_log_line("2026-01-01T00:00:00.000Z", "info", message);
+    expected += back + '\x1e';
+  }
+  kws::test::write_file(dir / "lines", lines);
+  const std::string script = R"(
+import json, sys
+out = []
+for line in open(sys.argv[1], encoding="utf-8").read().split("\n")[:-1]:
+    o = json.loads(line)
+    out.append(o["msg"])
+    if o["msg"].startswith("conn 12"):
+        assert o["conn"] == 12 and o["event"] == "closed" and o["client"] == "[::1]:5", o
+        assert o["up_bytes"] == 3 and o["down_frames"] == 0 and o["duration_ms"] == 0.95, o
+        assert o["cause"] == 'a "b" c', o
+sys.stdout.buffer.write("".join(m + "\x1e" for m in out).encode("utf-8"))
+)";
+  const auto r = kws::test::run({"/usr/bin/python3", "-c", script, (dir / "lines").string()},
+                                {.stderr_to = kws::test::spawn_options::stderr_target::captured},
+                                std::chrono::seconds(20));
+  ASSERT_EQ(r.exit_code, 0) << r.err << "\n" << lines;
+  EXPECT_EQ(r.out, expected);
 }
 
 }  // namespace

@@ -87,6 +87,8 @@ class connection_impl : public std::enable_shared_from_this<connection_impl> {
   virtual void close(std::uint16_t code, boost::system::error_code& ec) = 0;
   virtual void async_close(std::uint16_t code, done_handler handler) = 0;
   virtual void abort() noexcept = 0;
+  /// The close code the peer sent, 0 while it has sent none.
+  virtual std::uint16_t peer_close_code() const = 0;
 };
 
 }  // namespace kws::detail
