@@ -44,6 +44,8 @@ using kws::test::client;
 using kws::test::frame;
 using kws::test::pattern;
 using kws::test::proxy_process;
+using kws::test::read_frame;
+using kws::test::rss_kib;
 using kws::test::ws_peer;
 using kws::test::ws_test_server;
 using tcp = asio::ip::tcp;
@@ -84,14 +86,6 @@ class canned_server {
   std::thread thread_;
 };
 
-// One whole response frame from the client's connection.
-std::string read_frame(client& c, error_code& ec) {
-  auto header = c.recv(4, ec);
-  if (ec || header.size() != 4) return {};
-  const auto size = kws::load_be32(reinterpret_cast<const unsigned char*>(header.data()));
-  return header + c.recv(size, ec);
-}
-
 // An ApiVersions v0 request: every broker the tests start answers it, and the proxy forwards it.
 std::string api_versions_request(std::int32_t correlation_id) {
   return kws::test::request(18, 0, correlation_id);
@@ -104,13 +98,6 @@ std::unique_ptr<child_process> start_devbroker(unsigned short port) {
   if (!p->wait_for_output(std::regex(R"(listening ws=127\.0\.0\.1:(\d+))")))
     throw std::runtime_error("the dev broker did not start:\n" + p->output());
   return p;
-}
-
-std::size_t rss_kib(pid_t pid) {
-  const auto status = kws::test::read_file("/proc/" + std::to_string(pid) + "/status");
-  std::smatch m;
-  if (!std::regex_search(status, m, std::regex(R"(VmRSS:\s+(\d+) kB)"))) return 0;
-  return std::stoul(m[1].str());
 }
 
 // The proxy dials once; the client's connection ends, and the closing line carries `why`.

@@ -11,6 +11,8 @@
 #include <boost/asio/write.hpp>
 
 #include <chrono>
+#include <cstdint>
+#include <fstream>
 #include <map>
 #include <optional>
 #include <regex>
@@ -141,6 +143,27 @@ class client {
   asio::io_context ioc_;
   tcp::socket sock_{ioc_};
 };
+
+// One whole frame from the client's connection ("" when none came within the limit).
+inline std::string read_frame(client& c, error_code& ec, std::chrono::milliseconds limit = 10s) {
+  auto header = c.recv(4, ec, limit);
+  if (ec || header.size() != 4) return {};
+  const auto size = (static_cast<std::uint32_t>(static_cast<unsigned char>(header[0])) << 24) |
+                    (static_cast<std::uint32_t>(static_cast<unsigned char>(header[1])) << 16) |
+                    (static_cast<std::uint32_t>(static_cast<unsigned char>(header[2])) << 8) |
+                    static_cast<std::uint32_t>(static_cast<unsigned char>(header[3]));
+  return header + c.recv(size, ec, limit);
+}
+
+// Resident memory of a process in KiB, from /proc (0 when it cannot be read).
+inline std::size_t rss_kib(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::smatch m;
+  for (std::string line; std::getline(status, line);) {
+    if (std::regex_search(line, m, std::regex(R"(VmRSS:\s+(\d+) kB)"))) return std::stoul(m[1].str());
+  }
+  return 0;
+}
 
 // A request frame: api key, version, correlation id, client id "t", then `body`.
 inline std::string request(std::int16_t key, std::int16_t version, std::int32_t correlation_id,

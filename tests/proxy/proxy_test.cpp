@@ -33,6 +33,7 @@ using kws::test::frame;
 using kws::test::pattern;
 using kws::test::proxy_process;
 using kws::test::raw_size;
+using kws::test::rss_kib;
 using kws::test::ws_peer;
 using kws::test::ws_test_server;
 using tcp = asio::ip::tcp;
@@ -248,14 +249,6 @@ TEST(Proxy, SigtermDrainsRequestedResponsesAndClosesWith1001) {
   EXPECT_EQ(close_code.load(), 1001);
   // No new connections after the signal.
   EXPECT_THROW(client{proxy.port}, boost::system::system_error);
-}
-
-// Resident memory of a process, from /proc.
-std::size_t rss_kib(pid_t pid) {
-  const auto status = kws::test::read_file("/proc/" + std::to_string(pid) + "/status");
-  std::smatch m;
-  if (!std::regex_search(status, m, std::regex(R"(VmRSS:\s+(\d+) kB)"))) return 0;
-  return std::stoul(m[1].str());
 }
 
 TEST(Proxy, StopsReadingTheClientWhileTheBrokerDoesNotRead) {

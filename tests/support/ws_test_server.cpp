@@ -32,6 +32,8 @@ class peer_impl final : public ws_peer {
   explicit peer_impl(Args&&... args) : ws_(std::forward<Args>(args)...) {}
 
   websocket::stream<Stream>& ws() { return ws_; }
+  /// Held while the socket is closed: the server's destructor reads the descriptors under it.
+  std::mutex* close_mu_ = nullptr;
   std::map<std::string, std::string> headers_;
   std::string target_;
 
@@ -67,6 +69,8 @@ class peer_impl final : public ws_peer {
   }
   void drop() override {
     beast::error_code ec;
+    std::unique_lock<std::mutex> lock;
+    if (close_mu_) lock = std::unique_lock(*close_mu_);
     beast::get_lowest_layer(ws_).shutdown(tcp::socket::shutdown_both, ec);
     beast::get_lowest_layer(ws_).close(ec);
   }
@@ -244,6 +248,7 @@ void ws_test_server::accept_loop() {
     sessions_.emplace_back([this, sock, ssl] {
       if (ssl) {
         peer_impl<beast::ssl_stream<tcp::socket&>> peer(*sock, *ssl);
+        peer.close_mu_ = &mu_;
         beast::error_code ec;
         peer.ws().next_layer().handshake(asio::ssl::stream_base::server, ec);
         if (const char* sni =
@@ -252,6 +257,7 @@ void ws_test_server::accept_loop() {
         if (!ec) serve(peer, opts_, script_, accepted_, stopping_);
       } else {
         peer_impl<tcp::socket&> peer(*sock);
+        peer.close_mu_ = &mu_;
         serve(peer, opts_, script_, accepted_, stopping_);
       }
       ++finished_;
