@@ -65,6 +65,7 @@ fi
 
 tmp=$(mktemp -d)
 pids=()
+# shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -240,7 +241,7 @@ if [[ " $cases " == *" kafka "* ]]; then
     db_pid=$!
     pids+=("$db_pid")
     # It prints "listening ws=HOST:PORT tcp=HOST:PORT" once both listeners are open.
-    for i in $(seq 1 200); do grep -q '^listening' "$tmp/devbroker.out" && break; sleep 0.05; done
+    for _ in $(seq 1 200); do grep -q '^listening' "$tmp/devbroker.out" && break; sleep 0.05; done
     ws_port=$(sed -n 's/^listening ws=[^ ]*:\([0-9]*\).*/\1/p' "$tmp/devbroker.out")
     tcp_port=$(sed -n 's/.* tcp=[^ ]*:\([0-9]*\).*/\1/p' "$tmp/devbroker.out")
     echo_port_saved=$echo_port
