@@ -86,8 +86,8 @@ fi
 
 # Waits (bounded) until PID listens on a TCP port and prints the port.
 listen_port() {
-  local pid=$1 i port
-  for i in $(seq 1 200); do
+  local pid=$1 port
+  for _ in $(seq 1 200); do
     port=$(ss -ltnpH 2>/dev/null | grep "pid=$pid," | awk '{print $4}' | sed 's/.*://' | head -1)
     if [[ -n $port ]]; then echo "$port"; return 0; fi
     sleep 0.05
