@@ -26,11 +26,17 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
+#include <algorithm>
+#include <bit>
+#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <type_traits>
+#include <utility>
 
 namespace kws::detail {
 namespace {
@@ -40,6 +46,10 @@ namespace beast = boost::beast;
 namespace websocket = beast::websocket;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
+
+// Beast's write buffer for masking, sized per message between these (see size_write_buffer).
+constexpr std::size_t min_write_buffer_bytes = 512;
+constexpr std::size_t max_write_buffer_bytes = 64 * 1024;
 
 // Buffers above this size are released once their frame is done, so idle connections stay small.
 constexpr std::size_t keep_buffer_bytes = 64 * 1024;
@@ -56,6 +66,226 @@ error_code translate_read_error(error_code ec, bool partial) {
   return ec;
 }
 
+// A plain TCP stream under the WebSocket stream that, once the handshake is done, reads what the socket has
+// (up to read_buffer_bytes) and serves Beast's reads from it. Beast's WebSocket reader takes frame headers
+// and small payloads through a 1536-byte buffer of its own, so without this every ~1.5 KB of pipelined small
+// messages cost a recv; with it a batch of messages costs one. Reads of at least direct_read_bytes (the
+// payload of a large message) go straight to the socket, with no copy. The buffer is allocated once the
+// socket is readable and freed once Beast has taken everything, so an idle connection holds none.
+//
+// Writes can be corked: while corked, small writes (each message Beast writes, control frames included) are
+// copied to a buffer and reported done at once; uncorking sends the buffer in one write. Every write passes
+// through here in order, so Beast's own frames (pongs, pings, the close) never interleave with a batch. The
+// buffer holds at most cork_limit_bytes plus one write; beyond that a write waits for the flush in flight.
+class buffered_tcp {
+ public:
+  using next_layer_type = beast::tcp_stream;
+  using executor_type = next_layer_type::executor_type;
+
+  static constexpr std::size_t read_buffer_bytes = 64 * 1024;
+  static constexpr std::size_t direct_read_bytes = 16 * 1024;
+  static constexpr std::size_t direct_write_bytes = 16 * 1024;
+  static constexpr std::size_t cork_limit_bytes = 64 * 1024;
+
+  template <class... Args>
+  explicit buffered_tcp(Args&&... args) : next_(std::forward<Args>(args)...) {}
+
+  executor_type get_executor() noexcept { return next_.get_executor(); }
+  next_layer_type& next_layer() noexcept { return next_; }
+  const next_layer_type& next_layer() const noexcept { return next_; }
+
+  /// From here on reads are buffered. Until then (the HTTP exchange of the handshake) every read goes to the
+  /// TCP stream, whose deadline bounds the handshake.
+  void start_buffering(std::weak_ptr<void> owner) noexcept {
+    buffering_ = true;
+    owner_ = std::move(owner);
+  }
+
+  void on_read_wait(std::function<void()> f) { on_read_wait_ = std::move(f); }
+  /// Whether bytes arrived since the last call.
+  bool take_activity() noexcept { return std::exchange(active_, false); }
+
+  void cork(bool on) {
+    corked_ = on;
+    if (!on) flush();
+  }
+
+  template <class MutableBufferSequence>
+  std::size_t read_some(const MutableBufferSequence& buffers, error_code& ec) {
+    ec.clear();
+    if (buf_.size() != 0) return take(buffers);
+    return next_.read_some(buffers, ec);
+  }
+  template <class MutableBufferSequence>
+  std::size_t read_some(const MutableBufferSequence& buffers) {
+    error_code ec;
+    const auto n = read_some(buffers, ec);
+    if (ec) throw boost::system::system_error(ec);
+    return n;
+  }
+  template <class ConstBufferSequence>
+  std::size_t write_some(const ConstBufferSequence& buffers, error_code& ec) {
+    return next_.write_some(buffers, ec);
+  }
+  template <class ConstBufferSequence>
+  std::size_t write_some(const ConstBufferSequence& buffers) {
+    return next_.write_some(buffers);
+  }
+  template <class ConstBufferSequence, class WriteHandler>
+  auto async_write_some(const ConstBufferSequence& buffers, WriteHandler&& handler) {
+    enum class step { start, direct, done };
+    return asio::async_compose<WriteHandler, void(error_code, std::size_t)>(
+        [this, buffers, st = step::start](auto& self, error_code ec = {}, std::size_t n = 0) mutable {
+          switch (st) {
+            case step::start: {
+              const auto size = asio::buffer_size(buffers);
+              if (write_error_) {
+                st = step::done;
+                return asio::post(next_.get_executor(), asio::append(std::move(self), write_error_, 0));
+              }
+              if (!busy_ && out_.size() == 0 && (!corked_ || size >= direct_write_bytes)) {
+                st = step::direct;
+                busy_ = true;
+                if (!buffering_) return next_.async_write_some(buffers, std::move(self));
+                return next_.socket().async_write_some(buffers, std::move(self));
+              }
+              if (out_.size() >= cork_limit_bytes) {
+                // Full: wait for the flush in flight (started here if the buffer is merely corked).
+                flush(true);
+                waiter_.emplace(std::move(self));
+                return;
+              }
+              const auto dst = out_.prepare(size);
+              asio::buffer_copy(dst, buffers);
+              out_.commit(size);
+              st = step::done;
+              return asio::post(next_.get_executor(), asio::append(std::move(self), error_code{}, size));
+            }
+            case step::direct:
+              busy_ = false;
+              after_write();
+              return self.complete(ec, n);
+            case step::done:
+              return self.complete(ec, n);
+          }
+        },
+        handler, next_);
+  }
+
+  template <class MutableBufferSequence, class ReadHandler>
+  auto async_read_some(const MutableBufferSequence& buffers, ReadHandler&& handler) {
+    enum class step { start, done };
+    return asio::async_compose<ReadHandler, void(error_code, std::size_t)>(
+        [this, buffers, st = step::start](auto& self, error_code ec = {}, std::size_t n = 0) mutable {
+          if (st == step::done) {
+            // The caller's buffer filled up: more is probably waiting, take it in bulk next time.
+            if (!ec && buffering_ && n == asio::buffer_size(buffers)) more_ = true;
+            if (n != 0) active_ = true;
+            return self.complete(ec, n);
+          }
+          st = step::done;
+          const auto want = asio::buffer_size(buffers);
+          // A large read (the payload of a big message) goes straight into the caller's buffer.
+          if (buf_.size() == 0 && want != 0 && want < direct_read_bytes && more_) {
+            more_ = false;
+            ec = fill();
+            if (ec == asio::error::would_block || ec == asio::error::try_again)
+              ec.clear();
+            else if (ec)
+              return asio::post(next_.get_executor(), asio::append(std::move(self), ec, 0));
+          }
+          if (buf_.size() != 0 || want == 0) {
+            // Bytes at hand: complete through the executor, never inside the initiating call.
+            const auto taken = take(buffers);
+            return asio::post(next_.get_executor(), asio::append(std::move(self), error_code{}, taken));
+          }
+          // Before the handshake is done the TCP stream's deadline applies; after it, its timeout machinery
+          // is off and the socket is read directly (a speculative read: no re-arming of the readiness wait).
+          if (!buffering_) return next_.async_read_some(buffers, std::move(self));
+          next_.socket().async_read_some(buffers, std::move(self));
+          if (on_read_wait_) on_read_wait_();
+        },
+        handler, next_);
+  }
+
+  friend void teardown(beast::role_type role, buffered_tcp& s, error_code& ec) {
+    using beast::websocket::teardown;
+    teardown(role, s.next_, ec);
+  }
+  template <class TeardownHandler>
+  friend void async_teardown(beast::role_type role, buffered_tcp& s, TeardownHandler&& handler) {
+    using beast::websocket::async_teardown;
+    async_teardown(role, s.next_, std::forward<TeardownHandler>(handler));
+  }
+
+ private:
+  // One non-blocking recv of what the socket has, through a per-thread scratch buffer so that nothing is
+  // allocated when there is nothing; the socket itself stays in blocking mode for the synchronous API.
+  error_code fill() {
+    thread_local std::unique_ptr<unsigned char[]> scratch(new unsigned char[read_buffer_bytes]);
+    const auto n = ::recv(next_.socket().native_handle(), scratch.get(), read_buffer_bytes, MSG_DONTWAIT);
+    if (n < 0) return error_code(errno, boost::system::system_category());
+    if (n == 0) return asio::error::eof;
+    const auto got = static_cast<std::size_t>(n);
+    if (got == read_buffer_bytes) more_ = true;
+    active_ = true;
+    const auto dst = buf_.prepare(got);
+    std::memcpy(dst.data(), scratch.get(), got);
+    buf_.commit(got);
+    return {};
+  }
+
+  template <class MutableBufferSequence>
+  std::size_t take(const MutableBufferSequence& buffers) {
+    const auto n = asio::buffer_copy(buffers, buf_.data());
+    buf_.consume(n);
+    if (buf_.size() == 0) buf_ = beast::flat_buffer();
+    return n;
+  }
+
+  // Sends the corked bytes (also while corked when `force`), one write at a time.
+  void flush(bool force = false) {
+    if (busy_ || out_.size() == 0 || (corked_ && !force)) return;
+    auto keep = owner_.lock();
+    if (!keep) return;
+    busy_ = true;
+    std::swap(out_, sending_);
+    asio::async_write(next_.socket(), sending_.data(),
+                      [this, keep = std::move(keep)](error_code ec, std::size_t) {
+                        busy_ = false;
+                        // The bytes were reported written already; a failure shows on the next write (and on
+                        // reads).
+                        if (ec && !write_error_) write_error_ = ec;
+                        sending_.clear();
+                        if (out_.size() == 0) sending_ = beast::flat_buffer();
+                        after_write();
+                      });
+  }
+
+  void after_write() {
+    flush(out_.size() >= cork_limit_bytes || waiter_.has_value());
+    if (waiter_ && (out_.size() < cork_limit_bytes || write_error_)) {
+      auto w = std::move(*waiter_);
+      waiter_.reset();
+      std::move(w)(error_code{});
+    }
+  }
+
+  next_layer_type next_;
+  beast::flat_buffer buf_;
+  bool buffering_ = false;
+  bool more_ = false;          // the last read filled its buffer: read in bulk next
+  bool active_ = false;        // bytes arrived since take_activity()
+  std::weak_ptr<void> owner_;  // the connection, kept alive by a flush in flight
+  std::function<void()> on_read_wait_;
+  bool corked_ = false;
+  bool busy_ = false;  // a write to the socket is in flight
+  beast::flat_buffer out_;
+  beast::flat_buffer sending_;
+  error_code write_error_;
+  std::optional<asio::any_completion_handler<void(error_code)>> waiter_;
+};
+
 template <class NextLayer>
 class ws_connection final : public connection_impl {
  public:
@@ -71,10 +301,28 @@ class ws_connection final : public connection_impl {
     // A client masks every frame through this buffer and writes it a buffer at a time: Beast's 4 KiB default
     // meant ~24 sendmsg calls per 100 KiB frame. Measured with bench/proxy_bench: 100 KiB frames went from
     // ~700 to ~1000 MB/s. Only the part a frame actually used becomes resident.
-    ws_.write_buffer_bytes(64 * 1024);
+    ws_.write_buffer_bytes(max_write_buffer_bytes);
   }
 
   ws_type& ws() { return ws_; }
+  /// The WebSocket handshake is done: reads may be buffered from here on.
+  void handshake_done() {
+    if constexpr (std::is_same_v<NextLayer, buffered_tcp>) {
+      ws_.next_layer().start_buffering(weak_from_this());
+      take_over_idle_timeout();
+    }
+  }
+  void cork(bool on) override {
+    if constexpr (std::is_same_v<NextLayer, buffered_tcp>) ws_.next_layer().cork(on);
+  }
+  bool on_read_wait(std::function<void()> f) override {
+    if constexpr (std::is_same_v<NextLayer, buffered_tcp>) {
+      ws_.next_layer().on_read_wait(std::move(f));
+      return true;
+    } else {
+      return false;
+    }
+  }
   /// For accepted connections: the request target, known once the request has been read.
   void set_url(std::string url) { url_ = std::move(url); }
 
@@ -150,6 +398,7 @@ class ws_connection final : public connection_impl {
         return consumed;
       }
       if (!st.send) return consumed;
+      size_write_buffer(st.send->size());
       ws_.write(*st.send, ec);
       sent(*st.send);
       if (ec) return consumed;
@@ -174,6 +423,7 @@ class ws_connection final : public connection_impl {
                 pending = st.send;
               }
               went_async = true;
+              size_write_buffer(pending->size());
               BOOST_ASIO_CORO_YIELD ws_.async_write(*pending, std::move(self));
               sent(*pending);
               if (ec) break;
@@ -192,7 +442,10 @@ class ws_connection final : public connection_impl {
 
   void write_frame(asio::const_buffer frame, error_code& ec) override {
     ec = write_error_ ? write_error_ : check_message(bytes_of(frame), max_frame_bytes_);
-    if (!ec) ws_.write(frame, ec);
+    if (!ec) {
+      size_write_buffer(frame.size());
+      ws_.write(frame, ec);
+    }
   }
 
   void async_write_frame(asio::const_buffer frame, io_handler handler) override {
@@ -205,6 +458,7 @@ class ws_connection final : public connection_impl {
             if (auto bad = write_error_ ? write_error_ : check_message(bytes_of(frame), max_frame_bytes_)) {
               return asio::post(ws_.get_executor(), asio::append(std::move(self), bad, std::size_t{0}));
             }
+            size_write_buffer(frame.size());
             return ws_.async_write(frame, std::move(self));
           }
           self.complete(after_abort(ec), n);
@@ -216,11 +470,14 @@ class ws_connection final : public connection_impl {
 
   void close(std::uint16_t code, error_code& ec) override {
     wbuf_.clear();
+    if (idle_timer_) idle_timer_->cancel();
     ws_.close(websocket::close_reason(code), ec);
   }
 
   void async_close(std::uint16_t code, done_handler handler) override {
     wbuf_.clear();
+    // The closing handshake has its own (handshake) timeout.
+    if (idle_timer_) idle_timer_->cancel();
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code)>(
         [this, keep = shared_from_this(), code, started = false](auto& self, error_code ec = {}) mutable {
@@ -235,6 +492,7 @@ class ws_connection final : public connection_impl {
 
   void abort() noexcept override {
     aborted_ = true;
+    if (idle_timer_) idle_timer_->cancel();
     error_code ignored;
     beast::get_lowest_layer(ws_).socket().close(ignored);
   }
@@ -289,6 +547,15 @@ class ws_connection final : public connection_impl {
     return st;
   }
 
+  // A client masks every message through Beast's write buffer, which Beast keeps for the connection's life:
+  // sized to the message (in powers of two, so steady traffic reallocates nothing), an idle connection whose
+  // last message was small keeps a small one.
+  void size_write_buffer(std::size_t message_bytes) {
+    const auto want =
+        std::bit_ceil(std::clamp(message_bytes + 16, min_write_buffer_bytes, max_write_buffer_bytes));
+    ws_.write_buffer_bytes(want);
+  }
+
   write_step& fail_write(write_step& st) {
     // The stream has lost its frame boundaries; every later write fails the same way.
     write_error_ = st.ec;
@@ -312,7 +579,52 @@ class ws_connection final : public connection_impl {
   // An operation that was pending when the socket was closed may fail on its next step with whatever the
   // closed socket says (EBADF, say); callers are promised operation_aborted.
   error_code after_abort(error_code ec) const {
+    if (ec && timed_out_) return beast::error::timeout;
     return ec && aborted_ ? error_code(asio::error::operation_aborted) : ec;
+  }
+
+  // Beast re-arms its idle timer at every read: a timer cancelled (one more completion), a new wait and a
+  // timerfd update per message, a large share of the CPU with many small messages. On plain connections the
+  // same timeout runs here instead, as a check every half timeout of whether any byte arrived: no answer
+  // to the ping sent after half the timeout in silence, and the connection ends (beast::error::timeout),
+  // as Beast would have done.
+  void take_over_idle_timeout() {
+    websocket::stream_base::timeout t{};
+    ws_.get_option(t);
+    if (t.idle_timeout == websocket::stream_base::none()) return;
+    idle_timeout_ = t.idle_timeout;
+    keepalive_pings_ = t.keep_alive_pings;
+    t.idle_timeout = websocket::stream_base::none();
+    t.keep_alive_pings = false;
+    ws_.set_option(t);
+    idle_timer_.emplace(ws_.get_executor());
+    arm_idle_timer();
+  }
+
+  void arm_idle_timer() {
+    if (keepalive_pings_) {
+      idle_timer_->expires_after(idle_timeout_ / 2);
+    } else {
+      idle_timer_->expires_after(idle_timeout_);
+    }
+    idle_timer_->async_wait([w = weak_from_this(), this](error_code ec) {
+      const auto keep = w.lock();
+      if (ec || !keep || aborted_ || !ws_.is_open()) return;
+      if constexpr (std::is_same_v<NextLayer, buffered_tcp>) {
+        if (ws_.next_layer().take_activity()) {
+          idle_pinged_ = false;
+          return arm_idle_timer();
+        }
+      }
+      if (keepalive_pings_ && !idle_pinged_) {
+        idle_pinged_ = true;
+        ws_.async_ping({}, [keep](error_code) {});
+        return arm_idle_timer();
+      }
+      timed_out_ = true;
+      error_code ignored;
+      beast::get_lowest_layer(ws_).socket().close(ignored);
+    });
   }
 
   error_code check_read(error_code ec, beast::flat_buffer& buf, std::size_t before) {
@@ -332,9 +644,15 @@ class ws_connection final : public connection_impl {
   beast::flat_buffer wbuf_;
   error_code write_error_;
   bool aborted_ = false;
+  std::optional<asio::steady_timer>
+      idle_timer_;  // plain connections: the idle timeout, see take_over_idle_timeout
+  std::chrono::steady_clock::duration idle_timeout_{};
+  bool keepalive_pings_ = false;
+  bool idle_pinged_ = false;
+  bool timed_out_ = false;
 };
 
-using plain_next = beast::tcp_stream;
+using plain_next = buffered_tcp;
 using tls_next = beast::ssl_stream<beast::tcp_stream>;
 
 }  // namespace
@@ -446,6 +764,7 @@ class dial_op {
     ws.get_option(t);
     t.handshake_timeout = std::chrono::steady_clock::duration(state_->config.handshake_timeout);
     ws.set_option(t);
+    conn_->handshake_done();
     self.complete(ec, connection(std::move(conn_)));
   }
 
@@ -690,6 +1009,7 @@ class accept_op {
       case stage::upgrade:
         if (ec) return finish(self, ec);
         idle_timeouts();
+        conn_->handshake_done();
         return self.complete(ec, connection(std::move(conn_)), std::move(st_->info));
       case stage::respond: {
         error_code ignored;

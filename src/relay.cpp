@@ -13,7 +13,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <optional>
+#include <type_traits>
+#include <utility>
 
 namespace kws {
 namespace {
@@ -113,6 +116,18 @@ bool is_protocol_error(const error_code& ec) {
   return ec.category() == error_category() && ec != errc::truncated_frame;
 }
 
+void append_to(beast::flat_buffer& b, bytes data) {
+  const auto dst = b.prepare(data.size());
+  std::memcpy(dst.data(), data.data(), data.size());
+  b.commit(data.size());
+}
+
+// Responses for a TCP client are written in batches: while one write is in flight, the frames that arrive
+// (and local answers) are appended to the next batch, which is written whole once the first is done. The
+// broker is read only while the next batch is below this size, so each batch holds at most this plus one
+// frame.
+constexpr std::size_t down_batch_bytes = 64 * 1024;
+
 // ---- the two kinds of side ----------------------------------------------------------------------------
 
 // The plain Kafka byte stream over TCP: frames are found by their size headers in a read buffer that holds
@@ -188,6 +203,15 @@ class tcp_side {
   void async_write_frame(bytes f, Handler&& h) {
     asio::async_write(socket_, asio::buffer(f.data(), f.size()),
                       [h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable { h(ec); });
+  }
+
+  void cork(bool) {}
+  /// True when a whole frame is buffered: the next read completes at once.
+  bool frame_buffered() const {
+    if (current_ != 0) return true;
+    error_code ec;
+    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
+    return !ec && len != 0 && len <= buf_.size();
   }
 
   /// Closes like a web server: FIN after everything written, then read and discard until the peer closes
@@ -321,6 +345,19 @@ class ws_side {
     // Nothing held between frames: idle relays keep no large buffer either.
     if (buf_.capacity() > min_read_bytes) buf_.shrink_to_fit();
   }
+  /// Moves the frame at hand to the end of `batch` (its buffer itself when `batch` is empty, no copy) and
+  /// pops it.
+  void move_frame_to(beast::flat_buffer& batch) {
+    if (batch.size() == 0) {
+      std::swap(batch, buf_);
+      buf_.clear();
+      if (buf_.capacity() > min_read_bytes) buf_.shrink_to_fit();
+    } else {
+      append_to(batch, frame());
+      buf_.clear();
+    }
+    have_ = false;
+  }
   std::size_t partial_bytes() const { return 0; }
 
   template <class Handler>
@@ -329,8 +366,17 @@ class ws_side {
                             [h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable { h(ec); });
   }
 
+  bool frame_buffered() const { return have_; }
+  /// See kws::connection::on_read_wait.
+  bool on_read_wait(std::function<void()> f) { return conn_.on_read_wait(std::move(f)); }
+  /// Small frames written while corked leave together once uncorked (see kws::connection::cork).
+  void cork(bool on) {
+    if (conn_.is_open()) conn_.cork(on);
+  }
+
   template <class Handler>
   void async_finish(close_code code, std::chrono::milliseconds, std::shared_ptr<void>, bool, Handler&& h) {
+    cork(false);
     if (!conn_.is_open()) {
       return asio::post(conn_.get_executor(), [h = std::forward<Handler>(h)]() mutable { h(error_code{}); });
     }
@@ -382,6 +428,8 @@ template <class ClientConn, class BrokerConn>
 class relay_impl final : public relay {
   using client_side = typename side_of<ClientConn>::type;
   using broker_side = typename side_of<BrokerConn>::type;
+  // Responses are batched only towards a TCP client: a WebSocket client gets one message per frame.
+  static constexpr bool batch_down = std::is_same_v<client_side, tcp_side>;
 
  public:
   relay_impl(ClientConn client, BrokerConn broker, relay_options options, std::shared_ptr<frame_hook> hook,
@@ -401,6 +449,7 @@ class relay_impl final : public relay {
   void start() override {
     if (auto ec = client_.prepare()) return fail(ec, "client");
     if (auto ec = broker_->prepare()) return fail(ec, "broker");
+    watch_broker_reads();
     up_next();
     down_pump();
     if (options_.idle_timeout.count() > 0) arm_idle_timer();
@@ -442,7 +491,15 @@ class relay_impl final : public relay {
  private:
   // ---- client -> broker ---------------------------------------------------------------------------------
 
+  // Requests already buffered go to the broker corked, so that several leave in one write; the broker is
+  // uncorked whenever the pump stops writing (to wait for the client, for the hook, or to end).
   void up_next() {
+    up_pump();
+    // A read that completes at once (a whole request is buffered) continues the batch.
+    if (!up_writing_ && !(up_reading_ && client_.frame_buffered())) broker_->cork(false);
+  }
+
+  void up_pump() {
     while (!stopping_ && !draining_ && !up_writing_ && !connecting_) {
       if (!up_have_) {
         if (client_eof_ || up_reading_) return;
@@ -479,6 +536,8 @@ class relay_impl final : public relay {
         continue;
       }
       const bytes out = action == frame_action::replace ? bytes(up_replacement_) : frame;
+      // More bytes behind this request: gather the writes (a lone request goes out at once).
+      if (client_.partial_bytes() > 0) broker_->cork(true);
       up_writing_ = true;
       ++ops_;
       return broker_->async_write_frame(out,
@@ -488,6 +547,9 @@ class relay_impl final : public relay {
                                           if (ec) return fail(ec, "broker");
                                           request_done(n);
                                           touch();
+                                          if (close_pending_ || stopping_ || draining_ || client_eof_) {
+                                            broker_->cork(false);
+                                          }
                                           if (close_pending_) return close_broker(close_code_, report_.cause);
                                           if (stopping_) return maybe_done();
                                           if (draining_ || client_eof_) return maybe_finish();
@@ -531,7 +593,9 @@ class relay_impl final : public relay {
   }
 
   // Every request read has been answered (or needs none) and nothing is being written either way.
-  bool quiet() const { return !up_writing_ && !down_writing_ && hook_->in_flight() == 0; }
+  bool quiet() const {
+    return !up_writing_ && !down_writing_ && down_next_.size() == 0 && hook_->in_flight() == 0;
+  }
 
   // After the client stopped sending (or a drain): close once every request has its response.
   void maybe_finish() {
@@ -565,6 +629,7 @@ class relay_impl final : public relay {
       broker_.emplace(std::move(conn), options_);
       broker_up_ = true;
       if (auto e = broker_->prepare()) return fail(e, "broker");
+      watch_broker_reads();
       ++report_.reconnects;
       if (counters_) counters_->reconnects.fetch_add(1, std::memory_order_relaxed);
       log(log_level::debug, [] { return std::string("broker connection open again"); });
@@ -579,6 +644,9 @@ class relay_impl final : public relay {
   // Writes the client's next response: a local answer when it is next in request order, else the broker
   // frame at hand, else reads one. One client write at a time keeps responses in order.
   void down_pump() {
+    if constexpr (batch_down) {
+      return down_pump_batched();
+    }
     if (stopping_ || down_writing_) return;
     if (auto local = hook_->take_local_response()) {
       down_local_ = std::move(*local);
@@ -607,6 +675,116 @@ class relay_impl final : public relay {
       down_have_ = true;
       touch();
       down_pump();
+    });
+  }
+
+  // Towards a TCP client: every response at hand (local answers in their place) goes to the next batch; the
+  // broker is read on while a batch is written, up to down_batch_bytes ahead. One client write at a time
+  // keeps responses in order; a batch is one write, so many small responses cost one system call.
+  void down_pump_batched() {
+    if (stopping_) return;
+    for (;;) {
+      while (auto local = hook_->take_local_response()) {
+        append_to(down_next_, bytes(*local));
+        ++down_next_frames_;
+      }
+      if (!down_have_) break;
+      const auto frame = broker_->frame();
+      std::string why;
+      down_replacement_.clear();
+      switch (hook_->on_response(frame, down_replacement_, why)) {
+        case frame_action::fail:
+          return fail_with(errc::unusable_response, why);
+        case frame_action::replace:
+          append_to(down_next_, bytes(down_replacement_));
+          broker_->pop();
+          break;
+        default:
+          broker_->move_frame_to(down_next_);
+      }
+      down_have_ = false;
+      ++down_next_frames_;
+    }
+    if (!down_reading_ && broker_up_ && !connecting_ && !broker_error_ &&
+        down_next_.size() < down_batch_bytes) {
+      down_reading_ = true;
+      broker_read_waits_ = false;
+      ++ops_;
+      in_down_read_start_ = true;
+      broker_->async_read_frame(asio::cancellation_slot(), [self = shared_from_this(), this](error_code ec) {
+        --ops_;
+        down_reading_ = false;
+        broker_read_waits_ = false;
+        if (ec) {
+          if ((down_writing_ || down_next_.size() > 0) && !stopping_) {
+            // Whatever arrived before the broker's side ended reaches the client first.
+            broker_error_ = ec;
+            return maybe_write_batch();
+          }
+          return broker_read_failed(ec);
+        }
+        down_have_ = true;
+        touch();
+        down_pump();
+      });
+      in_down_read_start_ = false;
+    }
+    maybe_write_batch();
+  }
+
+  // The batch goes out now unless the broker read in flight will complete from bytes already received, in
+  // which case that response joins it. Without that knowledge (TLS) every read counts as waiting.
+  void maybe_write_batch() {
+    if (stopping_ || down_writing_ || down_next_.size() == 0) return;
+    if (down_reading_ && broker_reads_watched_ && !broker_read_waits_) return;
+    write_batch();
+  }
+
+  void watch_broker_reads() {
+    if constexpr (batch_down) {
+      broker_reads_watched_ = broker_->on_read_wait([w = std::weak_ptr<relay>(shared_from_this())] {
+        if (auto s = w.lock()) static_cast<relay_impl*>(s.get())->broker_read_waiting();
+      });
+    }
+  }
+
+  void broker_read_waiting() {
+    if (!down_reading_) return;
+    broker_read_waits_ = true;
+    if (!in_down_read_start_) maybe_write_batch();
+  }
+
+  void write_batch() {
+    std::swap(down_out_, down_next_);
+    down_out_frames_ = std::exchange(down_next_frames_, 0);
+    down_writing_ = true;
+    ++ops_;
+    const bytes out(static_cast<const unsigned char*>(down_out_.data().data()), down_out_.size());
+    client_.async_write_frame(out, [self = shared_from_this(), this](error_code ec) {
+      --ops_;
+      down_writing_ = false;
+      if (ec) return fail(ec, "client");
+      report_.down_bytes += down_out_.size();
+      report_.down_frames += down_out_frames_;
+      if (counters_) {
+        counters_->down_bytes.fetch_add(down_out_.size(), std::memory_order_relaxed);
+        counters_->down_frames.fetch_add(down_out_frames_, std::memory_order_relaxed);
+      }
+      down_out_.clear();
+      // Nothing more to send: an idle relay keeps no buffer.
+      if (down_next_.size() == 0) down_out_ = beast::flat_buffer();
+      touch();
+      if (stopping_) return maybe_done();
+      if (up_paused_) {
+        up_paused_ = false;
+        up_next();
+      }
+      down_pump();
+      if (broker_error_ && !down_writing_ && down_next_.size() == 0) {
+        const auto e = *std::exchange(broker_error_, std::nullopt);
+        return broker_read_failed(e);
+      }
+      if (draining_ || client_eof_) maybe_finish();
     });
   }
 
@@ -803,6 +981,14 @@ class relay_impl final : public relay {
   std::vector<unsigned char> up_replacement_;
   std::vector<unsigned char> down_replacement_;
   std::vector<unsigned char> down_local_;
+  beast::flat_buffer down_out_;   // the batch being written to the client (batch_down)
+  beast::flat_buffer down_next_;  // the batch after it
+  std::size_t down_out_frames_ = 0;
+  std::size_t down_next_frames_ = 0;
+  std::optional<error_code> broker_error_;  // a broker read failure waiting for the batch in flight
+  bool broker_reads_watched_ = false;       // the broker connection says when a read waits for the peer
+  bool broker_read_waits_ = false;          // the broker read in flight waits for the peer
+  bool in_down_read_start_ = false;
   std::size_t partial_request_bytes_ = 0;
   int ops_ = 0;
   bool up_reading_ = false;

@@ -173,6 +173,16 @@ class connection {
         token, impl_.get(), frame);
   }
 
+  /// While corked, small writes (whole messages below 16 KiB) are gathered, reported done at once, and sent
+  /// together, in one system call, when the connection is uncorked or 64 KiB have gathered. For a writer
+  /// with several frames at hand. Plain ws:// only; a no-op over TLS. Uncork before waiting for anything.
+  void cork(bool on) { impl_->cork(on); }
+
+  /// Calls `f` (on the connection's executor, inside the read that waits) whenever a read has to wait for
+  /// the peer because nothing already received completes it: for a reader that holds work back while more
+  /// messages are at hand. Returns false where this is not known (TLS): then assume every read may wait.
+  bool on_read_wait(std::function<void()> f) { return impl_->on_read_wait(std::move(f)); }
+
   // ---- closing ----------------------------------------------------------------------------------------
 
   /// Sends a WebSocket close and waits for the peer's. A partly written frame is dropped.

@@ -79,7 +79,9 @@ using reconnect_function =
     std::function<void(std::function<void(boost::system::error_code, Connection)> on_connected)>;
 
 /// Pumps frames both ways with backpressure: it reads from one side only while the other side has taken
-/// everything read before, so memory per relay is one frame each way plus small fixed buffers.
+/// (nearly) everything read before. Memory per relay: one frame up; down, one frame towards a WebSocket
+/// client, and towards a TCP client at most two batches of 64 KiB plus one frame each (responses that arrive
+/// while one batch is written gather in the next, and the broker is not read while that is full).
 ///
 /// - Each whole request goes through the hook, then to the broker as it is or replaced, or is answered (or
 ///   dropped) by the hook. Responses go through the hook too and reach the client in request order, local

@@ -12,12 +12,14 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/websocket/error.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <functional>
 #include <future>
 #include <mutex>
 #include <optional>
+#include <thread>
 
 namespace {
 namespace asio = boost::asio;
@@ -454,6 +456,96 @@ TEST_F(Connection, WholeFrameReadsAndWrites) {
   const auto n = c.read_frame(buf, ec);
   ASSERT_FALSE(ec);
   EXPECT_EQ(n, f.size());
+  EXPECT_EQ(boost::beast::buffers_to_string(buf.data()), f);
+}
+
+// Dials asynchronously, so that the connection's asynchronous operations run on `ioc` (a blocking dial gives
+// the connection a context of its own), running `ioc` until the dial is done (bounded).
+kws::connection dial_on(asio::io_context& ioc, kws::dialer& d, const std::string& address) {
+  std::optional<kws::connection> out;
+  d.async_dial(address, [&](boost::system::error_code ec, kws::connection c) {
+    EXPECT_FALSE(ec) << ec.message();
+    out.emplace(std::move(c));
+  });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!out && std::chrono::steady_clock::now() < until) ioc.run_one_for(std::chrono::milliseconds(100));
+  ioc.restart();
+  if (!out) ADD_FAILURE() << "the dial never completed";
+  return out ? std::move(*out) : kws::connection{};
+}
+
+// The proxy corks the broker connection while it writes a burst of buffered requests: each frame must still
+// arrive as one message of its own, in order, large ones included (they bypass the cork buffer).
+TEST_F(Connection, CorkedWritesStillLeaveAsOneMessagePerFrame) {
+  recorder rec;
+  ws_test_server server(rec.script());
+  auto c = dial_on(ioc, dialer, server.address());
+  ASSERT_TRUE(c.is_open());
+  std::vector<std::string> frames;
+  for (int i = 0; i < 300; ++i) frames.push_back(frame(pattern(i == 150 ? 100000 : 20 + i * 7, i)));
+  c.cork(true);
+  std::size_t next = 0;
+  std::function<void(boost::system::error_code, std::size_t)> write_next = [&](boost::system::error_code ec,
+                                                                               std::size_t) {
+    ASSERT_FALSE(ec) << ec.message();
+    if (next == frames.size()) return c.cork(false);
+    c.async_write_frame(asio::buffer(frames[next++]), write_next);
+  };
+  write_next({}, 0);
+  ioc.run_for(std::chrono::seconds(10));
+  ASSERT_EQ(next, frames.size());
+  c.close();
+  rec.wait_closed();
+  EXPECT_EQ(rec.binaries(), frames);
+}
+
+// The idle timeout runs in the connection rather than in Beast (which re-armed a timer per message): a
+// peer that stops answering (never reads, so never answers the ping) ends the connection with a timeout.
+TEST_F(Connection, EndsWithATimeoutWhenThePeerStopsAnsweringPings) {
+  std::atomic<bool> done{false};
+  ws_test_server server([&](ws_peer&) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  });
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = false,
+                                                       .handshake_timeout = std::chrono::seconds(5),
+                                                       .idle_timeout = std::chrono::milliseconds(300),
+                                                       .keepalive_pings = true});
+  auto c = dial_on(ioc, d, server.address());
+  ASSERT_TRUE(c.is_open());
+  boost::beast::flat_buffer buf;
+  std::optional<boost::system::error_code> result;
+  c.async_read_frame(buf, [&](boost::system::error_code ec, std::size_t) { result = ec; });
+  ioc.run_for(std::chrono::seconds(8));
+  done = true;
+  ASSERT_TRUE(result.has_value()) << "the read never ended";
+  EXPECT_EQ(*result, boost::beast::error::timeout) << result->message();
+}
+
+// A peer that answers pings keeps an idle connection open well past the idle timeout.
+TEST_F(Connection, StaysOpenPastTheIdleTimeoutWhileThePeerAnswersPings) {
+  ws_test_server server(kws::test::echo);
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = false,
+                                                       .handshake_timeout = std::chrono::seconds(5),
+                                                       .idle_timeout = std::chrono::milliseconds(200),
+                                                       .keepalive_pings = true});
+  auto c = dial_on(ioc, d, server.address());
+  ASSERT_TRUE(c.is_open());
+  // Idle for five idle timeouts: the pings are answered, so nothing ends.
+  boost::beast::flat_buffer buf;
+  std::optional<boost::system::error_code> early;
+  c.async_read_frame(buf, [&](boost::system::error_code ec, std::size_t) { early = ec; });
+  ioc.run_for(std::chrono::milliseconds(1000));
+  ASSERT_FALSE(early.has_value()) << "the connection ended while idle: " << early->message();
+  const auto f = frame(pattern(3000));
+  std::optional<boost::system::error_code> wrote;
+  c.async_write_frame(asio::buffer(f), [&](boost::system::error_code ec, std::size_t) { wrote = ec; });
+  ioc.restart();
+  ioc.run_for(std::chrono::seconds(5));
+  ASSERT_TRUE(wrote.has_value() && early.has_value());
+  EXPECT_FALSE(*wrote) << wrote->message();
+  EXPECT_FALSE(*early) << early->message();
   EXPECT_EQ(boost::beast::buffers_to_string(buf.data()), f);
 }
 

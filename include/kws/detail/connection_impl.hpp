@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -76,6 +77,12 @@ class connection_impl : public std::enable_shared_from_this<connection_impl> {
   virtual void async_read_frame(boost::beast::flat_buffer& out, io_handler handler) = 0;
   virtual void write_frame(boost::asio::const_buffer frame, boost::system::error_code& ec) = 0;
   virtual void async_write_frame(boost::asio::const_buffer frame, io_handler handler) = 0;
+
+  /// Gathers small writes until uncorked (plain connections; a no-op over TLS).
+  virtual void cork(bool on) = 0;
+  /// Calls `f` whenever a read has to wait for the peer (nothing buffered completes it); false: not
+  /// supported.
+  virtual bool on_read_wait(std::function<void()> f) = 0;
 
   virtual void close(std::uint16_t code, boost::system::error_code& ec) = 0;
   virtual void async_close(std::uint16_t code, done_handler handler) = 0;
