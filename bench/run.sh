@@ -49,6 +49,12 @@ while [[ $# -gt 0 ]]; do
   shift
 done
 
+# What only the benchmarks need: Node.js for the echo server, ss and perf for the figures; npm where the
+# nodejs package does not bring it (Debian's does not).
+source "$root/scripts/deps.sh"
+kws_ensure_packages nodejs iproute2 linux-perf
+command -v npm >/dev/null || kws_ensure_packages npm
+
 if [[ $do_build == 1 ]]; then
   (cd "$root" && cmake --preset bench -DKWS_BUILD_APPS=ON >/dev/null &&
     cmake --build --preset bench --target kafka-websocket-proxy kafka-websocket-devbroker kws_loadgen)

@@ -8,7 +8,6 @@ KWS_PACKAGES=(
   libcli11-dev libspdlog-dev libfmt-dev
   librdkafka-dev kcat python3-kafka python3-confluent-kafka
   tinyproxy-bin socat nftables
-  nodejs linux-perf iproute2
 )
 
 kws_ensure_packages() {
