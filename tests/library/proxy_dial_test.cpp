@@ -231,14 +231,14 @@ TEST_F(ProxyDial, ReportsARefusedConnectWithItsStatusAndReason) {
 }
 
 TEST_F(ProxyDial, ReportsAnUnreachableProxyByName) {
-  const auto dead = kws::test::free_port();
-  auto d = through("http://127.0.0.1:" + std::to_string(dead));
+  const kws::test::refused_port dead;
+  auto d = through("http://127.0.0.1:" + std::to_string(dead.port()));
   kws::dial_info info;
   error_code ec;
   d.dial("127.0.0.1:9", ec, &info);
   EXPECT_EQ(ec, kws::errc::proxy_unreachable) << ec.message();
-  EXPECT_EQ(info.via, "127.0.0.1:" + std::to_string(dead));
-  EXPECT_NE(info.failure.find("cannot connect to the forward proxy 127.0.0.1:" + std::to_string(dead)),
+  EXPECT_EQ(info.via, "127.0.0.1:" + std::to_string(dead.port()));
+  EXPECT_NE(info.failure.find("cannot connect to the forward proxy 127.0.0.1:" + std::to_string(dead.port())),
             std::string::npos)
       << info.failure;
 }

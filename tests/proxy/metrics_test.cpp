@@ -93,6 +93,7 @@ class ProxyMetrics : public ::testing::Test {
   std::unique_ptr<child_process> broker_;
   std::unique_ptr<proxy_process> proxy_;
   std::string broker_addr_;
+  kws::test::refused_port refused_;  // where no broker listens, held for the test
   unsigned short metrics_port_ = 0;
   std::string last_scrape_;
 };
@@ -168,7 +169,7 @@ TEST_F(ProxyMetrics, CountConnectionsFramesBytesAndRequestsPerApiOfKcatTraffic) 
 }
 
 TEST_F(ProxyMetrics, BrokerDownMakesReadyz503AndCountsEachDialFailureByCause) {
-  broker_addr_ = "127.0.0.1:" + std::to_string(free_port());  // nobody listens there
+  broker_addr_ = "127.0.0.1:" + std::to_string(refused_.port());  // nobody listens there
   ASSERT_NO_FATAL_FAILURE(start_proxy({"--dial-retries", "2", "--dial-backoff", "10ms"}));
 
   EXPECT_EQ(http_request(metrics_port_, "GET", "/healthz").status, 200);

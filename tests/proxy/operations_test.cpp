@@ -92,9 +92,10 @@ TEST(ProxyStartup, AnUnresolvableBrokerEndsEachConnectionWithOnePlainLine) {
 TEST(ProxyLogs, TheLevelNamesTheLogPrintsAreTheOnesTheFlagTakes) {
   // --log-level warning: the warning line of a failed dial is there, info lines are not.
   const auto port = kws::test::free_port();
-  const auto dead = kws::test::free_port();
+  const kws::test::refused_port dead;
   child_process p({KWS_PROXY_PATH, "--listen", "127.0.0.1", "--port", std::to_string(port), "--broker",
-                   "127.0.0.1:" + std::to_string(dead), "--dial-retries", "0", "--log-level", "warning"});
+                   "127.0.0.1:" + std::to_string(dead.port()), "--dial-retries", "0", "--log-level",
+                   "warning"});
   // Nothing is logged at start at this level: wait until the port accepts.
   std::optional<client> c;
   for (auto until = std::chrono::steady_clock::now() + 10s; !c && std::chrono::steady_clock::now() < until;) {

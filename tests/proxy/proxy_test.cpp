@@ -215,8 +215,8 @@ TEST(Proxy, HalfCloseAfterAcksZeroProduceDoesNotWait) {
 }
 
 TEST(Proxy, RetriesADownBrokerOnTheBackoffScheduleThenCloses) {
-  const unsigned short dead_port = kws::test::free_port();
-  proxy_process proxy({"--broker", "127.0.0.1:" + std::to_string(dead_port), "--dial-retries", "3",
+  const kws::test::refused_port dead;
+  proxy_process proxy({"--broker", "127.0.0.1:" + std::to_string(dead.port()), "--dial-retries", "3",
                        "--dial-backoff", "100ms"});
   client c(proxy.port);
   const auto start = std::chrono::steady_clock::now();

@@ -36,7 +36,9 @@ void write_file(const std::filesystem::path& path, std::string_view content) {
   f.write(content.data(), static_cast<std::streamsize>(content.size()));
 }
 
-unsigned short free_port() {
+namespace {
+// A TCP socket bound to an ephemeral port of 127.0.0.1 (not listening); its port in `port`.
+int bind_loopback(unsigned short& port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error("socket");
   sockaddr_in a{};
@@ -48,8 +50,20 @@ unsigned short free_port() {
     ::close(fd);
     throw std::runtime_error("bind 127.0.0.1:0");
   }
-  ::close(fd);
-  return ntohs(a.sin_port);
+  port = ntohs(a.sin_port);
+  return fd;
+}
+}  // namespace
+
+unsigned short free_port() {
+  unsigned short port = 0;
+  ::close(bind_loopback(port));
+  return port;
+}
+
+refused_port::refused_port() : fd_(bind_loopback(port_)) {}
+refused_port::~refused_port() {
+  ::close(fd_);
 }
 
 }  // namespace kws::test

@@ -34,4 +34,19 @@ void write_file(const std::filesystem::path& path, std::string_view content);
 /// A port of 127.0.0.1 that was free a moment ago: bound with port 0, then released.
 unsigned short free_port();
 
+/// A port of 127.0.0.1 where connections are refused for as long as this object lives: bound, never
+/// listening, so no other process can take it meanwhile (as it could a free_port()).
+class refused_port {
+ public:
+  refused_port();
+  ~refused_port();
+  refused_port(const refused_port&) = delete;
+  refused_port& operator=(const refused_port&) = delete;
+  unsigned short port() const { return port_; }
+
+ private:
+  unsigned short port_ = 0;
+  int fd_ = -1;
+};
+
 }  // namespace kws::test
