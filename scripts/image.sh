@@ -175,7 +175,7 @@ timeout 60 podman stop -t 20 "$container" >/dev/null
 wait "$proxy_pid" || true
 proxy_pid=""
 code=$(podman inspect --format '{{.State.ExitCode}}' "$container")
-grep -q 'draining' "$KWS_WORK/proxy.log" || fail "no drain line in the proxy's log"
+grep -q 'no new connections' "$KWS_WORK/proxy.log" || fail "no drain line in the proxy's log"
 [ "$code" = 0 ] || fail "the proxy exited with $code after SIGTERM"
 echo "exit code $code after SIGTERM (drained)"
 "${pm[@]}" rm -f "$container" >/dev/null
