@@ -121,12 +121,7 @@ cleanup() {
   [ -n "$KWS_BROKER_PID" ] && kws_stop "$KWS_BROKER_PID"
   [ -n "$broker_tag" ] && podman rmi -f "$broker_tag" >/dev/null 2>&1
   podman rmi -f "$tag" >/dev/null 2>&1 || true
-  if [ "$rc" -ne 0 ]; then
-    for f in "$KWS_WORK"/*.log; do
-      [ -s "$f" ] && { echo "---- $f"; tail -n 30 "$f"; }
-    done
-    echo "kws image test: FAILED at '$step' (exit code $rc)" >&2
-  fi
+  [ "$rc" -ne 0 ] && kws_report_failure image "$step" "$rc"
   rm -rf "$KWS_WORK"
   exit "$rc"
 }

@@ -48,12 +48,7 @@ cleanup() {
     DEBIAN_FRONTEND=noninteractive timeout 120 apt-get purge -y -qq "$pkg" >/dev/null 2>&1 ||
       echo "kws package test: could not purge $pkg" >&2
   fi
-  if [ "$rc" -ne 0 ]; then
-    for f in "$KWS_WORK"/*.log; do
-      [ -s "$f" ] && { echo "---- $f"; tail -n 30 "$f"; }
-    done
-    echo "kws package test: FAILED at '$step' (exit code $rc)" >&2
-  fi
+  [ "$rc" -ne 0 ] && kws_report_failure package "$step" "$rc"
   rm -rf "$KWS_WORK"
   exit "$rc"
 }

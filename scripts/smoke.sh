@@ -69,3 +69,13 @@ kws_kcat_roundtrip() {
   fi
   echo "kcat via $bootstrap: metadata, 5 messages produced and consumed back byte-identical"
 }
+
+# On a failed test: the last lines of every log in $KWS_WORK, then one line naming the step. $1: the test's
+# name ("image", "package"), $2: the step, $3: the exit code.
+kws_report_failure() {
+  local f
+  for f in "$KWS_WORK"/*.log; do
+    [ -s "$f" ] && { echo "---- $f"; tail -n 30 "$f"; }
+  done
+  echo "kws $1 test: FAILED at '$2' (exit code $3)" >&2
+}
