@@ -1,5 +1,6 @@
 // The proxy as operators meet it: start-up failures, log levels and formats, close causes, shutdown within
 // the drain timeout, the default listener, and headers kept out of argv. The built binary, real sockets.
+#include "client_tools.hpp"
 #include "frame_util.hpp"
 #include "process.hpp"
 #include "proxy_support.hpp"
@@ -22,18 +23,12 @@ using boost::system::error_code;
 using kws::test::child_process;
 using kws::test::client;
 using kws::test::frame;
+using kws::test::lines_of;
 using kws::test::proxy_process;
 using kws::test::ws_peer;
 using kws::test::ws_test_server;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
-
-std::vector<std::string> lines_of(const std::string& out) {
-  std::vector<std::string> lines;
-  std::istringstream in(out);
-  for (std::string l; std::getline(in, l);) lines.push_back(l);
-  return lines;
-}
 
 // A start-up failure: exit code 1 and exactly one line, in words, without an error category or a source
 // location.
