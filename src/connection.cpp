@@ -1,6 +1,9 @@
-// The Beast side of kws::connection and kws::dialer. All Beast/Asio WebSocket templates are instantiated
-// here, once for plain TCP and once for TLS.
+// kws::connection's WebSocket, and kws::dialer's and kws::async_accept's handshakes. Beast does the HTTP of
+// the handshakes; after them the connection frames its messages itself (src/ws_frame.hpp): many messages per
+// read and per write, one completion per operation, no per-message composed operations. All the templates
+// are instantiated here, once for plain TCP and once for TLS.
 #include "dialer_state.hpp"
+#include "ws_frame.hpp"
 
 #include <kws/accept.hpp>
 #include <kws/connection.hpp>
@@ -12,7 +15,7 @@
 #include <boost/asio/append.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/compose.hpp>
-#include <boost/asio/coroutine.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/ssl/error.hpp>
@@ -21,16 +24,13 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
-#include <boost/beast/websocket.hpp>
-#include <boost/beast/websocket/ssl.hpp>
+#include <boost/beast/websocket/error.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
 
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
-#include <sys/socket.h>
 
 #include <algorithm>
-#include <bit>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <memory>
@@ -47,290 +47,86 @@ namespace websocket = beast::websocket;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
 
-// Beast's write buffer for masking, sized per message between these (see size_write_buffer).
-constexpr std::size_t min_write_buffer_bytes = 512;
-constexpr std::size_t max_write_buffer_bytes = 64 * 1024;
+using plain_next = beast::tcp_stream;
+using tls_next = beast::ssl_stream<beast::tcp_stream>;
 
-// Buffers above this size are released once their frame is done, so idle connections stay small.
+// Reads take what the socket has, up to hot_read_bytes once a read has filled its buffer (a burst of
+// pipelined messages), cold_read_bytes otherwise (what an idle connection keeps waiting).
+constexpr std::size_t cold_read_bytes = 2 * 1024;
+constexpr std::size_t hot_read_bytes = 64 * 1024;
+// The rest of a payload this large, with nothing else buffered, is read straight into the message.
+constexpr std::size_t direct_read_bytes = 16 * 1024;
+// Encoded messages gather up to this much before a write is waited for (see cork).
+constexpr std::size_t cork_limit_bytes = 64 * 1024;
+// Buffers larger than this are given back once empty, so that idle connections stay small.
 constexpr std::size_t keep_buffer_bytes = 64 * 1024;
 
-void trim(beast::flat_buffer& b) {
-  if (b.size() == 0 && b.capacity() > keep_buffer_bytes) b.shrink_to_fit();
+void trim(beast::flat_buffer& b, std::size_t keep = keep_buffer_bytes) {
+  if (b.size() == 0 && b.capacity() > keep) b = beast::flat_buffer();
 }
 
-// Turns the errors of a WebSocket read into what a reader of a Kafka byte stream should see.
-error_code translate_read_error(error_code ec, bool partial) {
-  if (ec == websocket::error::message_too_big) return errc::frame_too_large;
-  if (partial && ec != asio::error::operation_aborted) return errc::truncated_frame;
-  if (ec == websocket::error::closed || ec == asio::ssl::error::stream_truncated) return asio::error::eof;
-  return ec;
+bool is_truncation(const error_code& ec) {
+  return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
 }
 
-// A plain TCP stream under the WebSocket stream that, once the handshake is done, reads what the socket has
-// (up to read_buffer_bytes) and serves Beast's reads from it. Beast's WebSocket reader takes frame headers
-// and small payloads through a 1536-byte buffer of its own, so without this every ~1.5 KB of pipelined small
-// messages cost a recv; with it a batch of messages costs one. Reads of at least direct_read_bytes (the
-// payload of a large message) go straight to the socket, with no copy. The buffer is allocated once the
-// socket is readable and freed once Beast has taken everything, so an idle connection holds none.
+// One WebSocket connection after its handshake: RFC 6455 framing over a TCP or TLS stream, client role
+// (masks what it sends, refuses masked frames) or server role (the opposite).
 //
-// Writes can be corked: while corked, small writes (each message Beast writes, control frames included) are
-// copied to a buffer and reported done at once; uncorking sends the buffer in one write. Every write passes
-// through here in order, so Beast's own frames (pongs, pings, the close) never interleave with a batch. The
-// buffer holds at most cork_limit_bytes plus one write; beyond that a write waits for the flush in flight.
-class buffered_tcp {
- public:
-  using next_layer_type = beast::tcp_stream;
-  using executor_type = next_layer_type::executor_type;
-
-  static constexpr std::size_t read_buffer_bytes = 64 * 1024;
-  static constexpr std::size_t direct_read_bytes = 16 * 1024;
-  static constexpr std::size_t direct_write_bytes = 16 * 1024;
-  static constexpr std::size_t cork_limit_bytes = 64 * 1024;
-
-  template <class... Args>
-  explicit buffered_tcp(Args&&... args) : next_(std::forward<Args>(args)...) {}
-
-  executor_type get_executor() noexcept { return next_.get_executor(); }
-  next_layer_type& next_layer() noexcept { return next_; }
-  const next_layer_type& next_layer() const noexcept { return next_; }
-
-  /// From here on reads are buffered. Until then (the HTTP exchange of the handshake) every read goes to the
-  /// TCP stream, whose deadline bounds the handshake.
-  void start_buffering(std::weak_ptr<void> owner) noexcept {
-    buffering_ = true;
-    owner_ = std::move(owner);
-  }
-
-  void on_read_wait(std::function<void()> f) { on_read_wait_ = std::move(f); }
-  /// Whether bytes arrived since the last call.
-  bool take_activity() noexcept { return std::exchange(active_, false); }
-
-  void cork(bool on) {
-    corked_ = on;
-    if (!on) flush();
-  }
-
-  template <class MutableBufferSequence>
-  std::size_t read_some(const MutableBufferSequence& buffers, error_code& ec) {
-    ec.clear();
-    if (buf_.size() != 0) return take(buffers);
-    return next_.read_some(buffers, ec);
-  }
-  template <class MutableBufferSequence>
-  std::size_t read_some(const MutableBufferSequence& buffers) {
-    error_code ec;
-    const auto n = read_some(buffers, ec);
-    if (ec) throw boost::system::system_error(ec);
-    return n;
-  }
-  template <class ConstBufferSequence>
-  std::size_t write_some(const ConstBufferSequence& buffers, error_code& ec) {
-    return next_.write_some(buffers, ec);
-  }
-  template <class ConstBufferSequence>
-  std::size_t write_some(const ConstBufferSequence& buffers) {
-    return next_.write_some(buffers);
-  }
-  template <class ConstBufferSequence, class WriteHandler>
-  auto async_write_some(const ConstBufferSequence& buffers, WriteHandler&& handler) {
-    enum class step { start, direct, done };
-    return asio::async_compose<WriteHandler, void(error_code, std::size_t)>(
-        [this, buffers, st = step::start](auto& self, error_code ec = {}, std::size_t n = 0) mutable {
-          switch (st) {
-            case step::start: {
-              const auto size = asio::buffer_size(buffers);
-              if (write_error_) {
-                st = step::done;
-                return asio::post(next_.get_executor(), asio::append(std::move(self), write_error_, 0));
-              }
-              if (!busy_ && out_.size() == 0 && (!corked_ || size >= direct_write_bytes)) {
-                st = step::direct;
-                busy_ = true;
-                if (!buffering_) return next_.async_write_some(buffers, std::move(self));
-                return next_.socket().async_write_some(buffers, std::move(self));
-              }
-              if (out_.size() >= cork_limit_bytes) {
-                // Full: wait for the flush in flight (started here if the buffer is merely corked).
-                flush(true);
-                waiter_.emplace(std::move(self));
-                return;
-              }
-              const auto dst = out_.prepare(size);
-              asio::buffer_copy(dst, buffers);
-              out_.commit(size);
-              st = step::done;
-              return asio::post(next_.get_executor(), asio::append(std::move(self), error_code{}, size));
-            }
-            case step::direct:
-              busy_ = false;
-              after_write();
-              return self.complete(ec, n);
-            case step::done:
-              return self.complete(ec, n);
-          }
-        },
-        handler, next_);
-  }
-
-  template <class MutableBufferSequence, class ReadHandler>
-  auto async_read_some(const MutableBufferSequence& buffers, ReadHandler&& handler) {
-    enum class step { start, done };
-    return asio::async_compose<ReadHandler, void(error_code, std::size_t)>(
-        [this, buffers, st = step::start](auto& self, error_code ec = {}, std::size_t n = 0) mutable {
-          if (st == step::done) {
-            // The caller's buffer filled up: more is probably waiting, take it in bulk next time.
-            if (!ec && buffering_ && n == asio::buffer_size(buffers)) more_ = true;
-            if (n != 0) active_ = true;
-            return self.complete(ec, n);
-          }
-          st = step::done;
-          const auto want = asio::buffer_size(buffers);
-          // A large read (the payload of a big message) goes straight into the caller's buffer.
-          if (buf_.size() == 0 && want != 0 && want < direct_read_bytes && more_) {
-            more_ = false;
-            ec = fill();
-            if (ec == asio::error::would_block || ec == asio::error::try_again)
-              ec.clear();
-            else if (ec)
-              return asio::post(next_.get_executor(), asio::append(std::move(self), ec, 0));
-          }
-          if (buf_.size() != 0 || want == 0) {
-            // Bytes at hand: complete through the executor, never inside the initiating call.
-            const auto taken = take(buffers);
-            return asio::post(next_.get_executor(), asio::append(std::move(self), error_code{}, taken));
-          }
-          // Before the handshake is done the TCP stream's deadline applies; after it, its timeout machinery
-          // is off and the socket is read directly (a speculative read: no re-arming of the readiness wait).
-          if (!buffering_) return next_.async_read_some(buffers, std::move(self));
-          next_.socket().async_read_some(buffers, std::move(self));
-          if (on_read_wait_) on_read_wait_();
-        },
-        handler, next_);
-  }
-
-  friend void teardown(beast::role_type role, buffered_tcp& s, error_code& ec) {
-    using beast::websocket::teardown;
-    teardown(role, s.next_, ec);
-  }
-  template <class TeardownHandler>
-  friend void async_teardown(beast::role_type role, buffered_tcp& s, TeardownHandler&& handler) {
-    using beast::websocket::async_teardown;
-    async_teardown(role, s.next_, std::forward<TeardownHandler>(handler));
-  }
-
- private:
-  // One non-blocking recv of what the socket has, through a per-thread scratch buffer so that nothing is
-  // allocated when there is nothing; the socket itself stays in blocking mode for the synchronous API.
-  error_code fill() {
-    thread_local std::unique_ptr<unsigned char[]> scratch(new unsigned char[read_buffer_bytes]);
-    const auto n = ::recv(next_.socket().native_handle(), scratch.get(), read_buffer_bytes, MSG_DONTWAIT);
-    if (n < 0) return error_code(errno, boost::system::system_category());
-    if (n == 0) return asio::error::eof;
-    const auto got = static_cast<std::size_t>(n);
-    if (got == read_buffer_bytes) more_ = true;
-    active_ = true;
-    const auto dst = buf_.prepare(got);
-    std::memcpy(dst.data(), scratch.get(), got);
-    buf_.commit(got);
-    return {};
-  }
-
-  template <class MutableBufferSequence>
-  std::size_t take(const MutableBufferSequence& buffers) {
-    const auto n = asio::buffer_copy(buffers, buf_.data());
-    buf_.consume(n);
-    if (buf_.size() == 0) buf_ = beast::flat_buffer();
-    return n;
-  }
-
-  // Sends the corked bytes (also while corked when `force`), one write at a time.
-  void flush(bool force = false) {
-    if (busy_ || out_.size() == 0 || (corked_ && !force)) return;
-    auto keep = owner_.lock();
-    if (!keep) return;
-    busy_ = true;
-    std::swap(out_, sending_);
-    asio::async_write(next_.socket(), sending_.data(),
-                      [this, keep = std::move(keep)](error_code ec, std::size_t) {
-                        busy_ = false;
-                        // The bytes were reported written already; a failure shows on the next write (and on
-                        // reads).
-                        if (ec && !write_error_) write_error_ = ec;
-                        sending_.clear();
-                        if (out_.size() == 0) sending_ = beast::flat_buffer();
-                        after_write();
-                      });
-  }
-
-  void after_write() {
-    flush(out_.size() >= cork_limit_bytes || waiter_.has_value());
-    if (waiter_ && (out_.size() < cork_limit_bytes || write_error_)) {
-      auto w = std::move(*waiter_);
-      waiter_.reset();
-      std::move(w)(error_code{});
-    }
-  }
-
-  next_layer_type next_;
-  beast::flat_buffer buf_;
-  bool buffering_ = false;
-  bool more_ = false;          // the last read filled its buffer: read in bulk next
-  bool active_ = false;        // bytes arrived since take_activity()
-  std::weak_ptr<void> owner_;  // the connection, kept alive by a flush in flight
-  std::function<void()> on_read_wait_;
-  bool corked_ = false;
-  bool busy_ = false;  // a write to the socket is in flight
-  beast::flat_buffer out_;
-  beast::flat_buffer sending_;
-  error_code write_error_;
-  std::optional<asio::any_completion_handler<void(error_code)>> waiter_;
-};
-
-template <class NextLayer>
+// Reads: bytes from the socket gather in `in_`, and are parsed there: control frames are answered (a ping
+// with a pong) or taken (a close), data frames are unmasked into the reader's buffer, fragments joined; a
+// message completes the read. A read completes from what is buffered without touching the socket, so a batch
+// of messages costs one system call. The rest of a large payload is read straight into the message.
+//
+// Writes: each message is encoded (and masked, as a client) into `out_`, which one write at a time sends
+// whole; while it is on the way, further messages gather behind it. A write completes when its bytes have
+// been handed to the socket, or, while corked, at once (at most cork_limit_bytes gather that way).
+// Control frames (pongs, pings, the close) take the same path, in order.
+template <class Stream>
 class ws_connection final : public connection_impl {
  public:
-  using ws_type = websocket::stream<NextLayer>;
+  static constexpr bool tls = std::is_same_v<Stream, tls_next>;
 
   template <class... Args>
-  ws_connection(std::string url, std::size_t max_frame_bytes, Args&&... args)
-      : ws_(std::forward<Args>(args)...), url_(std::move(url)), max_frame_bytes_(max_frame_bytes) {
-    ws_.binary(true);
-    // One Kafka frame is one WebSocket message in one WebSocket frame.
-    ws_.auto_fragment(false);
-    ws_.read_message_max(max_frame_bytes_ + frame_header_bytes);
-    // A client masks every frame through this buffer and writes it a buffer at a time: Beast's 4 KiB default
-    // meant ~24 sendmsg calls per 100 KiB frame. Measured with bench/proxy_bench: 100 KiB frames went from
-    // ~700 to ~1000 MB/s. Only the part a frame actually used becomes resident.
-    ws_.write_buffer_bytes(max_write_buffer_bytes);
-  }
+  ws_connection(std::string url, std::size_t max_frame_bytes, bool client, Args&&... args)
+      : stream_(std::forward<Args>(args)...),
+        url_(std::move(url)),
+        max_frame_bytes_(max_frame_bytes),
+        client_(client) {}
 
-  ws_type& ws() { return ws_; }
-  /// The WebSocket handshake is done: reads may be buffered from here on.
-  void handshake_done() {
-    if constexpr (std::is_same_v<NextLayer, buffered_tcp>) {
-      ws_.next_layer().start_buffering(weak_from_this());
-      take_over_idle_timeout();
-    }
-  }
-  void cork(bool on) override {
-    if constexpr (std::is_same_v<NextLayer, buffered_tcp>) ws_.next_layer().cork(on);
-  }
-  bool on_read_wait(std::function<void()> f) override {
-    if constexpr (std::is_same_v<NextLayer, buffered_tcp>) {
-      ws_.next_layer().on_read_wait(std::move(f));
-      return true;
-    } else {
-      return false;
-    }
-  }
-  /// For accepted connections: the request target, known once the request has been read.
+  Stream& stream() { return stream_; }
+  beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
+  /// The handshake reads into this; what follows the HTTP header there is the first frames.
+  beast::flat_buffer& input() { return in_; }
   void set_url(std::string url) { url_ = std::move(url); }
 
-  asio::any_io_executor get_executor() override { return ws_.get_executor(); }
-  bool is_open() const override { return ws_.is_open(); }
+  /// The handshake is done: frames from here on. An idle timeout of zero means none.
+  void handshake_done(std::chrono::milliseconds idle_timeout, bool keepalive_pings,
+                      std::chrono::milliseconds close_timeout) {
+    tcp().expires_never();
+    open_ = true;
+    close_timeout_ = close_timeout;
+    if (idle_timeout.count() > 0) {
+      idle_timeout_ = idle_timeout;
+      keepalive_pings_ = keepalive_pings;
+      timer_.emplace(stream_.get_executor());
+      arm_idle_timer();
+    }
+  }
+
+  asio::any_io_executor get_executor() override { return stream_.get_executor(); }
+  bool is_open() const override { return open_ && !aborted_ && !closed_ && !timed_out_; }
   const std::string& url() const override { return url_; }
   std::size_t max_frame_bytes() const override { return max_frame_bytes_; }
   std::size_t pending_write_bytes() const override { return wbuf_.size(); }
+
+  void cork(bool on) override {
+    corked_ = on;
+    if (!on) start_flush();
+  }
+  bool on_read_wait(std::function<void()> f) override {
+    on_read_wait_ = std::move(f);
+    return true;
+  }
 
   // ---- reads ------------------------------------------------------------------------------------------
 
@@ -342,164 +138,649 @@ class ws_connection final : public connection_impl {
 
   void fill(error_code& ec) override {
     rbuf_.clear();
-    ws_.read(rbuf_, ec);
-    ec = check_read(ec, rbuf_, 0);
+    read_frame(rbuf_, ec);
     if (ec) rbuf_.clear();
   }
 
   void async_fill(done_handler handler) override {
     rbuf_.clear();
-    auto h = std::move(handler).bound();
-    asio::async_compose<decltype(h), void(error_code)>(
-        [this, keep = shared_from_this(), started = false](auto& self, error_code ec = {},
-                                                           std::size_t = 0) mutable {
-          if (!started) {
-            started = true;
-            return ws_.async_read(rbuf_, std::move(self));
-          }
-          ec = after_abort(check_read(ec, rbuf_, 0));
-          if (ec) rbuf_.clear();
-          self.complete(ec);
-        },
-        h, ws_);
+    io_handler h{handler.executor, asio::any_completion_handler<void(error_code, std::size_t)>(
+                                       [this, keep = shared_from_this(), h = std::move(handler.handler)](
+                                           error_code ec, std::size_t) mutable {
+                                         if (ec) rbuf_.clear();
+                                         std::move(h)(ec);
+                                       })};
+    async_read_frame(rbuf_, std::move(h));
   }
 
   std::size_t read_frame(beast::flat_buffer& out, error_code& ec) override {
+    if ((ec = read_gate())) return 0;
     const auto before = out.size();
-    ws_.read(out, ec);
-    ec = check_read(ec, out, before);
-    return ec ? 0 : out.size() - before;
+    const sync_scope scope(*this);
+    sync_out_ = &out;
+    for (;;) {
+      const auto r = advance(&out, ec);
+      if (out_.size() != 0) sync_flush();
+      if (r == step::message) return finish_message(out, before, ec);
+      if (r != step::need_more) {
+        if (teardown_after_flush_) teardown();
+        return 0;
+      }
+      const auto b = read_buffer(&out);
+      const auto n = sync_read_some(b.buffer, ec);
+      took(b, n);
+      if (ec) {
+        ec = read_failed(ec);
+        return 0;
+      }
+    }
+  }
+
+  std::size_t try_read_frame(beast::flat_buffer& out, error_code& ec) override {
+    if ((ec = read_gate())) return 0;
+    if (!whole_message_buffered()) return 0;
+    const auto before = out.size();
+    const auto r = advance(&out, ec);
+    if (r == step::message) {
+      const auto n = finish_message(out, before, ec);
+      if (ec) return 0;
+      return n;
+    }
+    if (r == step::ended) ec = read_error_;
+    return 0;
+  }
+
+  bool try_write_frame(asio::const_buffer frame, error_code& ec) override {
+    if (!(ec = write_gate())) ec = check_message(bytes_of(frame), max_frame_bytes_);
+    if (ec) return true;
+    if (out_.size() >= cork_limit_bytes) return false;
+    encode(ws::op_binary, bytes_of(frame));
+    if (!corked_) start_flush();
+    return true;
   }
 
   void async_read_frame(beast::flat_buffer& out, io_handler handler) override {
-    auto h = std::move(handler).bound();
-    asio::async_compose<decltype(h), void(error_code, std::size_t)>(
-        [this, keep = shared_from_this(), &out, before = out.size(), started = false](
-            auto& self, error_code ec = {}, std::size_t = 0) mutable {
-          if (!started) {
-            started = true;
-            return ws_.async_read(out, std::move(self));
-          }
-          ec = after_abort(check_read(ec, out, before));
-          self.complete(ec, ec ? 0 : out.size() - before);
-        },
-        h, ws_);
+    if (auto ec = read_gate()) return post(std::move(handler), ec, 0);
+    rd_.emplace(read_op{std::move(handler), &out, out.size()});
+    pump(true);
   }
 
   // ---- writes -----------------------------------------------------------------------------------------
 
   std::size_t write_some(asio::const_buffer in, error_code& ec) override {
-    std::size_t consumed = 0;
-    for (;;) {
-      const auto st = next_write(in + consumed);
-      consumed += st.consumed;
-      if (st.ec) {
-        ec = st.ec;
-        return consumed;
-      }
-      if (!st.send) return consumed;
-      size_write_buffer(st.send->size());
-      ws_.write(*st.send, ec);
-      sent(*st.send);
-      if (ec) return consumed;
-    }
+    const sync_scope scope(*this);
+    const auto consumed = encode_stream(in, ec);
+    if (!ec) sync_flush(ec);
+    return consumed;
   }
 
   void async_write_some(asio::const_buffer in, io_handler handler) override {
-    auto h = std::move(handler).bound();
-    asio::async_compose<decltype(h), void(error_code, std::size_t)>(
-        [this, keep = shared_from_this(), in, consumed = std::size_t{0}, coro = asio::coroutine{},
-         went_async = false, pending = std::optional<asio::const_buffer>{}](auto& self, error_code ec = {},
-                                                                            std::size_t = 0) mutable {
-          BOOST_ASIO_CORO_REENTER(coro) {
-            for (;;) {
-              {
-                const auto st = next_write(in + consumed);
-                consumed += st.consumed;
-                if (st.ec || !st.send) {
-                  ec = st.ec;
-                  break;
-                }
-                pending = st.send;
-              }
-              went_async = true;
-              size_write_buffer(pending->size());
-              BOOST_ASIO_CORO_YIELD ws_.async_write(*pending, std::move(self));
-              sent(*pending);
-              if (ec) break;
-            }
-            if (!went_async) {
-              // Only held bytes, nothing on the wire: complete through the executor, never inline.
-              BOOST_ASIO_CORO_YIELD asio::post(ws_.get_executor(),
-                                               asio::append(std::move(self), ec, consumed));
-              // post's completion arrives with ec and n restored by append; nothing to do.
-            }
-            self.complete(after_abort(ec), consumed);
-          }
-        },
-        h, ws_);
+    error_code ec;
+    const auto consumed = encode_stream(in, ec);
+    finish_write_call(std::move(handler), ec, consumed);
   }
 
   void write_frame(asio::const_buffer frame, error_code& ec) override {
-    ec = write_error_ ? write_error_ : check_message(bytes_of(frame), max_frame_bytes_);
-    if (!ec) {
-      size_write_buffer(frame.size());
-      ws_.write(frame, ec);
-    }
+    const sync_scope scope(*this);
+    if ((ec = write_gate())) return;
+    if ((ec = check_message(bytes_of(frame), max_frame_bytes_))) return;
+    encode(ws::op_binary, bytes_of(frame));
+    sync_flush(ec);
   }
 
   void async_write_frame(asio::const_buffer frame, io_handler handler) override {
-    auto h = std::move(handler).bound();
-    asio::async_compose<decltype(h), void(error_code, std::size_t)>(
-        [this, keep = shared_from_this(), frame, started = false](auto& self, error_code ec = {},
-                                                                  std::size_t n = 0) mutable {
-          if (!started) {
-            started = true;
-            if (auto bad = write_error_ ? write_error_ : check_message(bytes_of(frame), max_frame_bytes_)) {
-              return asio::post(ws_.get_executor(), asio::append(std::move(self), bad, std::size_t{0}));
-            }
-            size_write_buffer(frame.size());
-            return ws_.async_write(frame, std::move(self));
-          }
-          self.complete(after_abort(ec), n);
-        },
-        h, ws_);
+    error_code ec = write_gate();
+    if (!ec) ec = check_message(bytes_of(frame), max_frame_bytes_);
+    if (!ec) encode(ws::op_binary, bytes_of(frame));
+    finish_write_call(std::move(handler), ec, ec ? 0 : frame.size());
   }
 
   // ---- closing ----------------------------------------------------------------------------------------
 
   void close(std::uint16_t code, error_code& ec) override {
+    ec.clear();
+    if (aborted_) {
+      ec = asio::error::operation_aborted;
+      return;
+    }
+    const sync_scope scope(*this);
     wbuf_.clear();
-    if (idle_timer_) idle_timer_->cancel();
-    ws_.close(websocket::close_reason(code), ec);
+    if (timer_) timer_->cancel();
+    if (!close_sent_) send_close(code);
+    sync_flush(ec);
+    // Wait for the peer's close, dropping what comes before it (no reader is left to take it).
+    while (!ec && !stream_broken_) {
+      const auto r = advance(nullptr, ec);
+      if (out_.size() != 0) sync_flush();
+      if (r != step::need_more) break;
+      const auto b = read_buffer(nullptr);
+      const auto n = sync_read_some(b.buffer, ec);
+      took(b, n);
+      if (ec) read_failed(ec);
+    }
+    ec = (ec == asio::error::eof) ? error_code() : ec;
+    if (!ec && read_error_ && read_error_ != asio::error::eof && !peer_closed_) ec = read_error_;
+    teardown();
   }
 
   void async_close(std::uint16_t code, done_handler handler) override {
+    if (aborted_) return post(std::move(handler), error_code(asio::error::operation_aborted));
+    if (cl_) return post(std::move(handler), error_code(asio::error::in_progress));
     wbuf_.clear();
-    // The closing handshake has its own (handshake) timeout.
-    if (idle_timer_) idle_timer_->cancel();
-    auto h = std::move(handler).bound();
-    asio::async_compose<decltype(h), void(error_code)>(
-        [this, keep = shared_from_this(), code, started = false](auto& self, error_code ec = {}) mutable {
-          if (!started) {
-            started = true;
-            return ws_.async_close(websocket::close_reason(code), std::move(self));
-          }
-          self.complete(after_abort(ec));
-        },
-        h, ws_);
+    cl_.emplace(std::move(handler));
+    corked_ = false;
+    if (!close_sent_) send_close(code);
+    start_flush();
+    // The closing handshake is bounded by a timeout of its own, not by the idle timeout.
+    if (!timer_) timer_.emplace(stream_.get_executor());
+    closing_deadline_ = true;
+    timer_->expires_after(close_timeout_);
+    timer_->async_wait([w = weak_from_this(), this](error_code ec) {
+      const auto keep = w.lock();
+      if (ec || !keep || !cl_) return;
+      close_timed_out_ = true;
+      kill_socket();
+    });
+    // The peer's close comes through reads: with no reader waiting, read for it here.
+    if (!reading_) return pump(true);
+    maybe_finish_close(true);
   }
 
   void abort() noexcept override {
     aborted_ = true;
-    if (idle_timer_) idle_timer_->cancel();
-    error_code ignored;
-    beast::get_lowest_layer(ws_).socket().close(ignored);
+    kill_socket();
   }
 
-  std::uint16_t peer_close_code() const override { return static_cast<std::uint16_t>(ws_.reason().code); }
+  std::uint16_t peer_close_code() const override { return peer_close_code_; }
 
  private:
+  enum class step { need_more, message, ended };
+
+  // While a blocking call runs, nothing asynchronous starts (its context may have nobody to run it).
+  struct sync_scope {
+    explicit sync_scope(ws_connection& c) : c(c) { c.sync_ = true; }
+    ~sync_scope() { c.sync_ = false; }
+    sync_scope(const sync_scope&) = delete;
+    sync_scope& operator=(const sync_scope&) = delete;
+    ws_connection& c;
+  };
+
+  struct read_op {
+    io_handler handler;
+    beast::flat_buffer* out;
+    std::size_t before;
+  };
+  struct write_op {
+    io_handler handler;
+    std::size_t n;
+    std::uint64_t end;  // enqueued_ once the write's bytes are sent
+  };
+  struct read_target {
+    asio::mutable_buffer buffer;
+    bool direct = false;  // straight into the message
+  };
+
+  // ---- completions ------------------------------------------------------------------------------------
+
+  template <class Handler, class... Args>
+  void post(Handler h, Args... args) {
+    auto ex = std::move(h.executor);
+    asio::post(ex, asio::append(std::move(h.handler), args...));
+  }
+  // From inside one of this connection's own completions: run the caller's handler now when it may run on
+  // this thread, as a composed operation's completion would.
+  template <class Handler, class... Args>
+  void complete(Handler h, Args... args) {
+    auto ex = std::move(h.executor);
+    asio::dispatch(ex, asio::append(std::move(h.handler), args...));
+  }
+
+  // An operation that was pending when the socket was closed may fail on its next step with whatever the
+  // closed socket says (EBADF, say); callers are promised operation_aborted, or timeout after the idle timer
+  // or the closing handshake's ran out.
+  error_code after_abort(error_code ec) const {
+    if (timed_out_ || close_timed_out_) return beast::error::timeout;
+    if (aborted_) return asio::error::operation_aborted;
+    return ec;
+  }
+  error_code read_gate() const {
+    if (aborted_ || timed_out_) return after_abort(asio::error::operation_aborted);
+    return read_error_;
+  }
+  error_code write_gate() const {
+    if (aborted_ || timed_out_) return after_abort(asio::error::operation_aborted);
+    if (write_error_) return write_error_;
+    if (close_sent_) return websocket::error::closed;
+    return {};
+  }
+
+  // ---- parsing ------------------------------------------------------------------------------------------
+
+  // Takes what `in_` holds: answers control frames, unmasks data into `out` (dropped when null, while the
+  // close waits), until a whole message, or the end (read_error_ set, `ec` too), or the bytes run out.
+  step advance(beast::flat_buffer* out, error_code& ec) {
+    for (;;) {
+      if (!in_frame_) {
+        const auto in = bytes_of(in_.data());
+        ws::frame_header h;
+        const auto header = ws::parse_header(in, h, ec);
+        if (ec) return protocol_failure(ec);
+        if (header == 0) return step::need_more;
+        if (h.masked == client_) {
+          ec = client_ ? websocket::error::bad_masked_frame : websocket::error::bad_unmasked_frame;
+          return protocol_failure(ec);
+        }
+        if (ws::is_control(h.op)) {
+          const auto len = static_cast<std::size_t>(h.length);
+          if (in.size() < header + len) return step::need_more;
+          unsigned char payload[ws::max_control_payload];
+          ws::apply_mask(payload, in.data() + header, len, h.key, 0);  // the key is zero when unmasked
+          in_.consume(header + len);
+          const std::span<const unsigned char> p(payload, len);
+          if (h.op == ws::op_ping) {
+            pong(p);
+          } else if (h.op == ws::op_close) {
+            return peer_close(p, ec);
+          }
+          continue;
+        }
+        if (h.op == ws::op_continuation && !msg_open_) {
+          ec = websocket::error::bad_continuation;
+          return protocol_failure(ec);
+        }
+        if (h.op == ws::op_binary && msg_open_) {
+          ec = websocket::error::bad_data_frame;
+          return protocol_failure(ec);
+        }
+        if (h.op == ws::op_text) msg_text_ = true;
+        bool refuse = false;
+        if (!msg_drop_ && h.length > max_frame_bytes_ + frame_header_bytes - msg_bytes_) {
+          // Refused at its header, and no more reads for the reader. The rest of the message is skipped, so
+          // that a close can still find the peer's answer behind it.
+          refuse = msg_drop_ = true;
+          read_error_ = errc::frame_too_large;
+        }
+        in_.consume(header);
+        in_frame_ = true;
+        frame_fin_ = h.fin;
+        frame_masked_ = h.masked;
+        frame_key_ = h.key;
+        frame_left_ = static_cast<std::size_t>(h.length);
+        frame_pos_ = 0;
+        msg_open_ = true;
+        if (refuse) {
+          ec = read_error_;
+          return step::ended;
+        }
+        if (out && !msg_drop_ && frame_left_ > direct_read_bytes) out->reserve(out->size() + frame_left_);
+      }
+      if (msg_drop_) out = nullptr;
+      const auto take = std::min(in_.size(), frame_left_);
+      if (take != 0) {
+        if (out) {
+          const auto src = static_cast<const unsigned char*>(in_.data().data());
+          auto* dst = static_cast<unsigned char*>(out->prepare(take).data());
+          if (frame_masked_) {
+            ws::apply_mask(dst, src, take, frame_key_, frame_pos_);
+          } else {
+            std::memcpy(dst, src, take);
+          }
+          out->commit(take);
+        }
+        in_.consume(take);
+        payload_taken(take);
+      }
+      if (frame_left_ != 0) return step::need_more;
+      in_frame_ = false;
+      if (!frame_fin_) continue;
+      msg_open_ = false;
+      msg_bytes_ = 0;
+      msg_drop_ = false;
+      if (std::exchange(msg_text_, false) && out) {
+        // Kafka frames are binary. As with any bad frame, the reader decides what happens next.
+        ec = errc::invalid_message_type;
+        return step::message;
+      }
+      if (out) return step::message;
+    }
+  }
+
+  // Whether `in_` holds a whole message (or something advance() fails on), so that advance() completes
+  // without leaving part of a message in the reader's buffer. Only between messages.
+  bool whole_message_buffered() const {
+    if (in_frame_ || msg_open_) return false;
+    auto in = bytes_of(in_.data());
+    for (;;) {
+      ws::frame_header h;
+      error_code ec;
+      const auto header = ws::parse_header(in, h, ec);
+      if (ec) return true;
+      if (header == 0 || in.size() - header < h.length) return false;
+      if (!ws::is_control(h.op) && h.fin) return true;
+      in = in.subspan(header + static_cast<std::size_t>(h.length));
+    }
+  }
+
+  void payload_taken(std::size_t n) {
+    frame_left_ -= n;
+    frame_pos_ += n;
+    msg_bytes_ += n;
+  }
+
+  std::size_t finish_message(beast::flat_buffer& out, std::size_t before, error_code& ec) {
+    if (ec) return 0;
+    const auto msg = bytes_of(out.data()).subspan(before);
+    ec = check_message(msg, max_frame_bytes_);
+    return ec ? 0 : msg.size();
+  }
+
+  // The peer broke RFC 6455: tell it so (close 1002) and end.
+  step protocol_failure(const error_code& ec) {
+    read_error_ = ec;
+    stream_broken_ = true;
+    if (!close_sent_) send_close(1002);
+    teardown_when_flushed();
+    return step::ended;
+  }
+
+  void teardown_when_flushed() {
+    teardown_after_flush_ = true;
+    corked_ = false;
+    start_flush();
+    if (!writing_ && out_.size() == 0 && !cl_) teardown();
+  }
+
+  void pong(std::span<const unsigned char> payload) {
+    // A peer that pings without reading gets no more than a buffer's worth of pongs: past that, the pong of
+    // a later ping answers for this one (RFC 6455 5.5.3 allows answering the latest only).
+    if (close_sent_ || out_.size() > cork_limit_bytes) return;
+    encode(ws::op_pong, payload);
+    if (!corked_) start_flush();
+  }
+
+  step peer_close(std::span<const unsigned char> payload, error_code& ec) {
+    std::uint16_t code = 0;
+    if ((ec = ws::check_close_payload(payload, code))) return protocol_failure(ec);
+    peer_closed_ = true;
+    stream_broken_ = true;  // nothing may follow a close
+    peer_close_code_ = code;
+    ec = asio::error::eof;
+    read_error_ = ec;
+    if (!close_sent_) {
+      // Echo the code; with none received, send none.
+      close_sent_ = true;
+      unsigned char echo[2] = {static_cast<unsigned char>(code >> 8), static_cast<unsigned char>(code)};
+      encode(ws::op_close, std::span<const unsigned char>(echo, code ? 2 : 0));
+    }
+    teardown_when_flushed();
+    return step::ended;
+  }
+
+  // ---- reading from the socket ------------------------------------------------------------------------
+
+  read_target read_buffer(beast::flat_buffer* out) {
+    if (out && in_frame_ && in_.size() == 0 && frame_left_ >= direct_read_bytes)
+      return {out->prepare(frame_left_), true};
+    // Back from a burst: give back its large buffer.
+    if (in_.size() == 0 && !read_hot_) trim(in_, 2 * cold_read_bytes);
+    return {in_.prepare(read_hot_ ? hot_read_bytes : cold_read_bytes), false};
+  }
+
+  void took(const read_target& t, std::size_t n) {
+    if (n == 0) return;
+    active_ = true;
+    if (!t.direct) {
+      in_.commit(n);
+      // A read that took more than a cold buffer holds is a burst: keep reading in bulk until one is small.
+      read_hot_ = n >= cold_read_bytes;
+      return;
+    }
+    auto* p = static_cast<unsigned char*>(t.buffer.data());
+    if (frame_masked_) ws::apply_mask(p, p, n, frame_key_, frame_pos_);
+    rd_out()->commit(n);
+    payload_taken(n);
+  }
+
+  beast::flat_buffer* rd_out() { return rd_ ? rd_->out : sync_out_; }
+
+  std::size_t sync_read_some(asio::mutable_buffer b, error_code& ec) {
+    if constexpr (tls) {
+      return stream_.read_some(b, ec);
+    } else {
+      return tcp().socket().read_some(b, ec);
+    }
+  }
+
+  // A read of the socket failed: the error every later read gets.
+  error_code read_failed(error_code ec) {
+    ec = after_abort(ec);
+    if (ec != asio::error::operation_aborted && ec != beast::error::timeout) {
+      const bool partial = in_frame_ || msg_open_ || in_.size() != 0;
+      if (partial) {
+        ec = errc::truncated_frame;
+      } else if (is_truncation(ec)) {
+        ec = asio::error::eof;
+      }
+    }
+    read_error_ = ec;
+    stream_broken_ = true;
+    return ec;
+  }
+
+  // Runs the read side: what is buffered first, the socket when that is not enough. `initiating`: called
+  // from an operation's initiating function, which must not complete it inline.
+  void pump(bool initiating) {
+    for (;;) {
+      if (read_error_ && rd_) {
+        auto op = std::move(*rd_);
+        rd_.reset();
+        initiating ? post(std::move(op.handler), read_error_, std::size_t{0})
+                   : complete(std::move(op.handler), read_error_, std::size_t{0});
+      }
+      if (!rd_ && !cl_) return;
+      if (stream_broken_) return maybe_finish_close(initiating);
+      error_code ec;
+      const auto r = advance(rd_ ? rd_->out : nullptr, ec);
+      if (r == step::message) {
+        auto op = std::move(*rd_);
+        rd_.reset();
+        const auto n = finish_message(*op.out, op.before, ec);
+        initiating ? post(std::move(op.handler), ec, n) : complete(std::move(op.handler), ec, n);
+        return;
+      }
+      if (r == step::ended) continue;
+      if (!reading_) start_read();
+      return;
+    }
+  }
+
+  void start_read() {
+    reading_ = true;
+    const auto t = read_buffer(rd_ ? rd_->out : nullptr);
+    if (on_read_wait_) on_read_wait_();
+    auto h = [this, keep = shared_from_this(), t](error_code ec, std::size_t n) {
+      reading_ = false;
+      took(t, n);
+      if (ec) read_failed(ec);
+      pump(false);
+    };
+    if constexpr (tls) {
+      stream_.async_read_some(t.buffer, std::move(h));
+    } else {
+      tcp().socket().async_read_some(t.buffer, std::move(h));
+    }
+  }
+
+  // ---- writing ------------------------------------------------------------------------------------------
+
+  void encode(std::uint8_t op, std::span<const unsigned char> payload) {
+    unsigned char header[ws::max_header_bytes];
+    ws::mask_key key;
+    if (client_) key = ws::next_mask_key();
+    const auto hn = ws::write_header(header, op, true, payload.size(), client_ ? &key : nullptr);
+    auto* dst = static_cast<unsigned char*>(out_.prepare(hn + payload.size()).data());
+    std::memcpy(dst, header, hn);
+    if (client_) {
+      ws::apply_mask(dst + hn, payload.data(), payload.size(), key, 0);
+    } else if (!payload.empty()) {
+      std::memcpy(dst + hn, payload.data(), payload.size());
+    }
+    out_.commit(hn + payload.size());
+    enqueued_ += hn + payload.size();
+  }
+
+  void send_close(std::uint16_t code) {
+    close_sent_ = true;
+    unsigned char p[2] = {static_cast<unsigned char>(code >> 8), static_cast<unsigned char>(code)};
+    encode(ws::op_close, std::span<const unsigned char>(p, 2));
+  }
+
+  // The byte stream's writes: whole frames are encoded, the bytes of an unfinished one held in wbuf_. Stops
+  // after cork_limit_bytes of encoded messages (the caller writes the rest again), but always takes one.
+  std::size_t encode_stream(asio::const_buffer in, error_code& ec) {
+    if ((ec = write_gate())) return 0;
+    std::size_t consumed = 0;
+    const auto start = out_.size();
+    while (consumed < in.size() && (consumed == 0 || out_.size() - start < cork_limit_bytes)) {
+      const auto st = next_write(in + consumed);
+      consumed += st.consumed;
+      if (st.ec) {
+        ec = st.ec;
+        break;
+      }
+      if (st.send) {
+        encode(ws::op_binary, bytes_of(*st.send));
+        if (wbuf_.size() != 0 && st.send->data() == wbuf_.data().data()) {
+          wbuf_.clear();
+          trim(wbuf_);
+        }
+      }
+    }
+    return consumed;
+  }
+
+  // After a write's bytes are encoded: complete it now (corked, or nothing was encoded) or once they are
+  // sent.
+  void finish_write_call(io_handler handler, error_code ec, std::size_t n) {
+    if (ec) return post(std::move(handler), ec, n);
+    if (out_.size() == 0 || (corked_ && out_.size() < cork_limit_bytes))
+      return post(std::move(handler), ec, n);
+    wr_.emplace(write_op{std::move(handler), n, enqueued_});
+    start_flush();
+  }
+
+  void start_flush() {
+    if (sync_ || writing_ || out_.size() == 0 || aborted_) return;
+    std::swap(out_, sending_);
+    writing_ = true;
+    asio::async_write(stream_for_io(), sending_.data(),
+                      [this, keep = shared_from_this()](error_code ec, std::size_t n) { flushed(ec, n); });
+  }
+
+  auto& stream_for_io() {
+    if constexpr (tls) {
+      return stream_;
+    } else {
+      return tcp().socket();
+    }
+  }
+
+  void flushed(error_code ec, std::size_t n) {
+    writing_ = false;
+    sent_ += n;
+    sending_.clear();
+    trim(sending_);
+    if (ec && !write_error_) write_error_ = after_abort(ec);
+    if (wr_ && (write_error_ || sent_ >= wr_->end)) {
+      auto op = std::move(*wr_);
+      wr_.reset();
+      complete(std::move(op.handler), write_error_, write_error_ ? 0 : op.n);
+    }
+    if (write_error_) {
+      out_.clear();
+      return maybe_finish_close();
+    }
+    if (out_.size() != 0 && (!corked_ || wr_ || out_.size() >= cork_limit_bytes || close_sent_))
+      return start_flush();
+    if (teardown_after_flush_ && !cl_ && out_.size() == 0) teardown();
+    maybe_finish_close();
+  }
+
+  void sync_flush(error_code& ec) {
+    if (out_.size() == 0) return;
+    asio::write(stream_for_io(), out_.data(), ec);
+    sent_ += out_.size();
+    out_.clear();
+    trim(out_);
+    if (ec) write_error_ = ec;
+  }
+  void sync_flush() {
+    error_code ignored;
+    sync_flush(ignored);
+  }
+
+  // ---- ending -------------------------------------------------------------------------------------------
+
+  // The close completes once our close frame is sent and the peer's has come (or reads have ended).
+  void maybe_finish_close(bool initiating = false) {
+    if (!cl_) return;
+    const bool sent = write_error_ || (!writing_ && out_.size() == 0);
+    if (!sent || !stream_broken_) return;
+    auto h = std::move(*cl_);
+    cl_.reset();
+    if (timer_) timer_->cancel();
+    error_code ec;
+    if (close_timed_out_ || aborted_) {
+      ec = after_abort(asio::error::operation_aborted);
+    } else if (!peer_closed_ && read_error_ != asio::error::eof) {
+      ec = read_error_;
+    }
+    teardown();
+    initiating ? post(std::move(h), ec) : complete(std::move(h), ec);
+  }
+
+  // The closing handshake is over (or failed): no more bytes either way.
+  void teardown() {
+    closed_ = true;
+    if (timer_) timer_->cancel();
+    error_code ignored;
+    // The socket itself closes with the connection (or abort()); until then the peer can still read what
+    // was sent.
+    tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  void kill_socket() noexcept {
+    if (timer_) timer_->cancel();
+    error_code ignored;
+    tcp().socket().close(ignored);
+  }
+
+  // ---- idle timeout -------------------------------------------------------------------------------------
+
+  // Checked every half timeout (with pings) or every timeout: any byte received since the last check counts;
+  // in silence a ping is sent, and a second silent period ends the connection with a timeout.
+  void arm_idle_timer() {
+    timer_->expires_after(keepalive_pings_ ? idle_timeout_ / 2 : idle_timeout_);
+    timer_->async_wait([w = weak_from_this(), this](error_code ec) {
+      const auto keep = w.lock();
+      if (ec || !keep || aborted_ || closed_ || cl_ || closing_deadline_) return;
+      if (std::exchange(active_, false)) {
+        idle_pinged_ = false;
+        return arm_idle_timer();
+      }
+      if (keepalive_pings_ && !idle_pinged_ && !close_sent_) {
+        idle_pinged_ = true;
+        encode(ws::op_ping, {});
+        start_flush();
+        return arm_idle_timer();
+      }
+      timed_out_ = true;
+      kill_socket();
+    });
+  }
+
+  // ---- the byte stream's held partial frame -----------------------------------------------------------
+
   struct write_step {
     std::size_t consumed = 0;
     std::optional<asio::const_buffer> send;  // a whole frame to send now
@@ -510,10 +791,6 @@ class ws_connection final : public connection_impl {
   // caller's buffer, or add to the held partial frame (and send it once it is whole).
   write_step next_write(asio::const_buffer rest) {
     write_step st;
-    if (write_error_) {
-      st.ec = write_error_;
-      return st;
-    }
     const auto in = bytes_of(rest);
     if (in.empty()) return st;
     if (wbuf_.size() == 0) {
@@ -547,15 +824,6 @@ class ws_connection final : public connection_impl {
     return st;
   }
 
-  // A client masks every message through Beast's write buffer, which Beast keeps for the connection's life:
-  // sized to the message (in powers of two, so steady traffic reallocates nothing), an idle connection whose
-  // last message was small keeps a small one.
-  void size_write_buffer(std::size_t message_bytes) {
-    const auto want =
-        std::bit_ceil(std::clamp(message_bytes + 16, min_write_buffer_bytes, max_write_buffer_bytes));
-    ws_.write_buffer_bytes(want);
-  }
-
   write_step& fail_write(write_step& st) {
     // The stream has lost its frame boundaries; every later write fails the same way.
     write_error_ = st.ec;
@@ -569,91 +837,64 @@ class ws_connection final : public connection_impl {
     wbuf_.commit(bytes.size());
   }
 
-  void sent(asio::const_buffer b) {
-    if (wbuf_.size() != 0 && b.data() == wbuf_.data().data()) {
-      wbuf_.clear();
-      trim(wbuf_);
-    }
-  }
-
-  // An operation that was pending when the socket was closed may fail on its next step with whatever the
-  // closed socket says (EBADF, say); callers are promised operation_aborted.
-  error_code after_abort(error_code ec) const {
-    if (ec && timed_out_) return beast::error::timeout;
-    return ec && aborted_ ? error_code(asio::error::operation_aborted) : ec;
-  }
-
-  // Beast re-arms its idle timer at every read: a timer cancelled (one more completion), a new wait and a
-  // timerfd update per message, a large share of the CPU with many small messages. On plain connections the
-  // same timeout runs here instead, as a check every half timeout of whether any byte arrived: no answer
-  // to the ping sent after half the timeout in silence, and the connection ends (beast::error::timeout),
-  // as Beast would have done.
-  void take_over_idle_timeout() {
-    websocket::stream_base::timeout t{};
-    ws_.get_option(t);
-    if (t.idle_timeout == websocket::stream_base::none()) return;
-    idle_timeout_ = t.idle_timeout;
-    keepalive_pings_ = t.keep_alive_pings;
-    t.idle_timeout = websocket::stream_base::none();
-    t.keep_alive_pings = false;
-    ws_.set_option(t);
-    idle_timer_.emplace(ws_.get_executor());
-    arm_idle_timer();
-  }
-
-  void arm_idle_timer() {
-    if (keepalive_pings_) {
-      idle_timer_->expires_after(idle_timeout_ / 2);
-    } else {
-      idle_timer_->expires_after(idle_timeout_);
-    }
-    idle_timer_->async_wait([w = weak_from_this(), this](error_code ec) {
-      const auto keep = w.lock();
-      if (ec || !keep || aborted_ || !ws_.is_open()) return;
-      if constexpr (std::is_same_v<NextLayer, buffered_tcp>) {
-        if (ws_.next_layer().take_activity()) {
-          idle_pinged_ = false;
-          return arm_idle_timer();
-        }
-      }
-      if (keepalive_pings_ && !idle_pinged_) {
-        idle_pinged_ = true;
-        ws_.async_ping({}, [keep](error_code) {});
-        return arm_idle_timer();
-      }
-      timed_out_ = true;
-      error_code ignored;
-      beast::get_lowest_layer(ws_).socket().close(ignored);
-    });
-  }
-
-  error_code check_read(error_code ec, beast::flat_buffer& buf, std::size_t before) {
-    if (ec) {
-      const bool partial = buf.size() > before;
-      return translate_read_error(ec, partial);
-    }
-    if (!ws_.got_binary()) return errc::invalid_message_type;
-    auto msg = bytes_of(buf.data()).subspan(before);
-    return check_message(msg, max_frame_bytes_);
-  }
-
-  ws_type ws_;
+  Stream stream_;
   std::string url_;
   std::size_t max_frame_bytes_;
-  beast::flat_buffer rbuf_;
-  beast::flat_buffer wbuf_;
+  bool client_;
+
+  // Reading.
+  beast::flat_buffer in_;
+  beast::flat_buffer rbuf_;  // the byte stream's current message
+  std::optional<read_op> rd_;
+  beast::flat_buffer* sync_out_ = nullptr;
+  bool reading_ = false;   // a socket read is in flight
+  bool read_hot_ = false;  // the last read filled its buffer
+  bool in_frame_ = false;  // a data frame's header is taken, frame_left_ bytes of it are not
+  bool frame_fin_ = false;
+  bool frame_masked_ = false;
+  ws::mask_key frame_key_{};
+  std::size_t frame_left_ = 0;
+  std::size_t frame_pos_ = 0;
+  bool msg_open_ = false;  // a message is under way (between its first frame and its last byte)
+  bool msg_text_ = false;  // it is a text message: refused once whole
+  bool msg_drop_ = false;  // it is too large: skipped
+  bool stream_broken_ =
+      false;  // no more frames can be read: the peer closed, broke the protocol, or a read failed
+  std::size_t msg_bytes_ = 0;
+  error_code read_error_;  // sticky: eof after the peer's close
+  std::function<void()> on_read_wait_;
+
+  // Writing.
+  beast::flat_buffer out_;      // encoded, waiting for the write in flight
+  beast::flat_buffer sending_;  // the write in flight
+  beast::flat_buffer wbuf_;     // the byte stream's unfinished frame
+  std::optional<write_op> wr_;
+  bool writing_ = false;
+  bool corked_ = false;
+  std::uint64_t enqueued_ = 0;
+  std::uint64_t sent_ = 0;
   error_code write_error_;
+
+  // Closing and timeouts.
+  std::optional<done_handler> cl_;
+  bool open_ = false;
+  bool close_sent_ = false;
+  bool peer_closed_ = false;
+  bool teardown_after_flush_ = false;
+  bool closed_ = false;
   bool aborted_ = false;
-  std::optional<asio::steady_timer>
-      idle_timer_;  // plain connections: the idle timeout, see take_over_idle_timeout
-  std::chrono::steady_clock::duration idle_timeout_{};
+  bool timed_out_ = false;
+  bool close_timed_out_ = false;
+  bool closing_deadline_ = false;
+  std::uint16_t peer_close_code_ = 0;
+  std::optional<asio::steady_timer> timer_;
+  std::chrono::milliseconds idle_timeout_{0};
+  std::chrono::milliseconds close_timeout_{std::chrono::seconds(10)};
   bool keepalive_pings_ = false;
   bool idle_pinged_ = false;
-  bool timed_out_ = false;
+  bool active_ = false;  // bytes arrived since the idle timer last looked
+  bool sync_ = false;    // a blocking call is running
 };
-
-using plain_next = buffered_tcp;
-using tls_next = beast::ssl_stream<beast::tcp_stream>;
 
 }  // namespace
 }  // namespace kws::detail
@@ -702,7 +943,7 @@ class dial_op {
       return fail(self, proxy_ ? errc::proxy_unreachable : ec,
                   "cannot resolve the forward proxy " + proxy_name() + ": " + ec.message());
     }
-    auto& tcp_layer = beast::get_lowest_layer(conn_->ws());
+    auto& tcp_layer = conn_->tcp();
     tcp_layer.expires_at(deadline_);
     tcp_layer.async_connect(results, std::move(self));
   }
@@ -714,7 +955,7 @@ class dial_op {
                   "cannot connect to the forward proxy " + proxy_name() + ": " + ec.message());
     }
     error_code ignored;
-    beast::get_lowest_layer(conn_->ws()).socket().set_option(tcp::no_delay(true), ignored);
+    conn_->tcp().socket().set_option(tcp::no_delay(true), ignored);
     if (proxy_) return send_connect(self);
     secure(self);
   }
@@ -722,7 +963,21 @@ class dial_op {
   // The CONNECT request written, or the proxy's answer read.
   template <class Self>
   void operator()(Self& self, error_code ec, std::size_t) {
-    auto& tcp_layer = beast::get_lowest_layer(conn_->ws());
+    if (stage_ == stage::upgrade_write) {
+      if (ec) return upgrade_failed(self, ec);
+      stage_ = stage::upgrade_read;
+      return beast::http::async_read_header(conn_->stream(), conn_->input(), up_->parser, std::move(self));
+    }
+    if (stage_ == stage::upgrade_read) {
+      if (!ec) ec = check_upgrade_answer();
+      if (ec) return upgrade_failed(self, ec);
+      up_.reset();
+      const auto& cfg = state_->config;
+      // The closing handshake gets a whole handshake timeout of its own, not what the dial left of it.
+      conn_->handshake_done(cfg.idle_timeout, cfg.keepalive_pings, cfg.handshake_timeout);
+      return self.complete(ec, connection(std::move(conn_)));
+    }
+    auto& tcp_layer = conn_->tcp();
     if (stage_ == stage::proxy_write) {
       if (ec) return proxy_failed(self, ec);
       stage_ = stage::proxy_read;
@@ -750,26 +1005,25 @@ class dial_op {
     secure(self);
   }
 
-  // After the TLS handshake, or the WebSocket upgrade.
+  // After the TLS handshake.
   template <class Self>
   void operator()(Self& self, error_code ec) {
-    if (ec && stage_ == stage::tls) note_tls_problem(ec);
-    if (ec && stage_ == stage::upgrade) note_upgrade_problem(ec);
-    if (ec) return self.complete(ec, connection{});
-    upgrade_answer_.reset();
-    if (stage_ == stage::tls) return upgrade(self);
-    // The closing handshake gets a whole handshake timeout of its own, not what the dial left of it.
-    auto& ws = conn_->ws();
-    websocket::stream_base::timeout t{};
-    ws.get_option(t);
-    t.handshake_timeout = std::chrono::steady_clock::duration(state_->config.handshake_timeout);
-    ws.set_option(t);
-    conn_->handshake_done();
-    self.complete(ec, connection(std::move(conn_)));
+    if (ec) {
+      note_tls_problem(ec);
+      return self.complete(ec, connection{});
+    }
+    upgrade(self);
   }
 
  private:
-  enum class stage { tcp, proxy_write, proxy_read, tls, upgrade };
+  enum class stage { tcp, proxy_write, proxy_read, tls, upgrade_write, upgrade_read };
+
+  // The upgrade request and the parser of its answer, at stable addresses while the operation moves.
+  struct upgrade_state {
+    beast::http::request<beast::http::empty_body> request;
+    beast::http::response_parser<beast::http::empty_body> parser;
+    std::string key;
+  };
 
   // What the CONNECT exchange needs, kept at stable addresses while the operation moves.
   struct tunnel_state {
@@ -823,7 +1077,7 @@ class dial_op {
     tunnel_->parser.header_limit(max_proxy_header_bytes);
     // The answer to CONNECT has no body that matters here; only its header is read.
     tunnel_->parser.skip(true);
-    asio::async_write(beast::get_lowest_layer(conn_->ws()), asio::buffer(tunnel_->request), std::move(self));
+    asio::async_write(conn_->tcp(), asio::buffer(tunnel_->request), std::move(self));
   }
 
   // A failed write or read of the CONNECT exchange, told apart by what the proxy did.
@@ -856,7 +1110,7 @@ class dial_op {
   void note_tls_problem(error_code ec) {
     if constexpr (std::is_same_v<NextLayer, tls_next>) {
       if (!info_) return;
-      const auto result = SSL_get_verify_result(conn_->ws().next_layer().native_handle());
+      const auto result = SSL_get_verify_result(conn_->stream().native_handle());
       if (result != X509_V_OK) {
         info_->failure = std::string("the broker's TLS certificate was refused: ") +
                          X509_verify_cert_error_string(result) + " (" + url_.host + ")";
@@ -878,7 +1132,7 @@ class dial_op {
   template <class Self>
   void secure(Self& self) {
     if constexpr (std::is_same_v<NextLayer, tls_next>) {
-      auto& tls = conn_->ws().next_layer();
+      auto& tls = conn_->stream();
       if (!is_ip_literal(url_.host) && !SSL_set_tlsext_host_name(tls.native_handle(), url_.host.c_str())) {
         return self.complete(error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()),
                              connection{});
@@ -905,39 +1159,57 @@ class dial_op {
     }
   }
 
+  // The WebSocket upgrade (RFC 6455 4.1), still under the dial's deadline on the TCP stream. What follows
+  // the answer's header in the read buffer is the broker's first frames: the connection starts from it.
   template <class Self>
   void upgrade(Self& self) {
-    stage_ = stage::upgrade;
+    namespace http = beast::http;
+    stage_ = stage::upgrade_write;
     const auto& cfg = state_->config;
-    auto& ws = conn_->ws();
-    // The WebSocket stream keeps its own timers from here on; the TCP deadline must be off.
-    beast::get_lowest_layer(ws).expires_never();
-    websocket::stream_base::timeout t{};
-    const auto left = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::max(deadline_ - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration(1)));
-    t.handshake_timeout = left;
-    t.idle_timeout = cfg.idle_timeout.count() > 0 ? std::chrono::steady_clock::duration(cfg.idle_timeout)
-                                                  : websocket::stream_base::none();
-    t.keep_alive_pings = cfg.idle_timeout.count() > 0 && cfg.keepalive_pings;
-    ws.set_option(t);
-    ws.set_option(websocket::stream_base::decorator([state = state_](websocket::request_type& req) {
-      req.set(beast::http::field::user_agent, state->config.user_agent);
-      for (const auto& [name, value] : state->config.headers) req.set(name, value);
-    }));
+    up_ = std::make_unique<upgrade_state>();
+    up_->key = ws::make_key();
     const bool default_port = url_.port == (url_.secure ? 443 : 80);
-    std::string host_header =
-        default_port ? url_.authority().substr(0, url_.authority().rfind(':')) : url_.authority();
-    upgrade_answer_ = std::make_unique<websocket::response_type>();
-    upgrade_answer_->result(0u);  // stays 0 unless a status line is parsed (the default would be 200)
-    ws.async_handshake(*upgrade_answer_, host_header, url_.target, std::move(self));
+    const auto authority = url_.authority();
+    auto& req = up_->request;
+    req.version(11);
+    req.method(http::verb::get);
+    req.target(url_.target);
+    req.set(http::field::host, default_port ? authority.substr(0, authority.rfind(':')) : authority);
+    req.set(http::field::upgrade, "websocket");
+    req.set(http::field::connection, "Upgrade");
+    req.set(http::field::sec_websocket_key, up_->key);
+    req.set(http::field::sec_websocket_version, "13");
+    req.set(http::field::user_agent, cfg.user_agent);
+    for (const auto& [name, value] : cfg.headers) req.set(name, value);
+    up_->parser.get().result(0u);  // stays 0 unless a status line is parsed (the default would be 200)
+    http::async_write(conn_->stream(), req, std::move(self));
   }
 
-  // Beast says only that the upgrade was declined or that the answer was not HTTP; the status line the
-  // broker sent (a 404 for a wrong path, a 200 from a plain web server, a 401 without a token) is what an
-  // operator needs.
+  error_code check_upgrade_answer() const {
+    namespace http = beast::http;
+    const auto& res = up_->parser.get();
+    if (res.result_int() != 101) return websocket::error::upgrade_declined;
+    if (!beast::iequals(res[http::field::upgrade], "websocket"))
+      return websocket::error::no_upgrade_websocket;
+    if (!http::token_list(res[http::field::connection]).exists("upgrade"))
+      return websocket::error::no_connection_upgrade;
+    const auto accept = res[http::field::sec_websocket_accept];
+    if (accept.empty()) return websocket::error::no_sec_accept;
+    if (accept != ws::accept_for(up_->key)) return websocket::error::bad_sec_accept;
+    return {};
+  }
+
+  template <class Self>
+  void upgrade_failed(Self& self, error_code ec) {
+    note_upgrade_problem(ec);
+    self.complete(ec, connection{});
+  }
+
+  // The status line the broker sent (a 404 for a wrong path, a 200 from a plain web server, a 401 without a
+  // token) is what an operator needs.
   void note_upgrade_problem(error_code ec) {
-    if (!info_ || !upgrade_answer_) return;
-    const auto& res = *upgrade_answer_;
+    if (!info_ || !up_) return;
+    const auto& res = up_->parser.get();
     const auto url = " (" + url_.str() + ")";
     if (ec == beast::error::timeout) {
       info_->failure = "the broker did not answer the WebSocket upgrade within the handshake timeout" + url;
@@ -957,7 +1229,7 @@ class dial_op {
   dial_info* info_;
   const proxy_url* proxy_;  // owned by state_
   std::unique_ptr<tunnel_state> tunnel_;
-  std::unique_ptr<websocket::response_type> upgrade_answer_;  // at a stable address while the op moves
+  std::unique_ptr<upgrade_state> up_;
   std::chrono::steady_clock::time_point deadline_;
   stage stage_ = stage::tcp;
 };
@@ -985,10 +1257,10 @@ class accept_op {
   template <class Self>
   void operator()(Self& self) {
     st_->deadline = std::chrono::steady_clock::now() + config_.handshake_timeout;
-    beast::get_lowest_layer(conn_->ws()).expires_at(st_->deadline);
+    conn_->tcp().expires_at(st_->deadline);
     if constexpr (std::is_same_v<NextLayer, tls_next>) {
       stage_ = stage::tls;
-      return conn_->ws().next_layer().async_handshake(asio::ssl::stream_base::server, std::move(self));
+      return conn_->stream().async_handshake(asio::ssl::stream_base::server, std::move(self));
     } else {
       read_request(self);
     }
@@ -1008,13 +1280,12 @@ class accept_op {
         return act(self);
       case stage::upgrade:
         if (ec) return finish(self, ec);
-        idle_timeouts();
-        conn_->handshake_done();
+        upgraded();
         return self.complete(ec, connection(std::move(conn_)), std::move(st_->info));
       case stage::respond: {
         error_code ignored;
-        beast::get_lowest_layer(conn_->ws()).socket().shutdown(tcp::socket::shutdown_send, ignored);
-        return finish(self, ec ? ec : error_code(errc::upgrade_declined));
+        conn_->tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+        return finish(self, ec ? ec : st_->refusal ? st_->refusal : error_code(errc::upgrade_declined));
       }
     }
   }
@@ -1029,6 +1300,7 @@ class accept_op {
     beast::http::response<beast::http::string_body> response;
     http_request_info info;
     accept_decision decision;
+    error_code refusal;  // a malformed upgrade request, answered with 400 or 426
     std::chrono::steady_clock::time_point deadline;
   };
 
@@ -1038,7 +1310,7 @@ class accept_op {
     st_->parser.emplace();
     st_->parser->header_limit(static_cast<std::uint32_t>(config_.max_request_bytes));
     st_->parser->body_limit(config_.max_request_bytes);
-    beast::http::async_read(conn_->ws().next_layer(), st_->buffer, *st_->parser, std::move(self));
+    beast::http::async_read(conn_->stream(), st_->buffer, *st_->parser, std::move(self));
   }
 
   template <class Self>
@@ -1067,55 +1339,72 @@ class accept_op {
     });
   }
 
+  // The parts of an upgrade request that is_upgrade() does not check (RFC 6455 4.2.1): 0 when it is usable,
+  // otherwise the answer's status, with `refusal` set.
+  int check_upgrade_request() {
+    namespace http = beast::http;
+    const auto& req = st_->parser->get();
+    auto& why = st_->refusal;
+    if (req[http::field::host].empty()) {
+      why = websocket::error::no_host;
+    } else if (req[http::field::sec_websocket_key].empty()) {
+      why = websocket::error::no_sec_key;
+    } else if (req[http::field::sec_websocket_key].size() != 24) {
+      why = websocket::error::bad_sec_key;
+    } else if (req[http::field::sec_websocket_version] != "13") {
+      why = req[http::field::sec_websocket_version].empty() ? websocket::error::no_sec_version
+                                                            : websocket::error::bad_sec_version;
+      return 426;
+    }
+    return why ? 400 : 0;
+  }
+
   template <class Self>
   void act(Self& self) {
+    namespace http = beast::http;
     auto& d = st_->decision;
+    auto& res = st_->response;
+    const auto& req = st_->parser->get();
+    res.version(req.version());
+    res.set(http::field::server, config_.server_name);
     if (d.status == 101 && st_->info.websocket_upgrade) {
-      stage_ = stage::upgrade;
-      auto& ws = conn_->ws();
-      // The WebSocket stream keeps its own timers from here on; the TCP deadline must be off.
-      beast::get_lowest_layer(ws).expires_never();
-      websocket::stream_base::timeout t{};
-      t.handshake_timeout = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-          std::max(st_->deadline - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration(1)));
-      t.idle_timeout = websocket::stream_base::none();
-      t.keep_alive_pings = false;
-      ws.set_option(t);
-      ws.set_option(
-          websocket::stream_base::decorator([name = config_.server_name](websocket::response_type& res) {
-            res.set(beast::http::field::server, name);
-          }));
-      return ws.async_accept(st_->parser->release(), std::move(self));
+      if (const int status = check_upgrade_request()) {
+        d = accept_decision::respond(status, st_->refusal.message() + "\n");
+        if (status == 426) d.headers.emplace_back("Sec-WebSocket-Version", "13");
+      } else {
+        stage_ = stage::upgrade;
+        res.result(http::status::switching_protocols);
+        res.set(http::field::upgrade, "websocket");
+        res.set(http::field::connection, "Upgrade");
+        res.set(http::field::sec_websocket_accept, ws::accept_for(req[http::field::sec_websocket_key]));
+        return http::async_write(conn_->stream(), res, std::move(self));
+      }
     }
     // A plain answer (the decider's, or 426 for a non-upgrade that the decider let through), then close.
     stage_ = stage::respond;
     if (d.status == 101)
       d = accept_decision::respond(426, "Kafka over WebSocket only: send a WebSocket upgrade\n");
-    auto& res = st_->response;
-    res.version(st_->parser->get().version());
     res.result(static_cast<unsigned>(d.status));
-    res.set(beast::http::field::server, config_.server_name);
-    res.set(beast::http::field::content_type, "text/plain");
+    res.set(http::field::content_type, "text/plain");
     if (d.status == 426) {
-      res.set(beast::http::field::upgrade, "websocket");
-      res.set(beast::http::field::connection, "Upgrade");
+      res.set(http::field::upgrade, "websocket");
+      res.set(http::field::connection, "Upgrade");
     }
     for (const auto& [name, value] : d.headers) res.set(name, value);
     res.body() = d.body;
     res.keep_alive(false);
     res.prepare_payload();
-    beast::http::async_write(conn_->ws().next_layer(), res, std::move(self));
+    http::async_write(conn_->stream(), res, std::move(self));
   }
 
-  void idle_timeouts() {
-    websocket::stream_base::timeout t{};
-    t.handshake_timeout =
-        std::chrono::duration_cast<std::chrono::steady_clock::duration>(config_.handshake_timeout);
-    t.idle_timeout = config_.idle_timeout.count() > 0
-                         ? std::chrono::steady_clock::duration(config_.idle_timeout)
-                         : websocket::stream_base::none();
-    t.keep_alive_pings = config_.idle_timeout.count() > 0 && config_.keepalive_pings;
-    conn_->ws().set_option(t);
+  // Frames from here on. A client may not send any before our answer (RFC 6455 4.1), but whatever it did
+  // send after its request is kept for the connection, not dropped.
+  void upgraded() {
+    auto& in = conn_->input();
+    const auto early = st_->buffer.data();
+    const auto n = asio::buffer_copy(in.prepare(early.size()), early);
+    in.commit(n);
+    conn_->handshake_done(config_.idle_timeout, config_.keepalive_pings, config_.handshake_timeout);
   }
 
   template <class Self>
@@ -1143,13 +1432,13 @@ void async_accept(tcp::socket socket, const accept_config& config, accept_decide
   const auto ex = socket.get_executor();
   auto h = std::move(handler).bound();
   if (config.tls) {
-    auto conn = std::make_shared<ws_connection<tls_next>>(std::string(), config.max_frame_bytes,
+    auto conn = std::make_shared<ws_connection<tls_next>>(std::string(), config.max_frame_bytes, false,
                                                           std::move(socket), *config.tls);
     asio::async_compose<decltype(h), void(error_code, connection, http_request_info)>(
         accept_op<tls_next>(config, std::move(decide), std::move(conn), std::move(peer)), h, ex);
   } else {
-    auto conn =
-        std::make_shared<ws_connection<plain_next>>(std::string(), config.max_frame_bytes, std::move(socket));
+    auto conn = std::make_shared<ws_connection<plain_next>>(std::string(), config.max_frame_bytes, false,
+                                                            std::move(socket));
     asio::async_compose<decltype(h), void(error_code, connection, http_request_info)>(
         accept_op<plain_next>(config, std::move(decide), std::move(conn), std::move(peer)), h, ex);
   }
@@ -1165,12 +1454,12 @@ void async_dial(const std::shared_ptr<const dialer_state>& state, const asio::an
   }
   const auto max_frame = state->config.max_frame_bytes;
   if (url.secure) {
-    auto conn = std::make_shared<ws_connection<tls_next>>(url.str(), max_frame, ex, state->ssl);
+    auto conn = std::make_shared<ws_connection<tls_next>>(url.str(), max_frame, true, ex, state->ssl);
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code, connection)>(
         dial_op<tls_next>(state, std::move(url), std::move(conn), info), h, ex);
   } else {
-    auto conn = std::make_shared<ws_connection<plain_next>>(url.str(), max_frame, ex);
+    auto conn = std::make_shared<ws_connection<plain_next>>(url.str(), max_frame, true, ex);
     auto h = std::move(handler).bound();
     asio::async_compose<decltype(h), void(error_code, connection)>(
         dial_op<plain_next>(state, std::move(url), std::move(conn), info), h, ex);

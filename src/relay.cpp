@@ -189,6 +189,11 @@ class tcp_side {
         }));
   }
 
+  /// True when a whole frame (or a size that cannot be trusted, in ec) is at hand now, with no I/O.
+  bool try_read_frame(error_code& ec) { return have_frame(ec) || ec; }
+  /// Writes complete through their handler only.
+  bool try_write_frame(bytes, error_code&) { return false; }
+
   bytes frame() const { return bytes_of().first(current_); }
   void pop() {
     buf_.consume(current_);
@@ -336,6 +341,19 @@ class ws_side {
       have_ = !ec;
       h(ec);
     });
+  }
+
+  /// True when a frame (or the error that ended reading, in ec) is at hand now, with no I/O: see
+  /// kws::connection::try_read_frame.
+  bool try_read_frame(error_code& ec) {
+    if (have_) return true;
+    const auto n = conn_.try_read_frame(buf_, ec);
+    have_ = n != 0;
+    return have_ || ec;
+  }
+  /// True when the frame was taken at once: see kws::connection::try_write_frame.
+  bool try_write_frame(bytes f, error_code& ec) {
+    return conn_.try_write_frame(asio::buffer(f.data(), f.size()), ec);
   }
 
   bytes frame() const { return {static_cast<const unsigned char*>(buf_.data().data()), buf_.size()}; }
@@ -503,6 +521,16 @@ class relay_impl final : public relay {
     while (!stopping_ && !draining_ && !up_writing_ && !connecting_) {
       if (!up_have_) {
         if (client_eof_ || up_reading_) return;
+        // A request already buffered is taken here, without a round through the event loop.
+        if (error_code ec; client_.try_read_frame(ec)) {
+          if (ec) {
+            client_fault_ = close_code_for(ec);
+            return fail(ec, "client");
+          }
+          up_have_ = true;
+          touch();
+          continue;
+        }
         up_reading_ = true;
         ++ops_;
         return client_.async_read_frame(up_cancel_.slot(), [self = shared_from_this(), this](error_code ec) {
@@ -538,6 +566,13 @@ class relay_impl final : public relay {
       const bytes out = action == frame_action::replace ? bytes(up_replacement_) : frame;
       // More bytes behind this request: gather the writes (a lone request goes out at once).
       if (client_.partial_bytes() > 0) broker_->cork(true);
+      // Taken at once while the broker's write buffer has room; otherwise written with a handler.
+      if (error_code ec; broker_->try_write_frame(out, ec)) {
+        if (ec) return fail(ec, "broker");
+        request_done(frame.size());
+        touch();
+        continue;
+      }
       up_writing_ = true;
       ++ops_;
       return broker_->async_write_frame(out,
@@ -666,6 +701,12 @@ class relay_impl final : public relay {
       }
     }
     if (down_reading_ || !broker_up_ || connecting_) return;
+    if (error_code ec; broker_->try_read_frame(ec)) {
+      if (ec) return broker_read_failed(ec);
+      down_have_ = true;
+      touch();
+      return down_pump();
+    }
     down_reading_ = true;
     ++ops_;
     broker_->async_read_frame(asio::cancellation_slot(), [self = shared_from_this(), this](error_code ec) {
@@ -688,7 +729,24 @@ class relay_impl final : public relay {
         append_to(down_next_, bytes(*local));
         ++down_next_frames_;
       }
-      if (!down_have_) break;
+      if (!down_have_) {
+        // Responses already received join the batch here, without a round through the event loop.
+        if (down_reading_ || !broker_up_ || connecting_ || broker_error_ ||
+            down_next_.size() >= down_batch_bytes)
+          break;
+        error_code ec;
+        if (!broker_->try_read_frame(ec)) break;
+        if (ec) {
+          if ((down_writing_ || down_next_.size() > 0) && !stopping_) {
+            broker_error_ = ec;  // written after what arrived before it, below
+            break;
+          }
+          return broker_read_failed(ec);
+        }
+        down_have_ = true;
+        touch();
+        continue;
+      }
       const auto frame = broker_->frame();
       std::string why;
       down_replacement_.clear();

@@ -158,6 +158,23 @@ class connection {
         token, impl_.get(), &out);
   }
 
+  /// A whole-frame read from what has already been received, with no I/O and no handler: returns the
+  /// frame's length after appending it to `out`, or 0 with `ec` set when reading has ended (or the message
+  /// is bad), or 0 with no error when the next message needs more bytes from the peer (then use
+  /// async_read_frame). For a reader that takes several messages per wake-up. Not while a read is pending.
+  std::size_t try_read_frame(boost::beast::flat_buffer& out, boost::system::error_code& ec) {
+    return impl_->try_read_frame(out, ec);
+  }
+
+  /// A whole-frame write that completes at once when there is room: the frame is checked and encoded into
+  /// the connection's write buffer (at most 64 KiB wait there), the write to the socket starts unless
+  /// corked, and true is returned. False when the buffer is full: then use async_write_frame, which waits
+  /// for room. As with corked writes, the failure of a write that completed this way shows up in the next
+  /// operation (a later write, or the close). Not while a write is pending.
+  bool try_write_frame(boost::asio::const_buffer frame, boost::system::error_code& ec) {
+    return impl_->try_write_frame(frame, ec);
+  }
+
   /// Sends one whole frame (size header included) as one binary message; the frame is checked first.
   void write_frame(boost::asio::const_buffer frame, boost::system::error_code& ec) {
     impl_->write_frame(frame, ec);
@@ -173,14 +190,16 @@ class connection {
         token, impl_.get(), frame);
   }
 
-  /// While corked, small writes (whole messages below 16 KiB) are gathered, reported done at once, and sent
-  /// together, in one system call, when the connection is uncorked or 64 KiB have gathered. For a writer
-  /// with several frames at hand. Plain ws:// only; a no-op over TLS. Uncork before waiting for anything.
+  /// While corked, written messages gather in the connection's write buffer and are reported done at once
+  /// while less than 64 KiB wait there; they are sent together, in one write, when the connection is
+  /// uncorked or 64 KiB have gathered. For a writer with several frames at hand. A write that fails after
+  /// it was reported done shows up in the next operation. Uncork before waiting for anything.
   void cork(bool on) { impl_->cork(on); }
 
   /// Calls `f` (on the connection's executor, inside the read that waits) whenever a read has to wait for
   /// the peer because nothing already received completes it: for a reader that holds work back while more
-  /// messages are at hand. Returns false where this is not known (TLS): then assume every read may wait.
+  /// messages are at hand. Returns true: this connection always knows. (False would mean that it cannot
+  /// tell, and that every read may wait.)
   bool on_read_wait(std::function<void()> f) { return impl_->on_read_wait(std::move(f)); }
 
   // ---- closing ----------------------------------------------------------------------------------------

@@ -75,6 +75,8 @@ class connection_impl : public std::enable_shared_from_this<connection_impl> {
   // Whole frames.
   virtual std::size_t read_frame(boost::beast::flat_buffer& out, boost::system::error_code& ec) = 0;
   virtual void async_read_frame(boost::beast::flat_buffer& out, io_handler handler) = 0;
+  virtual std::size_t try_read_frame(boost::beast::flat_buffer& out, boost::system::error_code& ec) = 0;
+  virtual bool try_write_frame(boost::asio::const_buffer frame, boost::system::error_code& ec) = 0;
   virtual void write_frame(boost::asio::const_buffer frame, boost::system::error_code& ec) = 0;
   virtual void async_write_frame(boost::asio::const_buffer frame, io_handler handler) = 0;
 
