@@ -29,6 +29,7 @@
 
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
@@ -671,6 +672,26 @@ class ws_connection final : public connection_impl {
 
   void start_flush() {
     if (sync_ || writing_ || out_.size() == 0 || aborted_) return;
+    if constexpr (!tls) {
+      // Most writes fit in the socket's buffer: sent at once, they complete nothing through the event loop.
+      // The rest (or an error) takes the asynchronous write below.
+      const auto n = ::send(tcp().socket().native_handle(), out_.data().data(), out_.size(),
+                            MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) {
+        sent_ += static_cast<std::size_t>(n);
+        out_.consume(static_cast<std::size_t>(n));
+      }
+      if (out_.size() == 0) {
+        trim(out_);
+        if (wr_ && sent_ >= wr_->end) {
+          auto op = std::move(*wr_);
+          wr_.reset();
+          post(std::move(op.handler), error_code{}, op.n);
+        }
+        if (teardown_after_flush_ && !cl_) teardown();
+        return;
+      }
+    }
     std::swap(out_, sending_);
     writing_ = true;
     asio::async_write(stream_for_io(), sending_.data(),

@@ -191,8 +191,18 @@ class tcp_side {
 
   /// True when a whole frame (or a size that cannot be trusted, in ec) is at hand now, with no I/O.
   bool try_read_frame(error_code& ec) { return have_frame(ec) || ec; }
-  /// Writes complete through their handler only.
-  bool try_write_frame(bytes, error_code&) { return false; }
+  /// Writes what the socket takes now (it is non-blocking, see prepare): true when that was all of `f` (or
+  /// the write failed, in ec); otherwise async_write_frame of the same `f` writes the rest.
+  bool try_write_frame(bytes f, error_code& ec) {
+    const auto n = socket_.write_some(asio::buffer(f.data(), f.size()), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      ec.clear();
+      return false;
+    }
+    if (ec || n == f.size()) return true;
+    written_ahead_ = n;
+    return false;
+  }
 
   bytes frame() const { return bytes_of().first(current_); }
   void pop() {
@@ -206,6 +216,7 @@ class tcp_side {
 
   template <class Handler>
   void async_write_frame(bytes f, Handler&& h) {
+    f = f.subspan(std::exchange(written_ahead_, 0));
     asio::async_write(socket_, asio::buffer(f.data(), f.size()),
                       [h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable { h(ec); });
   }
@@ -315,7 +326,8 @@ class tcp_side {
   std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front
   std::function<void()> on_budget_wait_;
   beast::flat_buffer buf_;
-  std::size_t current_ = 0;  // length of the whole frame at the front of buf_, 0 while there is none
+  std::size_t current_ = 0;        // length of the whole frame at the front of buf_, 0 while there is none
+  std::size_t written_ahead_ = 0;  // bytes of the next async_write_frame that try_write_frame wrote
   std::optional<asio::steady_timer> linger_timer_;
   bool lingering_ = false;
 };
@@ -818,7 +830,7 @@ class relay_impl final : public relay {
     down_writing_ = true;
     ++ops_;
     const bytes out(static_cast<const unsigned char*>(down_out_.data().data()), down_out_.size());
-    client_.async_write_frame(out, [self = shared_from_this(), this](error_code ec) {
+    auto done = [self = shared_from_this(), this](error_code ec) {
       --ops_;
       down_writing_ = false;
       if (ec) return fail(ec, "client");
@@ -843,7 +855,10 @@ class relay_impl final : public relay {
         return broker_read_failed(e);
       }
       if (draining_ || client_eof_) maybe_finish();
-    });
+    };
+    // Written at once when the socket takes it all: no round through the event loop.
+    if (error_code ec; client_.try_write_frame(out, ec)) return done(ec);
+    client_.async_write_frame(out, std::move(done));
   }
 
   void down_write(bytes out, bool from_broker) {
