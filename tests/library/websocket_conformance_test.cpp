@@ -77,6 +77,8 @@ struct frame_spec {
   std::uint8_t rsv = 0;
   /// The length field, when it must announce another length than the payload's.
   std::optional<std::uint64_t> announced;
+  /// 126 or 127: that length form even where a shorter one would do.
+  unsigned length_form = 0;
 };
 
 frame_spec spec(std::uint8_t opcode, std::string payload, bool fin = true) {
@@ -92,9 +94,9 @@ std::string encode(const frame_spec& f, bool masked) {
   out += static_cast<char>((f.fin ? 0x80 : 0) | (f.rsv << 4) | f.opcode);
   const std::uint64_t len = f.announced.value_or(f.payload.size());
   const unsigned mask_bit = masked ? 0x80 : 0;
-  if (len < 126) {
+  if (len < 126 && f.length_form == 0) {
     out += static_cast<char>(mask_bit | len);
-  } else if (len <= 0xffff) {
+  } else if (len <= 0xffff && f.length_form != 127) {
     out += static_cast<char>(mask_bit | 126);
     for (int shift = 8; shift >= 0; shift -= 8) out += static_cast<char>((len >> shift) & 0xff);
   } else {
@@ -430,6 +432,27 @@ class kws_end {
     return fut;
   }
 
+  // connection::close, the blocking one, on the connection's thread.
+  std::future<error_code> close_blocking(kws::close_code code) {
+    auto done = std::make_shared<std::promise<error_code>>();
+    auto fut = done->get_future();
+    asio::post(ioc_, [this, done, code] {
+      error_code ec;
+      conn_.close(ec, code);
+      done->set_value(ec);
+    });
+    return fut;
+  }
+
+  // Drops the connection (closing its socket), ready for the next dial or accept.
+  void reset() {
+    on_thread([this] {
+      conn_ = kws::connection();
+      acceptor_.close();
+      return 0;
+    });
+  }
+
   std::uint16_t peer_close_code() {
     return on_thread([this] { return conn_.peer_close_code(); });
   }
@@ -478,7 +501,16 @@ class conformance : public testing::TestWithParam<setup> {
     certs_.reset();
   }
 
-  void SetUp() override {
+  void SetUp() override { open(); }
+
+  // A fresh connection in place of the current one.
+  void reopen() {
+    kws.reset();
+    peer.close();
+    open();
+  }
+
+  void open() {
     if (GetParam().kws_role == role::client) {
       dial_to_peer();
     } else {
@@ -507,14 +539,16 @@ class conformance : public testing::TestWithParam<setup> {
     return *r;
   }
 
-  // The next frame the peer gets, which must be a close frame; returns its code (0: none in it).
-  std::uint16_t expect_close() {
+  // The next frame the peer gets, which must be a close frame, masked as kws's role requires.
+  received expect_close() {
     const auto r = peer.read_frame();
     if (r.what != received::a_frame || r.opcode != op_close) {
       ADD_FAILURE() << "expected a close frame, got " << r;
-      return 0;
+    } else {
+      EXPECT_TRUE(r.fin);
+      EXPECT_EQ(r.masked, kws_is_client());
     }
-    return r.close_code();
+    return r;
   }
 
   // What a protocol violation ended with: the error of the read that was waiting, and what the peer got
@@ -734,7 +768,7 @@ TEST_P(WebSocketConformance, WritesEachFrameAsOneBinaryMessageWithTheShortestLen
 TEST_P(WebSocketConformance, ThePeersCloseEndsTheReadAndIsEchoed) {
   auto pending = kws.read_frame();
   send(spec(op_close, close_payload(1000)));
-  EXPECT_EQ(expect_close(), 1000);
+  EXPECT_EQ(expect_close().payload, close_payload(1000));
   peer.finish();
   const auto r = within(pending);
   ASSERT_TRUE(r) << "the read did not complete";
@@ -742,10 +776,11 @@ TEST_P(WebSocketConformance, ThePeersCloseEndsTheReadAndIsEchoed) {
   EXPECT_EQ(kws.peer_close_code(), 1000);
 }
 
-TEST_P(WebSocketConformance, ThePeersCloseCodeAndReasonAreKeptAndTheCodeIsEchoed) {
+TEST_P(WebSocketConformance, ThePeersCloseWithAReasonIsEchoedWithItsCodeAlone) {
   auto pending = kws.read_frame();
   send(spec(op_close, close_payload(4001, "going to lunch")));
-  EXPECT_EQ(expect_close(), 4001);
+  // RFC 6455, section 5.5.1: the answer "typically echos the status code it received"; the reason is not.
+  EXPECT_EQ(expect_close().payload, close_payload(4001));
   peer.finish();
   const auto r = within(pending);
   ASSERT_TRUE(r) << "the read did not complete";
@@ -753,19 +788,35 @@ TEST_P(WebSocketConformance, ThePeersCloseCodeAndReasonAreKeptAndTheCodeIsEchoed
   EXPECT_EQ(kws.peer_close_code(), 4001);
 }
 
-TEST_P(WebSocketConformance, ACloseSendsItsCodeAndCompletesOnThePeersAnswer) {
-  auto closing = kws.close(kws::close_code::going_away);
-  EXPECT_EQ(expect_close(), 1001);
-  send(spec(op_close, close_payload(1001)));
-  if (!kws_is_client()) {
-    // The server ends TCP first (RFC 6455, section 7.1.1): it shuts down its sending side, then waits for
-    // the client's end of stream.
-    EXPECT_EQ(peer.read_frame().what, received::eof);
-  }
+TEST_P(WebSocketConformance, AnEmptyCloseIsAnsweredWith1000AndLeavesNoCode) {
+  auto pending = kws.read_frame();
+  send(spec(op_close, ""));
+  EXPECT_EQ(expect_close().payload, close_payload(1000));
   peer.finish();
-  const auto ec = within(closing);
-  ASSERT_TRUE(ec) << "the close did not complete";
-  EXPECT_FALSE(*ec) << ec->message();
+  const auto r = within(pending);
+  ASSERT_TRUE(r) << "the read did not complete";
+  EXPECT_EQ(r->ec, asio::error::eof) << r->ec.message();
+  EXPECT_EQ(kws.peer_close_code(), 0);
+}
+
+TEST_P(WebSocketConformance, ACloseSendsItsCodeAndCompletesOnThePeersAnswer) {
+  for (const bool blocking : {false, true}) {
+    SCOPED_TRACE(blocking ? "connection::close" : "connection::async_close");
+    if (blocking) reopen();
+    const auto code = blocking ? kws::close_code::policy_violation : kws::close_code::going_away;
+    auto closing = blocking ? kws.close_blocking(code) : kws.close(code);
+    EXPECT_EQ(expect_close().payload, close_payload(static_cast<std::uint16_t>(code)));
+    send(spec(op_close, close_payload(static_cast<std::uint16_t>(code))));
+    if (!kws_is_client()) {
+      // The server ends TCP first (RFC 6455, section 7.1.1): it shuts down its sending side, then waits for
+      // the client's end of stream.
+      EXPECT_EQ(peer.read_frame().what, received::eof);
+    }
+    peer.finish();
+    const auto ec = within(closing);
+    ASSERT_TRUE(ec) << "the close did not complete";
+    EXPECT_FALSE(*ec) << ec->message();
+  }
 }
 
 // ---- protocol violations: the read fails, and the connection is failed with a close code ------------------
@@ -848,6 +899,40 @@ TEST_P(WebSocketConformance, FailsOnAFragmentedMessageThatGrowsOverTheFrameLimit
       wire(spec(op_binary, f.substr(0, 50000), false)) + wire(spec(op_continuation, f.substr(50000))),
       // Over TLS, the shutdown's error (see above) comes after part of the message had been received.
       GetParam().tls ? error_code(kws::errc::truncated_frame) : kws::errc::frame_too_large, 1009);
+}
+
+TEST_P(WebSocketConformance, AcceptsAMessageOfExactlyTheFrameLimit) {
+  const auto f = frame(pattern(max_frame));
+  send(spec(op_binary, f));
+  const auto r = read();
+  ASSERT_FALSE(r.ec) << r.ec.message();
+  EXPECT_EQ(r.bytes, f);
+}
+
+TEST_P(WebSocketConformance, FailsOnALengthNotInItsShortestForm) {
+  // RFC 6455, section 5.2: "the minimal number of bytes MUST be used to encode the length".
+  auto f16 = spec(op_binary, frame("short"));
+  f16.length_form = 126;
+  expect_failure(wire(f16), websocket::error::bad_size, 1002);
+}
+
+TEST_P(WebSocketConformance, FailsOnA64BitLengthInsteadOfA16BitOne) {
+  auto f64 = spec(op_binary, frame(pattern(1000)));
+  f64.length_form = 127;
+  expect_failure(wire(f64), websocket::error::bad_size, 1002);
+}
+
+TEST_P(WebSocketConformance, FailsOnA64BitLengthWithItsHighestBitSetAsTooLarge) {
+  // RFC 6455, section 5.2: that bit MUST be 0 (a protocol error); the length is refused for its size first.
+  auto f = spec(op_binary, "");
+  f.announced = (std::uint64_t{1} << 63) | 1000;
+  expect_failure(wire(f), kws::errc::frame_too_large, 1009);
+}
+
+TEST_P(WebSocketConformance, FailsOnACloseReasonThatIsNotUtf8) {
+  // Closed with 1002 (protocol error), not 1007 (data inconsistent with its type).
+  expect_failure(wire(spec(op_close, close_payload(1000, "\xff\xfe"))), websocket::error::bad_close_payload,
+                 1002);
 }
 
 TEST_P(WebSocketConformance, FailsOnACloseWithAOneBytePayload) {
