@@ -478,9 +478,14 @@ struct setup {
   bool tls;
 };
 
-std::string name_of(const testing::TestParamInfo<setup>& info) {
-  return std::string(info.param.kws_role == role::client ? "KwsDials" : "KwsAccepts") +
-         (info.param.tls ? "Tls" : "Plain");
+std::string name_of(const setup& s) {
+  return std::string(s.kws_role == role::client ? "KwsDials" : "KwsAccepts") + (s.tls ? "Tls" : "Plain");
+}
+std::string param_name(const testing::TestParamInfo<setup>& info) {
+  return name_of(info.param);
+}
+void PrintTo(const setup& s, std::ostream* os) {
+  *os << name_of(s);
 }
 
 struct ssl_ctx_deleter {
@@ -977,6 +982,6 @@ TEST_P(WebSocketConformance, ReportsATruncatedFrameWhenTheStreamEndsBetweenFragm
 INSTANTIATE_TEST_SUITE_P(Roles, WebSocketConformance,
                          testing::Values(setup{role::client, false}, setup{role::server, false},
                                          setup{role::client, true}, setup{role::server, true}),
-                         name_of);
+                         param_name);
 
 }  // namespace
