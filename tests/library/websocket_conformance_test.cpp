@@ -300,6 +300,15 @@ class raw_peer {
     fd_ = -1;
   }
 
+  // Closes the TCP connection at once, without even a TLS close_notify: as if the peer had crashed.
+  void drop() {
+    if (ssl_) {
+      SSL_free(ssl_);
+      ssl_ = nullptr;
+    }
+    close();
+  }
+
   // Ends the connection as a well-behaved peer does: shuts down its sending side (close_notify first, over
   // TLS), reads until the other side has closed too (bounded), then closes. Unlike close(), leaves nothing
   // unread for the kernel to answer with a reset.
@@ -578,11 +587,16 @@ class conformance : public testing::TestWithParam<setup> {
     }
     return f;
   }
-  // What the waiting read ends with when the peer sends `bytes` and then closes TCP at once.
-  error_code after_ending_with(const std::string& bytes) {
+  // What the waiting read ends with when the peer sends `bytes` and then closes TCP at once; over TLS, after
+  // a close_notify or (`dropped`) without one.
+  error_code after_ending_with(const std::string& bytes, bool dropped) {
     auto pending = kws.read_frame();
     if (!peer.send(bytes)) ADD_FAILURE() << "the peer could not send";
-    peer.close();
+    if (dropped) {
+      peer.drop();
+    } else {
+      peer.close();
+    }
     const auto r = within(pending);
     if (!r) ADD_FAILURE() << "the read did not complete";
     return r ? r->ec : error_code{};
@@ -965,18 +979,31 @@ TEST_P(WebSocketConformance, FailsOnACloseCodeBelow1000) {
 // ---- the peer vanishing mid-frame -------------------------------------------------------------------------
 
 TEST_P(WebSocketConformance, ReportsTheEndOfStreamInsideAFrameHeader) {
-  // Three bytes: the first two and one of the 16-bit length.
-  EXPECT_EQ(after_ending_with(wire(spec(op_binary, frame(pattern(1000)))).substr(0, 3)), asio::error::eof);
+  for (const bool dropped : {false, true}) {
+    SCOPED_TRACE(dropped ? "dropped" : "closed");
+    if (dropped) reopen();
+    // Three bytes: the first two and one of the 16-bit length.
+    EXPECT_EQ(after_ending_with(wire(spec(op_binary, frame(pattern(1000)))).substr(0, 3), dropped),
+              asio::error::eof);
+  }
 }
 
 TEST_P(WebSocketConformance, ReportsATruncatedFrameWhenTheStreamEndsInsideThePayload) {
-  EXPECT_EQ(after_ending_with(wire(spec(op_binary, frame(pattern(1000)))).substr(0, 500)),
-            kws::errc::truncated_frame);
+  for (const bool dropped : {false, true}) {
+    SCOPED_TRACE(dropped ? "dropped" : "closed");
+    if (dropped) reopen();
+    EXPECT_EQ(after_ending_with(wire(spec(op_binary, frame(pattern(1000)))).substr(0, 500), dropped),
+              kws::errc::truncated_frame);
+  }
 }
 
 TEST_P(WebSocketConformance, ReportsATruncatedFrameWhenTheStreamEndsBetweenFragments) {
-  EXPECT_EQ(after_ending_with(wire(spec(op_binary, frame(pattern(1000)), false))),
-            kws::errc::truncated_frame);
+  for (const bool dropped : {false, true}) {
+    SCOPED_TRACE(dropped ? "dropped" : "closed");
+    if (dropped) reopen();
+    EXPECT_EQ(after_ending_with(wire(spec(op_binary, frame(pattern(1000)), false)), dropped),
+              kws::errc::truncated_frame);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Roles, WebSocketConformance,
