@@ -395,6 +395,7 @@ class kws_end {
     acceptor_.open(asio::ip::tcp::v4());
     acceptor_.bind({asio::ip::make_address("127.0.0.1"), 0});
     acceptor_.listen();
+    const auto port = acceptor_.local_endpoint().port();  // before the connection's thread uses the acceptor
     asio::post(ioc_, [this, cfg, done] {
       acceptor_.async_accept([this, cfg, done](error_code ec, asio::ip::tcp::socket s) {
         if (ec) return done->set_value(ec);
@@ -409,7 +410,7 @@ class kws_end {
             });
       });
     });
-    return acceptor_.local_endpoint().port();
+    return port;
   }
 
   std::future<read_outcome> read_frame() {
