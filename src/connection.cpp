@@ -400,6 +400,12 @@ class ws_connection final : public connection_impl {
           // that a close can still find the peer's answer behind it.
           refuse = msg_drop_ = true;
           read_error_ = errc::frame_too_large;
+          // RFC 6455 7.4.1: 1009, a message too big to process.
+          if (!close_sent_) {
+            send_close(1009);
+            corked_ = false;
+            start_flush();
+          }
         }
         in_.consume(header);
         in_frame_ = true;
