@@ -297,6 +297,36 @@ class ws_connection final : public connection_impl {
  private:
   enum class step { need_more, message, ended };
 
+  // Held by every socket operation in flight: keeps the connection alive, and, when the operation is
+  // destroyed without ever running (its io_context was destroyed first), drops the callers' handlers that
+  // were waiting on it. They may own the very handle that owns this connection; Asio's own operations hold
+  // their handlers, and are destroyed with the context, so that no such cycle outlives it. Every waiting
+  // handler (read, write, close) has a read or a write in flight while it waits.
+  class op_guard {
+   public:
+    explicit op_guard(std::shared_ptr<ws_connection> c) noexcept : c_(std::move(c)) {}
+    op_guard(op_guard&& o) noexcept : c_(std::move(o.c_)), ran_(o.ran_) {}
+    op_guard& operator=(op_guard&&) = delete;
+    ~op_guard() {
+      if (c_ && !ran_) c_->drop_waiting();
+    }
+    void ran() noexcept { ran_ = true; }
+
+   private:
+    std::shared_ptr<ws_connection> c_;
+    bool ran_ = false;
+  };
+
+  std::shared_ptr<ws_connection> shared_from_this() {
+    return std::static_pointer_cast<ws_connection>(connection_impl::shared_from_this());
+  }
+
+  void drop_waiting() noexcept {
+    rd_.reset();
+    wr_.reset();
+    cl_.reset();
+  }
+
   // While a blocking call runs, nothing asynchronous starts (its context may have nobody to run it).
   struct sync_scope {
     explicit sync_scope(ws_connection& c) : c(c) { c.sync_ = true; }
@@ -605,7 +635,8 @@ class ws_connection final : public connection_impl {
     reading_ = true;
     const auto t = read_buffer(rd_ ? rd_->out : nullptr);
     if (on_read_wait_) on_read_wait_();
-    auto h = [this, keep = shared_from_this(), t](error_code ec, std::size_t n) {
+    auto h = [this, g = op_guard(shared_from_this()), t](error_code ec, std::size_t n) mutable {
+      g.ran();
       reading_ = false;
       took(t, n);
       if (ec) read_failed(ec);
@@ -701,7 +732,10 @@ class ws_connection final : public connection_impl {
     std::swap(out_, sending_);
     writing_ = true;
     asio::async_write(stream_for_io(), sending_.data(),
-                      [this, keep = shared_from_this()](error_code ec, std::size_t n) { flushed(ec, n); });
+                      [this, g = op_guard(shared_from_this())](error_code ec, std::size_t n) mutable {
+                        g.ran();
+                        flushed(ec, n);
+                      });
   }
 
   auto& stream_for_io() {
