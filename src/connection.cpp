@@ -761,9 +761,10 @@ class ws_connection final : public connection_impl {
       out_.clear();
       return maybe_finish_close();
     }
+    // The next write may finish at once (see start_flush): the checks below see where it left things.
     if (out_.size() != 0 && (!corked_ || wr_ || out_.size() >= cork_limit_bytes || close_sent_))
-      return start_flush();
-    if (teardown_after_flush_ && !cl_ && out_.size() == 0) teardown();
+      start_flush();
+    if (teardown_after_flush_ && !cl_ && !writing_ && out_.size() == 0) teardown();
     maybe_finish_close();
   }
 

@@ -35,7 +35,9 @@ enum class close_code : std::uint16_t {
 /// mix the two kinds of reads on one connection.
 ///
 /// As with an Asio socket: at most one read and one write operation at a time, a close counts as a write,
-/// and all calls happen on the connection's executor (or, with a multi-threaded context, its strand).
+/// and all calls happen on the connection's executor. The connection's own socket operations complete on
+/// that executor too, so with a multi-threaded context it must be a strand: dial with a strand executor, or
+/// accept a socket made on one.
 class connection {
  public:
   using executor_type = boost::asio::any_io_executor;
