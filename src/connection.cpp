@@ -794,6 +794,8 @@ class ws_connection final : public connection_impl {
     error_code ec;
     if (close_timed_out_ || aborted_) {
       ec = after_abort(asio::error::operation_aborted);
+    } else if (write_error_) {
+      ec = write_error_;  // our close frame did not go out
     } else if (!peer_closed_ && read_error_ != asio::error::eof) {
       ec = read_error_;
     }
