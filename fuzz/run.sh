@@ -18,8 +18,9 @@ declare -A corpus=(
   [kafka_rewrite_fuzz]=kafka_rewrite
   [kafka_tracker_fuzz]=kafka_tracker
   [address_fuzz]=address
+  [websocket_fuzz]=websocket
 )
-targets=(frame_fuzz kafka_header_fuzz kafka_rewrite_fuzz kafka_tracker_fuzz address_fuzz)
+targets=(frame_fuzz kafka_header_fuzz kafka_rewrite_fuzz kafka_tracker_fuzz address_fuzz websocket_fuzz)
 
 echo "== kws fuzz: configure and build (clang-14, ASan + UBSan + libFuzzer)"
 cmake -S . -B build/fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 -DKWS_BUILD_FUZZ=ON -DKWS_BUILD_TESTS=OFF \
