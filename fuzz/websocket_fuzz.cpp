@@ -374,7 +374,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     client.start(fds[1]);
     io.run_for(run_bound);
     if (!kws_side.done() || !client.done()) {
-      std::fprintf(stderr, "websocket_fuzz: not finished after %llds (kws side %s, peer %s)\n",
+      // Either still busy at the bound, or nothing left to run while something waits for a handler that
+      // will never be called.
+      std::fprintf(stderr, "websocket_fuzz: %s %llds, with the kws side %s and the peer %s\n",
+                   io.stopped() ? "nothing left to run before" : "still running after",
                    static_cast<long long>(run_bound.count()), kws_side.done() ? "done" : "pending",
                    client.done() ? "done" : "pending");
       std::abort();
