@@ -320,7 +320,9 @@ class generator {
     c.out.resize(at + ws_header + size);
     unsigned char* p = c.out.data() + at;
     if (o_.ws) {
-      // FIN + binary; masked with key 0 (a valid key that leaves the payload as it is).
+      // FIN + binary, masked with a key of its own per frame, as every client must. Not key 0: `ws` skips
+      // unmasking an all-zero key, which would spare the broker work that any real client costs it (about
+      // 126 us per 100 KiB in this Node.js without bufferutil).
       p[0] = 0x82;
       if (size < 126) {
         p[1] = static_cast<unsigned char>(0x80 | size);
@@ -333,11 +335,18 @@ class generator {
         for (int i = 0; i < 8; ++i)
           p[2 + i] = static_cast<unsigned char>(std::uint64_t{size} >> (56 - 8 * i));
       }
-      std::memset(p + ws_header - 4, 0, 4);
+      std::uint32_t key = (seq + 1) * 2654435761u ^ (c.id + 1) * 40503u;
+      if (key == 0) key = 1;
+      std::memcpy(p + ws_header - 4, &key, 4);
       p += ws_header;
     }
     make_header(p, size, seq, c.id);
     std::memcpy(p + fixed_bytes, pattern.data() + pattern_offset(seq), size - fixed_bytes);
+    if (o_.ws) {
+      unsigned char key[4];
+      std::memcpy(key, p - 4, 4);
+      for (std::size_t i = 0; i < size; ++i) p[i] ^= key[i & 3];
+    }
   }
 
   void flush(conn_state& c) {
