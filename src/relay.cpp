@@ -162,10 +162,14 @@ class tcp_side {
 
   /// Completes once a whole frame is buffered (at once when one is), or with the error that ended reading:
   /// eof, a bad size header, or the cancellation signal's operation_aborted.
+  /// `continuation`: called from this side's own completion, where the handler may run at once (as an Asio
+  /// composed operation's would); from an initiating call it is posted.
   template <class Handler>
-  void async_read_frame(asio::cancellation_slot slot, Handler&& h, error_code ec = {}) {
+  void async_read_frame(asio::cancellation_slot slot, Handler&& h, error_code ec = {},
+                        bool continuation = false) {
     if (ec || have_frame(ec) || ec || !reserve(ec)) {
       if (ec || current_ != 0) {
+        if (continuation) return h(ec);
         return asio::post(socket_.get_executor(), [h = std::forward<Handler>(h), ec]() mutable { h(ec); });
       }
       // The budget is spent: read nothing more from this peer until another frame's bytes come back.
@@ -185,7 +189,7 @@ class tcp_side {
           if (ec == asio::error::would_block || ec == asio::error::try_again) ec.clear();
           // A spurious wake-up, or still no whole frame: wait for more. async_read_frame completes at once
           // when a frame (or a bad size header) is there.
-          async_read_frame(slot, std::move(h), ec);
+          async_read_frame(slot, std::move(h), ec, true);
         }));
   }
 
