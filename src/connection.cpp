@@ -424,18 +424,11 @@ class ws_connection final : public connection_impl {
           return protocol_failure(ec);
         }
         if (h.op == ws::op_text) msg_text_ = true;
-        bool refuse = false;
-        if (!msg_drop_ && h.length > max_frame_bytes_ + frame_header_bytes - msg_bytes_) {
-          // Refused at its header, and no more reads for the reader. The rest of the message is skipped, so
-          // that a close can still find the peer's answer behind it.
-          refuse = msg_drop_ = true;
-          read_error_ = errc::frame_too_large;
-          // RFC 6455 7.4.1: 1009, a message too big to process.
-          if (!close_sent_) {
-            send_close(1009);
-            corked_ = false;
-            start_flush();
-          }
+        if (h.length > max_frame_bytes_ + frame_header_bytes - msg_bytes_) {
+          // Refused at its header, nothing of it read: the connection fails with 1009, a message too big to
+          // process (RFC 6455 7.1.7, 7.4.1).
+          ec = errc::frame_too_large;
+          return fail_connection(ec, 1009);
         }
         in_.consume(header);
         in_frame_ = true;
@@ -445,13 +438,8 @@ class ws_connection final : public connection_impl {
         frame_left_ = static_cast<std::size_t>(h.length);
         frame_pos_ = 0;
         msg_open_ = true;
-        if (refuse) {
-          ec = read_error_;
-          return step::ended;
-        }
-        if (out && !msg_drop_ && frame_left_ > direct_read_bytes) out->reserve(out->size() + frame_left_);
+        if (out && frame_left_ > direct_read_bytes) out->reserve(out->size() + frame_left_);
       }
-      if (msg_drop_) out = nullptr;
       const auto take = std::min(in_.size(), frame_left_);
       if (take != 0) {
         if (out) {
@@ -472,7 +460,6 @@ class ws_connection final : public connection_impl {
       if (!frame_fin_) continue;
       msg_open_ = false;
       msg_bytes_ = 0;
-      msg_drop_ = false;
       if (std::exchange(msg_text_, false) && out) {
         // Kafka frames are binary. As with any bad frame, the reader decides what happens next.
         ec = errc::invalid_message_type;
@@ -512,10 +499,14 @@ class ws_connection final : public connection_impl {
   }
 
   // The peer broke RFC 6455: tell it so (close 1002) and end.
-  step protocol_failure(const error_code& ec) {
+  step protocol_failure(const error_code& ec) { return fail_connection(ec, 1002); }
+
+  // RFC 6455 7.1.7, failing the connection: our close with `code`, then the end of TCP, without waiting for
+  // the peer's answer.
+  step fail_connection(const error_code& ec, std::uint16_t code) {
     read_error_ = ec;
     stream_broken_ = true;
-    if (!close_sent_) send_close(1002);
+    if (!close_sent_) send_close(code);
     teardown_when_flushed();
     return step::ended;
   }
@@ -921,7 +912,6 @@ class ws_connection final : public connection_impl {
   std::size_t frame_pos_ = 0;
   bool msg_open_ = false;  // a message is under way (between its first frame and its last byte)
   bool msg_text_ = false;  // it is a text message: refused once whole
-  bool msg_drop_ = false;  // it is too large: skipped
   bool stream_broken_ =
       false;  // no more frames can be read: the peer closed, broke the protocol, or a read failed
   std::size_t msg_bytes_ = 0;

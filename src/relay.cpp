@@ -704,17 +704,9 @@ class relay_impl final : public relay {
       return down_write(down_local_, false);
     }
     if (down_have_) {
-      const auto frame = broker_->frame();
-      std::string why;
-      down_replacement_.clear();
-      switch (hook_->on_response(frame, down_replacement_, why)) {
-        case frame_action::fail:
-          return fail_with(errc::unusable_response, why);
-        case frame_action::replace:
-          return down_write(down_replacement_, true);
-        default:
-          return down_write(frame, true);
-      }
+      const auto verdict = judge_response();
+      if (!verdict) return;
+      return down_write(verdict->out, true);
     }
     if (down_reading_ || !broker_up_ || connecting_) return;
     if (error_code ec; broker_->try_read_frame(ec)) {
@@ -733,6 +725,27 @@ class relay_impl final : public relay {
       touch();
       down_pump();
     });
+  }
+
+  struct response_verdict {
+    bytes out;      // what the client gets: the broker's frame, or the hook's replacement
+    bool replaced;  // out is the replacement
+  };
+
+  // The hook's verdict on the broker frame at hand, for both down paths; none when it failed the relay.
+  std::optional<response_verdict> judge_response() {
+    const auto frame = broker_->frame();
+    std::string why;
+    down_replacement_.clear();
+    switch (hook_->on_response(frame, down_replacement_, why)) {
+      case frame_action::fail:
+        fail_with(errc::unusable_response, why);
+        return std::nullopt;
+      case frame_action::replace:
+        return response_verdict{bytes(down_replacement_), true};
+      default:
+        return response_verdict{frame, false};
+    }
   }
 
   // Towards a TCP client: every response at hand (local answers in their place) goes to the next batch; the
@@ -763,18 +776,13 @@ class relay_impl final : public relay {
         touch();
         continue;
       }
-      const auto frame = broker_->frame();
-      std::string why;
-      down_replacement_.clear();
-      switch (hook_->on_response(frame, down_replacement_, why)) {
-        case frame_action::fail:
-          return fail_with(errc::unusable_response, why);
-        case frame_action::replace:
-          append_to(down_next_, bytes(down_replacement_));
-          broker_->pop();
-          break;
-        default:
-          broker_->move_frame_to(down_next_);
+      const auto verdict = judge_response();
+      if (!verdict) return;
+      if (verdict->replaced) {
+        append_to(down_next_, verdict->out);
+        broker_->pop();
+      } else {
+        broker_->move_frame_to(down_next_);
       }
       down_have_ = false;
       ++down_next_frames_;
