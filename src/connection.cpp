@@ -80,7 +80,8 @@ bool is_truncation(const error_code& ec) {
 //
 // Writes: each message is encoded (and masked, as a client) into `out_`, which one write at a time sends
 // whole; while it is on the way, further messages gather behind it. A write completes when its bytes have
-// been handed to the socket, or, while corked, at once (at most cork_limit_bytes gather that way).
+// been handed to the socket, or, while corked or through try_write_frame, at once (taken while less than
+// cork_limit_bytes wait, so at most that plus one message gathers that way).
 // Control frames (pongs, pings, the close) take the same path, in order.
 template <class Stream>
 class ws_connection final : public connection_impl {

@@ -169,10 +169,10 @@ class connection {
   }
 
   /// A whole-frame write that completes at once when there is room: the frame is checked and encoded into
-  /// the connection's write buffer (at most 64 KiB wait there), the write to the socket starts unless
-  /// corked, and true is returned. False when the buffer is full: then use async_write_frame, which waits
-  /// for room. As with corked writes, the failure of a write that completed this way shows up in the next
-  /// operation (a later write, or the close). Not while a write is pending.
+  /// the connection's write buffer (taken while less than 64 KiB wait there), the write to the socket starts
+  /// unless corked, and true is returned. False when the buffer is full: then use async_write_frame, which
+  /// waits for room. As with corked writes, the failure of a write that completed this way shows up in the
+  /// next operation (a later write, or the close). Not while a write is pending.
   bool try_write_frame(boost::asio::const_buffer frame, boost::system::error_code& ec) {
     return impl_->try_write_frame(frame, ec);
   }
