@@ -3,6 +3,7 @@
 // read and per write, one completion per operation, no per-message composed operations. All the templates
 // are instantiated here, once for plain TCP and once for TLS.
 #include "dialer_state.hpp"
+#include "read_wait.hpp"
 #include "ws_frame.hpp"
 
 #include <kws/accept.hpp>
@@ -105,6 +106,7 @@ class ws_connection final : public connection_impl {
   void handshake_done(std::chrono::milliseconds idle_timeout, bool keepalive_pings,
                       std::chrono::milliseconds close_timeout) {
     tcp().expires_never();
+    if constexpr (!tls) waiter_ = reactor_of(tcp().socket());
     open_ = true;
     close_timeout_ = close_timeout;
     if (idle_timeout.count() > 0) {
@@ -557,6 +559,7 @@ class ws_connection final : public connection_impl {
 
   void took(const read_target& t, std::size_t n) {
     if (n == 0) return;
+    drained_ = false;
     active_ = true;
     if (!t.direct) {
       in_.commit(n);
@@ -618,26 +621,59 @@ class ws_connection final : public connection_impl {
         return;
       }
       if (r == step::ended) continue;
-      if (!reading_) start_read();
-      return;
+      if (reading_) return;
+      if constexpr (!tls) {
+        // Bytes may be there that no wake-up would announce (the last read filled its buffer): read them
+        // now, without a round through the event loop.
+        if (!drained_ && read_now()) continue;
+      }
+      return start_read();
     }
   }
 
+  // A read of what a plain socket holds now: true when it took bytes (or failed), false when there were none.
+  bool read_now() {
+    const auto t = read_buffer(rd_ ? rd_->out : nullptr);
+    error_code ec;
+    const auto n = recv_now(tcp().socket(), t.buffer.data(), t.buffer.size(), ec);
+    if (ec == asio::error::would_block) {
+      drained_ = true;
+      return false;
+    }
+    took(t, n);
+    if (ec) read_failed(ec);
+    return true;
+  }
+
+  // Waits for the peer. Over TLS a read waits (its buffer held: OpenSSL decides what a read takes); over
+  // plain TCP, whose socket is drained now, a wait for readability without a buffer (src/read_wait.hpp), so
+  // that an idle connection holds no read buffer, and then read_now().
   void start_read() {
     reading_ = true;
-    const auto t = read_buffer(rd_ ? rd_->out : nullptr);
     if (on_read_wait_) on_read_wait_();
-    auto h = [this, g = op_guard(shared_from_this()), t](error_code ec, std::size_t n) mutable {
-      g.ran();
-      reading_ = false;
-      took(t, n);
-      if (ec) read_failed(ec);
-      pump(false);
-    };
     if constexpr (tls) {
-      stream_.async_read_some(t.buffer, std::move(h));
+      const auto t = read_buffer(rd_ ? rd_->out : nullptr);
+      stream_.async_read_some(
+          t.buffer, [this, g = op_guard(shared_from_this()), t](error_code ec, std::size_t n) mutable {
+            g.ran();
+            reading_ = false;
+            took(t, n);
+            if (ec) read_failed(ec);
+            pump(false);
+          });
     } else {
-      tcp().socket().async_read_some(t.buffer, std::move(h));
+      if (in_.size() == 0) in_ = beast::flat_buffer();
+      async_wait_readable(tcp().socket(), waiter_,
+                          [this, g = op_guard(shared_from_this())](error_code ec) mutable {
+                            g.ran();
+                            reading_ = false;
+                            if (ec) {
+                              read_failed(ec);
+                            } else {
+                              drained_ = false;
+                            }
+                            pump(false);
+                          });
     }
   }
 
@@ -903,7 +939,9 @@ class ws_connection final : public connection_impl {
   beast::flat_buffer rbuf_;  // the byte stream's current message
   std::optional<read_op> rd_;
   beast::flat_buffer* sync_out_ = nullptr;
-  bool reading_ = false;   // a socket read is in flight
+  bool reading_ = false;   // a socket read (or, over plain TCP, a wait for readability) is in flight
+  bool drained_ = false;   // the last read found the socket empty: wait before reading again
+  read_waiter waiter_{};   // plain TCP: the reactor that async_wait_readable queues on
   bool read_hot_ = false;  // the last read filled its buffer
   bool in_frame_ = false;  // a data frame's header is taken, frame_left_ bytes of it are not
   bool frame_fin_ = false;

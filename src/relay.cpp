@@ -1,3 +1,5 @@
+#include "read_wait.hpp"
+
 #include <kws/errc.hpp>
 #include <kws/kafka/api.hpp>
 #include <kws/relay.hpp>
@@ -180,15 +182,19 @@ class tcp_side {
                                    async_read_frame(slot, std::move(h));
                                  });
     }
+    if (!drained_) {
+      // Bytes may be there that no wake-up would announce (the last read filled its buffer): read first.
+      ec = read_available();
+      if (ec == asio::error::would_block || ec == asio::error::try_again) ec.clear();
+      return async_read_frame(slot, std::forward<Handler>(h), ec, continuation);
+    }
     // Nothing held: give the buffer back while waiting, so that an idle relay holds no read buffer.
     if (buf_.size() == 0) buf_.shrink_to_fit();
-    socket_.async_wait(
-        tcp::socket::wait_read,
+    detail::async_wait_readable(
+        socket_, waiter_,
         asio::bind_cancellation_slot(slot, [this, slot, h = std::forward<Handler>(h)](error_code ec) mutable {
-          if (!ec) ec = read_available();
-          if (ec == asio::error::would_block || ec == asio::error::try_again) ec.clear();
-          // A spurious wake-up, or still no whole frame: wait for more. async_read_frame completes at once
-          // when a frame (or a bad size header) is there.
+          // Woken (possibly spuriously): read, then complete or wait again.
+          if (!ec) drained_ = false;
           async_read_frame(slot, std::move(h), ec, true);
         }));
   }
@@ -302,6 +308,9 @@ class tcp_side {
     }
     if (ec) return ec;
     const auto n = socket_.read_some(buf_.prepare(want), ec);
+    // Only a read that would block proves the socket drained: a short read may have left a close (or an
+    // error) behind it that no further wake-up would announce.
+    drained_ = ec == asio::error::would_block || ec == asio::error::try_again;
     if (ec) return ec;
     buf_.commit(n);
     return {};
@@ -325,6 +334,8 @@ class tcp_side {
   }
 
   tcp::socket socket_;
+  detail::read_waiter waiter_ = detail::reactor_of(socket_);
+  bool drained_ = false;  // the last read found the socket empty: wait before reading again
   std::size_t max_frame_bytes_;
   std::shared_ptr<buffer_budget> budget_;
   std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front

@@ -1,0 +1,178 @@
+// A wait for a TCP socket to become readable that holds no buffer and costs no system call of its own, for
+// readers that drain the socket themselves (src/connection.cpp, src/relay.cpp).
+//
+// Asio offers two ways to wait for a socket: a read (async_read_some), which holds its buffer for as long as
+// it waits, so that every idle connection keeps one; and a readiness wait (socket::async_wait), which holds
+// none but re-arms the descriptor with an epoll_ctl call on every wait. Asio registers every socket
+// edge-triggered, so a reader that has just seen a read fail with EAGAIN can simply queue a wait and be woken
+// by the next arrival. That is what async_wait_readable does, through Asio's reactor itself:
+//
+// - The operation is queued on the socket's descriptor like any read. When readiness arrived while no read
+//   was queued (the reactor remembers that), it completes at once instead, and the caller's read finds the
+//   bytes (or EAGAIN: a spurious wake-up, after which the next wait queues).
+// - Precondition: since its last wait, the caller's last read of the socket failed with EAGAIN. A short read
+//   is not enough: a FIN (or an error) that came with the data it returned raised no wake-up of its own.
+// - Closing or cancelling the socket, or the handler's cancellation slot, completes it with
+//   operation_aborted, as any Asio operation.
+//
+// It uses Asio's reactor interface (boost/asio/detail), which Boost does not promise to keep; it is built
+// only where that reactor is epoll (Linux), and falls back to socket::async_wait elsewhere.
+#pragma once
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/query.hpp>
+
+#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+#include <boost/asio/detail/fenced_block.hpp>
+#include <boost/asio/detail/handler_alloc_helpers.hpp>
+#include <boost/asio/detail/handler_work.hpp>
+#include <boost/asio/detail/reactor.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
+#define KWS_HAS_READ_WAIT 1
+#endif
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <memory>
+#include <utility>
+
+namespace kws::detail {
+
+/// recv() that never blocks, whatever the socket's mode: bytes read; 0 with `ec` set to would_block when
+/// there were none, to eof when the peer closed its side, or to the error.
+inline std::size_t recv_now(boost::asio::ip::tcp::socket& s, void* data, std::size_t size,
+                            boost::system::error_code& ec) {
+  for (;;) {
+    const auto n = ::recv(s.native_handle(), data, size, MSG_DONTWAIT);
+    if (n > 0) {
+      ec.clear();
+      return static_cast<std::size_t>(n);
+    }
+    if (n == 0) {
+      ec = size == 0 ? boost::system::error_code() : boost::asio::error::eof;
+      return 0;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      ec = boost::asio::error::would_block;
+    } else {
+      ec = boost::system::error_code(errno, boost::asio::error::get_system_category());
+    }
+    return 0;
+  }
+}
+
+#ifdef KWS_HAS_READ_WAIT
+
+namespace read_wait_impl {
+
+namespace ad = boost::asio::detail;
+using socket_type = boost::asio::ip::tcp::socket;
+
+// The socket's descriptor state inside Asio's reactor: reached through the protected member that every Asio
+// I/O object keeps its implementation in (a pointer to member formed in a derived class is usable on the
+// base).
+struct socket_access : socket_type {
+  static auto member() { return &socket_access::impl_; }
+};
+
+template <class Handler, class IoExecutor>
+class op : public ad::reactor_op {
+ public:
+  BOOST_ASIO_DEFINE_HANDLER_PTR(op);
+
+  op(Handler& h, const IoExecutor& ex)
+      : reactor_op(boost::system::error_code(), &op::perform_fn, &op::complete_fn),
+        handler_(std::move(h)),
+        work_(handler_, ex) {}
+
+  // Reading is the caller's: whenever the reactor runs this (at once, when readiness came while nothing
+  // waited, or on the next arrival), the wait is over. "Exhausted" tells the reactor to queue the next wait
+  // instead of running it at once, until readiness comes again.
+  static status perform_fn(reactor_op*) { return done_and_exhausted; }
+
+  static void complete_fn(void* owner, ad::operation* base, const boost::system::error_code&, std::size_t) {
+    auto* o = static_cast<op*>(base);
+    ptr p = {std::addressof(o->handler_), o, o};
+    ad::handler_work<Handler, IoExecutor> w(std::move(o->work_));
+    // The handler leaves the operation's memory before the upcall, which may start the next wait in it.
+    ad::binder1<Handler, boost::system::error_code> bound(0, std::move(o->handler_), o->ec_);
+    p.h = std::addressof(bound.handler_);
+    p.reset();
+    if (owner) {
+      ad::fenced_block b(ad::fenced_block::half);
+      w.complete(bound, bound.handler_);
+    }
+  }
+
+ private:
+  Handler handler_;
+  ad::handler_work<Handler, IoExecutor> work_;
+};
+
+// Per-operation cancellation (a cancellation slot bound to the handler): the queued wait completes with
+// operation_aborted.
+struct cancel {
+  ad::reactor* reactor;
+  ad::reactor::per_descriptor_data* data;
+  int fd;
+  void operator()(boost::asio::cancellation_type_t type) {
+    using boost::asio::cancellation_type;
+    if (!!(type & (cancellation_type::terminal | cancellation_type::partial | cancellation_type::total)))
+      reactor->cancel_ops_by_key(fd, *data, ad::reactor::read_op, this);
+  }
+};
+
+}  // namespace read_wait_impl
+
+using read_waiter = boost::asio::detail::reactor*;
+
+/// Asio's reactor for the socket's execution context: looked up once per reader (it takes a lock).
+inline read_waiter reactor_of(boost::asio::ip::tcp::socket& s) {
+  return &boost::asio::use_service<boost::asio::detail::reactor>(
+      boost::asio::query(s.get_executor(), boost::asio::execution::context));
+}
+
+/// See the top of this file. `w` is reactor_of(s).
+template <class Handler>
+void async_wait_readable(boost::asio::ip::tcp::socket& s, read_waiter w, Handler&& handler) {
+  auto& reactor = *w;
+  namespace ad = boost::asio::detail;
+  using h_type = std::decay_t<Handler>;
+  using op_type = read_wait_impl::op<h_type, boost::asio::ip::tcp::socket::executor_type>;
+  h_type h(std::forward<Handler>(handler));
+  auto slot = boost::asio::get_associated_cancellation_slot(h);
+  auto& impl = (s.*read_wait_impl::socket_access::member()).get_implementation();
+  typename op_type::ptr p = {std::addressof(h), op_type::ptr::allocate(h), nullptr};
+  p.p = new (p.v) op_type(h, s.get_executor());
+  if (!s.is_open()) {
+    p.p->ec_ = boost::asio::error::bad_descriptor;
+    reactor.post_immediate_completion(p.p, false);
+    p.v = p.p = nullptr;
+    return;
+  }
+  if (slot.is_connected()) {
+    p.p->cancellation_key_ =
+        &slot.template emplace<read_wait_impl::cancel>(&reactor, &impl.reactor_data_, impl.socket_);
+  }
+  reactor.start_op(ad::reactor::read_op, impl.socket_, impl.reactor_data_, p.p, false, true);
+  p.v = p.p = nullptr;
+}
+
+#else
+
+using read_waiter = void*;
+inline read_waiter reactor_of(boost::asio::ip::tcp::socket&) {
+  return nullptr;
+}
+
+template <class Handler>
+void async_wait_readable(boost::asio::ip::tcp::socket& s, read_waiter, Handler&& handler) {
+  s.async_wait(boost::asio::ip::tcp::socket::wait_read, std::forward<Handler>(handler));
+}
+
+#endif
+
+}  // namespace kws::detail
