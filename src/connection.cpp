@@ -3,6 +3,7 @@
 // read and per write, one completion per operation, no per-message composed operations. All the templates
 // are instantiated here, once for plain TCP and once for TLS.
 #include "dialer_state.hpp"
+#include "handler_slot.hpp"
 #include "read_wait.hpp"
 #include "ws_frame.hpp"
 
@@ -14,6 +15,7 @@
 #include <kws/frame.hpp>
 
 #include <boost/asio/append.hpp>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/dispatch.hpp>
@@ -39,6 +41,7 @@
 #include <optional>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace kws::detail {
 namespace {
@@ -60,12 +63,92 @@ constexpr std::size_t hot_read_bytes = 64 * 1024;
 constexpr std::size_t direct_read_bytes = 16 * 1024;
 // Encoded messages gather up to this much before a write is waited for (see cork).
 constexpr std::size_t cork_limit_bytes = 64 * 1024;
+// Room for the operation of a wait that an idle connection keeps (see handler_slot.hpp).
+constexpr std::size_t wait_slot_bytes = 256;
+template <std::size_t N>
+slot_allocator<void, N> wait_allocator(handler_slot<N>& s) {
+  return slot_allocator<void, N>(s);
+}
 // Buffers larger than this are given back once empty, so that idle connections stay small.
 constexpr std::size_t keep_buffer_bytes = 64 * 1024;
 
-void trim(beast::flat_buffer& b, std::size_t keep = keep_buffer_bytes) {
-  if (b.size() == 0 && b.capacity() > keep) b = beast::flat_buffer();
+template <class Buffer>
+void trim(Buffer& b, std::size_t keep = keep_buffer_bytes) {
+  if (b.size() == 0 && b.capacity() > keep) b = Buffer();
 }
+
+// The read buffer of a plain connection is given back whenever the connection waits for its peer, so that an
+// idle connection holds none, and taken again when bytes arrive. Those are two buffer sizes (cold and hot
+// reads), over and over: a few of each are kept per thread for the next read, so that a busy connection does
+// not make malloc grow and trim its heap (a system call each, for 64 KiB) on every wake-up.
+class read_buffer_cache {
+ public:
+  static void* take(std::size_t bytes) {
+    auto* c = mine();
+    auto* list = c ? c->list_for(bytes) : nullptr;
+    if (!list || list->empty()) return ::operator new(bytes);
+    void* p = list->back();
+    list->pop_back();
+    return p;
+  }
+  static void give(void* p, std::size_t bytes) noexcept {
+    auto* c = mine();
+    auto* list = c ? c->list_for(bytes) : nullptr;
+    // Never beyond the room reserved up front: keeping a buffer allocates nothing.
+    if (list && list->size() < list->capacity()) return list->push_back(p);
+    ::operator delete(p);
+  }
+  static bool cached(std::size_t bytes) { return bytes == hot_read_bytes || bytes == cold_read_bytes; }
+
+  read_buffer_cache(const read_buffer_cache&) = delete;
+  read_buffer_cache& operator=(const read_buffer_cache&) = delete;
+
+ private:
+  explicit read_buffer_cache(bool& gone) : gone_(gone) {
+    hot_.reserve(4);
+    cold_.reserve(16);
+  }
+  ~read_buffer_cache() {
+    gone_ = true;
+    for (void* p : hot_) ::operator delete(p);
+    for (void* p : cold_) ::operator delete(p);
+  }
+  std::vector<void*>* list_for(std::size_t bytes) { return bytes == hot_read_bytes ? &hot_ : &cold_; }
+  // The thread's cache; null once it is destroyed at the thread's exit (a buffer freed after that, by an
+  // object destroyed later on the same thread, goes straight back to malloc).
+  static read_buffer_cache* mine() {
+    thread_local bool gone = false;
+    if (gone) return nullptr;
+    thread_local read_buffer_cache c(gone);
+    return &c;
+  }
+  bool& gone_;
+  std::vector<void*> hot_;
+  std::vector<void*> cold_;
+};
+
+template <class T>
+struct read_buffer_allocator {
+  using value_type = T;
+  read_buffer_allocator() = default;
+  template <class U>
+  read_buffer_allocator(const read_buffer_allocator<U>&) noexcept {}
+  T* allocate(std::size_t n) {
+    const auto bytes = n * sizeof(T);
+    return static_cast<T*>(read_buffer_cache::cached(bytes) ? read_buffer_cache::take(bytes)
+                                                            : ::operator new(bytes));
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    const auto bytes = n * sizeof(T);
+    if (read_buffer_cache::cached(bytes)) return read_buffer_cache::give(p, bytes);
+    ::operator delete(p);
+  }
+  template <class U>
+  bool operator==(const read_buffer_allocator<U>&) const noexcept {
+    return true;
+  }
+};
+using input_buffer = beast::basic_flat_buffer<read_buffer_allocator<char>>;
 
 bool is_truncation(const error_code& ec) {
   return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
@@ -91,33 +174,41 @@ class ws_connection final : public connection_impl {
 
   template <class... Args>
   ws_connection(std::string url, std::size_t max_frame_bytes, bool client, Args&&... args)
-      : stream_(std::forward<Args>(args)...),
+      : stream_(std::in_place, std::forward<Args>(args)...),
         url_(std::move(url)),
         max_frame_bytes_(max_frame_bytes),
         client_(client) {}
 
-  Stream& stream() { return stream_; }
-  beast::tcp_stream& tcp() { return beast::get_lowest_layer(stream_); }
+  Stream& stream() { return *stream_; }
+  /// The TCP socket, before and after the handshake.
+  asio::ip::tcp::socket& sock() { return sock_ ? *sock_ : beast::get_lowest_layer(*stream_).socket(); }
+  beast::tcp_stream& tcp() { return beast::get_lowest_layer(*stream_); }
   /// The handshake reads into this; what follows the HTTP header there is the first frames.
-  beast::flat_buffer& input() { return in_; }
+  input_buffer& input() { return in_; }
   void set_url(std::string url) { url_ = std::move(url); }
 
   /// The handshake is done: frames from here on. An idle timeout of zero means none.
   void handshake_done(std::chrono::milliseconds idle_timeout, bool keepalive_pings,
                       std::chrono::milliseconds close_timeout) {
     tcp().expires_never();
-    if constexpr (!tls) waiter_ = reactor_of(tcp().socket());
+    if constexpr (!tls) {
+      // From here on only the socket is used: Beast's stream (and the timers it keeps for the handshake's
+      // deadline) goes.
+      sock_.emplace(stream_->release_socket());
+      stream_.reset();
+      waiter_ = reactor_of(*sock_);
+    }
     open_ = true;
     close_timeout_ = close_timeout;
     if (idle_timeout.count() > 0) {
       idle_timeout_ = idle_timeout;
       keepalive_pings_ = keepalive_pings;
-      timer_.emplace(stream_.get_executor());
+      timer_.emplace(sock().get_executor());
       arm_idle_timer();
     }
   }
 
-  asio::any_io_executor get_executor() override { return stream_.get_executor(); }
+  asio::any_io_executor get_executor() override { return sock().get_executor(); }
   bool is_open() const override { return open_ && !aborted_ && !closed_ && !timed_out_; }
   const std::string& url() const override { return url_; }
   std::size_t max_frame_bytes() const override { return max_frame_bytes_; }
@@ -276,7 +367,7 @@ class ws_connection final : public connection_impl {
     if (!close_sent_) send_close(code);
     start_flush();
     // The closing handshake is bounded by a timeout of its own, not by the idle timeout.
-    if (!timer_) timer_.emplace(stream_.get_executor());
+    if (!timer_) timer_.emplace(sock().get_executor());
     closing_deadline_ = true;
     timer_->expires_after(close_timeout_);
     timer_->async_wait([w = weak_from_this(), this](error_code ec) {
@@ -577,9 +668,9 @@ class ws_connection final : public connection_impl {
 
   std::size_t sync_read_some(asio::mutable_buffer b, error_code& ec) {
     if constexpr (tls) {
-      return stream_.read_some(b, ec);
+      return stream_->read_some(b, ec);
     } else {
-      return tcp().socket().read_some(b, ec);
+      return sock().read_some(b, ec);
     }
   }
 
@@ -635,7 +726,7 @@ class ws_connection final : public connection_impl {
   bool read_now() {
     const auto t = read_buffer(rd_ ? rd_->out : nullptr);
     error_code ec;
-    const auto n = recv_now(tcp().socket(), t.buffer.data(), t.buffer.size(), ec);
+    const auto n = recv_now(sock(), t.buffer.data(), t.buffer.size(), ec);
     if (ec == asio::error::would_block) {
       drained_ = true;
       return false;
@@ -653,7 +744,7 @@ class ws_connection final : public connection_impl {
     if (on_read_wait_) on_read_wait_();
     if constexpr (tls) {
       const auto t = read_buffer(rd_ ? rd_->out : nullptr);
-      stream_.async_read_some(
+      stream_->async_read_some(
           t.buffer, [this, g = op_guard(shared_from_this()), t](error_code ec, std::size_t n) mutable {
             g.ran();
             reading_ = false;
@@ -662,18 +753,20 @@ class ws_connection final : public connection_impl {
             pump(false);
           });
     } else {
-      if (in_.size() == 0) in_ = beast::flat_buffer();
-      async_wait_readable(tcp().socket(), waiter_,
-                          [this, g = op_guard(shared_from_this())](error_code ec) mutable {
-                            g.ran();
-                            reading_ = false;
-                            if (ec) {
-                              read_failed(ec);
-                            } else {
-                              drained_ = false;
-                            }
-                            pump(false);
-                          });
+      if (in_.size() == 0) in_ = input_buffer();
+      async_wait_readable(
+          sock(), waiter_,
+          asio::bind_allocator(wait_allocator(read_slot_),
+                               [this, g = op_guard(shared_from_this())](error_code ec) mutable {
+                                 g.ran();
+                                 reading_ = false;
+                                 if (ec) {
+                                   read_failed(ec);
+                                 } else {
+                                   drained_ = false;
+                                 }
+                                 pump(false);
+                               }));
     }
   }
 
@@ -740,8 +833,8 @@ class ws_connection final : public connection_impl {
     if constexpr (!tls) {
       // Most writes fit in the socket's buffer: sent at once, they complete nothing through the event loop.
       // The rest (or an error) takes the asynchronous write below.
-      const auto n = ::send(tcp().socket().native_handle(), out_.data().data(), out_.size(),
-                            MSG_DONTWAIT | MSG_NOSIGNAL);
+      const auto n =
+          ::send(sock().native_handle(), out_.data().data(), out_.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
       if (n > 0) {
         sent_ += static_cast<std::size_t>(n);
         out_.consume(static_cast<std::size_t>(n));
@@ -768,9 +861,9 @@ class ws_connection final : public connection_impl {
 
   auto& stream_for_io() {
     if constexpr (tls) {
-      return stream_;
+      return *stream_;
     } else {
-      return tcp().socket();
+      return sock();
     }
   }
 
@@ -838,13 +931,13 @@ class ws_connection final : public connection_impl {
     error_code ignored;
     // The socket itself closes with the connection (or abort()); until then the peer can still read what
     // was sent.
-    tcp().socket().shutdown(tcp::socket::shutdown_send, ignored);
+    sock().shutdown(tcp::socket::shutdown_send, ignored);
   }
 
   void kill_socket() noexcept {
     if (timer_) timer_->cancel();
     error_code ignored;
-    tcp().socket().close(ignored);
+    sock().close(ignored);
   }
 
   // ---- idle timeout -------------------------------------------------------------------------------------
@@ -853,22 +946,23 @@ class ws_connection final : public connection_impl {
   // in silence a ping is sent, and a second silent period ends the connection with a timeout.
   void arm_idle_timer() {
     timer_->expires_after(keepalive_pings_ ? idle_timeout_ / 2 : idle_timeout_);
-    timer_->async_wait([w = weak_from_this(), this](error_code ec) {
-      const auto keep = w.lock();
-      if (ec || !keep || aborted_ || closed_ || cl_ || closing_deadline_) return;
-      if (std::exchange(active_, false)) {
-        idle_pinged_ = false;
-        return arm_idle_timer();
-      }
-      if (keepalive_pings_ && !idle_pinged_ && !close_sent_) {
-        idle_pinged_ = true;
-        encode(ws::op_ping, {});
-        start_flush();
-        return arm_idle_timer();
-      }
-      timed_out_ = true;
-      kill_socket();
-    });
+    timer_->async_wait(
+        asio::bind_allocator(wait_allocator(timer_slot_), [w = weak_from_this(), this](error_code ec) {
+          const auto keep = w.lock();
+          if (ec || !keep || aborted_ || closed_ || cl_ || closing_deadline_) return;
+          if (std::exchange(active_, false)) {
+            idle_pinged_ = false;
+            return arm_idle_timer();
+          }
+          if (keepalive_pings_ && !idle_pinged_ && !close_sent_) {
+            idle_pinged_ = true;
+            encode(ws::op_ping, {});
+            start_flush();
+            return arm_idle_timer();
+          }
+          timed_out_ = true;
+          kill_socket();
+        }));
   }
 
   // ---- the byte stream's held partial frame -----------------------------------------------------------
@@ -929,20 +1023,24 @@ class ws_connection final : public connection_impl {
     wbuf_.commit(bytes.size());
   }
 
-  Stream stream_;
+  // The stream: over TLS for the connection's life; over plain TCP only until the handshake is done, after
+  // which sock_ holds its socket.
+  std::optional<Stream> stream_;
+  std::optional<asio::ip::tcp::socket> sock_;
   std::string url_;
   std::size_t max_frame_bytes_;
   bool client_;
 
   // Reading.
-  beast::flat_buffer in_;
+  input_buffer in_;
   beast::flat_buffer rbuf_;  // the byte stream's current message
   std::optional<read_op> rd_;
   beast::flat_buffer* sync_out_ = nullptr;
-  bool reading_ = false;   // a socket read (or, over plain TCP, a wait for readability) is in flight
-  bool drained_ = false;   // the last read found the socket empty: wait before reading again
-  read_waiter waiter_{};   // plain TCP: the reactor that async_wait_readable queues on
-  bool read_hot_ = false;  // the last read filled its buffer
+  bool reading_ = false;  // a socket read (or, over plain TCP, a wait for readability) is in flight
+  bool drained_ = false;  // the last read found the socket empty: wait before reading again
+  read_waiter waiter_{};  // plain TCP: the reactor that async_wait_readable queues on
+  handler_slot<wait_slot_bytes> read_slot_;  // the read wait's operation
+  bool read_hot_ = false;                    // the last read filled its buffer
   bool in_frame_ = false;  // a data frame's header is taken, frame_left_ bytes of it are not
   bool frame_fin_ = false;
   bool frame_masked_ = false;
@@ -981,6 +1079,7 @@ class ws_connection final : public connection_impl {
   bool closing_deadline_ = false;
   std::uint16_t peer_close_code_ = 0;
   std::optional<asio::steady_timer> timer_;
+  handler_slot<wait_slot_bytes> timer_slot_;  // the idle timer's wait
   std::chrono::milliseconds idle_timeout_{0};
   std::chrono::milliseconds close_timeout_{std::chrono::seconds(10)};
   bool keepalive_pings_ = false;

@@ -1,9 +1,11 @@
+#include "handler_slot.hpp"
 #include "read_wait.hpp"
 
 #include <kws/errc.hpp>
 #include <kws/kafka/api.hpp>
 #include <kws/relay.hpp>
 
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/post.hpp>
@@ -192,11 +194,13 @@ class tcp_side {
     if (buf_.size() == 0) buf_.shrink_to_fit();
     detail::async_wait_readable(
         socket_, waiter_,
-        asio::bind_cancellation_slot(slot, [this, slot, h = std::forward<Handler>(h)](error_code ec) mutable {
-          // Woken (possibly spuriously): read, then complete or wait again.
-          if (!ec) drained_ = false;
-          async_read_frame(slot, std::move(h), ec, true);
-        }));
+        asio::bind_cancellation_slot(
+            slot, asio::bind_allocator(detail::slot_allocator<void, wait_slot_bytes>(wait_slot_),
+                                       [this, slot, h = std::forward<Handler>(h)](error_code ec) mutable {
+                                         // Woken (possibly spuriously): read, then complete or wait again.
+                                         if (!ec) drained_ = false;
+                                         async_read_frame(slot, std::move(h), ec, true);
+                                       })));
   }
 
   /// True when a whole frame (or a size that cannot be trusted, in ec) is at hand now, with no I/O.
@@ -256,7 +260,7 @@ class tcp_side {
       socket_.close(ignored);
       return;
     }
-    linger_timer_.emplace(socket_.get_executor());
+    linger_timer_ = std::make_unique<asio::steady_timer>(socket_.get_executor());
     linger_timer_->expires_after(linger);
     linger_timer_->async_wait([this, keep_alive](error_code ec) {
       if (ec) return;
@@ -336,6 +340,8 @@ class tcp_side {
   tcp::socket socket_;
   detail::read_waiter waiter_ = detail::reactor_of(socket_);
   bool drained_ = false;  // the last read found the socket empty: wait before reading again
+  static constexpr std::size_t wait_slot_bytes = 256;
+  detail::handler_slot<wait_slot_bytes> wait_slot_;  // the read wait's operation (see handler_slot.hpp)
   std::size_t max_frame_bytes_;
   std::shared_ptr<buffer_budget> budget_;
   std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front
@@ -343,7 +349,7 @@ class tcp_side {
   beast::flat_buffer buf_;
   std::size_t current_ = 0;        // length of the whole frame at the front of buf_, 0 while there is none
   std::size_t written_ahead_ = 0;  // bytes of the next async_write_frame that try_write_frame wrote
-  std::optional<asio::steady_timer> linger_timer_;
+  std::unique_ptr<asio::steady_timer> linger_timer_;  // only while lingering
   bool lingering_ = false;
 };
 
@@ -364,10 +370,13 @@ class ws_side {
     if (have_) {
       return asio::post(conn_.get_executor(), [h = std::forward<Handler>(h)]() mutable { h(error_code{}); });
     }
-    conn_.async_read_frame(buf_, [this, h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable {
-      have_ = !ec;
-      h(ec);
-    });
+    // The handler waits inside the connection for as long as the broker is quiet: in this side's own slot.
+    conn_.async_read_frame(
+        buf_, asio::bind_allocator(detail::slot_allocator<void, read_slot_bytes>(read_slot_),
+                                   [this, h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable {
+                                     have_ = !ec;
+                                     h(ec);
+                                   }));
   }
 
   /// True when a frame (or the error that ended reading, in ec) is at hand now, with no I/O: see
@@ -435,6 +444,8 @@ class ws_side {
   connection conn_;
   beast::flat_buffer buf_;
   bool have_ = false;
+  static constexpr std::size_t read_slot_bytes = 64;
+  detail::handler_slot<read_slot_bytes> read_slot_;
 };
 
 template <class Connection>
@@ -485,7 +496,6 @@ class relay_impl final : public relay {
         hook_(hook ? std::move(hook) : std::make_shared<counting_hook>()),
         on_done_(std::move(on_done)),
         reconnect_(std::move(reconnect)),
-        timer_(client_.get_executor()),
         started_at_(clock::now()),
         last_activity_(started_at_) {
     if (options_.log) hook_->set_log(options_.log, options_.min_log_level);
@@ -506,8 +516,8 @@ class relay_impl final : public relay {
     stop_reading_client();
     if (quiet()) return close_broker(close_code::going_away, shut_down_cause);
     ++ops_;
-    timer_.expires_after(timeout);
-    timer_.async_wait([self = shared_from_this(), this](error_code ec) {
+    timer().expires_after(timeout);
+    timer().async_wait([self = shared_from_this(), this](error_code ec) {
       --ops_;
       if (!ec && !stopping_) {
         close_broker(close_code::going_away, "shut down with " + std::to_string(hook_->in_flight()) +
@@ -526,7 +536,7 @@ class relay_impl final : public relay {
     stopping_ = true;
     close_pending_ = false;
     stop_reading_client();
-    timer_.cancel();
+    if (timer_) timer_->cancel();
     broker_->abort();
     client_.abort();
     // Handlers still pending complete with operation_aborted and find the relay done.
@@ -642,8 +652,8 @@ class relay_impl final : public relay {
     if (!stopping_ && !draining_) {
       // A client that closed entirely looks the same as one that only stopped sending; bound the wait.
       ++ops_;
-      timer_.expires_after(options_.half_close_timeout);
-      timer_.async_wait([self = shared_from_this(), this](error_code ec) {
+      timer().expires_after(options_.half_close_timeout);
+      timer().async_wait([self = shared_from_this(), this](error_code ec) {
         --ops_;
         if (!ec && !stopping_ && !draining_) {
           close_broker(close_code::normal, "client closed with " + std::to_string(hook_->in_flight()) +
@@ -962,7 +972,7 @@ class relay_impl final : public relay {
     set_cause(cause);
     stopping_ = true;
     stop_reading_client();
-    timer_.cancel();
+    if (timer_) timer_->cancel();
     if (!broker_up_) {
       finish_client(code);
       return maybe_done();
@@ -998,7 +1008,7 @@ class relay_impl final : public relay {
     stopping_ = true;
     close_pending_ = false;
     stop_reading_client();
-    timer_.cancel();
+    if (timer_) timer_->cancel();
     if (broker_fault_ && broker_up_) {
       ++ops_;
       broker_->async_finish(*broker_fault_, options_.linger_timeout, shared_from_this(), false,
@@ -1053,8 +1063,8 @@ class relay_impl final : public relay {
   void arm_idle_timer() {
     if (stopping_ || draining_) return;
     ++ops_;
-    timer_.expires_after(options_.idle_timeout / 2 + std::chrono::milliseconds(1));
-    timer_.async_wait([self = shared_from_this(), this](error_code ec) {
+    timer().expires_after(options_.idle_timeout / 2 + std::chrono::milliseconds(1));
+    timer().async_wait([self = shared_from_this(), this](error_code ec) {
       --ops_;
       if (ec || stopping_ || draining_) return maybe_done();
       if (clock::now() - last_activity_ >= options_.idle_timeout) {
@@ -1072,7 +1082,12 @@ class relay_impl final : public relay {
   std::shared_ptr<frame_hook> hook_;
   done_handler on_done_;
   reconnect_function<BrokerConn> reconnect_;
-  asio::steady_timer timer_;
+  // Drain, half-close and idle deadlines: made when first needed (most relays never need it).
+  std::optional<asio::steady_timer> timer_;
+  asio::steady_timer& timer() {
+    if (!timer_) timer_.emplace(client_.get_executor());
+    return *timer_;
+  }
   asio::cancellation_signal up_cancel_;
   std::vector<unsigned char> up_replacement_;
   std::vector<unsigned char> down_replacement_;

@@ -84,8 +84,18 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   int attempt_ = 0;
   std::chrono::steady_clock::time_point attempt_started_{};
   std::chrono::milliseconds backoff_;
-  asio::steady_timer timer_;
-  asio::steady_timer watch_;
+  // The dial's retry timer and the watch on the client while dialling: made when first needed and dropped
+  // once the relay runs, so that an established connection does not carry them.
+  std::optional<asio::steady_timer> timer_;
+  std::optional<asio::steady_timer> watch_;
+  asio::steady_timer& timer() {
+    if (!timer_) timer_.emplace(worker_.context());
+    return *timer_;
+  }
+  void cancel_timers() {
+    if (timer_) timer_->cancel();
+    if (watch_) watch_->cancel();
+  }
   std::shared_ptr<dial_done> pending_;  // the dial under way, until it completes or is given up
   std::vector<std::string> failures_;   // each failed attempt's error
   std::shared_ptr<kws::relay> relay_;
@@ -108,9 +118,7 @@ session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& pro
       id_(id),
       route_(std::move(r)),
       client_name_(app::peer_of(client_)),
-      backoff_(cfg.dial_backoff),
-      timer_(w.context()),
-      watch_(w.context()) {
+      backoff_(cfg.dial_backoff) {
   ++*active_;
   metrics_.connection_opened();
 }
@@ -165,9 +173,9 @@ void session::attempt() {
             ec != kws::errc::invalid_address) {
           spdlog::debug("conn {} dial attempt {} failed: {}; retrying in {}ms", self->id_, self->attempt_,
                         why, self->backoff_.count());
-          self->timer_.expires_after(self->backoff_);
+          self->timer().expires_after(self->backoff_);
           self->backoff_ *= 2;
-          return self->timer_.async_wait([self](error_code e) {
+          return self->timer().async_wait([self](error_code e) {
             if (!self->pending_) return;
             if (e || self->draining_)
               return self->complete_dial(asio::error::operation_aborted, kws::connection{});
@@ -200,8 +208,9 @@ std::string session::failure_summary() const {
 // While the first dial runs nobody reads the client; a client that gives up meanwhile (kcat's connect
 // timeout, say) must not keep the proxy dialling a hung broker for it.
 void session::watch_client() {
-  watch_.expires_after(std::chrono::milliseconds(250));
-  watch_.async_wait([self = shared_from_this()](error_code ec) {
+  if (!watch_) watch_.emplace(worker_.context());
+  watch_->expires_after(std::chrono::milliseconds(250));
+  watch_->async_wait([self = shared_from_this()](error_code ec) {
     if (ec || !self->pending_ || self->relay_) return;
     if (!app::peer_has_closed(self->client_)) return self->watch_client();
     spdlog::info(
@@ -209,7 +218,7 @@ void session::watch_client() {
         "attempt(s){}{})",
         self->id_, self->client_name_, self->route_->url, self->attempt_, self->failures_.empty() ? "" : ": ",
         self->failure_summary());
-    self->timer_.cancel();
+    if (self->timer_) self->timer_->cancel();
     self->complete_dial(asio::error::operation_aborted, kws::connection{});
   });
 }
@@ -247,20 +256,21 @@ void session::start_relay(kws::connection conn) {
         self->dial(std::move(done));
       });
   relay_->start();
+  // Waits still pending on them complete with operation_aborted and find the relay there.
+  timer_.reset();
+  watch_.reset();
 }
 
 void session::drain(std::chrono::milliseconds timeout) {
   draining_ = true;
-  timer_.cancel();
-  watch_.cancel();
+  cancel_timers();
   if (relay_) return relay_->drain(timeout);
   give_up_dial("shut down while the broker was being dialled");
 }
 
 void session::stop_now(const std::string& why) {
   draining_ = true;
-  timer_.cancel();
-  watch_.cancel();
+  cancel_timers();
   if (relay_) return relay_->stop_now(why);
   give_up_dial(why + " while the broker was being dialled");
 }

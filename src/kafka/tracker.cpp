@@ -139,7 +139,7 @@ frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& 
       return std::to_string(match) + " request(s) before correlation id " + std::to_string(id) +
              " got no response";
     });
-    fifo_.erase(fifo_.begin(), fifo_.begin() + static_cast<std::ptrdiff_t>(match));
+    fifo_.drop_front(match);
   }
   const entry e = std::move(fifo_.front());
   fifo_.pop_front();

@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <span>
 #include <string>
@@ -92,10 +91,37 @@ class tracker final : public frame_hook {
     std::vector<unsigned char> response;
   };
 
+  // The requests in flight, oldest first: a vector taken from the front, which allocates nothing until the
+  // first request (std::deque allocates a 512-byte block up front, and every idle connection has a tracker).
+  class fifo {
+   public:
+    bool empty() const { return head_ == items_.size(); }
+    std::size_t size() const { return items_.size() - head_; }
+    entry& front() { return items_[head_]; }
+    entry& operator[](std::size_t i) { return items_[head_ + i]; }
+    void push_back(entry e) { items_.push_back(std::move(e)); }
+    void pop_front() { drop_front(1); }
+    void drop_front(std::size_t n) {
+      head_ += n;
+      if (head_ == items_.size()) {
+        items_.clear();
+        head_ = 0;
+        if (items_.capacity() > 64) items_.shrink_to_fit();
+      } else if (head_ >= 64 && head_ * 2 >= items_.size()) {
+        items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+        head_ = 0;
+      }
+    }
+
+   private:
+    std::vector<entry> items_;
+    std::size_t head_ = 0;
+  };
+
   frame_action answer(entry e, std::vector<unsigned char> response);
 
   std::shared_ptr<const tracker_config> config_;
-  std::deque<entry> fifo_;
+  fifo fifo_;
 };
 
 }  // namespace kws::kafka
