@@ -115,6 +115,7 @@ class op : public ad::reactor_op {
 // Per-operation cancellation (a cancellation slot bound to the handler): the queued wait completes with
 // operation_aborted.
 struct cancel {
+  cancel(ad::reactor* r, ad::reactor::per_descriptor_data* d, int f) noexcept : reactor(r), data(d), fd(f) {}
   ad::reactor* reactor;
   ad::reactor::per_descriptor_data* data;
   int fd;
