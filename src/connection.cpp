@@ -4,6 +4,7 @@
 // are instantiated here, once for plain TCP and once for TLS.
 #include "dialer_state.hpp"
 #include "handler_slot.hpp"
+#include "read_buffer.hpp"
 #include "read_wait.hpp"
 #include "ws_frame.hpp"
 
@@ -55,10 +56,12 @@ using tcp = asio::ip::tcp;
 using plain_next = beast::tcp_stream;
 using tls_next = beast::ssl_stream<beast::tcp_stream>;
 
-// Reads take what the socket has, up to hot_read_bytes once a read has filled its buffer (a burst of
-// pipelined messages), cold_read_bytes otherwise (what an idle connection keeps waiting).
-constexpr std::size_t cold_read_bytes = 2 * 1024;
-constexpr std::size_t hot_read_bytes = 64 * 1024;
+// Reads take what the socket has. Over plain TCP the buffer exists only while there are bytes (see
+// start_read), so every read takes up to hot_read_bytes. Over TLS a read waits with its buffer: it takes up
+// to hot_read_bytes once a read has filled its buffer (a burst of pipelined messages), cold_read_bytes
+// otherwise (what an idle TLS connection keeps waiting).
+constexpr std::size_t cold_read_bytes = small_read_buffer_bytes;
+constexpr std::size_t hot_read_bytes = read_buffer_bytes;
 // The rest of a payload this large, with nothing else buffered, is read straight into the message.
 constexpr std::size_t direct_read_bytes = 16 * 1024;
 // Encoded messages gather up to this much before a write is waited for (see cork).
@@ -77,78 +80,7 @@ void trim(Buffer& b, std::size_t keep = keep_buffer_bytes) {
   if (b.size() == 0 && b.capacity() > keep) b = Buffer();
 }
 
-// The read buffer of a plain connection is given back whenever the connection waits for its peer, so that an
-// idle connection holds none, and taken again when bytes arrive. Those are two buffer sizes (cold and hot
-// reads), over and over: a few of each are kept per thread for the next read, so that a busy connection does
-// not make malloc grow and trim its heap (a system call each, for 64 KiB) on every wake-up.
-class read_buffer_cache {
- public:
-  static void* take(std::size_t bytes) {
-    auto* c = mine();
-    auto* list = c ? c->list_for(bytes) : nullptr;
-    if (!list || list->empty()) return ::operator new(bytes);
-    void* p = list->back();
-    list->pop_back();
-    return p;
-  }
-  static void give(void* p, std::size_t bytes) noexcept {
-    auto* c = mine();
-    auto* list = c ? c->list_for(bytes) : nullptr;
-    // Never beyond the room reserved up front: keeping a buffer allocates nothing.
-    if (list && list->size() < list->capacity()) return list->push_back(p);
-    ::operator delete(p);
-  }
-  static bool cached(std::size_t bytes) { return bytes == hot_read_bytes || bytes == cold_read_bytes; }
-
-  read_buffer_cache(const read_buffer_cache&) = delete;
-  read_buffer_cache& operator=(const read_buffer_cache&) = delete;
-
- private:
-  explicit read_buffer_cache(bool& gone) : gone_(gone) {
-    hot_.reserve(4);
-    cold_.reserve(16);
-  }
-  ~read_buffer_cache() {
-    gone_ = true;
-    for (void* p : hot_) ::operator delete(p);
-    for (void* p : cold_) ::operator delete(p);
-  }
-  std::vector<void*>* list_for(std::size_t bytes) { return bytes == hot_read_bytes ? &hot_ : &cold_; }
-  // The thread's cache; null once it is destroyed at the thread's exit (a buffer freed after that, by an
-  // object destroyed later on the same thread, goes straight back to malloc).
-  static read_buffer_cache* mine() {
-    thread_local bool gone = false;
-    if (gone) return nullptr;
-    thread_local read_buffer_cache c(gone);
-    return &c;
-  }
-  bool& gone_;
-  std::vector<void*> hot_;
-  std::vector<void*> cold_;
-};
-
-template <class T>
-struct read_buffer_allocator {
-  using value_type = T;
-  read_buffer_allocator() = default;
-  template <class U>
-  read_buffer_allocator(const read_buffer_allocator<U>&) noexcept {}
-  T* allocate(std::size_t n) {
-    const auto bytes = n * sizeof(T);
-    return static_cast<T*>(read_buffer_cache::cached(bytes) ? read_buffer_cache::take(bytes)
-                                                            : ::operator new(bytes));
-  }
-  void deallocate(T* p, std::size_t n) noexcept {
-    const auto bytes = n * sizeof(T);
-    if (read_buffer_cache::cached(bytes)) return read_buffer_cache::give(p, bytes);
-    ::operator delete(p);
-  }
-  template <class U>
-  bool operator==(const read_buffer_allocator<U>&) const noexcept {
-    return true;
-  }
-};
-using input_buffer = beast::basic_flat_buffer<read_buffer_allocator<char>>;
+using input_buffer = read_flat_buffer;
 
 bool is_truncation(const error_code& ec) {
   return ec == asio::error::eof || ec == asio::ssl::error::stream_truncated;
@@ -645,7 +577,7 @@ class ws_connection final : public connection_impl {
       return {out->prepare(frame_left_), true};
     // Back from a burst: give back its large buffer.
     if (in_.size() == 0 && !read_hot_) trim(in_, 2 * cold_read_bytes);
-    return {in_.prepare(read_hot_ ? hot_read_bytes : cold_read_bytes), false};
+    return {in_.prepare(!tls || read_hot_ ? hot_read_bytes : cold_read_bytes), false};
   }
 
   void took(const read_target& t, std::size_t n) {

@@ -1,4 +1,5 @@
 #include "handler_slot.hpp"
+#include "read_buffer.hpp"
 #include "read_wait.hpp"
 
 #include <kws/errc.hpp>
@@ -205,6 +206,13 @@ class tcp_side {
 
   /// True when a whole frame (or a size that cannot be trusted, in ec) is at hand now, with no I/O.
   bool try_read_frame(error_code& ec) { return have_frame(ec) || ec; }
+  /// Reads what the socket holds now, without waiting: true when bytes came (try_read_frame may now find a
+  /// frame). An empty socket, a spent budget or a failure is left to async_read_frame, which meets it again.
+  bool try_fill() {
+    error_code ec;
+    if (drained_ || have_frame(ec) || ec || !reserve(ec) || ec) return false;
+    return !read_available();
+  }
   /// Writes what the socket takes now (it is non-blocking, see prepare): true when that was all of `f` (or
   /// the write failed, in ec); otherwise async_write_frame of the same `f` writes the rest.
   bool try_write_frame(bytes f, error_code& ec) {
@@ -306,7 +314,8 @@ class tcp_side {
   // Reads what the socket has, up to the rest of the current frame (within the bounds above).
   error_code read_available() {
     error_code ec;
-    std::size_t want = min_read_bytes;
+    // Into an empty buffer, a whole (cached) read buffer: a burst of small frames in one system call.
+    std::size_t want = buf_.size() == 0 ? detail::read_buffer_bytes : min_read_bytes;
     if (const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec); len > buf_.size()) {
       want = std::clamp(len - buf_.size(), min_read_bytes, max_read_bytes);
     }
@@ -346,7 +355,7 @@ class tcp_side {
   std::shared_ptr<buffer_budget> budget_;
   std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front
   std::function<void()> on_budget_wait_;
-  beast::flat_buffer buf_;
+  detail::read_flat_buffer buf_;
   std::size_t current_ = 0;        // length of the whole frame at the front of buf_, 0 while there is none
   std::size_t written_ahead_ = 0;  // bytes of the next async_write_frame that try_write_frame wrote
   std::unique_ptr<asio::steady_timer> linger_timer_;  // only while lingering
@@ -387,6 +396,8 @@ class ws_side {
     have_ = n != 0;
     return have_ || ec;
   }
+  /// The connection reads its socket itself (see kws::connection::try_read_frame): nothing to fill here.
+  bool try_fill() { return false; }
   /// True when the frame was taken at once: see kws::connection::try_write_frame.
   bool try_write_frame(bytes f, error_code& ec) {
     return conn_.try_write_frame(asio::buffer(f.data(), f.size()), ec);
@@ -568,6 +579,8 @@ class relay_impl final : public relay {
           touch();
           continue;
         }
+        // More of a burst may wait in the socket: read it here rather than through a round of the event loop.
+        if (client_.try_fill()) continue;
         up_reading_ = true;
         ++ops_;
         return client_.async_read_frame(up_cancel_.slot(), [self = shared_from_this(), this](error_code ec) {
