@@ -320,6 +320,15 @@ class tcp_side {
       want = std::clamp(len - buf_.size(), min_read_bytes, max_read_bytes);
     }
     if (ec) return ec;
+    if (buf_.capacity() < buf_.size() + want) {
+      // Grown to exactly what is needed (Beast's own growth doubles: a 100 KiB frame after a 64 KiB read
+      // would take 128 KiB, which malloc maps and unmaps for every such frame). With room enough, prepare()
+      // below moves the bytes to the front instead.
+      detail::read_flat_buffer bigger;
+      bigger.reserve(buf_.size() + want);
+      bigger.commit(asio::buffer_copy(bigger.prepare(buf_.size()), buf_.data()));
+      buf_ = std::move(bigger);
+    }
     const auto n = socket_.read_some(buf_.prepare(want), ec);
     // Only a read that would block proves the socket drained: a short read may have left a close (or an
     // error) behind it that no further wake-up would announce.
