@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <new>
+#include <utility>
 #include <vector>
 
 namespace kws::detail {
@@ -17,7 +18,7 @@ constexpr std::size_t small_read_buffer_bytes = 2 * 1024;
 
 // Buffers of the two sizes above, over and over: a few of each are kept per thread for the next read, so that
 // a busy connection does not make malloc grow and trim its heap (a system call each, for 64 KiB) on every
-// wake-up.
+// wake-up; and the largest buffer given back (up to 1 MiB), for the next large frame.
 class read_buffer_cache {
  public:
   static void* take(std::size_t bytes) {
@@ -38,6 +39,22 @@ class read_buffer_cache {
   static bool cached(std::size_t bytes) {
     return bytes == read_buffer_bytes || bytes == small_read_buffer_bytes;
   }
+  // One larger buffer (a large frame's, up to large_limit) is kept too: a connection streaming large frames
+  // takes the same one for each. It serves any request it is large enough for; large_bytes_ records the
+  // least it is known to hold.
+  static void* take_large(std::size_t bytes) {
+    auto* c = mine();
+    if (!c || !c->large_ || c->large_bytes_ < bytes) return nullptr;
+    c->large_bytes_ = 0;
+    return std::exchange(c->large_, nullptr);
+  }
+  static void give_large(void* p, std::size_t bytes) noexcept {
+    auto* c = mine();
+    if (!c || bytes > large_limit || (c->large_ && c->large_bytes_ >= bytes)) return ::operator delete(p);
+    if (c->large_) ::operator delete(c->large_);
+    c->large_ = p;
+    c->large_bytes_ = bytes;
+  }
 
   read_buffer_cache(const read_buffer_cache&) = delete;
   read_buffer_cache& operator=(const read_buffer_cache&) = delete;
@@ -49,6 +66,7 @@ class read_buffer_cache {
   }
   ~read_buffer_cache() {
     gone_ = true;
+    if (large_) ::operator delete(large_);
     for (void* p : hot_) ::operator delete(p);
     for (void* p : cold_) ::operator delete(p);
   }
@@ -64,6 +82,9 @@ class read_buffer_cache {
   bool& gone_;
   std::vector<void*> hot_;
   std::vector<void*> cold_;
+  static constexpr std::size_t large_limit = 1024 * 1024;
+  void* large_ = nullptr;
+  std::size_t large_bytes_ = 0;
 };
 
 template <class T>
@@ -74,13 +95,14 @@ struct read_buffer_allocator {
   read_buffer_allocator(const read_buffer_allocator<U>&) noexcept {}
   T* allocate(std::size_t n) {
     const auto bytes = n * sizeof(T);
-    return static_cast<T*>(read_buffer_cache::cached(bytes) ? read_buffer_cache::take(bytes)
-                                                            : ::operator new(bytes));
+    if (read_buffer_cache::cached(bytes)) return static_cast<T*>(read_buffer_cache::take(bytes));
+    if (void* p = read_buffer_cache::take_large(bytes)) return static_cast<T*>(p);
+    return static_cast<T*>(::operator new(bytes));
   }
   void deallocate(T* p, std::size_t n) noexcept {
     const auto bytes = n * sizeof(T);
     if (read_buffer_cache::cached(bytes)) return read_buffer_cache::give(p, bytes);
-    ::operator delete(p);
+    read_buffer_cache::give_large(p, bytes);
   }
   template <class U>
   bool operator==(const read_buffer_allocator<U>&) const noexcept {

@@ -33,7 +33,8 @@ using tcp = asio::ip::tcp;
 using clock = std::chrono::steady_clock;
 using bytes = std::span<const unsigned char>;
 
-// Smallest read from a TCP peer, and the largest single read while a big frame's body streams in: the read
+// Smallest read from a TCP peer into a buffer that holds part of a frame (a read into an empty buffer takes
+// detail::read_buffer_bytes), and the largest single read while a big frame's body streams in: the read
 // buffer grows with the bytes that arrive, never ahead of them to the size a header merely claims.
 constexpr std::size_t min_read_bytes = 16 * 1024;
 constexpr std::size_t max_read_bytes = 1024 * 1024;
