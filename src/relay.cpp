@@ -317,16 +317,16 @@ class tcp_side {
     error_code ec;
     // Into an empty buffer, a whole (cached) read buffer: a burst of small frames in one system call.
     std::size_t want = buf_.size() == 0 ? detail::read_buffer_bytes : min_read_bytes;
-    if (const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec); len > buf_.size()) {
-      want = std::clamp(len - buf_.size(), min_read_bytes, max_read_bytes);
-    }
+    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
     if (ec) return ec;
-    if (buf_.capacity() < buf_.size() + want) {
-      // Grown to exactly what is needed (Beast's own growth doubles: a 100 KiB frame after a 64 KiB read
-      // would take 128 KiB, which malloc maps and unmaps for every such frame). With room enough, prepare()
-      // below moves the bytes to the front instead.
+    if (len > buf_.size()) want = std::clamp(len - buf_.size(), min_read_bytes, max_read_bytes);
+    if (const auto need = buf_.size() + want; buf_.capacity() < need) {
+      // Doubled, as Beast would, but never past the frame being read: a 100 KiB frame after a 64 KiB read
+      // takes 100 KiB, not the 128 KiB that malloc would map and unmap for every such frame. (With room
+      // enough, prepare() below moves the bytes to the front instead.)
+      const auto cap = std::max(need, std::min(2 * buf_.capacity(), std::max(len, need)));
       detail::read_flat_buffer bigger;
-      bigger.reserve(buf_.size() + want);
+      bigger.reserve(cap);
       bigger.commit(asio::buffer_copy(bigger.prepare(buf_.size()), buf_.data()));
       buf_ = std::move(bigger);
     }
