@@ -42,7 +42,6 @@
 #include <optional>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 namespace kws::detail {
 namespace {
@@ -575,8 +574,8 @@ class ws_connection final : public connection_impl {
   read_target read_buffer(beast::flat_buffer* out) {
     if (out && in_frame_ && in_.size() == 0 && frame_left_ >= direct_read_bytes)
       return {out->prepare(frame_left_), true};
-    // Back from a burst: give back its large buffer.
-    if (in_.size() == 0 && !read_hot_) trim(in_, 2 * cold_read_bytes);
+    // Back from a burst, over TLS: give back its large buffer (over plain TCP, every wait gives it back).
+    if (tls && in_.size() == 0 && !read_hot_) trim(in_, 2 * cold_read_bytes);
     return {in_.prepare(!tls || read_hot_ ? hot_read_bytes : cold_read_bytes), false};
   }
 

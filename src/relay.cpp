@@ -137,7 +137,8 @@ constexpr std::size_t down_batch_bytes = 64 * 1024;
 // ---- the two kinds of side ----------------------------------------------------------------------------
 
 // The plain Kafka byte stream over TCP: frames are found by their size headers in a read buffer that holds
-// nothing while the peer is idle (the relay waits for readability before it reads).
+// nothing while the peer is idle (once a read finds the socket empty, the relay waits for readability
+// without a buffer).
 class tcp_side {
  public:
   static constexpr bool can_half_close = true;
