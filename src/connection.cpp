@@ -4,6 +4,7 @@
 // are instantiated here, once for plain TCP and once for TLS.
 #include "dialer_state.hpp"
 #include "handler_slot.hpp"
+#include "lazy_optional.hpp"
 #include "read_buffer.hpp"
 #include "read_wait.hpp"
 #include "ws_frame.hpp"
@@ -128,6 +129,7 @@ class ws_connection final : public connection_impl {
       sock_.emplace(stream_->release_socket());
       stream_.reset();
       waiter_ = reactor_of(*sock_);
+      if (on_io_context(sock_->get_executor())) wait_op_.emplace(this, &ws_connection::readable_cb);
     }
     open_ = true;
     close_timeout_ = close_timeout;
@@ -685,20 +687,32 @@ class ws_connection final : public connection_impl {
           });
     } else {
       if (in_.size() == 0) in_ = input_buffer();
-      async_wait_readable(
-          sock(), waiter_,
-          asio::bind_allocator(wait_allocator(read_slot_),
-                               [this, g = op_guard(shared_from_this())](error_code ec) mutable {
-                                 g.ran();
-                                 reading_ = false;
-                                 if (ec) {
-                                   read_failed(ec);
-                                 } else {
-                                   drained_ = false;
-                                 }
-                                 pump(false);
-                               }));
+      if (wait_op_) {
+        wait_keep_ = shared_from_this();
+        return wait_op_->start(*sock_, waiter_);
+      }
+      async_wait_readable(sock(), waiter_, [this, g = op_guard(shared_from_this())](error_code ec) mutable {
+        g.ran();
+        readable(ec);
+      });
     }
+  }
+
+  // The end of a wait for readability (plain TCP).
+  void readable(error_code ec) {
+    reading_ = false;
+    if (ec) {
+      read_failed(ec);
+    } else {
+      drained_ = false;
+    }
+    pump(false);
+  }
+  static void readable_cb(void* self, const error_code& ec, bool destroyed) {
+    auto* c = static_cast<ws_connection*>(self);
+    const auto keep = std::move(c->wait_keep_);  // lets go of the connection after this, not before
+    if (destroyed) return c->drop_waiting();     // as op_guard does for a handler's operation
+    c->readable(ec);
   }
 
   // ---- writing ------------------------------------------------------------------------------------------
@@ -970,8 +984,11 @@ class ws_connection final : public connection_impl {
   bool reading_ = false;  // a socket read (or, over plain TCP, a wait for readability) is in flight
   bool drained_ = false;  // the last read found the socket empty: wait before reading again
   read_waiter waiter_{};  // plain TCP: the reactor that async_wait_readable queues on
-  handler_slot<wait_slot_bytes> read_slot_;  // the read wait's operation
-  bool read_hot_ = false;                    // the last read filled its buffer
+  // Plain TCP on an io_context's own executor: the read wait's operation, and the connection it keeps alive
+  // while queued. Elsewhere (a strand, say) the wait is a handler's operation.
+  std::optional<read_wait_op> wait_op_;
+  std::shared_ptr<ws_connection> wait_keep_;
+  bool read_hot_ = false;  // the last read filled its buffer
   bool in_frame_ = false;  // a data frame's header is taken, frame_left_ bytes of it are not
   bool frame_fin_ = false;
   bool frame_masked_ = false;
@@ -990,7 +1007,7 @@ class ws_connection final : public connection_impl {
   beast::flat_buffer out_;      // encoded, waiting for the write in flight
   beast::flat_buffer sending_;  // the write in flight
   beast::flat_buffer wbuf_;     // the byte stream's unfinished frame
-  std::optional<write_op> wr_;
+  lazy_optional<write_op> wr_;  // storage made by the first write that waits
   bool writing_ = false;
   bool corked_ = false;
   std::uint64_t enqueued_ = 0;
@@ -998,7 +1015,7 @@ class ws_connection final : public connection_impl {
   error_code write_error_;
 
   // Closing and timeouts.
-  std::optional<done_handler> cl_;
+  lazy_optional<done_handler> cl_;
   bool open_ = false;
   bool close_sent_ = false;
   bool peer_closed_ = false;

@@ -20,6 +20,8 @@
 #pragma once
 
 #include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/query.hpp>
 
@@ -162,6 +164,63 @@ void async_wait_readable(boost::asio::ip::tcp::socket& s, read_waiter w, Handler
   p.v = p.p = nullptr;
 }
 
+/// True when `ex` is an io_context's own executor (no strand): a read_wait_op may then call its owner
+/// directly from the reactor's completion, on a thread that runs that io_context, as Asio would call a
+/// handler.
+inline bool on_io_context(const boost::asio::any_io_executor& ex) {
+  using ctx = boost::asio::io_context;
+  return ex.target<ctx::basic_executor_type<std::allocator<void>, 0>>() != nullptr ||
+         ex.target<ctx::basic_executor_type<std::allocator<void>, 4>>() != nullptr;
+}
+
+/// async_wait_readable with the operation inside its owner, for owners on an io_context's own executor
+/// (on_io_context): nothing is allocated and no handler is kept, so an idle reader's wait costs this object's
+/// size (about 100 bytes) where a handler's operation costs 200 to 250. The owner keeps itself alive while
+/// the wait is queued, and, on completion, gets `callback(owner, ec, destroyed)`: `destroyed` when the
+/// execution context is being destroyed with the wait still queued (the owner then only lets go of what it
+/// holds for the wait). One wait at a time; the same preconditions as async_wait_readable.
+class read_wait_op : boost::asio::detail::reactor_op {
+ public:
+  using callback = void (*)(void* owner, const boost::system::error_code& ec, bool destroyed);
+
+  read_wait_op(void* owner, callback cb) noexcept
+      : reactor_op(boost::system::error_code(), &read_wait_op::perform_fn, &read_wait_op::complete_fn),
+        owner_(owner),
+        cb_(cb) {}
+  read_wait_op(const read_wait_op&) = delete;
+  read_wait_op& operator=(const read_wait_op&) = delete;
+
+  void start(read_wait_impl::socket_type& s, read_waiter w, boost::asio::cancellation_slot slot = {}) {
+    auto& impl = (s.*read_wait_impl::socket_access::member()).get_implementation();
+    ec_ = boost::system::error_code();
+    cancellation_key_ = nullptr;
+    if (!s.is_open()) {
+      ec_ = boost::asio::error::bad_descriptor;
+      return w->post_immediate_completion(this, false);
+    }
+    if (slot.is_connected()) {
+      cancellation_key_ =
+          &slot.template emplace<read_wait_impl::cancel>(w, &impl.reactor_data_, impl.socket_);
+    }
+    w->start_op(boost::asio::detail::reactor::read_op, impl.socket_, impl.reactor_data_, this, false, true);
+  }
+
+ private:
+  static status perform_fn(reactor_op*) { return done_and_exhausted; }
+  static void complete_fn(void* sched, boost::asio::detail::operation* base, const boost::system::error_code&,
+                          std::size_t) {
+    auto* o = static_cast<read_wait_op*>(base);
+    const auto ec = o->ec_;
+    // The owner may start the next wait, or be destroyed (and this with it): nothing here touches `o` after.
+    if (!sched) return o->cb_(o->owner_, ec, true);
+    boost::asio::detail::fenced_block b(boost::asio::detail::fenced_block::half);
+    o->cb_(o->owner_, ec, false);
+  }
+
+  void* owner_;
+  callback cb_;
+};
+
 #else
 
 using read_waiter = void*;
@@ -173,6 +232,18 @@ template <class Handler>
 void async_wait_readable(boost::asio::ip::tcp::socket& s, read_waiter, Handler&& handler) {
   s.async_wait(boost::asio::ip::tcp::socket::wait_read, std::forward<Handler>(handler));
 }
+
+inline bool on_io_context(const boost::asio::any_io_executor&) {
+  return false;
+}
+
+// Never made where on_io_context is false; declared so that its users compile.
+class read_wait_op {
+ public:
+  using callback = void (*)(void* owner, const boost::system::error_code& ec, bool destroyed);
+  read_wait_op(void*, callback) noexcept {}
+  void start(boost::asio::ip::tcp::socket&, read_waiter, boost::asio::cancellation_slot = {}) {}
+};
 
 #endif
 

@@ -145,6 +145,12 @@ class tcp_side {
 
   tcp_side(tcp::socket s, const relay_options& o)
       : socket_(std::move(s)), max_frame_bytes_(o.max_frame_bytes), budget_(o.buffer_budget) {
+    if (detail::on_io_context(socket_.get_executor())) {
+      wait_op_.emplace(this, [](void* self, const error_code& ec, bool destroyed) {
+        auto* side = static_cast<tcp_side*>(self);
+        side->resume_(side, ec, destroyed);
+      });
+    }
     if (budget_ && o.log) {
       on_budget_wait_ = [log = o.log, min = o.min_log_level] {
         if (log_level::debug >= min)
@@ -156,6 +162,7 @@ class tcp_side {
   tcp_side& operator=(const tcp_side&) = delete;
   ~tcp_side() {
     if (budget_ && charged_) budget_->release(charged_);
+    if (resume_) resume_(this, asio::error::operation_aborted, true);  // a handler that never ran
   }
 
   error_code prepare() {
@@ -195,15 +202,31 @@ class tcp_side {
     }
     // Nothing held: give the buffer back while waiting, so that an idle relay holds no read buffer.
     if (buf_.size() == 0) buf_.shrink_to_fit();
+    if (wait_op_) {
+      // The wait's operation is this side's own; the handler waits here (see read_wait_op).
+      using handler_type = std::decay_t<Handler>;
+      static_assert(sizeof(handler_type) <= sizeof(waiting_) &&
+                    alignof(handler_type) <= alignof(std::max_align_t));
+      new (waiting_) handler_type(std::forward<Handler>(h));
+      resume_ = [](tcp_side* self, const error_code& ec, bool destroyed) {
+        auto* stored = std::launder(reinterpret_cast<handler_type*>(self->waiting_));
+        handler_type h(std::move(*stored));
+        stored->~handler_type();
+        self->resume_ = nullptr;
+        if (destroyed) return;  // h, and what it holds, go with it
+        if (!ec) self->drained_ = false;
+        self->async_read_frame(self->waiting_slot_, std::move(h), ec, true);
+      };
+      waiting_slot_ = slot;
+      return wait_op_->start(socket_, waiter_, slot);
+    }
     detail::async_wait_readable(
         socket_, waiter_,
-        asio::bind_cancellation_slot(
-            slot, asio::bind_allocator(detail::slot_allocator<void, wait_slot_bytes>(wait_slot_),
-                                       [this, slot, h = std::forward<Handler>(h)](error_code ec) mutable {
-                                         // Woken (possibly spuriously): read, then complete or wait again.
-                                         if (!ec) drained_ = false;
-                                         async_read_frame(slot, std::move(h), ec, true);
-                                       })));
+        asio::bind_cancellation_slot(slot, [this, slot, h = std::forward<Handler>(h)](error_code ec) mutable {
+          // Woken (possibly spuriously): read, then complete or wait again.
+          if (!ec) drained_ = false;
+          async_read_frame(slot, std::move(h), ec, true);
+        }));
   }
 
   /// True when a whole frame (or a size that cannot be trusted, in ec) is at hand now, with no I/O.
@@ -335,7 +358,12 @@ class tcp_side {
     // Only a read that would block proves the socket drained: a short read may have left a close (or an
     // error) behind it that no further wake-up would announce.
     drained_ = ec == asio::error::would_block || ec == asio::error::try_again;
-    if (ec) return ec;
+    if (ec) {
+      // The peer closed or the read failed: nothing more comes, so the empty buffer goes now rather than with
+      // the relay (when thousands of clients leave at once, each would hold one until its relay winds up).
+      if (!drained_ && buf_.size() == 0) buf_.shrink_to_fit();
+      return ec;
+    }
     buf_.commit(n);
     return {};
   }
@@ -360,8 +388,12 @@ class tcp_side {
   tcp::socket socket_;
   detail::read_waiter waiter_ = detail::reactor_of(socket_);
   bool drained_ = false;  // the last read found the socket empty: wait before reading again
-  static constexpr std::size_t wait_slot_bytes = 256;
-  detail::handler_slot<wait_slot_bytes> wait_slot_;  // the read wait's operation (see handler_slot.hpp)
+  // On an io_context's own executor, the read wait's operation, and the handler it completes (which keeps the
+  // relay alive). Elsewhere (a strand, say) the wait is a handler's operation.
+  std::optional<detail::read_wait_op> wait_op_;
+  void (*resume_)(tcp_side*, const error_code&, bool destroyed) = nullptr;
+  asio::cancellation_slot waiting_slot_;
+  alignas(std::max_align_t) unsigned char waiting_[32];
   std::size_t max_frame_bytes_;
   std::shared_ptr<buffer_budget> budget_;
   std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front
@@ -1107,9 +1139,9 @@ class relay_impl final : public relay {
   done_handler on_done_;
   reconnect_function<BrokerConn> reconnect_;
   // Drain, half-close and idle deadlines: made when first needed (most relays never need it).
-  std::optional<asio::steady_timer> timer_;
+  std::unique_ptr<asio::steady_timer> timer_;
   asio::steady_timer& timer() {
-    if (!timer_) timer_.emplace(client_.get_executor());
+    if (!timer_) timer_ = std::make_unique<asio::steady_timer>(client_.get_executor());
     return *timer_;
   }
   asio::cancellation_signal up_cancel_;

@@ -86,10 +86,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::chrono::milliseconds backoff_;
   // The dial's retry timer and the watch on the client while dialling: made when first needed and dropped
   // once the relay runs, so that an established connection does not carry them.
-  std::optional<asio::steady_timer> timer_;
-  std::optional<asio::steady_timer> watch_;
+  std::unique_ptr<asio::steady_timer> timer_;
+  std::unique_ptr<asio::steady_timer> watch_;
   asio::steady_timer& timer() {
-    if (!timer_) timer_.emplace(worker_.context());
+    if (!timer_) timer_ = std::make_unique<asio::steady_timer>(worker_.context());
     return *timer_;
   }
   void cancel_timers() {
@@ -208,7 +208,7 @@ std::string session::failure_summary() const {
 // While the first dial runs nobody reads the client; a client that gives up meanwhile (kcat's connect
 // timeout, say) must not keep the proxy dialling a hung broker for it.
 void session::watch_client() {
-  if (!watch_) watch_.emplace(worker_.context());
+  if (!watch_) watch_ = std::make_unique<asio::steady_timer>(worker_.context());
   watch_->expires_after(std::chrono::milliseconds(250));
   watch_->async_wait([self = shared_from_this()](error_code ec) {
     if (ec || !self->pending_ || self->relay_) return;
