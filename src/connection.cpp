@@ -3,10 +3,10 @@
 // read and per write, one completion per operation, no per-message composed operations. All the templates
 // are instantiated here, once for plain TCP and once for TLS.
 #include "dialer_state.hpp"
-#include "handler_slot.hpp"
 #include "lazy_optional.hpp"
 #include "read_buffer.hpp"
 #include "read_wait.hpp"
+#include "tick_list.hpp"
 #include "ws_frame.hpp"
 
 #include <kws/accept.hpp>
@@ -66,12 +66,6 @@ constexpr std::size_t hot_read_bytes = read_buffer_bytes;
 constexpr std::size_t direct_read_bytes = 16 * 1024;
 // Encoded messages gather up to this much before a write is waited for (see cork).
 constexpr std::size_t cork_limit_bytes = 64 * 1024;
-// Room for the operation of a wait that an idle connection keeps (see handler_slot.hpp).
-constexpr std::size_t wait_slot_bytes = 256;
-template <std::size_t N>
-slot_allocator<void, N> wait_allocator(handler_slot<N>& s) {
-  return slot_allocator<void, N>(s);
-}
 // Buffers larger than this are given back once empty, so that idle connections stay small.
 constexpr std::size_t keep_buffer_bytes = 64 * 1024;
 
@@ -136,7 +130,6 @@ class ws_connection final : public connection_impl {
     if (idle_timeout.count() > 0) {
       idle_timeout_ = idle_timeout;
       keepalive_pings_ = keepalive_pings;
-      timer_.emplace(sock().get_executor());
       arm_idle_timer();
     }
   }
@@ -273,7 +266,7 @@ class ws_connection final : public connection_impl {
     }
     const sync_scope scope(*this);
     wbuf_.clear();
-    if (timer_) timer_->cancel();
+    cancel_timers();
     if (!close_sent_) send_close(code);
     sync_flush(ec);
     // Wait for the peer's close, dropping what comes before it (no reader is left to take it).
@@ -300,10 +293,11 @@ class ws_connection final : public connection_impl {
     if (!close_sent_) send_close(code);
     start_flush();
     // The closing handshake is bounded by a timeout of its own, not by the idle timeout.
-    if (!timer_) timer_.emplace(sock().get_executor());
+    idle_tick_.cancel();
+    if (!close_timer_) close_timer_ = std::make_unique<asio::steady_timer>(sock().get_executor());
     closing_deadline_ = true;
-    timer_->expires_after(close_timeout_);
-    timer_->async_wait([w = weak_from_this(), this](error_code ec) {
+    close_timer_->expires_after(close_timeout_);
+    close_timer_->async_wait([w = weak_from_this(), this](error_code ec) {
       const auto keep = w.lock();
       if (ec || !keep || !cl_) return;
       close_timed_out_ = true;
@@ -856,7 +850,7 @@ class ws_connection final : public connection_impl {
     if (!sent || !stream_broken_) return;
     auto h = std::move(*cl_);
     cl_.reset();
-    if (timer_) timer_->cancel();
+    cancel_timers();
     error_code ec;
     if (close_timed_out_ || aborted_) {
       ec = after_abort(asio::error::operation_aborted);
@@ -872,7 +866,7 @@ class ws_connection final : public connection_impl {
   // The closing handshake is over (or failed): no more bytes either way.
   void teardown() {
     closed_ = true;
-    if (timer_) timer_->cancel();
+    cancel_timers();
     error_code ignored;
     // The socket itself closes with the connection (or abort()); until then the peer can still read what
     // was sent.
@@ -880,7 +874,7 @@ class ws_connection final : public connection_impl {
   }
 
   void kill_socket() noexcept {
-    if (timer_) timer_->cancel();
+    cancel_timers();
     error_code ignored;
     sock().close(ignored);
   }
@@ -888,26 +882,40 @@ class ws_connection final : public connection_impl {
   // ---- idle timeout -------------------------------------------------------------------------------------
 
   // Checked every half timeout (with pings) or every timeout: any byte received since the last check counts;
-  // in silence a ping is sent, and a second silent period ends the connection with a timeout.
+  // in silence a ping is sent, and a second silent period ends the connection with a timeout. The check is an
+  // entry in the context's tick lists (src/tick_list.hpp), not a timer of the connection's own.
   void arm_idle_timer() {
-    timer_->expires_after(keepalive_pings_ ? idle_timeout_ / 2 : idle_timeout_);
-    timer_->async_wait(
-        asio::bind_allocator(wait_allocator(timer_slot_), [w = weak_from_this(), this](error_code ec) {
-          const auto keep = w.lock();
-          if (ec || !keep || aborted_ || closed_ || cl_ || closing_deadline_) return;
-          if (std::exchange(active_, false)) {
-            idle_pinged_ = false;
-            return arm_idle_timer();
-          }
-          if (keepalive_pings_ && !idle_pinged_ && !close_sent_) {
-            idle_pinged_ = true;
-            encode(ws::op_ping, {});
-            start_flush();
-            return arm_idle_timer();
-          }
-          timed_out_ = true;
-          kill_socket();
-        }));
+    idle_tick_.schedule(sock().get_executor(), keepalive_pings_ ? idle_timeout_ / 2 : idle_timeout_);
+  }
+  void idle_check() {
+    if (aborted_ || closed_ || cl_ || closing_deadline_) return;
+    if (std::exchange(active_, false)) {
+      idle_pinged_ = false;
+      return arm_idle_timer();
+    }
+    if (keepalive_pings_ && !idle_pinged_ && !close_sent_) {
+      idle_pinged_ = true;
+      encode(ws::op_ping, {});
+      start_flush();
+      return arm_idle_timer();
+    }
+    timed_out_ = true;
+    kill_socket();
+  }
+  static std::shared_ptr<void> idle_lock(void* self) {
+    return static_cast<ws_connection*>(self)->weak_from_this().lock();
+  }
+  // From the tick list's timer: the check runs on the connection's executor (at once on its io_context's
+  // own thread).
+  static void idle_fire(void* self, std::shared_ptr<void> keep) {
+    auto* c = static_cast<ws_connection*>(self);
+    asio::dispatch(c->sock().get_executor(), [c, keep = std::move(keep)] { c->idle_check(); });
+  }
+  static constexpr tick_lists::owner_ops idle_ops{&ws_connection::idle_lock, &ws_connection::idle_fire};
+
+  void cancel_timers() {
+    idle_tick_.cancel();
+    if (close_timer_) close_timer_->cancel();
   }
 
   // ---- the byte stream's held partial frame -----------------------------------------------------------
@@ -1026,8 +1034,8 @@ class ws_connection final : public connection_impl {
   bool close_timed_out_ = false;
   bool closing_deadline_ = false;
   std::uint16_t peer_close_code_ = 0;
-  std::optional<asio::steady_timer> timer_;
-  handler_slot<wait_slot_bytes> timer_slot_;  // the idle timer's wait
+  std::unique_ptr<asio::steady_timer> close_timer_;  // the closing handshake's deadline, made when needed
+  tick_lists::entry idle_tick_{this, &idle_ops};     // the idle check
   std::chrono::milliseconds idle_timeout_{0};
   std::chrono::milliseconds close_timeout_{std::chrono::seconds(10)};
   bool keepalive_pings_ = false;

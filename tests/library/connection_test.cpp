@@ -549,6 +549,68 @@ TEST_F(Connection, StaysOpenPastTheIdleTimeoutWhileThePeerAnswersPings) {
   EXPECT_EQ(boost::beast::buffers_to_string(buf.data()), f);
 }
 
+// Idle checks of many connections share one timer per period: one connection timing out leaves another on the
+// same context, checked on the same timer, open.
+TEST_F(Connection, ATimeoutOfOneConnectionLeavesAnotherOnTheSameContextOpen) {
+  std::atomic<bool> done{false};
+  ws_test_server silent([&](ws_peer&) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  });
+  ws_test_server answering(kws::test::echo);
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = false,
+                                                       .handshake_timeout = std::chrono::seconds(5),
+                                                       .idle_timeout = std::chrono::milliseconds(300),
+                                                       .keepalive_pings = true});
+  auto quiet = dial_on(ioc, d, silent.address());
+  auto alive = dial_on(ioc, d, answering.address());
+  ASSERT_TRUE(quiet.is_open() && alive.is_open());
+  boost::beast::flat_buffer qbuf, abuf;
+  std::optional<boost::system::error_code> qres, ares;
+  quiet.async_read_frame(qbuf, [&](boost::system::error_code ec, std::size_t) { qres = ec; });
+  alive.async_read_frame(abuf, [&](boost::system::error_code ec, std::size_t) { ares = ec; });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(8);
+  while (!qres && !ares && std::chrono::steady_clock::now() < until)
+    ioc.run_one_for(std::chrono::milliseconds(50));
+  done = true;
+  ASSERT_TRUE(qres.has_value()) << "the silent peer's connection never timed out";
+  EXPECT_EQ(*qres, boost::beast::error::timeout) << qres->message();
+  // Two more idle periods on the other one: still checked (pinged and answered), still open.
+  ioc.restart();
+  ioc.run_for(std::chrono::milliseconds(700));
+  ASSERT_FALSE(ares.has_value()) << "the answering peer's connection ended: " << ares->message();
+  const auto f = frame(pattern(100));
+  std::optional<boost::system::error_code> wrote;
+  alive.async_write_frame(asio::buffer(f), [&](boost::system::error_code ec, std::size_t) { wrote = ec; });
+  ioc.restart();
+  const auto until2 = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!ares && std::chrono::steady_clock::now() < until2) ioc.run_one_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(wrote.has_value() && ares.has_value());
+  EXPECT_FALSE(*ares) << ares->message();
+  EXPECT_EQ(boost::beast::buffers_to_string(abuf.data()), f);
+}
+
+// A closed connection's idle check leaves nothing pending: run() returns at once, not after the check's
+// period (a minute here).
+TEST_F(Connection, RunReturnsOnceTheLastConnectionWithKeepAliveIsClosed) {
+  ws_test_server server(kws::test::echo);
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = false,
+                                                       .handshake_timeout = std::chrono::seconds(5),
+                                                       .idle_timeout = std::chrono::seconds(120),
+                                                       .keepalive_pings = true});
+  auto c = dial_on(ioc, d, server.address());
+  ASSERT_TRUE(c.is_open());
+  std::optional<boost::system::error_code> closed;
+  c.async_close(kws::close_code::normal, [&](boost::system::error_code ec) { closed = ec; });
+  auto ran = std::async(std::launch::async, [&] { ioc.run(); });
+  const auto status = ran.wait_for(std::chrono::seconds(5));
+  if (status != std::future_status::ready) ioc.stop();
+  ASSERT_EQ(status, std::future_status::ready) << "run() is still waiting, for the idle check's timer";
+  ASSERT_TRUE(closed.has_value());
+  EXPECT_FALSE(*closed) << closed->message();
+}
+
 // Asio's rule for I/O objects: destroying one with operations pending is allowed; they complete with
 // operation_aborted and touch nothing that was freed. Run under AddressSanitizer to catch a use after free.
 TEST_F(Connection, DestroyingItWithAnyOperationPendingAbortsThatOperation) {
