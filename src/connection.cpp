@@ -2,6 +2,7 @@
 // the handshakes; after them the connection frames its messages itself (src/ws_frame.hpp): many messages per
 // read and per write, one completion per operation, no per-message composed operations. All the templates
 // are instantiated here, once for plain TCP and once for TLS.
+#include "dial_arena.hpp"
 #include "dialer_state.hpp"
 #include "lazy_optional.hpp"
 #include "read_buffer.hpp"
@@ -1168,9 +1169,15 @@ class dial_op {
 
   // The upgrade request and the parser of its answer, at stable addresses while the operation moves.
   struct upgrade_state {
-    beast::http::request<beast::http::empty_body> request;
-    beast::http::response_parser<beast::http::empty_body> parser;
+    beast::http::request<beast::http::empty_body, beast::http::basic_fields<dial_allocator<char>>> request;
+    beast::http::response_parser<beast::http::empty_body, dial_allocator<char>> parser;
     std::string key;
+  };
+  struct upgrade_delete {
+    void operator()(upgrade_state* p) const noexcept {
+      p->~upgrade_state();
+      dial_allocator<upgrade_state>().deallocate(p, 1);
+    }
   };
 
   // What the CONNECT exchange needs, kept at stable addresses while the operation moves.
@@ -1195,26 +1202,30 @@ class dial_op {
     };
     const asio::any_io_executor ex = conn_->get_executor();
     const auto handler_ex = asio::get_associated_executor(self, ex);
-    auto r = std::make_shared<race>(ex);
+    auto r = std::allocate_shared<race>(dial_allocator<race>(), ex);
     r->timer.expires_at(deadline_);
     const auto service = std::to_string(port);
     // `this` lives inside `self`: nothing of it may be used once `self` has moved.
     r->op.emplace(std::move(self));
-    r->timer.async_wait(asio::bind_executor(handler_ex, [r](error_code ec) {
-      if (ec || !r->op) return;
-      r->resolver.cancel();
-      auto op = std::move(*r->op);
-      r->op.reset();
-      op(error_code(asio::error::timed_out), tcp::resolver::results_type{});
-    }));
+    r->timer.async_wait(
+        asio::bind_allocator(dial_allocator<void>(), asio::bind_executor(handler_ex, [r](error_code ec) {
+                               if (ec || !r->op) return;
+                               r->resolver.cancel();
+                               auto op = std::move(*r->op);
+                               r->op.reset();
+                               op(error_code(asio::error::timed_out), tcp::resolver::results_type{});
+                             })));
     r->resolver.async_resolve(
-        host, service, asio::bind_executor(handler_ex, [r](error_code ec, tcp::resolver::results_type res) {
-          r->timer.cancel();
-          if (!r->op) return;
-          auto op = std::move(*r->op);
-          r->op.reset();
-          op(ec, res);
-        }));
+        host, service,
+        asio::bind_allocator(
+            dial_allocator<void>(),
+            asio::bind_executor(handler_ex, [r](error_code ec, tcp::resolver::results_type res) {
+              r->timer.cancel();
+              if (!r->op) return;
+              auto op = std::move(*r->op);
+              r->op.reset();
+              op(ec, res);
+            })));
   }
 
   template <class Self>
@@ -1314,7 +1325,7 @@ class dial_op {
     namespace http = beast::http;
     stage_ = stage::upgrade_write;
     const auto& cfg = state_->config;
-    up_ = std::make_unique<upgrade_state>();
+    up_.reset(new (dial_allocator<upgrade_state>().allocate(1)) upgrade_state());
     up_->key = ws::make_key();
     const bool default_port = url_.port == (url_.secure ? 443 : 80);
     const auto authority = url_.authority();
@@ -1377,7 +1388,7 @@ class dial_op {
   dial_info* info_;
   const proxy_url* proxy_;  // owned by state_
   std::unique_ptr<tunnel_state> tunnel_;
-  std::unique_ptr<upgrade_state> up_;
+  std::unique_ptr<upgrade_state, upgrade_delete> up_;
   std::chrono::steady_clock::time_point deadline_;
   stage stage_ = stage::tcp;
 };
@@ -1601,14 +1612,15 @@ void async_dial(const std::shared_ptr<const dialer_state>& state, const asio::an
     return asio::post(ex, asio::append(std::move(handler).bound(), ec, connection{}));
   }
   const auto max_frame = state->config.max_frame_bytes;
+  // The dial's operations take their memory from the dial arena (see dial_arena.hpp).
   if (url.secure) {
     auto conn = std::make_shared<ws_connection<tls_next>>(url.str(), max_frame, true, ex, state->ssl);
-    auto h = std::move(handler).bound();
+    auto h = asio::bind_allocator(dial_allocator<void>(), std::move(handler).bound());
     asio::async_compose<decltype(h), void(error_code, connection)>(
         dial_op<tls_next>(state, std::move(url), std::move(conn), info), h, ex);
   } else {
     auto conn = std::make_shared<ws_connection<plain_next>>(url.str(), max_frame, true, ex);
-    auto h = std::move(handler).bound();
+    auto h = asio::bind_allocator(dial_allocator<void>(), std::move(handler).bound());
     asio::async_compose<decltype(h), void(error_code, connection)>(
         dial_op<plain_next>(state, std::move(url), std::move(conn), info), h, ex);
   }
