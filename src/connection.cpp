@@ -139,7 +139,7 @@ class ws_connection final : public connection_impl {
   bool is_open() const override { return open_ && !aborted_ && !closed_ && !timed_out_; }
   const std::string& url() const override { return url_; }
   std::size_t max_frame_bytes() const override { return max_frame_bytes_; }
-  std::size_t pending_write_bytes() const override { return wbuf_.size(); }
+  std::size_t pending_write_bytes() const override { return bs_ ? bs_->write.size() : 0; }
 
   void cork(bool on) override {
     corked_ = on;
@@ -152,27 +152,29 @@ class ws_connection final : public connection_impl {
 
   // ---- reads ------------------------------------------------------------------------------------------
 
-  std::span<const unsigned char> readable() const override { return bytes_of(rbuf_.data()); }
+  std::span<const unsigned char> readable() const override {
+    return bs_ ? bytes_of(bs_->read.data()) : std::span<const unsigned char>();
+  }
   void consume(std::size_t n) override {
-    rbuf_.consume(n);
-    trim(rbuf_);
+    rbuf().consume(n);
+    trim(rbuf());
   }
 
   void fill(error_code& ec) override {
-    rbuf_.clear();
-    read_frame(rbuf_, ec);
-    if (ec) rbuf_.clear();
+    rbuf().clear();
+    read_frame(rbuf(), ec);
+    if (ec) rbuf().clear();
   }
 
   void async_fill(done_handler handler) override {
-    rbuf_.clear();
+    rbuf().clear();
     io_handler h{handler.executor, asio::any_completion_handler<void(error_code, std::size_t)>(
                                        [this, keep = shared_from_this(), h = std::move(handler.handler)](
                                            error_code ec, std::size_t) mutable {
-                                         if (ec) rbuf_.clear();
+                                         if (ec) rbuf().clear();
                                          std::move(h)(ec);
                                        })};
-    async_read_frame(rbuf_, std::move(h));
+    async_read_frame(rbuf(), std::move(h));
   }
 
   std::size_t read_frame(beast::flat_buffer& out, error_code& ec) override {
@@ -266,7 +268,7 @@ class ws_connection final : public connection_impl {
       return;
     }
     const sync_scope scope(*this);
-    wbuf_.clear();
+    if (bs_) bs_->write.clear();
     cancel_timers();
     if (!close_sent_) send_close(code);
     sync_flush(ec);
@@ -288,7 +290,7 @@ class ws_connection final : public connection_impl {
   void async_close(std::uint16_t code, done_handler handler) override {
     if (aborted_) return post(std::move(handler), error_code(asio::error::operation_aborted));
     if (cl_) return post(std::move(handler), error_code(asio::error::in_progress));
-    wbuf_.clear();
+    if (bs_) bs_->write.clear();
     cl_.emplace(std::move(handler));
     corked_ = false;
     if (!close_sent_) send_close(code);
@@ -734,7 +736,7 @@ class ws_connection final : public connection_impl {
     encode(ws::op_close, std::span<const unsigned char>(p, 2));
   }
 
-  // The byte stream's writes: whole frames are encoded, the bytes of an unfinished one held in wbuf_. Stops
+  // The byte stream's writes: whole frames are encoded, the bytes of an unfinished one held in wbuf(). Stops
   // after cork_limit_bytes of encoded messages (the caller writes the rest again), but always takes one.
   std::size_t encode_stream(asio::const_buffer in, error_code& ec) {
     if ((ec = write_gate())) return 0;
@@ -749,9 +751,9 @@ class ws_connection final : public connection_impl {
       }
       if (st.send) {
         encode(ws::op_binary, bytes_of(*st.send));
-        if (wbuf_.size() != 0 && st.send->data() == wbuf_.data().data()) {
-          wbuf_.clear();
-          trim(wbuf_);
+        if (wbuf().size() != 0 && st.send->data() == wbuf().data().data()) {
+          wbuf().clear();
+          trim(wbuf());
         }
       }
     }
@@ -933,7 +935,7 @@ class ws_connection final : public connection_impl {
     write_step st;
     const auto in = bytes_of(rest);
     if (in.empty()) return st;
-    if (wbuf_.size() == 0) {
+    if (wbuf().size() == 0) {
       const auto len = peek_frame(in, max_frame_bytes_, st.ec);
       if (st.ec) return fail_write(st);
       if (len != 0 && len <= in.size()) {
@@ -941,40 +943,40 @@ class ws_connection final : public connection_impl {
         st.send = asio::const_buffer(in.data(), len);
         return st;
       }
-      if (len != 0) wbuf_.reserve(len);
+      if (len != 0) wbuf().reserve(len);
       append(in);
       st.consumed = in.size();
       return st;
     }
-    const auto held = bytes_of(wbuf_.data());
+    const auto held = bytes_of(wbuf().data());
     if (held.size() < frame_header_bytes) {
       st.consumed = std::min(frame_header_bytes - held.size(), in.size());
       append(in.first(st.consumed));
-      if (wbuf_.size() < frame_header_bytes) return st;
-      const auto len = peek_frame(bytes_of(wbuf_.data()), max_frame_bytes_, st.ec);
+      if (wbuf().size() < frame_header_bytes) return st;
+      const auto len = peek_frame(bytes_of(wbuf().data()), max_frame_bytes_, st.ec);
       if (st.ec) return fail_write(st);
-      wbuf_.reserve(len);
-      if (len == frame_header_bytes) st.send = wbuf_.data();
+      wbuf().reserve(len);
+      if (len == frame_header_bytes) st.send = wbuf().data();
       return st;
     }
     const auto len = frame_header_bytes + static_cast<std::size_t>(load_be32(held.data()));
     st.consumed = std::min(len - held.size(), in.size());
     append(in.first(st.consumed));
-    if (wbuf_.size() == len) st.send = wbuf_.data();
+    if (wbuf().size() == len) st.send = wbuf().data();
     return st;
   }
 
   write_step& fail_write(write_step& st) {
     // The stream has lost its frame boundaries; every later write fails the same way.
     write_error_ = st.ec;
-    wbuf_.clear();
+    wbuf().clear();
     return st;
   }
 
   void append(std::span<const unsigned char> bytes) {
-    auto dst = wbuf_.prepare(bytes.size());
+    auto dst = wbuf().prepare(bytes.size());
     std::memcpy(dst.data(), bytes.data(), bytes.size());
-    wbuf_.commit(bytes.size());
+    wbuf().commit(bytes.size());
   }
 
   // The stream: over TLS for the connection's life; over plain TCP only until the handshake is done, after
@@ -987,7 +989,6 @@ class ws_connection final : public connection_impl {
 
   // Reading.
   input_buffer in_;
-  beast::flat_buffer rbuf_;  // the byte stream's current message
   std::optional<read_op> rd_;
   beast::flat_buffer* sync_out_ = nullptr;
   bool reading_ = false;  // a socket read (or, over plain TCP, a wait for readability) is in flight
@@ -1015,7 +1016,19 @@ class ws_connection final : public connection_impl {
   // Writing.
   beast::flat_buffer out_;      // encoded, waiting for the write in flight
   beast::flat_buffer sending_;  // the write in flight
-  beast::flat_buffer wbuf_;     // the byte stream's unfinished frame
+  // The byte-stream API's buffers (read_some/write_some and friends), made on its first use: the frame API
+  // (the relay's) never needs them.
+  struct byte_stream_buffers {
+    beast::flat_buffer read;   // the current message
+    beast::flat_buffer write;  // the unfinished frame
+  };
+  std::unique_ptr<byte_stream_buffers> bs_;
+  byte_stream_buffers& bs() {
+    if (!bs_) bs_ = std::make_unique<byte_stream_buffers>();
+    return *bs_;
+  }
+  beast::flat_buffer& rbuf() { return bs().read; }
+  beast::flat_buffer& wbuf() { return bs().write; }
   lazy_optional<write_op> wr_;  // storage made by the first write that waits
   bool writing_ = false;
   bool corked_ = false;

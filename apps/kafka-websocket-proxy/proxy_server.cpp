@@ -71,7 +71,6 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::string via_field() const { return via_.empty() ? std::string() : " via=" + via_; }
 
   std::shared_ptr<std::atomic<std::size_t>> active_;
-  bool counted_ = true;
   app::server_metrics& metrics_;
   app::worker& worker_;
   const proxy_config& cfg_;
@@ -82,6 +81,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::shared_ptr<const route> route_;
   std::string client_name_;
   int attempt_ = 0;
+  bool counted_ = true;  // (the flags sit in the int's padding)
+  bool draining_ = false;
   std::chrono::steady_clock::time_point attempt_started_{};
   std::chrono::milliseconds backoff_;
   // The dial's retry timer and the watch on the client while dialling: made when first needed and dropped
@@ -99,7 +100,6 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::shared_ptr<dial_done> pending_;  // the dial under way, until it completes or is given up
   std::vector<std::string> failures_;   // each failed attempt's error
   std::shared_ptr<kws::relay> relay_;
-  bool draining_ = false;
   std::chrono::steady_clock::time_point started_at_ = clock::now();
   std::string via_;  // the forward proxy of the last dial (host:port), or empty
 };
