@@ -1,12 +1,13 @@
 // jemalloc's settings for the servers that link it (apps/CMakeLists.txt, KWS_WITH_JEMALLOC): read by jemalloc
 // when it starts, from this symbol of the executable. `MALLOC_CONF` in the environment still overrides them.
 //
-// Freed pages go back to the system at once (no decay): an idle connection's memory is what it holds, not
-// what a burst of connections left behind for the next ten seconds. The hot paths allocate almost nothing
-// (read buffers are kept per thread, see src/read_buffer.hpp), so the purging costs them nothing measurable;
-// docs/benchmarks.md has the figures.
+// A background thread of jemalloc's gives freed pages back to the system within about a second
+// (dirty_decay_ms), also while the process is idle: the memory of idle connections is what they hold, not
+// what a burst of connections left behind. Giving pages back at once (dirty_decay_ms:0) measured the same
+// idle memory but made every 100 KiB frame cost two more system calls (an madvise as its buffer was freed)
+// and about 50 % more CPU; docs/benchmarks.md has the figures.
 extern "C" {
 // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): jemalloc's interface
 extern const char* malloc_conf;
-const char* malloc_conf = "dirty_decay_ms:0,muzzy_decay_ms:0";
+const char* malloc_conf = "background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0";
 }
