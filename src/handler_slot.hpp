@@ -1,13 +1,14 @@
 // Memory for one asynchronous operation at a time, inside the object that starts it.
 //
-// An idle connection always has a few operations waiting: its read waits and its keep-alive timer. Asio
-// allocates each one through a per-thread cache that reuses the block last freed on that thread whenever it
-// is large enough (blocks of up to about 1 KiB are cached), so a wait of about 200 bytes can hold a block
-// freed by a far larger operation, such as one of the HTTP handshake, for as long as the connection stays
-// idle. Bound to a handler through boost::asio::bind_allocator, a slot_allocator puts the operation in the
-// owner's own storage instead: no allocation at all, and no more memory than the storage. An operation that
-// does not fit, or that starts while the slot is still taken (a timer restarted before its previous wait
-// completed), gets ordinary heap memory.
+// An idle relay always has its broker read waiting (src/relay.cpp, ws_side), and the connection keeps that
+// read's handler type-erased for as long as the broker is quiet. Asio-style allocation of such a handler goes
+// through a per-thread cache that reuses the block last freed on that thread whenever it is large enough
+// (blocks of up to about 1 KiB are cached), so a handler of 48 bytes can hold a block freed by a far larger
+// operation, such as one of the HTTP handshake, for as long as the connection stays idle. Bound to a handler
+// through boost::asio::bind_allocator, a slot_allocator puts it in the owner's own storage instead: no
+// allocation at all, and no more memory than the storage. What does not fit, or comes while the slot is
+// still taken, gets ordinary heap memory. (The read waits and the keep-alive check, which used slots too,
+// now keep no handler at all: see read_wait.hpp and tick_list.hpp.)
 //
 // Like the operations it serves, a slot is used from its owner's executor only.
 #pragma once

@@ -83,7 +83,8 @@ class ProxyToDevbroker : public ::testing::Test {
              const late_args& more_proxy_args = {}) {
     std::string failures;
     for (int attempt = 0; attempt < 3; ++attempt) {
-      const auto ws_port = std::to_string(kws::test::free_port());
+      // Three ports: a dev broker of up to three nodes listens on this one and the next two.
+      const auto ws_port = std::to_string(kws::test::free_port_run(3));
       std::vector<std::string> proxy_argv{
           KWS_PROXY_PATH,         "--listen",  "127.0.0.1", "--port",          "0", "--broker",
           "127.0.0.1:" + ws_port, "--threads", "2",         "--drain-timeout", "2s"};

@@ -237,9 +237,7 @@ TEST_F(Plugin, NodeIdsPickTheUrlWhenBrokersAdvertiseNamesThatDoNotResolve) {
   bool started = false;
   std::string base;
   for (int attempt = 0; attempt < 5 && !started; ++attempt) {
-    const auto p = kws::test::free_port() / 10 * 10;
-    if (p < 1024 || p > 65520) continue;
-    base = std::to_string(p);
+    base = std::to_string(kws::test::free_port_run(3, 10));
     started =
         start_broker({"--nodes", "3", "--topic", "three:3", "--advertise", "broker.invalid:9092"}, base);
   }

@@ -7,9 +7,12 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 #include <system_error>
+#include <vector>
 
 namespace kws::test {
 
@@ -54,6 +57,37 @@ int bind_loopback(unsigned short& port) {
   return fd;
 }
 }  // namespace
+
+unsigned short free_port_run(unsigned count, unsigned align) {
+  // Below the ephemeral range (Linux: 32768 and up by default), above the well-known and registered ports
+  // that test machines tend to run.
+  unsigned low = 32768;
+  if (std::ifstream range("/proc/sys/net/ipv4/ip_local_port_range"); range) range >> low;
+  const unsigned top = low > 20000 + 1000 ? low : 32768;
+  std::random_device rd;
+  std::mt19937 gen(rd());
+  std::uniform_int_distribution<unsigned> pick(20000, top - count - align);
+  for (int tries = 0; tries < 200; ++tries) {
+    const unsigned first = pick(gen) / align * align;
+    std::vector<int> fds;
+    bool ok = true;
+    for (unsigned i = 0; i < count && ok; ++i) {
+      const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      if (fd < 0) throw std::runtime_error("socket");
+      fds.push_back(fd);
+      const int one = 1;
+      ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      a.sin_port = htons(static_cast<unsigned short>(first + i));
+      ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+    }
+    for (const int fd : fds) ::close(fd);
+    if (ok) return static_cast<unsigned short>(first);
+  }
+  throw std::runtime_error("no run of " + std::to_string(count) + " free ports below " + std::to_string(top));
+}
 
 unsigned short free_port() {
   unsigned short port = 0;

@@ -34,6 +34,12 @@ void write_file(const std::filesystem::path& path, std::string_view content);
 /// A port of 127.0.0.1 that was free a moment ago: bound with port 0, then released.
 unsigned short free_port();
 
+/// The first of `count` consecutive ports of 127.0.0.1 (the first a multiple of `align`) that could all be
+/// bound a moment ago, with SO_REUSEADDR as a server binds them. Taken below the kernel's ephemeral range, so
+/// that the outgoing connections of a busy machine (thousands left closing after a load test) do not hold
+/// them, as they so often hold one of free_port()'s neighbours.
+unsigned short free_port_run(unsigned count, unsigned align = 1);
+
 /// A port of 127.0.0.1 where connections are refused for as long as this object lives: bound, never
 /// listening, so no other process can take it meanwhile (as it could a free_port()).
 class refused_port {
