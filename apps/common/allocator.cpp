@@ -5,7 +5,7 @@
 // (dirty_decay_ms), also while the process is idle: the memory of idle connections is what they hold, not
 // what a burst of connections left behind. Giving pages back at once (dirty_decay_ms:0) measured the same
 // idle memory but made every 100 KiB frame cost two more system calls (an madvise as its buffer was freed)
-// and about 50 % more CPU; docs/benchmarks.md has the figures.
+// and 50 to 80 % more CPU; docs/benchmarks.md has the figures.
 extern "C" {
 // NOLINTNEXTLINE(cppcoreguidelines-avoid-non-const-global-variables): jemalloc's interface
 extern const char* malloc_conf;
