@@ -138,29 +138,32 @@ inline read_waiter reactor_of(boost::asio::ip::tcp::socket& s) {
       boost::asio::query(s.get_executor(), boost::asio::execution::context));
 }
 
+namespace read_wait_impl {
+// Queues `op` (its error clear) as the socket's read wait, with speculation allowed; on a closed socket it
+// completes at once with bad_descriptor.
+inline void start(socket_type& s, read_waiter w, ad::reactor_op* op, boost::asio::cancellation_slot slot) {
+  auto& impl = (s.*socket_access::member()).get_implementation();
+  op->cancellation_key_ = nullptr;
+  if (!s.is_open()) {
+    op->ec_ = boost::asio::error::bad_descriptor;
+    return w->post_immediate_completion(op, false);
+  }
+  if (slot.is_connected())
+    op->cancellation_key_ = &slot.template emplace<cancel>(w, &impl.reactor_data_, impl.socket_);
+  w->start_op(ad::reactor::read_op, impl.socket_, impl.reactor_data_, op, false, true);
+}
+}  // namespace read_wait_impl
+
 /// See the top of this file. `w` is reactor_of(s).
 template <class Handler>
 void async_wait_readable(boost::asio::ip::tcp::socket& s, read_waiter w, Handler&& handler) {
-  auto& reactor = *w;
-  namespace ad = boost::asio::detail;
   using h_type = std::decay_t<Handler>;
   using op_type = read_wait_impl::op<h_type, boost::asio::ip::tcp::socket::executor_type>;
   h_type h(std::forward<Handler>(handler));
-  auto slot = boost::asio::get_associated_cancellation_slot(h);
-  auto& impl = (s.*read_wait_impl::socket_access::member()).get_implementation();
+  const auto slot = boost::asio::get_associated_cancellation_slot(h);
   typename op_type::ptr p = {std::addressof(h), op_type::ptr::allocate(h), nullptr};
   p.p = new (p.v) op_type(h, s.get_executor());
-  if (!s.is_open()) {
-    p.p->ec_ = boost::asio::error::bad_descriptor;
-    reactor.post_immediate_completion(p.p, false);
-    p.v = p.p = nullptr;
-    return;
-  }
-  if (slot.is_connected()) {
-    p.p->cancellation_key_ =
-        &slot.template emplace<read_wait_impl::cancel>(&reactor, &impl.reactor_data_, impl.socket_);
-  }
-  reactor.start_op(ad::reactor::read_op, impl.socket_, impl.reactor_data_, p.p, false, true);
+  read_wait_impl::start(s, w, p.p, slot);
   p.v = p.p = nullptr;
 }
 
@@ -175,7 +178,7 @@ inline bool on_io_context(const boost::asio::any_io_executor& ex) {
 
 /// async_wait_readable with the operation inside its owner, for owners on an io_context's own executor
 /// (on_io_context): nothing is allocated and no handler is kept, so an idle reader's wait costs this object's
-/// size (about 100 bytes) where a handler's operation costs 200 to 250. The owner keeps itself alive while
+/// size (88 bytes) where a handler's operation costs 200 to 250. The owner keeps itself alive while
 /// the wait is queued, and, on completion, gets `callback(owner, ec, destroyed)`: `destroyed` when the
 /// execution context is being destroyed with the wait still queued (the owner then only lets go of what it
 /// holds for the wait). One wait at a time; the same preconditions as async_wait_readable.
@@ -191,18 +194,8 @@ class read_wait_op : boost::asio::detail::reactor_op {
   read_wait_op& operator=(const read_wait_op&) = delete;
 
   void start(read_wait_impl::socket_type& s, read_waiter w, boost::asio::cancellation_slot slot = {}) {
-    auto& impl = (s.*read_wait_impl::socket_access::member()).get_implementation();
     ec_ = boost::system::error_code();
-    cancellation_key_ = nullptr;
-    if (!s.is_open()) {
-      ec_ = boost::asio::error::bad_descriptor;
-      return w->post_immediate_completion(this, false);
-    }
-    if (slot.is_connected()) {
-      cancellation_key_ =
-          &slot.template emplace<read_wait_impl::cancel>(w, &impl.reactor_data_, impl.socket_);
-    }
-    w->start_op(boost::asio::detail::reactor::read_op, impl.socket_, impl.reactor_data_, this, false, true);
+    read_wait_impl::start(s, w, this, slot);
   }
 
  private:

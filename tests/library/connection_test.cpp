@@ -499,19 +499,28 @@ TEST_F(Connection, CorkedWritesStillLeaveAsOneMessagePerFrame) {
   EXPECT_EQ(rec.binaries(), frames);
 }
 
+// A peer script that never reads or writes (so never answers a ping) until `done` (at most 10 s).
+auto silent_until(std::atomic<bool>& done) {
+  return [&done](ws_peer&) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  };
+}
+
+kws::dialer_config keepalive_config(std::chrono::milliseconds idle_timeout) {
+  return kws::dialer_config{.tls = false,
+                            .handshake_timeout = std::chrono::seconds(5),
+                            .idle_timeout = idle_timeout,
+                            .keepalive_pings = true};
+}
+
 // The idle timeout runs in the connection rather than in Beast (which re-armed a timer per message): a
 // peer that stops answering (never reads, so never answers the ping) ends the connection with a timeout.
 TEST_F(Connection, EndsWithATimeoutWhenThePeerStopsAnsweringPings) {
   std::atomic<bool> done{false};
-  ws_test_server server([&](ws_peer&) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!done && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  });
-  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = false,
-                                                       .handshake_timeout = std::chrono::seconds(5),
-                                                       .idle_timeout = std::chrono::milliseconds(300),
-                                                       .keepalive_pings = true});
+  ws_test_server server(silent_until(done));
+  kws::dialer d(ioc.get_executor(), keepalive_config(std::chrono::milliseconds(300)));
   auto c = dial_on(ioc, d, server.address());
   ASSERT_TRUE(c.is_open());
   boost::beast::flat_buffer buf;
@@ -526,10 +535,7 @@ TEST_F(Connection, EndsWithATimeoutWhenThePeerStopsAnsweringPings) {
 // A peer that answers pings keeps an idle connection open well past the idle timeout.
 TEST_F(Connection, StaysOpenPastTheIdleTimeoutWhileThePeerAnswersPings) {
   ws_test_server server(kws::test::echo);
-  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = false,
-                                                       .handshake_timeout = std::chrono::seconds(5),
-                                                       .idle_timeout = std::chrono::milliseconds(200),
-                                                       .keepalive_pings = true});
+  kws::dialer d(ioc.get_executor(), keepalive_config(std::chrono::milliseconds(200)));
   auto c = dial_on(ioc, d, server.address());
   ASSERT_TRUE(c.is_open());
   // Idle for five idle timeouts: the pings are answered, so nothing ends.
@@ -549,34 +555,31 @@ TEST_F(Connection, StaysOpenPastTheIdleTimeoutWhileThePeerAnswersPings) {
   EXPECT_EQ(boost::beast::buffers_to_string(buf.data()), f);
 }
 
-// Idle checks of many connections share one timer per period: one connection timing out leaves another on the
-// same context, checked on the same timer, open.
-TEST_F(Connection, ATimeoutOfOneConnectionLeavesAnotherOnTheSameContextOpen) {
+// Idle checks of the connections on one context share one list and timer per period: each connection is
+// checked, the one behind the others in the list too, and one timing out leaves the others alone.
+TEST_F(Connection, IdleChecksOfConnectionsOnOneContextEachTimeOutOnTheirOwn) {
   std::atomic<bool> done{false};
-  ws_test_server silent([&](ws_peer&) {
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!done && std::chrono::steady_clock::now() < until)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  });
+  ws_test_server silent(silent_until(done));
   ws_test_server answering(kws::test::echo);
-  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = false,
-                                                       .handshake_timeout = std::chrono::seconds(5),
-                                                       .idle_timeout = std::chrono::milliseconds(300),
-                                                       .keepalive_pings = true});
-  auto quiet = dial_on(ioc, d, silent.address());
+  kws::dialer d(ioc.get_executor(), keepalive_config(std::chrono::milliseconds(300)));
+  auto first = dial_on(ioc, d, silent.address());
   auto alive = dial_on(ioc, d, answering.address());
-  ASSERT_TRUE(quiet.is_open() && alive.is_open());
-  boost::beast::flat_buffer qbuf, abuf;
-  std::optional<boost::system::error_code> qres, ares;
-  quiet.async_read_frame(qbuf, [&](boost::system::error_code ec, std::size_t) { qres = ec; });
+  auto last = dial_on(ioc, d, silent.address());  // scheduled after the others
+  ASSERT_TRUE(first.is_open() && alive.is_open() && last.is_open());
+  boost::beast::flat_buffer fbuf, abuf, lbuf;
+  std::optional<boost::system::error_code> fres, ares, lres;
+  first.async_read_frame(fbuf, [&](boost::system::error_code ec, std::size_t) { fres = ec; });
   alive.async_read_frame(abuf, [&](boost::system::error_code ec, std::size_t) { ares = ec; });
+  last.async_read_frame(lbuf, [&](boost::system::error_code ec, std::size_t) { lres = ec; });
   const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(8);
-  while (!qres && !ares && std::chrono::steady_clock::now() < until)
+  while (!(fres && lres) && !ares && std::chrono::steady_clock::now() < until)
     ioc.run_one_for(std::chrono::milliseconds(50));
   done = true;
-  ASSERT_TRUE(qres.has_value()) << "the silent peer's connection never timed out";
-  EXPECT_EQ(*qres, boost::beast::error::timeout) << qres->message();
-  // Two more idle periods on the other one: still checked (pinged and answered), still open.
+  ASSERT_TRUE(fres.has_value() && lres.has_value()) << "a silent peer's connection never timed out";
+  EXPECT_EQ(*fres, boost::beast::error::timeout) << fres->message();
+  EXPECT_EQ(*lres, boost::beast::error::timeout) << lres->message();
+  // The answering peer's connection: still open two idle periods after both timeouts, and still carrying
+  // messages.
   ioc.restart();
   ioc.run_for(std::chrono::milliseconds(700));
   ASSERT_FALSE(ares.has_value()) << "the answering peer's connection ended: " << ares->message();
@@ -595,10 +598,7 @@ TEST_F(Connection, ATimeoutOfOneConnectionLeavesAnotherOnTheSameContextOpen) {
 // period (a minute here).
 TEST_F(Connection, RunReturnsOnceTheLastConnectionWithKeepAliveIsClosed) {
   ws_test_server server(kws::test::echo);
-  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = false,
-                                                       .handshake_timeout = std::chrono::seconds(5),
-                                                       .idle_timeout = std::chrono::seconds(120),
-                                                       .keepalive_pings = true});
+  kws::dialer d(ioc.get_executor(), keepalive_config(std::chrono::seconds(120)));
   auto c = dial_on(ioc, d, server.address());
   ASSERT_TRUE(c.is_open());
   std::optional<boost::system::error_code> closed;
