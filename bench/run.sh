@@ -6,7 +6,7 @@
 # shows medians and proxy / direct. Unpinned, default proxy flags unless --threads is given.
 #
 #   bench/run.sh [--no-build] [--proxy PATH] [--threads N] [--reps N] [--duration SECONDS]
-#                [--cases LIST] [--idle-conns N] [--no-kafka] [--kafka-messages N] [--syscalls]
+#                [--cases LIST] [--idle-conns N] [--no-kafka] [--kafka-messages N] [--syscalls] [--pin]
 #
 # Cases: lat (1 conn, 1 KiB, depth 1: added p50), d64 (1 conn, 1 KiB, depth 64), big1 (1 conn, 100 KiB,
 # depth 1), big16 (1 conn, 100 KiB, depth 16), c200d1 (200 conns, 1 KiB, depth 1), c200d16 (200 conns, 1 KiB,
@@ -14,7 +14,11 @@
 # producing 100-byte messages through the proxy into the dev broker, against its TCP listener).
 # Besides the ratios it prints the proxy's CPU time per round trip (from /proc, whole run incl. warm-up) and,
 # with --syscalls, its system calls per round trip (perf stat -e raw_syscalls:sys_enter): figures that the
-# load of a shared machine distorts far less than throughput.
+# load of a shared machine distorts far less than throughput. Each ratio shows the range of its reps' own
+# ratios too (direct and proxied runs of one rep are neighbours in time).
+# --pin (a diagnostic, not the issue's unpinned measurement): the echo server gets the last CPU to itself,
+# the load generator and the proxy share the others, so that where the scheduler puts three processes on a
+# small machine stops moving the ratios (see docs/benchmarks.md).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,6 +34,7 @@ idle_conns=10000
 kafka_messages=1000000
 do_build=1
 syscalls=0
+pin=0
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -43,7 +48,8 @@ while [[ $# -gt 0 ]]; do
     --no-kafka) cases=${cases//kafka/} ;;
     --kafka-messages) kafka_messages=$2; shift ;;
     --syscalls) syscalls=1 ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --pin) pin=1 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -67,6 +73,15 @@ for tool in node npm ss; do
 done
 if [[ ! -d $here/ws-echo/node_modules/ws ]]; then
   (cd "$here/ws-echo" && npm ci --no-audit --no-fund --silent)
+fi
+
+on_broker_cpu=()
+on_other_cpus=()
+if [[ $pin == 1 ]]; then
+  ncpu=$(nproc)
+  ((ncpu >= 2)) || { echo "run.sh: --pin needs at least 2 CPUs" >&2; exit 2; }
+  on_broker_cpu=(taskset -c "$((ncpu - 1))")
+  on_other_cpus=(taskset -c "0-$((ncpu - 2))")
 fi
 
 tmp=$(mktemp -d)
@@ -103,7 +118,7 @@ listen_port() {
 }
 
 start_echo() {
-  node "$here/ws-echo/echo.js" 0 >"$tmp/echo.out" 2>&1 &
+  "${on_broker_cpu[@]}" node "$here/ws-echo/echo.js" 0 >"$tmp/echo.out" 2>&1 &
   echo_pid=$!
   pids+=("$echo_pid")
   echo_port=$(listen_port "$echo_pid")
@@ -112,7 +127,7 @@ start_echo() {
 start_proxy() {
   local extra=()
   [[ -n $threads ]] && extra=(--threads "$threads")
-  "$proxy" --listen 127.0.0.1 --port 0 --broker "127.0.0.1:$echo_port" --log-level warn "${extra[@]}" \
+  "${on_other_cpus[@]}" "$proxy" --listen 127.0.0.1 --port 0 --broker "127.0.0.1:$echo_port" --log-level warn "${extra[@]}" \
     2>>"$tmp/proxy.err" &
   proxy_pid=$!
   pids+=("$proxy_pid")
@@ -165,7 +180,7 @@ one_run() {
       sleep 0.2
     fi
   fi
-  if ! out=$("$loadgen" --target "$url" --conns "$conns" --depth "$depth" --size "$size" \
+  if ! out=$("${on_other_cpus[@]}" "$loadgen" --target "$url" --conns "$conns" --depth "$depth" --size "$size" \
     --duration "$duration" --warmup "$warmup" 2>"$tmp/loadgen.err"); then
     echo "run.sh: $name via $path failed: $out $(cat "$tmp/loadgen.err")" >&2
     failed=1
@@ -192,6 +207,8 @@ machine() {
   echo "machine: $(nproc) CPUs, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "proxy: $proxy ${threads:+--threads $threads}"
+  [[ $pin == 1 ]] && echo "pinned: echo server on CPU $((ncpu - 1)), load generator and proxy on 0-$((ncpu - 2))"
+  return 0
 }
 machine
 
@@ -213,9 +230,12 @@ for name in $cases; do
   if [[ $name == lat ]]; then
     result=$(awk -v p="$p_p50" -v d="$d_p50" 'BEGIN {printf "%+.0f us (p50 %.0f vs %.0f us)", p - d, p, d}')
   else
-    result=$(awk -v p="$p_rate" -v d="$d_rate" 'BEGIN {printf "%.2f (%.0f vs %.0f msg/s)", p / d, p, d}')
+    range=$(paste -d' ' "$tmp/$name.proxy" "$tmp/$name.direct" |
+      awk '{r = $1 / $3; if (NR == 1 || r < lo) lo = r; if (NR == 1 || r > hi) hi = r} END {printf "%.2f-%.2f", lo, hi}')
+    result=$(awk -v p="$p_rate" -v d="$d_rate" -v r="$range" \
+      'BEGIN {printf "%.2f (%.0f vs %.0f msg/s; %s)", p / d, p, d, r}')
   fi
-  rows+=("$(printf '%-36s | %-34s | %5s%% | %6s | %5s | %s' "${label[$name]}" "$result" "$cpu" "$cpurt" "$sys" \
+  rows+=("$(printf '%-36s | %-46s | %5s%% | %6s | %5s | %s' "${label[$name]}" "$result" "$cpu" "$cpurt" "$sys" \
     "${target[$name]}")")
   printf '%s\n' "${rows[-1]}" >&2
 done
@@ -232,7 +252,7 @@ if [[ " $cases " == *" idle "* ]]; then
     result="failed: $(cat "$tmp/loadgen.err")"
     failed=1
   fi
-  rows+=("$(printf '%-36s | %-34s | %5s  | %6s | %5s | %s' "${label[idle]}" "$result" "-" "-" "-" "${target[idle]}")")
+  rows+=("$(printf '%-36s | %-46s | %5s  | %6s | %5s | %s' "${label[idle]}" "$result" "-" "-" "-" "${target[idle]}")")
   printf '%s\n' "${rows[-1]}" >&2
   stop_pid "$proxy_pid"
 fi
@@ -276,16 +296,16 @@ if [[ " $cases " == *" kafka "* ]]; then
     p=$(median <"$tmp/kafka.proxy")
     result=$(awk -v p="$p" -v d="$d" -v n="$kafka_messages" \
       'BEGIN {printf "%.2f (%.0f vs %.0f msg/s)", d / p, n / p, n / d}')
-    rows+=("$(printf '%-36s | %-34s | %5s  | %6s | %5s | %s' "${label[kafka]}" "$result" "-" "-" "-" "${target[kafka]}")")
+    rows+=("$(printf '%-36s | %-46s | %5s  | %6s | %5s | %s' "${label[kafka]}" "$result" "-" "-" "-" "${target[kafka]}")")
     stop_pid "$proxy_pid"
     stop_pid "$db_pid"
   fi
 fi
 
 echo
-printf '%-36s | %-34s | %6s | %6s | %5s | %s\n' "case" "proxy / direct (medians of $reps)" "CPU" "us/rt" \
+printf '%-36s | %-46s | %6s | %6s | %5s | %s\n' "case" "proxy / direct (medians of $reps; range)" "CPU" "us/rt" \
   "sys/rt" "target"
-printf -- '-%.0s' {1..120}; echo
+printf -- '-%.0s' {1..132}; echo
 printf '%s\n' "${rows[@]}"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 if [[ -s $tmp/proxy.err ]]; then
