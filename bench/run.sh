@@ -162,6 +162,7 @@ declare -A target=(
 
 hz=$(getconf CLK_TCK)
 rows=()
+warnings=()
 failed=0
 
 # One load generator run; appends "msgs_per_s p50_us" to $tmp/<case>.<path>, and when proxied the proxy's
@@ -201,6 +202,7 @@ one_run() {
     fi
   fi
   echo "$(field msgs_per_s "$out") $(field p50_us "$out")" >>"$tmp/$name.$path"
+  field cpu_pct "$out" >>"$tmp/$name.$path.gen"
 }
 
 machine() {
@@ -238,6 +240,11 @@ for name in $cases; do
   rows+=("$(printf '%-36s | %-46s | %5s%% | %6s | %5s | %s' "${label[$name]}" "$result" "$cpu" "$cpurt" "$sys" \
     "${target[$name]}")")
   printf '%s\n' "${rows[-1]}" >&2
+  # The direct path is meant to measure the echo server's limit, not the load generator's.
+  gen=$(median <"$tmp/$name.direct.gen")
+  if [[ $gen =~ ^[0-9.]+$ ]] && awk -v g="$gen" 'BEGIN {exit !(g >= 90)}'; then
+    warnings+=("${label[$name]}: the load generator used $gen % of a core on the direct path; it, not the echo server, may have set that path's pace")
+  fi
 done
 stop_pid "$proxy_pid"
 
@@ -308,6 +315,7 @@ printf '%-36s | %-46s | %6s | %6s | %5s | %s\n' "case" "proxy / direct (medians 
 printf -- '-%.0s' {1..132}; echo
 printf '%s\n' "${rows[@]}"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+for w in "${warnings[@]}"; do echo "warning: $w"; done
 if [[ -s $tmp/proxy.err ]]; then
   echo "proxy warnings/errors:"; sort "$tmp/proxy.err" | uniq -c | head -20
 fi
