@@ -11,6 +11,7 @@
 #include "ws_frame.hpp"
 
 #include <kws/accept.hpp>
+#include <kws/buffer_budget.hpp>
 #include <kws/connection.hpp>
 #include <kws/dialer.hpp>
 #include <kws/errc.hpp>
@@ -42,6 +43,7 @@
 #include <cstring>
 #include <memory>
 #include <optional>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 
@@ -63,8 +65,13 @@ using tls_next = beast::ssl_stream<beast::tcp_stream>;
 // otherwise (what an idle TLS connection keeps waiting).
 constexpr std::size_t cold_read_bytes = small_read_buffer_bytes;
 constexpr std::size_t hot_read_bytes = read_buffer_bytes;
-// The rest of a payload this large, with nothing else buffered, is read straight into the message.
+// The rest of a payload this large, with nothing else buffered, is read straight into the message, at most
+// max_direct_read_bytes a read.
 constexpr std::size_t direct_read_bytes = 16 * 1024;
+constexpr std::size_t max_direct_read_bytes = 1024 * 1024;
+// A message's buffer starts at up to this much (less for a shorter frame), then doubles as bytes arrive,
+// never past the end of the frame being read: a size that a frame header merely claims reserves nothing.
+constexpr std::size_t first_message_bytes = 64 * 1024;
 // Encoded messages gather up to this much before a write is waited for (see cork).
 constexpr std::size_t cork_limit_bytes = 64 * 1024;
 // Buffers larger than this are given back once empty, so that idle connections stay small.
@@ -145,6 +152,11 @@ class ws_connection final : public connection_impl {
     corked_ = on;
     if (!on) start_flush();
   }
+  void set_buffer_budget(std::shared_ptr<buffer_budget> budget) override {
+    release_budget();
+    budget_ = std::move(budget);
+  }
+  ~ws_connection() override { release_budget(); }
   bool on_read_wait(std::function<void()> f) override {
     on_read_wait_ = std::move(f);
     return true;
@@ -178,6 +190,7 @@ class ws_connection final : public connection_impl {
   }
 
   std::size_t read_frame(beast::flat_buffer& out, error_code& ec) override {
+    release_held();
     if ((ec = read_gate())) return 0;
     const auto before = out.size();
     const sync_scope scope(*this);
@@ -201,6 +214,7 @@ class ws_connection final : public connection_impl {
   }
 
   std::size_t try_read_frame(beast::flat_buffer& out, error_code& ec) override {
+    release_held();
     if ((ec = read_gate())) return 0;
     if (!whole_message_buffered()) return 0;
     const auto before = out.size();
@@ -224,6 +238,7 @@ class ws_connection final : public connection_impl {
   }
 
   void async_read_frame(beast::flat_buffer& out, io_handler handler) override {
+    release_held();
     if (auto ec = read_gate()) return post(std::move(handler), ec, 0);
     rd_.emplace(read_op{std::move(handler), &out, out.size()});
     pump(true);
@@ -305,6 +320,10 @@ class ws_connection final : public connection_impl {
       if (ec || !keep || !cl_) return;
       close_timed_out_ = true;
       kill_socket();
+      // An operation in flight completes with the closed socket and finishes the close; with none, nothing
+      // else would.
+      stream_broken_ = true;
+      if (!reading_ && !writing_) maybe_finish_close();
     });
     // The peer's close comes through reads: with no reader waiting, read for it here.
     if (!reading_) return pump(true);
@@ -319,7 +338,8 @@ class ws_connection final : public connection_impl {
   std::uint16_t peer_close_code() const override { return peer_close_code_; }
 
  private:
-  enum class step { need_more, message, ended };
+  // blocked: the next frame's bytes are not covered by the buffer budget (see set_buffer_budget).
+  enum class step { need_more, message, ended, blocked };
 
   // Held by every socket operation in flight: keeps the connection alive, and, when the operation is
   // destroyed without ever running (its io_context was destroyed first), drops the callers' handlers that
@@ -443,7 +463,8 @@ class ws_connection final : public connection_impl {
           ec = websocket::error::bad_continuation;
           return protocol_failure(ec);
         }
-        if (h.op == ws::op_binary && msg_open_) {
+        if ((h.op == ws::op_binary || h.op == ws::op_text) && msg_open_) {
+          // A new message before the last one's final fragment (RFC 6455 5.4).
           ec = websocket::error::bad_data_frame;
           return protocol_failure(ec);
         }
@@ -454,6 +475,16 @@ class ws_connection final : public connection_impl {
           ec = errc::frame_too_large;
           return fail_connection(ec, 1009);
         }
+        if (out && budget_ && !sync_ && h.length != 0) {
+          const auto len = static_cast<std::size_t>(h.length);
+          if (charged_ + len > budget_->capacity()) {
+            // It could never be read: the budget is smaller than the message.
+            ec = errc::frame_too_large;
+            return fail_connection(ec, 1009);
+          }
+          if (!budget_->try_acquire(len)) return step::blocked;
+          charged_ += len;
+        }
         in_.consume(header);
         in_frame_ = true;
         frame_fin_ = h.fin;
@@ -462,12 +493,12 @@ class ws_connection final : public connection_impl {
         frame_left_ = static_cast<std::size_t>(h.length);
         frame_pos_ = 0;
         msg_open_ = true;
-        if (out && frame_left_ > direct_read_bytes) out->reserve(out->size() + frame_left_);
       }
       const auto take = std::min(in_.size(), frame_left_);
       if (take != 0) {
         if (out) {
           const auto src = static_cast<const unsigned char*>(in_.data().data());
+          if (!make_room(*out, take)) return out_of_memory(ec);
           auto* dst = static_cast<unsigned char*>(out->prepare(take).data());
           if (frame_masked_) {
             ws::apply_mask(dst, src, take, frame_key_, frame_pos_);
@@ -484,6 +515,7 @@ class ws_connection final : public connection_impl {
       if (!frame_fin_) continue;
       msg_open_ = false;
       msg_bytes_ = 0;
+      held_ += std::exchange(charged_, 0);
       if (std::exchange(msg_text_, false) && out) {
         // Kafka frames are binary. As with any bad frame, the reader decides what happens next.
         ec = errc::invalid_message_type;
@@ -530,6 +562,7 @@ class ws_connection final : public connection_impl {
   step fail_connection(const error_code& ec, std::uint16_t code) {
     read_error_ = ec;
     stream_broken_ = true;
+    release_partial();
     if (!close_sent_) send_close(code);
     teardown_when_flushed();
     return step::ended;
@@ -555,6 +588,7 @@ class ws_connection final : public connection_impl {
     if ((ec = ws::check_close_payload(payload, code))) return protocol_failure(ec);
     peer_closed_ = true;
     stream_broken_ = true;  // nothing may follow a close
+    release_partial();
     peer_close_code_ = code;
     ec = asio::error::eof;
     read_error_ = ec;
@@ -571,8 +605,11 @@ class ws_connection final : public connection_impl {
   // ---- reading from the socket ------------------------------------------------------------------------
 
   read_target read_buffer(beast::flat_buffer* out) {
-    if (out && in_frame_ && in_.size() == 0 && frame_left_ >= direct_read_bytes)
-      return {out->prepare(frame_left_), true};
+    if (out && in_frame_ && in_.size() == 0 && frame_left_ >= direct_read_bytes) {
+      const auto n = std::min(frame_left_, max_direct_read_bytes);
+      // Without room for more, take what in_ holds; advance() then meets the failure again and ends.
+      if (make_room(*out, n)) return {out->prepare(n), true};
+    }
     // Back from a burst, over TLS: give back its large buffer (over plain TCP, every wait gives it back).
     if (tls && in_.size() == 0 && !read_hot_) trim(in_, 2 * cold_read_bytes);
     return {in_.prepare(!tls || read_hot_ ? hot_read_bytes : cold_read_bytes), false};
@@ -617,6 +654,7 @@ class ws_connection final : public connection_impl {
     }
     read_error_ = ec;
     stream_broken_ = true;
+    release_partial();
     return ec;
   }
 
@@ -642,6 +680,19 @@ class ws_connection final : public connection_impl {
         return;
       }
       if (r == step::ended) continue;
+      if (r == step::blocked) {
+        if (cl_ && rd_) {
+          // Closing: the reader gets no more messages, and what comes before the peer's close is dropped
+          // (and so needs no budget).
+          auto op = std::move(*rd_);
+          rd_.reset();
+          initiating
+              ? post(std::move(op.handler), error_code(asio::error::operation_aborted), std::size_t{0})
+              : complete(std::move(op.handler), error_code(asio::error::operation_aborted), std::size_t{0});
+          continue;
+        }
+        return wait_for_budget();
+      }
       if (reading_) return;
       if constexpr (!tls) {
         // Bytes may be there that no wake-up would announce (the last read filled its buffer): read them
@@ -880,6 +931,65 @@ class ws_connection final : public connection_impl {
     cancel_timers();
     error_code ignored;
     sock().close(ignored);
+    if (budget_waiting_) {
+      // No socket operation is there to complete the waiting read with the closed socket's error: end it
+      // here.
+      budget_waiting_ = false;
+      read_failed(asio::error::operation_aborted);
+      pump(true);
+    }
+  }
+
+  // ---- the buffer budget --------------------------------------------------------------------------------
+
+  void wait_for_budget() {
+    if (budget_waiting_) return;
+    budget_waiting_ = true;
+    budget_->async_wait(sock().get_executor(), asio::cancellation_slot(), [w = weak_from_this()](bool) {
+      const auto keep = w.lock();
+      if (!keep) return;
+      auto* c = static_cast<ws_connection*>(keep.get());
+      if (!std::exchange(c->budget_waiting_, false)) return;
+      c->pump(false);
+    });
+  }
+  // The reader is done with the last message it was given.
+  void release_held() {
+    if (held_ != 0) budget_->release(std::exchange(held_, 0));
+  }
+  // Reading is over: the part of a message received so far will never be whole.
+  void release_partial() {
+    if (charged_ != 0) budget_->release(std::exchange(charged_, 0));
+  }
+  void release_budget() {
+    if (!budget_) return;
+    if (const auto n = std::exchange(held_, 0) + std::exchange(charged_, 0)) budget_->release(n);
+  }
+
+  // Room in `out` for `n` more bytes of the data frame being read: doubled as bytes arrive, never past that
+  // frame's end (a fragmented message's next frame grows it again).
+  // False when the memory for it cannot be had.
+  bool make_room(beast::flat_buffer& out, std::size_t n) {
+    if (out.capacity() - out.size() >= n) return true;
+    const auto need = out.size() + n;
+    const auto end = out.size() + frame_left_;
+    const auto cap = std::max(need, std::min(std::max(2 * out.capacity(), first_message_bytes), end));
+    try {
+      beast::flat_buffer bigger;
+      bigger.reserve(cap);
+      bigger.commit(asio::buffer_copy(bigger.prepare(out.size()), out.data()));
+      out = std::move(bigger);
+      return true;
+    } catch (const std::bad_alloc&) {
+      return false;
+    }
+  }
+
+  // The message being received cannot be held: this connection fails (1011, an internal error), others go
+  // on.
+  step out_of_memory(error_code& ec) {
+    ec = make_error_code(boost::system::errc::not_enough_memory);
+    return fail_connection(ec, 1011);
   }
 
   // ---- idle timeout -------------------------------------------------------------------------------------
@@ -892,7 +1002,8 @@ class ws_connection final : public connection_impl {
   }
   void idle_check() {
     if (aborted_ || closed_ || cl_ || closing_deadline_) return;
-    if (std::exchange(active_, false)) {
+    // A peer held back by the buffer budget is not idle: it is not being read.
+    if (std::exchange(active_, false) || budget_waiting_) {
       idle_pinged_ = false;
       return arm_idle_timer();
     }
@@ -1056,6 +1167,13 @@ class ws_connection final : public connection_impl {
   bool idle_pinged_ = false;
   bool active_ = false;  // bytes arrived since the idle timer last looked
   bool sync_ = false;    // a blocking call is running
+
+  // The buffer budget (see set_buffer_budget): bytes reserved for the message being received, and for the
+  // last one handed to the reader.
+  std::shared_ptr<buffer_budget> budget_;
+  std::size_t charged_ = 0;
+  std::size_t held_ = 0;
+  bool budget_waiting_ = false;
 };
 
 }  // namespace
@@ -1511,6 +1629,15 @@ class accept_op {
     });
   }
 
+  // Base64 of 16 bytes (RFC 6455 4.2.1): 22 characters of the base64 alphabet, then "==".
+  static bool is_sec_key(std::string_view key) {
+    if (key.size() != 24 || key.substr(22) != "==") return false;
+    return std::all_of(key.begin(), key.begin() + 22, [](char c) {
+      return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
+             c == '/';
+    });
+  }
+
   // The parts of an upgrade request that is_upgrade() does not check (RFC 6455 4.2.1): 0 when it is usable,
   // otherwise the answer's status, with `refusal` set.
   int check_upgrade_request() {
@@ -1521,7 +1648,7 @@ class accept_op {
       why = websocket::error::no_host;
     } else if (req[http::field::sec_websocket_key].empty()) {
       why = websocket::error::no_sec_key;
-    } else if (req[http::field::sec_websocket_key].size() != 24) {
+    } else if (!is_sec_key(req[http::field::sec_websocket_key])) {
       why = websocket::error::bad_sec_key;
     } else if (req[http::field::sec_websocket_version] != "13") {
       why = req[http::field::sec_websocket_version].empty() ? websocket::error::no_sec_version

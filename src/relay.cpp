@@ -115,6 +115,7 @@ std::string peer_failure(const std::string& who, const error_code& ec, std::uint
   if (ec == errc::frame_size_mismatch)
     return who + " sent a WebSocket message whose length does not match its Kafka size header";
   if (ec == errc::truncated_frame) return who + " closed in the middle of a Kafka frame";
+  if (ec == boost::system::errc::not_enough_memory) return "out of memory for a frame from the " + who;
   return who + " connection failed: " + ec.message();
 }
 
@@ -144,8 +145,8 @@ class tcp_side {
  public:
   static constexpr bool can_half_close = true;
 
-  tcp_side(tcp::socket s, const relay_options& o)
-      : socket_(std::move(s)), max_frame_bytes_(o.max_frame_bytes), budget_(o.buffer_budget) {
+  tcp_side(tcp::socket s, const relay_options& o, std::shared_ptr<buffer_budget> budget)
+      : socket_(std::move(s)), max_frame_bytes_(o.max_frame_bytes), budget_(std::move(budget)) {
     if (detail::on_io_context(socket_.get_executor())) {
       wait_op_.emplace(this, [](void* self, const error_code& ec, bool destroyed) {
         auto* side = static_cast<tcp_side*>(self);
@@ -351,10 +352,15 @@ class tcp_side {
       // takes 100 KiB, not the 128 KiB that malloc would map and unmap for every such frame. (With room
       // enough, prepare() below moves the bytes to the front instead.)
       const auto cap = std::max(need, std::min(2 * buf_.capacity(), std::max(len, need)));
-      detail::read_flat_buffer bigger;
-      bigger.reserve(cap);
-      bigger.commit(asio::buffer_copy(bigger.prepare(buf_.size()), buf_.data()));
-      buf_ = std::move(bigger);
+      try {
+        detail::read_flat_buffer bigger;
+        bigger.reserve(cap);
+        bigger.commit(asio::buffer_copy(bigger.prepare(buf_.size()), buf_.data()));
+        buf_ = std::move(bigger);
+      } catch (const std::bad_alloc&) {
+        // This peer's frame cannot be held: its relay ends, others go on.
+        return make_error_code(boost::system::errc::not_enough_memory);
+      }
     }
     const auto n = socket_.read_some(buf_.prepare(want), ec);
     // Only a read that would block proves the socket drained: a short read may have left a close (or an
@@ -413,7 +419,10 @@ class ws_side {
   // A WebSocket close is a full close: nothing can be written after it.
   static constexpr bool can_half_close = false;
 
-  ws_side(connection c, const relay_options&) : conn_(std::move(c)) {}
+  // Messages from the peer count against the budget as a TCP side's frames do.
+  ws_side(connection c, const relay_options&, std::shared_ptr<buffer_budget> budget) : conn_(std::move(c)) {
+    if (budget && conn_.is_open()) conn_.set_buffer_budget(std::move(budget));
+  }
 
   error_code prepare() { return {}; }
   bool is_open() const { return conn_.is_open(); }
@@ -547,8 +556,8 @@ class relay_impl final : public relay {
   relay_impl(ClientConn client, BrokerConn broker, relay_options options, std::shared_ptr<frame_hook> hook,
              done_handler on_done, reconnect_function<BrokerConn> reconnect)
       : options_(std::move(options)),
-        client_(std::move(client), options_),
-        broker_(std::in_place, std::move(broker), options_),
+        client_(std::move(client), options_, options_.buffer_budget),
+        broker_(std::in_place, std::move(broker), options_, options_.response_budget),
         hook_(hook ? std::move(hook) : std::make_shared<counting_hook>()),
         on_done_(std::move(on_done)),
         reconnect_(std::move(reconnect)),
@@ -558,12 +567,16 @@ class relay_impl final : public relay {
   }
 
   void start() override {
-    if (auto ec = client_.prepare()) return fail(ec, "client");
-    if (auto ec = broker_->prepare()) return fail(ec, "broker");
-    watch_broker_reads();
-    up_next();
-    down_pump();
-    if (options_.idle_timeout.count() > 0) arm_idle_timer();
+    try {
+      if (auto ec = client_.prepare()) return fail(ec, "client");
+      if (auto ec = broker_->prepare()) return fail(ec, "broker");
+      watch_broker_reads();
+      up_next();
+      down_pump();
+      if (options_.idle_timeout.count() > 0) arm_idle_timer();
+    } catch (const std::bad_alloc&) {
+      out_of_memory();
+    }
   }
 
   void drain(std::chrono::milliseconds timeout) override {
@@ -571,16 +584,14 @@ class relay_impl final : public relay {
     draining_ = true;
     stop_reading_client();
     if (quiet()) return close_broker(close_code::going_away, shut_down_cause);
-    ++ops_;
     timer().expires_after(timeout);
-    timer().async_wait([self = shared_from_this(), this](error_code ec) {
-      --ops_;
+    timer().async_wait(op([this](error_code ec) {
       if (!ec && !stopping_) {
         close_broker(close_code::going_away, "shut down with " + std::to_string(hook_->in_flight()) +
                                                  " response(s) not delivered (drain timeout)");
       }
       maybe_done();
-    });
+    }));
   }
 
   std::size_t in_flight() const override { return hook_->in_flight(); }
@@ -627,21 +638,21 @@ class relay_impl final : public relay {
         // More of a burst may wait in the socket: read it here rather than through a round of the event loop.
         if (client_.try_fill()) continue;
         up_reading_ = true;
-        ++ops_;
-        return client_.async_read_frame(up_cancel_.slot(), [self = shared_from_this(), this](error_code ec) {
-          --ops_;
-          up_reading_ = false;
-          if (stopping_) return maybe_done();
-          if (ec == asio::error::operation_aborted) return;  // stopped reading for a drain
-          if (ec == asio::error::eof || ec == beast::websocket::error::closed) return client_closed();
-          if (ec) {
-            client_fault_ = close_code_for(ec);
-            return fail(ec, "client");
-          }
-          up_have_ = true;
-          touch();
-          up_next();
-        });
+        return client_.async_read_frame(up_cancel_.slot(), op([this](error_code ec) {
+                                          up_reading_ = false;
+                                          if (stopping_) return maybe_done();
+                                          if (ec == asio::error::operation_aborted)
+                                            return;  // stopped reading for a drain
+                                          if (ec == asio::error::eof || ec == beast::websocket::error::closed)
+                                            return client_closed();
+                                          if (ec) {
+                                            client_fault_ = close_code_for(ec);
+                                            return fail(ec, "client");
+                                          }
+                                          up_have_ = true;
+                                          touch();
+                                          up_next();
+                                        }));
       }
       if (!hook_->can_take_request()) {
         // Backpressure: the next response to go out resumes reading.
@@ -669,10 +680,7 @@ class relay_impl final : public relay {
         continue;
       }
       up_writing_ = true;
-      ++ops_;
-      return broker_->async_write_frame(out,
-                                        [self = shared_from_this(), this, n = frame.size()](error_code ec) {
-                                          --ops_;
+      return broker_->async_write_frame(out, op([this, n = frame.size()](error_code ec) {
                                           up_writing_ = false;
                                           if (ec) return fail(ec, "broker");
                                           request_done(n);
@@ -684,7 +692,7 @@ class relay_impl final : public relay {
                                           if (stopping_) return maybe_done();
                                           if (draining_ || client_eof_) return maybe_finish();
                                           up_next();
-                                        });
+                                        }));
     }
   }
 
@@ -709,16 +717,14 @@ class relay_impl final : public relay {
     maybe_finish();
     if (!stopping_ && !draining_) {
       // A client that closed entirely looks the same as one that only stopped sending; bound the wait.
-      ++ops_;
       timer().expires_after(options_.half_close_timeout);
-      timer().async_wait([self = shared_from_this(), this](error_code ec) {
-        --ops_;
+      timer().async_wait(op([this](error_code ec) {
         if (!ec && !stopping_ && !draining_) {
           close_broker(close_code::normal, "client closed with " + std::to_string(hook_->in_flight()) +
                                                " response(s) outstanding");
         }
         maybe_done();
-      });
+      }));
     }
   }
 
@@ -746,9 +752,7 @@ class relay_impl final : public relay {
   // The broker closed between requests earlier; the client has sent another one.
   void reconnect() {
     connecting_ = true;
-    ++ops_;
-    reconnect_([self = shared_from_this(), this](error_code ec, BrokerConn conn) {
-      --ops_;
+    reconnect_(op([this](error_code ec, BrokerConn conn) {
       connecting_ = false;
       if (stopping_) return maybe_done();
       if (ec == asio::error::operation_aborted && draining_) {
@@ -756,7 +760,7 @@ class relay_impl final : public relay {
         return shutdown_all();
       }
       if (ec) return fail_with(ec, "could not reconnect to the broker: " + ec.message());
-      broker_.emplace(std::move(conn), options_);
+      broker_.emplace(std::move(conn), options_, options_.response_budget);
       broker_up_ = true;
       if (auto e = broker_->prepare()) return fail(e, "broker");
       watch_broker_reads();
@@ -766,7 +770,7 @@ class relay_impl final : public relay {
       if (draining_) return close_broker(close_code::going_away, shut_down_cause);
       down_pump();
       up_next();
-    });
+    }));
   }
 
   // ---- broker -> client ---------------------------------------------------------------------------------
@@ -795,15 +799,13 @@ class relay_impl final : public relay {
       return down_pump();
     }
     down_reading_ = true;
-    ++ops_;
-    broker_->async_read_frame(asio::cancellation_slot(), [self = shared_from_this(), this](error_code ec) {
-      --ops_;
-      down_reading_ = false;
-      if (ec) return broker_read_failed(ec);
-      down_have_ = true;
-      touch();
-      down_pump();
-    });
+    broker_->async_read_frame(asio::cancellation_slot(), op([this](error_code ec) {
+                                down_reading_ = false;
+                                if (ec) return broker_read_failed(ec);
+                                down_have_ = true;
+                                touch();
+                                down_pump();
+                              }));
   }
 
   struct response_verdict {
@@ -870,24 +872,23 @@ class relay_impl final : public relay {
         down_next_.size() < down_batch_bytes) {
       down_reading_ = true;
       broker_read_waits_ = false;
-      ++ops_;
       in_down_read_start_ = true;
-      broker_->async_read_frame(asio::cancellation_slot(), [self = shared_from_this(), this](error_code ec) {
-        --ops_;
-        down_reading_ = false;
-        broker_read_waits_ = false;
-        if (ec) {
-          if ((down_writing_ || down_next_.size() > 0) && !stopping_) {
-            // Whatever arrived before the broker's side ended reaches the client first.
-            broker_error_ = ec;
-            return maybe_write_batch();
-          }
-          return broker_read_failed(ec);
-        }
-        down_have_ = true;
-        touch();
-        down_pump();
-      });
+      broker_->async_read_frame(asio::cancellation_slot(), op([this](error_code ec) {
+                                  down_reading_ = false;
+                                  broker_read_waits_ = false;
+                                  if (ec) {
+                                    if ((down_writing_ || down_next_.size() > 0) && !stopping_) {
+                                      // Whatever arrived before the broker's side ended reaches the client
+                                      // first.
+                                      broker_error_ = ec;
+                                      return maybe_write_batch();
+                                    }
+                                    return broker_read_failed(ec);
+                                  }
+                                  down_have_ = true;
+                                  touch();
+                                  down_pump();
+                                }));
       in_down_read_start_ = false;
     }
     maybe_write_batch();
@@ -919,10 +920,8 @@ class relay_impl final : public relay {
     std::swap(down_out_, down_next_);
     down_out_frames_ = std::exchange(down_next_frames_, 0);
     down_writing_ = true;
-    ++ops_;
     const bytes out(static_cast<const unsigned char*>(down_out_.data().data()), down_out_.size());
-    auto done = [self = shared_from_this(), this](error_code ec) {
-      --ops_;
+    auto done = op([this](error_code ec) {
       down_writing_ = false;
       if (ec) return fail(ec, "client");
       report_.down_bytes += down_out_.size();
@@ -946,7 +945,7 @@ class relay_impl final : public relay {
         return broker_read_failed(e);
       }
       if (draining_ || client_eof_) maybe_finish();
-    };
+    });
     // Written at once when the socket takes it all: no round through the event loop.
     if (error_code ec; client_.try_write_frame(out, ec)) return done(ec);
     client_.async_write_frame(out, std::move(done));
@@ -954,10 +953,7 @@ class relay_impl final : public relay {
 
   void down_write(bytes out, bool from_broker) {
     down_writing_ = true;
-    ++ops_;
-    client_.async_write_frame(out,
-                              [self = shared_from_this(), this, n = out.size(), from_broker](error_code ec) {
-                                --ops_;
+    client_.async_write_frame(out, op([this, n = out.size(), from_broker](error_code ec) {
                                 down_writing_ = false;
                                 if (ec) return fail(ec, "client");
                                 if (from_broker) {
@@ -980,7 +976,7 @@ class relay_impl final : public relay {
                                 }
                                 if (draining_ || client_eof_) maybe_finish();
                                 down_pump();
-                              });
+                              }));
   }
 
   void broker_read_failed(const error_code& ec) {
@@ -1035,13 +1031,11 @@ class relay_impl final : public relay {
       finish_client(code);
       return maybe_done();
     }
-    ++ops_;
     broker_->async_finish(code, options_.linger_timeout, shared_from_this(), false,
-                          [self = shared_from_this(), this, code](error_code) {
-                            --ops_;
+                          op([this, code](error_code) {
                             finish_client(code);
                             maybe_done();
-                          });
+                          }));
   }
 
   // `who`: "client" or "broker", the side `ec` came from.
@@ -1068,12 +1062,8 @@ class relay_impl final : public relay {
     stop_reading_client();
     if (timer_) timer_->cancel();
     if (broker_fault_ && broker_up_) {
-      ++ops_;
       broker_->async_finish(*broker_fault_, options_.linger_timeout, shared_from_this(), false,
-                            [self = shared_from_this(), this](error_code) {
-                              --ops_;
-                              maybe_done();
-                            });
+                            op([this](error_code) { maybe_done(); }));
     } else {
       broker_->abort();
     }
@@ -1085,14 +1075,38 @@ class relay_impl final : public relay {
   void finish_client(close_code code) {
     if (client_finished_) return;
     client_finished_ = true;
-    ++ops_;
     client_.async_finish(client_fault_.value_or(code), options_.linger_timeout, shared_from_this(),
-                         client_eof_, [self = shared_from_this(), this](error_code) {
-                           --ops_;
-                           maybe_done();
-                         });
+                         client_eof_, op([this](error_code) { maybe_done(); }));
   }
 
+  // Every operation the relay starts (a read, a write, a close, a timer, a dial) completes through the
+  // handler this makes, which counts it and, after `f` has run, checks whether the relay is over. So a relay
+  // that is stopping ends when its last operation completes, whichever that is and whatever `f` did.
+  // An allocation that fails in a handler ends this relay (and only this one), with its sides.
+  template <class F>
+  auto op(F&& f) {
+    ++ops_;
+    return [self = shared_from_this(), this, f = std::forward<F>(f)](auto&&... args) mutable {
+      --ops_;
+      try {
+        f(std::forward<decltype(args)>(args)...);
+      } catch (const std::bad_alloc&) {
+        out_of_memory();
+      }
+      maybe_done();
+    };
+  }
+
+  void out_of_memory() noexcept {
+    try {
+      if (!report_.error) report_.error = make_error_code(boost::system::errc::not_enough_memory);
+      stop_now("out of memory");
+    } catch (...) {
+      // Nothing is left to end it with; the process's own handler logs what escapes a handler.
+    }
+  }
+
+  // The one place a relay ends (besides stop_now): stopping, and no operation of its own is pending.
   void maybe_done() {
     if (!stopping_ || ops_ > 0 || done_) return;
     // A close handshake may still be running on the broker side after an orderly close; stop it.
@@ -1120,17 +1134,15 @@ class relay_impl final : public relay {
 
   void arm_idle_timer() {
     if (stopping_ || draining_) return;
-    ++ops_;
     timer().expires_after(options_.idle_timeout / 2 + std::chrono::milliseconds(1));
-    timer().async_wait([self = shared_from_this(), this](error_code ec) {
-      --ops_;
+    timer().async_wait(op([this](error_code ec) {
       if (ec || stopping_ || draining_) return maybe_done();
       if (clock::now() - last_activity_ >= options_.idle_timeout) {
         set_cause("idle: no traffic either way for " + std::to_string(options_.idle_timeout.count()) + "ms");
         return shutdown_all();
       }
       arm_idle_timer();
-    });
+    }));
   }
 
   relay_options options_;

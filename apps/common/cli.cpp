@@ -113,6 +113,31 @@ std::optional<int> parse_command_line(CLI::App& app, std::vector<std::string> ar
 
 namespace {
 
+// The length of the well-formed UTF-8 sequence of two to four bytes at s[i] (no overlong forms, surrogates or
+// values above U+10FFFF), or 0 when there is none there.
+std::size_t utf8_sequence_length(std::string_view s, std::size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  std::size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+  bool ok = n != 0 && i + n <= s.size();
+  for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
+  if (ok && n >= 3) {
+    const auto c1 = static_cast<unsigned char>(s[i + 1]);
+    if (c == 0xe0 && c1 < 0xa0) ok = false;
+    if (c == 0xed && c1 >= 0xa0) ok = false;
+    if (c == 0xf0 && c1 < 0x90) ok = false;
+    if (c == 0xf4 && c1 >= 0x90) ok = false;
+  }
+  return ok ? n : 0;
+}
+
+constexpr char hex_digits[] = "0123456789abcdef";
+
+void append_hex_escape(std::string& out, unsigned char c) {
+  out += "\\x";
+  out += hex_digits[c >> 4];
+  out += hex_digits[c & 0xf];
+}
+
 // Appends `s` as the inside of a JSON string: quotes, backslashes and control characters escaped, and bytes
 // that are not UTF-8 replaced with U+FFFD (a log line may carry what a peer sent).
 void append_json_chars(std::string& out, std::string_view s) {
@@ -136,18 +161,9 @@ void append_json_chars(std::string& out, std::string_view s) {
       ++i;
       continue;
     }
-    // A well-formed sequence (no overlong forms, surrogates or values above U+10FFFF) is copied.
-    std::size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-    bool ok = n != 0 && i + n <= s.size();
-    for (std::size_t k = 1; ok && k < n; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xc0) == 0x80;
-    if (ok && n >= 3) {
-      const auto c1 = static_cast<unsigned char>(s[i + 1]);
-      if (c == 0xe0 && c1 < 0xa0) ok = false;
-      if (c == 0xed && c1 >= 0xa0) ok = false;
-      if (c == 0xf0 && c1 < 0x90) ok = false;
-      if (c == 0xf4 && c1 >= 0x90) ok = false;
-    }
-    if (!ok) {
+    // A well-formed sequence is copied.
+    const auto n = utf8_sequence_length(s, i);
+    if (n == 0) {
       out += "\\ufffd";
       ++i;
       continue;
@@ -236,6 +252,30 @@ void add_connection_fields(std::string& out, std::string_view m) {
   }
 }
 
+// The text format's pattern, with the message through text_log_message when it holds a byte that needs it.
+class text_formatter final : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    const std::string_view payload(msg.payload.data(), msg.payload.size());
+    const bool plain = std::all_of(payload.begin(), payload.end(), [](char ch) {
+      const auto c = static_cast<unsigned char>(ch);
+      return c >= 0x20 && c < 0x7f;
+    });
+    if (plain) return pattern_.format(msg, dest);
+    const auto escaped = text_log_message(payload);
+    auto copy = msg;
+    copy.payload = spdlog::string_view_t(escaped.data(), escaped.size());
+    pattern_.format(copy, dest);
+    // The colour range (the level) is set on the message the sink passed, which it reads afterwards.
+    msg.color_range_start = copy.color_range_start;
+    msg.color_range_end = copy.color_range_end;
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<text_formatter>(); }
+
+ private:
+  spdlog::pattern_formatter pattern_{"%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v"};
+};
+
 class json_formatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
@@ -253,6 +293,55 @@ class json_formatter final : public spdlog::formatter {
 
 }  // namespace
 
+std::string printable(std::string_view value, std::size_t max) {
+  std::string out;
+  std::size_t i = 0;
+  for (; i < value.size(); ++i) {
+    const auto c = static_cast<unsigned char>(value[i]);
+    const std::size_t width = c == '\\' ? 2 : c >= 0x20 && c < 0x7f ? 1 : 4;
+    if (out.size() + width > max) break;
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (width == 1) {
+      out += static_cast<char>(c);
+    } else {
+      append_hex_escape(out, c);
+    }
+  }
+  if (i < value.size()) out += fmt::format("...({} bytes)", value.size());
+  return out;
+}
+
+std::string text_log_message(std::string_view message) {
+  std::string out;
+  out.reserve(message.size());
+  for (std::size_t i = 0; i < message.size();) {
+    const auto c = static_cast<unsigned char>(message[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) {
+        append_hex_escape(out, c);
+      } else {
+        out += static_cast<char>(c);
+      }
+      ++i;
+      continue;
+    }
+    const auto n = utf8_sequence_length(message, i);
+    // U+0080 to U+009F (C1 controls) are 0xc2 0x80 to 0xc2 0x9f.
+    const bool c1 = n == 2 && c == 0xc2 && static_cast<unsigned char>(message[i + 1]) < 0xa0;
+    if (n != 0 && !c1) {
+      out.append(message.substr(i, n));
+      i += n;
+      continue;
+    }
+    const auto escaped = std::max<std::size_t>(n, 1);
+    for (std::size_t k = 0; k < escaped; ++k)
+      append_hex_escape(out, static_cast<unsigned char>(message[i + k]));
+    i += escaped;
+  }
+  return out;
+}
+
 std::string json_log_line(std::string_view ts, std::string_view level, std::string_view message) {
   std::string out = "{\"ts\":\"";
   append_json_chars(out, ts);
@@ -269,7 +358,7 @@ void setup_logging(const std::string& name, const std::string& level, const std:
   if (format == "json") {
     logger->set_formatter(std::make_unique<json_formatter>());
   } else {
-    logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+    logger->set_formatter(std::make_unique<text_formatter>());
   }
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::trace);

@@ -10,6 +10,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kws::app {
@@ -53,6 +54,17 @@ std::optional<int> parse_command_line(CLI::App& app, std::vector<std::string> ar
 /// The default logger: stderr, flushed on every line. `format` "text": `2026-11-25T16:00:00.000 info message`
 /// (local time); "json": one object per line, see json_log_formatter.
 void setup_logging(const std::string& name, const std::string& level, const std::string& format = "text");
+
+/// A value a peer supplied (a request path, a header), made safe for a log line or an error body: at most
+/// `max` characters of printable ASCII, every other byte (controls, DEL, anything not ASCII) as `\xNN` and a
+/// backslash as `\\`, escapes kept whole; a value that does not fit is cut there and `...(N bytes)` added,
+/// N being the value's whole length.
+std::string printable(std::string_view value, std::size_t max = 200);
+
+/// A log message as the text format writes it: control bytes (C0, DEL, and C1 code points) and bytes that
+/// are not well-formed UTF-8 as `\xNN`, everything else as it is, so that a line is one line and writes no
+/// terminal controls.
+std::string text_log_message(std::string_view message);
 
 /// The exit code of a server that cannot start.
 constexpr int exit_cannot_start = 1;

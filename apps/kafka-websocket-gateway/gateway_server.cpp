@@ -1,5 +1,7 @@
 #include "gateway_server.hpp"
 
+#include "cli.hpp"
+#include "handshakes.hpp"
 #include "health.hpp"
 #include "metrics.hpp"
 #include "monitoring.hpp"
@@ -22,6 +24,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
 
 #include <atomic>
 #include <map>
@@ -216,6 +219,21 @@ app::cached_check::probe_function bootstrap_probe(std::vector<upstream> bootstra
   };
 }
 
+// The gateway's own metrics, next to the ones it shares with the proxy: handshakes refused and timed out.
+struct handshake_metrics {
+  static constexpr const char* refused_help =
+      "Sockets closed as they were accepted, by the bound they were over: --max-handshakes (limit) or "
+      "--max-handshakes-per-address (per_address)";
+  app::registry registry;
+  app::counter& refused_over_limit =
+      registry.add_counter("kws_handshakes_refused_total", refused_help, {{"reason", "limit"}});
+  app::counter& refused_over_per_address =
+      registry.add_counter("kws_handshakes_refused_total", refused_help, {{"reason", "per_address"}});
+  app::counter& timed_out = registry.add_counter(
+      "kws_handshakes_timed_out_total",
+      "Handshakes (TLS, HTTP request, decision, upgrade) not done within --handshake-timeout");
+};
+
 // What every session shares.
 struct shared {
   const gateway_config& cfg;
@@ -224,7 +242,15 @@ struct shared {
   node_table nodes;
   app::cached_check health;
   std::shared_ptr<const kafka::tracker_config> tracking;
-  std::atomic<std::size_t> active{0};
+  // Upgraded connections, under --max-connections. Shared with the sessions, which may be destroyed after
+  // this struct when the runtime goes.
+  std::shared_ptr<std::atomic<std::size_t>> active = std::make_shared<std::atomic<std::size_t>>(0);
+  std::shared_ptr<handshake_limits> handshakes =
+      handshake_limits::create(cfg.max_handshakes, cfg.max_handshakes_per_address);
+  handshake_tally tally{cfg.max_handshakes, cfg.max_handshakes_per_address, cfg.accept.handshake_timeout};
+  // Counts a refused or timed-out handshake for the summary line; any thread.
+  std::function<void(handshake_tally::event, const std::string& address)> note_handshake{};
+  handshake_metrics handshake_counts{};
   app::server_metrics metrics{};
   bool metrics_on = false;  // relays and trackers count only when the endpoint is there to show it
 };
@@ -233,11 +259,17 @@ struct shared {
 // and a relay between them.
 class session : public app::drainable, public std::enable_shared_from_this<session> {
  public:
-  session(app::worker& w, shared& sh, tcp::socket socket, std::uint64_t id)
-      : worker_(w), sh_(sh), socket_(std::move(socket)), id_(id), peer_(app::peer_of(socket_)) {
-    ++sh_.active;
-  }
-  ~session() override { --sh_.active; }
+  session(app::worker& w, shared& sh, tcp::socket socket, std::uint64_t id,
+          handshake_limits::ticket handshake, std::string peer_address)
+      : worker_(w),
+        sh_(sh),
+        socket_(std::move(socket)),
+        id_(id),
+        peer_(app::peer_of(socket_)),
+        peer_address_(std::move(peer_address)),
+        handshake_(std::move(handshake)),
+        active_(sh.active) {}
+  ~session() override { release_slot(); }
 
   void start() {
     kws::async_accept(
@@ -263,6 +295,27 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   }
 
  private:
+  // Takes a place under --max-connections, unless they are all taken.
+  bool take_slot() {
+    auto n = active_->load();
+    do {
+      if (n >= sh_.cfg.max_connections) return false;
+    } while (!active_->compare_exchange_weak(n, n + 1));
+    slot_ = true;
+    return true;
+  }
+
+  void release_slot() {
+    if (slot_) --*active_;
+    slot_ = false;
+  }
+
+  // The place is taken with the decision, so that handshakes decided at the same time cannot overshoot it.
+  void upgrade(std::function<void(kws::accept_decision)>& done) {
+    if (!take_slot()) return refuse(done, 503, "too many connections");
+    done(kws::accept_decision::upgrade());
+  }
+
   void refuse(std::function<void(kws::accept_decision)>& done, int status, std::string why,
               std::vector<std::pair<std::string, std::string>> headers = {}) {
     refusal_ = fmt::format("{} ({})", status, why);
@@ -272,7 +325,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   }
 
   void decide(const kws::http_request_info& req, std::function<void(kws::accept_decision)> done) {
-    target_ = req.target.substr(0, 200);
+    target_ = app::printable(req.target);
     if (!req.websocket_upgrade) {
       if (req.method == "GET" && req.target.substr(0, req.target.find('?')) == "/healthz") {
         health_probe_ = true;
@@ -285,9 +338,16 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
       refusal_ = "426 (plain HTTP without a WebSocket upgrade)";
       return done(kws::accept_decision::upgrade());  // a non-upgrade request gets 426
     }
-    if (sh_.active > sh_.cfg.max_connections) return refuse(done, 503, "too many connections");
+    // With two, which one a check would read is a guess; an intermediary may have read the other.
+    for (const auto& [name, label] :
+         {std::pair{"authorization", "Authorization"}, std::pair{"origin", "Origin"}}) {
+      const auto n =
+          std::count_if(req.headers.begin(), req.headers.end(),
+                        [name = std::string_view(name)](const auto& h) { return h.first == name; });
+      if (n > 1) return refuse(done, 400, fmt::format("more than one {} header", label));
+    }
     if (!origin_allowed(sh_.cfg.allowed_origins, req.header("origin"))) {
-      return refuse(done, 403, "origin " + *req.header("origin") + " is not allowed");
+      return refuse(done, 403, "origin " + app::printable(*req.header("origin")) + " is not allowed");
     }
     if (!sh_.cfg.tokens.empty()) {
       const auto* auth = req.header("authorization");
@@ -301,24 +361,29 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
       return refuse(done, 404, "no such path; use / or /kafka for bootstrap, /kafka/{node_id} for a broker");
     if (r->bootstrap) {
       targets_ = sh_.bootstrap;
-      return done(kws::accept_decision::upgrade());
+      return upgrade(done);
     }
     if (auto u = sh_.nodes.find(r->node_id)) {
       targets_ = {*u};
-      return done(kws::accept_decision::upgrade());
+      return upgrade(done);
     }
     // Not seen on this gateway yet (clients may have bootstrapped through another replica): ask the cluster.
     sh_.nodes.refresh(
         worker_.context().get_executor(), [self = shared_from_this(), done, node = r->node_id]() mutable {
           if (auto u = self->sh_.nodes.find(node)) {
             self->targets_ = {*u};
-            return done(kws::accept_decision::upgrade());
+            return self->upgrade(done);
           }
           self->refuse(done, 404, fmt::format("the cluster has no broker with node id {}", node));
         });
   }
 
   void accepted(error_code ec, kws::connection conn, const kws::http_request_info&) {
+    handshake_.release();
+    if (ec == boost::beast::error::timeout) {
+      sh_.handshake_counts.timed_out.inc();
+      sh_.note_handshake(handshake_tally::event::timed_out, peer_address_);
+    }
     if (ec == kws::errc::upgrade_declined) {
       if (health_probe_) return finish();
       spdlog::info("conn {} refused peer={} target={}: {}", id_, peer_, target_, refusal_);
@@ -394,6 +459,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   void finish() {
     if (opened_) sh_.metrics.connection_closed();
     opened_ = false;
+    release_slot();
     relay_.reset();
     worker_.forget(shared_from_this());
   }
@@ -403,6 +469,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   tcp::socket socket_;
   std::uint64_t id_;
   std::string peer_;
+  std::string peer_address_;            // without the port, for the handshake summary
+  handshake_limits::ticket handshake_;  // until the handshake ends
+  std::shared_ptr<std::atomic<std::size_t>> active_;
+  bool slot_ = false;  // holds a place under --max-connections
   std::string target_;
   std::string refusal_;
   std::string upstream_;
@@ -470,12 +540,35 @@ int run(const gateway_config& cfg) {
   std::string upstream_list;
   for (const auto& u : bootstrap) upstream_list += (upstream_list.empty() ? "" : ",") + u.text();
   spdlog::info(
-      "listening on {} ({}) upstream={} advertise={}:{} threads={} auth={} origins={} max_connections={}",
+      "listening on {} ({}) upstream={} advertise={}:{} threads={} auth={} origins={} max_connections={} "
+      "max_handshakes={} max_handshakes_per_address={}",
       app::endpoint_string(bound), accept.tls ? "wss" : "ws", upstream_list, advertise_host, advertise_port,
       rt.threads(), cfg.tokens.empty() ? "none" : "bearer",
       cfg.allowed_origins.empty() ? std::string("any")
                                   : fmt::format("{}", fmt::join(cfg.allowed_origins, ",")),
-      cfg.max_connections);
+      cfg.max_connections, cfg.max_handshakes, cfg.max_handshakes_per_address);
+
+  // Refused and timed-out handshakes: one summary a second at most, a second after the first of them. At
+  // shutdown what is counted is told at once, and so is anything counted later, so that no timer holds the
+  // main context open.
+  asio::steady_timer summary_timer(rt.main_context());
+  bool shutting_down = false;  // main thread only
+  const auto tell_handshakes = [&sh] {
+    for (const auto& line : sh.tally.take()) spdlog::info("{}", line);
+  };
+  sh.note_handshake = [&](handshake_tally::event e, const std::string& address) {
+    if (!sh.tally.add(e, address)) return;
+    asio::post(rt.main_context(), [&] {
+      if (shutting_down) return tell_handshakes();
+      summary_timer.expires_after(std::chrono::seconds(1));
+      summary_timer.async_wait([&](error_code ec) {
+        if (!ec) tell_handshakes();
+      });
+    });
+  };
+  sh.handshake_counts.registry.add_gauge_function(
+      "kws_handshakes_in_progress", "Handshakes under way (sockets accepted, not yet upgraded or answered)",
+      {}, [limits = sh.handshakes] { return static_cast<double>(limits->in_progress()); });
 
   std::uint64_t next_id = 0;
   asio::steady_timer retry(rt.main_context());
@@ -491,11 +584,30 @@ int run(const gateway_config& cfg) {
           if (!e) accept_next();
         });
       }
+      error_code ignored, pec;
+      const auto peer = s.remote_endpoint(pec);
+      if (pec) {
+        s.close(ignored);  // the client is gone already
+        return accept_next();
+      }
+      // Over a handshake bound: closed before any byte is read, and told in the summary line.
+      handshake_limits::ticket ticket;
+      const auto verdict = sh.handshakes->admit(peer.address(), ticket);
+      if (verdict != handshake_limits::verdict::admitted) {
+        const bool total = verdict == handshake_limits::verdict::over_limit;
+        (total ? sh.handshake_counts.refused_over_limit : sh.handshake_counts.refused_over_per_address).inc();
+        sh.note_handshake(total ? handshake_tally::event::refused_over_limit
+                                : handshake_tally::event::refused_over_per_address,
+                          address_text(peer.address()));
+        s.close(ignored);
+        return accept_next();
+      }
       const auto id = ++next_id;
       app::tune_client_socket(s, cfg.client_socket);
-      spdlog::debug("conn {} accepted peer={}", id, app::peer_of(s));
-      asio::post(w.context(), [&w, &sh, s = std::move(s), id]() mutable {
-        auto sess = std::make_shared<session>(w, sh, std::move(s), id);
+      spdlog::debug("conn {} accepted peer={}", id, app::endpoint_string(peer));
+      asio::post(w.context(), [&w, &sh, s = std::move(s), id, ticket = std::move(ticket),
+                               address = address_text(peer.address())]() mutable {
+        auto sess = std::make_shared<session>(w, sh, std::move(s), id, std::move(ticket), std::move(address));
         w.adopt(sess);
         sess->start();
       });
@@ -510,11 +622,11 @@ int run(const gateway_config& cfg) {
       throw std::invalid_argument("--metrics-listen: expected ADDRESS:PORT, got " + cfg.metrics_listen);
     monitoring = std::make_unique<app::monitoring_endpoint>(
         rt.main_context(), *where,
-        app::monitoring_endpoint::handlers{[&sh] { return sh.metrics.render(); },
-                                           [&sh, &rt](std::function<void(app::check_result)> done) {
-                                             sh.health.check(rt.main_context().get_executor(),
-                                                             std::move(done));
-                                           }});
+        app::monitoring_endpoint::handlers{
+            [&sh] { return sh.metrics.render() + sh.handshake_counts.registry.render(); },
+            [&sh, &rt](std::function<void(app::check_result)> done) {
+              sh.health.check(rt.main_context().get_executor(), std::move(done));
+            }});
     monitoring->start();
   }
   accept_next();
@@ -522,6 +634,9 @@ int run(const gateway_config& cfg) {
     error_code ignored;
     acceptor.close(ignored);
     retry.cancel();
+    shutting_down = true;
+    summary_timer.cancel();
+    tell_handshakes();
     if (monitoring) monitoring->stop();
   });
   return rt.run();

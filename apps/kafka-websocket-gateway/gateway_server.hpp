@@ -37,8 +37,12 @@ struct gateway_config {
   token_set tokens;
   /// Origins browsers may connect from (empty: any).
   std::vector<std::string> allowed_origins;
-  /// WebSocket connections and handshakes at once; more get 503.
+  /// Upgraded WebSocket connections at once; more get 503.
   std::size_t max_connections = 10000;
+  /// Handshakes under way at once (TLS, the HTTP request, the decision and the upgrade), and from one client
+  /// address; a socket over either is closed as it is accepted, before any byte is read.
+  std::size_t max_handshakes = 1024;
+  std::size_t max_handshakes_per_address = 64;
   /// Keep-alive and TCP_USER_TIMEOUT on accepted client sockets.
   app::client_socket_options client_socket;
   kws::accept_config accept;

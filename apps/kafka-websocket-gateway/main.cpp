@@ -84,10 +84,23 @@ int main(int argc, char** argv) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   kws::app::add_duration(app, "--handshake-timeout", handshake_ms,
                          "bound on TLS, the HTTP request and the WebSocket upgrade (and on closing)", "10s");
+  app.add_option("--max-handshakes", cfg.max_handshakes,
+                 "handshakes under way at once (TLS, HTTP request, upgrade), apart from --max-connections; "
+                 "more are closed as they are accepted")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}))
+      ->capture_default_str();
+  app.add_option("--max-handshakes-per-address", cfg.max_handshakes_per_address,
+                 "handshakes under way at once from one client address; more are closed as they are accepted")
+      ->check(CLI::Range(std::size_t{1}, std::size_t{1000000}))
+      ->capture_default_str();
   kws::app::add_duration(app, "--connect-timeout", connect_ms,
                          "bound on connecting to a broker of the cluster", "5s");
   app.add_flag("--no-rewrite", no_rewrite, "relay every frame byte for byte (no broker address rewriting)");
   kws::app::add_server_flags(app, common);
+  app.get_option("--max-connections")
+      ->description(
+          "upgraded WebSocket connections at once (handshakes under way count under "
+          "--max-handshakes); more get 503");
   kws::app::add_metrics_listen(app, cfg.metrics_listen);
 
   const auto validate = [&] {
@@ -101,6 +114,7 @@ int main(int argc, char** argv) {
   cfg.threads = common.threads;
   cfg.max_connections = common.max_connections;
   cfg.relay.buffer_budget = std::make_shared<kws::buffer_budget>(common.max_buffer_bytes);
+  cfg.relay.response_budget = std::make_shared<kws::buffer_budget>(common.max_buffer_bytes);
   cfg.client_socket = {std::chrono::milliseconds(common.keepalive_ms),
                        std::chrono::milliseconds(common.user_timeout_ms)};
   if (!advertise.empty()) split_host_port(advertise, cfg.advertise_host, cfg.advertise_port);

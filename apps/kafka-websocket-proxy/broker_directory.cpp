@@ -1,5 +1,7 @@
 #include "broker_directory.hpp"
 
+#include "cli.hpp"
+
 #include <spdlog/spdlog.h>
 #include <boost/asio/error.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -59,8 +61,9 @@ std::optional<kafka::broker_endpoint> broker_directory::map(const kafka::adverti
   // (the broker advertised garbage) fails this response rather than opening a listener that cannot work.
   const auto parsed = kws::parse_address(config_.url_template.expand(b.host, b.port, b.node_id), false, ec);
   if (ec) {
+    // The broker's bytes, whatever they are: cut and escaped for the line.
     spdlog::error("broker {} advertises {}, which makes no WebSocket URL with the template", b.node_id,
-                  host_port(b.host, b.port));
+                  app::printable(host_port(b.host, b.port)));
     return std::nullopt;
   }
   const std::string url = parsed.str();

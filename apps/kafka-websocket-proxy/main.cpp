@@ -231,6 +231,7 @@ int main(int argc, char** argv) {
   cfg.threads = common.threads;
   cfg.max_connections = common.max_connections;
   cfg.relay.buffer_budget = std::make_shared<kws::buffer_budget>(common.max_buffer_bytes);
+  cfg.relay.response_budget = std::make_shared<kws::buffer_budget>(common.max_buffer_bytes);
   cfg.client_socket = {std::chrono::milliseconds(common.keepalive_ms),
                        std::chrono::milliseconds(common.user_timeout_ms)};
   cfg.rewrite = !no_rewrite;

@@ -1,8 +1,10 @@
 // kws::buffer_budget: a process-wide bound on the bytes of Kafka frames held while they arrive, as Kafka's
 // queued.max.request.bytes bounds queued requests. A reader reserves a frame's whole length once its size
 // header is known and before it reads the body; when the budget is spent it stops reading that peer until
-// another frame's bytes are given back. A reservation always covers a whole frame, so readers never wait
-// for each other holding half a frame (which could deadlock), and memory still grows only as bytes arrive.
+// another frame's bytes are given back. A reservation covers a whole frame (a Kafka frame on TCP; on
+// WebSocket each WebSocket frame, which for unfragmented messages, all that Kafka clients send, is the whole
+// Kafka frame), so readers do not wait for each other holding half a frame, and memory still grows only as
+// bytes arrive.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

@@ -204,6 +204,16 @@ class connection {
   /// tell, and that every read may wait.)
   bool on_read_wait(std::function<void()> f) { return impl_->on_read_wait(std::move(f)); }
 
+  /// Bounds what this connection's asynchronous reads hold of the peer's messages by `budget`, shared with
+  /// other readers (kws::buffer_budget; null: no bound). Each WebSocket frame of a message reserves its
+  /// length there when its header arrives, before its payload is read; while the budget cannot cover it,
+  /// the peer is not read (TCP holds it back). A message's bytes stay reserved until the next read starts,
+  /// or the connection ends. A frame larger than the whole budget fails the read with frame_too_large.
+  /// Blocking reads are not bounded.
+  void set_buffer_budget(std::shared_ptr<buffer_budget> budget) {
+    impl_->set_buffer_budget(std::move(budget));
+  }
+
   // ---- closing ----------------------------------------------------------------------------------------
 
   /// Sends a WebSocket close and waits for the peer's. A partly written frame is dropped.

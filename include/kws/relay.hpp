@@ -45,9 +45,15 @@ struct relay_options {
   std::chrono::milliseconds linger_timeout{std::chrono::seconds(5)};
   /// Largest Kafka frame body accepted from the TCP side.
   std::size_t max_frame_bytes = default_max_frame_bytes;
-  /// Shared by every relay of a process (may be null): frames arriving on a TCP side reserve their length
-  /// here before their body is read, and that side is not read while the budget is spent.
+  /// Shared by every relay of a process (may be null): requests arriving from clients reserve their length
+  /// here before their body is read (over TCP from the Kafka size header, over WebSocket from each WebSocket
+  /// frame's header, see kws::connection::set_buffer_budget), and a client is not read while the budget is
+  /// spent.
   std::shared_ptr<kws::buffer_budget> buffer_budget{};
+  /// The same for responses arriving from brokers (may be null). Give a budget of its own, not buffer_budget:
+  /// a response that waited for budget held by requests only partly received (whose clients may in turn wait
+  /// for that response) could wait for good.
+  std::shared_ptr<kws::buffer_budget> response_budget{};
   /// Shared running totals (may be null: nothing is counted beyond the relay's own report).
   std::shared_ptr<relay_counters> counters{};
   /// Where the relay's and the hook's notes go (may be empty), and the lowest level worth formatting.

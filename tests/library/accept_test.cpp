@@ -192,6 +192,20 @@ TEST(Accept, PlainHttpWithoutAnUpgradeGets426) {
   EXPECT_EQ(server.wait_result(), std::optional<error_code>(kws::errc::upgrade_declined));
 }
 
+TEST(Accept, AKeyThatIsNotBase64OfSixteenBytesGets400) {
+  // 24 characters, as a key must have, but not base64 of 16 bytes (RFC 6455 4.2.1).
+  for (const std::string key :
+       {"!!!!!!!!!!!!!!!!!!!!!!!!", "dGhlIHNhbXBsZSBub25jZQ=x", "dGhlIHNhbXBsZSBub25j===="}) {
+    echo_server server({});
+    const auto answer =
+        raw_exchange(server.port(),
+                     "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: " +
+                         key + "\r\n\r\n");
+    EXPECT_TRUE(answer.starts_with("HTTP/1.1 400")) << key << ": " << answer;
+  }
+}
+
 TEST(Accept, AHalfOpenClientIsDroppedAfterTheHandshakeTimeout) {
   echo_server server({.handshake_timeout = 300ms});
   asio::io_context ioc;

@@ -911,6 +911,13 @@ TEST_P(WebSocketConformance, FailsOnANewMessageBeforeTheFragmentedOneEnds) {
                  websocket::error::bad_data_frame, 1002);
 }
 
+TEST_P(WebSocketConformance, FailsOnATextMessageBeforeTheFragmentedOneEnds) {
+  const auto f = frame(pattern(100));
+  // A protocol error (1002), not a text message to refuse (1003): the text frame starts a second message.
+  expect_failure(wire(spec(op_binary, f.substr(0, 50), false)) + wire(spec(op_text, f.substr(50))),
+                 websocket::error::bad_data_frame, 1002);
+}
+
 TEST_P(WebSocketConformance, FailsOnAFrameMaskedTheWrongWay) {
   // A client must mask, a server must not (RFC 6455, section 5.1).
   expect_failure(encode(spec(op_binary, frame("wrong mask")), kws_is_client()),

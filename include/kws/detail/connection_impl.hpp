@@ -17,6 +17,10 @@
 #include <span>
 #include <string>
 
+namespace kws {
+class buffer_budget;
+}
+
 namespace kws::detail {
 
 /// A type-erased completion handler together with the executor it must complete on. Boost 1.81's
@@ -85,6 +89,8 @@ class connection_impl : public std::enable_shared_from_this<connection_impl> {
   /// Calls `f` whenever a read has to wait for the peer (nothing buffered completes it); false: not
   /// supported.
   virtual bool on_read_wait(std::function<void()> f) = 0;
+  /// See kws::connection::set_buffer_budget.
+  virtual void set_buffer_budget(std::shared_ptr<buffer_budget> budget) = 0;
 
   virtual void close(std::uint16_t code, boost::system::error_code& ec) = 0;
   virtual void async_close(std::uint16_t code, done_handler handler) = 0;
