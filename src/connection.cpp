@@ -966,13 +966,20 @@ class ws_connection final : public connection_impl {
     if (const auto n = std::exchange(held_, 0) + std::exchange(charged_, 0)) budget_->release(n);
   }
 
-  // Room in `out` for `n` more bytes of the data frame being read: doubled as bytes arrive, never past that
-  // frame's end (a fragmented message's next frame grows it again).
-  // False when the memory for it cannot be had.
+  // Room in `out` for `n` more bytes of the message being read: doubled as bytes arrive, never past the end
+  // of what is being read, which is the message's once its Kafka size header is in (a peer may send a message
+  // in many small fragments), else the WebSocket frame's. False when the memory for it cannot be had.
   bool make_room(beast::flat_buffer& out, std::size_t n) {
     if (out.capacity() - out.size() >= n) return true;
     const auto need = out.size() + n;
-    const auto end = out.size() + frame_left_;
+    auto end = out.size() + frame_left_;
+    if (msg_bytes_ >= frame_header_bytes && msg_bytes_ <= out.size()) {
+      // The message's bytes so far are the last msg_bytes_ of `out`.
+      const auto start = out.size() - msg_bytes_;
+      const auto size = load_be32(static_cast<const unsigned char*>(out.data().data()) + start);
+      if (size >= 0 && static_cast<std::size_t>(size) <= max_frame_bytes_)
+        end = std::max(end, start + frame_header_bytes + static_cast<std::size_t>(size));
+    }
     const auto cap = std::max(need, std::min(std::max(2 * out.capacity(), first_message_bytes), end));
     try {
       beast::flat_buffer bigger;
