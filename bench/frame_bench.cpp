@@ -61,8 +61,9 @@ void set_counters(benchmark::State& state, const frame_stream& s) {
   state.counters["split_hdrs"] = static_cast<double>(s.split_headers);
 }
 
-// frame_splitter::feed over each 64 KiB chunk, as the relay's TCP side does: feed until the chunk is used up,
-// counting the frames that complete.
+// frame_splitter::feed over each 64 KiB chunk: feed until the chunk is used up, counting the frames that
+// complete. (The relay's TCP side does not use frame_splitter: it finds frames with peek_frame, measured
+// below.)
 void BM_frame_splitter_feed(benchmark::State& state) {
   const frame_stream& s = stream_for(static_cast<std::size_t>(state.range(0)));
   const std::span<const unsigned char> stream(s.bytes);

@@ -16,7 +16,7 @@
 //   operation_aborted, as any Asio operation.
 //
 // It uses Asio's reactor interface (boost/asio/detail), which Boost does not promise to keep; it is built
-// only where that reactor is epoll (Linux), and falls back to socket::async_wait elsewhere.
+// only where that reactor is epoll (Linux) and Boost is 1.81, and falls back to socket::async_wait elsewhere.
 #pragma once
 
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -25,7 +25,12 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/query.hpp>
 
-#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT)
+#include <boost/version.hpp>
+
+// Asio's reactor interface as Boost 1.81 has it (Debian 12's), the one this file was written and tested
+// against; with another Boost the portable fallback below is built until this has been checked there.
+#if defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IO_URING_AS_DEFAULT) && \
+    BOOST_VERSION / 100 == 1081
 #include <boost/asio/detail/fenced_block.hpp>
 #include <boost/asio/detail/handler_alloc_helpers.hpp>
 #include <boost/asio/detail/handler_work.hpp>

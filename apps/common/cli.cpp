@@ -293,6 +293,13 @@ class json_formatter final : public spdlog::formatter {
 
 }  // namespace
 
+kws::frame_hook::log_function log_to_spdlog() {
+  // kws::log_level's values are spdlog's, trace to error.
+  return [](kws::log_level level, std::string_view text) {
+    spdlog::log(static_cast<spdlog::level::level_enum>(level), "{}", text);
+  };
+}
+
 std::string printable(std::string_view value, std::size_t max) {
   std::string out;
   std::size_t i = 0;

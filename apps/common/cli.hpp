@@ -3,6 +3,8 @@
 // codes: 0 after a signal, 2 for a bad flag or value, 1 when the server cannot start.
 #pragma once
 
+#include <kws/frame_hook.hpp>
+
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -54,6 +56,9 @@ std::optional<int> parse_command_line(CLI::App& app, std::vector<std::string> ar
 /// The default logger: stderr, flushed on every line. `format` "text": `2026-11-25T16:00:00.000 info message`
 /// (local time); "json": one object per line, see json_log_formatter.
 void setup_logging(const std::string& name, const std::string& level, const std::string& format = "text");
+
+/// The library's log lines (kws::frame_hook::log_function) into the default logger, at their own level.
+kws::frame_hook::log_function log_to_spdlog();
 
 /// A value a peer supplied (a request path, a header), made safe for a log line or an error body: at most
 /// `max` characters of printable ASCII, every other byte (controls, DEL, anything not ASCII) as `\xNN` and a

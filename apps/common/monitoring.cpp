@@ -1,6 +1,9 @@
 #include "monitoring.hpp"
 
+#include "cli.hpp"
 #include "runtime.hpp"
+
+#include <kws/accept_loop.hpp>
 
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
@@ -13,6 +16,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include <optional>
 #include <unordered_set>
 
 namespace kws::app {
@@ -70,27 +74,22 @@ class monitoring_endpoint::impl : public std::enable_shared_from_this<impl> {
 
   class session;
 
-  void accept_next() {
-    acceptor_.async_accept([self = shared_from_this()](error_code ec, tcp::socket s) {
-      if (ec == asio::error::operation_aborted || !self->acceptor_.is_open()) return;
-      if (ec) {
-        // Out of descriptors or similar: the Kafka side matters more; try again shortly.
-        spdlog::warn("metrics: accept failed: {}", ec.message());
-        auto timer = std::make_shared<asio::steady_timer>(self->ioc_, std::chrono::milliseconds(100));
-        return timer->async_wait([self, timer](error_code) {
-          if (self->acceptor_.is_open()) self->accept_next();
-        });
-      }
-      if (self->sessions_.size() >= max_sessions) {
-        // Scrapers and probes need a few; more would only hold memory.
-        spdlog::debug("metrics: {} connections open; closing another at once", max_sessions);
-        error_code ignored;
-        s.close(ignored);
-      } else {
-        self->start_session(std::move(s));
-      }
-      self->accept_next();
-    });
+  void start_accepting() {
+    loop_.emplace(
+        acceptor_,
+        [this](tcp::socket s) {
+          if (sessions_.size() >= max_sessions) {
+            // Scrapers and probes need a few; more would only hold memory.
+            spdlog::debug("metrics: {} connections open; closing another at once", max_sessions);
+            error_code ignored;
+            s.close(ignored);
+            return;
+          }
+          start_session(std::move(s));
+        },
+        // Out of descriptors or similar: the Kafka side matters more; the loop pauses and tries again.
+        kws::accept_loop_options{.name = "metrics listener", .log = log_to_spdlog()});
+    loop_->start();
   }
 
   void start_session(tcp::socket s);
@@ -98,6 +97,7 @@ class monitoring_endpoint::impl : public std::enable_shared_from_this<impl> {
 
   asio::io_context& ioc_;
   tcp::acceptor acceptor_;
+  std::optional<kws::accept_loop> loop_;  // after the acceptor: stopped before it goes
   handlers h_;
   std::unordered_set<std::shared_ptr<session>> sessions_;
   bool stopped_ = false;
@@ -209,6 +209,7 @@ void monitoring_endpoint::impl::stop() {
   stopped_ = true;
   error_code ignored;
   acceptor_.close(ignored);
+  if (loop_) loop_->stop();
   auto all = std::vector<std::shared_ptr<session>>(sessions_.begin(), sessions_.end());
   for (auto& s : all) s->close();
 }
@@ -231,7 +232,7 @@ tcp::endpoint monitoring_endpoint::local_endpoint() const {
 void monitoring_endpoint::start() {
   spdlog::info("metrics listening on {} (GET /metrics, /healthz, /readyz)",
                endpoint_string(local_endpoint()));
-  impl_->accept_next();
+  impl_->start_accepting();
 }
 
 void monitoring_endpoint::stop() {

@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include <kws/accept.hpp>
+#include <kws/accept_loop.hpp>
 #include <kws/errc.hpp>
 #include <kws/frame.hpp>
 
@@ -22,7 +23,9 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
+#include <string_view>
 
 namespace kws::devbroker {
 
@@ -347,7 +350,9 @@ class ws_session final : public session {
     if (ec == kws::errc::frame_too_large) {
       protocol_cause(
           fmt::format("message larger than {} bytes", state_->max_frame_bytes + frame_header_bytes));
-      return;  // Beast has already started the close handshake (1009)
+      // Over the limit at its WebSocket frame header, the connection has already failed itself with close
+      // code 1009; a shorter message whose Kafka size header claims too much is left to the idle timeout.
+      return;
     }
     if (ec == kws::errc::invalid_message_type) {
       return protocol_error("text message; Kafka frames travel as binary messages");
@@ -383,41 +388,35 @@ class ws_session final : public session {
   beast::flat_buffer buffer_;
 };
 
-class listener : public std::enable_shared_from_this<listener> {
+class listener {
  public:
   listener(asio::io_context& ioc, const tcp::endpoint& ep, std::shared_ptr<shared_state> state,
            std::int32_t node, listener_kind kind)
-      : ioc_(ioc), acceptor_(ioc), retry_(ioc), state_(std::move(state)), node_(node), kind_(kind) {
+      : acceptor_(ioc), state_(std::move(state)), node_(node), kind_(kind) {
     acceptor_.open(ep.protocol());
     acceptor_.set_option(asio::socket_base::reuse_address(true));
     acceptor_.bind(ep);
     acceptor_.listen(asio::socket_base::max_listen_connections);
+    // Each session on a strand of its own; out of descriptors, the loop pauses instead of spinning.
+    loop_.emplace(
+        acceptor_, [&ioc] { return asio::any_io_executor(asio::make_strand(ioc)); },
+        [this](tcp::socket socket) { on_accept(std::move(socket)); },
+        kws::accept_loop_options{.name = fmt::format("{} listener node {}", to_string(kind_), node_),
+                                 .log = [](kws::log_level level, std::string_view text) {
+                                   spdlog::log(static_cast<spdlog::level::level_enum>(level), "{}", text);
+                                 }});
   }
 
   tcp::endpoint local() const { return acceptor_.local_endpoint(); }
-  void run() { do_accept(); }
+  void run() { loop_->start(); }
   void stop() {
     error_code ignored;
     acceptor_.close(ignored);
-    retry_.cancel();
+    loop_->stop();
   }
 
  private:
-  void do_accept() {
-    acceptor_.async_accept(asio::make_strand(ioc_),
-                           beast::bind_front_handler(&listener::on_accept, shared_from_this()));
-  }
-
-  void on_accept(const error_code& ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-    if (ec) {
-      // EMFILE and friends: back off instead of spinning, and keep accepting.
-      spdlog::warn("accept on {} listener node {}: {}", to_string(kind_), node_, ec.message());
-      retry_.expires_after(std::chrono::milliseconds(100));
-      return retry_.async_wait([self = shared_from_this()](const error_code& e) {
-        if (!e) self->do_accept();
-      });
-    }
+  void on_accept(tcp::socket socket) {
     error_code peer_ec;
     const auto peer = socket.remote_endpoint(peer_ec);
     const std::string peer_str = peer_ec ? std::string("?") : to_string(peer);
@@ -427,15 +426,13 @@ class listener : public std::enable_shared_from_this<listener> {
     else
       s = std::make_shared<tcp_session>(state_, std::move(socket), node_, peer_str);
     s->run();
-    do_accept();
   }
 
-  asio::io_context& ioc_;
   tcp::acceptor acceptor_;
-  asio::steady_timer retry_;
   std::shared_ptr<shared_state> state_;
   std::int32_t node_;
   listener_kind kind_;
+  std::optional<kws::accept_loop> loop_;  // after the acceptor: stopped before it goes
 };
 
 asio::ip::address parse_host(const std::string& host) {

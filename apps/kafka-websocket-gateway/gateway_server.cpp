@@ -7,6 +7,7 @@
 #include "monitoring.hpp"
 #include "runtime.hpp"
 
+#include <kws/accept_loop.hpp>
 #include <kws/address.hpp>
 #include <kws/errc.hpp>
 #include <kws/kafka/tracker.hpp>
@@ -429,7 +430,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
           spdlog::log(r.error ? spdlog::level::warn : spdlog::level::info,
                       "conn {} closed peer={} upstream={} up={}B/{}f down={}B/{}f duration={} cause={}",
                       self->id_, self->peer_, self->upstream_, r.up_bytes, r.up_frames, r.down_bytes,
-                      r.down_frames, app::human_duration(r.duration), r.cause);
+                      r.down_frames, app::human_duration(r.duration),
+                      r.error == kws::errc::unusable_response
+                          ? r.cause + " (--no-rewrite passes responses unchanged)"
+                          : r.cause);
           asio::post(self->worker_.context(), [self] { self->finish(); });
         },
         // Kafka brokers close idle connections (connections.max.idle.ms); the client need not notice.
@@ -571,49 +575,49 @@ int run(const gateway_config& cfg) {
       {}, [limits = sh.handshakes] { return static_cast<double>(limits->in_progress()); });
 
   std::uint64_t next_id = 0;
-  asio::steady_timer retry(rt.main_context());
-  std::function<void()> accept_next = [&] {
-    auto& w = rt.next_worker();
-    acceptor.async_accept(w.context(), [&](error_code ec, tcp::socket s) {
-      if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
-      if (ec) {
-        // Out of descriptors or similar: say so, back off, and keep accepting.
-        spdlog::error("accept failed: {}; retrying in 100ms", ec.message());
-        retry.expires_after(std::chrono::milliseconds(100));
-        return retry.async_wait([&](error_code e) {
-          if (!e) accept_next();
+  // Each socket is accepted onto the next worker's context; one accept is in flight at a time, so `next` is
+  // the worker of the socket that comes.
+  app::worker* next = nullptr;
+  kws::accept_loop accepting(
+      acceptor,
+      [&] {
+        next = &rt.next_worker();
+        return asio::any_io_executor(next->context().get_executor());
+      },
+      [&](tcp::socket s) {
+        auto& w = *next;
+        error_code ignored, pec;
+        const auto peer = s.remote_endpoint(pec);
+        if (pec) {
+          s.close(ignored);  // the client is gone already
+          return;
+        }
+        // Over a handshake bound: closed before any byte is read, and told in the summary line.
+        handshake_limits::ticket ticket;
+        const auto verdict = sh.handshakes->admit(peer.address(), ticket);
+        if (verdict != handshake_limits::verdict::admitted) {
+          const bool total = verdict == handshake_limits::verdict::over_limit;
+          (total ? sh.handshake_counts.refused_over_limit : sh.handshake_counts.refused_over_per_address)
+              .inc();
+          sh.note_handshake(total ? handshake_tally::event::refused_over_limit
+                                  : handshake_tally::event::refused_over_per_address,
+                            address_text(peer.address()));
+          s.close(ignored);
+          return;
+        }
+        const auto id = ++next_id;
+        app::tune_client_socket(s, cfg.client_socket);
+        spdlog::debug("conn {} accepted peer={}", id, app::endpoint_string(peer));
+        asio::post(w.context(), [&w, &sh, s = std::move(s), id, ticket = std::move(ticket),
+                                 address = address_text(peer.address())]() mutable {
+          auto sess =
+              std::make_shared<session>(w, sh, std::move(s), id, std::move(ticket), std::move(address));
+          w.adopt(sess);
+          sess->start();
         });
-      }
-      error_code ignored, pec;
-      const auto peer = s.remote_endpoint(pec);
-      if (pec) {
-        s.close(ignored);  // the client is gone already
-        return accept_next();
-      }
-      // Over a handshake bound: closed before any byte is read, and told in the summary line.
-      handshake_limits::ticket ticket;
-      const auto verdict = sh.handshakes->admit(peer.address(), ticket);
-      if (verdict != handshake_limits::verdict::admitted) {
-        const bool total = verdict == handshake_limits::verdict::over_limit;
-        (total ? sh.handshake_counts.refused_over_limit : sh.handshake_counts.refused_over_per_address).inc();
-        sh.note_handshake(total ? handshake_tally::event::refused_over_limit
-                                : handshake_tally::event::refused_over_per_address,
-                          address_text(peer.address()));
-        s.close(ignored);
-        return accept_next();
-      }
-      const auto id = ++next_id;
-      app::tune_client_socket(s, cfg.client_socket);
-      spdlog::debug("conn {} accepted peer={}", id, app::endpoint_string(peer));
-      asio::post(w.context(), [&w, &sh, s = std::move(s), id, ticket = std::move(ticket),
-                               address = address_text(peer.address())]() mutable {
-        auto sess = std::make_shared<session>(w, sh, std::move(s), id, std::move(ticket), std::move(address));
-        w.adopt(sess);
-        sess->start();
-      });
-      accept_next();
-    });
-  };
+      },
+      kws::accept_loop_options{.name = "listener " + app::endpoint_string(bound),
+                               .log = app::log_to_spdlog()});
   // After the line above: tests take the first "listening on" line for the WebSocket port.
   std::unique_ptr<app::monitoring_endpoint> monitoring;
   if (sh.metrics_on) {
@@ -629,11 +633,11 @@ int run(const gateway_config& cfg) {
             }});
     monitoring->start();
   }
-  accept_next();
+  accepting.start();
   rt.on_shutdown([&] {
     error_code ignored;
     acceptor.close(ignored);
-    retry.cancel();
+    accepting.stop();
     shutting_down = true;
     summary_timer.cancel();
     tell_handshakes();

@@ -1,10 +1,12 @@
 #include "proxy_server.hpp"
 
 #include "broker_directory.hpp"
+#include "cli.hpp"
 #include "metrics.hpp"
 #include "monitoring.hpp"
 #include "runtime.hpp"
 
+#include <kws/accept_loop.hpp>
 #include <kws/errc.hpp>
 
 #include <fmt/format.h>
@@ -240,10 +242,12 @@ void session::start_relay(kws::connection conn) {
         self->release_slot();
         self->metrics_.relay_ended(r);
         const auto level = r.error ? spdlog::level::warn : spdlog::level::info;
-        spdlog::log(level,
-                    "conn {} closed client={} broker={}{} up={}B/{}f down={}B/{}f duration={} cause={}",
-                    self->id_, self->client_name_, url, self->via_field(), r.up_bytes, r.up_frames,
-                    r.down_bytes, r.down_frames, app::human_duration(r.duration), r.cause);
+        spdlog::log(
+            level, "conn {} closed client={} broker={}{} up={}B/{}f down={}B/{}f duration={} cause={}",
+            self->id_, self->client_name_, url, self->via_field(), r.up_bytes, r.up_frames, r.down_bytes,
+            r.down_frames, app::human_duration(r.duration),
+            r.error == kws::errc::unusable_response ? r.cause + " (--no-rewrite passes responses unchanged)"
+                                                    : r.cause);
         // Break the cycle relay -> handler -> session -> relay once the relay is done.
         asio::post(self->worker_.context(), [self] {
           self->relay_.reset();
@@ -392,7 +396,7 @@ class server {
       spdlog::info("broker api 0.8: ApiVersions v1+ answered by the proxy, v0 dropped as the broker would");
 
     if (!cfg_.metrics_listen.empty()) start_monitoring(url.str());
-    accept_next(main);
+    start_accepting(main);
     rt_.on_shutdown([this] {
       close_listeners();
       if (monitoring_) monitoring_->stop();
@@ -402,11 +406,10 @@ class server {
 
  private:
   struct listener {
-    listener(asio::io_context& ioc, std::shared_ptr<const route> r)
-        : acceptor(ioc), retry(ioc), r(std::move(r)) {}
+    listener(asio::io_context& ioc, std::shared_ptr<const route> r) : acceptor(ioc), r(std::move(r)) {}
     tcp::acceptor acceptor;
-    asio::steady_timer retry;
     std::shared_ptr<const route> r;
+    std::unique_ptr<kws::accept_loop> loop;  // once it accepts
   };
 
   // Which forward proxy the brokers are reached through, host and port only: the URLs may hold credentials.
@@ -488,38 +491,37 @@ class server {
       error_code ignored;
       ref.acceptor.close(ignored);
     } else {
-      asio::post(rt_.main_context(), [this, &ref] { accept_next(ref); });
+      asio::post(rt_.main_context(), [this, &ref] { start_accepting(ref); });
     }
     return bound->port;
   }
 
-  void accept_next(listener& l) {
-    auto& w = rt_.next_worker();
-    l.acceptor.async_accept(w.context(), [this, &l, &w](error_code ec, tcp::socket s) {
-      if (ec == asio::error::operation_aborted || !l.acceptor.is_open()) return;
-      if (ec) {
-        // Out of descriptors or similar: say so, back off, and keep accepting.
-        spdlog::error("accept failed: {}; retrying in 100ms", ec.message());
-        l.retry.expires_after(std::chrono::milliseconds(100));
-        return l.retry.async_wait([this, &l](error_code e) {
-          if (!e) accept_next(l);
-        });
-      }
-      const auto id = ++next_id_;
-      if (active_->load() >= cfg_.max_connections) {
-        refuse(s, id);
-      } else {
-        app::tune_client_socket(s, cfg_.client_socket);
-        spdlog::debug("conn {} accepted client={} listener={}", id, app::peer_of(s), l.r->port);
-        asio::post(w.context(), [this, &w, s = std::move(s), id, r = l.r]() mutable {
-          auto sess = std::make_shared<session>(w, cfg_, *prototype_, tracking_, std::move(s), id, r, active_,
-                                                metrics_);
-          w.adopt(sess);
-          sess->start();
-        });
-      }
-      accept_next(l);
-    });
+  // On the main context. Each socket is accepted onto the next worker's context (one accept is in flight on
+  // a listener at a time, so `next` is the worker of the socket that comes).
+  void start_accepting(listener& l) {
+    auto next = std::make_shared<app::worker*>(nullptr);
+    l.loop = std::make_unique<kws::accept_loop>(
+        l.acceptor,
+        [this, next] {
+          *next = &rt_.next_worker();
+          return asio::any_io_executor((*next)->context().get_executor());
+        },
+        [this, &l, next](tcp::socket s) {
+          auto& w = **next;
+          const auto id = ++next_id_;
+          if (active_->load() >= cfg_.max_connections) return refuse(s, id);
+          app::tune_client_socket(s, cfg_.client_socket);
+          spdlog::debug("conn {} accepted client={} listener={}", id, app::peer_of(s), l.r->port);
+          asio::post(w.context(), [this, &w, s = std::move(s), id, r = l.r]() mutable {
+            auto sess = std::make_shared<session>(w, cfg_, *prototype_, tracking_, std::move(s), id, r,
+                                                  active_, metrics_);
+            w.adopt(sess);
+            sess->start();
+          });
+        },
+        kws::accept_loop_options{.name = "listener " + std::to_string(l.r->port),
+                                 .log = app::log_to_spdlog()});
+    l.loop->start();
   }
 
   // Over --max-connections: closed at once (not queued), with a log line at most once a second.
@@ -544,7 +546,7 @@ class server {
     for (auto& l : listeners_) {
       error_code ignored;
       l->acceptor.close(ignored);
-      l->retry.cancel();
+      if (l->loop) l->loop->stop();
     }
   }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <kws/accept.hpp>
+#include <kws/accept_loop.hpp>
 #include <kws/address.hpp>
 #include <kws/connection.hpp>
 #include <kws/dialer.hpp>

@@ -85,7 +85,8 @@ using reconnect_function =
     std::function<void(std::function<void(boost::system::error_code, Connection)> on_connected)>;
 
 /// Pumps frames both ways with backpressure: it reads from one side only while the other side has taken
-/// (nearly) everything read before. Memory per relay: one frame up; down, one frame towards a WebSocket
+/// (nearly) everything read before. Memory per relay: up, the request being read, and what waits in the
+/// broker connection's write buffer (under 64 KiB, or one frame); down, one frame towards a WebSocket
 /// client, and towards a TCP client at most two batches of 64 KiB plus one frame each (responses that arrive
 /// while one batch is written gather in the next, and the broker is not read while that is full).
 ///

@@ -165,7 +165,7 @@ frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& 
       if (e.version > *max_rewritable_version(e.key)) {
         error = describe(e.key, e.version, e.correlation_id) +
                 ": this proxy rewrites broker addresses up to v" +
-                std::to_string(*max_rewritable_version(e.key)) + " (--no-rewrite passes responses unchanged)";
+                std::to_string(*max_rewritable_version(e.key));
         return frame_action::fail;
       }
       changed = rewrite_response(e.key, e.version, frame, config_->map, replacement, ec);

@@ -94,7 +94,13 @@ engine::engine(config cfg, std::string client_name)
   listener_.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 
   guard_.emplace(ioc_.get_executor());
-  accept_next();
+  // Out of descriptors, the loop pauses instead of spinning (and flooding the host's log).
+  accepting_.emplace(
+      acceptor_, [this](tcp::socket s) { on_accepted(std::move(s)); },
+      accept_loop_options{.name = "loopback listener", .log = [this](log_level level, std::string_view text) {
+                            note(level, [&] { return std::string(text); });
+                          }});
+  accepting_->start();
   thread_ = std::thread([this] {
     // An exception escaping a handler must not end the host process: note it and go on.
     for (;;) {
@@ -142,18 +148,6 @@ int engine::connect(int sockfd, broker_target target) {
     return e;
   }
   return 0;
-}
-
-void engine::accept_next() {
-  acceptor_.async_accept([this](error_code ec, tcp::socket s) {
-    if (ec == asio::error::operation_aborted || !acceptor_.is_open()) return;
-    if (ec) {
-      note(log_level::error, [&] { return "loopback listener: accept failed: " + ec.message(); });
-    } else {
-      on_accepted(std::move(s));
-    }
-    accept_next();
-  });
 }
 
 void engine::on_accepted(tcp::socket s) {
@@ -271,6 +265,7 @@ void engine::stop_on_loop() {
   stopped_on_loop_ = true;
   error_code ignored;
   acceptor_.close(ignored);
+  accepting_->stop();
   // Copy: a relay may end (and be erased) inside drain.
   std::vector<std::shared_ptr<relay>> all;
   for (auto& [id, r] : relays_) all.push_back(r);

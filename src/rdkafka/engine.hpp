@@ -2,6 +2,7 @@
 // and one event-loop thread that dials each broker's WebSocket and relays the connection to it.
 #pragma once
 
+#include <kws/accept_loop.hpp>
 #include <kws/address.hpp>
 #include <kws/dialer.hpp>
 #include <kws/rdkafka.hpp>
@@ -77,7 +78,6 @@ class engine : public std::enable_shared_from_this<engine> {
 
   engine(config cfg, std::string client_name);
   std::string client_name() const;
-  void accept_next();
   void on_accepted(boost::asio::ip::tcp::socket s);
   void start_relay(std::uint64_t id, boost::asio::ip::tcp::socket s, connection ws, std::string url,
                    broker_target target);
@@ -92,6 +92,7 @@ class engine : public std::enable_shared_from_this<engine> {
 
   boost::asio::io_context ioc_{1};
   boost::asio::ip::tcp::acceptor acceptor_;
+  std::optional<accept_loop> accepting_;  // after the acceptor: stopped before it goes
   dialer dialer_;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> guard_;
   sockaddr_in listener_{};
