@@ -590,7 +590,6 @@ class relay_impl final : public relay {
         close_broker(close_code::going_away, "shut down with " + std::to_string(hook_->in_flight()) +
                                                  " response(s) not delivered (drain timeout)");
       }
-      maybe_done();
     }));
   }
 
@@ -640,7 +639,7 @@ class relay_impl final : public relay {
         up_reading_ = true;
         return client_.async_read_frame(up_cancel_.slot(), op([this](error_code ec) {
                                           up_reading_ = false;
-                                          if (stopping_) return maybe_done();
+                                          if (stopping_) return;
                                           if (ec == asio::error::operation_aborted)
                                             return;  // stopped reading for a drain
                                           if (ec == asio::error::eof || ec == beast::websocket::error::closed)
@@ -689,7 +688,7 @@ class relay_impl final : public relay {
                                             broker_->cork(false);
                                           }
                                           if (close_pending_) return close_broker(close_code_, report_.cause);
-                                          if (stopping_) return maybe_done();
+                                          if (stopping_) return;
                                           if (draining_ || client_eof_) return maybe_finish();
                                           up_next();
                                         }));
@@ -723,7 +722,6 @@ class relay_impl final : public relay {
           close_broker(close_code::normal, "client closed with " + std::to_string(hook_->in_flight()) +
                                                " response(s) outstanding");
         }
-        maybe_done();
       }));
     }
   }
@@ -754,7 +752,7 @@ class relay_impl final : public relay {
     connecting_ = true;
     reconnect_(op([this](error_code ec, BrokerConn conn) {
       connecting_ = false;
-      if (stopping_) return maybe_done();
+      if (stopping_) return;
       if (ec == asio::error::operation_aborted && draining_) {
         set_cause("shut down while the broker was being dialled again");
         return shutdown_all();
@@ -934,7 +932,7 @@ class relay_impl final : public relay {
       // Nothing more to send: an idle relay keeps no buffer.
       if (down_next_.size() == 0) down_out_ = beast::flat_buffer();
       touch();
-      if (stopping_) return maybe_done();
+      if (stopping_) return;
       if (up_paused_) {
         up_paused_ = false;
         up_next();
@@ -969,7 +967,7 @@ class relay_impl final : public relay {
                                   counters_->down_frames.fetch_add(1, std::memory_order_relaxed);
                                 }
                                 touch();
-                                if (stopping_) return maybe_done();
+                                if (stopping_) return;
                                 if (up_paused_) {
                                   up_paused_ = false;
                                   up_next();
@@ -1032,10 +1030,7 @@ class relay_impl final : public relay {
       return maybe_done();
     }
     broker_->async_finish(code, options_.linger_timeout, shared_from_this(), false,
-                          op([this, code](error_code) {
-                            finish_client(code);
-                            maybe_done();
-                          }));
+                          op([this, code](error_code) { finish_client(code); }));
   }
 
   // `who`: "client" or "broker", the side `ec` came from.
@@ -1063,7 +1058,7 @@ class relay_impl final : public relay {
     if (timer_) timer_->cancel();
     if (broker_fault_ && broker_up_) {
       broker_->async_finish(*broker_fault_, options_.linger_timeout, shared_from_this(), false,
-                            op([this](error_code) { maybe_done(); }));
+                            op([](error_code) {}));
     } else {
       broker_->abort();
     }
@@ -1076,7 +1071,7 @@ class relay_impl final : public relay {
     if (client_finished_) return;
     client_finished_ = true;
     client_.async_finish(client_fault_.value_or(code), options_.linger_timeout, shared_from_this(),
-                         client_eof_, op([this](error_code) { maybe_done(); }));
+                         client_eof_, op([](error_code) {}));
   }
 
   // Every operation the relay starts (a read, a write, a close, a timer, a dial) completes through the
@@ -1136,7 +1131,7 @@ class relay_impl final : public relay {
     if (stopping_ || draining_) return;
     timer().expires_after(options_.idle_timeout / 2 + std::chrono::milliseconds(1));
     timer().async_wait(op([this](error_code ec) {
-      if (ec || stopping_ || draining_) return maybe_done();
+      if (ec || stopping_ || draining_) return;
       if (clock::now() - last_activity_ >= options_.idle_timeout) {
         set_cause("idle: no traffic either way for " + std::to_string(options_.idle_timeout.count()) + "ms");
         return shutdown_all();
