@@ -17,7 +17,7 @@
 // the number of chunk sizes), eight operation bytes (cycled, one per frame), the chunk sizes; from the front,
 // the bytes sent after the upgrade request (at most 64 KiB).
 #include "fuzz_check.hpp"
-#include "ws_frame.hpp"
+#include "ws/frame.hpp"
 
 #include <kws/accept.hpp>
 #include <kws/connection.hpp>

@@ -1,4 +1,4 @@
-#include "dialer_state.hpp"
+#include "ws/dialer_state.hpp"
 
 #include <kws/dialer.hpp>
 #include <kws/errc.hpp>

@@ -2,13 +2,13 @@
 // the handshakes; after them the connection frames its messages itself (src/ws_frame.hpp): many messages per
 // read and per write, one completion per operation, no per-message composed operations. All the templates
 // are instantiated here, once for plain TCP and once for TLS.
-#include "dial_arena.hpp"
-#include "dialer_state.hpp"
-#include "lazy_optional.hpp"
-#include "read_buffer.hpp"
-#include "read_wait.hpp"
-#include "tick_list.hpp"
-#include "ws_frame.hpp"
+#include "io/dial_arena.hpp"
+#include "ws/dialer_state.hpp"
+#include "io/lazy_optional.hpp"
+#include "io/read_buffer.hpp"
+#include "io/read_wait.hpp"
+#include "io/tick_list.hpp"
+#include "ws/frame.hpp"
 
 #include <kws/accept.hpp>
 #include <kws/buffer_budget.hpp>

@@ -1,6 +1,6 @@
-#include "handler_slot.hpp"
-#include "read_buffer.hpp"
-#include "read_wait.hpp"
+#include "io/handler_slot.hpp"
+#include "io/read_buffer.hpp"
+#include "io/read_wait.hpp"
 
 #include <kws/errc.hpp>
 #include <kws/kafka/api.hpp>

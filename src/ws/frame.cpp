@@ -1,4 +1,4 @@
-#include "ws_frame.hpp"
+#include "ws/frame.hpp"
 
 #include <boost/beast/websocket/error.hpp>
 
