@@ -1,5 +1,7 @@
 #include "cli.hpp"
 
+#include "events.hpp"
+
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <spdlog/pattern_formatter.h>
@@ -173,85 +175,6 @@ void append_json_chars(std::string& out, std::string_view s) {
   }
 }
 
-void add_string(std::string& out, std::string_view key, std::string_view value) {
-  out += ",\"";
-  out += key;
-  out += "\":\"";
-  append_json_chars(out, value);
-  out += '"';
-}
-
-bool all_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-}
-
-// "382B/7f" -> 382 and 7.
-bool bytes_and_frames(std::string_view v, std::string_view& bytes, std::string_view& frames) {
-  const auto b = v.find("B/");
-  if (b == std::string_view::npos || v.empty() || v.back() != 'f') return false;
-  bytes = v.substr(0, b);
-  frames = v.substr(b + 2, v.size() - b - 3);
-  return all_digits(bytes) && all_digits(frames);
-}
-
-// human_duration's text in milliseconds: "950us" -> 0.95, "13ms" -> 13, "20s" -> 20000.
-std::optional<std::string> duration_ms(std::string_view v) {
-  auto number = [&](std::size_t unit_len) { return v.substr(0, v.size() - unit_len); };
-  if (v.size() > 2 && v.ends_with("us") && all_digits(number(2))) {
-    const auto us = std::stoull(std::string(number(2)));
-    return fmt::format("{}.{:03}", us / 1000, us % 1000);
-  }
-  if (v.size() > 2 && v.ends_with("ms") && all_digits(number(2))) return std::string(number(2));
-  if (v.size() > 1 && v.ends_with("s") && all_digits(number(1))) return std::string(number(1)) + "000";
-  return std::nullopt;
-}
-
-// The fields of a connection line: "conn 7 closed client=a:1 broker=ws://b/ up=3B/1f ... cause=client
-// closed".
-void add_connection_fields(std::string& out, std::string_view m) {
-  if (!m.starts_with("conn ")) return;
-  m.remove_prefix(5);
-  const auto sp = m.find(' ');
-  if (!all_digits(m.substr(0, sp))) return;
-  out += ",\"conn\":";
-  out += m.substr(0, sp);
-  if (sp == std::string_view::npos) return;
-  m.remove_prefix(sp + 1);
-  const auto ev_end = m.find(' ');
-  const auto event = m.substr(0, ev_end);
-  if (event.find('=') != std::string_view::npos || !std::all_of(event.begin(), event.end(), [](char c) {
-        return std::islower(static_cast<unsigned char>(c));
-      }))
-    return;
-  add_string(out, "event", event);
-  if (ev_end == std::string_view::npos) return;
-  m.remove_prefix(ev_end + 1);
-  while (!m.empty()) {
-    const auto eq = m.find('=');
-    if (eq == std::string_view::npos || eq == 0) return;
-    const auto key = m.substr(0, eq);
-    if (!std::all_of(key.begin(), key.end(), [](char c) { return c == '_' || (c >= 'a' && c <= 'z'); }))
-      return;
-    if (key == "cause") return add_string(out, "cause", m.substr(eq + 1));
-    const auto end = m.find(' ', eq);
-    auto value = m.substr(eq + 1, end == std::string_view::npos ? std::string_view::npos : end - eq - 1);
-    // "broker=ws://b/: dial failed ...": the field ends with a colon and the rest says why.
-    const bool then_cause = value.ends_with(':');
-    if (then_cause) value.remove_suffix(1);
-    std::string_view b, f;
-    if ((key == "up" || key == "down") && bytes_and_frames(value, b, f)) {
-      out += fmt::format(",\"{}_bytes\":{},\"{}_frames\":{}", key, b, key, f);
-    } else if (key == "duration" && duration_ms(value)) {
-      out += ",\"duration_ms\":" + *duration_ms(value);
-    } else {
-      add_string(out, key, value);
-    }
-    if (end == std::string_view::npos) return;
-    m.remove_prefix(end + 1);
-    if (then_cause) return add_string(out, "cause", m);
-  }
-}
-
 // The text format's pattern, with the message through text_log_message when it holds a byte that needs it.
 class text_formatter final : public spdlog::formatter {
  public:
@@ -284,8 +207,9 @@ class json_formatter final : public spdlog::formatter {
     const auto ts =
         fmt::format("{:%Y-%m-%dT%H:%M:%S}.{:03}Z", fmt::gmtime(spdlog::log_clock::to_time_t(msg.time)), ms);
     const auto level = spdlog::level::to_string_view(msg.level);
-    const auto line = json_log_line(ts, std::string_view(level.data(), level.size()),
-                                    std::string_view(msg.payload.data(), msg.payload.size()));
+    const auto line =
+        json_log_line(ts, std::string_view(level.data(), level.size()),
+                      std::string_view(msg.payload.data(), msg.payload.size()), current_event());
     dest.append(line.data(), line.data() + line.size());
   }
   std::unique_ptr<spdlog::formatter> clone() const override { return std::make_unique<json_formatter>(); }
@@ -349,13 +273,22 @@ std::string text_log_message(std::string_view message) {
   return out;
 }
 
-std::string json_log_line(std::string_view ts, std::string_view level, std::string_view message) {
+void append_json_member(std::string& out, std::string_view key, std::string_view value) {
+  out += ",\"";
+  append_json_chars(out, key);
+  out += "\":\"";
+  append_json_chars(out, value);
+  out += '"';
+}
+
+std::string json_log_line(std::string_view ts, std::string_view level, std::string_view message,
+                          const connection_event* event) {
   std::string out = "{\"ts\":\"";
   append_json_chars(out, ts);
   out += '"';
-  add_string(out, "level", level);
-  add_string(out, "msg", message);
-  add_connection_fields(out, message);
+  append_json_member(out, "level", level);
+  append_json_member(out, "msg", message);
+  if (event) append_event_json(out, *event);
   out += "}\n";
   return out;
 }

@@ -79,9 +79,15 @@ std::string plain_message(const std::exception& e);
 /// Logs `cannot start: <plain_message>` as one line (whatever the log level) and returns exit_cannot_start.
 int cannot_start(const std::exception& e);
 
-/// One JSON object per log line: `ts` (UTC, ms), `level`, `msg` (the text line's message, whole), and for
-/// connection lines (`conn N event key=value ... cause=...`) `conn`, `event`, each key=value field (`up` and
-/// `down` as `up_bytes`/`up_frames`..., `duration` as `duration_ms`), and `cause`.
-std::string json_log_line(std::string_view ts, std::string_view level, std::string_view message);
+struct connection_event;
+
+/// Appends `,"key":"value"` to a JSON object being written, both strings escaped (bytes that are not UTF-8
+/// as U+FFFD).
+void append_json_member(std::string& out, std::string_view key, std::string_view value);
+
+/// One JSON object per log line: `ts` (UTC, ms), `level`, `msg` (the text line's message, whole), and for a
+/// connection event (events.hpp) its fields, from the event itself.
+std::string json_log_line(std::string_view ts, std::string_view level, std::string_view message,
+                          const connection_event* event = nullptr);
 
 }  // namespace kws::app

@@ -1,6 +1,7 @@
 #include "gateway_server.hpp"
 
 #include "cli.hpp"
+#include "events.hpp"
 #include "handshakes.hpp"
 #include "health.hpp"
 #include "metrics.hpp"
@@ -387,11 +388,19 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     }
     if (ec == kws::errc::upgrade_declined) {
       if (health_probe_) return finish();
-      spdlog::info("conn {} refused peer={} target={}: {}", id_, peer_, target_, refusal_);
+      app::log_event(spdlog::level::info, {.conn = id_,
+                                           .event = "refused",
+                                           .fields = {{"peer", peer_}, {"target", target_}},
+                                           .end = "refused",
+                                           .cause = refusal_});
       return finish();
     }
     if (ec) {
-      spdlog::debug("conn {} peer={}: no WebSocket handshake: {}", id_, peer_, ec.message());
+      app::log_event(spdlog::level::debug, {.conn = id_,
+                                            .fields = {{"peer", peer_}},
+                                            .end = "no_handshake",
+                                            .side = "client",
+                                            .cause = "no WebSocket handshake: " + ec.message()});
       return finish();
     }
     client_ = std::move(conn);
@@ -407,19 +416,25 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
 
   void connected(error_code ec, std::optional<tcp::socket> broker, const upstream& u) {
     if (ec || draining_) {
-      const auto cause = draining_ ? std::string("shutting down") : "cluster unreachable: " + ec.message();
-      spdlog::warn("conn {} closed peer={} target={}: {}", id_, peer_, target_, cause);
+      app::log_event(spdlog::level::warn, {.conn = id_,
+                                           .event = "closed",
+                                           .fields = {{"peer", peer_}, {"target", target_}},
+                                           .end = draining_ ? "shut_down" : "cluster_unreachable",
+                                           .side = draining_ ? "" : "broker",
+                                           .cause = draining_ ? std::string("shutting down")
+                                                              : "cluster unreachable: " + ec.message()});
       client_.async_close(kws::close_code::try_again_later,
                           [self = shared_from_this()](error_code) { self->finish(); });
       return;
     }
     upstream_ = u.text();
-    spdlog::info("conn {} open peer={} target={} upstream={}", id_, peer_, target_, upstream_);
+    app::log_event(spdlog::level::info,
+                   {.conn = id_,
+                    .event = "open",
+                    .fields = {{"peer", peer_}, {"target", target_}, {"upstream", upstream_}}});
     auto options = sh_.cfg.relay;
     if (sh_.metrics_on) options.counters = sh_.metrics.relay_counters();
-    options.log = [id = id_](kws::log_level level, std::string_view text) {
-      spdlog::log(static_cast<spdlog::level::level_enum>(level), "conn {} {}", id, text);
-    };
+    options.log = app::connection_log(id_);
     options.min_log_level = static_cast<kws::log_level>(std::min<int>(spdlog::get_level(), 4));
     std::weak_ptr<session> weak = shared_from_this();
     relay_ = kws::relay::create(
@@ -427,13 +442,11 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
         std::make_shared<kafka::tracker>(sh_.tracking),
         [self = shared_from_this()](const kws::relay_report& r) {
           self->sh_.metrics.relay_ended(r);
-          spdlog::log(r.error ? spdlog::level::warn : spdlog::level::info,
-                      "conn {} closed peer={} upstream={} up={}B/{}f down={}B/{}f duration={} cause={}",
-                      self->id_, self->peer_, self->upstream_, r.up_bytes, r.up_frames, r.down_bytes,
-                      r.down_frames, app::human_duration(r.duration),
-                      r.error == kws::errc::unusable_response
-                          ? r.cause + " (--no-rewrite passes responses unchanged)"
-                          : r.cause);
+          auto e = app::relay_closed_event(self->id_, r);
+          e.fields = {{"peer", self->peer_}, {"upstream", self->upstream_}};
+          if (r.error == kws::errc::unusable_response)
+            e.cause += " (--no-rewrite passes responses unchanged)";
+          app::log_event(r.error ? spdlog::level::warn : spdlog::level::info, e);
           asio::post(self->worker_.context(), [self] { self->finish(); });
         },
         // Kafka brokers close idle connections (connections.max.idle.ms); the client need not notice.
@@ -607,7 +620,8 @@ int run(const gateway_config& cfg) {
         }
         const auto id = ++next_id;
         app::tune_client_socket(s, cfg.client_socket);
-        spdlog::debug("conn {} accepted peer={}", id, app::endpoint_string(peer));
+        app::log_event(spdlog::level::debug,
+                       {.conn = id, .event = "accepted", .fields = {{"peer", app::endpoint_string(peer)}}});
         asio::post(w.context(), [&w, &sh, s = std::move(s), id, ticket = std::move(ticket),
                                  address = address_text(peer.address())]() mutable {
           auto sess =

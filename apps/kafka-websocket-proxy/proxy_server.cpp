@@ -2,6 +2,7 @@
 
 #include "broker_directory.hpp"
 #include "cli.hpp"
+#include "events.hpp"
 #include "metrics.hpp"
 #include "monitoring.hpp"
 #include "runtime.hpp"
@@ -70,7 +71,12 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   // A shutdown ends a first dial still under way: the dial is given up with a closed line.
   void give_up_dial(const std::string& why);
   // " via=proxy:port" when the broker is reached through a forward proxy, for the log lines.
-  std::string via_field() const { return via_.empty() ? std::string() : " via=" + via_; }
+  // client=, broker= and (through a forward proxy) via=, for the connection's lines.
+  std::vector<std::pair<std::string_view, std::string>> endpoint_fields(const std::string& broker) const {
+    std::vector<std::pair<std::string_view, std::string>> f{{"client", client_name_}, {"broker", broker}};
+    if (!via_.empty()) f.emplace_back("via", via_);
+    return f;
+  }
 
   std::shared_ptr<std::atomic<std::size_t>> active_;
   app::server_metrics& metrics_;
@@ -173,8 +179,10 @@ void session::attempt() {
         if (ec && ec != asio::error::operation_aborted) self->failures_.push_back(why);
         if (ec && self->attempt_ <= cfg.dial_retries && !self->draining_ &&
             ec != kws::errc::invalid_address) {
-          spdlog::debug("conn {} dial attempt {} failed: {}; retrying in {}ms", self->id_, self->attempt_,
-                        why, self->backoff_.count());
+          app::log_event(spdlog::level::debug,
+                         {.conn = self->id_,
+                          .cause = fmt::format("dial attempt {} failed: {}; retrying in {}ms", self->attempt_,
+                                               why, self->backoff_.count())});
           self->timer().expires_after(self->backoff_);
           self->backoff_ *= 2;
           return self->timer().async_wait([self](error_code e) {
@@ -186,9 +194,14 @@ void session::attempt() {
         }
         if (ec && ec != asio::error::operation_aborted && !self->relay_) {
           // A failed reconnect is reported by the relay's own closing line.
-          spdlog::warn("conn {} closed client={} broker={}{}: dial failed after {} attempt(s): {}", self->id_,
-                       self->client_name_, self->route_->url, self->via_field(), self->attempt_,
-                       self->failure_summary());
+          app::log_event(spdlog::level::warn,
+                         {.conn = self->id_,
+                          .event = "closed",
+                          .fields = self->endpoint_fields(self->route_->url),
+                          .end = "dial_failed",
+                          .side = "broker",
+                          .cause = fmt::format("dial failed after {} attempt(s): {}", self->attempt_,
+                                               self->failure_summary())});
         }
         self->complete_dial(ec, std::move(c));
       });
@@ -215,11 +228,15 @@ void session::watch_client() {
   watch_->async_wait([self = shared_from_this()](error_code ec) {
     if (ec || !self->pending_ || self->relay_) return;
     if (!app::peer_has_closed(self->client_)) return self->watch_client();
-    spdlog::info(
-        "conn {} closed client={} broker={}: the client left while the broker was being dialled ({} "
-        "attempt(s){}{})",
-        self->id_, self->client_name_, self->route_->url, self->attempt_, self->failures_.empty() ? "" : ": ",
-        self->failure_summary());
+    app::log_event(
+        spdlog::level::info,
+        {.conn = self->id_,
+         .event = "closed",
+         .fields = {{"client", self->client_name_}, {"broker", self->route_->url}},
+         .end = "closed",
+         .side = "client",
+         .cause = fmt::format("the client left while the broker was being dialled ({} attempt(s){}{})",
+                              self->attempt_, self->failures_.empty() ? "" : ": ", self->failure_summary())});
     if (self->timer_) self->timer_->cancel();
     self->complete_dial(asio::error::operation_aborted, kws::connection{});
   });
@@ -228,12 +245,10 @@ void session::watch_client() {
 void session::start_relay(kws::connection conn) {
   const auto& cfg = cfg_;
   const std::string url = conn.url();
-  spdlog::info("conn {} open client={} broker={}{}", id_, client_name_, url, via_field());
+  app::log_event(spdlog::level::info, {.conn = id_, .event = "open", .fields = endpoint_fields(url)});
   auto options = cfg.relay;
   if (!cfg.metrics_listen.empty()) options.counters = metrics_.relay_counters();
-  options.log = [id = id_](kws::log_level level, std::string_view text) {
-    spdlog::log(static_cast<spdlog::level::level_enum>(level), "conn {} {}", id, text);
-  };
+  options.log = app::connection_log(id_);
   options.min_log_level = static_cast<kws::log_level>(std::min<int>(spdlog::get_level(), 4));
   std::weak_ptr<session> weak = shared_from_this();
   relay_ = kws::relay::create(
@@ -241,13 +256,10 @@ void session::start_relay(kws::connection conn) {
       [self = shared_from_this(), url](const kws::relay_report& r) {
         self->release_slot();
         self->metrics_.relay_ended(r);
-        const auto level = r.error ? spdlog::level::warn : spdlog::level::info;
-        spdlog::log(
-            level, "conn {} closed client={} broker={}{} up={}B/{}f down={}B/{}f duration={} cause={}",
-            self->id_, self->client_name_, url, self->via_field(), r.up_bytes, r.up_frames, r.down_bytes,
-            r.down_frames, app::human_duration(r.duration),
-            r.error == kws::errc::unusable_response ? r.cause + " (--no-rewrite passes responses unchanged)"
-                                                    : r.cause);
+        auto e = app::relay_closed_event(self->id_, r);
+        e.fields = self->endpoint_fields(url);
+        if (r.error == kws::errc::unusable_response) e.cause += " (--no-rewrite passes responses unchanged)";
+        app::log_event(r.error ? spdlog::level::warn : spdlog::level::info, e);
         // Break the cycle relay -> handler -> session -> relay once the relay is done.
         asio::post(self->worker_.context(), [self] {
           self->relay_.reset();
@@ -281,8 +293,13 @@ void session::stop_now(const std::string& why) {
 
 void session::give_up_dial(const std::string& why) {
   if (!pending_) return;
-  spdlog::info("conn {} closed client={} broker={}{} up=0B/0f down=0B/0f duration={} cause={}", id_,
-               client_name_, route_->url, via_field(), app::human_duration(clock::now() - started_at_), why);
+  app::log_event(spdlog::level::info, {.conn = id_,
+                                       .event = "closed",
+                                       .fields = endpoint_fields(route_->url),
+                                       .counts = app::connection_event::traffic{},
+                                       .duration = clock::now() - started_at_,
+                                       .end = "shut_down",
+                                       .cause = why});
   // The dial itself ends by its own timeout; its connection is dropped then.
   complete_dial(asio::error::operation_aborted, kws::connection{});
 }
@@ -511,7 +528,10 @@ class server {
           const auto id = ++next_id_;
           if (active_->load() >= cfg_.max_connections) return refuse(s, id);
           app::tune_client_socket(s, cfg_.client_socket);
-          spdlog::debug("conn {} accepted client={} listener={}", id, app::peer_of(s), l.r->port);
+          app::log_event(spdlog::level::debug,
+                         {.conn = id,
+                          .event = "accepted",
+                          .fields = {{"client", app::peer_of(s)}, {"listener", std::to_string(l.r->port)}}});
           asio::post(w.context(), [this, &w, s = std::move(s), id, r = l.r]() mutable {
             auto sess = std::make_shared<session>(w, cfg_, *prototype_, tracking_, std::move(s), id, r,
                                                   active_, metrics_);

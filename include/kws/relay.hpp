@@ -61,6 +61,33 @@ struct relay_options {
   log_level min_log_level = log_level::info;
 };
 
+/// The side a relay's end came from.
+enum class relay_side : std::uint8_t { none, client, broker };
+
+/// How a relay ended, for programs: `relay_report::cause` says the same in words, with its details.
+enum class relay_end : std::uint8_t {
+  closed,                ///< `side` closed in order with nothing owed (none: the relay closed both)
+  closed_owing,          ///< `side` closed while responses were still owed to the client
+  reset,                 ///< `side` reset the connection
+  closed_while_sending,  ///< `side` closed while data was being written to it
+  ping_timeout,          ///< `side` stopped answering WebSocket pings
+  tcp_timeout,           ///< `side` stopped acknowledging data
+  protocol_error,        ///< `side` broke the wire contract; `error` says how (text message, bad size, ...)
+  truncated,             ///< `side` closed in the middle of a Kafka frame
+  failed,                ///< `side`'s connection failed otherwise; see `error`
+  reconnect_failed,      ///< the broker could not be dialled again
+  unusable_response,     ///< a response that had to be rewritten could not be
+  idle,                  ///< no traffic either way for the idle timeout
+  shut_down,             ///< a drain: every response delivered, or the drain's timeout ran out
+  stopped,               ///< stop_now; the cause is the caller's reason
+  out_of_memory,         ///< memory for a frame could not be had
+};
+
+/// "closed", "closed_owing", "protocol_error", ...: the enumerator's name, for logs and metrics.
+const char* to_string(relay_end end) noexcept;
+/// "none", "client", "broker".
+const char* to_string(relay_side side) noexcept;
+
 /// What a relay did, reported once when it ends.
 struct relay_report {
   std::uint64_t up_bytes = 0;  ///< requests read from the client
@@ -77,6 +104,9 @@ struct relay_report {
   std::string cause;
   /// The first failure, empty when the relay ended in an orderly way.
   boost::system::error_code error;
+  /// The cause as data: what ended the relay, and on which side.
+  relay_end end = relay_end::closed;
+  relay_side side = relay_side::none;
 };
 
 /// Opens the broker side again, with whatever retries the caller wants, and completes once.

@@ -148,6 +148,7 @@ assert closed is not None
 for k in ("conn", "client", "broker", "up_bytes", "up_frames", "down_bytes", "down_frames", "duration_ms", "cause"):
     assert k in closed, (k, closed)
 assert closed["up_bytes"] == 8 and closed["down_frames"] == 1, closed
+assert closed["end"] == "closed" and closed["side"] == "client", closed
 assert closed["cause"] == "client closed", closed
 assert closed["level"] == "info" and closed["ts"].endswith("Z"), closed
 print("ok", n)
@@ -166,12 +167,13 @@ TEST(ProxyCloseCauses, ABrokerThatStopsAnsweringPingsIsSaidSo) {
     // Reads nothing more: pings go unanswered.
     released.wait_for(15s);
   });
-  proxy_process proxy({"--broker", server.address(), "--ping-interval", "200ms"});
+  proxy_process proxy({"--broker", server.address(), "--ping-interval", "200ms", "--log-format", "json"});
   client c(proxy.port);
   c.send(frame("never answered"));
   ASSERT_EQ(got.get_future().wait_for(10s), std::future_status::ready);
   EXPECT_TRUE(proxy.proc.wait_for_output(
-      std::regex(R"(conn 1 closed .* cause=broker did not answer pings with 1 request\(s\) in flight\n)")))
+      std::regex(R"re("conn":1,"event":"closed",.*"end":"ping_timeout","side":"broker",)re"
+                 R"re("cause":"broker did not answer pings with 1 request\(s\) in flight"\})re")))
       << proxy.proc.output();
   release.set_value();
 }
@@ -181,12 +183,13 @@ TEST(ProxyCloseCauses, ABrokerCloseNamesItsCode) {
     ws_peer::message m;
     if (p.read(m)) p.close();  // the test server closes with 1000; the cause names it
   });
-  proxy_process proxy({"--broker", server.address()});
+  proxy_process proxy({"--broker", server.address(), "--log-format", "json"});
   client c(proxy.port);
   c.send(frame("lost"));
   EXPECT_TRUE(c.closed_by_peer());
   EXPECT_TRUE(proxy.proc.wait_for_output(
-      std::regex(R"(cause=broker closed with 1 request\(s\) in flight \(code 1000 normal\)\n)")))
+      std::regex(R"re("end":"closed_owing","side":"broker",)re"
+                 R"re("cause":"broker closed with 1 request\(s\) in flight \(code 1000 normal\)"\})re")))
       << proxy.proc.output();
 }
 
@@ -205,7 +208,7 @@ struct hung_broker {
 
 TEST(ProxyShutdown, TheWholeShutdownFitsTheDrainTimeoutAndLogsTheClosedLine) {
   hung_broker broker;
-  proxy_process proxy({"--broker", broker.server.address(), "--drain-timeout", "2s"});
+  proxy_process proxy({"--broker", broker.server.address(), "--drain-timeout", "2s", "--log-format", "json"});
   client c(proxy.port);
   c.send(frame("never answered"));
   ASSERT_EQ(broker.got.get_future().wait_for(10s), std::future_status::ready);
@@ -217,7 +220,8 @@ TEST(ProxyShutdown, TheWholeShutdownFitsTheDrainTimeoutAndLogsTheClosedLine) {
   EXPECT_GE(took, 1500ms);
   EXPECT_LT(took, 3000ms) << proxy.proc.output();
   EXPECT_TRUE(proxy.proc.wait_for_output(std::regex(
-      R"(conn 1 closed .* cause=shut down with 1 response\(s\) not delivered \(drain timeout\)\n)")))
+      R"re("conn":1,"event":"closed",.*"end":"shut_down","cause":"shut down with 1 response\(s\) not delivered )re"
+      R"re(\(drain timeout\)"\})re")))
       << proxy.proc.output();
   std::cout << "shutdown took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
             << " ms with --drain-timeout 2s\n";
@@ -225,7 +229,8 @@ TEST(ProxyShutdown, TheWholeShutdownFitsTheDrainTimeoutAndLogsTheClosedLine) {
 
 TEST(ProxyShutdown, ASecondSignalStopsAtOnceWithTheClosedLine) {
   hung_broker broker;
-  proxy_process proxy({"--broker", broker.server.address(), "--drain-timeout", "30s"});
+  proxy_process proxy(
+      {"--broker", broker.server.address(), "--drain-timeout", "30s", "--log-format", "json"});
   client c(proxy.port);
   c.send(frame("never answered"));
   ASSERT_EQ(broker.got.get_future().wait_for(10s), std::future_status::ready);
@@ -235,8 +240,9 @@ TEST(ProxyShutdown, ASecondSignalStopsAtOnceWithTheClosedLine) {
   proxy.proc.signal(SIGTERM);
   EXPECT_EQ(proxy.proc.wait(10s), 0) << proxy.proc.output();
   EXPECT_LT(std::chrono::steady_clock::now() - start, 1s);
-  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex(
-      R"(conn 1 closed .* cause=stopped by a second signal with 1 response\(s\) not delivered\n)")))
+  EXPECT_TRUE(proxy.proc.wait_for_output(
+      std::regex(R"re("conn":1,"event":"closed",.*"end":"stopped",)re"
+                 R"re("cause":"stopped by a second signal with 1 response\(s\) not delivered"\})re")))
       << proxy.proc.output();
 }
 

@@ -152,12 +152,13 @@ TEST(Proxy, ClosesTheClientOnATextMessageAndTellsTheBrokerWithCode1003) {
     }
     code = p.close_code();
   });
-  proxy_process proxy({"--broker", server.address()});
+  proxy_process proxy({"--broker", server.address(), "--log-format", "json"});
   client c(proxy.port);
   c.send(frame("request"));
   EXPECT_TRUE(c.closed_by_peer());
   EXPECT_TRUE(proxy.proc.wait_for_output(
-      std::regex("cause=broker sent a text message \\(Kafka frames must be binary\\)")))
+      std::regex(R"re("end":"protocol_error","side":"broker",)re"
+                 R"re("cause":"broker sent a text message \(Kafka frames must be binary\)")re")))
       << proxy.proc.output();
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(code.load(), 1003) << "a text message is 'unsupported data'";
@@ -173,12 +174,13 @@ TEST(Proxy, AMessageWhoseSizeHeaderDoesNotMatchGetsCloseCode1002) {
     }
     code = p.close_code();
   });
-  proxy_process proxy({"--broker", server.address()});
+  proxy_process proxy({"--broker", server.address(), "--log-format", "json"});
   client c(proxy.port);
   c.send(frame("request"));
   EXPECT_TRUE(c.closed_by_peer());
   EXPECT_TRUE(proxy.proc.wait_for_output(
-      std::regex("cause=broker sent a WebSocket message whose length does not match")))
+      std::regex(R"re("end":"protocol_error","side":"broker",)re"
+                 R"re("cause":"broker sent a WebSocket message whose length does not match)re")))
       << proxy.proc.output();
   ASSERT_TRUE(server.wait_finished(1));
   EXPECT_EQ(code.load(), 1002);
@@ -283,21 +285,21 @@ TEST(Proxy, StopsReadingTheClientWhileTheBrokerDoesNotRead) {
 
 TEST(Proxy, ClientClosingInsideARequestIsLogged) {
   ws_test_server server(kws::test::echo);
-  proxy_process proxy({"--broker", server.address()});
+  proxy_process proxy({"--broker", server.address(), "--log-format", "json"});
   {
     client c(proxy.port);
     error_code ec;
     ASSERT_EQ(c.exchange(frame("whole"), 9, ec), frame("whole"));
     c.send(frame("cut short").substr(0, 7));
   }
-  EXPECT_TRUE(
-      proxy.proc.wait_for_output(std::regex("cause=client closed inside a request \\(7 bytes dropped\\)")))
+  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex(
+      R"re("end":"truncated","side":"client","cause":"client closed inside a request \(7 bytes dropped\)")re")))
       << proxy.proc.output();
 }
 
 TEST(Proxy, BadFrameSizeEndsOnlyThatConnection) {
   ws_test_server server(kws::test::echo);
-  proxy_process proxy({"--broker", server.address(), "--max-frame-bytes", "1KiB"});
+  proxy_process proxy({"--broker", server.address(), "--max-frame-bytes", "1KiB", "--log-format", "json"});
   client good(proxy.port);
   error_code ec;
   ASSERT_EQ(good.exchange(frame("before"), 10, ec), frame("before"));
@@ -306,9 +308,11 @@ TEST(Proxy, BadFrameSizeEndsOnlyThatConnection) {
     evil.send(bad);
     EXPECT_TRUE(evil.closed_by_peer());
   }
-  EXPECT_TRUE(proxy.proc.wait_for_output(
-      std::regex("cause=client sent a Kafka frame larger than the maximum frame size")));
-  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("cause=client sent a negative Kafka frame size")));
+  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex(
+      R"re("end":"protocol_error","side":"client","cause":"client sent a Kafka frame larger than the maximum )re"
+      R"re(frame size")re")));
+  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex(
+      R"re("end":"protocol_error","side":"client","cause":"client sent a negative Kafka frame size")re")));
   EXPECT_EQ(good.exchange(frame(pattern(1024)), 1028, ec), frame(pattern(1024)));
   EXPECT_FALSE(ec);
 }
@@ -325,11 +329,12 @@ TEST(Proxy, BrokerClosingMidFrameEndsOnlyThatConnection) {
     }
     kws::test::echo(p);
   });
-  proxy_process proxy({"--broker", server.address()});
+  proxy_process proxy({"--broker", server.address(), "--log-format", "json"});
   client victim(proxy.port);
   victim.send(frame("x"));
   EXPECT_TRUE(victim.closed_by_peer());
-  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("cause=broker closed in the middle of a Kafka frame")))
+  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex(
+      R"re("end":"truncated","side":"broker","cause":"broker closed in the middle of a Kafka frame)re")))
       << proxy.proc.output();
   client other(proxy.port);
   error_code ec;
