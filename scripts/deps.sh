@@ -5,7 +5,7 @@ KWS_PACKAGES=(
   cmake ninja-build g++ pkg-config ccache
   libboost1.81-dev libssl-dev openssl
   libgtest-dev libgmock-dev libbenchmark-dev
-  libcli11-dev libspdlog-dev libfmt-dev libjemalloc-dev
+  libcli11-dev libspdlog-dev libfmt-dev libjemalloc-dev prometheus-cpp-dev
   librdkafka-dev kcat python3-kafka python3-confluent-kafka
   tinyproxy-bin socat nftables
 )

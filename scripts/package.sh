@@ -61,7 +61,7 @@ step="control fields"
 echo "== kws package test: $step"
 dpkg-deb --info "$deb"
 depends=$(dpkg-deb --field "$deb" Depends)
-for dep in libc6 libstdc++6 libssl3 librdkafka1 libjemalloc2; do
+for dep in libc6 libstdc++6 libssl3 librdkafka1 libjemalloc2 libprometheus-cpp-core1.0; do
   tr ',' '\n' <<<"$depends" | awk '{ print $1 }' | grep -qxF "$dep" || fail "Depends has no $dep: $depends"
 done
 [ "$(dpkg-deb --info "$deb" conffiles)" = /etc/default/kafka-websocket-proxy ] ||

@@ -8,11 +8,12 @@
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/websocket/error.hpp>
 
-#include <fmt/format.h>
+#include <prometheus/text_serializer.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <limits>
 #include <stdexcept>
 
 namespace kws::app {
@@ -20,46 +21,6 @@ namespace kws::app {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 using boost::system::error_code;
-
-std::string escape_label_value(std::string_view v) {
-  std::string out;
-  out.reserve(v.size());
-  for (const char c : v) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-std::string escape_help(std::string_view v) {
-  std::string out;
-  out.reserve(v.size());
-  for (const char c : v) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
-
-std::string format_value(double v) {
-  if (std::isnan(v)) return "NaN";
-  if (std::isinf(v)) return v > 0 ? "+Inf" : "-Inf";
-  // Counts stay exact up to 2^53; print them without a fraction or exponent.
-  if (v == std::floor(v) && std::fabs(v) < 9007199254740992.0) return fmt::format("{:.0f}", v);
-  return fmt::format("{}", v);
-}
 
 // ---- histogram ----------------------------------------------------------------------------------------
 
@@ -81,10 +42,25 @@ void histogram::observe(std::chrono::nanoseconds d) noexcept {
   count_.fetch_add(1, std::memory_order_relaxed);
 }
 
-// ---- registry -----------------------------------------------------------------------------------------
+prometheus::ClientMetric::Histogram histogram::collect() const {
+  prometheus::ClientMetric::Histogram h;
+  h.sample_count = count();
+  h.sample_sum = static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
+  std::uint64_t cumulative = 0;
+  for (std::size_t i = 0; i < bounds_.size(); ++i) {
+    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    // Capped at the count: an observation may land between the reads.
+    h.bucket.push_back({std::min(cumulative, h.sample_count), bounds_[i]});
+  }
+  // The +Inf bucket is the count by definition.
+  h.bucket.push_back({h.sample_count, std::numeric_limits<double>::infinity()});
+  return h;
+}
 
-registry::series& registry::add(const std::string& name, const std::string& help, kind type,
-                                const labels& l) {
+// ---- scraped_metrics ----------------------------------------------------------------------------------
+
+scraped_metrics::series& scraped_metrics::add(const std::string& name, const std::string& help,
+                                              prometheus::MetricType type, const prometheus::Labels& l) {
   auto it = std::find_if(families_.begin(), families_.end(), [&](const family& f) { return f.name == name; });
   if (it == families_.end()) {
     families_.push_back(family{name, help, type, false, {}});
@@ -92,87 +68,71 @@ registry::series& registry::add(const std::string& name, const std::string& help
   } else if (it->type != type) {
     throw std::invalid_argument("metric " + name + " registered with two types");
   }
-  std::string text;
-  for (const auto& [k, v] : l) {
-    if (!text.empty()) text += ',';
-    text += k + "=\"" + escape_label_value(v) + '"';
-  }
-  it->members.push_back(series{std::move(text), {}, nullptr, nullptr, nullptr});
+  series s;
+  for (const auto& [k, v] : l) s.labels.push_back({k, v});
+  it->members.push_back(std::move(s));
   return it->members.back();
 }
 
-counter& registry::add_counter(const std::string& name, const std::string& help, labels l) {
-  auto& s = add(name, help, kind::counter, l);
+counter& scraped_metrics::add_counter(const std::string& name, const std::string& help,
+                                      const prometheus::Labels& l) {
+  auto& s = add(name, help, prometheus::MetricType::Counter, l);
   s.c = std::make_unique<counter>();
   return *s.c;
 }
 
-gauge& registry::add_gauge(const std::string& name, const std::string& help, labels l) {
-  auto& s = add(name, help, kind::gauge, l);
-  s.g = std::make_unique<gauge>();
-  return *s.g;
-}
-
-histogram& registry::add_histogram(const std::string& name, const std::string& help,
-                                   std::vector<double> upper_bounds, labels l) {
-  auto& s = add(name, help, kind::histogram, l);
+histogram& scraped_metrics::add_histogram(const std::string& name, const std::string& help,
+                                          std::vector<double> upper_bounds, const prometheus::Labels& l) {
+  auto& s = add(name, help, prometheus::MetricType::Histogram, l);
   s.h = std::make_unique<histogram>(std::move(upper_bounds));
   return *s.h;
 }
 
-void registry::add_counter_function(const std::string& name, const std::string& help, labels l,
-                                    std::function<double()> read) {
-  add(name, help, kind::counter, l).read = std::move(read);
+void scraped_metrics::add_counter_function(const std::string& name, const std::string& help,
+                                           const prometheus::Labels& l, std::function<double()> read) {
+  add(name, help, prometheus::MetricType::Counter, l).read = std::move(read);
 }
 
-void registry::add_gauge_function(const std::string& name, const std::string& help, labels l,
-                                  std::function<double()> read) {
-  add(name, help, kind::gauge, l).read = std::move(read);
+void scraped_metrics::add_gauge_function(const std::string& name, const std::string& help,
+                                         const prometheus::Labels& l, std::function<double()> read) {
+  add(name, help, prometheus::MetricType::Gauge, l).read = std::move(read);
 }
 
-void registry::omit_while_zero(const std::string& name) {
+void scraped_metrics::omit_while_zero(const std::string& name) {
   for (auto& f : families_) {
     if (f.name == name) f.omit_zero = true;
   }
 }
 
-std::string registry::render() const {
-  std::string out;
-  const auto braces = [](const std::string& l) { return l.empty() ? std::string() : "{" + l + "}"; };
+std::vector<prometheus::MetricFamily> scraped_metrics::Collect() const {
+  std::vector<prometheus::MetricFamily> out;
+  out.reserve(families_.size());
   for (const auto& f : families_) {
-    out += "# HELP " + f.name + ' ' + escape_help(f.help) + '\n';
-    out += "# TYPE " + f.name + ' ' +
-           (f.type == kind::counter ? "counter"
-            : f.type == kind::gauge ? "gauge"
-                                    : "histogram") +
-           '\n';
+    auto& mf = out.emplace_back(prometheus::MetricFamily{f.name, f.help, f.type, {}});
     for (const auto& s : f.members) {
+      prometheus::ClientMetric m;
+      m.label = s.labels;
       if (s.h) {
-        const auto& h = *s.h;
-        const auto count = h.count();
-        if (f.omit_zero && count == 0) continue;
-        const std::string sep = s.labels.empty() ? "" : ",";
-        std::uint64_t cumulative = 0;
-        for (std::size_t i = 0; i <= h.upper_bounds().size(); ++i) {
-          cumulative += h.bucket(i);
-          const auto le = i < h.upper_bounds().size() ? format_value(h.upper_bounds()[i]) : "+Inf";
-          // The +Inf bucket is the count by definition; taking it from the count keeps them equal even when
-          // an observation lands between the reads.
-          const auto n = i < h.upper_bounds().size() ? std::min(cumulative, count) : count;
-          out += f.name + "_bucket{" + s.labels + sep + "le=\"" + le + "\"} " + std::to_string(n) + '\n';
-        }
-        out += f.name + "_sum" + braces(s.labels) + ' ' + format_value(h.sum_seconds()) + '\n';
-        out += f.name + "_count" + braces(s.labels) + ' ' + std::to_string(count) + '\n';
-        continue;
+        m.histogram = s.h->collect();
+        if (f.omit_zero && m.histogram.sample_count == 0) continue;
+      } else {
+        const double v = s.read ? s.read() : static_cast<double>(s.c->value());
+        if (f.omit_zero && v == 0) continue;
+        (f.type == prometheus::MetricType::Gauge ? m.gauge.value : m.counter.value) = v;
       }
-      const double v = s.read ? s.read()
-                       : s.c  ? static_cast<double>(s.c->value())
-                              : static_cast<double>(s.g->value());
-      if (f.omit_zero && v == 0) continue;
-      out += f.name + braces(s.labels) + ' ' + format_value(v) + '\n';
+      mf.metric.push_back(std::move(m));
     }
   }
   return out;
+}
+
+std::string serialize(std::vector<prometheus::MetricFamily> families) {
+  std::sort(families.begin(), families.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  for (auto& f : families) {
+    std::sort(f.metric.begin(), f.metric.end(),
+              [](const auto& a, const auto& b) { return a.label < b.label; });
+  }
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 std::vector<double> latency_buckets() {
@@ -260,7 +220,7 @@ std::string kafka_api_label(kws::kafka::api_key key) {
 // is an array index and relaxed adds.
 class server_metrics::kafka_observer final : public kws::kafka::request_observer {
  public:
-  explicit kafka_observer(registry& r) {
+  explicit kafka_observer(scraped_metrics& r) {
     const auto add = [&](std::size_t slot, const std::string& api) {
       requests_[slot] =
           &r.add_counter("kws_kafka_requests_total",
@@ -303,8 +263,40 @@ class server_metrics::kafka_observer final : public kws::kafka::request_observer
 
 server_metrics::server_metrics() {
   auto& r = registry_;
-  connections_total_ = &r.add_counter("kws_connections_total", "Client connections accepted");
-  connections_active_ = &r.add_gauge("kws_connections_active", "Client connections open now");
+  connections_total_ = &prometheus::BuildCounter()
+                            .Name("kws_connections_total")
+                            .Help("Client connections accepted")
+                            .Register(r)
+                            .Add({});
+  connections_active_ = &prometheus::BuildGauge()
+                             .Name("kws_connections_active")
+                             .Help("Client connections open now")
+                             .Register(r)
+                             .Add({});
+  dial_attempts_ = &prometheus::BuildCounter()
+                        .Name("kws_dial_attempts_total")
+                        .Help("Attempts to open the broker side of a connection")
+                        .Register(r)
+                        .Add({});
+  auto& dial_failures = prometheus::BuildCounter()
+                            .Name("kws_dial_failures_total")
+                            .Help("Failed attempts to open the broker side, by cause")
+                            .Register(r);
+  for (const auto cause : dial_failure_causes())
+    dial_failures_.emplace_back(cause, &dial_failures.Add({{"cause", std::string(cause)}}));
+  handshake_ = &prometheus::BuildHistogram()
+                    .Name("kws_handshake_duration_seconds")
+                    .Help("Time to open the broker side of a connection, successful attempts only")
+                    .Register(r)
+                    .Add({}, latency_buckets());
+  auto& rejected = prometheus::BuildCounter()
+                       .Name("kws_frames_rejected_total")
+                       .Help("Frames that ended their connection, by cause")
+                       .Register(r);
+  for (const auto& [e, name] : rejection_names)
+    rejected_.emplace_back(name, &rejected.Add({{"cause", std::string(name)}}));
+
+  // Counted per frame by the relays on their own atomics; read when scraped.
   const auto relay = relay_;
   const auto read = [relay](std::atomic<std::uint64_t> kws::relay_counters::*field) {
     return [relay, field] { return static_cast<double>(((*relay).*field).load(std::memory_order_relaxed)); };
@@ -312,55 +304,48 @@ server_metrics::server_metrics() {
   const std::string frames_help =
       "Kafka frames relayed: up = requests from clients, down = responses to them";
   const std::string bytes_help = "Bytes of the Kafka frames relayed (size headers included), by direction";
-  r.add_counter_function("kws_relay_frames_total", frames_help, {{"direction", "up"}},
-                         read(&kws::relay_counters::up_frames));
-  r.add_counter_function("kws_relay_frames_total", frames_help, {{"direction", "down"}},
-                         read(&kws::relay_counters::down_frames));
-  r.add_counter_function("kws_relay_bytes_total", bytes_help, {{"direction", "up"}},
-                         read(&kws::relay_counters::up_bytes));
-  r.add_counter_function("kws_relay_bytes_total", bytes_help, {{"direction", "down"}},
-                         read(&kws::relay_counters::down_bytes));
-  dial_attempts_ =
-      &r.add_counter("kws_dial_attempts_total", "Attempts to open the broker side of a connection");
-  for (const auto cause : dial_failure_causes()) {
-    dial_failures_.emplace_back(
-        cause, &r.add_counter("kws_dial_failures_total", "Failed attempts to open the broker side, by cause",
-                              {{"cause", std::string(cause)}}));
-  }
-  handshake_ = &r.add_histogram("kws_handshake_duration_seconds",
-                                "Time to open the broker side of a connection, successful attempts only",
-                                latency_buckets());
-  r.add_counter_function("kws_reconnects_total",
-                         "Broker connections opened again after the broker closed between requests", {},
-                         read(&kws::relay_counters::reconnects));
-  for (const auto& [e, name] : rejection_names) {
-    rejected_.emplace_back(
-        name, &r.add_counter("kws_frames_rejected_total", "Frames that ended their connection, by cause",
-                             {{"cause", std::string(name)}}));
-  }
-  kafka_ = std::make_shared<kafka_observer>(r);
+  scraped_.add_counter_function("kws_relay_frames_total", frames_help, {{"direction", "up"}},
+                                read(&kws::relay_counters::up_frames));
+  scraped_.add_counter_function("kws_relay_frames_total", frames_help, {{"direction", "down"}},
+                                read(&kws::relay_counters::down_frames));
+  scraped_.add_counter_function("kws_relay_bytes_total", bytes_help, {{"direction", "up"}},
+                                read(&kws::relay_counters::up_bytes));
+  scraped_.add_counter_function("kws_relay_bytes_total", bytes_help, {{"direction", "down"}},
+                                read(&kws::relay_counters::down_bytes));
+  scraped_.add_counter_function("kws_reconnects_total",
+                                "Broker connections opened again after the broker closed between requests",
+                                {}, read(&kws::relay_counters::reconnects));
+  kafka_ = std::make_shared<kafka_observer>(scraped_);
 }
 
 std::shared_ptr<kws::kafka::request_observer> server_metrics::request_observer() const {
   return kafka_;
 }
 
+std::string server_metrics::render() const {
+  auto families = registry_.Collect();
+  auto scraped = scraped_.Collect();
+  families.insert(families.end(), std::make_move_iterator(scraped.begin()),
+                  std::make_move_iterator(scraped.end()));
+  return serialize(std::move(families));
+}
+
 void server_metrics::dial_failed(const error_code& ec) noexcept {
   const auto cause = dial_failure_cause(ec);
   for (auto& [name, c] : dial_failures_) {
-    if (name == cause) return c->inc();
+    if (name == cause) return c->Increment();
   }
 }
 
 void server_metrics::dial_succeeded(std::chrono::steady_clock::duration took) noexcept {
-  handshake_->observe(std::chrono::duration_cast<std::chrono::nanoseconds>(took));
+  handshake_->Observe(std::chrono::duration<double>(took).count());
 }
 
 void server_metrics::relay_ended(const kws::relay_report& r) noexcept {
   const auto cause = rejection_cause(r.error);
   if (cause.empty()) return;
   for (auto& [name, c] : rejected_) {
-    if (name == cause) return c->inc();
+    if (name == cause) return c->Increment();
   }
 }
 

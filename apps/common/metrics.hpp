@@ -1,7 +1,11 @@
-// Prometheus metrics of the servers in apps/, written by hand (Debian 12 has no C++ client library):
-// counters, gauges and histograms on relaxed atomics, a registry that renders the text exposition format
-// 0.0.4, and the set of metrics the proxy and the gateway share. No I/O here: http_endpoint.hpp serves the
-// text. Format: https://prometheus.io/docs/instrumenting/exposition_formats/
+// Prometheus metrics of the servers in apps/, on prometheus-cpp's core library (Debian 12:
+// prometheus-cpp-dev, at run time libprometheus-cpp-core1.0). What is counted once per connection or dial
+// lives in a prometheus::Registry (Family<Counter>, <Gauge>, <Histogram>); what is counted per frame or per
+// Kafka request stays on relaxed atomics (kws::relay_counters, the per-API counts here) and becomes
+// prometheus-cpp's families only when scraped (scraped_metrics), so that the hot path is a relaxed add, not
+// prometheus-cpp's compare-exchange loop on a double or its histogram's mutex. prometheus::TextSerializer
+// writes the text (format 0.0.4); monitoring.hpp serves it. No I/O here. Format:
+// https://prometheus.io/docs/instrumenting/exposition_formats/
 #pragma once
 
 #include <kws/kafka/tracker.hpp>
@@ -9,7 +13,14 @@
 
 #include <boost/system/error_code.hpp>
 
-#include <array>
+#include <prometheus/collectable.h>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/labels.h>
+#include <prometheus/metric_family.h>
+#include <prometheus/registry.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -22,16 +33,7 @@
 
 namespace kws::app {
 
-/// Label names and values of one series, in the order they are written.
-using labels = std::vector<std::pair<std::string, std::string>>;
-
-/// A label value as the format wants it: backslash, double quote and line feed escaped.
-std::string escape_label_value(std::string_view v);
-/// A HELP text as the format wants it: backslash and line feed escaped.
-std::string escape_help(std::string_view v);
-/// A sample value: integers without a fraction, +Inf/-Inf/NaN spelled as the format spells them.
-std::string format_value(double v);
-
+/// A counter for the hot path: one relaxed add.
 class counter {
  public:
   void inc(std::uint64_t n = 1) noexcept { v_.fetch_add(n, std::memory_order_relaxed); }
@@ -41,31 +43,18 @@ class counter {
   std::atomic<std::uint64_t> v_{0};
 };
 
-class gauge {
- public:
-  void add(std::int64_t n) noexcept { v_.fetch_add(n, std::memory_order_relaxed); }
-  void set(std::int64_t n) noexcept { v_.store(n, std::memory_order_relaxed); }
-  std::int64_t value() const noexcept { return v_.load(std::memory_order_relaxed); }
-
- private:
-  std::atomic<std::int64_t> v_{0};
-};
-
-/// Observations in seconds, kept in nanoseconds so that the sum is an integer atomic too. Buckets are counted
-/// apart and made cumulative when rendered. A scrape running alongside observations may see a count that is
-/// one or two ahead of the buckets' total: each atomic is exact, the set is not a snapshot.
+/// A histogram for the hot path (prometheus::Histogram locks a mutex per observation): observations in
+/// seconds, kept in nanoseconds so that the sum is an integer atomic too; buckets are counted apart and made
+/// cumulative when collected. A scrape running alongside observations may see a count one or two ahead of
+/// the buckets' total (each atomic is exact, the set is not a snapshot), never a bucket above the count.
 class histogram {
  public:
   /// Upper bounds in seconds, ascending; +Inf is implicit.
   explicit histogram(std::vector<double> upper_bounds);
   void observe(std::chrono::nanoseconds d) noexcept;
-  const std::vector<double>& upper_bounds() const { return bounds_; }
-  /// Observations at or below upper_bounds()[i] and above the bound before (the last: above every bound).
-  std::uint64_t bucket(std::size_t i) const noexcept { return buckets_[i].load(std::memory_order_relaxed); }
   std::uint64_t count() const noexcept { return count_.load(std::memory_order_relaxed); }
-  double sum_seconds() const noexcept {
-    return static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9;
-  }
+  /// As prometheus-cpp reports one: cumulative buckets, the last one +Inf and equal to the count.
+  prometheus::ClientMetric::Histogram collect() const;
 
  private:
   std::vector<double> bounds_;
@@ -75,46 +64,49 @@ class histogram {
   std::atomic<std::uint64_t> sum_ns_{0};
 };
 
-/// Metrics by name, rendered in the order registered. Register everything before the first render (the
-/// registry itself is not locked); the metrics are then updated and read from any thread.
-class registry {
+/// Series whose values are kept on atomics or read from elsewhere, turned into prometheus-cpp's metric
+/// families on each Collect() (a scrape), in the order added. Add everything before the first scrape (the
+/// set itself is not locked); the values are then updated and read from any thread.
+class scraped_metrics final : public prometheus::Collectable {
  public:
-  counter& add_counter(const std::string& name, const std::string& help, labels l = {});
-  gauge& add_gauge(const std::string& name, const std::string& help, labels l = {});
+  counter& add_counter(const std::string& name, const std::string& help, const prometheus::Labels& l);
   histogram& add_histogram(const std::string& name, const std::string& help, std::vector<double> upper_bounds,
-                           labels l = {});
-  /// A counter or gauge whose value is read from elsewhere when rendered.
-  void add_counter_function(const std::string& name, const std::string& help, labels l,
+                           const prometheus::Labels& l);
+  /// A counter or gauge whose value is read when scraped.
+  void add_counter_function(const std::string& name, const std::string& help, const prometheus::Labels& l,
                             std::function<double()> read);
-  void add_gauge_function(const std::string& name, const std::string& help, labels l,
+  void add_gauge_function(const std::string& name, const std::string& help, const prometheus::Labels& l,
                           std::function<double()> read);
-  /// A series (of any kind) is left out of the text while its value (a histogram's count) is zero; for label
-  /// sets that are many and mostly unused, such as one per Kafka API.
+  /// A series is left out while its value (a histogram's count) is zero; for label sets that are many and
+  /// mostly unused, such as one per Kafka API. The family's HELP and TYPE stay.
   void omit_while_zero(const std::string& name);
 
-  /// The text exposition format, version 0.0.4.
-  std::string render() const;
+  std::vector<prometheus::MetricFamily> Collect() const override;
 
  private:
-  enum class kind { counter, gauge, histogram };
   struct series {
-    std::string labels;  // rendered: `a="x",b="y"`, or empty
+    std::vector<prometheus::ClientMetric::Label> labels;
     std::function<double()> read;
     std::unique_ptr<counter> c;
-    std::unique_ptr<gauge> g;
     std::unique_ptr<histogram> h;
   };
   struct family {
     std::string name;
     std::string help;
-    kind type;
+    prometheus::MetricType type;
     bool omit_zero = false;
     std::vector<series> members;
   };
-  series& add(const std::string& name, const std::string& help, kind type, const labels& l);
+  series& add(const std::string& name, const std::string& help, prometheus::MetricType type,
+              const prometheus::Labels& l);
 
   std::vector<family> families_;
 };
+
+/// The text format 0.0.4 of `families` (prometheus::TextSerializer), families sorted by name and each one's
+/// series by labels: prometheus-cpp keeps series in a hash map, and sorting keeps the text the same from
+/// scrape to scrape.
+std::string serialize(std::vector<prometheus::MetricFamily> families);
 
 /// Upper bounds, in seconds, for latencies from 0.5 ms to 10 s.
 std::vector<double> latency_buckets();
@@ -131,39 +123,46 @@ std::string_view rejection_cause(const boost::system::error_code& ec);
 std::string kafka_api_label(kws::kafka::api_key key);
 
 /// The metrics the proxy and the gateway share; see README.md "Metrics and health" for the list. The
-/// counting points call these from any thread.
+/// counting points call these from any thread. A server adds metrics of its own to registry() or scraped()
+/// before the first scrape; render() shows them with the rest.
 class server_metrics {
  public:
   server_metrics();
 
+  // Once per connection or dial: prometheus-cpp's counters (a compare-exchange loop on an atomic double).
   void connection_opened() noexcept {
-    connections_total_->inc();
-    connections_active_->add(1);
+    connections_total_->Increment();
+    connections_active_->Increment();
   }
-  void connection_closed() noexcept { connections_active_->add(-1); }
-  void dial_started() noexcept { dial_attempts_->inc(); }
+  void connection_closed() noexcept { connections_active_->Decrement(); }
+  void dial_started() noexcept { dial_attempts_->Increment(); }
   void dial_failed(const boost::system::error_code& ec) noexcept;
   /// The broker side is open: `took` from the start of that attempt.
   void dial_succeeded(std::chrono::steady_clock::duration took) noexcept;
   /// A relay ended: counts the frame that ended it, if one did.
   void relay_ended(const kws::relay_report& r) noexcept;
 
-  /// For relay_options::counters and tracker_config::observer.
+  /// For relay_options::counters and tracker_config::observer: relaxed atomics, read when scraped.
   const std::shared_ptr<kws::relay_counters>& relay_counters() const { return relay_; }
   std::shared_ptr<kws::kafka::request_observer> request_observer() const;
 
-  std::string render() const { return registry_.render(); }
+  prometheus::Registry& registry() { return registry_; }
+  scraped_metrics& scraped() { return scraped_; }
+
+  /// Everything, in the text format 0.0.4.
+  std::string render() const;
 
  private:
   class kafka_observer;
 
-  registry registry_;
-  counter* connections_total_ = nullptr;
-  gauge* connections_active_ = nullptr;
-  counter* dial_attempts_ = nullptr;
-  std::vector<std::pair<std::string_view, counter*>> dial_failures_;
-  histogram* handshake_ = nullptr;
-  std::vector<std::pair<std::string_view, counter*>> rejected_;
+  prometheus::Registry registry_;
+  scraped_metrics scraped_;
+  prometheus::Counter* connections_total_ = nullptr;
+  prometheus::Gauge* connections_active_ = nullptr;
+  prometheus::Counter* dial_attempts_ = nullptr;
+  std::vector<std::pair<std::string_view, prometheus::Counter*>> dial_failures_;
+  prometheus::Histogram* handshake_ = nullptr;
+  std::vector<std::pair<std::string_view, prometheus::Counter*>> rejected_;
   std::shared_ptr<kws::relay_counters> relay_ = std::make_shared<kws::relay_counters>();
   std::shared_ptr<kafka_observer> kafka_;
 };

@@ -221,19 +221,28 @@ app::cached_check::probe_function bootstrap_probe(std::vector<upstream> bootstra
   };
 }
 
-// The gateway's own metrics, next to the ones it shares with the proxy: handshakes refused and timed out.
+// The gateway's own metrics, in the registry of the ones it shares with the proxy: handshakes refused and
+// timed out.
 struct handshake_metrics {
-  static constexpr const char* refused_help =
-      "Sockets closed as they were accepted, by the bound they were over: --max-handshakes (limit) or "
-      "--max-handshakes-per-address (per_address)";
-  app::registry registry;
-  app::counter& refused_over_limit =
-      registry.add_counter("kws_handshakes_refused_total", refused_help, {{"reason", "limit"}});
-  app::counter& refused_over_per_address =
-      registry.add_counter("kws_handshakes_refused_total", refused_help, {{"reason", "per_address"}});
-  app::counter& timed_out = registry.add_counter(
-      "kws_handshakes_timed_out_total",
-      "Handshakes (TLS, HTTP request, decision, upgrade) not done within --handshake-timeout");
+  explicit handshake_metrics(prometheus::Registry& r)
+      : refused(
+            prometheus::BuildCounter()
+                .Name("kws_handshakes_refused_total")
+                .Help("Sockets closed as they were accepted, by the bound they were over: --max-handshakes "
+                      "(limit) or --max-handshakes-per-address (per_address)")
+                .Register(r)),
+        refused_over_limit(refused.Add({{"reason", "limit"}})),
+        refused_over_per_address(refused.Add({{"reason", "per_address"}})),
+        timed_out(
+            prometheus::BuildCounter()
+                .Name("kws_handshakes_timed_out_total")
+                .Help("Handshakes (TLS, HTTP request, decision, upgrade) not done within --handshake-timeout")
+                .Register(r)
+                .Add({})) {}
+  prometheus::Family<prometheus::Counter>& refused;
+  prometheus::Counter& refused_over_limit;
+  prometheus::Counter& refused_over_per_address;
+  prometheus::Counter& timed_out;
 };
 
 // What every session shares.
@@ -252,8 +261,8 @@ struct shared {
   handshake_tally tally{cfg.max_handshakes, cfg.max_handshakes_per_address, cfg.accept.handshake_timeout};
   // Counts a refused or timed-out handshake for the summary line; any thread.
   std::function<void(handshake_tally::event, const std::string& address)> note_handshake{};
-  handshake_metrics handshake_counts{};
   app::server_metrics metrics{};
+  handshake_metrics handshake_counts{metrics.registry()};
   bool metrics_on = false;  // relays and trackers count only when the endpoint is there to show it
 };
 
@@ -383,7 +392,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   void accepted(error_code ec, kws::connection conn, const kws::http_request_info&) {
     handshake_.release();
     if (ec == boost::beast::error::timeout) {
-      sh_.handshake_counts.timed_out.inc();
+      sh_.handshake_counts.timed_out.Increment();
       sh_.note_handshake(handshake_tally::event::timed_out, peer_address_);
     }
     if (ec == kws::errc::upgrade_declined) {
@@ -583,7 +592,7 @@ int run(const gateway_config& cfg) {
       });
     });
   };
-  sh.handshake_counts.registry.add_gauge_function(
+  sh.metrics.scraped().add_gauge_function(
       "kws_handshakes_in_progress", "Handshakes under way (sockets accepted, not yet upgraded or answered)",
       {}, [limits = sh.handshakes] { return static_cast<double>(limits->in_progress()); });
 
@@ -611,7 +620,7 @@ int run(const gateway_config& cfg) {
         if (verdict != handshake_limits::verdict::admitted) {
           const bool total = verdict == handshake_limits::verdict::over_limit;
           (total ? sh.handshake_counts.refused_over_limit : sh.handshake_counts.refused_over_per_address)
-              .inc();
+              .Increment();
           sh.note_handshake(total ? handshake_tally::event::refused_over_limit
                                   : handshake_tally::event::refused_over_per_address,
                             address_text(peer.address()));
@@ -640,11 +649,11 @@ int run(const gateway_config& cfg) {
       throw std::invalid_argument("--metrics-listen: expected ADDRESS:PORT, got " + cfg.metrics_listen);
     monitoring = std::make_unique<app::monitoring_endpoint>(
         rt.main_context(), *where,
-        app::monitoring_endpoint::handlers{
-            [&sh] { return sh.metrics.render() + sh.handshake_counts.registry.render(); },
-            [&sh, &rt](std::function<void(app::check_result)> done) {
-              sh.health.check(rt.main_context().get_executor(), std::move(done));
-            }});
+        app::monitoring_endpoint::handlers{[&sh] { return sh.metrics.render(); },
+                                           [&sh, &rt](std::function<void(app::check_result)> done) {
+                                             sh.health.check(rt.main_context().get_executor(),
+                                                             std::move(done));
+                                           }});
     monitoring->start();
   }
   accepting.start();
