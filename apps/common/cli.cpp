@@ -68,7 +68,7 @@ CLI::Option* add_duration(CLI::App& app, const std::string& name, std::int64_t& 
     return {};
   };
   return app.add_option(name, milliseconds, description)
-      ->transform(CLI::Validator(to_ms, "DURATION"))
+      ->transform(CLI::Validator(to_ms, "DURATION [ms, s, m, h]"))
       ->default_str(default_text);
 }
 
