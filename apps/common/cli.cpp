@@ -11,20 +11,79 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <iostream>
-#include <map>
+#include <limits>
 #include <string_view>
 #include <thread>
 
 namespace kws::app {
 
+namespace {
+
+struct duration_unit {
+  std::string_view name;
+  std::int64_t ms;
+};
+// Largest first: format_duration takes the first that divides.
+constexpr duration_unit duration_units[] = {{"h", 3600000}, {"m", 60000}, {"s", 1000}, {"ms", 1}};
+
+}  // namespace
+
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
+  std::int64_t value = 0;
+  const char* const end = text.data() + text.size();
+  const auto [unit_at, err] = std::from_chars(text.data(), end, value);
+  if (err != std::errc{} || unit_at == text.data() || value < 0) return std::nullopt;
+  auto unit = std::string_view(unit_at, static_cast<std::size_t>(end - unit_at));
+  while (unit.starts_with(' ')) unit.remove_prefix(1);
+  std::int64_t scale = unit.empty() ? 1 : 0;
+  for (const auto& u : duration_units) {
+    if (unit == u.name) scale = u.ms;
+  }
+  if (scale == 0 || value > std::numeric_limits<std::int64_t>::max() / scale) return std::nullopt;
+  return std::chrono::milliseconds(value * scale);
+}
+
+std::string format_duration(std::chrono::milliseconds d) {
+  for (const auto& u : duration_units) {
+    if (d.count() != 0 && d.count() % u.ms == 0)
+      return std::to_string(d.count() / u.ms) + std::string(u.name);
+  }
+  return std::to_string(d.count()) + "ms";
+}
+
 CLI::Option* add_duration(CLI::App& app, const std::string& name, std::int64_t& milliseconds,
-                          const std::string& description, const std::string& default_text) {
-  static const std::map<std::string, std::int64_t> units{
-      {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}};
+                          const std::string& description, const std::string& default_text,
+                          std::chrono::milliseconds min, std::chrono::milliseconds max) {
+  std::string bounds;
+  if (min > std::chrono::milliseconds::zero()) bounds += "at least " + format_duration(min);
+  if (max != std::chrono::milliseconds::max())
+    bounds += (bounds.empty() ? "" : ", ") + std::string("at most ") + format_duration(max);
+  if (!bounds.empty()) bounds = " (" + bounds + ")";
+  // The value becomes the number of milliseconds before CLI11 stores it.
+  const auto to_ms = [min, max, bounds](std::string& value) -> std::string {
+    const auto d = parse_duration(value);
+    if (!d || *d < min || *d > max)
+      return "expected a duration such as 500ms, 2s or 5m" + bounds + ", got '" + value + "'";
+    value = std::to_string(d->count());
+    return {};
+  };
   return app.add_option(name, milliseconds, description)
-      ->transform(CLI::AsNumberWithUnit(units, CLI::AsNumberWithUnit::UNIT_OPTIONAL, "DURATION"))
+      ->transform(CLI::Validator(to_ms, "DURATION [ms, s, m, h]"))
       ->default_str(default_text);
+}
+
+std::optional<kws::host_port> parse_host_port(std::string_view text, bool allow_empty_host) {
+  auto hp = kws::split_host_port(text);
+  if (!hp || !hp->has_port || (hp->host.empty() && !allow_empty_host)) return std::nullopt;
+  return hp;
+}
+
+std::function<std::string(const std::string&)> host_port_check(bool allow_empty_host) {
+  return [allow_empty_host](const std::string& s) {
+    return parse_host_port(s, allow_empty_host) ? std::string{} : "expected HOST:PORT, got '" + s + "'";
+  };
 }
 
 void add_server_flags(CLI::App& app, server_flags& f) {

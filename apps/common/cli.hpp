@@ -1,12 +1,14 @@
-// Command-line and logging conventions shared by the servers in apps/: durations with units, one set of log
-// level names (those the log prints), the log line formats (text, or JSON for log shippers), and the exit
-// codes: 0 after a signal, 2 for a bad flag or value, 1 when the server cannot start.
+// Command-line and logging conventions shared by the servers in apps/: durations with units, HOST:PORT, one
+// set of log level names (those the log prints), the log line formats (text, or JSON for log shippers), and
+// the exit codes: 0 after a signal, 2 for a bad flag or value, 1 when the server cannot start.
 #pragma once
 
 #include <kws/frame_hook.hpp>
+#include <kws/host_port.hpp>
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <functional>
@@ -17,9 +19,28 @@
 
 namespace kws::app {
 
-/// A duration flag: a number with ms, s, m or h (a bare number is milliseconds), stored in milliseconds.
+/// A duration as the flags take it: a whole number with ms, s, m or h (`500ms`, `2s`, `5m`, `1h`; blanks
+/// between the number and the unit allowed); a bare number is milliseconds. nullopt for anything else, a
+/// negative number, or more than fits in milliseconds.
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
+
+/// `d` as parse_duration reads it, in the largest unit that divides it: 1500ms, 2s, 5m, 24h.
+std::string format_duration(std::chrono::milliseconds d);
+
+/// A duration flag (see parse_duration), stored in milliseconds, within [min, max]. A bad value gets
+/// "expected a duration such as 500ms, 2s or 5m[ (bounds)], got '...'".
 CLI::Option* add_duration(CLI::App& app, const std::string& name, std::int64_t& milliseconds,
-                          const std::string& description, const std::string& default_text);
+                          const std::string& description, const std::string& default_text,
+                          std::chrono::milliseconds min = std::chrono::milliseconds::zero(),
+                          std::chrono::milliseconds max = std::chrono::milliseconds::max());
+
+/// HOST:PORT or [V6]:PORT as the listen and advertise flags take it (kws::split_host_port): the port is
+/// required, 0 included (a listener then gets any free one); an empty host only when `allow_empty_host`
+/// (every interface). The host is not checked further: callers take a name, an address or a template.
+std::optional<kws::host_port> parse_host_port(std::string_view text, bool allow_empty_host = false);
+
+/// A CLI11 check for parse_host_port: "expected HOST:PORT, got '...'".
+std::function<std::string(const std::string&)> host_port_check(bool allow_empty_host = false);
 
 /// The flags every server in apps/ has, with their defaults.
 struct server_flags {

@@ -28,24 +28,14 @@ using boost::system::error_code;
 using tcp = asio::ip::tcp;
 
 std::optional<listen_address> parse_listen_address(const std::string& s) {
-  const auto colon = s.rfind(':');
-  if (colon == std::string::npos) return std::nullopt;
-  listen_address out;
-  out.host = s.substr(0, colon);
-  if (out.host.size() >= 2 && out.host.front() == '[' && out.host.back() == ']')
-    out.host = out.host.substr(1, out.host.size() - 2);
-  const auto port = s.substr(colon + 1);
-  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos)
-    return std::nullopt;
-  const auto p = std::stoul(port);
-  if (p > 65535) return std::nullopt;
-  out.port = static_cast<std::uint16_t>(p);
-  if (!out.host.empty()) {
+  const auto hp = parse_host_port(s, true);
+  if (!hp) return std::nullopt;
+  if (!hp->host.empty()) {
     error_code ec;
-    asio::ip::make_address(out.host, ec);
+    asio::ip::make_address(hp->host, ec);
     if (ec) return std::nullopt;  // an address, not a name: the listener binds it as it is
   }
-  return out;
+  return listen_address{.host = hp->host, .port = hp->port};
 }
 
 CLI::Option* add_metrics_listen(CLI::App& app, std::string& value) {

@@ -25,57 +25,10 @@
 
 namespace {
 
-using kws::devbroker::endpoint;
-
-// HOST:PORT or [V6]:PORT, port 0..65535 (0: the system picks one).
-std::optional<endpoint> parse_host_port(const std::string& s) {
-  std::string host, port;
-  if (!s.empty() && s.front() == '[') {
-    const auto close = s.find("]:");
-    if (close == std::string::npos) return std::nullopt;
-    host = s.substr(1, close - 1);
-    port = s.substr(close + 2);
-  } else {
-    const auto colon = s.rfind(':');
-    if (colon == std::string::npos || s.find(':') != colon) return std::nullopt;
-    host = s.substr(0, colon);
-    port = s.substr(colon + 1);
-  }
-  int value = -1;
-  auto [end, err] = std::from_chars(port.data(), port.data() + port.size(), value);
-  if (host.empty() || port.empty() || err != std::errc{} || end != port.data() + port.size() || value < 0 ||
-      value > 65535)
-    return std::nullopt;
-  return endpoint{host, value};
-}
-
-std::string host_port_check(const std::string& s) {
-  return parse_host_port(s) ? std::string{} : "expected HOST:PORT, got '" + s + "'";
-}
-
-// A positive whole number of ms, s or m, at most a day: "500ms", "2s", "5m".
-std::optional<std::chrono::milliseconds> parse_duration(const std::string& s) {
-  std::int64_t value = 0;
-  const char* const end = s.data() + s.size();
-  auto [unit, err] = std::from_chars(s.data(), end, value);
-  if (err != std::errc{} || unit == s.data() || value <= 0) return std::nullopt;
-  const std::string_view u(unit, static_cast<std::size_t>(end - unit));
-  std::chrono::milliseconds d;
-  if (u == "ms")
-    d = std::chrono::milliseconds(value);
-  else if (u == "s" && value <= 86400)
-    d = std::chrono::seconds(value);
-  else if (u == "m" && value <= 1440)
-    d = std::chrono::minutes(value);
-  else
-    return std::nullopt;
-  if (d > std::chrono::hours(24)) return std::nullopt;
-  return d;
-}
-
-std::string duration_check(const std::string& s) {
-  return parse_duration(s) ? std::string{}
-                           : "expected a duration such as 500ms, 2s or 5m (at most 24h), got '" + s + "'";
+// --listen and --advertise: HOST:PORT or [V6]:PORT, port 0..65535 (0: the system picks one).
+kws::devbroker::endpoint to_endpoint(const std::string& s) {
+  const auto hp = kws::app::parse_host_port(s);
+  return {hp->host, hp->port};
 }
 
 }  // namespace
@@ -102,22 +55,22 @@ int main(int argc, char** argv) {
   std::size_t retention_bytes = 64u * 1024u * 1024u;
   std::size_t max_frame_bytes = kws::default_max_frame_bytes;
   bool kafka_08_only = false;
-  std::string close_idle_after;
+  std::int64_t close_idle_ms = 0;
   std::string log_level = "info", log_format = "text";
 
   app.add_option("--listen", listen, "WebSocket listener HOST:PORT (port 0: any free port)")
       ->capture_default_str()
-      ->check(host_port_check);
+      ->check(kws::app::host_port_check());
   app.add_option("--tcp-listen", tcp_listen, "also listen for plain TCP Kafka connections on HOST:PORT")
-      ->check(host_port_check);
+      ->check(kws::app::host_port_check());
   app.add_option("--advertise", advertise,
                  "broker address in Metadata on the WebSocket listeners (default: the bound address); "
                  "node i is advertised at PORT+i")
-      ->check(host_port_check);
+      ->check(kws::app::host_port_check());
   app.add_option(
          "--tcp-advertise", tcp_advertise,
          "broker address in Metadata on the TCP listeners (default: the bound address); node i at PORT+i")
-      ->check(host_port_check);
+      ->check(kws::app::host_port_check());
   app.add_option("--topic", topics,
                  "topic to create at start, NAME[:PARTITIONS] (repeatable; default test-topic:1)");
   app.add_option("--default-partitions", default_partitions, "partitions of auto-created topics")
@@ -138,10 +91,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(std::size_t{64}, std::size_t{0x7fffffff} - 4));
   app.add_flag("--kafka-0.8-only", kafka_08_only,
                "behave like the Kafka 0.8 edge broker: ignore ApiVersions (no reply), only the four v0 APIs");
-  app.add_option("--close-idle-after", close_idle_after,
-                 "close a WebSocket connection (code 1000) after this long without a request, e.g. 500ms or "
-                 "2s, as edge platforms recycle idle connections (default: never; TCP connections never)")
-      ->check(duration_check);
+  kws::app::add_duration(app, "--close-idle-after", close_idle_ms,
+                         "close a WebSocket connection (code 1000) after this long without a request, e.g. "
+                         "500ms or 2s, as edge platforms recycle idle connections (TCP connections never)",
+                         "never", std::chrono::milliseconds(1), std::chrono::hours(24));
   kws::app::add_log_level(app, log_level);
   kws::app::add_log_format(app, log_format);
   if (auto exit_code = kws::app::parse_command_line(app, {argv + 1, argv + argc})) return *exit_code;
@@ -175,12 +128,12 @@ int main(int argc, char** argv) {
   }
 
   kws::devbroker::server_config sc;
-  sc.ws_listen = *parse_host_port(listen);
-  if (!tcp_listen.empty()) sc.tcp_listen = parse_host_port(tcp_listen);
-  if (!advertise.empty()) sc.ws_advertise = parse_host_port(advertise);
-  if (!tcp_advertise.empty()) sc.tcp_advertise = parse_host_port(tcp_advertise);
+  sc.ws_listen = to_endpoint(listen);
+  if (!tcp_listen.empty()) sc.tcp_listen = to_endpoint(tcp_listen);
+  if (!advertise.empty()) sc.ws_advertise = to_endpoint(advertise);
+  if (!tcp_advertise.empty()) sc.tcp_advertise = to_endpoint(tcp_advertise);
   sc.max_frame_bytes = max_frame_bytes;
-  if (!close_idle_after.empty()) sc.ws_close_idle_after = *parse_duration(close_idle_after);
+  sc.ws_close_idle_after = std::chrono::milliseconds(close_idle_ms);
 
   boost::asio::io_context ioc(1);
   std::shared_ptr<kws::devbroker::broker> b;
@@ -201,7 +154,7 @@ int main(int argc, char** argv) {
       "{} nodes={} auto_create={} kafka_0.8_only={} retention_bytes={} max_frame_bytes={} "
       "close_idle_after={}",
       line, nodes, !no_auto_create, kafka_08_only, retention_bytes, max_frame_bytes,
-      sc.ws_close_idle_after.count() > 0 ? kws::devbroker::format_duration(sc.ws_close_idle_after) : "never");
+      sc.ws_close_idle_after.count() > 0 ? kws::app::format_duration(sc.ws_close_idle_after) : "never");
 
   boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {

@@ -1,5 +1,7 @@
 #include "server.hpp"
 
+#include "cli.hpp"
+
 #include <kws/accept.hpp>
 #include <kws/accept_loop.hpp>
 #include <kws/errc.hpp>
@@ -328,7 +330,7 @@ class ws_session final : public session {
 
   void idle_close() {
     idle_closing_ = true;
-    set_cause("idle close after " + format_duration(state_->ws_close_idle_after));
+    set_cause("idle close after " + app::format_duration(state_->ws_close_idle_after));
     // The read stays outstanding and ends with `eof` when the peer answers; no write is in flight, so the
     // close frame is the one write.
     conn_.async_close(kws::close_code::normal, [self = self()](const error_code& ec) {
@@ -444,10 +446,6 @@ asio::ip::address parse_host(const std::string& host) {
 }
 
 }  // namespace
-
-std::string format_duration(std::chrono::milliseconds d) {
-  return d.count() % 1000 == 0 ? fmt::format("{}s", d.count() / 1000) : fmt::format("{}ms", d.count());
-}
 
 struct server::impl {
   asio::io_context& ioc;

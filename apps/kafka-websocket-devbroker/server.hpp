@@ -29,9 +29,6 @@ struct server_config {
   std::chrono::milliseconds ws_close_idle_after{0};
 };
 
-/// "500ms", or "2s" for whole seconds: how durations read in flags and log lines.
-std::string format_duration(std::chrono::milliseconds d);
-
 class server {
  public:
   /// `b` must outlive the server and every connection (the io_context's handlers).

@@ -11,6 +11,7 @@
 #include <kws/accept_loop.hpp>
 #include <kws/address.hpp>
 #include <kws/errc.hpp>
+#include <kws/host_port.hpp>
 #include <kws/kafka/tracker.hpp>
 #include <kws/kafka/wire.hpp>
 
@@ -47,9 +48,7 @@ constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 struct upstream {
   std::string host;
   std::uint16_t port = 0;
-  std::string text() const {
-    return (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" + std::to_string(port);
-  }
+  std::string text() const { return kws::join_host_port(host, port); }
 };
 
 upstream parse_upstream(const std::string& s) {

@@ -15,32 +15,6 @@
 #define KWS_VERSION "unknown"
 #endif
 
-namespace {
-
-// HOST:PORT or [V6]:PORT (an empty host: every interface), for --listen and --advertise.
-bool split_host_port(const std::string& s, std::string& host, std::uint16_t& port) {
-  const auto colon = s.rfind(':');
-  if (colon == std::string::npos) return false;
-  host = s.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  try {
-    const auto p = std::stoul(s.substr(colon + 1));
-    if (p > 65535 || s.substr(colon + 1).find_first_not_of("0123456789") != std::string::npos) return false;
-    port = static_cast<std::uint16_t>(p);
-  } catch (const std::exception&) {
-    return false;
-  }
-  return true;
-}
-
-std::string host_port_check(const std::string& s) {
-  std::string host;
-  std::uint16_t port = 0;
-  return split_host_port(s, host, port) ? std::string{} : "expected HOST:PORT, got '" + s + "'";
-}
-
-}  // namespace
-
 int main(int argc, char** argv) {
   kws::gateway::gateway_config cfg;
 
@@ -61,7 +35,7 @@ int main(int argc, char** argv) {
 
   app.add_option("--listen", listen,
                  "HOST:PORT to listen on; an empty host is every interface (IPv6 and IPv4)")
-      ->check(host_port_check)
+      ->check(kws::app::host_port_check(true))
       ->capture_default_str();
   app.add_option("--upstream", cfg.upstreams, "the cluster's bootstrap servers, HOST:PORT[,HOST:PORT...]")
       ->required()
@@ -74,7 +48,7 @@ int main(int argc, char** argv) {
                  "HOST:PORT clients reach this gateway at; every broker in a response is advertised there; "
                  "{node_id} in HOST gives each broker a name of its own, which librdkafka clients need "
                  "(default: the listen address when specific, else localhost, and the listen port)")
-      ->check(host_port_check);
+      ->check(kws::app::host_port_check(true));
   app.add_option("--auth-token-file", token_file,
                  "require 'Authorization: Bearer <token>' on the upgrade, a token per line of FILE")
       ->check(CLI::ExistingFile);
@@ -110,14 +84,20 @@ int main(int argc, char** argv) {
   if (auto exit_code = kws::app::parse_command_line(app, {argv + 1, argv + argc}, validate))
     return *exit_code;
 
-  split_host_port(listen, cfg.listen_host, cfg.port);
+  const auto listen_at = kws::app::parse_host_port(listen, true);
+  cfg.listen_host = listen_at->host;
+  cfg.port = listen_at->port;
   cfg.threads = common.threads;
   cfg.max_connections = common.max_connections;
   cfg.relay.buffer_budget = std::make_shared<kws::buffer_budget>(common.max_buffer_bytes);
   cfg.relay.response_budget = std::make_shared<kws::buffer_budget>(common.max_buffer_bytes);
   cfg.client_socket = {std::chrono::milliseconds(common.keepalive_ms),
                        std::chrono::milliseconds(common.user_timeout_ms)};
-  if (!advertise.empty()) split_host_port(advertise, cfg.advertise_host, cfg.advertise_port);
+  if (!advertise.empty()) {
+    const auto at = kws::app::parse_host_port(advertise, true);
+    cfg.advertise_host = at->host;
+    cfg.advertise_port = at->port;
+  }
   cfg.accept.handshake_timeout = std::chrono::milliseconds(handshake_ms);
   cfg.accept.idle_timeout = std::chrono::milliseconds(2 * common.ping_ms);
   cfg.accept.keepalive_pings = common.ping_ms > 0;

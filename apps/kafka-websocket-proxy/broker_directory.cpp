@@ -2,6 +2,8 @@
 
 #include "cli.hpp"
 
+#include <kws/host_port.hpp>
+
 #include <spdlog/spdlog.h>
 #include <boost/asio/error.hpp>
 #include <boost/asio/ip/address.hpp>
@@ -24,8 +26,7 @@ std::string_view unbracket(std::string_view host) {
 }
 
 std::string host_port(std::string_view host, std::int32_t port) {
-  const bool v6 = host.find(':') != std::string_view::npos;
-  return (v6 ? "[" + std::string(host) + "]" : std::string(host)) + ":" + std::to_string(port);
+  return kws::join_host_port(host, static_cast<std::uint32_t>(port));
 }
 
 }  // namespace

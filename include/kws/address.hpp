@@ -22,8 +22,11 @@ struct ws_url {
   std::string str() const;
 };
 
-/// Parses `host:port`, `[v6]:port`, or a `ws://`/`wss://` URL. `tls` picks the scheme of the `host:port` form
-/// and must agree with nothing else. Anything else sets `ec` to `errc::invalid_address`.
+/// Parses `host:port`, `[v6]:port`, or a `ws://`/`wss://` URL (with Boost.URL: path and query must be valid
+/// RFC 3986, percent-escapes included; they are kept encoded). `tls` picks the scheme of the `host:port` form
+/// and must agree with nothing else. A host is a name of letters, digits, `-`, `.` and `_`, an IPv4 address,
+/// or an IPv6 address in brackets; a port is 1 to 65535; a URL has no user info. Anything else sets `ec` to
+/// `errc::invalid_address`.
 ws_url parse_address(std::string_view address, bool tls, boost::system::error_code& ec);
 
 /// As above; throws boost::system::system_error.

@@ -1,12 +1,12 @@
 #include "engine.hpp"
 
+#include <kws/host_port.hpp>
 #include <kws/kafka/tracker.hpp>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/socket_base.hpp>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
 
 #include <arpa/inet.h>
@@ -33,35 +33,19 @@ std::string human_duration(std::chrono::steady_clock::duration d) {
 }
 
 std::string describe(const broker_target& t) {
-  const bool v6 = t.host.find(':') != std::string::npos;
   return (t.node_id < 0 ? std::string("bootstrap server ") : "broker " + std::to_string(t.node_id) + " ") +
-         (v6 ? "[" + t.host + "]" : t.host) + ":" + std::to_string(t.port);
+         join_host_port(t.host, static_cast<std::uint32_t>(t.port));
 }
 
 }  // namespace
 
 bool parse_broker_name(std::string_view name, std::string& host, std::int32_t& port) {
+  // librdkafka's names are not URLs: "host:port", "proto://host:port" or either with "/node-id" after it.
   if (const auto scheme = name.find("://"); scheme != std::string_view::npos) name.remove_prefix(scheme + 3);
-  std::string_view port_text;
-  if (name.starts_with('[')) {
-    const auto close = name.find(']');
-    if (close == std::string_view::npos || close + 1 >= name.size() || name[close + 1] != ':') return false;
-    host = std::string(name.substr(1, close - 1));
-    port_text = name.substr(close + 2);
-  } else {
-    // Names with a node id suffix ("host:port/3") keep it after the port.
-    const auto slash = name.find('/');
-    const auto hostport = name.substr(0, slash);
-    const auto colon = hostport.rfind(':');
-    if (colon == std::string_view::npos || colon == 0) return false;
-    host = std::string(hostport.substr(0, colon));
-    port_text = hostport.substr(colon + 1);
-  }
-  port_text = port_text.substr(0, port_text.find('/'));
-  int p = 0;
-  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), p);
-  if (ec != std::errc() || end != port_text.data() + port_text.size() || p <= 0 || p > 65535) return false;
-  port = p;
+  const auto hp = split_host_port(name.substr(0, name.find('/')));
+  if (!hp || hp->host.empty() || !hp->has_port || hp->port == 0) return false;
+  host = hp->host;
+  port = hp->port;
   return true;
 }
 

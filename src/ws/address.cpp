@@ -1,78 +1,17 @@
 #include <kws/address.hpp>
 #include <kws/errc.hpp>
+#include <kws/host_port.hpp>
 
 #include <boost/system/system_error.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
 
 #include <algorithm>
-#include <charconv>
 
 namespace kws {
-namespace {
-
-bool valid_host_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-         c == '_';
-}
-
-bool parse_port(std::string_view s, std::uint16_t& port) {
-  if (s.empty() || s.size() > 5) return false;
-  unsigned value = 0;
-  auto [end, err] = std::from_chars(s.data(), s.data() + s.size(), value);
-  if (err != std::errc{} || end != s.data() + s.size() || value == 0 || value > 65535) return false;
-  port = static_cast<std::uint16_t>(value);
-  return true;
-}
-
-// Splits "host:port" / "[v6]:port" / "host" (when the port may default). Returns false on anything odd.
-bool parse_authority(std::string_view auth, bool port_required, std::string& host, std::uint16_t& port) {
-  std::string_view h, p;
-  bool has_port = false;
-  if (!auth.empty() && auth.front() == '[') {
-    const auto close = auth.find(']');
-    if (close == std::string_view::npos) return false;
-    h = auth.substr(1, close - 1);
-    auto rest = auth.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') return false;
-      p = rest.substr(1);
-      has_port = true;
-    }
-    if (h.empty() || !std::all_of(h.begin(), h.end(), [](char c) {
-          return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') || c == ':' ||
-                 c == '.';
-        }))
-      return false;
-  } else {
-    const auto colon = auth.rfind(':');
-    if (colon != std::string_view::npos) {
-      h = auth.substr(0, colon);
-      p = auth.substr(colon + 1);
-      has_port = true;
-    } else {
-      h = auth;
-    }
-    if (h.empty() || !std::all_of(h.begin(), h.end(), valid_host_char)) return false;
-  }
-  if (has_port) {
-    if (!parse_port(p, port)) return false;
-  } else if (port_required) {
-    return false;
-  }
-  host.assign(h);
-  return true;
-}
-
-}  // namespace
 
 std::string ws_url::authority() const {
-  std::string out;
-  const bool v6 = host.find(':') != std::string::npos;
-  if (v6) out += '[';
-  out += host;
-  if (v6) out += ']';
-  out += ':';
-  out += std::to_string(port);
-  return out;
+  return join_host_port(host, port);
 }
 
 std::string ws_url::str() const {
@@ -91,38 +30,48 @@ ws_url parse_address(std::string_view address, bool tls, boost::system::error_co
                   [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; }))
     return fail();
 
-  const auto scheme_end = address.find("://");
-  if (scheme_end == std::string_view::npos) {
+  if (address.find("://") == std::string_view::npos) {
     // The Go dialer's form: host:port, scheme chosen by the TLS flag.
-    if (address.find('/') != std::string_view::npos) return fail();
+    const auto hp = split_host_port(address);
+    if (!hp || !is_dialable(*hp) || !hp->has_port) return fail();
     url.secure = tls;
-    if (!parse_authority(address, true, url.host, url.port)) return fail();
+    url.host = hp->host;
+    url.port = hp->port;
     return url;
   }
 
-  std::string scheme(address.substr(0, scheme_end));
-  std::transform(scheme.begin(), scheme.end(), scheme.begin(),
-                 [](unsigned char c) { return std::tolower(c); });
-  if (scheme == "ws") {
+  // Boost.URL checks the grammar (RFC 3986): scheme, authority, a path and query of valid characters and
+  // percent-escapes. What a dialer can use is checked here: ws or wss, no user info, a usable host and port.
+  // RFC 3986 keeps '[' and ']' for IPv6 hosts, but WHATWG URLs and servers take them in a path or query,
+  // where a template's {host} puts an IPv6 broker (?h=[fd00::1]): Boost.URL sees them there escaped.
+  const auto path_start = std::min(address.find_first_of("/?#", address.find("://") + 3), address.size());
+  std::string checked(address.substr(0, path_start));
+  for (char c : address.substr(path_start)) {
+    if (c == '[' || c == ']')
+      checked += c == '[' ? "%5B" : "%5D";
+    else
+      checked += c;
+  }
+  const auto parsed = boost::urls::parse_uri(checked);
+  if (!parsed) return fail();
+  const boost::urls::url_view& u = *parsed;
+  if (u.scheme_id() == boost::urls::scheme::ws) {
     url.secure = false;
-  } else if (scheme == "wss") {
+  } else if (u.scheme_id() == boost::urls::scheme::wss) {
     url.secure = true;
   } else {
     return fail();
   }
-  auto rest = address.substr(scheme_end + 3);
-  const auto path_start = rest.find_first_of("/?");
-  auto auth = rest.substr(0, path_start);
-  if (auth.find('@') != std::string_view::npos || auth.find('#') != std::string_view::npos) return fail();
-  if (!parse_authority(auth, false, url.host, url.port)) return fail();
-  if (url.port == 0) url.port = url.secure ? 443 : 80;
-  if (path_start != std::string_view::npos) {
-    auto target = rest.substr(path_start);
-    if (const auto hash = target.find('#'); hash != std::string_view::npos) target = target.substr(0, hash);
-    url.target.clear();
-    if (target.front() != '/') url.target += '/';
-    url.target.append(target);
-  }
+  if (!u.has_authority() || u.has_userinfo()) return fail();
+  // The host a resolver takes: Boost.URL would also pass percent-escapes and sub-delimiters in a name.
+  const auto hp = split_host_port(u.encoded_host_and_port());
+  if (!hp || !is_dialable(*hp)) return fail();
+  url.host = hp->host;
+  url.port = hp->has_port ? hp->port : (url.secure ? 443 : 80);
+  // Path and query as written (percent-escapes kept), without the fragment: the request line's target.
+  const auto target = address.substr(path_start, address.find('#', path_start) - path_start);
+  url.target = target.starts_with('/') ? "" : "/";
+  url.target.append(target);
   return url;
 }
 
@@ -177,7 +126,7 @@ std::string url_template::expand(std::string_view host, std::int32_t port, std::
   std::string_view rest = text_;
   while (!rest.empty()) {
     if (rest.starts_with("{host}")) {
-      const bool v6 = host.find(':') != std::string_view::npos && !host.starts_with("[");
+      const bool v6 = host.find(':') != std::string_view::npos && !host.starts_with('[');
       if (v6) out += '[';
       out += host;
       if (v6) out += ']';

@@ -1,7 +1,10 @@
 #include <kws/errc.hpp>
 #include <kws/forward_proxy.hpp>
+#include <kws/host_port.hpp>
 
 #include <boost/asio/ip/address.hpp>
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
 
 #include <algorithm>
 #include <charconv>
@@ -21,20 +24,6 @@ std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
-}
-
-bool name_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-         c == '_';
-}
-
-bool parse_port(std::string_view s, std::uint16_t& port) {
-  unsigned value = 0;
-  if (s.empty() || s.size() > 5) return false;
-  auto [end, err] = std::from_chars(s.data(), s.data() + s.size(), value);
-  if (err != std::errc{} || end != s.data() + s.size() || value == 0 || value > 65535) return false;
-  port = static_cast<std::uint16_t>(value);
-  return true;
 }
 
 // The bytes of an IP address, IPv4-mapped IPv6 taken as the IPv4 address it is (as Go compares them).
@@ -62,66 +51,12 @@ bool prefix_equal(const std::vector<unsigned char>& a, const std::vector<unsigne
   return true;
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-bool percent_decode(std::string_view in, std::string& out) {
-  out.clear();
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out += in[i];
-      continue;
-    }
-    if (i + 2 >= in.size()) return false;
-    const int hi = hex_value(in[i + 1]), lo = hex_value(in[i + 2]);
-    if (hi < 0 || lo < 0) return false;
-    out += static_cast<char>(hi * 16 + lo);
-    i += 2;
-  }
-  return true;
-}
-
-// host, [v6] or host:port / [v6]:port. Returns false on anything else.
-bool split_host_port(std::string_view text, std::string& host, std::uint16_t& port, bool& has_port) {
-  has_port = false;
-  std::string_view h = text, p;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string_view::npos) return false;
-    h = text.substr(1, close - 1);
-    const auto rest = text.substr(close + 1);
-    if (!rest.empty()) {
-      if (rest.front() != ':') return false;
-      p = rest.substr(1);
-      has_port = true;
-    }
-    if (!address_bytes(h) || h.find(':') == std::string_view::npos) return false;
-  } else if (std::count(text.begin(), text.end(), ':') == 1) {
-    const auto colon = text.find(':');
-    h = text.substr(0, colon);
-    p = text.substr(colon + 1);
-    has_port = true;
-  } else if (text.find(':') != std::string_view::npos) {
-    // A bare IPv6 address: no port can follow without brackets.
-    if (!address_bytes(text)) return false;
-  }
-  if (h.empty()) return false;
-  if (has_port && !parse_port(p, port)) return false;
-  host.assign(h);
-  return true;
-}
-
 }  // namespace
 
 // ---- proxy URLs -------------------------------------------------------------------------------------------
 
 std::string proxy_url::authority() const {
-  const bool v6 = host.find(':') != std::string::npos;
-  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  return join_host_port(host, port);
 }
 
 std::string proxy_url::authorization() const {
@@ -140,29 +75,33 @@ proxy_url parse_proxy_url(std::string_view text, error_code& ec) {
   if (std::any_of(text.begin(), text.end(),
                   [](char c) { return static_cast<unsigned char>(c) <= 0x20 || c == 0x7f; }))
     return fail();
-  if (const auto scheme_end = text.find("://"); scheme_end != std::string_view::npos) {
-    if (lower(text.substr(0, scheme_end)) != "http") return fail();
-    text.remove_prefix(scheme_end + 3);
+  // Without a scheme, http:// is assumed (as curl and Go do).
+  std::string full =
+      text.find("://") == std::string_view::npos ? "http://" + std::string(text) : std::string(text);
+  // Go ends the user info at the last '@' of the authority, so that an unencoded '@' in a password works;
+  // RFC 3986, and so Boost.URL, end it at the first. The earlier ones are escaped before parsing.
+  const auto start = full.find("://") + 3;
+  const auto auth_end = std::min(full.find_first_of("/?#", start), full.size());
+  if (const auto at = full.rfind('@', auth_end - 1); at != std::string::npos && at >= start) {
+    std::string info;
+    for (char c : std::string_view(full).substr(start, at - start))
+      info += c == '@' ? "%40" : std::string(1, c);
+    full.replace(start, at - start, info);
   }
-  const auto auth = text.substr(0, text.find_first_of("/?#"));
+  // Boost.URL checks the grammar and the percent-escapes; what the dialer can use is checked here.
+  const auto parsed = boost::urls::parse_uri(full);
+  if (!parsed || parsed->scheme_id() != boost::urls::scheme::http || !parsed->has_authority()) return fail();
+  const boost::urls::url_view& u = *parsed;
   proxy_url out;
-  auto host_port = auth;
-  if (const auto at = auth.rfind('@'); at != std::string_view::npos) {
-    const auto info = auth.substr(0, at);
-    host_port = auth.substr(at + 1);
-    const auto colon = info.find(':');
-    if (!percent_decode(info.substr(0, colon), out.username)) return fail();
-    if (colon != std::string_view::npos) {
-      out.has_password = true;
-      if (!percent_decode(info.substr(colon + 1), out.password)) return fail();
-    }
+  if (u.has_userinfo()) {
+    out.username = u.user();
+    out.has_password = u.has_password();
+    out.password = u.password();
   }
-  // An IPv6 proxy address needs its brackets: without them the port cannot be told apart.
-  if (!host_port.starts_with("[") && std::count(host_port.begin(), host_port.end(), ':') > 1) return fail();
-  bool has_port = false;
-  if (!split_host_port(host_port, out.host, out.port, has_port)) return fail();
-  if (!address_bytes(out.host) && !std::all_of(out.host.begin(), out.host.end(), name_char)) return fail();
-  if (!has_port) out.port = 80;
+  const auto hp = split_host_port(u.encoded_host_and_port());
+  if (!hp || !is_dialable(*hp)) return fail();
+  out.host = hp->host;
+  out.port = hp->has_port ? hp->port : 80;
   return out;
 }
 
@@ -237,8 +176,12 @@ no_proxy_list no_proxy_list::parse(std::string_view text) {
       continue;
     }
     std::string host;
-    bool has_port = false;
-    if (!split_host_port(rest, host, e.port, has_port)) {
+    if (const auto hp = split_host_port(rest); hp && !hp->host.empty() && !(hp->has_port && hp->port == 0)) {
+      host = hp->host;
+      e.port = hp->port;
+    } else if (rest.find(':') != std::string_view::npos && address_bytes(rest)) {
+      host = rest;  // a bare IPv6 address: no port can follow it without brackets
+    } else {
       out.ignored_.emplace_back(raw);
       continue;
     }
@@ -252,8 +195,7 @@ no_proxy_list no_proxy_list::parse(std::string_view text) {
     if (host.starts_with("*.")) host.erase(0, 1);
     e.and_itself = host.front() != '.';
     if (e.and_itself) host.insert(0, ".");
-    if (host.size() < 2 || !std::all_of(host.begin(), host.end(), name_char) ||
-        host.find("..") != std::string::npos) {
+    if (host.size() < 2 || !is_plain_host_name(host) || host.find("..") != std::string::npos) {
       out.ignored_.emplace_back(raw);
       continue;
     }

@@ -219,6 +219,11 @@ TEST(BrokerName, ParsesTheFormsLibrdkafkaUses) {
   EXPECT_FALSE(kws::rdkafka::detail::parse_broker_name("host:0", host, port));
   EXPECT_FALSE(kws::rdkafka::detail::parse_broker_name("host:99999", host, port));
   EXPECT_FALSE(kws::rdkafka::detail::parse_broker_name("[::1]9092", host, port));
+  ASSERT_TRUE(kws::rdkafka::detail::parse_broker_name("ssl://[fd00::2]:9093/7", host, port));
+  EXPECT_EQ(host, "fd00::2");
+  EXPECT_EQ(port, 9093);
+  for (const char* bad : {"::1:9092", "h:", ":9092", "[::1]:0", "[v1.x]:1", "a:b:9092/1"})
+    EXPECT_FALSE(kws::rdkafka::detail::parse_broker_name(bad, host, port)) << bad;
 }
 
 // ---- the hook in librdkafka clients -----------------------------------------------------------------------
