@@ -1,11 +1,13 @@
-// Feeds arbitrary bytes in arbitrary chunk sizes to kws::frame_splitter and checks it against kws::peek_frame
-// walking the whole buffer: the same frame boundaries, the same error at the same frame, the same partial
-// tail. Every chunk is copied into its own heap block of exactly its size, so AddressSanitizer reports any
-// read past a chunk.
+// Feeds arbitrary bytes in arbitrary chunk sizes to kws::detail::frame_splitter and checks it against
+// kws::peek_frame walking the whole buffer: the same frame boundaries, the same error at the same frame, the
+// same partial tail. Every chunk is copied into its own heap block of exactly its size, so AddressSanitizer
+// reports any read past a chunk.
 //
 // Input layout (FuzzedDataProvider): from the end, the maximum frame size and the chunk plan; from the front,
 // the byte stream.
 #include "fuzz_check.hpp"
+
+#include "kafka/frame_splitter.hpp"
 
 #include <kws/frame.hpp>
 
@@ -62,7 +64,7 @@ frame_walk walk_with_peek(bytes stream, std::size_t max_frame) {
 frame_walk walk_with_splitter(bytes stream, std::size_t max_frame, const std::vector<std::size_t>& plan,
                               bool feed_empty) {
   frame_walk w;
-  kws::frame_splitter splitter(max_frame);
+  kws::detail::frame_splitter splitter(max_frame);
   KWS_FUZZ_CHECK(splitter.max_frame_bytes() == max_frame);
   std::size_t pos = 0;          // absolute bytes consumed
   std::size_t frame_start = 0;  // absolute start of the current frame

@@ -145,6 +145,12 @@ worker& runtime::next_worker() {
 void runtime::wait_signal() {
   signals_.async_wait([this](error_code ec, int signo) {
     if (ec) return;
+    if (stop_at_once_) {
+      spdlog::info("signal {}: closing listeners and exiting", signo);
+      if (on_shutdown_) on_shutdown_();
+      for (auto& w : workers_) asio::post(w->context(), [&w] { w->stop(); });
+      return;
+    }
     if (++signal_count_ == 1) {
       const auto wait = response_wait(drain_timeout_);
       spdlog::info(

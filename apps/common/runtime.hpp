@@ -101,6 +101,10 @@ class runtime {
   std::size_t threads() const { return workers_.size(); }
   /// Runs on the main thread at the first signal, before the workers drain: close the listeners here.
   void on_shutdown(std::function<void()> f) { on_shutdown_ = std::move(f); }
+  /// No drain: at the first signal, after on_shutdown, every worker's loop stops at once (after what
+  /// on_shutdown posted to it), and what was still pending there is destroyed with the workers. For the dev
+  /// broker, whose clients are tests and whose sessions keep nothing worth finishing.
+  void stop_at_once() { stop_at_once_ = true; }
 
   /// Runs the workers and the main context until a signal has been handled and every worker is done.
   int run();
@@ -117,6 +121,7 @@ class runtime {
   boost::asio::signal_set signals_{main_ioc_, SIGINT, SIGTERM};
   boost::asio::steady_timer hard_stop_{main_ioc_};
   int signal_count_ = 0;
+  bool stop_at_once_ = false;
   std::function<void()> on_shutdown_;
 };
 

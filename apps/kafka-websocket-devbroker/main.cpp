@@ -3,12 +3,12 @@
 // product.
 #include "broker.hpp"
 #include "cli.hpp"
+#include "runtime.hpp"
 #include "server.hpp"
 
 #include <kws/frame.hpp>
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
+#include <boost/asio/post.hpp>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -16,7 +16,6 @@
 
 #include <charconv>
 #include <chrono>
-#include <csignal>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -135,12 +134,17 @@ int main(int argc, char** argv) {
   sc.max_frame_bytes = max_frame_bytes;
   sc.ws_close_idle_after = std::chrono::milliseconds(close_idle_ms);
 
-  boost::asio::io_context ioc(1);
+  // One worker: the broker's state and every connection live on that thread alone (sessions on strands of
+  // its context); the main thread handles the signals. A signal closes the listeners and stops the worker at
+  // once: test clients get no drain.
+  kws::app::runtime rt(1, std::chrono::milliseconds(0));
+  rt.stop_at_once();
+  auto& worker = rt.next_worker();
   std::shared_ptr<kws::devbroker::broker> b;
   std::unique_ptr<kws::devbroker::server> srv;
   try {
     b = std::make_shared<kws::devbroker::broker>(bc);
-    srv = std::make_unique<kws::devbroker::server>(ioc, b, sc);
+    srv = std::make_unique<kws::devbroker::server>(worker.context(), b, sc);
     srv->start();
   } catch (const std::exception& e) {
     return kws::app::cannot_start(e);
@@ -156,16 +160,9 @@ int main(int argc, char** argv) {
       line, nodes, !no_auto_create, kafka_08_only, retention_bytes, max_frame_bytes,
       sc.ws_close_idle_after.count() > 0 ? kws::app::format_duration(sc.ws_close_idle_after) : "never");
 
-  boost::asio::signal_set signals(ioc, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& ec, int signo) {
-    if (ec) return;
-    spdlog::info("signal {}: closing listeners and exiting", signo);
-    srv->stop();
-    ioc.stop();
-  });
-
-  ioc.run();
+  // The listeners are the worker's: closed on its thread, before its loop stops.
+  rt.on_shutdown([&] { boost::asio::post(worker.context(), [&] { srv->stop(); }); });
+  const int code = rt.run();
   srv.reset();
-  spdlog::info("stopped");
-  return 0;
+  return code;
 }

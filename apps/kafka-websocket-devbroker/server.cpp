@@ -353,7 +353,8 @@ class ws_session final : public session {
       protocol_cause(
           fmt::format("message larger than {} bytes", state_->max_frame_bytes + frame_header_bytes));
       // Over the limit at its WebSocket frame header, the connection has already failed itself with close
-      // code 1009; a shorter message whose Kafka size header claims too much is left to the idle timeout.
+      // code 1009. A shorter message whose Kafka size header claims too much gets no close frame: nothing is
+      // pending any more, so the session ends here and its connection is aborted (socket closed) with it.
       return;
     }
     if (ec == kws::errc::invalid_message_type) {

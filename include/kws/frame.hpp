@@ -51,37 +51,4 @@ std::size_t peek_frame(std::span<const unsigned char> bytes, std::size_t max_fra
 boost::system::error_code check_message(std::span<const unsigned char> message,
                                         std::size_t max_frame_bytes) noexcept;
 
-/// Incremental splitter for a byte stream that arrives in arbitrary pieces. It keeps no bytes itself, only
-/// where the current frame stands, so the caller decides where bytes are stored (or sent from in place).
-class frame_splitter {
- public:
-  struct step {
-    std::size_t consumed = 0;  ///< bytes of the input that belong to the current frame
-    bool complete = false;     ///< the current frame ended within those bytes
-  };
-
-  explicit frame_splitter(std::size_t max_frame_bytes = default_max_frame_bytes) noexcept
-      : max_frame_bytes_(max_frame_bytes) {}
-
-  /// Takes bytes of the current frame from the front of `in`, never past its end. After a complete step the
-  /// next call starts a new frame. On an untrusted size, sets `ec` and consumes the header bytes it read.
-  step feed(std::span<const unsigned char> in, boost::system::error_code& ec) noexcept;
-
-  /// Body size of the current frame, or -1 while its header is incomplete.
-  std::int32_t body_size() const noexcept { return header_have_ == frame_header_bytes ? body_size_ : -1; }
-  /// Bytes of the current frame seen so far (header included).
-  std::size_t frame_bytes_seen() const noexcept { return header_have_ + body_have_; }
-  /// True between frames.
-  bool at_boundary() const noexcept { return header_have_ == 0; }
-  std::size_t max_frame_bytes() const noexcept { return max_frame_bytes_; }
-  void reset() noexcept { header_have_ = body_have_ = 0; }
-
- private:
-  std::size_t max_frame_bytes_;
-  unsigned char header_[frame_header_bytes] = {};
-  std::size_t header_have_ = 0;
-  std::int32_t body_size_ = 0;
-  std::size_t body_have_ = 0;
-};
-
 }  // namespace kws

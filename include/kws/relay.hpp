@@ -116,9 +116,10 @@ using reconnect_function =
 
 /// Pumps frames both ways with backpressure: it reads from one side only while the other side has taken
 /// (nearly) everything read before. Memory per relay: up, the request being read, and what waits in the
-/// broker connection's write buffer (under 64 KiB, or one frame); down, one frame towards a WebSocket
-/// client, and towards a TCP client at most two batches of 64 KiB plus one frame each (responses that arrive
-/// while one batch is written gather in the next, and the broker is not read while that is full).
+/// broker connection's write buffer (frames are taken there while under 64 KiB wait: at most that plus one
+/// frame); down, one frame towards a WebSocket client, and towards a TCP client at most two batches of 64 KiB
+/// plus one frame each (responses that arrive while one batch is written gather in the next, and the broker
+/// is not read while that is full).
 ///
 /// - Each whole request goes through the hook, then to the broker as it is or replaced, or is answered (or
 ///   dropped) by the hook. Responses go through the hook too and reach the client in request order, local

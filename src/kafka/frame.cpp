@@ -1,8 +1,5 @@
 #include <kws/frame.hpp>
 
-#include <algorithm>
-#include <cstring>
-
 namespace kws {
 
 std::size_t peek_frame(std::span<const unsigned char> bytes, std::size_t max_frame_bytes,
@@ -22,33 +19,6 @@ boost::system::error_code check_message(std::span<const unsigned char> message,
   if (auto ec = check_frame_size(size, max_frame_bytes)) return ec;
   if (static_cast<std::size_t>(size) + frame_header_bytes != message.size()) return errc::frame_size_mismatch;
   return {};
-}
-
-frame_splitter::step frame_splitter::feed(std::span<const unsigned char> in,
-                                          boost::system::error_code& ec) noexcept {
-  ec.clear();
-  step s;
-  if (header_have_ < frame_header_bytes) {
-    const std::size_t take = std::min(frame_header_bytes - header_have_, in.size());
-    if (take != 0) std::memcpy(header_ + header_have_, in.data(), take);  // in.data() may be null when empty
-    header_have_ += take;
-    s.consumed = take;
-    if (header_have_ < frame_header_bytes) return s;
-    body_size_ = load_be32(header_);
-    ec = check_frame_size(body_size_, max_frame_bytes_);
-    if (ec) return s;
-    body_have_ = 0;
-    in = in.subspan(take);
-  }
-  const std::size_t want = static_cast<std::size_t>(body_size_) - body_have_;
-  const std::size_t take = std::min(want, in.size());
-  body_have_ += take;
-  s.consumed += take;
-  if (body_have_ == static_cast<std::size_t>(body_size_)) {
-    s.complete = true;
-    reset();
-  }
-  return s;
 }
 
 }  // namespace kws

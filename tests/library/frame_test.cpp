@@ -1,5 +1,7 @@
 #include "frame_util.hpp"
 
+#include "kafka/frame_splitter.hpp"
+
 #include <kws/frame.hpp>
 
 #include <gtest/gtest.h>
@@ -44,7 +46,7 @@ TEST(Frame, CheckMessageRequiresExactLength) {
 TEST(Frame, SplitterFindsFramesAcrossAnyChunking) {
   const std::string stream = frame("first") + frame("") + frame(std::string(1000, 'z')) + frame("last");
   for (std::size_t chunk : {1u, 2u, 3u, 5u, 7u, 64u, 4096u}) {
-    kws::frame_splitter sp(2000);
+    kws::detail::frame_splitter sp(2000);
     std::vector<std::size_t> ends;
     std::size_t pos = 0;
     while (pos < stream.size()) {
@@ -64,7 +66,7 @@ TEST(Frame, SplitterFindsFramesAcrossAnyChunking) {
 }
 
 TEST(Frame, SplitterRejectsBadSizeBeforeTheBody) {
-  kws::frame_splitter sp(10);
+  kws::detail::frame_splitter sp(10);
   boost::system::error_code ec;
   const auto big = raw_size(11) + "0123456789a";
   auto st = sp.feed(bytes(big), ec);
@@ -81,7 +83,7 @@ TEST(Errc, HasItsOwnCategoryAndMessages) {
 
 namespace {
 TEST(Frame, SplitterTakesAnEmptyInputAtABoundary) {
-  kws::frame_splitter sp;
+  kws::detail::frame_splitter sp;
   boost::system::error_code ec;
   const auto st = sp.feed(std::span<const unsigned char>{}, ec);
   EXPECT_FALSE(ec);
