@@ -33,8 +33,10 @@ struct broker_endpoint {
   std::int32_t port = 0;
 };
 
-/// The replacement for one advertised broker; std::nullopt keeps the entry as it is. It may fail (say no
-/// listener can be opened): then it sets `ec`, and the rewrite fails as a whole.
+/// The replacement for one advertised broker; std::nullopt keeps the entry as it is. It is a decision, asked
+/// for on the relay's thread while the response waits: it should not wait on I/O (the proxy's own binds a
+/// listener on a broker's first sight only, a few non-blocking system calls; see docs/architecture.md). It
+/// may fail (say no listener can be opened): then it sets `ec`, and the rewrite fails as a whole.
 using broker_mapper =
     std::function<std::optional<broker_endpoint>(const advertised_broker&, boost::system::error_code& ec)>;
 
