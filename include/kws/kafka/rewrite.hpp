@@ -65,4 +65,12 @@ bool carries_broker_addresses(api_key key, std::int16_t version) noexcept;
 bool rewrite_response(api_key key, std::int16_t version, bytes_view frame, const broker_mapper& map,
                       std::vector<unsigned char>& out, boost::system::error_code& ec);
 
+/// Every broker address in one response frame to `key` at `version`, in frame order, from the same parse and
+/// checks as rewrite_response (entries with node id -1 or an empty host included); hosts are views into
+/// `frame`. On a frame that does not parse as that response, sets `ec` and returns none. Produce below v10
+/// and Fetch below v16 carry none; any other key or version that carries_broker_addresses rejects sets
+/// wire_errc::unsupported_version.
+std::vector<advertised_broker> advertised_brokers(api_key key, std::int16_t version, bytes_view frame,
+                                                  boost::system::error_code& ec);
+
 }  // namespace kws::kafka
