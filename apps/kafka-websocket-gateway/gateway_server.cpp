@@ -12,8 +12,8 @@
 #include <kws/address.hpp>
 #include <kws/errc.hpp>
 #include <kws/host_port.hpp>
+#include <kws/kafka/metadata.hpp>
 #include <kws/kafka/tracker.hpp>
-#include <kws/kafka/wire.hpp>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -152,16 +152,7 @@ class node_table {
     auto& socket = *connected.socket;
     const auto& from = connected.to;
     error_code ec;
-    // Metadata v1 with an empty topic list: the brokers only (Kafka 0.10 and later).
-    std::vector<unsigned char> request;
-    kafka::writer w(request);
-    const auto size_at = w.placeholder_int32();
-    w.int16(static_cast<std::int16_t>(kafka::api_key::metadata));
-    w.int16(1);
-    w.int32(1);
-    w.nullable_string("kafka-websocket-gateway");
-    w.array_count(0);
-    w.patch_int32(size_at, static_cast<std::int32_t>(request.size() - 4));
+    const auto request = kafka::encode_broker_list_request(1, "kafka-websocket-gateway");
     asio::steady_timer timer(socket.get_executor());
     timer.expires_after(timeout_);
     std::array<unsigned char, 4> head{};
@@ -183,17 +174,16 @@ class node_table {
     if (got.index() == 1) co_return error_code(asio::error::timed_out);
     auto [xec, frame] = std::move(std::get<0>(got));
     if (xec) co_return xec;
-    std::vector<unsigned char> unused;
+    const auto brokers = kafka::decode_metadata_brokers(kafka::broker_list_metadata_version, frame, ec);
+    if (ec) co_return ec;
     int seen = 0;
-    kafka::rewrite_response(
-        kafka::api_key::metadata, 1, frame,
-        [&](const kafka::advertised_broker& b, error_code&) {
-          learn(b.node_id, b.host, b.port);
-          ++seen;
-          return std::optional<kafka::broker_endpoint>();
-        },
-        unused, ec);
-    if (!ec) spdlog::debug("learned {} broker(s) from {}", seen, from.text());
+    for (const auto& b : brokers) {
+      // As a relayed response's: an entry without a node id or a host names nobody.
+      if (b.node_id == -1 || b.host.empty()) continue;
+      learn(b.node_id, b.host, b.port);
+      ++seen;
+    }
+    spdlog::debug("learned {} broker(s) from {}", seen, from.text());
     co_return ec;
   }
 

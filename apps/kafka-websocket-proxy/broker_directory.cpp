@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <shared_mutex>
 
 namespace kws::proxy {
 namespace {
@@ -44,72 +45,125 @@ broker_directory::broker_directory(directory_config config, listener_opener open
   own_ports_.insert(config_.main_port);
 }
 
-bool broker_directory::is_self(std::string_view host, std::int32_t port) const {
-  if (!own_ports_.count(port)) return false;
+bool broker_directory::is_self(std::string_view host) const {
   if (is_loopback(host) || iequals(unbracket(host), unbracket(config_.advertise_host))) return true;
   return std::any_of(config_.self_hosts.begin(), config_.self_hosts.end(),
                      [&](const std::string& s) { return iequals(unbracket(host), unbracket(s)); });
 }
 
-std::optional<kafka::broker_endpoint> broker_directory::map(const kafka::advertised_broker& b,
-                                                            boost::system::error_code& ec) {
-  std::lock_guard lock(mu_);
+route_decision broker_directory::decide(const kafka::advertised_broker& b, bool own_port) const {
+  using kind = route_decision::kind;
   // The original deployment: the broker was told to advertise this proxy. Already right; and a listener
   // for it would dial the proxy itself.
-  if (is_self(b.host, b.port)) return std::nullopt;
+  if (own_port && is_self(b.host)) return {kind::keep, {}, {}};
 
   // Normalised (explicit port, path) so that it compares with the bootstrap URL; a host that makes no URL
   // (the broker advertised garbage) fails this response rather than opening a listener that cannot work.
+  boost::system::error_code ec;
   const auto parsed = kws::parse_address(config_.url_template.expand(b.host, b.port, b.node_id), false, ec);
-  if (ec) {
-    // The broker's bytes, whatever they are: cut and escaped for the line.
-    spdlog::error("broker {} advertises {}, which makes no WebSocket URL with the template", b.node_id,
-                  app::printable(host_port(b.host, b.port)));
-    return std::nullopt;
-  }
-  const std::string url = parsed.str();
+  if (ec) return {kind::invalid, {}, ec};
+  std::string url = parsed.str();
   const bool same_endpoint =
       b.port == config_.bootstrap_port && (iequals(unbracket(b.host), unbracket(config_.bootstrap_host)) ||
                                            (is_loopback(b.host) && is_loopback(config_.bootstrap_host)));
   // The bootstrap broker: the same URL, or (unless the template tells nodes apart) the same host and port.
   if (url == config_.bootstrap_url || (same_endpoint && !config_.url_template.uses_node_id())) {
-    return kafka::broker_endpoint{config_.advertise_host, config_.main_port};
+    return {kind::main, {}, {}};
   }
-  if (auto it = by_url_.find(url); it != by_url_.end()) {
-    return kafka::broker_endpoint{config_.advertise_host, it->second.port};
-  }
+  return {kind::listener, std::move(url), {}};
+}
 
-  route r{url, b.node_id, host_port(b.host, b.port), 0};
+std::optional<std::uint16_t> broker_directory::find(const std::string& url) const {
+  std::shared_lock lock(mu_);
+  if (auto it = by_url_.find(url); it != by_url_.end()) return it->second.port;
+  return std::nullopt;
+}
+
+std::optional<kafka::broker_endpoint> broker_directory::map(const kafka::advertised_broker& b,
+                                                            boost::system::error_code& ec) {
+  bool own_port = false;
+  {
+    std::shared_lock lock(mu_);
+    own_port = own_ports_.count(b.port) > 0;
+  }
+  auto d = decide(b, own_port);
+  switch (d.what) {
+    case route_decision::kind::keep:
+      return std::nullopt;
+    case route_decision::kind::invalid:
+      // The broker's bytes, whatever they are: cut and escaped for the line.
+      spdlog::error("broker {} advertises {}, which makes no WebSocket URL with the template", b.node_id,
+                    app::printable(host_port(b.host, b.port)));
+      ec = d.error;
+      return std::nullopt;
+    case route_decision::kind::main:
+      return kafka::broker_endpoint{config_.advertise_host, config_.main_port};
+    case route_decision::kind::listener:
+      break;
+  }
+  if (const auto port = find(d.url)) return kafka::broker_endpoint{config_.advertise_host, *port};
+  const auto port = open(route{std::move(d.url), b.node_id, host_port(b.host, b.port), 0}, ec);
+  if (!port) return std::nullopt;
+  return kafka::broker_endpoint{config_.advertise_host, *port};
+}
+
+// First sight of a broker: one worker binds its listener, outside every lock that a lookup takes; a worker
+// that sees the same broker meanwhile waits for that bind rather than hand out a port that is not listening.
+std::optional<std::uint16_t> broker_directory::open(route r, boost::system::error_code& ec) {
+  {
+    std::unique_lock lock(opening_mu_);
+    for (;;) {
+      if (const auto port = find(r.url)) return port;
+      if (opening_.insert(r.url).second) break;
+      opened_.wait(lock);
+    }
+  }
+  const auto port = bind_next(r, ec);
+  if (port) {
+    std::unique_lock lock(mu_);
+    own_ports_.insert(*port);
+    by_url_.emplace(r.url, r);
+  }
+  {
+    std::lock_guard lock(opening_mu_);
+    opening_.erase(r.url);
+  }
+  // After a failure the waiters try for themselves, as the next response naming the broker would.
+  opened_.notify_all();
+  if (port) {
+    spdlog::info("broker {} at {} is reachable through {} ({})", r.node_id, r.advertised,
+                 host_port(config_.advertise_host, *port), r.url);
+  }
+  return port;
+}
+
+std::optional<std::uint16_t> broker_directory::bind_next(route& r, boost::system::error_code& ec) {
   const bool any_port = config_.first_port == 0;
-  bool opened = false;
-  for (; !opened && (any_port || next_port_ <= config_.last_port); ++next_port_) {
-    const auto want = any_port ? std::uint16_t{0} : static_cast<std::uint16_t>(next_port_);
+  for (;;) {
+    std::uint32_t next = next_port_.load();
+    if (!any_port && next > config_.last_port) break;
+    const auto want = any_port ? std::uint16_t{0} : static_cast<std::uint16_t>(next);
     boost::system::error_code open_ec;
     r.port = open_(r, want, open_ec);
-    opened = !open_ec;
-    if (opened) continue;
+    // Taken or in use: the range moves on, unless another worker moved it already.
+    if (!any_port && (!open_ec || open_ec == boost::asio::error::address_in_use))
+      next_port_.compare_exchange_strong(next, next + 1);
+    if (!open_ec) return r.port;
     if (any_port || open_ec != boost::asio::error::address_in_use) {
-      spdlog::error("cannot open a listener for broker {} at {} ({}): {}", b.node_id, r.advertised, url,
+      spdlog::error("cannot open a listener for broker {} at {} ({}): {}", r.node_id, r.advertised, r.url,
                     open_ec.message());
       ec = open_ec;
       return std::nullopt;
     }
   }
-  if (!opened) {
-    spdlog::error("no free port left in --broker-ports {}-{} for broker {} at {} ({})", config_.first_port,
-                  config_.last_port, b.node_id, r.advertised, url);
-    ec = boost::asio::error::address_in_use;
-    return std::nullopt;
-  }
-  own_ports_.insert(r.port);
-  spdlog::info("broker {} at {} is reachable through {} ({})", b.node_id, r.advertised,
-               host_port(config_.advertise_host, r.port), url);
-  by_url_.emplace(url, r);
-  return kafka::broker_endpoint{config_.advertise_host, r.port};
+  spdlog::error("no free port left in --broker-ports {}-{} for broker {} at {} ({})", config_.first_port,
+                config_.last_port, r.node_id, r.advertised, r.url);
+  ec = boost::asio::error::address_in_use;
+  return std::nullopt;
 }
 
 std::vector<route> broker_directory::routes() const {
-  std::lock_guard lock(mu_);
+  std::shared_lock lock(mu_);
   std::vector<route> out;
   for (const auto& [url, r] : by_url_) out.push_back(r);
   return out;

@@ -2,6 +2,12 @@
 // (bootstrap) broker; every further broker that a response advertises gets a listener of its own the first
 // time it is seen, stable for the life of the process and shared by every worker thread. Responses are then
 // rewritten so that clients only ever see the proxy's listeners. See docs/addressing.md.
+//
+// Two parts. `decide` is pure: from the configuration alone it says what a client should see for an
+// advertised broker (itself, the main listener, or the listener of a broker URL). `map`, the trackers'
+// address mapper, looks the URL up and, on a broker's first sight only, has the opener bind its listener
+// before it answers: the port a client is handed is always listening (its connect completes in the kernel's
+// backlog even before the accept loop starts), with no lock held across the bind. See docs/architecture.md.
 #pragma once
 
 #include <kws/address.hpp>
@@ -9,12 +15,15 @@
 
 #include <boost/system/error_code.hpp>
 
+#include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -46,17 +55,37 @@ struct directory_config {
   std::vector<std::string> self_hosts;
 };
 
-/// Binds and starts a listener for `r` on `port` (0: any free one); returns the bound port or sets `ec`.
+/// Binds a listener for `r` on `port` (0: any free one), listening when it returns, and has it accepted on
+/// later; returns the bound port or sets `ec`. Called from worker threads, never under the directory's locks.
 using listener_opener =
     std::function<std::uint16_t(const route& r, std::uint16_t port, boost::system::error_code& ec)>;
+
+/// What a client should be shown for one advertised broker.
+struct route_decision {
+  enum class kind {
+    keep,      ///< the broker advertises this proxy already: leave the entry alone
+    main,      ///< the bootstrap broker: the main listener
+    listener,  ///< a further broker: the listener of `url`
+    invalid,   ///< the advertised address makes no WebSocket URL with the template
+  };
+  kind what = kind::keep;
+  std::string url;                  ///< for `listener`: the broker's WebSocket URL, normalised
+  boost::system::error_code error;  ///< for `invalid`: why the address makes no URL
+};
 
 class broker_directory {
  public:
   broker_directory(directory_config config, listener_opener open);
 
+  /// The pure part of the mapping, from the configuration alone; `own_port` says whether `b.port` is one of
+  /// this proxy's listener ports (the only state it needs, to recognise a broker advertising the proxy).
+  route_decision decide(const kafka::advertised_broker& b, bool own_port) const;
+
   /// The address mapper of every connection's tracker; thread-safe. Leaves alone a broker that already
   /// advertises one of this proxy's listeners; maps the bootstrap broker to the main listener and every
-  /// other broker to its own listener, opened on first sight.
+  /// other broker to its own listener, opened on first sight. A broker seen before costs a shared lock and a
+  /// map lookup; only the first sight of a broker binds, and only that broker's other first sights wait for
+  /// it.
   std::optional<kafka::broker_endpoint> map(const kafka::advertised_broker& b, boost::system::error_code& ec);
 
   /// The listeners opened so far for further brokers.
@@ -66,14 +95,28 @@ class broker_directory {
   static bool is_loopback(std::string_view host);
 
  private:
-  bool is_self(std::string_view host, std::int32_t port) const;
+  bool is_self(std::string_view host) const;
+  std::optional<std::uint16_t> find(const std::string& url) const;
+  std::optional<std::uint16_t> open(route r, boost::system::error_code& ec);
+  std::optional<std::uint16_t> bind_next(route& r, boost::system::error_code& ec);
 
-  directory_config config_;
-  listener_opener open_;
-  mutable std::mutex mu_;
+  const directory_config config_;
+  const listener_opener open_;
+
+  // Read on every rewritten response, written once per further broker: never held across a bind or a log
+  // line.
+  mutable std::shared_mutex mu_;
   std::map<std::string, route> by_url_;
   std::set<std::int32_t> own_ports_;
-  std::uint32_t next_port_;
+
+  // The URLs whose listener one worker is binding right now; another worker that sees the same broker first
+  // waits on `opened_` for it (a bind, microseconds) instead of binding a second listener.
+  std::mutex opening_mu_;
+  std::condition_variable opened_;
+  std::set<std::string> opening_;
+
+  // The next port of the range to try; the kernel's bind settles two workers trying the same one.
+  std::atomic<std::uint32_t> next_port_;
 };
 
 }  // namespace kws::proxy

@@ -488,7 +488,10 @@ class server {
     return *listeners_.back();
   }
 
-  // The directory's opener: binds a listener for a further broker and starts accepting on it.
+  // The directory's opener, on the worker whose response first names a further broker: socket, bind and
+  // listen (non-blocking system calls on an IP address, no name lookup) before it returns, so that the port
+  // the response is about to carry already completes connects in the kernel's backlog; accepting starts on
+  // the main context, which is the only place the acceptor is used from then on.
   std::uint16_t open_for(const route& r, std::uint16_t port, error_code& ec) {
     auto l = std::make_unique<listener>(rt_.main_context(), nullptr);
     try {

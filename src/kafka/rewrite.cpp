@@ -188,6 +188,14 @@ class response_parser {
     r_.expect_end();
   }
 
+  /// Every endpoint found, in frame order (node id -1 and empty hosts included).
+  std::vector<advertised_broker> endpoints() const {
+    std::vector<advertised_broker> out;
+    out.reserve(endpoints_.size());
+    for (const auto& site : endpoints_) out.push_back({site.node_id, site.host, site.port});
+    return out;
+  }
+
   /// Asks `map` for each endpoint and turns its answers into patches, including the new sizes of the tagged
   /// fields that hold rewritten endpoints. Called only once the whole frame parsed.
   bool map_endpoints(const broker_mapper& map, std::vector<detail::patch>& patches,
@@ -339,15 +347,11 @@ bool carries_broker_addresses(api_key key, std::int16_t version) noexcept {
   return true;
 }
 
-bool rewrite_response(api_key key, std::int16_t version, bytes_view frame, const broker_mapper& map,
-                      std::vector<unsigned char>& out, boost::system::error_code& ec) {
-  ec.clear();
-  if (!carries_broker_addresses(key, version)) {
-    const auto max = max_rewritable_version(key);
-    if (max && version >= 0 && version <= *max) return false;  // older Produce / Fetch: nothing to rewrite
-    ec = wire_errc::unsupported_version;
-    return false;
-  }
+namespace {
+
+// Parses one response frame that carries broker addresses; the caller checks `ok()` and then reads the
+// endpoints. `key` and `version` must pass carries_broker_addresses.
+response_parser parse_response(api_key key, std::int16_t version, bytes_view frame) {
   // Both tables know every key that gets here.
   const int header_version = response_header_version(key, version).value_or(0);
   const bool flexible = version >= first_flexible_version(key).value_or(0);
@@ -373,6 +377,21 @@ bool rewrite_response(api_key key, std::int16_t version, bytes_view frame, const
         break;
     }
   }
+  return p;
+}
+
+}  // namespace
+
+bool rewrite_response(api_key key, std::int16_t version, bytes_view frame, const broker_mapper& map,
+                      std::vector<unsigned char>& out, boost::system::error_code& ec) {
+  ec.clear();
+  if (!carries_broker_addresses(key, version)) {
+    const auto max = max_rewritable_version(key);
+    if (max && version >= 0 && version <= *max) return false;  // older Produce / Fetch: nothing to rewrite
+    ec = wire_errc::unsupported_version;
+    return false;
+  }
+  const auto p = parse_response(key, version, frame);
   if (!p.ok()) {
     ec = p.error();
     return false;
@@ -381,6 +400,22 @@ bool rewrite_response(api_key key, std::int16_t version, bytes_view frame, const
   if (!p.map_endpoints(map, patches, ec)) return false;
   if (patches.empty()) return false;
   return detail::apply_patches(frame, patches, out, ec);
+}
+
+std::vector<advertised_broker> advertised_brokers(api_key key, std::int16_t version, bytes_view frame,
+                                                  boost::system::error_code& ec) {
+  ec.clear();
+  if (!carries_broker_addresses(key, version)) {
+    const auto max = max_rewritable_version(key);
+    if (!max || version < 0 || version > *max) ec = wire_errc::unsupported_version;
+    return {};
+  }
+  const auto p = parse_response(key, version, frame);
+  if (!p.ok()) {
+    ec = p.error();
+    return {};
+  }
+  return p.endpoints();
 }
 
 }  // namespace kws::kafka

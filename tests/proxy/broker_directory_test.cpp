@@ -4,7 +4,11 @@
 #include <gtest/gtest.h>
 #include <boost/asio/error.hpp>
 
+#include <future>
+#include <latch>
+#include <mutex>
 #include <set>
+#include <thread>
 
 namespace {
 
@@ -13,6 +17,7 @@ using kws::kafka::broker_endpoint;
 using kws::proxy::broker_directory;
 using kws::proxy::directory_config;
 using kws::proxy::route;
+using kws::proxy::route_decision;
 
 struct recording_opener {
   std::vector<route> opened;
@@ -126,6 +131,79 @@ TEST(BrokerDirectory, WithoutARangeEveryListenerTakesAnyFreePort) {
   ASSERT_EQ(opener.opened.size(), 2u);
   EXPECT_EQ(opener.opened[0].port, 40000);
   EXPECT_EQ(opener.opened[1].port, 40001);
+}
+
+TEST(BrokerDirectory, TheDecisionComesFromTheConfigurationAloneAndOpensNothing) {
+  bool opened = false;
+  broker_directory d(proxy_at_8080(), [&](const route&, std::uint16_t, boost::system::error_code&) {
+    opened = true;
+    return std::uint16_t{0};
+  });
+  using kind = route_decision::kind;
+  EXPECT_EQ(d.decide({0, "127.0.0.1", 8787}, false).what, kind::main);
+  EXPECT_EQ(d.decide({0, "proxyhost", 8080}, true).what, kind::keep);
+  // The same address on a port that is not the proxy's is a broker like any other.
+  const auto further = d.decide({0, "proxyhost", 8080}, false);
+  EXPECT_EQ(further.what, kind::listener);
+  EXPECT_EQ(further.url, "ws://proxyhost:8080/");
+  const auto garbage = d.decide({2, "bad host/", 9092}, false);
+  EXPECT_EQ(garbage.what, kind::invalid);
+  EXPECT_TRUE(garbage.error);
+  EXPECT_FALSE(opened);
+  EXPECT_TRUE(d.routes().empty());
+}
+
+TEST(BrokerDirectory, WorkersThatSeeANewBrokerAtOnceShareOneListener) {
+  std::mutex mu;
+  std::vector<std::uint16_t> binds;
+  broker_directory d(proxy_at_8080(), [&](const route&, std::uint16_t port, boost::system::error_code&) {
+    std::lock_guard lock(mu);
+    binds.push_back(port);
+    return port;
+  });
+  constexpr int workers = 8;
+  std::latch start(workers);
+  std::vector<std::future<std::int32_t>> ports;
+  for (int i = 0; i < workers; ++i) {
+    ports.push_back(std::async(std::launch::async, [&] {
+      start.arrive_and_wait();
+      boost::system::error_code ec;
+      const auto e = d.map(advertised_broker{1, "b1", 9092}, ec);
+      return e && !ec ? e->port : -1;
+    }));
+  }
+  for (auto& p : ports) EXPECT_EQ(p.get(), 8081);
+  EXPECT_EQ(binds, std::vector<std::uint16_t>{8081});
+  ASSERT_EQ(d.routes().size(), 1u);
+}
+
+TEST(BrokerDirectory, ABindUnderWayHoldsUpNoOtherBroker) {
+  // The opener of broker 1 stops in the middle of its bind until the test lets it go.
+  std::promise<void> binding, release;
+  auto released = release.get_future().share();
+  std::mutex mu;
+  std::uint16_t next = 8081;
+  broker_directory d(proxy_at_8080(), [&](const route& r, std::uint16_t, boost::system::error_code&) {
+    if (r.node_id == 1) {
+      binding.set_value();
+      released.wait();
+    }
+    std::lock_guard lock(mu);
+    return next++;
+  });
+  EXPECT_EQ(map(d, 2, "b2", 9092)->port, 8081);
+  auto first_sight = std::async(std::launch::async, [&] { return map(d, 1, "b1", 9092); });
+  binding.get_future().wait();
+  // Meanwhile: the bootstrap broker, a broker seen before and another new one are all answered.
+  auto others = std::async(std::launch::async, [&] {
+    return std::vector{map(d, 0, "localhost", 8787)->port, map(d, 2, "b2", 9092)->port,
+                       map(d, 3, "b3", 9092)->port};
+  });
+  const auto answered = others.wait_for(std::chrono::seconds(10));
+  release.set_value();  // before any assertion returns: the futures' destructors wait for their threads
+  ASSERT_EQ(answered, std::future_status::ready) << "a lookup waited for another broker's bind";
+  EXPECT_EQ(others.get(), (std::vector<std::int32_t>{8080, 8081, 8082}));
+  EXPECT_EQ(first_sight.get()->port, 8083);
 }
 
 }  // namespace

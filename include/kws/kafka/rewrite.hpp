@@ -33,8 +33,10 @@ struct broker_endpoint {
   std::int32_t port = 0;
 };
 
-/// The replacement for one advertised broker; std::nullopt keeps the entry as it is. It may fail (say no
-/// listener can be opened): then it sets `ec`, and the rewrite fails as a whole.
+/// The replacement for one advertised broker; std::nullopt keeps the entry as it is. It is a decision, asked
+/// for on the relay's thread while the response waits: it should not wait on I/O (the proxy's own binds a
+/// listener on a broker's first sight only, a few non-blocking system calls; see docs/architecture.md). It
+/// may fail (say no listener can be opened): then it sets `ec`, and the rewrite fails as a whole.
 using broker_mapper =
     std::function<std::optional<broker_endpoint>(const advertised_broker&, boost::system::error_code& ec)>;
 
@@ -62,5 +64,13 @@ bool carries_broker_addresses(api_key key, std::int16_t version) noexcept;
 /// key or version that carries_broker_addresses rejects sets wire_errc::unsupported_version.
 bool rewrite_response(api_key key, std::int16_t version, bytes_view frame, const broker_mapper& map,
                       std::vector<unsigned char>& out, boost::system::error_code& ec);
+
+/// Every broker address in one response frame to `key` at `version`, in frame order, from the same parse and
+/// checks as rewrite_response (entries with node id -1 or an empty host included); hosts are views into
+/// `frame`. On a frame that does not parse as that response, sets `ec` and returns none. Produce below v10
+/// and Fetch below v16 carry none; any other key or version that carries_broker_addresses rejects sets
+/// wire_errc::unsupported_version.
+std::vector<advertised_broker> advertised_brokers(api_key key, std::int16_t version, bytes_view frame,
+                                                  boost::system::error_code& ec);
 
 }  // namespace kws::kafka

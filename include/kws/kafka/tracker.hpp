@@ -54,7 +54,8 @@ struct tracker_config {
   broker_api api = broker_api::negotiate;
   /// Requests in flight on one connection before the relay stops reading its client.
   std::size_t max_in_flight = 1024;
-  /// Where clients reach each advertised broker instead; required when rewriting.
+  /// Where clients reach each advertised broker instead; required when rewriting. Shared by every tracker of
+  /// this config, so called from many relays' threads at once: it must be thread-safe.
   broker_mapper map;
   /// Told about requests and matched responses (may be null: then the tracker reads no clock).
   std::shared_ptr<request_observer> observer;
