@@ -78,7 +78,7 @@ frame_walk walk_with_splitter(bytes stream, std::size_t max_frame, const std::ve
     if (feed_empty) {
       // An empty read is a no-op wherever the splitter stands. It is an empty view into the chunk, as a
       // reader's buffer gives, not bytes{}: feed(bytes{}) at a frame boundary passes a null pointer to
-      // memcpy in src/frame.cpp, which UBSan reports (see README.md, "Findings").
+      // memcpy in the splitter, which UBSan reports (see README.md, "Findings").
       boost::system::error_code ec;
       const std::size_t seen = splitter.frame_bytes_seen();
       const auto s = splitter.feed(in.first(0), ec);

@@ -1,6 +1,6 @@
 // HTTP forward proxies: which one, if any, carries the connection to a broker (set explicitly, or from the
 // variables HTTP_PROXY, HTTPS_PROXY and NO_PROXY read the way Go reads them), and the CONNECT request that
-// opens a tunnel through one. Pure functions, no I/O: the dialer (src/connection.cpp) does the exchange.
+// opens a tunnel through one. Pure functions, no I/O: the dialer (src/ws/dialer.cpp) does the exchange.
 #pragma once
 
 #include <kws/address.hpp>

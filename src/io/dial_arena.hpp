@@ -1,4 +1,4 @@
-// Memory for what a dial needs only while it runs (src/connection.cpp): its operations' states, the upgrade
+// Memory for what a dial needs only while it runs (src/ws/dialer.cpp): its operations' states, the upgrade
 // request and the parser of the answer.
 //
 // A dial allocates a few dozen such objects, and every one of them is freed by the time the connection is

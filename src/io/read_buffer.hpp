@@ -1,5 +1,5 @@
 // Read buffers that are given back whenever their owner waits for its peer, and taken again when bytes
-// arrive (src/connection.cpp, the relay's TCP side in src/relay.cpp).
+// arrive (src/ws/stream_io.cpp, the relay's TCP side in src/relay/sides.hpp).
 #pragma once
 
 #include <boost/beast/core/flat_buffer.hpp>

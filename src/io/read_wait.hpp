@@ -1,5 +1,5 @@
 // A wait for a TCP socket to become readable that holds no buffer and costs no system call of its own, for
-// readers that drain the socket themselves (src/connection.cpp, src/relay.cpp).
+// readers that drain the socket themselves (src/ws/stream_io.cpp, src/relay/sides.hpp).
 //
 // Asio offers two ways to wait for a socket: a read (async_read_some), which holds its buffer for as long as
 // it waits, so that every idle connection keeps one; and a readiness wait (socket::async_wait), which holds

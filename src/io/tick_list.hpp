@@ -1,5 +1,5 @@
 // Periodic checks for many objects with one timer per period. An idle connection's keep-alive check
-// (src/connection.cpp) is an entry in a list here, where it used to be a timer and a waiting operation of its
+// (src/ws/stream.hpp) is an entry in a list here, where it used to be a timer and a waiting operation of its
 // own: 56 bytes instead of about 400 for every connection.
 //
 // Every entry of a list has the list's period, so appending keeps it in deadline order: scheduling,

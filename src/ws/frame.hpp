@@ -1,5 +1,5 @@
 // RFC 6455 framing with no I/O: frame headers, masking, close payloads and the handshake keys. The
-// connection (src/connection.cpp) does its own framing for speed; these are its pure parts.
+// connection (src/ws/stream*.cpp) does its own framing for speed; these are its pure parts.
 #pragma once
 
 #include <boost/system/error_code.hpp>

@@ -307,7 +307,7 @@ class ws_connection final : public connection_impl {
   bool read_now();
 
   // Waits for the peer. Over TLS a read waits (its buffer held: OpenSSL decides what a read takes); over
-  // plain TCP, whose socket is drained now, a wait for readability without a buffer (src/read_wait.hpp), so
+  // plain TCP, whose socket is drained now, a wait for readability without a buffer (src/io/read_wait.hpp), so
   // that an idle connection holds no read buffer, and then read_now().
   void start_read();
 
@@ -389,7 +389,7 @@ class ws_connection final : public connection_impl {
 
   // Checked every half timeout (with pings) or every timeout: any byte received since the last check counts;
   // in silence a ping is sent, and a second silent period ends the connection with a timeout. The check is an
-  // entry in the context's tick lists (src/tick_list.hpp), not a timer of the connection's own.
+  // entry in the context's tick lists (src/io/tick_list.hpp), not a timer of the connection's own.
   void arm_idle_timer() {
     idle_tick_.schedule(sock().get_executor(), keepalive_pings_ ? idle_timeout_ / 2 : idle_timeout_);
   }

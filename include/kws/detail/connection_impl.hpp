@@ -1,5 +1,6 @@
 // The type-erased core of kws::connection. The Beast stream (plain or TLS) lives behind this interface in
-// src/connection.cpp, so Beast's templates are instantiated in one translation unit only.
+// src/ws/ (stream.hpp, instantiated in stream.cpp and stream_io.cpp only), so code that includes this never
+// instantiates Beast's templates.
 #pragma once
 
 #include <boost/asio/any_completion_handler.hpp>
