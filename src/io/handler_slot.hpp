@@ -1,8 +1,8 @@
 // Memory for one asynchronous operation at a time, inside the object that starts it.
 //
-// An idle relay always has its broker read waiting (src/relay/sides.hpp, ws_side), and the connection keeps that
-// read's handler type-erased for as long as the broker is quiet. Asio-style allocation of such a handler goes
-// through a per-thread cache that reuses the block last freed on that thread whenever it is large enough
+// An idle relay always has its broker read waiting (src/relay/sides.hpp, ws_side), and the connection keeps
+// that read's handler type-erased for as long as the broker is quiet. Asio-style allocation of such a handler
+// goes through a per-thread cache that reuses the block last freed on that thread whenever it is large enough
 // (blocks of up to about 1 KiB are cached), so a handler of 48 bytes can hold a block freed by a far larger
 // operation, such as one of the HTTP handshake, for as long as the connection stays idle. Bound to a handler
 // through boost::asio::bind_allocator, a slot_allocator puts it in the owner's own storage instead: no
