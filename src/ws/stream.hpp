@@ -307,8 +307,8 @@ class ws_connection final : public connection_impl {
   bool read_now();
 
   // Waits for the peer. Over TLS a read waits (its buffer held: OpenSSL decides what a read takes); over
-  // plain TCP, whose socket is drained now, a wait for readability without a buffer (src/io/read_wait.hpp), so
-  // that an idle connection holds no read buffer, and then read_now().
+  // plain TCP, whose socket is drained now, a wait for readability without a buffer (src/io/read_wait.hpp),
+  // so that an idle connection holds no read buffer, and then read_now().
   void start_read();
 
   // The end of a wait for readability (plain TCP).

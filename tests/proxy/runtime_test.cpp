@@ -68,8 +68,9 @@ TEST(Runtime, JsonLogLinesEscapeEverythingAndParse) {
   auto event = kws::app::relay_closed_event(12, report);
   event.fields = {{"client", "[::1]:5"}, {"broker", "ws://b:1/"}};
   const auto text = kws::app::event_text(event);
-  EXPECT_EQ(text, "conn 12 closed client=[::1]:5 broker=ws://b:1/ up=3B/1f down=0B/0f duration=950us cause=a "
-                  "\"b\" c \xff");
+  EXPECT_EQ(text,
+            "conn 12 closed client=[::1]:5 broker=ws://b:1/ up=3B/1f down=0B/0f duration=950us cause=a "
+            "\"b\" c \xff");
   lines += kws::app::json_log_line("2026-01-01T00:00:00.000Z", "info", text, &event);
   expected += text.substr(0, text.size() - 1) + "\xef\xbf\xbd" + '\x1e';
   kws::test::write_file(dir / "lines", lines);
