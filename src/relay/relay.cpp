@@ -58,14 +58,14 @@ class relay_impl final : public relay {
   }
 
   void drain(std::chrono::milliseconds timeout) override {
-    if (stopping_ || draining_) return;
+    if (stopping() || draining_) return;
     draining_ = true;
     stop_reading_client();
     if (quiet())
       return close_broker(close_code::going_away, {relay_end::shut_down, relay_side::none, shut_down_cause});
     timer().expires_after(timeout);
     timer().async_wait(op([this](error_code ec) {
-      if (!ec && !stopping_) {
+      if (!ec && !stopping()) {
         close_broker(close_code::going_away, {relay_end::shut_down, relay_side::none,
                                               "shut down with " + std::to_string(hook_->in_flight()) +
                                                   " response(s) not delivered (drain timeout)"});
@@ -78,12 +78,11 @@ class relay_impl final : public relay {
   void stop_now(const std::string& why) override { stop(relay_end::stopped, why); }
 
   void stop(relay_end end, const std::string& why) {
-    if (done_) return;
+    if (phase_ == phase::done) return;
     const auto owed = hook_->in_flight();
     set_cause({end, relay_side::none,
                owed ? why + " with " + std::to_string(owed) + " response(s) not delivered" : why});
-    stopping_ = true;
-    close_pending_ = false;
+    enter(phase::stopping);
     stop_reading_client();
     if (timer_) timer_->cancel();
     broker_->abort();
@@ -93,6 +92,63 @@ class relay_impl final : public relay {
   }
 
  private:
+  // ---- state ----------------------------------------------------------------------------------------------
+  //
+  // The relay's state is a lifecycle and the state of the request direction, each changed only by enter(),
+  // which checks the transition. The response direction reads the broker while it writes to the client, so
+  // it keeps two facts of its own (down_reading_, down_writing_) besides the batches; draining_ (no new
+  // requests, close with 1001 once every response is out) and client_eof_ (the client stopped sending) are
+  // facts too, not states: both can hold at once.
+
+  enum class phase : std::uint8_t {
+    running,
+    closing_after_write,  // the broker side closes once the request being written to it is out
+    stopping,             // both sides are being closed; the relay ends when its last operation completes
+    done,                 // reported
+  };
+
+  enum class up_state : std::uint8_t {
+    wanting,     // no request at hand, and no read of the client in flight
+    reading,     // a read of the client is in flight
+    holding,     // a whole request waits at the front of the client side
+    paused,      // holding, and the hook is at its bound of requests in flight: the next response resumes it
+    connecting,  // holding, while the broker, which closed between requests, is dialled again
+    writing,     // holding, while the request is written to the broker
+  };
+
+  bool stopping() const { return phase_ >= phase::stopping; }
+  bool holding_request() const { return up_ != up_state::wanting && up_ != up_state::reading; }
+
+  void enter(phase next) {
+    // Only forward; closing_after_write is skipped when nothing is being written.
+    BOOST_ASSERT(next > phase_ || (next == phase::stopping && phase_ == phase::stopping));
+    phase_ = next;
+  }
+
+  void enter(up_state next) {
+    const auto from = up_;
+    const bool ok = [&] {
+      switch (next) {
+        case up_state::wanting:  // a read ended without a request, or the request is done
+          return from == up_state::reading || from == up_state::holding || from == up_state::paused ||
+                 from == up_state::wanting;
+        case up_state::reading:
+          return from == up_state::wanting;
+        case up_state::holding:  // a request read; resumed; reconnected; written (then done) or failed
+          return from == up_state::wanting || from == up_state::reading || from == up_state::paused ||
+                 from == up_state::connecting || from == up_state::writing || from == up_state::holding;
+        case up_state::paused:
+        case up_state::connecting:
+        case up_state::writing:
+          return from == up_state::holding || from == up_state::paused;
+      }
+      return false;
+    }();
+    BOOST_ASSERT_MSG(ok, "relay: a request state change that cannot happen");
+    (void)ok;
+    up_ = next;
+  }
+
   // ---- client -> broker ---------------------------------------------------------------------------------
 
   // Requests already buffered go to the broker corked, so that several leave in one write; the broker is
@@ -100,29 +156,30 @@ class relay_impl final : public relay {
   void up_next() {
     up_pump();
     // A read that completes at once (a whole request is buffered) continues the batch.
-    if (!up_writing_ && !(up_reading_ && client_.frame_buffered())) broker_->cork(false);
+    if (up_ != up_state::writing && !(up_ == up_state::reading && client_.frame_buffered()))
+      broker_->cork(false);
   }
 
   void up_pump() {
-    while (!stopping_ && !draining_ && !up_writing_ && !connecting_) {
-      if (!up_have_) {
-        if (client_eof_ || up_reading_) return;
+    while (!stopping() && !draining_ && up_ != up_state::writing && up_ != up_state::connecting) {
+      if (!holding_request()) {
+        if (client_eof_ || up_ == up_state::reading) return;
         // A request already buffered is taken here, without a round through the event loop.
         if (error_code ec; client_.try_read_frame(ec)) {
           if (ec) {
             client_fault_ = close_code_for(ec);
             return fail(ec, relay_side::client);
           }
-          up_have_ = true;
+          enter(up_state::holding);
           touch();
           continue;
         }
         // More of a burst may wait in the socket: read it here rather than through a round of the event loop.
         if (client_.try_fill()) continue;
-        up_reading_ = true;
+        enter(up_state::reading);
         return client_.async_read_frame(up_cancel_.slot(), op([this](error_code ec) {
-                                          up_reading_ = false;
-                                          if (stopping_) return;
+                                          enter(ec ? up_state::wanting : up_state::holding);
+                                          if (stopping()) return;
                                           if (ec == asio::error::operation_aborted)
                                             return;  // stopped reading for a drain
                                           if (ec == asio::error::eof || ec == beast::websocket::error::closed)
@@ -131,14 +188,13 @@ class relay_impl final : public relay {
                                             client_fault_ = close_code_for(ec);
                                             return fail(ec, relay_side::client);
                                           }
-                                          up_have_ = true;
                                           touch();
                                           up_next();
                                         }));
       }
       if (!hook_->can_take_request()) {
         // Backpressure: the next response to go out resumes reading.
-        up_paused_ = true;
+        enter(up_state::paused);
         return;
       }
       if (!broker_up_) return reconnect();
@@ -161,17 +217,18 @@ class relay_impl final : public relay {
         touch();
         continue;
       }
-      up_writing_ = true;
+      enter(up_state::writing);
       return broker_->async_write_frame(out, op([this, n = frame.size()](error_code ec) {
-                                          up_writing_ = false;
+                                          enter(up_state::holding);
                                           if (ec) return fail(ec, relay_side::broker);
                                           request_done(n);
                                           touch();
-                                          if (close_pending_ || stopping_ || draining_ || client_eof_) {
+                                          if (phase_ != phase::running || draining_ || client_eof_) {
                                             broker_->cork(false);
                                           }
-                                          if (close_pending_) return close_broker(close_code_, {});
-                                          if (stopping_) return;
+                                          if (phase_ == phase::closing_after_write)
+                                            return close_broker(close_code_, {});
+                                          if (stopping()) return;
                                           if (draining_ || client_eof_) return maybe_finish();
                                           up_next();
                                         }));
@@ -180,7 +237,7 @@ class relay_impl final : public relay {
 
   void request_done(std::size_t n) {
     client_.pop();
-    up_have_ = false;
+    enter(up_state::wanting);
     report_.up_bytes += n;
     ++report_.up_frames;
     if (counters_) {
@@ -198,11 +255,11 @@ class relay_impl final : public relay {
     if (!client_side::can_half_close)
       return close_broker(close_code::normal, {relay_end::closed, relay_side::client, "client closed"});
     maybe_finish();
-    if (!stopping_ && !draining_) {
+    if (!stopping() && !draining_) {
       // A client that closed entirely looks the same as one that only stopped sending; bound the wait.
       timer().expires_after(options_.half_close_timeout);
       timer().async_wait(op([this](error_code ec) {
-        if (!ec && !stopping_ && !draining_) {
+        if (!ec && !stopping() && !draining_) {
           close_broker(close_code::normal, {relay_end::closed_owing, relay_side::client,
                                             "client closed with " + std::to_string(hook_->in_flight()) +
                                                 " response(s) outstanding"});
@@ -213,12 +270,12 @@ class relay_impl final : public relay {
 
   // Every request read has been answered (or needs none) and nothing is being written either way.
   bool quiet() const {
-    return !up_writing_ && !down_writing_ && down_next_.size() == 0 && hook_->in_flight() == 0;
+    return up_ != up_state::writing && !down_writing_ && down_next_.size() == 0 && hook_->in_flight() == 0;
   }
 
   // After the client stopped sending (or a drain): close once every request has its response.
   void maybe_finish() {
-    if (stopping_ || !quiet()) return;
+    if (stopping() || !quiet()) return;
     if (draining_)
       return close_broker(close_code::going_away, {relay_end::shut_down, relay_side::none, shut_down_cause});
     if (client_eof_) {
@@ -237,10 +294,10 @@ class relay_impl final : public relay {
 
   // The broker closed between requests earlier; the client has sent another one.
   void reconnect() {
-    connecting_ = true;
+    enter(up_state::connecting);
     reconnect_(op([this](error_code ec, BrokerConn conn) {
-      connecting_ = false;
-      if (stopping_) return;
+      enter(up_state::holding);
+      if (stopping()) return;
       if (ec == asio::error::operation_aborted && draining_) {
         set_cause(
             {relay_end::shut_down, relay_side::none, "shut down while the broker was being dialled again"});
@@ -272,7 +329,7 @@ class relay_impl final : public relay {
     if constexpr (batch_down) {
       return down_pump_batched();
     }
-    if (stopping_ || down_writing_) return;
+    if (stopping() || down_writing_) return;
     if (auto local = hook_->take_local_response()) {
       down_local_ = std::move(*local);
       return down_write(down_local_, false);
@@ -282,7 +339,7 @@ class relay_impl final : public relay {
       if (!verdict) return;
       return down_write(verdict->out, true);
     }
-    if (down_reading_ || !broker_up_ || connecting_) return;
+    if (down_reading_ || !broker_up_ || up_ == up_state::connecting) return;
     if (error_code ec; broker_->try_read_frame(ec)) {
       if (ec) return broker_read_failed(ec);
       down_have_ = true;
@@ -324,7 +381,7 @@ class relay_impl final : public relay {
   // broker is read on while a batch is written, up to down_batch_bytes ahead. One client write at a time
   // keeps responses in order; a batch is one write, so many small responses cost one system call.
   void down_pump_batched() {
-    if (stopping_) return;
+    if (stopping()) return;
     for (;;) {
       while (auto local = hook_->take_local_response()) {
         append_to(down_next_, bytes(*local));
@@ -332,13 +389,13 @@ class relay_impl final : public relay {
       }
       if (!down_have_) {
         // Responses already received join the batch here, without a round through the event loop.
-        if (down_reading_ || !broker_up_ || connecting_ || broker_error_ ||
+        if (down_reading_ || !broker_up_ || up_ == up_state::connecting || broker_error_ ||
             down_next_.size() >= down_batch_bytes)
           break;
         error_code ec;
         if (!broker_->try_read_frame(ec)) break;
         if (ec) {
-          if ((down_writing_ || down_next_.size() > 0) && !stopping_) {
+          if ((down_writing_ || down_next_.size() > 0) && !stopping()) {
             broker_error_ = ec;  // written after what arrived before it, below
             break;
           }
@@ -359,7 +416,7 @@ class relay_impl final : public relay {
       down_have_ = false;
       ++down_next_frames_;
     }
-    if (!down_reading_ && broker_up_ && !connecting_ && !broker_error_ &&
+    if (!down_reading_ && broker_up_ && up_ != up_state::connecting && !broker_error_ &&
         down_next_.size() < down_batch_bytes) {
       down_reading_ = true;
       broker_read_waits_ = false;
@@ -368,7 +425,7 @@ class relay_impl final : public relay {
                                   down_reading_ = false;
                                   broker_read_waits_ = false;
                                   if (ec) {
-                                    if ((down_writing_ || down_next_.size() > 0) && !stopping_) {
+                                    if ((down_writing_ || down_next_.size() > 0) && !stopping()) {
                                       // Whatever arrived before the broker's side ended reaches the client
                                       // first.
                                       broker_error_ = ec;
@@ -388,7 +445,7 @@ class relay_impl final : public relay {
   // The batch goes out now unless the broker read in flight will complete from bytes already received, in
   // which case that response joins it. Without that knowledge (TLS) every read counts as waiting.
   void maybe_write_batch() {
-    if (stopping_ || down_writing_ || down_next_.size() == 0) return;
+    if (stopping() || down_writing_ || down_next_.size() == 0) return;
     if (down_reading_ && broker_reads_watched_ && !broker_read_waits_) return;
     write_batch();
   }
@@ -425,9 +482,9 @@ class relay_impl final : public relay {
       // Nothing more to send: an idle relay keeps no buffer.
       if (down_next_.size() == 0) down_out_ = beast::flat_buffer();
       touch();
-      if (stopping_) return;
-      if (up_paused_) {
-        up_paused_ = false;
+      if (stopping()) return;
+      if (up_ == up_state::paused) {
+        enter(up_state::holding);
         up_next();
       }
       down_pump();
@@ -460,9 +517,9 @@ class relay_impl final : public relay {
                                   counters_->down_frames.fetch_add(1, std::memory_order_relaxed);
                                 }
                                 touch();
-                                if (stopping_) return;
-                                if (up_paused_) {
-                                  up_paused_ = false;
+                                if (stopping()) return;
+                                if (up_ == up_state::paused) {
+                                  enter(up_state::holding);
                                   up_next();
                                 }
                                 if (draining_ || client_eof_) maybe_finish();
@@ -471,14 +528,14 @@ class relay_impl final : public relay {
   }
 
   void broker_read_failed(const error_code& ec) {
-    if (stopping_) return maybe_done();
+    if (stopping()) return maybe_done();
     if (is_protocol_error(ec)) {
       broker_fault_ = close_code_for(ec);
       return fail(ec, relay_side::broker);
     }
     const bool orderly = ec == asio::error::eof || ec == beast::websocket::error::closed;
     const auto owed = hook_->in_flight();
-    if (owed == 0 && !up_writing_ && reconnect_ && !draining_ && !client_eof_) {
+    if (owed == 0 && up_ != up_state::writing && reconnect_ && !draining_ && !client_eof_) {
       // Edge platforms recycle connections; the client should not notice. Dial again on its next request.
       log(log_level::debug, [&] {
         return "broker connection ended between requests (" + ec.message() +
@@ -514,17 +571,16 @@ class relay_impl final : public relay {
 
   // `why` may be empty: a close that was waiting for a write keeps the cause it was given then.
   void close_broker(close_code code, const ending& why) {
-    if (stopping_ && !close_pending_) return;
-    if (up_writing_) {
+    if (stopping()) return;
+    if (up_ == up_state::writing) {
       // One write at a time on the broker side: the close waits for the frame in flight.
-      close_pending_ = true;
+      enter(phase::closing_after_write);
       close_code_ = code;
       set_cause(why);
       return;
     }
-    close_pending_ = false;
     set_cause(why);
-    stopping_ = true;
+    enter(phase::stopping);
     stop_reading_client();
     if (timer_) timer_->cancel();
     if (!broker_up_) {
@@ -537,7 +593,7 @@ class relay_impl final : public relay {
 
   // `ec` came from `who`'s side.
   void fail(const error_code& ec, relay_side who, const std::string& detail = {}) {
-    if (stopping_) return maybe_done();
+    if (stopping()) return maybe_done();
     if (!report_.error && !is_teardown(ec)) report_.error = ec;
     const auto code = who == relay_side::client ? client_.peer_close_code() : broker_->peer_close_code();
     set_cause({end_of(ec), who, peer_failure(to_string(who), ec, code) + detail});
@@ -545,7 +601,7 @@ class relay_impl final : public relay {
   }
 
   void fail_with(error_code ec, const ending& why) {
-    if (stopping_) return maybe_done();
+    if (stopping()) return maybe_done();
     if (!report_.error) report_.error = ec;
     set_cause(why);
     shutdown_all();
@@ -554,8 +610,7 @@ class relay_impl final : public relay {
   // Ends at once: the broker side is dropped (or, when it broke the protocol, told so with a close code),
   // the client gets what was already written to it.
   void shutdown_all() {
-    stopping_ = true;
-    close_pending_ = false;
+    enter(phase::stopping);
     stop_reading_client();
     if (timer_) timer_->cancel();
     if (broker_fault_ && broker_up_) {
@@ -605,14 +660,14 @@ class relay_impl final : public relay {
 
   // The one place a relay ends (besides stop_now): stopping, and no operation of its own is pending.
   void maybe_done() {
-    if (!stopping_ || ops_ > 0 || done_) return;
+    if (phase_ != phase::stopping || ops_ > 0) return;
     // A close handshake may still be running on the broker side after an orderly close; stop it.
     broker_->abort();
     report();
   }
 
   void report() {
-    done_ = true;
+    enter(phase::done);
     report_.duration = clock::now() - started_at_;
     if (report_.cause.empty()) set_cause({relay_end::closed, relay_side::none, "closed"});
     if (on_done_) on_done_(report_);
@@ -633,10 +688,10 @@ class relay_impl final : public relay {
   void touch() { last_activity_ = clock::now(); }
 
   void arm_idle_timer() {
-    if (stopping_ || draining_) return;
+    if (stopping() || draining_) return;
     timer().expires_after(options_.idle_timeout / 2 + std::chrono::milliseconds(1));
     timer().async_wait(op([this](error_code ec) {
-      if (ec || stopping_ || draining_) return;
+      if (ec || stopping() || draining_) return;
       if (clock::now() - last_activity_ >= options_.idle_timeout) {
         set_cause(
             {relay_end::idle, relay_side::none,
@@ -674,23 +729,17 @@ class relay_impl final : public relay {
   bool in_down_read_start_ = false;
   std::size_t partial_request_bytes_ = 0;
   int ops_ = 0;
-  bool up_reading_ = false;
-  bool up_have_ = false;  // a whole request waits at the front of the client side
-  bool up_writing_ = false;
-  bool up_paused_ = false;
+  up_state up_ = up_state::wanting;
   bool down_reading_ = false;
   bool down_have_ = false;  // a whole response waits at the front of the broker side
   bool down_writing_ = false;
   std::optional<close_code> client_fault_;  // the close code for a client that broke the protocol
   std::optional<close_code> broker_fault_;  // the same for the broker
-  bool connecting_ = false;
   bool broker_up_ = true;  // false after the broker closed between requests, until the next request
   bool client_eof_ = false;
   bool client_finished_ = false;
   bool draining_ = false;
-  bool stopping_ = false;
-  bool close_pending_ = false;
-  bool done_ = false;
+  phase phase_ = phase::running;
   close_code close_code_ = close_code::normal;
   relay_report report_;
   clock::time_point started_at_;
