@@ -46,9 +46,11 @@ struct relay_options {
   /// Largest Kafka frame body accepted from the TCP side.
   std::size_t max_frame_bytes = default_max_frame_bytes;
   /// Shared by every relay of a process (may be null): requests arriving from clients reserve their length
-  /// here before their body is read (over TCP from the Kafka size header, over WebSocket from each WebSocket
-  /// frame's header, see kws::connection::set_buffer_budget), and a client is not read while the budget is
-  /// spent.
+  /// here before their body is read (over WebSocket from each WebSocket frame's header, see
+  /// kws::connection::set_buffer_budget; over TCP from the Kafka size header of a request that does not fit
+  /// the read that brought its header: one that arrives whole within a read is held only in the side's read
+  /// buffer, at most 64 KiB per connection), and a client is not read for such a request while the budget
+  /// is spent.
   std::shared_ptr<kws::buffer_budget> buffer_budget{};
   /// The same for responses arriving from brokers (may be null). Give a budget of its own, not buffer_budget:
   /// a response that waited for budget held by requests only partly received (whose clients may in turn wait

@@ -545,6 +545,11 @@ class relay_impl final : public relay {
       broker_up_ = false;
       return;
     }
+    const auto in_flight =
+        owed > 0 ? " with " + std::to_string(owed) + " request(s) in flight" : std::string();
+    // A TCP broker's end of stream inside a response reads as a WebSocket broker's close inside a message.
+    if (orderly && broker_->partial_bytes() > 0)
+      return fail(make_error_code(errc::truncated_frame), relay_side::broker, in_flight);
     if (orderly) {
       if (owed == 0) {
         set_cause({end_of(ec), relay_side::broker, peer_failure("broker", ec, broker_->peer_close_code())});
@@ -557,7 +562,7 @@ class relay_impl final : public relay {
                         "broker closed with " + std::to_string(owed) + " request(s) in flight" +
                             (code ? " (" + close_code_text(code) + ")" : std::string())});
     }
-    fail(ec, relay_side::broker, owed > 0 ? " with " + std::to_string(owed) + " request(s) in flight" : "");
+    fail(ec, relay_side::broker, in_flight);
   }
 
   // ---- ending -------------------------------------------------------------------------------------------

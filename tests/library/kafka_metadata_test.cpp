@@ -112,8 +112,9 @@ TEST(KafkaMetadata, AddressesOfOtherResponsesAreListedToo) {
   tk::find_coordinator_response fc;
   fc.coordinators = {{"g", 7, "coord.example", 9093, 0, std::nullopt, {}}};
   error_code ec;
-  const auto got = kafka::advertised_brokers(kafka::api_key::find_coordinator, 4,
-                                             tk::encode_find_coordinator(fc, 4, {1, {}}), ec);
+  // The hosts are views into the frame: it must outlive them.
+  const auto frame = tk::encode_find_coordinator(fc, 4, {1, {}});
+  const auto got = kafka::advertised_brokers(kafka::api_key::find_coordinator, 4, frame, ec);
   ASSERT_FALSE(ec) << ec.message();
   ASSERT_EQ(got.size(), 1u);
   EXPECT_EQ(got[0].node_id, 7);
