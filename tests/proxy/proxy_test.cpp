@@ -239,7 +239,8 @@ TEST(Proxy, SigtermDrainsRequestedResponsesAndClosesWith1001) {
   {
     client c(proxy.port);
     c.send(frame("in flight"));
-    std::this_thread::sleep_for(100ms);
+    // The relay's first handler reads the request that waited for the dial, before a drain can run.
+    ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("conn 1 open"))) << proxy.proc.output();
     proxy.proc.signal(SIGTERM);
     error_code ec;
     EXPECT_EQ(c.recv(13, ec), frame("in flight"));
