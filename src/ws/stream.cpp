@@ -343,6 +343,26 @@ std::size_t ws_connection<Stream>::finish_message(beast::flat_buffer& out, std::
 }
 
 template <class Stream>
+void ws_connection<Stream>::drop_partial(beast::flat_buffer& out, std::size_t keep) {
+  if (out.size() <= keep) return;
+  if (keep == 0) {
+    out.clear();
+    out.shrink_to_fit();
+    return;
+  }
+  // The bytes before the message are the reader's: keep them, in a buffer of their size.
+  beast::flat_buffer kept;
+  try {
+    kept.reserve(keep);
+  } catch (const std::bad_alloc&) {
+    // No memory for the copy: keep the buffer as it is (the reader is told reading has ended).
+    return;
+  }
+  kept.commit(asio::buffer_copy(kept.prepare(keep), out.data(), keep));
+  out = std::move(kept);
+}
+
+template <class Stream>
 auto ws_connection<Stream>::fail_connection(const error_code& ec, std::uint16_t code) -> step {
   read_error_ = ec;
   stream_broken_ = true;

@@ -364,10 +364,15 @@ class ws_connection final : public connection_impl {
   void release_held() {
     if (held_ != 0) budget_->release(std::exchange(held_, 0));
   }
-  // Reading is over: the part of a message received so far will never be whole.
+  // Reading is over: the part of a message received so far will never be whole. Its bytes leave the
+  // reader's buffer together with their reservation, so that the budget never counts less than is held (a
+  // relay keeps its buffer until it ends, which may be long after its client has gone).
   void release_partial() {
+    if (rd_ && rd_->out) drop_partial(*rd_->out, rd_->before);
     if (charged_ != 0) budget_->release(std::exchange(charged_, 0));
   }
+  // Cuts `out` back to its first `keep` bytes, giving back the memory of a large cut.
+  static void drop_partial(beast::flat_buffer& out, std::size_t keep);
   void release_budget() {
     if (!budget_) return;
     if (const auto n = std::exchange(held_, 0) + std::exchange(charged_, 0)) budget_->release(n);

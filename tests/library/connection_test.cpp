@@ -474,6 +474,34 @@ kws::connection dial_on(asio::io_context& ioc, kws::dialer& d, const std::string
   return out ? std::move(*out) : kws::connection{};
 }
 
+// A message cut short gives back its memory with its budget: the part received so far leaves the reader's
+// buffer when the read fails. (Before, the budget was given back and the bytes stayed in the reader's buffer
+// for as long as the reader kept it: a relay keeps it until it ends, so the budget no longer bounded what was
+// held, and the gateway held several clients' 60 MiB parts at once.)
+TEST_F(Connection, AMessageCutShortLeavesTheReadersBufferWithItsBudget) {
+  constexpr std::size_t announced = 1 << 20, sent = 300 * 1024;
+  ws_test_server server([](ws_peer& p) {
+    p.write_raw(kws::test::ws_binary_frame_header(announced) + raw_size(announced - 4) +
+                std::string(sent - 4, 'x'));
+    p.drop();
+  });
+  auto c = dial_on(ioc, dialer, server.address());
+  auto budget = std::make_shared<kws::buffer_budget>(4 * announced);
+  c.set_buffer_budget(budget);
+  boost::beast::flat_buffer buf;
+  buf.commit(asio::buffer_copy(buf.prepare(3), asio::buffer("abc", 3)));  // the reader's own bytes stay
+  std::optional<boost::system::error_code> result;
+  c.async_read_frame(buf, [&](boost::system::error_code ec, std::size_t) { result = ec; });
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!result && std::chrono::steady_clock::now() < until) ioc.run_one_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(result) << "the read never completed";
+  EXPECT_EQ(*result, kws::errc::truncated_frame) << result->message();
+  ASSERT_EQ(buf.size(), 3u) << "the part received stayed in the reader's buffer";
+  EXPECT_EQ(boost::beast::buffers_to_string(buf.data()), "abc");
+  EXPECT_LT(buf.capacity(), 4096u);
+  EXPECT_EQ(budget->in_use(), 0u);
+}
+
 // The proxy corks the broker connection while it writes a burst of buffered requests: each frame must still
 // arrive as one message of its own, in order, large ones included (they bypass the cork buffer).
 TEST_F(Connection, CorkedWritesStillLeaveAsOneMessagePerFrame) {
