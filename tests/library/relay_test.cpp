@@ -1102,19 +1102,6 @@ TEST_P(Relay, DestroyingTheIoContextWithAnIdleRelayFreesEverything) {
 // stop_now completes the reads and writes with operation_aborted; a worker that stops its io_context
 // right after never runs those handlers, and destroys them with the context.
 TEST_P(Relay, DestroyingTheIoContextRightAfterStopNowFreesEverything) {
-  if (GetParam() == shape::gateway) {
-    // Gap (ASan: heap-use-after-free in kws::detail::handler_slot<64>::deallocate, src/io/handler_slot.hpp):
-    // ws_side::async_read_frame (src/relay/sides.hpp) allocates its read handler from read_slot_, a member of
-    // the relay, while that handler holds the relay's last shared_ptr. When the io_context is destroyed with
-    // that read's completion still queued (after stop_now, the aborted readiness wait of the client
-    // connection's read_op; stack: scheduler::shutdown -> read_wait_op::complete_fn -> readable_cb ->
-    // drop_waiting), destroying the handler frees the relay, and any_completion_handler then deallocates
-    // into the freed relay's slot. relay.hpp's stop_now promises the relay ends at once; a worker that
-    // destroys its io_context right after is then a use-after-free. Run without the skip under asan-ubsan to
-    // reproduce.
-    GTEST_SKIP() << "relay gap: destroying the io_context after stop_now frees the relay inside its own "
-                    "WebSocket read handler's deallocation (heap-use-after-free)";
-  }
   auto h = std::make_unique<harness>(GetParam());
   h->run_out_on_destruction = false;
   auto freed = std::make_shared<bool>(false);
@@ -1133,23 +1120,11 @@ TEST_P(Relay, DestroyingTheIoContextRightAfterStopNowFreesEverything) {
 // As above, after a burst of pipelined frames both ways, with the harness on the stack: the relay's last
 // reference goes with its WebSocket client's read, destroyed in the io_context's shutdown.
 TEST_P(Relay, DestroyingTheIoContextRightAfterStopNowFollowingABurstFreesEverything) {
-  if (GetParam() == shape::gateway) {
-    GTEST_SKIP()
-        << "relay gap: see DestroyingTheIoContextRightAfterStopNowFreesEverything (heap-use-after-free)";
-  }
-  if (GetParam() == shape::proxy) {
-    // Gap: in this flow (a burst of pipelined frames both ways, stop_now, then the io_context destroyed
-    // unrun) the relay is not freed when ~io_context returns: the hook it alone owns is still alive (no leak
-    // is reported at exit, so something outside the io_context still holds the relay then and lets it go
-    // later).
-    GTEST_SKIP() << "relay gap: the relay outlives its io_context after stop_now following a burst";
-  }
   auto freed = std::make_shared<bool>(false);
   std::shared_ptr<done_record> record;
   {
     harness h(GetParam());
     h.run_out_on_destruction = false;
-    auto freed = std::make_shared<bool>(false);
     h.start(test_options(), std::make_shared<lifetime_hook>(freed));
     const auto requests = concat(some_frames(120, 1));
     const auto responses = concat(some_frames(120, 1000));
