@@ -21,7 +21,7 @@ void ws_connection<Stream>::handshake_done(std::chrono::milliseconds idle_timeou
     waiter_ = reactor_of(*sock_);
     if (on_io_context(sock_->get_executor())) wait_op_.emplace(this, &ws_connection::readable_cb);
   }
-  open_ = true;
+  enter(life::open);
   close_timeout_ = close_timeout;
   if (idle_timeout.count() > 0) {
     idle_timeout_ = idle_timeout;
@@ -150,7 +150,7 @@ void ws_connection<Stream>::close(std::uint16_t code, error_code& ec) {
   const sync_scope scope(*this);
   if (bs_) bs_->write.clear();
   cancel_timers();
-  if (!close_sent_) send_close(code);
+  if (!close_sent()) send_close(code);
   sync_flush(ec);
   // Wait for the peer's close, dropping what comes before it (no reader is left to take it).
   while (!ec && !stream_broken_) {
@@ -163,7 +163,8 @@ void ws_connection<Stream>::close(std::uint16_t code, error_code& ec) {
     if (ec) read_failed(ec);
   }
   ec = (ec == asio::error::eof) ? error_code() : ec;
-  if (!ec && read_error_ && read_error_ != asio::error::eof && !peer_closed_) ec = read_error_;
+  if (!ec && read_error_ && read_error_ != asio::error::eof && life_ != life::closes_exchanged)
+    ec = read_error_;
   teardown();
 }
 
@@ -174,17 +175,16 @@ void ws_connection<Stream>::async_close(std::uint16_t code, done_handler handler
   if (bs_) bs_->write.clear();
   cl_.emplace(std::move(handler));
   corked_ = false;
-  if (!close_sent_) send_close(code);
+  if (!close_sent()) send_close(code);
   start_flush();
   // The closing handshake is bounded by a timeout of its own, not by the idle timeout.
   idle_tick_.cancel();
   if (!close_timer_) close_timer_ = std::make_unique<asio::steady_timer>(sock().get_executor());
-  closing_deadline_ = true;
   close_timer_->expires_after(close_timeout_);
   close_timer_->async_wait([w = weak_from_this(), this](error_code ec) {
     const auto keep = w.lock();
     if (ec || !keep || !cl_) return;
-    close_timed_out_ = true;
+    ended_by(timeout::close);
     kill_socket();
     // An operation in flight completes with the closed socket and finishes the close; with none, nothing
     // else would.
@@ -205,23 +205,23 @@ void ws_connection<Stream>::drop_waiting() noexcept {
 
 template <class Stream>
 error_code ws_connection<Stream>::after_abort(error_code ec) const {
-  if (timed_out_ || close_timed_out_) return beast::error::timeout;
+  if (ended_by_ != timeout::none) return beast::error::timeout;
   if (aborted_) return asio::error::operation_aborted;
   return ec;
 }
 
 template <class Stream>
 error_code ws_connection<Stream>::write_gate() const {
-  if (aborted_ || timed_out_) return after_abort(asio::error::operation_aborted);
+  if (aborted_ || ended_by_ == timeout::idle) return after_abort(asio::error::operation_aborted);
   if (write_error_) return write_error_;
-  if (close_sent_) return websocket::error::closed;
+  if (close_sent()) return websocket::error::closed;
   return {};
 }
 
 template <class Stream>
 auto ws_connection<Stream>::advance(beast::flat_buffer* out, error_code& ec) -> step {
   for (;;) {
-    if (!in_frame_) {
+    if (!in_frame()) {
       const auto in = bytes_of(in_.data());
       ws::frame_header h;
       const auto header = ws::parse_header(in, h, ec);
@@ -245,11 +245,11 @@ auto ws_connection<Stream>::advance(beast::flat_buffer* out, error_code& ec) -> 
         }
         continue;
       }
-      if (h.op == ws::op_continuation && !msg_open_) {
+      if (h.op == ws::op_continuation && !in_message()) {
         ec = websocket::error::bad_continuation;
         return protocol_failure(ec);
       }
-      if ((h.op == ws::op_binary || h.op == ws::op_text) && msg_open_) {
+      if ((h.op == ws::op_binary || h.op == ws::op_text) && in_message()) {
         // A new message before the last one's final fragment (RFC 6455 5.4).
         ec = websocket::error::bad_data_frame;
         return protocol_failure(ec);
@@ -272,13 +272,12 @@ auto ws_connection<Stream>::advance(beast::flat_buffer* out, error_code& ec) -> 
         charged_ += len;
       }
       in_.consume(header);
-      in_frame_ = true;
+      enter(parse_at::frame_payload);
       frame_fin_ = h.fin;
       frame_masked_ = h.masked;
       frame_key_ = h.key;
       frame_left_ = static_cast<std::size_t>(h.length);
       frame_pos_ = 0;
-      msg_open_ = true;
     }
     const auto take = std::min(in_.size(), frame_left_);
     if (take != 0) {
@@ -297,9 +296,11 @@ auto ws_connection<Stream>::advance(beast::flat_buffer* out, error_code& ec) -> 
       payload_taken(take);
     }
     if (frame_left_ != 0) return step::need_more;
-    in_frame_ = false;
-    if (!frame_fin_) continue;
-    msg_open_ = false;
+    if (!frame_fin_) {
+      enter(parse_at::next_fragment);
+      continue;
+    }
+    enter(parse_at::message_start);
     msg_bytes_ = 0;
     held_ += std::exchange(charged_, 0);
     if (std::exchange(msg_text_, false) && out) {
@@ -313,7 +314,7 @@ auto ws_connection<Stream>::advance(beast::flat_buffer* out, error_code& ec) -> 
 
 template <class Stream>
 bool ws_connection<Stream>::whole_message_buffered() const {
-  if (in_frame_ || msg_open_) return false;
+  if (in_message()) return false;
   auto in = bytes_of(in_.data());
   for (;;) {
     ws::frame_header h;
@@ -367,7 +368,7 @@ auto ws_connection<Stream>::fail_connection(const error_code& ec, std::uint16_t 
   read_error_ = ec;
   stream_broken_ = true;
   release_partial();
-  if (!close_sent_) send_close(code);
+  if (!close_sent()) send_close(code);
   teardown_when_flushed();
   return step::ended;
 }
@@ -384,7 +385,7 @@ template <class Stream>
 void ws_connection<Stream>::pong(std::span<const unsigned char> payload) {
   // A peer that pings without reading gets no more than a buffer's worth of pongs: past that, the pong of
   // a later ping answers for this one (RFC 6455 5.5.3 allows answering the latest only).
-  if (close_sent_ || out_.size() > cork_limit_bytes) return;
+  if (close_sent() || out_.size() > cork_limit_bytes) return;
   encode(ws::op_pong, payload);
   if (!corked_) start_flush();
 }
@@ -393,18 +394,17 @@ template <class Stream>
 auto ws_connection<Stream>::peer_close(std::span<const unsigned char> payload, error_code& ec) -> step {
   std::uint16_t code = 0;
   if ((ec = ws::check_close_payload(payload, code))) return protocol_failure(ec);
-  peer_closed_ = true;
   stream_broken_ = true;  // nothing may follow a close
   release_partial();
   peer_close_code_ = code;
   ec = asio::error::eof;
   read_error_ = ec;
-  if (!close_sent_) {
+  if (!close_sent()) {
     // Echo the code; with none received, send none.
-    close_sent_ = true;
     unsigned char echo[2] = {static_cast<unsigned char>(code >> 8), static_cast<unsigned char>(code)};
     encode(ws::op_close, std::span<const unsigned char>(echo, code ? 2 : 0));
   }
+  enter(life::closes_exchanged);
   teardown_when_flushed();
   return step::ended;
 }

@@ -116,7 +116,9 @@ class ws_connection final : public connection_impl {
                       std::chrono::milliseconds close_timeout);
 
   asio::any_io_executor get_executor() override { return sock().get_executor(); }
-  bool is_open() const override { return open_ && !aborted_ && !closed_ && !timed_out_; }
+  bool is_open() const override {
+    return life_ != life::handshaking && life_ != life::torn_down && !aborted_ && ended_by_ != timeout::idle;
+  }
   const std::string& url() const override { return url_; }
   std::size_t max_frame_bytes() const override { return max_frame_bytes_; }
   std::size_t pending_write_bytes() const override { return bs_ ? bs_->write.size() : 0; }
@@ -254,10 +256,58 @@ class ws_connection final : public connection_impl {
   // or the closing handshake's ran out.
   error_code after_abort(error_code ec) const;
   error_code read_gate() const {
-    if (aborted_ || timed_out_) return after_abort(asio::error::operation_aborted);
+    if (aborted_ || ended_by_ == timeout::idle) return after_abort(asio::error::operation_aborted);
     return read_error_;
   }
   error_code write_gate() const;
+
+  // ---- state ----------------------------------------------------------------------------------------
+  //
+  // The connection's life and where its parser is in the peer's frames are one enum each, changed only in
+  // enter(), which checks (in debug builds) that the step is one the protocol allows. Beside them stay
+  // facts that can hold in any state: aborted_ (the owner's call), stream_broken_ (no more frames will be
+  // read), teardown_after_flush_ (a pending action), reading_/writing_ (operations in flight).
+
+  // The closing handshake (RFC 6455 7.1): each side sends one close frame; the connection is torn down
+  // (our sending half shut) once ours is sent and the peer's is in, or the handshake has failed.
+  enum class life : std::uint8_t {
+    handshaking,       // the HTTP upgrade is not done: no frames yet
+    open,              // frames both ways
+    close_sent,        // our close frame is queued; the peer's is awaited
+    closes_exchanged,  // the peer's close is in, and ours (or our echo of its) is queued
+    torn_down,         // nothing more is sent or read
+  };
+  // What ended the connection when a deadline did; the first one wins.
+  enum class timeout : std::uint8_t { none, idle, close };
+  // Where the parser is: data frames of a message, between them the message's fragments.
+  enum class parse_at : std::uint8_t {
+    message_start,  // the next data frame starts a message
+    frame_payload,  // a data frame's header is taken; frame_left_ bytes of its payload are not
+    next_fragment,  // a message is under way; its next frame's header is awaited
+  };
+
+  void enter(life to) noexcept {
+    [[maybe_unused]] const auto from = life_;
+    assert(from == to
+               ? to == life::torn_down
+               : (to == life::open && from == life::handshaking) ||
+                     (to == life::close_sent && from == life::open) ||
+                     (to == life::closes_exchanged && (from == life::open || from == life::close_sent)) ||
+                     (to == life::torn_down && from != life::handshaking));
+    life_ = to;
+  }
+  void enter(parse_at to) noexcept {
+    [[maybe_unused]] const auto from = parse_;
+    assert((to == parse_at::frame_payload && from != parse_at::frame_payload) ||
+           (to != parse_at::frame_payload && from == parse_at::frame_payload));
+    parse_ = to;
+  }
+  void ended_by(timeout t) noexcept {
+    if (ended_by_ == timeout::none) ended_by_ = t;
+  }
+  bool close_sent() const noexcept { return life_ >= life::close_sent; }
+  bool in_frame() const noexcept { return parse_ == parse_at::frame_payload; }
+  bool in_message() const noexcept { return parse_ != parse_at::message_start; }
 
   // ---- parsing ------------------------------------------------------------------------------------------
 
@@ -451,13 +501,12 @@ class ws_connection final : public connection_impl {
   std::optional<read_wait_op> wait_op_;
   std::shared_ptr<ws_connection> wait_keep_;
   bool read_hot_ = false;  // the last read filled its buffer
-  bool in_frame_ = false;  // a data frame's header is taken, frame_left_ bytes of it are not
+  parse_at parse_ = parse_at::message_start;
   bool frame_fin_ = false;
   bool frame_masked_ = false;
   ws::mask_key frame_key_{};
   std::size_t frame_left_ = 0;
   std::size_t frame_pos_ = 0;
-  bool msg_open_ = false;  // a message is under way (between its first frame and its last byte)
   bool msg_text_ = false;  // it is a text message: refused once whole
   bool stream_broken_ =
       false;  // no more frames can be read: the peer closed, broke the protocol, or a read failed
@@ -490,15 +539,10 @@ class ws_connection final : public connection_impl {
 
   // Closing and timeouts.
   lazy_optional<done_handler> cl_;
-  bool open_ = false;
-  bool close_sent_ = false;
-  bool peer_closed_ = false;
-  bool teardown_after_flush_ = false;
-  bool closed_ = false;
-  bool aborted_ = false;
-  bool timed_out_ = false;
-  bool close_timed_out_ = false;
-  bool closing_deadline_ = false;
+  life life_ = life::handshaking;
+  timeout ended_by_ = timeout::none;
+  bool aborted_ = false;               // abort() was called
+  bool teardown_after_flush_ = false;  // tear down once what is queued is sent (and no close is waited on)
   std::uint16_t peer_close_code_ = 0;
   std::unique_ptr<asio::steady_timer> close_timer_;  // the closing handshake's deadline, made when needed
   tick_lists::entry idle_tick_{this, &idle_ops};     // the idle check

@@ -17,7 +17,7 @@ namespace kws::detail {
 
 template <class Stream>
 auto ws_connection<Stream>::read_buffer(beast::flat_buffer* out) -> read_target {
-  if (out && in_frame_ && in_.size() == 0 && frame_left_ >= direct_read_bytes) {
+  if (out && in_frame() && in_.size() == 0 && frame_left_ >= direct_read_bytes) {
     const auto n = std::min(frame_left_, max_direct_read_bytes);
     // Without room for more, take what in_ holds; advance() then meets the failure again and ends.
     if (make_room(*out, n)) return {out->prepare(n), true};
@@ -57,7 +57,7 @@ template <class Stream>
 error_code ws_connection<Stream>::read_failed(error_code ec) {
   ec = after_abort(ec);
   if (ec != asio::error::operation_aborted && ec != beast::error::timeout) {
-    const bool partial = in_frame_ || msg_open_ || in_.size() != 0;
+    const bool partial = in_message() || in_.size() != 0;
     if (partial) {
       ec = errc::truncated_frame;
     } else if (is_truncation(ec)) {
@@ -193,7 +193,7 @@ void ws_connection<Stream>::encode(std::uint8_t op, std::span<const unsigned cha
 
 template <class Stream>
 void ws_connection<Stream>::send_close(std::uint16_t code) {
-  close_sent_ = true;
+  enter(life::close_sent);
   unsigned char p[2] = {static_cast<unsigned char>(code >> 8), static_cast<unsigned char>(code)};
   encode(ws::op_close, std::span<const unsigned char>(p, 2));
 }
@@ -278,7 +278,7 @@ void ws_connection<Stream>::flushed(error_code ec, std::size_t n) {
     return maybe_finish_close();
   }
   // The next write may finish at once (see start_flush): the checks below see where it left things.
-  if (out_.size() != 0 && (!corked_ || wr_ || out_.size() >= cork_limit_bytes || close_sent_)) start_flush();
+  if (out_.size() != 0 && (!corked_ || wr_ || out_.size() >= cork_limit_bytes || close_sent())) start_flush();
   if (teardown_after_flush_ && !cl_ && !writing_ && out_.size() == 0) teardown();
   maybe_finish_close();
 }
@@ -302,11 +302,11 @@ void ws_connection<Stream>::maybe_finish_close(bool initiating) {
   cl_.reset();
   cancel_timers();
   error_code ec;
-  if (close_timed_out_ || aborted_) {
+  if (ended_by_ == timeout::close || aborted_) {
     ec = after_abort(asio::error::operation_aborted);
   } else if (write_error_) {
     ec = write_error_;  // our close frame did not go out
-  } else if (!peer_closed_ && read_error_ != asio::error::eof) {
+  } else if (life_ != life::closes_exchanged && read_error_ != asio::error::eof) {
     ec = read_error_;
   }
   teardown();
@@ -315,7 +315,7 @@ void ws_connection<Stream>::maybe_finish_close(bool initiating) {
 
 template <class Stream>
 void ws_connection<Stream>::teardown() {
-  closed_ = true;
+  enter(life::torn_down);
   cancel_timers();
   error_code ignored;
   // The socket itself closes with the connection (or abort()); until then the peer can still read what
@@ -376,19 +376,20 @@ bool ws_connection<Stream>::make_room(beast::flat_buffer& out, std::size_t n) {
 
 template <class Stream>
 void ws_connection<Stream>::idle_check() {
-  if (aborted_ || closed_ || cl_ || closing_deadline_) return;
+  // A closing handshake (cl_) is bounded by its own deadline.
+  if (aborted_ || life_ == life::torn_down || cl_) return;
   // A peer held back by the buffer budget is not idle: it is not being read.
   if (std::exchange(active_, false) || budget_waiting_) {
     idle_pinged_ = false;
     return arm_idle_timer();
   }
-  if (keepalive_pings_ && !idle_pinged_ && !close_sent_) {
+  if (keepalive_pings_ && !idle_pinged_ && !close_sent()) {
     idle_pinged_ = true;
     encode(ws::op_ping, {});
     start_flush();
     return arm_idle_timer();
   }
-  timed_out_ = true;
+  ended_by(timeout::idle);
   kill_socket();
 }
 
