@@ -65,10 +65,11 @@ frame_action tracker::answer(entry e, std::vector<unsigned char> response) {
 //   gets no answer: Kafka's SaslServerAuthenticator writes an answer only when SaslServer.evaluateResponse
 //   returns one, its SaslClientAuthenticator and librdkafka's rdkafka_sasl_cyrus.c complete after sending the
 //   last token without reading. So a frame that comes while a token still waits for its answer ends the
-//   exchange: that token was the last and is owed nothing, and this frame is a request. (A mechanism not
-//   named here whose last token is answered leaves the tracker reading requests as tokens until the client
-//   sends one before the answer to the last: they pass untouched. No client we know of uses such a mechanism
-//   over the v0 framing; with SaslAuthenticate, every mechanism is exact.)
+//   exchange: that token was the last and is owed nothing, and this frame is a request. Until it comes, the
+//   last token counts as in flight. (A mechanism not named here whose last token is answered would leave the
+//   tracker reading requests as tokens, passed untouched, until the client sends one before the answer to
+//   the last. Kafka's Java client and librdkafka use the v0 framing only with brokers older than Kafka 1.0;
+//   kafka-python 2.0 always does, and it and librdkafka offer only the mechanisms named here.)
 // SaslHandshake v1 and SaslAuthenticate (KIP-152), re-authentication included (KIP-368), are ordinary
 // requests with headers and correlation ids, and pass untouched like any API the tracker does not act on.
 bool tracker::token_waits() const {

@@ -171,13 +171,38 @@ class Gateway : public ::testing::Test {
 
   void use_tls() { tls_ = make_test_certificates(); }
 
+#ifdef KWS_PLUGIN_PATH
+  // kcat with the librdkafka plugin, straight to the gateway.
+  std::vector<std::string> plugin_kcat() const {
+    const auto gw = "ws://127.0.0.1:" + std::to_string(gateway_port_);
+    return {KWS_KCAT_PATH,
+            "-b",
+            "127.0.0.1:" + std::to_string(gateway_port_),
+            "-X",
+            std::string("plugin.library.paths=") + KWS_PLUGIN_PATH,
+            "-X",
+            "kws.bootstrap.url.template=" + gw + "/kafka",
+            "-X",
+            "kws.url.template=" + gw + "/kafka/{node_id}"};
+  }
+  static spawn_options plugin_io(const std::filesystem::path& out) {
+    spawn_options io = tool_io("/dev/null", out);
+#ifdef KWS_ASAN_PRELOAD
+    io.environment = {{"LD_PRELOAD", KWS_ASAN_PRELOAD}, {"ASAN_OPTIONS", "detect_leaks=0"}};
+#endif
+    return io;
+  }
+#endif
+
   void kcat(const std::string& name, const std::vector<std::string>& args,
             const std::string& in = "/dev/null", std::chrono::milliseconds limit = 30s) {
     const auto r = run(std::vector<std::string>{KWS_KCAT_PATH, "-b", bootstrap_} + args,
                        tool_io(in, dir_ / (name + ".out")), limit);
     ASSERT_EQ(r.exit_code, std::optional<int>(0)) << "kcat " << name << ": " << describe(r.exit_code, r.err);
   }
-  std::string output_of(const std::string& name) const { return read_file(dir_ / (name + ".out")); }
+  std::string output_of(const std::string& name) const {
+    return read_file(dir_ / (name + ".out"));
+  }
 
   temp_dir dir_{"kws-gateway"};
   std::optional<tls_files> tls_;
@@ -242,20 +267,8 @@ TEST_F(Gateway, AConsumerGroupWithTheLibrdkafkaPluginStraightToTheGateway) {
   ASSERT_NO_FATAL_FAILURE(start_mock(3, {"plugged:4"}));
   // librdkafka tells brokers apart by address: each gets a name of its own (which need not resolve).
   ASSERT_NO_FATAL_FAILURE(start_gateway({"--advertise", "kafka-{node_id}.gateway.invalid:443"}));
-  const auto gw = "ws://127.0.0.1:" + std::to_string(gateway_port_);
-  std::vector<std::string> plugin{KWS_KCAT_PATH,
-                                  "-b",
-                                  "127.0.0.1:" + std::to_string(gateway_port_),
-                                  "-X",
-                                  std::string("plugin.library.paths=") + KWS_PLUGIN_PATH,
-                                  "-X",
-                                  "kws.bootstrap.url.template=" + gw + "/kafka",
-                                  "-X",
-                                  "kws.url.template=" + gw + "/kafka/{node_id}"};
-  spawn_options io = tool_io("/dev/null", dir_ / "plugin.out");
-#ifdef KWS_ASAN_PRELOAD
-  io.environment = {{"LD_PRELOAD", KWS_ASAN_PRELOAD}, {"ASAN_OPTIONS", "detect_leaks=0"}};
-#endif
+  const auto plugin = plugin_kcat();
+  spawn_options io = plugin_io(dir_ / "plugin.out");
   const auto input = keyed_lines(300, "pl-");
   write_file(dir_ / "in", input);
   io.stdin_file = dir_ / "in";
@@ -499,11 +512,13 @@ TEST_F(Gateway, MetricsCountTheRelayedTrafficAndReadyzFollowsTheCluster) {
 // tracker's notes) and the proxy in front.
 class GatewaySasl : public Gateway {
  protected:
-  void start_chain() {
+  void start_chain(const std::vector<std::string>& gateway_args = {}, bool proxy = true) {
     write_file(dir_ / "users", "alice:alice-secret\n" + std::string("bob:b0b:with:colons\n"));
     ASSERT_NO_FATAL_FAILURE(start_devbroker_tcp({"--sasl-users", dir_ / "users"}));
-    ASSERT_NO_FATAL_FAILURE(start_gateway({"--log-level", "debug"}));
-    ASSERT_NO_FATAL_FAILURE(start_proxy());
+    ASSERT_NO_FATAL_FAILURE(start_gateway(std::vector<std::string>{"--log-level", "debug"} + gateway_args));
+    if (proxy) {
+      ASSERT_NO_FATAL_FAILURE(start_proxy());
+    }
   }
   // librdkafka's settings for SASL over plain TCP (the proxy's port).
   static std::vector<std::string> sasl(const std::string& mechanism, const std::string& user,
@@ -585,6 +600,34 @@ TEST_F(GatewaySasl, AWrongPasswordGetsTheBrokersErrorAndAConsumerAlreadyInKeepsG
   EXPECT_EQ(consumer.wait(20s), std::optional<int>(0)) << consumer.output();
   EXPECT_EQ(consumer.output(), "k1:first\nk2:second\n");
 }
+
+#ifdef KWS_PLUGIN_PATH
+TEST_F(GatewaySasl, KcatWithThePluginAuthenticatesStraightToTheGateway) {
+  // librdkafka tells brokers apart by address: each gets a name of its own (which need not resolve).
+  ASSERT_NO_FATAL_FAILURE(start_chain({"--advertise", "kafka-{node_id}.gateway.invalid:443"}, false));
+  const auto input = keyed_lines(300, "pl-");
+  write_file(dir_ / "in", input);
+  for (const auto& [name, framing] :
+       std::vector<std::pair<std::string, std::vector<std::string>>>{{"v1", {}}, {"v0", v0_framing()}}) {
+    SCOPED_TRACE(name);
+    const auto plugin = plugin_kcat() + sasl("SCRAM-SHA-512", "alice", "alice-secret") + framing;
+    spawn_options io = plugin_io(dir_ / (name + ".out"));
+    io.stdin_file = dir_ / "in";
+    const auto topic = "plugged-" + name;
+    auto r = run(plugin + std::vector<std::string>{"-P", "-t", topic, "-p", "0", "-K:"}, io, 30s);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r.exit_code, r.err);
+    io.stdin_file = "/dev/null";
+    r = run(plugin + std::vector<std::string>{"-C", "-t", topic, "-p", "0", "-o", "beginning", "-e", "-f",
+                                              "%k:%s\\n"},
+            io, 30s);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r.exit_code, r.err);
+    EXPECT_TRUE(read_file(dir_ / (name + ".out")) == input) << name << ": not byte-exact";
+  }
+  EXPECT_NE(gateway_->output().find("SASL exchange over the v0 framing done after 2 answer(s)"),
+            std::string::npos)
+      << gateway_->output();
+}
+#endif
 
 TEST_F(GatewaySasl, KafkaPythonWithEachMechanismThroughTheChain) {
   ASSERT_NO_FATAL_FAILURE(start_chain());
