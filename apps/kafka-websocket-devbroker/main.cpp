@@ -4,6 +4,7 @@
 #include "broker.hpp"
 #include "cli.hpp"
 #include "runtime.hpp"
+#include "sasl.hpp"
 #include "server.hpp"
 
 #include <kws/frame.hpp>
@@ -57,7 +58,7 @@ int main(int argc, char** argv) {
   bool kafka_08_only = false;
   std::int64_t close_idle_ms = 0;
   std::string log_level = "info", log_format = "text";
-  std::string tcp_tls_cert, tcp_tls_key;
+  std::string tcp_tls_cert, tcp_tls_key, sasl_users_file;
 
   app.add_option("--listen", listen, "WebSocket listener HOST:PORT (port 0: any free port)")
       ->capture_default_str()
@@ -82,6 +83,13 @@ int main(int argc, char** argv) {
                       ->check(CLI::ExistingFile);
   cert_opt->needs(key_opt)->needs("--tcp-listen");
   key_opt->needs(cert_opt);
+  auto* sasl_opt =
+      app.add_option("--sasl-users", sasl_users_file,
+                     "require SASL on the TCP listeners (SASL_PLAINTEXT, or SASL_SSL with --tcp-tls-cert): "
+                     "PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 against this file of user:password lines "
+                     "('#' comments); the WebSocket listeners stay open")
+          ->check(CLI::ExistingFile)
+          ->needs("--tcp-listen");
   app.add_option("--topic", topics,
                  "topic to create at start, NAME[:PARTITIONS] (repeatable; default test-topic:1)");
   app.add_option("--default-partitions", default_partitions, "partitions of auto-created topics")
@@ -100,8 +108,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-frame-bytes", max_frame_bytes, "largest accepted Kafka request body")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{64}, std::size_t{0x7fffffff} - 4));
-  app.add_flag("--kafka-0.8-only", kafka_08_only,
-               "behave like the Kafka 0.8 edge broker: ignore ApiVersions (no reply), only the four v0 APIs");
+  auto* kafka_08_flag = app.add_flag(
+      "--kafka-0.8-only", kafka_08_only,
+      "behave like the Kafka 0.8 edge broker: ignore ApiVersions (no reply), only the four v0 APIs");
+  sasl_opt->excludes(kafka_08_flag);
   kws::app::add_duration(app, "--close-idle-after", close_idle_ms,
                          "close a WebSocket connection (code 1000) after this long without a request, e.g. "
                          "500ms or 2s, as edge platforms recycle idle connections (TCP connections never)",
@@ -139,6 +149,15 @@ int main(int argc, char** argv) {
   }
 
   kws::devbroker::server_config sc;
+  if (!sasl_users_file.empty()) {
+    try {
+      sc.sasl_users = std::make_shared<const kws::devbroker::sasl::users>(
+          kws::devbroker::sasl::users::load(sasl_users_file));
+    } catch (const std::exception& e) {
+      return kws::app::cannot_start(e);
+    }
+    bc.sasl_on_tcp = true;
+  }
   sc.ws_listen = to_endpoint(listen);
   if (!tcp_listen.empty()) sc.tcp_listen = to_endpoint(tcp_listen);
   if (!advertise.empty()) sc.ws_advertise = to_endpoint(advertise);
@@ -170,10 +189,10 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   spdlog::info(
       "{} nodes={} auto_create={} kafka_0.8_only={} retention_bytes={} max_frame_bytes={} "
-      "close_idle_after={} tcp_tls={}",
+      "close_idle_after={} tcp_tls={} sasl_users={}",
       line, nodes, !no_auto_create, kafka_08_only, retention_bytes, max_frame_bytes,
       sc.ws_close_idle_after.count() > 0 ? kws::app::format_duration(sc.ws_close_idle_after) : "never",
-      tcp_tls_cert.empty() ? "off" : "on");
+      tcp_tls_cert.empty() ? "off" : "on", sc.sasl_users ? sc.sasl_users->size() : 0);
 
   // The listeners are the worker's: closed on its thread, before its loop stops.
   rt.on_shutdown([&] { boost::asio::post(worker.context(), [&] { srv->stop(); }); });

@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include "cli.hpp"
+#include "sasl.hpp"
 
 #include <kws/accept.hpp>
 #include <kws/accept_loop.hpp>
@@ -32,6 +33,7 @@
 #include <stdexcept>
 #include <string_view>
 #include <type_traits>
+#include <utility>
 
 namespace kws::devbroker {
 
@@ -75,6 +77,8 @@ struct shared_state {
   std::chrono::milliseconds ws_close_idle_after{0};
   /// TLS on the TCP listeners; null for plain TCP.
   std::shared_ptr<asio::ssl::context> tcp_tls;
+  /// SASL on the TCP listeners; null when off.
+  std::shared_ptr<const sasl::users> sasl_users;
   std::uint64_t next_id = 1;
   /// Sessions with a long-poll Fetch outstanding; looked at after every append.
   std::vector<std::weak_ptr<session>> waiters;
@@ -155,6 +159,7 @@ class session : public std::enable_shared_from_this<session> {
     ++frames_in_;
     bytes_in_ += frame.size();
     if (spdlog::should_log(spdlog::level::debug)) log_request(frame);
+    if (gate_ && !through_gate(frame)) return;
     outcome o = state_->b->handle(frame, node_, kind_);
     switch (o.what) {
       case outcome::action::respond:
@@ -175,6 +180,7 @@ class session : public std::enable_shared_from_this<session> {
     if (ec) return fail(ec, "write");
     ++frames_out_;
     bytes_out_ += bytes;
+    if (!close_after_write_.empty()) return protocol_error(std::exchange(close_after_write_, {}));
     if (out_.capacity() > keep_buffer_bytes) std::vector<unsigned char>().swap(out_);
     read_next();
   }
@@ -185,11 +191,41 @@ class session : public std::enable_shared_from_this<session> {
   const listener_kind kind_;
   const std::string peer_;
   std::vector<unsigned char> out_;
+  /// SASL on this connection (TCP listeners with --sasl-users): every frame goes through it first.
+  std::optional<sasl::gate> gate_;
 
  private:
+  /// True when the broker is to handle `frame`; otherwise the gate has answered or closed.
+  bool through_gate(bytes_view frame) {
+    sasl::gate_result g = gate_->handle(frame);
+    if (!g.note.empty()) spdlog::info("conn={} {}", id_, g.note);
+    switch (g.what) {
+      case sasl::gate_result::action::pass:
+        return true;
+      case sasl::gate_result::action::respond:
+        out_ = std::move(g.response);
+        write_out();
+        return false;
+      case sasl::gate_result::action::respond_and_close:
+        // Kafka answers first (the client shows the error), then closes.
+        close_after_write_ = std::move(g.reason);
+        out_ = std::move(g.response);
+        write_out();
+        return false;
+      case sasl::gate_result::action::close:
+        protocol_error(g.reason);
+        return false;
+    }
+    return false;
+  }
+
   // Which API and version each request is: what a client negotiated shows in the debug log.
   void log_request(bytes_view frame) const {
     if (frame.size() < frame_header_bytes) return;
+    if (gate_ && gate_->expects_raw_token()) {
+      spdlog::debug("conn={} raw SASL token bytes={}", id_, frame.size());
+      return;
+    }
     error_code ec;
     const auto h = kafka::peek_request_header(frame.subspan(frame_header_bytes), ec);
     if (ec) return;
@@ -224,6 +260,7 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   std::uint64_t frames_in_ = 0, bytes_in_ = 0, frames_out_ = 0, bytes_out_ = 0;
+  std::string close_after_write_;  ///< the cause, when the connection ends once `out_` is written
   std::string cause_;
   bool abnormal_ = false;
   asio::steady_timer fetch_timer_;
@@ -241,12 +278,16 @@ class tcp_session final : public session {
   tcp_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node,
               std::string peer) requires(!tls)
       : session(std::move(state), socket.get_executor(), node, listener_kind::tcp, std::move(peer)),
-        stream_(std::move(socket)) {}
+        stream_(std::move(socket)) {
+    if (state_->sasl_users) gate_.emplace(*state_->sasl_users);
+  }
 
   tcp_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node,
               std::string peer) requires(tls)
       : session(std::move(state), socket.get_executor(), node, listener_kind::tcp, std::move(peer)),
-        stream_(beast::tcp_stream(std::move(socket)), *state_->tcp_tls) {}
+        stream_(beast::tcp_stream(std::move(socket)), *state_->tcp_tls) {
+    if (state_->sasl_users) gate_.emplace(*state_->sasl_users);
+  }
 
   void run() override {
     if constexpr (tls) {
@@ -497,6 +538,7 @@ server::server(asio::io_context& ioc, std::shared_ptr<broker> b, server_config c
   impl_->state->b = std::move(b);
   impl_->state->max_frame_bytes = impl_->config.max_frame_bytes;
   impl_->state->ws_close_idle_after = impl_->config.ws_close_idle_after;
+  impl_->state->sasl_users = impl_->config.sasl_users;
   if (!impl_->config.tcp_tls_cert.empty())
     impl_->state->tcp_tls = make_server_tls_context(impl_->config.tcp_tls_cert, impl_->config.tcp_tls_key);
 }

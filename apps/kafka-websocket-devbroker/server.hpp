@@ -16,6 +16,10 @@ class io_context;
 
 namespace kws::devbroker {
 
+namespace sasl {
+class users;
+}
+
 struct server_config {
   endpoint ws_listen{"127.0.0.1", 8787};
   std::optional<endpoint> tcp_listen;
@@ -27,6 +31,9 @@ struct server_config {
   /// Metadata advertises the same addresses either way.
   std::string tcp_tls_cert;
   std::string tcp_tls_key;
+  /// SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) required on the TCP listeners; null: none. The broker's
+  /// config must have sasl_on_tcp set to match, so that ApiVersions lists the SASL APIs there.
+  std::shared_ptr<const sasl::users> sasl_users;
   std::size_t max_frame_bytes = 100u * 1024u * 1024u;
   /// WebSocket connections only: close (code 1000) one that has had no request for this long while none was
   /// being answered, as edge platforms recycle idle connections. Zero: never.
