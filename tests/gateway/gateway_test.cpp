@@ -523,6 +523,12 @@ class GatewaySasl : public Gateway {
       ASSERT_NO_FATAL_FAILURE(start_proxy());
     }
   }
+  // Each mechanism with one of the users above (bob's password has ':' in it).
+  static std::vector<std::tuple<std::string, std::string, std::string>> logins() {
+    return {{"SCRAM-SHA-512", "alice", "alice-secret"},
+            {"PLAIN", "bob", "b0b:with:colons"},
+            {"SCRAM-SHA-256", "alice", "alice-secret"}};
+  }
   // librdkafka's settings for SASL over plain TCP (the proxy's port).
   static std::vector<std::string> sasl(const std::string& mechanism, const std::string& user,
                                        const std::string& password) {
@@ -535,11 +541,7 @@ class GatewaySasl : public Gateway {
 
 TEST_F(GatewaySasl, KcatWithEachMechanismReachesEveryPartitionOnThreeBrokers) {
   ASSERT_NO_FATAL_FAILURE(start_chain());
-  for (const auto& [mechanism, user, password] :
-       std::vector<std::tuple<std::string, std::string, std::string>>{
-           {"SCRAM-SHA-512", "alice", "alice-secret"},
-           {"PLAIN", "bob", "b0b:with:colons"},
-           {"SCRAM-SHA-256", "alice", "alice-secret"}}) {
+  for (const auto& [mechanism, user, password] : logins()) {
     SCOPED_TRACE(mechanism);
     const auto auth = sasl(mechanism, user, password);
     ASSERT_NO_FATAL_FAILURE(
@@ -633,11 +635,7 @@ TEST_F(GatewaySasl, KcatWithThePluginAuthenticatesStraightToTheGateway) {
 TEST_F(GatewaySasl, KafkaPythonWithEachMechanismThroughTheChain) {
   ASSERT_NO_FATAL_FAILURE(start_chain());
   // kafka-python 2.0 sends SaslHandshake v0 and bare tokens, whatever the broker offers.
-  for (const auto& [mechanism, user, password] :
-       std::vector<std::tuple<std::string, std::string, std::string>>{
-           {"PLAIN", "alice", "alice-secret"},
-           {"SCRAM-SHA-256", "bob", "b0b:with:colons"},
-           {"SCRAM-SHA-512", "alice", "alice-secret"}}) {
+  for (const auto& [mechanism, user, password] : logins()) {
     SCOPED_TRACE(mechanism);
     const auto py = run({"/usr/bin/python3", KWS_KAFKA_PYTHON_SCRIPT, "--bootstrap", bootstrap_, "--topic",
                          "py-" + mechanism, "--count", "200", "--api-version", "auto", "--limit-s", "25",
