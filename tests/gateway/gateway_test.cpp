@@ -5,6 +5,7 @@
 #include "client_tools.hpp"
 #include "frame_util.hpp"
 #include "http_client.hpp"
+#include "kafka_encoder.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 #include "ws_test_client.hpp"
@@ -19,9 +20,12 @@
 #include <boost/beast/websocket/error.hpp>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <iostream>
 #include <map>
@@ -655,6 +659,169 @@ TEST_F(GatewaySasl, KafkaPythonWithEachMechanismThroughTheChain) {
            "--sasl-username", "alice", "--sasl-password", "wrong"},
           {.stderr_to = spawn_options::stderr_target::captured}, 20s);
   EXPECT_NE(bad.exit_code, std::optional<int>(0)) << bad.out;
+}
+
+// ---- The same, byte by byte, against a scripted broker: SASL frames whose bytes look like Metadata, and
+// re-authentication (KIP-368) among pipelined requests, through the proxy and the gateway. ----
+
+namespace kt = kws::test::kafka;
+using bytes = std::vector<unsigned char>;
+
+std::string as_string(const bytes& b) {
+  return std::string(b.begin(), b.end());
+}
+
+// A request frame (header v1, or v2 for a flexible version), client id "t".
+std::string kafka_request(std::int16_t key, std::int16_t version, std::int32_t correlation_id,
+                          const bytes& body, bool flexible = false) {
+  kt::out_buf h(false);
+  h.i16(key);
+  h.i16(version);
+  h.i32(correlation_id);
+  h.str("t");
+  if (flexible) h.uvar(0);
+  h.raw(body);
+  return frame(as_string(h.data()));
+}
+std::string metadata_v1(std::int32_t correlation_id) {
+  return kafka_request(3, 1, correlation_id, {0xff, 0xff, 0xff, 0xff});  // every topic
+}
+std::string sasl_handshake(std::int16_t version, std::int32_t correlation_id) {
+  return kafka_request(17, version, correlation_id, {0, 5, 'P', 'L', 'A', 'I', 'N'});
+}
+std::string sasl_authenticate_v2(std::int32_t correlation_id) {
+  return kafka_request(36, 2, correlation_id,
+                       {12, 0, 'a', 'l', 'i', 'c', 'e', 0, 's', 'e', 'c', 'r', 'e', 't', 0}, true);
+}
+
+// What the scripted broker answers, byte for byte: Metadata naming itself at an address only it knows.
+std::string metadata_answer(std::int32_t correlation_id) {
+  kt::metadata_response m;
+  m.brokers = {{0, "10.9.9.9", 9092, std::nullopt, {}}};
+  m.controller_id = 0;
+  return as_string(kt::encode_metadata(m, 1, {correlation_id, {}}));
+}
+std::string handshake_answer(std::int32_t correlation_id) {
+  return as_string(kt::frame({correlation_id, {}}, false, {0, 0, 0, 0, 0, 1, 0, 5, 'P', 'L', 'A', 'I', 'N'}));
+}
+std::string authenticate_answer(std::int32_t correlation_id) {
+  // error_code, error_message (null), auth_bytes "ok", session_lifetime_ms 3600000, no tagged fields.
+  return as_string(
+      kt::frame({correlation_id, {}}, true, {0, 0, 0, 3, 'o', 'k', 0, 0, 0, 0, 0, 0x36, 0xee, 0x80, 0}));
+}
+
+// Reads exactly n bytes within 10 s; false on an error, a timeout or `stop`.
+bool read_exactly(tcp::socket& s, std::string& out, std::size_t n, const std::atomic<bool>* stop = nullptr) {
+  out.assign(n, '\0');
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  for (std::size_t got = 0; got < n;) {
+    if ((stop && *stop) || std::chrono::steady_clock::now() > until) return false;
+    pollfd p{s.native_handle(), POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    error_code ec;
+    got += s.read_some(asio::buffer(out.data() + got, n - got), ec);
+    if (ec) return false;
+  }
+  return true;
+}
+bool read_kafka_frame(tcp::socket& s, std::string& out, const std::atomic<bool>* stop = nullptr) {
+  std::string head, body;
+  if (!read_exactly(s, head, 4, stop)) return false;
+  const auto size = kws::load_be32(reinterpret_cast<const unsigned char*>(head.data()));
+  if (size < 0 || size > 1 << 20 || !read_exactly(s, body, static_cast<std::size_t>(size), stop))
+    return false;
+  out = head + body;
+  return true;
+}
+
+// A TCP Kafka broker on a script (one connection at a time): Metadata v1, SaslHandshake (after v0, one bare
+// PLAIN token, answered with the bytes of a Metadata answer to the correlation id its bytes hold), and
+// SaslAuthenticate. Anything else ends the connection.
+class scripted_broker {
+ public:
+  scripted_broker() : acceptor_(ioc_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~scripted_broker() {
+    stopping_ = true;
+    ::shutdown(acceptor_.native_handle(), SHUT_RDWR);
+    thread_.join();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()); }
+
+ private:
+  void serve() {
+    while (!stopping_) {
+      tcp::socket s(ioc_);
+      error_code ec;
+      acceptor_.accept(s, ec);
+      if (ec) return;
+      bool token_next = false;
+      for (std::string f; read_kafka_frame(s, f, &stopping_);) {
+        const auto* b = reinterpret_cast<const unsigned char*>(f.data());
+        const std::int32_t id = f.size() >= 12 ? kws::load_be32(b + 8) : 0;
+        std::string answer;
+        if (token_next) {
+          answer = metadata_answer(id);
+          token_next = false;
+        } else if (f.size() >= 12 && b[4] == 0 && b[5] == 3) {
+          answer = metadata_answer(id);
+        } else if (f.size() >= 12 && b[4] == 0 && b[5] == 17) {
+          answer = handshake_answer(id);
+          token_next = b[7] == 0;  // SaslHandshake v0
+        } else if (f.size() >= 12 && b[4] == 0 && b[5] == 36) {
+          answer = authenticate_answer(id);
+        } else {
+          break;
+        }
+        asio::write(s, asio::buffer(answer), ec);
+        if (ec) break;
+      }
+    }
+  }
+
+  asio::io_context ioc_;
+  tcp::acceptor acceptor_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+TEST_F(Gateway, SaslFramesPassByteForByteAndReauthenticationKeepsEveryAnswerWithItsRequest) {
+  scripted_broker broker;
+  upstream_ = broker.address();
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  ASSERT_NO_FATAL_FAILURE(start_proxy());
+  asio::io_context ioc;
+  tcp::socket c(ioc);
+  c.connect({asio::ip::make_address("127.0.0.1"),
+             static_cast<unsigned short>(std::stoi(bootstrap_.substr(bootstrap_.rfind(':') + 1)))});
+  const auto ask = [&](const std::string& out, int answers) {
+    asio::write(c, asio::buffer(out));
+    std::vector<std::string> in(static_cast<std::size_t>(answers));
+    for (auto& f : in) EXPECT_TRUE(read_kafka_frame(c, f)) << "an answer did not come";
+    return in;
+  };
+  // Both hops rewrite the broker's address in Metadata.
+  const auto rewritten = [](const std::string& f, std::int32_t id) {
+    kt::response_header h;
+    const auto m = kt::decode_metadata(bytes(f.begin(), f.end()), 1, &h);
+    EXPECT_EQ(h.correlation_id, id);
+    ASSERT_EQ(m.brokers.size(), 1u);
+    EXPECT_EQ(m.brokers[0].host, "127.0.0.1") << "rewritten by the gateway, then by the proxy";
+  };
+  rewritten(ask(metadata_v1(1), 1)[0], 1);
+
+  // SaslHandshake v0, then a bare PLAIN token whose bytes are those of a Metadata request, answered with the
+  // bytes of a Metadata answer: neither hop may read it as one, so it arrives as the broker wrote it.
+  EXPECT_EQ(ask(sasl_handshake(0, 2), 1)[0], handshake_answer(2));
+  EXPECT_EQ(ask(metadata_v1(42), 1)[0], metadata_answer(42)) << "a SASL token's answer was rewritten";
+
+  // Re-authentication among pipelined requests: every answer with its own request, SASL ones untouched.
+  const auto in = ask(metadata_v1(3) + sasl_handshake(1, 4) + sasl_authenticate_v2(5) + metadata_v1(6), 4);
+  rewritten(in[0], 3);
+  EXPECT_EQ(in[1], handshake_answer(4));
+  EXPECT_EQ(in[2], authenticate_answer(5));
+  rewritten(in[3], 6);
 }
 
 }  // namespace
