@@ -36,14 +36,17 @@ kws::devbroker::endpoint to_endpoint(const std::string& s) {
 int main(int argc, char** argv) {
   CLI::App app{
       "kafka-websocket-devbroker: an in-memory Kafka broker for local development and tests.\n"
-      "THIS IS A TEST TARGET, NOT A PRODUCT: no persistence, no replication, no security, no consumer "
+      "THIS IS A TEST TARGET, NOT A PRODUCT: no persistence, no replication, no authorization, no consumer "
       "groups.\n"
       "By default it speaks what clients take for Kafka 0.10.0: Produce v0-v2, Fetch v0-v2, Metadata v0-v1,\n"
       "plus ListOffsets v0-v1 and ApiVersions v0-v5 (message format v0/v1, no compression), so clients with\n"
       "default settings work; --kafka-0.8-only narrows it to the v0 APIs without ApiVersions. Kafka travels\n"
-      "over WebSocket (one frame per binary message) and optionally over TCP (--tcp-listen), plain or with\n"
-      "TLS (--tcp-tls-cert/--tcp-tls-key). --log-level debug logs\n"
-      "each request's API and version.\n"
+      "over WebSocket (one frame per binary message) and optionally over TCP (--tcp-listen). The TCP\n"
+      "listeners can serve TLS (--tcp-tls-cert/--tcp-tls-key) and require SASL (--sasl-users: PLAIN,\n"
+      "SCRAM-SHA-256, SCRAM-SHA-512; SaslHandshake v0-v1, SaslAuthenticate v0-v2 and the raw tokens after\n"
+      "SaslHandshake v0), so that clients' security.protocol ssl, sasl_plaintext and sasl_ssl can be "
+      "tested.\n"
+      "--log-level debug logs each request's API and version.\n"
       "At startup it prints one line to stdout: 'listening ws=HOST:PORT[,...] [tcp=HOST:PORT[,...]]'.",
       "kafka-websocket-devbroker"};
 
@@ -63,7 +66,8 @@ int main(int argc, char** argv) {
   app.add_option("--listen", listen, "WebSocket listener HOST:PORT (port 0: any free port)")
       ->capture_default_str()
       ->check(kws::app::host_port_check());
-  app.add_option("--tcp-listen", tcp_listen, "also listen for plain TCP Kafka connections on HOST:PORT")
+  app.add_option("--tcp-listen", tcp_listen,
+                 "also listen for Kafka over TCP on HOST:PORT (plain; TLS and SASL with the flags below)")
       ->check(kws::app::host_port_check());
   app.add_option("--advertise", advertise,
                  "broker address in Metadata on the WebSocket listeners (default: the bound address); "
@@ -87,7 +91,9 @@ int main(int argc, char** argv) {
       app.add_option("--sasl-users", sasl_users_file,
                      "require SASL on the TCP listeners (SASL_PLAINTEXT, or SASL_SSL with --tcp-tls-cert): "
                      "PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 against this file of user:password lines "
-                     "('#' comments); the WebSocket listeners stay open")
+                     "('#' comments; the first ':' ends the user name); a wrong password is answered "
+                     "SASL_AUTHENTICATION_FAILED, a request before authentication closes the connection; the "
+                     "WebSocket listeners stay open")
           ->check(CLI::ExistingFile)
           ->needs("--tcp-listen");
   app.add_option("--topic", topics,

@@ -137,6 +137,10 @@ class authenticator {
   bool used_ = false;
 };
 
+/// The largest frame a connection may send before it has authenticated: Kafka's default
+/// sasl.server.max.receive.size (512 KiB).
+inline constexpr std::size_t max_unauthenticated_frame_bytes = 512u * 1024u;
+
 /// What the connection does with a frame the gate has seen.
 struct gate_result {
   enum class action {

@@ -26,6 +26,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstring>
@@ -318,6 +319,12 @@ class tcp_session final : public session {
   void on_header(const error_code& ec, std::size_t) {
     if (ec) return fail(ec, "read");
     const std::int32_t size = load_be32(header_.data());
+    // Before SASL authentication, Kafka reads at most sasl.server.max.receive.size bytes per frame.
+    if (gate_ && !gate_->authenticated() && size > 0 &&
+        static_cast<std::size_t>(size) >
+            std::min(state_->max_frame_bytes, sasl::max_unauthenticated_frame_bytes))
+      return protocol_error(fmt::format("size header {} before SASL authentication: larger than {} bytes",
+                                        size, sasl::max_unauthenticated_frame_bytes));
     if (auto bad = check_frame_size(size, state_->max_frame_bytes))
       return protocol_error(fmt::format("size header {}: {}", size, bad.message()));
     frame_.resize(frame_header_bytes + static_cast<std::size_t>(size));

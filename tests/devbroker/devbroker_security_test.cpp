@@ -397,4 +397,15 @@ TEST_F(DevbrokerSecurity, BeforeAuthenticationOnlyApiVersionsAndSaslAreAnswered)
     EXPECT_TRUE(c.read_until_close(rest));
     EXPECT_TRUE(log_contains("unsupported SASL mechanism 'GSSAPI'")) << log();
   }
+  {
+    // Before authentication a frame may hold 512 KiB, Kafka's sasl.server.max.receive.size: a larger size
+    // header ends the connection before anything is allocated for it.
+    tcp_client c;
+    ASSERT_FALSE(c.connect(tcp_ports_.at(0)));
+    ASSERT_FALSE(c.send_raw(std::string("\x00\x08\x00\x01", 4)));
+    std::string rest;
+    EXPECT_TRUE(c.read_until_close(rest));
+    EXPECT_TRUE(log_contains("size header 524289 before SASL authentication: larger than 524288 bytes"))
+        << log();
+  }
 }
