@@ -211,7 +211,7 @@ outcome broker::handle(bytes_view frame, std::int32_t node_id, listener_kind kin
                              h.version, h.correlation_id);
       return o;
     }
-    return handle_api_versions(h, body);
+    return handle_api_versions(h, body, kind);
   }
   const api_version_range* range =
       config_.kafka_08_only ? find_range(kafka_08_supported, h.key) : find_range(supported, h.key);
@@ -237,14 +237,21 @@ outcome broker::handle(bytes_view frame, std::int32_t node_id, listener_kind kin
   }
 }
 
-outcome broker::handle_api_versions(const kafka::request_header& h, bytes_view body) {
+outcome broker::handle_api_versions(const kafka::request_header& h, bytes_view body, listener_kind kind) {
   // A version this broker cannot read gets the KIP-511 answer (a v0 body listing the ApiVersions range).
   if (h.version < 0 || h.version > kafka::max_api_versions_version || h.header_bytes == 0)
     return respond(kafka::encode_api_versions_unsupported(h.correlation_id));
   boost::system::error_code ec;
   kafka::parse_api_versions_request(h.version, body.subspan(h.header_bytes), ec);
   const auto err = ec ? error_code::invalid_request : error_code::none;
-  return respond(kafka::encode_api_versions_response(h.version, h.correlation_id, supported, code(err)));
+  if (!config_.sasl_on_tcp || kind != listener_kind::tcp)
+    return respond(kafka::encode_api_versions_response(h.version, h.correlation_id, supported, code(err)));
+  // The SASL APIs are answered by the server's gate in front of this broker (sasl.hpp), before and after
+  // authentication.
+  std::vector<api_version_range> with_sasl(std::begin(supported), std::end(supported));
+  with_sasl.push_back({api_key::sasl_handshake, 0, 1});
+  with_sasl.push_back({api_key::sasl_authenticate, 0, 2});
+  return respond(kafka::encode_api_versions_response(h.version, h.correlation_id, with_sasl, code(err)));
 }
 
 // Produce Request (Version: 0-2) => acks timeout [topic [partition record_set]]

@@ -30,6 +30,9 @@ struct broker_config {
   /// Behave like the edge broker: no ApiVersions answer, only Produce/Fetch/ListOffsets/Metadata v0.
   /// Otherwise the broker speaks Kafka 0.10.0's versions of those four APIs, plus ApiVersions v0-v3.
   bool kafka_08_only = false;
+  /// SASL on the TCP listeners (the server's gate handles it): ApiVersions on them also lists SaslHandshake
+  /// v0-v1 and SaslAuthenticate v0-v2.
+  bool sasl_on_tcp = false;
 };
 
 struct endpoint {
@@ -131,7 +134,7 @@ class broker {
     std::vector<partition_log> partitions;
   };
 
-  outcome handle_api_versions(const kafka::request_header& h, bytes_view body);
+  outcome handle_api_versions(const kafka::request_header& h, bytes_view body, listener_kind kind);
   outcome handle_produce(const kafka::request_header& h, bytes_view body, std::int32_t node_id);
   outcome handle_fetch(const kafka::request_header& h, bytes_view body, std::int32_t node_id);
   outcome handle_list_offsets(const kafka::request_header& h, bytes_view body, std::int32_t node_id);

@@ -4,6 +4,7 @@
 #include "broker.hpp"
 #include "cli.hpp"
 #include "runtime.hpp"
+#include "sasl.hpp"
 #include "server.hpp"
 
 #include <kws/frame.hpp>
@@ -35,13 +36,17 @@ kws::devbroker::endpoint to_endpoint(const std::string& s) {
 int main(int argc, char** argv) {
   CLI::App app{
       "kafka-websocket-devbroker: an in-memory Kafka broker for local development and tests.\n"
-      "THIS IS A TEST TARGET, NOT A PRODUCT: no persistence, no replication, no security, no consumer "
+      "THIS IS A TEST TARGET, NOT A PRODUCT: no persistence, no replication, no authorization, no consumer "
       "groups.\n"
       "By default it speaks what clients take for Kafka 0.10.0: Produce v0-v2, Fetch v0-v2, Metadata v0-v1,\n"
       "plus ListOffsets v0-v1 and ApiVersions v0-v5 (message format v0/v1, no compression), so clients with\n"
       "default settings work; --kafka-0.8-only narrows it to the v0 APIs without ApiVersions. Kafka travels\n"
-      "over WebSocket (one frame per binary message) and optionally over plain TCP. --log-level debug logs\n"
-      "each request's API and version.\n"
+      "over WebSocket (one frame per binary message) and optionally over TCP (--tcp-listen). The TCP\n"
+      "listeners can serve TLS (--tcp-tls-cert/--tcp-tls-key) and require SASL (--sasl-users: PLAIN,\n"
+      "SCRAM-SHA-256, SCRAM-SHA-512; SaslHandshake v0-v1, SaslAuthenticate v0-v2 and the raw tokens after\n"
+      "SaslHandshake v0), so that clients' security.protocol ssl, sasl_plaintext and sasl_ssl can be "
+      "tested.\n"
+      "--log-level debug logs each request's API and version.\n"
       "At startup it prints one line to stdout: 'listening ws=HOST:PORT[,...] [tcp=HOST:PORT[,...]]'.",
       "kafka-websocket-devbroker"};
 
@@ -56,11 +61,13 @@ int main(int argc, char** argv) {
   bool kafka_08_only = false;
   std::int64_t close_idle_ms = 0;
   std::string log_level = "info", log_format = "text";
+  std::string tcp_tls_cert, tcp_tls_key, sasl_users_file;
 
   app.add_option("--listen", listen, "WebSocket listener HOST:PORT (port 0: any free port)")
       ->capture_default_str()
       ->check(kws::app::host_port_check());
-  app.add_option("--tcp-listen", tcp_listen, "also listen for plain TCP Kafka connections on HOST:PORT")
+  app.add_option("--tcp-listen", tcp_listen,
+                 "also listen for Kafka over TCP on HOST:PORT (plain; TLS and SASL with the flags below)")
       ->check(kws::app::host_port_check());
   app.add_option("--advertise", advertise,
                  "broker address in Metadata on the WebSocket listeners (default: the bound address); "
@@ -70,6 +77,25 @@ int main(int argc, char** argv) {
          "--tcp-advertise", tcp_advertise,
          "broker address in Metadata on the TCP listeners (default: the bound address); node i at PORT+i")
       ->check(kws::app::host_port_check());
+  auto* cert_opt =
+      app.add_option(
+             "--tcp-tls-cert", tcp_tls_cert,
+             "serve TLS (1.2 or later) on the TCP listeners with this PEM certificate chain; clients use "
+             "security.protocol=ssl (sasl_ssl with --sasl-users); Metadata advertises the same addresses")
+          ->check(CLI::ExistingFile);
+  auto* key_opt = app.add_option("--tcp-tls-key", tcp_tls_key, "PEM private key of --tcp-tls-cert")
+                      ->check(CLI::ExistingFile);
+  cert_opt->needs(key_opt)->needs("--tcp-listen");
+  key_opt->needs(cert_opt);
+  auto* sasl_opt =
+      app.add_option("--sasl-users", sasl_users_file,
+                     "require SASL on the TCP listeners (SASL_PLAINTEXT, or SASL_SSL with --tcp-tls-cert): "
+                     "PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 against this file of user:password lines "
+                     "('#' comments; the first ':' ends the user name); a wrong password is answered "
+                     "SASL_AUTHENTICATION_FAILED, a request before authentication closes the connection; the "
+                     "WebSocket listeners stay open")
+          ->check(CLI::ExistingFile)
+          ->needs("--tcp-listen");
   app.add_option("--topic", topics,
                  "topic to create at start, NAME[:PARTITIONS] (repeatable; default test-topic:1)");
   app.add_option("--default-partitions", default_partitions, "partitions of auto-created topics")
@@ -88,8 +114,10 @@ int main(int argc, char** argv) {
   app.add_option("--max-frame-bytes", max_frame_bytes, "largest accepted Kafka request body")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{64}, std::size_t{0x7fffffff} - 4));
-  app.add_flag("--kafka-0.8-only", kafka_08_only,
-               "behave like the Kafka 0.8 edge broker: ignore ApiVersions (no reply), only the four v0 APIs");
+  auto* kafka_08_flag = app.add_flag(
+      "--kafka-0.8-only", kafka_08_only,
+      "behave like the Kafka 0.8 edge broker: ignore ApiVersions (no reply), only the four v0 APIs");
+  sasl_opt->excludes(kafka_08_flag);
   kws::app::add_duration(app, "--close-idle-after", close_idle_ms,
                          "close a WebSocket connection (code 1000) after this long without a request, e.g. "
                          "500ms or 2s, as edge platforms recycle idle connections (TCP connections never)",
@@ -127,10 +155,21 @@ int main(int argc, char** argv) {
   }
 
   kws::devbroker::server_config sc;
+  if (!sasl_users_file.empty()) {
+    try {
+      sc.sasl_users = std::make_shared<const kws::devbroker::sasl::users>(
+          kws::devbroker::sasl::users::load(sasl_users_file));
+    } catch (const std::exception& e) {
+      return kws::app::cannot_start(e);
+    }
+    bc.sasl_on_tcp = true;
+  }
   sc.ws_listen = to_endpoint(listen);
   if (!tcp_listen.empty()) sc.tcp_listen = to_endpoint(tcp_listen);
   if (!advertise.empty()) sc.ws_advertise = to_endpoint(advertise);
   if (!tcp_advertise.empty()) sc.tcp_advertise = to_endpoint(tcp_advertise);
+  sc.tcp_tls_cert = tcp_tls_cert;
+  sc.tcp_tls_key = tcp_tls_key;
   sc.max_frame_bytes = max_frame_bytes;
   sc.ws_close_idle_after = std::chrono::milliseconds(close_idle_ms);
 
@@ -156,9 +195,10 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   spdlog::info(
       "{} nodes={} auto_create={} kafka_0.8_only={} retention_bytes={} max_frame_bytes={} "
-      "close_idle_after={}",
+      "close_idle_after={} tcp_tls={} sasl_users={}",
       line, nodes, !no_auto_create, kafka_08_only, retention_bytes, max_frame_bytes,
-      sc.ws_close_idle_after.count() > 0 ? kws::app::format_duration(sc.ws_close_idle_after) : "never");
+      sc.ws_close_idle_after.count() > 0 ? kws::app::format_duration(sc.ws_close_idle_after) : "never",
+      tcp_tls_cert.empty() ? "off" : "on", sc.sasl_users ? sc.sasl_users->size() : 0);
 
   // The listeners are the worker's: closed on its thread, before its loop stops.
   rt.on_shutdown([&] { boost::asio::post(worker.context(), [&] { srv->stop(); }); });

@@ -26,6 +26,14 @@ bool is_address_api(api_key key) noexcept {
   return max_rewritable_version(key).has_value();
 }
 
+// The error code of a SaslHandshake response (any version: correlation id, then error_code), or -1 when the
+// frame is too short to hold one.
+std::int16_t sasl_handshake_error(bytes_view frame) noexcept {
+  reader r(frame.size() >= frame_header_bytes + 4 ? frame.subspan(frame_header_bytes + 4) : bytes_view{});
+  const auto code = r.int16();
+  return r.ok() ? code : std::int16_t{-1};
+}
+
 }  // namespace
 
 std::span<const api_version_range> kafka_0_8_api_versions() noexcept {
@@ -45,7 +53,72 @@ frame_action tracker::answer(entry e, std::vector<unsigned char> response) {
   return frame_action::answer;
 }
 
+// SASL over the v0 framing (https://kafka.apache.org/protocol#sasl_handshake): after a SaslHandshake v0
+// answered with error code 0, the client sends bare tokens (a size, then the token) and the broker answers
+// each with a bare token, or closes the connection when authentication fails. Nothing in a token says where
+// the exchange ends, so the tracker goes by the mechanism the handshake named, and by the rule every client
+// keeps: one token at a time, the next only after the answer to the last.
+// - PLAIN ends with the answer to its one token (empty), SCRAM-SHA-256/512 with the answer to its second
+//   (server-final), OAUTHBEARER with an empty answer to its token (an error answer gets one more token, %x01,
+//   then the broker closes: RFC 7628 3.2.3).
+// - GSSAPI, and any mechanism not named here, takes as many tokens as its context needs, and the last one
+//   gets no answer: Kafka's SaslServerAuthenticator writes an answer only when SaslServer.evaluateResponse
+//   returns one, its SaslClientAuthenticator and librdkafka's rdkafka_sasl_cyrus.c complete after sending the
+//   last token without reading. So a frame that comes while a token still waits for its answer ends the
+//   exchange: that token was the last and is owed nothing, and this frame is a request. Until it comes, the
+//   last token counts as in flight. (A mechanism not named here whose last token is answered would leave the
+//   tracker reading requests as tokens, passed untouched, until the client sends one before the answer to
+//   the last. Kafka's Java client and librdkafka use the v0 framing only with brokers older than Kafka 1.0;
+//   kafka-python 2.0 always does, and it and librdkafka offer only the mechanisms named here.)
+// SaslHandshake v1 and SaslAuthenticate (KIP-152), re-authentication included (KIP-368), are ordinary
+// requests with headers and correlation ids, and pass untouched like any API the tracker does not act on.
+bool tracker::token_waits() const {
+  return !fifo_.empty() && fifo_.back().how == treatment::sasl_token;
+}
+
+void tracker::on_token_answer(bytes_view frame) {
+  fifo_.pop_front();
+  if (stream_ != client_stream::sasl_tokens) return;  // the exchange already ended on a client frame
+  if (token_answers_ < 255) ++token_answers_;
+  bool last = false;
+  switch (mechanism_) {
+    case sasl_mechanism::plain:
+      last = token_answers_ >= 1;
+      break;
+    case sasl_mechanism::scram:
+      last = token_answers_ >= 2;
+      break;
+    case sasl_mechanism::oauthbearer:
+      last = frame.size() == frame_header_bytes;
+      break;
+    case sasl_mechanism::other:
+      break;
+  }
+  if (last) {
+    stream_ = client_stream::requests;
+    note(log_level::debug, [&] {
+      return "SASL exchange over the v0 framing done after " + std::to_string(token_answers_) +
+             " answer(s): requests follow";
+    });
+  }
+}
+
 frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>&) {
+  if (stream_ == client_stream::sasl_tokens) {
+    if (!token_waits()) {
+      // A bare token goes as it is: its bytes are no header, whatever they look like.
+      entry e;
+      e.how = treatment::sasl_token;
+      fifo_.push_back(e);
+      return frame_action::forward;
+    }
+    fifo_.pop_back();
+    stream_ = client_stream::requests;
+    note(log_level::debug, [&] {
+      return "request of " + std::to_string(frame.size()) +
+             " bytes while a SASL token waits for its answer: that token was the last, requests follow";
+    });
+  }
   const auto body = frame.size() >= frame_header_bytes ? frame.subspan(frame_header_bytes) : bytes_view{};
   boost::system::error_code ec;
   const auto h = peek_request_header(body, ec);
@@ -93,6 +166,19 @@ frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>&) 
       return answer(e, encode_api_versions_response(h.version, h.correlation_id, kafka_0_8_api_versions()));
     }
     e.how = treatment::clamp;
+  } else if (h.key == api_key::sasl_handshake && h.version == 0) {
+    e.how = treatment::sasl_handshake;
+    if (h.header_bytes > 0) {
+      reader r(body.subspan(h.header_bytes));
+      const auto name = r.string();
+      if (name == "PLAIN") {
+        e.mechanism = sasl_mechanism::plain;
+      } else if (name == "SCRAM-SHA-256" || name == "SCRAM-SHA-512") {
+        e.mechanism = sasl_mechanism::scram;
+      } else if (name == "OAUTHBEARER") {
+        e.mechanism = sasl_mechanism::oauthbearer;
+      }
+    }
   } else if (config_->rewrite && is_address_api(h.key)) {
     // Produce and Fetch carry addresses only from the versions with NodeEndpoints; versions above what can
     // be rewritten are tracked too, so that their answers fail closed instead of leaking broker addresses.
@@ -124,6 +210,10 @@ frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& 
       break;
     }
   }
+  if (match == fifo_.size() && !fifo_.empty() && fifo_.front().how == treatment::sasl_token) {
+    on_token_answer(frame);
+    return frame_action::forward;
+  }
   if (match == fifo_.size()) {
     note(log_level::debug, [&] {
       return "response of " + std::to_string(frame.size()) + " bytes" +
@@ -151,6 +241,18 @@ frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& 
   switch (e.how) {
     case treatment::pass:
     case treatment::local:
+    case treatment::sasl_token:
+      return frame_action::forward;
+    case treatment::sasl_handshake:
+      if (sasl_handshake_error(frame) == 0) {
+        stream_ = client_stream::sasl_tokens;
+        mechanism_ = e.mechanism;
+        token_answers_ = 0;
+        note(log_level::debug, [&] {
+          return describe(e.key, e.version, e.correlation_id) +
+                 " accepted: SASL tokens without request headers follow";
+        });
+      }
       return frame_action::forward;
     case treatment::clamp:
       changed = clamp_api_versions(

@@ -123,6 +123,34 @@ TEST_F(DevbrokerRequests, ApiVersionsV0ListsKafka0100VersionsOfTheFiveApis) {
   EXPECT_EQ(got, want);
 }
 
+TEST_F(DevbrokerRequests, WithSaslOnTcpApiVersionsListsTheSaslApisOnTcpOnly) {
+  broker_config c;
+  c.sasl_on_tcp = true;
+  auto b = make(c);
+  auto keys_on = [&](listener_kind k) {
+    const auto res = respond(b, api_versions_request(3, 0), 0, k);
+    auto r = open_response(res);
+    EXPECT_EQ(r.body.int16(), 0);
+    std::vector<std::tuple<int, int, int>> got;
+    for (auto n = r.body.array_count(); n > 0; --n) {
+      const int key = r.body.int16(), lo = r.body.int16(), hi = r.body.int16();
+      got.emplace_back(key, lo, hi);
+    }
+    EXPECT_TRUE(r.body.ok());
+    return got;
+  };
+  const std::vector<std::tuple<int, int, int>> plain{{0, 0, 2}, {1, 0, 2}, {2, 0, 1}, {3, 0, 1}, {18, 0, 5}};
+  auto with_sasl = plain;
+  with_sasl.insert(with_sasl.end(), {{17, 0, 1}, {36, 0, 2}});
+  EXPECT_EQ(keys_on(listener_kind::tcp), with_sasl);
+  EXPECT_EQ(keys_on(listener_kind::ws), plain);
+  // The SASL APIs themselves are the server's gate's: the broker never answers them.
+  EXPECT_EQ(b.handle(request(api_key::sasl_handshake, 1, 4, [](kws::kafka::writer& w) { w.string("PLAIN"); }),
+                     0, listener_kind::ws)
+                .what,
+            outcome::action::close);
+}
+
 TEST_F(DevbrokerRequests, ApiVersionsV3HasFlexibleBodyButResponseHeaderV0) {
   auto b = make();
   const auto res = respond(b, api_versions_request(9, 3));

@@ -2,7 +2,8 @@
 """kafka-python (Debian's python3-kafka) through kafka-websocket-proxy.
 
 With --api-version auto the clients are left to find out the broker's version themselves (their default);
-otherwise they are told, e.g. 0.8.0.
+otherwise they are told, e.g. 0.8.0. With --sasl-mechanism they authenticate (SASL_PLAINTEXT): kafka-python 2.0
+sends SaslHandshake v0 and then the bare tokens.
 
 Produces COUNT messages to partition 0 of TOPIC (keyed ones, plus a null key and an empty value among them),
 reads partition 0 back from the beginning without a consumer group, and compares every key and value.
@@ -41,16 +42,22 @@ def main():
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--limit-s", type=int, default=25, help="bound on the whole run")
     ap.add_argument("--api-version", default="0.8.0", help="e.g. 0.8.0, or auto for kafka-python's probe")
+    ap.add_argument("--sasl-mechanism", help="SASL_PLAINTEXT with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+    ap.add_argument("--sasl-username", default="")
+    ap.add_argument("--sasl-password", default="")
     args = ap.parse_args()
-    version = {} if args.api_version == "auto" else {
+    settings = {} if args.api_version == "auto" else {
         "api_version": tuple(int(x) for x in args.api_version.split("."))}
+    if args.sasl_mechanism:
+        settings.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism=args.sasl_mechanism,
+                       sasl_plain_username=args.sasl_username, sasl_plain_password=args.sasl_password)
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(args.limit_s)
 
     want = expected(args.count)
     started = time.monotonic()
     producer = KafkaProducer(bootstrap_servers=args.bootstrap, acks=1, request_timeout_ms=10000,
-                             max_block_ms=10000, retries=0, **version)
+                             max_block_ms=10000, retries=0, **settings)
     futures = [producer.send(args.topic, key=k, value=v, partition=0) for k, v in want]
     producer.flush(timeout=15)
     offsets = [f.get(timeout=1).offset for f in futures]
@@ -62,7 +69,7 @@ def main():
 
     # No group: the broker has no group coordinator, so assign the partition and seek to the beginning.
     consumer = KafkaConsumer(bootstrap_servers=args.bootstrap, group_id=None, enable_auto_commit=False,
-                             consumer_timeout_ms=5000, request_timeout_ms=10000, **version)
+                             consumer_timeout_ms=5000, request_timeout_ms=10000, **settings)
     tp = TopicPartition(args.topic, 0)
     consumer.assign([tp])
     consumer.seek_to_beginning(tp)

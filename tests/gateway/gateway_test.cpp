@@ -5,6 +5,7 @@
 #include "client_tools.hpp"
 #include "frame_util.hpp"
 #include "http_client.hpp"
+#include "kafka_encoder.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 #include "ws_test_client.hpp"
@@ -19,15 +20,19 @@
 #include <boost/beast/websocket/error.hpp>
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <iostream>
 #include <map>
 #include <regex>
 #include <set>
 #include <thread>
+#include <tuple>
 
 namespace {
 
@@ -123,9 +128,11 @@ class Gateway : public ::testing::Test {
   }
 
   // The dev broker with a TCP listener, as the cluster.
-  void start_devbroker_tcp() {
-    devbroker_ = std::make_unique<child_process>(std::vector<std::string>{
-        KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--topic", "dev:2"});
+  void start_devbroker_tcp(const std::vector<std::string>& args = {}) {
+    devbroker_ = std::make_unique<child_process>(std::vector<std::string>{KWS_DEVBROKER_PATH, "--listen",
+                                                                          "127.0.0.1:0", "--tcp-listen",
+                                                                          "127.0.0.1:0", "--topic", "dev:2"} +
+                                                 args);
     const auto tcp_port = devbroker_->wait_for_output(std::regex(R"(tcp=127\.0\.0\.1:(\d+))"));
     ASSERT_TRUE(tcp_port) << devbroker_->output();
     upstream_ = "127.0.0.1:" + *tcp_port;
@@ -168,13 +175,38 @@ class Gateway : public ::testing::Test {
 
   void use_tls() { tls_ = make_test_certificates(); }
 
+#ifdef KWS_PLUGIN_PATH
+  // kcat with the librdkafka plugin, straight to the gateway.
+  std::vector<std::string> plugin_kcat() const {
+    const auto gw = "ws://127.0.0.1:" + std::to_string(gateway_port_);
+    return {KWS_KCAT_PATH,
+            "-b",
+            "127.0.0.1:" + std::to_string(gateway_port_),
+            "-X",
+            std::string("plugin.library.paths=") + KWS_PLUGIN_PATH,
+            "-X",
+            "kws.bootstrap.url.template=" + gw + "/kafka",
+            "-X",
+            "kws.url.template=" + gw + "/kafka/{node_id}"};
+  }
+  static spawn_options plugin_io(const std::filesystem::path& out) {
+    spawn_options io = tool_io("/dev/null", out);
+#ifdef KWS_ASAN_PRELOAD
+    io.environment = {{"LD_PRELOAD", KWS_ASAN_PRELOAD}, {"ASAN_OPTIONS", "detect_leaks=0"}};
+#endif
+    return io;
+  }
+#endif
+
   void kcat(const std::string& name, const std::vector<std::string>& args,
             const std::string& in = "/dev/null", std::chrono::milliseconds limit = 30s) {
     const auto r = run(std::vector<std::string>{KWS_KCAT_PATH, "-b", bootstrap_} + args,
                        tool_io(in, dir_ / (name + ".out")), limit);
     ASSERT_EQ(r.exit_code, std::optional<int>(0)) << "kcat " << name << ": " << describe(r.exit_code, r.err);
   }
-  std::string output_of(const std::string& name) const { return read_file(dir_ / (name + ".out")); }
+  std::string output_of(const std::string& name) const {
+    return read_file(dir_ / (name + ".out"));
+  }
 
   temp_dir dir_{"kws-gateway"};
   std::optional<tls_files> tls_;
@@ -239,20 +271,8 @@ TEST_F(Gateway, AConsumerGroupWithTheLibrdkafkaPluginStraightToTheGateway) {
   ASSERT_NO_FATAL_FAILURE(start_mock(3, {"plugged:4"}));
   // librdkafka tells brokers apart by address: each gets a name of its own (which need not resolve).
   ASSERT_NO_FATAL_FAILURE(start_gateway({"--advertise", "kafka-{node_id}.gateway.invalid:443"}));
-  const auto gw = "ws://127.0.0.1:" + std::to_string(gateway_port_);
-  std::vector<std::string> plugin{KWS_KCAT_PATH,
-                                  "-b",
-                                  "127.0.0.1:" + std::to_string(gateway_port_),
-                                  "-X",
-                                  std::string("plugin.library.paths=") + KWS_PLUGIN_PATH,
-                                  "-X",
-                                  "kws.bootstrap.url.template=" + gw + "/kafka",
-                                  "-X",
-                                  "kws.url.template=" + gw + "/kafka/{node_id}"};
-  spawn_options io = tool_io("/dev/null", dir_ / "plugin.out");
-#ifdef KWS_ASAN_PRELOAD
-  io.environment = {{"LD_PRELOAD", KWS_ASAN_PRELOAD}, {"ASAN_OPTIONS", "detect_leaks=0"}};
-#endif
+  const auto plugin = plugin_kcat();
+  spawn_options io = plugin_io(dir_ / "plugin.out");
   const auto input = keyed_lines(300, "pl-");
   write_file(dir_ / "in", input);
   io.stdin_file = dir_ / "in";
@@ -486,6 +506,322 @@ TEST_F(Gateway, MetricsCountTheRelayedTrafficAndReadyzFollowsTheCluster) {
   const auto down = http_request(oport_n, "GET", "/readyz");
   EXPECT_EQ(down.status, 503) << down.raw;
   EXPECT_NE(down.body.find("no bootstrap server"), std::string::npos) << down.raw;
+}
+
+// ---- SASL from the client to the cluster: through the proxy, over ws, through the gateway, to the dev
+// broker's TCP listeners (three nodes) requiring SASL. No hop reads a credential: the tracker passes
+// SaslHandshake, SaslAuthenticate and the bare tokens of the v0 framing untouched (docs/architecture.md).
+// librdkafka takes SaslHandshake v1 + SaslAuthenticate (the dev broker offers them in ApiVersions, which
+// librdkafka 2.0 always asks for); kafka-python 2.0 takes SaslHandshake v0 and bare tokens. ----
+
+// A cluster that requires SASL (PLAIN, SCRAM-SHA-256/512 for the users below), the gateway (logging the
+// tracker's notes) and, unless told otherwise, the proxy in front.
+class GatewaySasl : public Gateway {
+ protected:
+  void start_chain(const std::vector<std::string>& gateway_args = {}, bool proxy = true) {
+    write_file(dir_ / "users", "alice:alice-secret\n" + std::string("bob:b0b:with:colons\n"));
+    ASSERT_NO_FATAL_FAILURE(
+        start_devbroker_tcp({"--sasl-users", dir_ / "users", "--nodes", "3", "--topic", "six:6"}));
+    ASSERT_NO_FATAL_FAILURE(start_gateway(std::vector<std::string>{"--log-level", "debug"} + gateway_args));
+    if (proxy) {
+      ASSERT_NO_FATAL_FAILURE(start_proxy());
+    }
+  }
+  // Each mechanism with one of the users above (bob's password has ':' in it).
+  static std::vector<std::tuple<std::string, std::string, std::string>> logins() {
+    return {{"SCRAM-SHA-512", "alice", "alice-secret"},
+            {"PLAIN", "bob", "b0b:with:colons"},
+            {"SCRAM-SHA-256", "alice", "alice-secret"}};
+  }
+  // librdkafka's settings for SASL over plain TCP (the proxy's port).
+  static std::vector<std::string> sasl(const std::string& mechanism, const std::string& user,
+                                       const std::string& password) {
+    return {"-X", "security.protocol=SASL_PLAINTEXT",
+            "-X", "sasl.mechanisms=" + mechanism,
+            "-X", "sasl.username=" + user,
+            "-X", "sasl.password=" + password};
+  }
+};
+
+TEST_F(GatewaySasl, KcatWithEachMechanismReachesEveryPartitionOnThreeBrokers) {
+  ASSERT_NO_FATAL_FAILURE(start_chain());
+  for (const auto& [mechanism, user, password] : logins()) {
+    SCOPED_TRACE(mechanism);
+    const auto auth = sasl(mechanism, user, password);
+    ASSERT_NO_FATAL_FAILURE(
+        kcat(mechanism + ".metadata", auth + std::vector<std::string>{"-L", "-t", "six"}));
+    const auto md = output_of(mechanism + ".metadata");
+    EXPECT_EQ(leaders(md), (std::set<int>{0, 1, 2})) << md;
+    std::map<int, std::vector<std::string>> want;
+    for (int p = 0; p < 6; ++p) {
+      const auto name = mechanism + ".p" + std::to_string(p);
+      const auto lines = keyed_lines(100, name + "-");
+      write_file(dir_ / (name + ".in"), lines);
+      want[p] = lines_of(lines);
+      ASSERT_NO_FATAL_FAILURE(
+          kcat(name, auth + std::vector<std::string>{"-P", "-t", "six", "-p", std::to_string(p), "-K:", "-l",
+                                                     dir_ / (name + ".in")}));
+    }
+    ASSERT_NO_FATAL_FAILURE(kcat(
+        mechanism + ".consume",
+        auth + std::vector<std::string>{"-C", "-t", "six", "-o", "beginning", "-e", "-f", "%p|%k:%s\\n"}));
+    // Each mechanism's messages follow the ones before them on every partition.
+    auto got = by_partition(output_of(mechanism + ".consume"));
+    for (auto& [p, lines] : got) {
+      if (lines.size() > want[p].size()) lines.erase(lines.begin(), lines.end() - want[p].size());
+    }
+    EXPECT_TRUE(got == want) << mechanism << ": per-partition contents differ";
+  }
+}
+
+TEST_F(GatewaySasl, AWrongPasswordGetsTheBrokersErrorAndAConsumerAlreadyInKeepsGoing) {
+  ASSERT_NO_FATAL_FAILURE(start_chain());
+  const auto good = sasl("SCRAM-SHA-512", "alice", "alice-secret");
+  write_file(dir_ / "first", "k1:first\n");
+  ASSERT_NO_FATAL_FAILURE(kcat(
+      "first", good + std::vector<std::string>{"-P", "-t", "dev", "-p", "0", "-K:", "-l", dir_ / "first"}));
+  // A consumer that authenticated and has read the first message, on its own connections (-u: unbuffered).
+  child_process consumer(std::vector<std::string>{KWS_KCAT_PATH, "-b", bootstrap_} + good +
+                             std::vector<std::string>{"-C", "-u", "-t", "dev", "-p", "0", "-o", "beginning",
+                                                      "-c", "2", "-f", "%k:%s\\n"},
+                         {.stderr_to = spawn_options::stderr_target::captured});
+  ASSERT_TRUE(consumer.wait_for_output(std::regex("k1:first\n"), 20s)) << consumer.output();
+
+  // Wrong passwords with each mechanism, side by side (kcat waits out -m before it gives up).
+  std::vector<std::unique_ptr<child_process>> bad;
+  const std::vector<std::string> mechanisms{"SCRAM-SHA-512", "PLAIN", "SCRAM-SHA-256"};
+  for (const auto& mechanism : mechanisms) {
+    bad.push_back(std::make_unique<child_process>(
+        std::vector<std::string>{KWS_KCAT_PATH, "-b", bootstrap_, "-m", "3"} +
+            sasl(mechanism, "alice", "wrong") + std::vector<std::string>{"-L"},
+        spawn_options{.stderr_to = spawn_options::stderr_target::captured}));
+  }
+  for (std::size_t i = 0; i < bad.size(); ++i) {
+    SCOPED_TRACE(mechanisms[i]);
+    EXPECT_NE(bad[i]->wait(20s), std::optional<int>(0)) << bad[i]->output();
+    // SaslAuthenticate carries the broker's own words to the client.
+    EXPECT_NE(bad[i]->error_output().find("Authentication failed"), std::string::npos)
+        << bad[i]->error_output();
+  }
+
+  write_file(dir_ / "second", "k2:second\n");
+  ASSERT_NO_FATAL_FAILURE(kcat(
+      "second", good + std::vector<std::string>{"-P", "-t", "dev", "-p", "0", "-K:", "-l", dir_ / "second"}));
+  EXPECT_EQ(consumer.wait(20s), std::optional<int>(0)) << consumer.error_output();
+  EXPECT_EQ(consumer.output(), "k1:first\nk2:second\n");
+}
+
+#ifdef KWS_PLUGIN_PATH
+TEST_F(GatewaySasl, KcatWithThePluginAuthenticatesStraightToTheGateway) {
+  // librdkafka tells brokers apart by address: each gets a name of its own (which need not resolve).
+  ASSERT_NO_FATAL_FAILURE(start_chain({"--advertise", "kafka-{node_id}.gateway.invalid:443"}, false));
+  const auto plugin = plugin_kcat() + sasl("SCRAM-SHA-512", "alice", "alice-secret");
+  std::map<int, std::vector<std::string>> want;
+  for (int p = 0; p < 6; ++p) {
+    const auto name = "pl" + std::to_string(p);
+    const auto lines = keyed_lines(100, name + "-");
+    write_file(dir_ / (name + ".in"), lines);
+    want[p] = lines_of(lines);
+    spawn_options io = plugin_io(dir_ / (name + ".out"));
+    io.stdin_file = dir_ / (name + ".in");
+    const auto r =
+        run(plugin + std::vector<std::string>{"-P", "-t", "six", "-p", std::to_string(p), "-K:"}, io, 30s);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r.exit_code, r.err);
+  }
+  const auto r =
+      run(plugin + std::vector<std::string>{"-C", "-t", "six", "-o", "beginning", "-e", "-f", "%p|%k:%s\\n"},
+          plugin_io(dir_ / "consume.out"), 30s);
+  ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r.exit_code, r.err);
+  EXPECT_TRUE(by_partition(read_file(dir_ / "consume.out")) == want) << "per-partition contents differ";
+}
+#endif
+
+TEST_F(GatewaySasl, KafkaPythonWithEachMechanismThroughTheChain) {
+  ASSERT_NO_FATAL_FAILURE(start_chain());
+  // kafka-python 2.0 sends SaslHandshake v0 and bare tokens, whatever the broker offers.
+  for (const auto& [mechanism, user, password] : logins()) {
+    SCOPED_TRACE(mechanism);
+    const auto py = run({"/usr/bin/python3", KWS_KAFKA_PYTHON_SCRIPT, "--bootstrap", bootstrap_, "--topic",
+                         "py-" + mechanism, "--count", "200", "--api-version", "auto", "--limit-s", "25",
+                         "--sasl-mechanism", mechanism, "--sasl-username", user, "--sasl-password", password},
+                        {.stderr_to = spawn_options::stderr_target::captured}, 28s);
+    EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << "stdout:\n" << py.out;
+    EXPECT_NE(py.out.find("200 messages round-tripped"), std::string::npos) << py.out;
+  }
+  const auto log = gateway_->output();
+  EXPECT_NE(log.find("SASL exchange over the v0 framing done after 1 answer(s)"), std::string::npos) << log;
+  EXPECT_NE(log.find("SASL exchange over the v0 framing done after 2 answer(s)"), std::string::npos);
+
+  // A wrong password: the broker closes the connection after the token, and kafka-python gives up.
+  const auto bad =
+      run({"/usr/bin/python3", KWS_KAFKA_PYTHON_SCRIPT, "--bootstrap", bootstrap_, "--topic", "py-bad",
+           "--count", "1", "--api-version", "auto", "--limit-s", "15", "--sasl-mechanism", "SCRAM-SHA-256",
+           "--sasl-username", "alice", "--sasl-password", "wrong"},
+          {.stderr_to = spawn_options::stderr_target::captured}, 20s);
+  EXPECT_NE(bad.exit_code, std::optional<int>(0)) << bad.out;
+}
+
+// ---- The same, byte by byte, against a scripted broker: SASL frames whose bytes look like Metadata, and
+// re-authentication (KIP-368) among pipelined requests, through the proxy and the gateway. ----
+
+namespace kt = kws::test::kafka;
+using bytes = std::vector<unsigned char>;
+
+std::string as_string(const bytes& b) {
+  return std::string(b.begin(), b.end());
+}
+
+// A request frame (header v1, or v2 for a flexible version), client id "t".
+std::string kafka_request(std::int16_t key, std::int16_t version, std::int32_t correlation_id,
+                          const bytes& body, bool flexible = false) {
+  kt::out_buf h(false);
+  h.i16(key);
+  h.i16(version);
+  h.i32(correlation_id);
+  h.str("t");
+  if (flexible) h.uvar(0);
+  h.raw(body);
+  return frame(as_string(h.data()));
+}
+std::string metadata_v1(std::int32_t correlation_id) {
+  return kafka_request(3, 1, correlation_id, {0xff, 0xff, 0xff, 0xff});  // every topic
+}
+std::string sasl_handshake(std::int16_t version, std::int32_t correlation_id) {
+  return kafka_request(17, version, correlation_id, {0, 5, 'P', 'L', 'A', 'I', 'N'});
+}
+std::string sasl_authenticate_v2(std::int32_t correlation_id) {
+  return kafka_request(36, 2, correlation_id,
+                       {12, 0, 'a', 'l', 'i', 'c', 'e', 0, 's', 'e', 'c', 'r', 'e', 't', 0}, true);
+}
+
+// What the scripted broker answers, byte for byte: Metadata naming itself at an address only it knows.
+std::string metadata_answer(std::int32_t correlation_id) {
+  kt::metadata_response m;
+  m.brokers = {{0, "10.9.9.9", 9092, std::nullopt, {}}};
+  m.controller_id = 0;
+  return as_string(kt::encode_metadata(m, 1, {correlation_id, {}}));
+}
+std::string handshake_answer(std::int32_t correlation_id) {
+  return as_string(kt::frame({correlation_id, {}}, false, {0, 0, 0, 0, 0, 1, 0, 5, 'P', 'L', 'A', 'I', 'N'}));
+}
+std::string authenticate_answer(std::int32_t correlation_id) {
+  // error_code, error_message (null), auth_bytes "ok", session_lifetime_ms 3600000, no tagged fields.
+  return as_string(
+      kt::frame({correlation_id, {}}, true, {0, 0, 0, 3, 'o', 'k', 0, 0, 0, 0, 0, 0x36, 0xee, 0x80, 0}));
+}
+
+// Reads exactly n bytes within 10 s; false on an error, a timeout or `stop`.
+bool read_exactly(tcp::socket& s, std::string& out, std::size_t n, const std::atomic<bool>* stop = nullptr) {
+  out.assign(n, '\0');
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  for (std::size_t got = 0; got < n;) {
+    if ((stop && *stop) || std::chrono::steady_clock::now() > until) return false;
+    pollfd p{s.native_handle(), POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    error_code ec;
+    got += s.read_some(asio::buffer(out.data() + got, n - got), ec);
+    if (ec) return false;
+  }
+  return true;
+}
+bool read_kafka_frame(tcp::socket& s, std::string& out, const std::atomic<bool>* stop = nullptr) {
+  std::string head, body;
+  if (!read_exactly(s, head, 4, stop)) return false;
+  const auto size = kws::load_be32(reinterpret_cast<const unsigned char*>(head.data()));
+  if (size < 0 || size > 1 << 20 || !read_exactly(s, body, static_cast<std::size_t>(size), stop))
+    return false;
+  out = head + body;
+  return true;
+}
+
+// A TCP Kafka broker on a script (one connection at a time): Metadata v1, SaslHandshake (after v0, one bare
+// PLAIN token, answered with the bytes of a Metadata answer to the correlation id its bytes hold), and
+// SaslAuthenticate. Anything else ends the connection.
+class scripted_broker {
+ public:
+  scripted_broker() : acceptor_(ioc_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)) {
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~scripted_broker() {
+    stopping_ = true;
+    ::shutdown(acceptor_.native_handle(), SHUT_RDWR);
+    thread_.join();
+  }
+  std::string address() const { return "127.0.0.1:" + std::to_string(acceptor_.local_endpoint().port()); }
+
+ private:
+  void serve() {
+    while (!stopping_) {
+      tcp::socket s(ioc_);
+      error_code ec;
+      acceptor_.accept(s, ec);
+      if (ec) return;
+      bool token_next = false;
+      for (std::string f; read_kafka_frame(s, f, &stopping_);) {
+        const auto* b = reinterpret_cast<const unsigned char*>(f.data());
+        const std::int32_t id = f.size() >= 12 ? kws::load_be32(b + 8) : 0;
+        std::string answer;
+        if (token_next) {
+          answer = metadata_answer(id);
+          token_next = false;
+        } else if (f.size() >= 12 && b[4] == 0 && b[5] == 3) {
+          answer = metadata_answer(id);
+        } else if (f.size() >= 12 && b[4] == 0 && b[5] == 17) {
+          answer = handshake_answer(id);
+          token_next = b[7] == 0;  // SaslHandshake v0
+        } else if (f.size() >= 12 && b[4] == 0 && b[5] == 36) {
+          answer = authenticate_answer(id);
+        } else {
+          break;
+        }
+        asio::write(s, asio::buffer(answer), ec);
+        if (ec) break;
+      }
+    }
+  }
+
+  asio::io_context ioc_;
+  tcp::acceptor acceptor_;
+  std::atomic<bool> stopping_{false};
+  std::thread thread_;
+};
+
+TEST_F(Gateway, SaslFramesPassByteForByteAndReauthenticationKeepsEveryAnswerWithItsRequest) {
+  scripted_broker broker;
+  upstream_ = broker.address();
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  ASSERT_NO_FATAL_FAILURE(start_proxy());
+  asio::io_context ioc;
+  tcp::socket c(ioc);
+  c.connect({asio::ip::make_address("127.0.0.1"),
+             static_cast<unsigned short>(std::stoi(bootstrap_.substr(bootstrap_.rfind(':') + 1)))});
+  const auto ask = [&](const std::string& out, int answers) {
+    asio::write(c, asio::buffer(out));
+    std::vector<std::string> in(static_cast<std::size_t>(answers));
+    for (auto& f : in) EXPECT_TRUE(read_kafka_frame(c, f)) << "an answer did not come";
+    return in;
+  };
+  // Both hops rewrite the broker's address in Metadata.
+  const auto rewritten = [](const std::string& f, std::int32_t id) {
+    kt::response_header h;
+    const auto m = kt::decode_metadata(bytes(f.begin(), f.end()), 1, &h);
+    EXPECT_EQ(h.correlation_id, id);
+    ASSERT_EQ(m.brokers.size(), 1u);
+    EXPECT_EQ(m.brokers[0].host, "127.0.0.1") << "rewritten by the gateway, then by the proxy";
+  };
+  rewritten(ask(metadata_v1(1), 1)[0], 1);
+
+  // SaslHandshake v0, then a bare PLAIN token whose bytes are those of a Metadata request, answered with the
+  // bytes of a Metadata answer: neither hop may read it as one, so it arrives as the broker wrote it.
+  EXPECT_EQ(ask(sasl_handshake(0, 2), 1)[0], handshake_answer(2));
+  EXPECT_EQ(ask(metadata_v1(42), 1)[0], metadata_answer(42)) << "a SASL token's answer was rewritten";
+
+  // Re-authentication among pipelined requests: every answer with its own request, SASL ones untouched.
+  const auto in = ask(metadata_v1(3) + sasl_handshake(1, 4) + sasl_authenticate_v2(5) + metadata_v1(6), 4);
+  rewritten(in[0], 3);
+  EXPECT_EQ(in[1], handshake_answer(4));
+  EXPECT_EQ(in[2], authenticate_answer(5));
+  rewritten(in[3], 6);
 }
 
 }  // namespace

@@ -299,3 +299,259 @@ TEST(KafkaTracker, TellsItsObserverEveryRequestAndEachMatchedResponseWithItsLate
     EXPECT_LE(latency, std::chrono::steady_clock::now() - start) << key;
   }
 }
+
+// ---- SASL: SaslHandshake v0 and the bare tokens after it; SaslHandshake v1 and SaslAuthenticate ----
+
+namespace {
+
+bytes text(const std::string& s) {
+  return bytes(s.begin(), s.end());
+}
+
+// A bare SASL token as the v0 framing sends it both ways: a size, then the token (no header).
+bytes token(const bytes& t) {
+  kt::out_buf f(false);
+  f.i32(static_cast<std::int32_t>(t.size()));
+  f.raw(t);
+  return f.data();
+}
+
+// SaslHandshake request (v0 or v1): the mechanism's name as a STRING.
+bytes sasl_handshake(std::int16_t version, std::int32_t correlation_id, const std::string& mechanism) {
+  kt::out_buf b(false);
+  b.str(mechanism);
+  return request(17, version, correlation_id, false, b.data());
+}
+
+// SaslHandshake response: error_code, then the broker's mechanisms.
+bytes sasl_handshake_answer(std::int32_t correlation_id, std::int16_t error_code,
+                            const std::vector<std::string>& mechanisms = {"PLAIN", "SCRAM-SHA-256"}) {
+  kt::out_buf b(false);
+  b.i16(error_code);
+  b.count(mechanisms.size());
+  for (const auto& m : mechanisms) b.str(m);
+  return kt::frame({correlation_id, {}}, false, b.data());
+}
+
+// SaslAuthenticate request, v0-v1 (BYTES) or v2 (flexible: COMPACT_BYTES, header v2).
+bytes sasl_authenticate(std::int16_t version, std::int32_t correlation_id, const bytes& auth) {
+  const bool flexible = version >= 2;
+  kt::out_buf b(flexible);
+  if (flexible) {
+    b.uvar(auth.size() + 1);
+  } else {
+    b.i32(static_cast<std::int32_t>(auth.size()));
+  }
+  b.raw(auth);
+  if (flexible) b.uvar(0);
+  return request(36, version, correlation_id, flexible, b.data());
+}
+
+// SaslAuthenticate response v1 (error_code, error_message, auth_bytes, session_lifetime_ms).
+bytes sasl_authenticate_answer(std::int32_t correlation_id, const bytes& auth) {
+  kt::out_buf b(false);
+  b.i16(0);
+  b.nstr(std::nullopt);
+  b.i32(static_cast<std::int32_t>(auth.size()));
+  b.raw(auth);
+  b.i64(3'600'000);
+  return kt::frame({correlation_id, {}}, false, b.data());
+}
+
+// The tracker's verdict on a response that must pass byte for byte.
+void expect_untouched(tracker& t, const bytes& frame, const char* what) {
+  const auto v = respond(t, frame);
+  EXPECT_EQ(v.action, frame_action::forward) << what << ": " << v.error;
+  EXPECT_TRUE(v.out.empty()) << what;
+}
+
+// After the exchange, requests are read as requests again: a Metadata answer is rewritten.
+void expect_requests_again(tracker& t, std::int32_t correlation_id) {
+  ASSERT_EQ(ask(t, request(3, 1, correlation_id)), frame_action::forward);
+  const auto v = respond(t, kt::encode_metadata(metadata(9092), 1, {correlation_id, {}}));
+  ASSERT_EQ(v.action, frame_action::replace) << v.error;
+  EXPECT_EQ(kt::decode_metadata(v.out, 1).brokers[1].host, "proxy");
+  EXPECT_EQ(t.in_flight(), 0u);
+}
+
+// A config whose observer is `seen`.
+std::shared_ptr<const tracker_config> observed(const std::shared_ptr<recording_observer>& seen,
+                                               bool rewrite = true) {
+  auto c = std::make_shared<tracker_config>(*config(rewrite));
+  c->observer = seen;
+  return c;
+}
+
+}  // namespace
+
+TEST(KafkaTrackerSasl, PlainTokenAfterAHandshakeV0PassesWithItsEmptyAnswer) {
+  for (const bool rewrite : {true, false}) {
+    SCOPED_TRACE(rewrite ? "rewriting" : "counting only (the plugin)");
+    auto seen = std::make_shared<recording_observer>();
+    tracker t(observed(seen, rewrite));
+    EXPECT_EQ(ask(t, sasl_handshake(0, 1, "PLAIN")), frame_action::forward);
+    expect_untouched(t, sasl_handshake_answer(1, 0), "handshake answer");
+    // "\0user\0pass": its first bytes, read as a header, would be api key 0 (Produce) version 0x7573.
+    EXPECT_EQ(ask(t, token(text(std::string("\0user\0pass", 10)))), frame_action::forward);
+    EXPECT_EQ(t.in_flight(), 1u) << "the token is owed its answer";
+    expect_untouched(t, token({}), "PLAIN's empty answer");
+    EXPECT_EQ(t.in_flight(), 0u);
+    EXPECT_EQ(seen->requests, (std::vector<int>{17})) << "the token is no request";
+    EXPECT_EQ(seen->responses.size(), 1u);
+    if (rewrite) expect_requests_again(t, 2);
+  }
+}
+
+TEST(KafkaTrackerSasl, ScramTakesTwoRoundTripsOfBareTokens) {
+  for (const std::string mechanism : {"SCRAM-SHA-256", "SCRAM-SHA-512"}) {
+    SCOPED_TRACE(mechanism);
+    auto seen = std::make_shared<recording_observer>();
+    tracker t(observed(seen));
+    ask(t, sasl_handshake(0, 7, mechanism));
+    expect_untouched(t, sasl_handshake_answer(7, 0, {mechanism}), "handshake answer");
+    EXPECT_EQ(ask(t, token(text("n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"))), frame_action::forward);
+    expect_untouched(t, token(text("r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096")),
+                     "server-first");
+    EXPECT_EQ(t.in_flight(), 0u);
+    // The second token is a token too, not a request, though nothing is in flight when it comes.
+    EXPECT_EQ(
+        ask(t, token(text(
+                   "c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="))),
+        frame_action::forward);
+    EXPECT_EQ(t.in_flight(), 1u);
+    expect_untouched(t, token(text("v=rmF9pqV8S7suAoZWja4dJRkFsKQ=")), "server-final");
+    EXPECT_EQ(seen->requests, (std::vector<int>{17})) << "tokens are no requests";
+    expect_requests_again(t, 8);
+    EXPECT_EQ(seen->requests, (std::vector<int>{17, 3}));
+  }
+}
+
+TEST(KafkaTrackerSasl, GssapiLikeExchangeEndsWithTheTokenThatGetsNoAnswer) {
+  tracker t(config());
+  ask(t, sasl_handshake(0, 1, "GSSAPI"));
+  expect_untouched(t, sasl_handshake_answer(1, 0, {"GSSAPI"}), "handshake answer");
+  // AP-REQ -> AP-REP; an empty token -> the wrapped security layer offer; the wrapped choice gets no answer
+  // (Kafka's broker answers only what SaslServer.evaluateResponse returns, and GSSAPI's last step returns
+  // nothing). Three tokens here; a context may take more, which the tracker cannot count in advance.
+  for (const bytes& tok : {bytes{0x60, 0x82, 0x02, 0x10, 0x06, 0x09}, bytes{}}) {
+    EXPECT_EQ(ask(t, token(tok)), frame_action::forward);
+    EXPECT_EQ(t.in_flight(), 1u);
+    expect_untouched(t, token({0x60, 0x70, 0x06, 0x09, 0x2a}), "a context token");
+  }
+  EXPECT_EQ(ask(t, token({0x05, 0x04, 0x00, 0xff})), frame_action::forward);
+  EXPECT_EQ(t.in_flight(), 1u);
+  // The client goes on without an answer: its next frame is a request, and the last token is owed nothing.
+  EXPECT_EQ(ask(t, request(18, 3, 2, true, {2, 'x', 2, 'y', 0})), frame_action::forward);
+  EXPECT_EQ(t.in_flight(), 1u);
+  kt::api_versions_response broker;
+  broker.api_keys = {{3, 0, 99, {}}, {17, 0, 1, {}}, {18, 0, 99, {}}};
+  const auto v = respond(t, kt::encode_api_versions(broker, 3, 2));
+  EXPECT_EQ(v.action, frame_action::replace) << "read as the ApiVersions answer it is: " << v.error;
+  EXPECT_EQ(t.in_flight(), 0u);
+  expect_requests_again(t, 3);
+}
+
+TEST(KafkaTrackerSasl, HandshakeV1AndSaslAuthenticateAreOrdinaryRequests) {
+  tracker t(config());
+  EXPECT_EQ(ask(t, sasl_handshake(1, 1, "SCRAM-SHA-512")), frame_action::forward);
+  expect_untouched(t, sasl_handshake_answer(1, 0), "handshake v1 answer");
+  // The next frame has a header: SaslAuthenticate, whose bytes and answer pass untouched.
+  const auto auth = text("n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
+  for (const std::int16_t version : {std::int16_t{0}, std::int16_t{1}, std::int16_t{2}}) {
+    SCOPED_TRACE(version);
+    EXPECT_EQ(ask(t, sasl_authenticate(version, 10 + version, auth)), frame_action::forward);
+    EXPECT_EQ(t.in_flight(), 1u);
+    if (version < 2) {
+      expect_untouched(t, sasl_authenticate_answer(10 + version, text("r=rOprNG,s=W22Z,i=4096")), "answer");
+    } else {
+      expect_untouched(t, kt::frame({12, {}}, true, {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0}),
+                       "flexible answer");
+    }
+  }
+  expect_requests_again(t, 20);
+}
+
+TEST(KafkaTrackerSasl, AFailedHandshakeV0StartsNoTokens) {
+  tracker t(config());
+  ask(t, sasl_handshake(0, 1, "SCRAM-SHA-512"));
+  expect_untouched(t, sasl_handshake_answer(1, 33, {"PLAIN"}), "UNSUPPORTED_SASL_MECHANISM");
+  // A client may retry with another mechanism, or send requests: either way, a header follows.
+  expect_requests_again(t, 2);
+  // A handshake answer cut short starts none either.
+  ask(t, sasl_handshake(0, 3, "PLAIN"));
+  expect_untouched(t, kt::frame({3, {}}, false, {0}), "an answer too short to hold an error code");
+  expect_requests_again(t, 4);
+}
+
+TEST(KafkaTrackerSasl, ReauthenticationMidStreamKeepsEveryResponseWithItsRequest) {
+  auto seen = std::make_shared<recording_observer>();
+  tracker t(observed(seen));
+  // KIP-368: requests already in flight, then SaslHandshake v1 + SaslAuthenticate on the same connection,
+  // then more requests, all pipelined.
+  ask(t, produce_v0(1, 10));
+  ask(t, request(3, 1, 11));
+  ask(t, sasl_handshake(1, 12, "PLAIN"));
+  ask(t, sasl_authenticate(2, 13, text(std::string("\0user\0pass", 10))));
+  ask(t, produce_v0(0, 14));  // acks=0: no answer
+  ask(t, request(3, 1, 15));
+  EXPECT_EQ(t.in_flight(), 5u);
+  expect_untouched(t, opaque_response(10), "produce");
+  EXPECT_EQ(respond(t, kt::encode_metadata(metadata(9092), 1, {11, {}})).action, frame_action::replace);
+  expect_untouched(t, sasl_handshake_answer(12, 0), "handshake");
+  expect_untouched(t, kt::frame({13, {}}, true, {0, 0, 0, 1, 0, 0, 0, 0, 0, 0x36, 0xee, 0x80, 0}),
+                   "authenticate");
+  EXPECT_EQ(respond(t, kt::encode_metadata(metadata(9092), 1, {15, {}})).action, frame_action::replace);
+  EXPECT_EQ(t.in_flight(), 0u);
+  EXPECT_EQ(seen->requests, (std::vector<int>{0, 3, 17, 36, 0, 3}));
+  ASSERT_EQ(seen->responses.size(), 5u);
+  EXPECT_EQ(seen->responses[3].first, 36);
+}
+
+TEST(KafkaTrackerSasl, ATokenThatLooksLikeAMetadataRequestIsNeitherReadNorRewritten) {
+  auto seen = std::make_shared<recording_observer>();
+  auto c = std::make_shared<tracker_config>(*observed(seen));
+  test_map map;
+  c->map = [&map](const kws::kafka::advertised_broker& b, boost::system::error_code& ec) {
+    return map(b, ec);
+  };
+  tracker t(c);
+  ask(t, sasl_handshake(0, 1, "SCRAM-SHA-256"));
+  expect_untouched(t, sasl_handshake_answer(1, 0), "handshake answer");
+  // A token whose bytes are a whole Metadata v1 request (correlation id 42), and an answer whose bytes are
+  // a whole Metadata v1 response to it: had the tracker read a header, it would rewrite the answer.
+  const auto metadata_lookalike = request(3, 1, 42);
+  const auto token_frame = token(bytes(metadata_lookalike.begin() + 4, metadata_lookalike.end()));
+  ASSERT_EQ(token_frame, metadata_lookalike);
+  EXPECT_EQ(ask(t, token_frame), frame_action::forward);
+  expect_untouched(t, kt::encode_metadata(metadata(9092), 1, {42, {}}), "an answer that looks like Metadata");
+  // The second SCRAM token looks like ApiVersions v3 (which would be clamped); its answer like one too.
+  EXPECT_EQ(ask(t, request(18, 3, 43, true, {2, 'x', 2, 'y', 0})), frame_action::forward);
+  kt::api_versions_response broker;
+  broker.api_keys = {{3, 0, 99, {}}};
+  expect_untouched(t, kt::encode_api_versions(broker, 3, 43), "an answer that looks like ApiVersions");
+  EXPECT_EQ(map.calls, 0);
+  EXPECT_EQ(seen->requests, (std::vector<int>{17})) << "tokens are no requests";
+  EXPECT_EQ(seen->responses.size(), 1u);
+  expect_requests_again(t, 44);
+  EXPECT_EQ(map.calls, 2);
+}
+
+TEST(KafkaTrackerSasl, OauthbearerEndsOnAnEmptyAnswerAndTakesTheKvsepAfterAnError) {
+  tracker t(config());
+  ask(t, sasl_handshake(0, 1, "OAUTHBEARER"));
+  expect_untouched(t, sasl_handshake_answer(1, 0, {"OAUTHBEARER"}), "handshake answer");
+  ask(t, token(text("n,,\x01"
+                    "auth=Bearer bad\x01\x01")));
+  expect_untouched(t, token(text(R"({"status":"invalid_token"})")), "the error challenge");
+  // RFC 7628 3.2.3: the client answers an error with a single %x01, still a token.
+  EXPECT_EQ(ask(t, token({0x01})), frame_action::forward);
+  EXPECT_EQ(t.in_flight(), 1u);
+
+  tracker ok(config());
+  ask(ok, sasl_handshake(0, 1, "OAUTHBEARER"));
+  expect_untouched(ok, sasl_handshake_answer(1, 0, {"OAUTHBEARER"}), "handshake answer");
+  ask(ok, token(text("n,,\x01"
+                     "auth=Bearer good\x01\x01")));
+  expect_untouched(ok, token({}), "success");
+  expect_requests_again(ok, 2);
+}

@@ -2,6 +2,9 @@
 // of the requests in flight on one connection (correlation id, api key, version) so that each response can
 // be decoded with its request's version; it rewrites broker addresses in the responses that carry them,
 // clamps ApiVersions answers to what it can rewrite, and answers ApiVersions itself for a Kafka 0.8 broker.
+// After a SaslHandshake v0 that the broker accepts, the client's frames are bare SASL tokens with no request
+// header until the exchange ends: the tracker passes them and their answers untouched (docs/architecture.md,
+// "SASL through the relay", says how it tells where the exchange ends).
 // Everything it does not act on passes through untouched: the broker, not the proxy, polices the protocol.
 #pragma once
 
@@ -40,7 +43,8 @@ class request_observer {
  public:
   virtual ~request_observer() = default;
   /// A request from the client, whatever becomes of it (forwarded, answered locally, dropped; Produce with
-  /// acks=0 included). A request too short to name its API comes with key -1.
+  /// acks=0 included). A request too short to name its API comes with key -1. The bare SASL tokens that
+  /// follow a SaslHandshake v0 are no requests: the observer hears of neither them nor their answers.
   virtual void on_request(api_key key) noexcept = 0;
   /// The broker's response to a request, matched by correlation id: `latency` runs from the tracker seeing
   /// the request to it seeing the response (the broker's time plus the WebSocket both ways).
@@ -77,10 +81,24 @@ class tracker final : public frame_hook {
 
  private:
   enum class treatment : std::uint8_t {
-    pass,     ///< forwarded; the response goes back untouched
-    clamp,    ///< forwarded ApiVersions; the answer is clamped
-    rewrite,  ///< forwarded; broker addresses in the answer are rewritten
-    local,    ///< answered by the tracker; `response` holds the answer
+    pass,            ///< forwarded; the response goes back untouched
+    clamp,           ///< forwarded ApiVersions; the answer is clamped
+    rewrite,         ///< forwarded; broker addresses in the answer are rewritten
+    local,           ///< answered by the tracker; `response` holds the answer
+    sasl_handshake,  ///< forwarded SaslHandshake v0; an answer with error code 0 starts the bare tokens
+    sasl_token,      ///< a bare SASL token, forwarded; its answer (if one comes) goes back untouched
+  };
+  /// What the client's frames are.
+  enum class client_stream : std::uint8_t {
+    requests,     ///< Kafka requests, each with its request header
+    sasl_tokens,  ///< after an accepted SaslHandshake v0: size-prefixed SASL tokens, no header (RFC 4422)
+  };
+  /// SASL mechanisms by how their exchange over the v0 framing ends.
+  enum class sasl_mechanism : std::uint8_t {
+    other,        ///< GSSAPI and any other: the last token is the one the client does not wait on
+    plain,        ///< one token, one (empty) answer
+    scram,        ///< SCRAM-SHA-256/512: two tokens, two answers
+    oauthbearer,  ///< one token; an empty answer ends it, an error answer gets one more token (RFC 7628)
   };
   struct entry {
     std::int32_t correlation_id = 0;
@@ -88,7 +106,8 @@ class tracker final : public frame_hook {
     api_key key{};
     std::int16_t version = 0;
     treatment how = treatment::pass;
-    std::chrono::steady_clock::time_point seen{};  ///< when the request came by (only with an observer)
+    sasl_mechanism mechanism = sasl_mechanism::other;  ///< for sasl_handshake: the one the client asked for
+    std::chrono::steady_clock::time_point seen{};      ///< when the request came by (only with an observer)
     std::vector<unsigned char> response;
   };
 
@@ -99,9 +118,17 @@ class tracker final : public frame_hook {
     bool empty() const { return head_ == items_.size(); }
     std::size_t size() const { return items_.size() - head_; }
     entry& front() { return items_[head_]; }
+    const entry& back() const { return items_.back(); }
     entry& operator[](std::size_t i) { return items_[head_ + i]; }
     void push_back(entry e) { items_.push_back(std::move(e)); }
     void pop_front() { drop_front(1); }
+    void pop_back() {
+      items_.pop_back();
+      if (head_ == items_.size()) {
+        items_.clear();
+        head_ = 0;
+      }
+    }
     void drop_front(std::size_t n) {
       head_ += n;
       if (head_ == items_.size()) {
@@ -120,9 +147,14 @@ class tracker final : public frame_hook {
   };
 
   frame_action answer(entry e, std::vector<unsigned char> response);
+  bool token_waits() const;
+  void on_token_answer(bytes_view frame);
 
   std::shared_ptr<const tracker_config> config_;
   fifo fifo_;
+  client_stream stream_ = client_stream::requests;
+  sasl_mechanism mechanism_ = sasl_mechanism::other;  ///< while stream_ is sasl_tokens
+  std::uint8_t token_answers_ = 0;                    ///< answers to bare tokens since the handshake
 };
 
 }  // namespace kws::kafka
