@@ -100,6 +100,7 @@ class session : public std::enable_shared_from_this<session> {
         kind_(kind),
         peer_(std::move(peer)),
         fetch_timer_(ex) {
+    if (kind_ == listener_kind::tcp && state_->sasl_users) gate_.emplace(*state_->sasl_users);
     spdlog::info("conn={} open peer={} listener={} node={}", id_, peer_, to_string(kind_), node_);
   }
 
@@ -279,16 +280,12 @@ class tcp_session final : public session {
   tcp_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node,
               std::string peer) requires(!tls)
       : session(std::move(state), socket.get_executor(), node, listener_kind::tcp, std::move(peer)),
-        stream_(std::move(socket)) {
-    if (state_->sasl_users) gate_.emplace(*state_->sasl_users);
-  }
+        stream_(std::move(socket)) {}
 
   tcp_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node,
               std::string peer) requires(tls)
       : session(std::move(state), socket.get_executor(), node, listener_kind::tcp, std::move(peer)),
-        stream_(beast::tcp_stream(std::move(socket)), *state_->tcp_tls) {
-    if (state_->sasl_users) gate_.emplace(*state_->sasl_users);
-  }
+        stream_(beast::tcp_stream(std::move(socket)), *state_->tcp_tls) {}
 
   void run() override {
     if constexpr (tls) {
