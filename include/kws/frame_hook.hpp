@@ -54,6 +54,11 @@ class frame_hook {
   /// written to the client.
   virtual std::size_t in_flight() const = 0;
 
+  /// True once the broker connection holds state of the client's that a new connection would not have
+  /// (a SASL authentication begun or done). Then a broker that closes between requests ends the relay
+  /// instead of being dialled again, so that the client reconnects and authenticates itself.
+  virtual bool bound_to_broker_connection() const { return false; }
+
   /// Where the hook's notes go (frames passed through because they matched nothing tracked, at debug);
   /// notes below `min_level` are not even formatted.
   using log_function = std::function<void(log_level, std::string_view)>;

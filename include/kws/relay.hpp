@@ -128,8 +128,10 @@ using reconnect_function =
 ///   answers included. While the hook's requests in flight are at its bound, the client is not read.
 /// - A bad frame size from either side ends the relay; one WebSocket message is exactly one frame.
 /// - The broker closing while no request is in flight (edge platforms recycle connections) keeps the client
-///   connected when a reconnect function is given: the next request opens a new broker connection. With
-///   requests in flight, the client's connection is closed after everything received was delivered.
+///   connected when a reconnect function is given: the next request opens a new broker connection (not once
+///   the hook says the connection holds the client's authentication: see
+///   frame_hook::bound_to_broker_connection). With requests in flight, the client's connection is closed
+///   after everything received was delivered.
 /// - A TCP client shutting down its sending side ends the relay once every request it sent that expects a
 ///   response has been answered (Produce with acks=0 expects none), or after `half_close_timeout`.
 ///

@@ -141,6 +141,7 @@ frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>&) 
   e.has_correlation_id = true;
   e.key = h.key;
   e.version = h.version;
+  if (h.key == api_key::sasl_handshake || h.key == api_key::sasl_authenticate) sasl_seen_ = true;
   if (h.key == api_key::produce && !expects_response(frame)) return frame_action::forward;  // acks=0
   if (api_name(h.key) == "unknown") {
     note(log_level::debug, [&] {

@@ -535,7 +535,8 @@ class relay_impl final : public relay {
     }
     const bool orderly = ec == asio::error::eof || ec == beast::websocket::error::closed;
     const auto owed = hook_->in_flight();
-    if (owed == 0 && up_ != up_state::writing && reconnect_ && !draining_ && !client_eof_) {
+    if (owed == 0 && up_ != up_state::writing && reconnect_ && !draining_ && !client_eof_ &&
+        !hook_->bound_to_broker_connection()) {
       // Edge platforms recycle connections; the client should not notice. Dial again on its next request.
       log(log_level::debug, [&] {
         return "broker connection ended between requests (" + ec.message() +

@@ -319,6 +319,9 @@ class harness {
   std::shared_ptr<kws::relay> relay;
   /// Whether the destructor runs the relay's and the peers' handlers out before the io_context goes.
   bool run_out_on_destruction = true;
+  /// With this set before start(), the relay gets a reconnect function that counts its calls here and
+  /// fails each with connection_refused.
+  std::shared_ptr<int> reconnects;
 
   explicit harness(shape s) : shp(s) {
     auto [a, b] = make_tcp_pair(ioc);
@@ -378,11 +381,24 @@ class harness {
       d->report = r;
     };
     if (shp == shape::proxy) {
+      kws::reconnect_function<kws::connection> again;
+      if (reconnects)
+        again = [this, n = reconnects](std::function<void(error_code, kws::connection)> on_connected) {
+          ++*n;
+          asio::post(ioc, [on_connected] { on_connected(asio::error::connection_refused, {}); });
+        };
       relay = kws::relay::create(std::move(relay_tcp_), std::move(relay_ws_), std::move(options),
-                                 std::move(hook), on_done);
+                                 std::move(hook), on_done, std::move(again));
     } else {
+      kws::reconnect_function<tcp::socket> again;
+      if (reconnects)
+        again = [this, n = reconnects](std::function<void(error_code, tcp::socket)> on_connected) {
+          ++*n;
+          asio::post(
+              ioc, [this, on_connected] { on_connected(asio::error::connection_refused, tcp::socket(ioc)); });
+        };
       relay = kws::relay::create(std::move(relay_ws_), std::move(relay_tcp_), std::move(options),
-                                 std::move(hook), on_done);
+                                 std::move(hook), on_done, std::move(again));
     }
     relay->start();
   }
@@ -1023,6 +1039,73 @@ class lifetime_hook final : public kws::frame_hook {
   std::shared_ptr<bool> freed_;
   std::size_t owed_ = 0;
 };
+
+// A hook that forwards everything and says, when told to, that the broker connection holds the client's
+// authentication.
+class bound_hook final : public kws::frame_hook {
+ public:
+  explicit bound_hook(bool bound) : bound_(bound) {}
+  kws::frame_action on_request(std::span<const unsigned char>, std::vector<unsigned char>&) override {
+    ++owed_;
+    return kws::frame_action::forward;
+  }
+  kws::frame_action on_response(std::span<const unsigned char>, std::vector<unsigned char>&,
+                                std::string&) override {
+    if (owed_ > 0) --owed_;
+    return kws::frame_action::forward;
+  }
+  std::optional<std::vector<unsigned char>> take_local_response() override { return std::nullopt; }
+  bool can_take_request() const override { return true; }
+  std::size_t in_flight() const override { return owed_; }
+  bool bound_to_broker_connection() const override { return bound_; }
+
+ private:
+  bool bound_;
+  std::size_t owed_ = 0;
+};
+
+// The broker closes between requests: the relay dials again for the client's next request, unless the hook
+// says the connection held the client's authentication; then the relay ends, and the client (whose
+// connection closes) connects and authenticates again itself.
+TEST_P(Relay, ABrokerClosingBetweenRequestsIsDialledAgainUnlessItHeldTheClientsAuthentication) {
+  for (const bool bound : {false, true}) {
+    SCOPED_TRACE(bound ? "bound" : "not bound");
+    harness h(GetParam());
+    h.reconnects = std::make_shared<int>(0);
+    h.start(test_options(), std::make_shared<bound_hook>(bound));
+    const auto req = frame("request"), resp = frame("response");
+    h.client_write(req);
+    EXPECT_EQ(h.finish(h.broker_read(req.size())), req);
+    h.broker_write(resp);
+    EXPECT_EQ(h.finish(h.client_read(resp.size())), resp);
+    // The broker goes: a close between requests.
+    h.with_broker([](auto& b) {
+      if constexpr (std::is_same_v<std::decay_t<decltype(b)>, kws::connection>) {
+        b.async_close(kws::close_code::normal, [](error_code) {});
+      } else {
+        error_code ignored;
+        b.shutdown(tcp::socket::shutdown_send, ignored);
+      }
+    });
+    if (bound) {
+      // The client reads on, and sees its connection end (a WebSocket client answers the relay's close).
+      auto end = h.client_read_to_end();
+      ASSERT_TRUE(h.wait_done()) << "the relay did not end when its authenticated broker connection closed";
+      EXPECT_EQ(*h.reconnects, 0);
+      EXPECT_EQ(h.report().side, kws::relay_side::broker);
+      EXPECT_EQ(h.finish(end), "") << "the client's connection stayed open";
+    } else {
+      run_until_quiet(h.ioc);
+      EXPECT_FALSE(h.done->report) << "the relay ended instead of waiting for the next request";
+      h.client_write(frame("next"));
+      auto end = h.client_read_to_end();
+      ASSERT_TRUE(h.wait_done());
+      EXPECT_EQ(*h.reconnects, 1);
+      EXPECT_EQ(h.report().end, kws::relay_end::reconnect_failed);
+      EXPECT_EQ(h.finish(end), "");
+    }
+  }
+}
 
 // ---- 7. destruction with operations pending -----------------------------------------------------------
 

@@ -78,6 +78,8 @@ class tracker final : public frame_hook {
   std::optional<std::vector<unsigned char>> take_local_response() override;
   bool can_take_request() const override { return fifo_.size() < config_->max_in_flight; }
   std::size_t in_flight() const override { return fifo_.size(); }
+  /// True from the client's first SaslHandshake or SaslAuthenticate on.
+  bool bound_to_broker_connection() const override { return sasl_seen_; }
 
  private:
   enum class treatment : std::uint8_t {
@@ -155,6 +157,7 @@ class tracker final : public frame_hook {
   client_stream stream_ = client_stream::requests;
   sasl_mechanism mechanism_ = sasl_mechanism::other;  ///< while stream_ is sasl_tokens
   std::uint8_t token_answers_ = 0;                    ///< answers to bare tokens since the handshake
+  bool sasl_seen_ = false;                            ///< a SaslHandshake or SaslAuthenticate came by
 };
 
 }  // namespace kws::kafka
