@@ -3,6 +3,7 @@
 #include <kws/errc.hpp>
 
 #include <boost/asio/error.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/websocket/error.hpp>
 
@@ -85,6 +86,10 @@ std::string peer_failure(const std::string& who, const error_code& ec, std::uint
     return who + " sent a WebSocket message whose length does not match its Kafka size header";
   if (ec == errc::truncated_frame) return who + " closed in the middle of a Kafka frame";
   if (ec == boost::system::errc::not_enough_memory) return "out of memory for a frame from the " + who;
+  // TLS over TCP: a bad record, an alert from the peer; OpenSSL's reason.
+  if (ec.category() == asio::error::get_ssl_category() ||
+      ec.category() == asio::ssl::error::get_stream_category())
+    return who + " TLS failed: " + ec.message();
   return who + " connection failed: " + ec.message();
 }
 
