@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
       "By default it speaks what clients take for Kafka 0.10.0: Produce v0-v2, Fetch v0-v2, Metadata v0-v1,\n"
       "plus ListOffsets v0-v1 and ApiVersions v0-v5 (message format v0/v1, no compression), so clients with\n"
       "default settings work; --kafka-0.8-only narrows it to the v0 APIs without ApiVersions. Kafka travels\n"
-      "over WebSocket (one frame per binary message) and optionally over plain TCP. --log-level debug logs\n"
+      "over WebSocket (one frame per binary message) and optionally over TCP (--tcp-listen), plain or with\n"
+      "TLS (--tcp-tls-cert/--tcp-tls-key). --log-level debug logs\n"
       "each request's API and version.\n"
       "At startup it prints one line to stdout: 'listening ws=HOST:PORT[,...] [tcp=HOST:PORT[,...]]'.",
       "kafka-websocket-devbroker"};
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
   bool kafka_08_only = false;
   std::int64_t close_idle_ms = 0;
   std::string log_level = "info", log_format = "text";
+  std::string tcp_tls_cert, tcp_tls_key;
 
   app.add_option("--listen", listen, "WebSocket listener HOST:PORT (port 0: any free port)")
       ->capture_default_str()
@@ -70,6 +72,16 @@ int main(int argc, char** argv) {
          "--tcp-advertise", tcp_advertise,
          "broker address in Metadata on the TCP listeners (default: the bound address); node i at PORT+i")
       ->check(kws::app::host_port_check());
+  auto* cert_opt =
+      app.add_option(
+             "--tcp-tls-cert", tcp_tls_cert,
+             "serve TLS (1.2 or later) on the TCP listeners with this PEM certificate chain; clients use "
+             "security.protocol=ssl (sasl_ssl with --sasl-users); Metadata advertises the same addresses")
+          ->check(CLI::ExistingFile);
+  auto* key_opt = app.add_option("--tcp-tls-key", tcp_tls_key, "PEM private key of --tcp-tls-cert")
+                      ->check(CLI::ExistingFile);
+  cert_opt->needs(key_opt)->needs("--tcp-listen");
+  key_opt->needs(cert_opt);
   app.add_option("--topic", topics,
                  "topic to create at start, NAME[:PARTITIONS] (repeatable; default test-topic:1)");
   app.add_option("--default-partitions", default_partitions, "partitions of auto-created topics")
@@ -131,6 +143,8 @@ int main(int argc, char** argv) {
   if (!tcp_listen.empty()) sc.tcp_listen = to_endpoint(tcp_listen);
   if (!advertise.empty()) sc.ws_advertise = to_endpoint(advertise);
   if (!tcp_advertise.empty()) sc.tcp_advertise = to_endpoint(tcp_advertise);
+  sc.tcp_tls_cert = tcp_tls_cert;
+  sc.tcp_tls_key = tcp_tls_key;
   sc.max_frame_bytes = max_frame_bytes;
   sc.ws_close_idle_after = std::chrono::milliseconds(close_idle_ms);
 
@@ -156,9 +170,10 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
   spdlog::info(
       "{} nodes={} auto_create={} kafka_0.8_only={} retention_bytes={} max_frame_bytes={} "
-      "close_idle_after={}",
+      "close_idle_after={} tcp_tls={}",
       line, nodes, !no_auto_create, kafka_08_only, retention_bytes, max_frame_bytes,
-      sc.ws_close_idle_after.count() > 0 ? kws::app::format_duration(sc.ws_close_idle_after) : "never");
+      sc.ws_close_idle_after.count() > 0 ? kws::app::format_duration(sc.ws_close_idle_after) : "never",
+      tcp_tls_cert.empty() ? "off" : "on");
 
   // The listeners are the worker's: closed on its thread, before its loop stops.
   rt.on_shutdown([&] { boost::asio::post(worker.context(), [&] { srv->stop(); }); });

@@ -12,11 +12,14 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream_base.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http/error.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/websocket/error.hpp>
 
 #include <fmt/format.h>
@@ -28,6 +31,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string_view>
+#include <type_traits>
 
 namespace kws::devbroker {
 
@@ -42,6 +46,8 @@ namespace {
 
 // Kafka's connections.max.idle.ms default.
 constexpr auto idle_timeout = std::chrono::minutes(10);
+// A client that connects to a TLS listener has this long to finish its handshake.
+constexpr auto tls_handshake_timeout = std::chrono::seconds(10);
 // Buffers above this are released after use, so an idle connection does not keep a large frame's memory.
 constexpr std::size_t keep_buffer_bytes = 1u << 20;
 
@@ -67,6 +73,8 @@ struct shared_state {
   std::shared_ptr<broker> b;
   std::size_t max_frame_bytes = default_max_frame_bytes;
   std::chrono::milliseconds ws_close_idle_after{0};
+  /// TLS on the TCP listeners; null for plain TCP.
+  std::shared_ptr<asio::ssl::context> tcp_tls;
   std::uint64_t next_id = 1;
   /// Sessions with a long-poll Fetch outstanding; looked at after every append.
   std::vector<std::weak_ptr<session>> waiters;
@@ -223,21 +231,45 @@ class session : public std::enable_shared_from_this<session> {
   std::uint64_t fetch_generation_ = 0;
 };
 
-// Plain TCP: the Kafka byte stream, a 4-byte size and then the body.
+// TCP: the Kafka byte stream, a 4-byte size and then the body; over TLS when the listener has a certificate.
+// `Stream` is beast::tcp_stream or beast::ssl_stream<beast::tcp_stream>.
+template <class Stream>
 class tcp_session final : public session {
+  static constexpr bool tls = !std::is_same_v<Stream, beast::tcp_stream>;
+
  public:
-  tcp_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node, std::string peer)
+  tcp_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node,
+              std::string peer) requires(!tls)
       : session(std::move(state), socket.get_executor(), node, listener_kind::tcp, std::move(peer)),
         stream_(std::move(socket)) {}
 
-  void run() override { read_next(); }
+  tcp_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node,
+              std::string peer) requires(tls)
+      : session(std::move(state), socket.get_executor(), node, listener_kind::tcp, std::move(peer)),
+        stream_(beast::tcp_stream(std::move(socket)), *state_->tcp_tls) {}
+
+  void run() override {
+    if constexpr (tls) {
+      beast::get_lowest_layer(stream_).expires_after(tls_handshake_timeout);
+      stream_.async_handshake(asio::ssl::stream_base::server,
+                              beast::bind_front_handler(&tcp_session::on_handshake, self()));
+    } else {
+      read_next();
+    }
+  }
 
  private:
   std::shared_ptr<tcp_session> self() { return std::static_pointer_cast<tcp_session>(shared_from_this()); }
 
+  void on_handshake(const error_code& ec) {
+    // The close line names the reason (a certificate the client refused, a plain-text client, a timeout).
+    if (ec) return protocol_cause(fmt::format("TLS handshake failed: {}", ec.message()));
+    read_next();
+  }
+
   void read_next() override {
     if (frame_.capacity() > keep_buffer_bytes) std::vector<unsigned char>().swap(frame_);
-    stream_.expires_after(idle_timeout);
+    beast::get_lowest_layer(stream_).expires_after(idle_timeout);
     asio::async_read(stream_, asio::buffer(header_),
                      beast::bind_front_handler(&tcp_session::on_header, self()));
   }
@@ -256,23 +288,25 @@ class tcp_session final : public session {
 
   void on_body(const error_code& ec, std::size_t) {
     if (ec) return fail(ec, "read");
-    stream_.expires_never();
+    beast::get_lowest_layer(stream_).expires_never();
     handle_frame(frame_);
   }
 
   void write_out() override {
-    stream_.expires_after(idle_timeout);
+    beast::get_lowest_layer(stream_).expires_after(idle_timeout);
     asio::async_write(stream_, asio::buffer(out_),
                       beast::bind_front_handler(&tcp_session::on_written, self()));
   }
 
   void close_for(const std::string&) override {
+    // No TLS close_notify: the peer broke the protocol, so the connection just ends.
+    auto& lowest = beast::get_lowest_layer(stream_);
     error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    stream_.close();
+    lowest.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest.close();
   }
 
-  beast::tcp_stream stream_;
+  Stream stream_;
   std::array<unsigned char, frame_header_bytes> header_{};
   std::vector<unsigned char> frame_;
 };
@@ -426,8 +460,11 @@ class listener {
     std::shared_ptr<session> s;
     if (kind_ == listener_kind::ws)
       s = std::make_shared<ws_session>(state_, std::move(socket), node_, peer_str);
+    else if (state_->tcp_tls)
+      s = std::make_shared<tcp_session<beast::ssl_stream<beast::tcp_stream>>>(state_, std::move(socket),
+                                                                              node_, peer_str);
     else
-      s = std::make_shared<tcp_session>(state_, std::move(socket), node_, peer_str);
+      s = std::make_shared<tcp_session<beast::tcp_stream>>(state_, std::move(socket), node_, peer_str);
     s->run();
   }
 
@@ -460,6 +497,8 @@ server::server(asio::io_context& ioc, std::shared_ptr<broker> b, server_config c
   impl_->state->b = std::move(b);
   impl_->state->max_frame_bytes = impl_->config.max_frame_bytes;
   impl_->state->ws_close_idle_after = impl_->config.ws_close_idle_after;
+  if (!impl_->config.tcp_tls_cert.empty())
+    impl_->state->tcp_tls = make_server_tls_context(impl_->config.tcp_tls_cert, impl_->config.tcp_tls_key);
 }
 
 server::~server() {

@@ -1,5 +1,5 @@
 // The dev broker's listeners and connections: WebSocket (one Kafka frame per binary message) and, optionally,
-// plain TCP (the Kafka byte stream). All Beast and Asio code lives in server.cpp.
+// TCP (the Kafka byte stream), plain or with TLS. All Beast and Asio code lives in server.cpp.
 #pragma once
 
 #include "broker.hpp"
@@ -23,6 +23,10 @@ struct server_config {
   std::optional<endpoint> ws_advertise;
   /// Advertised in Metadata on the TCP listeners; default: the bound TCP addresses.
   std::optional<endpoint> tcp_advertise;
+  /// TLS (1.2 or later) on the TCP listeners: PEM certificate chain and private key files. Empty: plain TCP.
+  /// Metadata advertises the same addresses either way.
+  std::string tcp_tls_cert;
+  std::string tcp_tls_key;
   std::size_t max_frame_bytes = 100u * 1024u * 1024u;
   /// WebSocket connections only: close (code 1000) one that has had no request for this long while none was
   /// being answered, as edge platforms recycle idle connections. Zero: never.
@@ -31,7 +35,8 @@ struct server_config {
 
 class server {
  public:
-  /// `b` must outlive the server and every connection (the io_context's handlers).
+  /// `b` must outlive the server and every connection (the io_context's handlers). Throws when the TLS
+  /// certificate or key cannot be loaded.
   server(boost::asio::io_context& ioc, std::shared_ptr<broker> b, server_config config);
   ~server();
   server(const server&) = delete;
