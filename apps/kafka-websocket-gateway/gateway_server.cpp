@@ -112,10 +112,15 @@ awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chr
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     if (!tls.ctx) co_return connect_result{error_code{}, std::move(socket), {}, u, {}};
-    auto [hec, secured, why] = co_await kws::async_tls_handshake(
-        std::move(socket), tls.ctx,
-        kws::tls_handshake_options{.host = u.host, .insecure_skip_verify = tls.insecure, .timeout = timeout},
-        as_tuple_awaitable);
+    // A named variable, not a temporary in the co_await expression: with GCC 12, a std::string member of
+    // such a temporary came out of use_awaitable's initiation pointing into a freed coroutine frame (seen
+    // with valgrind).
+    kws::tls_handshake_options options;
+    options.host = u.host;
+    options.insecure_skip_verify = tls.insecure;
+    options.timeout = timeout;
+    auto [hec, secured, why] =
+        co_await kws::async_tls_handshake(std::move(socket), tls.ctx, std::move(options), as_tuple_awaitable);
     if (hec) {
       last = hec;
       failure = std::move(why);
@@ -126,23 +131,31 @@ awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chr
   co_return connect_result{last, std::nullopt, {}, upstream{}, std::move(failure)};
 }
 
-// One request and its response frame, over plain TCP or TLS.
+// One request and its response frame, over plain TCP or TLS, within `timeout`.
 template <class Stream>
 awaitable<std::tuple<error_code, std::vector<unsigned char>>> exchange(
-    Stream& stream, const std::vector<unsigned char>& request) {
-  auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(request), as_tuple_awaitable);
-  if (wec) co_return std::tuple{wec, std::vector<unsigned char>{}};
-  std::array<unsigned char, 4> head{};
-  auto [hec, hn] = co_await asio::async_read(stream, asio::buffer(head), as_tuple_awaitable);
-  if (hec) co_return std::tuple{hec, std::vector<unsigned char>{}};
-  const auto size = load_be32(head.data());
-  if (size < 0 || size > 64 * 1024 * 1024)
-    co_return std::tuple{error_code(errc::frame_too_large), std::vector<unsigned char>{}};
-  std::vector<unsigned char> frame(4 + static_cast<std::size_t>(size));
-  std::copy(head.begin(), head.end(), frame.begin());
-  auto [bec, bn] =
-      co_await asio::async_read(stream, asio::buffer(frame.data() + 4, frame.size() - 4), as_tuple_awaitable);
-  co_return std::tuple{bec, std::move(frame)};
+    Stream& stream, const std::vector<unsigned char>& request, std::chrono::milliseconds timeout) {
+  auto once = [&]() -> awaitable<std::tuple<error_code, std::vector<unsigned char>>> {
+    auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(request), as_tuple_awaitable);
+    if (wec) co_return std::tuple{wec, std::vector<unsigned char>{}};
+    std::array<unsigned char, 4> head{};
+    auto [hec, hn] = co_await asio::async_read(stream, asio::buffer(head), as_tuple_awaitable);
+    if (hec) co_return std::tuple{hec, std::vector<unsigned char>{}};
+    const auto size = load_be32(head.data());
+    if (size < 0 || size > 64 * 1024 * 1024)
+      co_return std::tuple{error_code(errc::frame_too_large), std::vector<unsigned char>{}};
+    std::vector<unsigned char> frame(4 + static_cast<std::size_t>(size));
+    std::copy(head.begin(), head.end(), frame.begin());
+    auto [bec, bn] = co_await asio::async_read(stream, asio::buffer(frame.data() + 4, frame.size() - 4),
+                                               as_tuple_awaitable);
+    co_return std::tuple{bec, std::move(frame)};
+  };
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_after(timeout);
+  auto got = co_await (once() || timer.async_wait(as_tuple_awaitable));
+  if (got.index() == 1)
+    co_return std::tuple{error_code(asio::error::timed_out), std::vector<unsigned char>{}};
+  co_return std::move(std::get<0>(got));
 }
 
 // Brokers of the cluster by node id, learned from its own Metadata: from every response relayed to a client,
@@ -198,14 +211,15 @@ class node_table {
     const auto& from = connected.to;
     error_code ec;
     const auto request = kafka::encode_broker_list_request(1, "kafka-websocket-gateway");
-    asio::steady_timer timer(co_await asio::this_coro::executor);
-    timer.expires_after(timeout_);
-    auto got =
-        connected.socket
-            ? co_await (exchange(*connected.socket, request) || timer.async_wait(as_tuple_awaitable))
-            : co_await (exchange(connected.tls.stream(), request) || timer.async_wait(as_tuple_awaitable));
-    if (got.index() == 1) co_return error_code(asio::error::timed_out).message();
-    auto [xec, frame] = std::move(std::get<0>(got));
+    // (An if: with co_await in the arms of a conditional expression, as built by GCC 12, the lookup read a
+    // response it could not decode.)
+    std::tuple<error_code, std::vector<unsigned char>> got;
+    if (connected.socket) {
+      got = co_await exchange(*connected.socket, request, timeout_);
+    } else {
+      got = co_await exchange(connected.tls.stream(), request, timeout_);
+    }
+    auto& [xec, frame] = got;
     if (xec) co_return xec.message();
     const auto brokers = kafka::decode_metadata_brokers(kafka::broker_list_metadata_version, frame, ec);
     if (ec) co_return ec.message();
