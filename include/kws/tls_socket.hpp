@@ -40,6 +40,8 @@ class tls_socket {
   stream_type& stream() { return *s_; }
   /// The subject of the certificate the peer presented ("CN=client,O=Example"), empty when none.
   std::string peer_subject() const;
+  /// The TCP socket under TLS (for socket options and TCP state). Requires a connection.
+  boost::asio::ip::tcp::socket& next_layer();
   /// Closes the TCP connection at once, without a TLS close_notify.
   void close();
 

@@ -41,6 +41,10 @@ bool tls_socket::is_open() const {
   return s_ && s_->next_layer().is_open();
 }
 
+tcp::socket& tls_socket::next_layer() {
+  return s_->next_layer();
+}
+
 void tls_socket::close() {
   if (!s_) return;
   error_code ignored;

@@ -41,9 +41,16 @@ def main():
     ap.add_argument("--count", type=int, default=1000)
     ap.add_argument("--limit-s", type=int, default=25, help="bound on the whole run")
     ap.add_argument("--api-version", default="0.8.0", help="e.g. 0.8.0, or auto for kafka-python's probe")
+    ap.add_argument("--ssl-cafile", help="security_protocol='SSL', trusting this CA (PEM)")
+    ap.add_argument("--ssl-certfile", help="with --ssl-cafile: the client certificate (PEM)")
+    ap.add_argument("--ssl-keyfile", help="with --ssl-certfile: its key (PEM)")
     args = ap.parse_args()
     version = {} if args.api_version == "auto" else {
         "api_version": tuple(int(x) for x in args.api_version.split("."))}
+    if args.ssl_cafile:
+        version.update(security_protocol="SSL", ssl_cafile=args.ssl_cafile)
+        if args.ssl_certfile:
+            version.update(ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(args.limit_s)
 
