@@ -309,6 +309,16 @@ void session::run_relay(Client client, kws::connection conn, const std::string& 
         auto e = app::relay_closed_event(self->id_, r);
         e.fields = self->endpoint_fields(url);
         if (r.error == kws::errc::unusable_response) e.cause += " (--no-rewrite passes responses unchanged)";
+        if (r.error == kws::errc::tls_on_kafka_port) {
+          e.cause +=
+              ": set security.protocol=PLAINTEXT/SASL_PLAINTEXT, or run the proxy with "
+              "--client-tls-cert/--client-tls-key";
+        }
+        if (r.error == kws::errc::http_on_kafka_port) {
+          e.cause +=
+              ": this port speaks the Kafka protocol; point Kafka clients at it, and HTTP or WebSocket "
+              "clients at the broker's URL";
+        }
         app::log_event(r.error ? spdlog::level::warn : spdlog::level::info, e);
         // Break the cycle relay -> handler -> session -> relay once the relay is done.
         asio::post(self->worker_.context(), [self] {

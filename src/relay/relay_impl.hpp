@@ -46,6 +46,8 @@ class relay_impl final : public relay {
         started_at_(clock::now()),
         last_activity_(started_at_) {
     if (options_.log) hook_->set_log(options_.log, options_.min_log_level);
+    // A Kafka client over TCP that speaks TLS or HTTP is told apart from a bad size header.
+    if constexpr (!std::is_same_v<client_side, ws_side>) client_.check_first_bytes();
   }
 
   void start() override {

@@ -7,6 +7,7 @@
 #include "io/handler_slot.hpp"
 #include "io/read_buffer.hpp"
 #include "io/read_wait.hpp"
+#include "kafka/foreign_protocol.hpp"
 
 #include <kws/errc.hpp>
 #include <kws/kafka/api.hpp>
@@ -96,6 +97,10 @@ class tcp_frames {
 
   std::uint16_t peer_close_code() const { return 0; }
 
+  /// For a client: its first bytes are checked for TLS or HTTP (errc::tls_on_kafka_port,
+  /// errc::http_on_kafka_port) before they are read as a Kafka size header.
+  void check_first_bytes() { check_first_ = true; }
+
  protected:
   bytes bytes_of() const { return {static_cast<const unsigned char*>(buf_.data().data()), buf_.size()}; }
 
@@ -117,9 +122,28 @@ class tcp_frames {
   // True when a whole frame is buffered (its length in current_); sets ec on a size that cannot be trusted.
   bool have_frame(error_code& ec) {
     if (current_ != 0) return true;
+    if (check_first_ && !first_bytes_are_kafka(ec)) return false;
     const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
     if (ec || len == 0 || len > buf_.size()) return false;
     current_ = len;
+    return true;
+  }
+
+  // False (ec set when they are another protocol's) until the first bytes are taken for Kafka.
+  bool first_bytes_are_kafka(error_code& ec) {
+    switch (kafka::recognise_foreign_protocol(bytes_of())) {
+      case kafka::foreign_protocol::need_more:
+        return false;
+      case kafka::foreign_protocol::tls:
+        ec = errc::tls_on_kafka_port;
+        return false;
+      case kafka::foreign_protocol::http:
+        ec = errc::http_on_kafka_port;
+        return false;
+      case kafka::foreign_protocol::none:
+        break;
+    }
+    check_first_ = false;
     return true;
   }
 
@@ -154,7 +178,8 @@ class tcp_frames {
   std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front
   std::function<void()> on_budget_wait_;
   detail::read_flat_buffer buf_;
-  std::size_t current_ = 0;  // length of the whole frame at the front of buf_, 0 while there is none
+  std::size_t current_ = 0;   // length of the whole frame at the front of buf_, 0 while there is none
+  bool check_first_ = false;  // a client whose first bytes have not been looked at yet
 };
 
 // The plain Kafka byte stream over TCP: frames are found by their size headers in a read buffer that holds

@@ -8,6 +8,10 @@
 #include "ws_test_server.hpp"
 
 #include <gtest/gtest.h>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
 
 #include <csignal>
 #include <iostream>
@@ -17,6 +21,9 @@ namespace {
 
 using namespace kws::test;
 using namespace std::chrono_literals;
+namespace asio = boost::asio;
+using boost::system::error_code;
+using tcp = asio::ip::tcp;
 
 std::vector<std::string> operator+(std::vector<std::string> a, const std::vector<std::string>& b) {
   a.insert(a.end(), b.begin(), b.end());
@@ -112,6 +119,58 @@ TEST_F(ClientTls, ClientCertificatesRequiredWithClientCaFile) {
   EXPECT_NE(without.exit_code, std::optional<int>(0));
   EXPECT_TRUE(
       proxy_->wait_for_output(std::regex("closed client=\\S+: the TLS handshake with the client failed")));
+}
+
+// A plain port: a client that speaks TLS (kcat with security.protocol=ssl, openssl s_client) or HTTP is told
+// apart at its first bytes, with one line that says what to change, instead of "frame larger than the
+// maximum".
+TEST(PlainPort, TlsAndHttpClientsAreRecognisedAtTheirFirstBytes) {
+  temp_dir dir("kws-plain-port");
+  const auto certs = make_test_certificates();
+  child_process devbroker({KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0"});
+  const auto ws = devbroker.wait_for_output(std::regex(R"(ws=127\.0\.0\.1:(\d+))"));
+  ASSERT_TRUE(ws) << devbroker.output();
+  child_process proxy({KWS_PROXY_PATH, "--listen", "127.0.0.1", "--port", "0", "--broker", "127.0.0.1:" + *ws,
+                       "--drain-timeout", "2s"});
+  const auto port = proxy.wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+) broker)"));
+  ASSERT_TRUE(port) << proxy.output();
+  const std::string tls_line =
+      "client spoke TLS on a plain Kafka port (a TLS ClientHello): set security.protocol=PLAINTEXT/"
+      "SASL_PLAINTEXT, or run the proxy with --client-tls-cert/--client-tls-key";
+
+  const auto k = run({KWS_KCAT_PATH, "-b", "127.0.0.1:" + *port, "-X", "security.protocol=ssl", "-X",
+                      "ssl.ca.location=" + certs.ca_pem, "-L", "-m", "2"},
+                     tool_io("/dev/null", dir / "kcat.out"), 20s);
+  EXPECT_NE(k.exit_code, std::optional<int>(0));
+  EXPECT_TRUE(proxy.wait_for_output(
+      std::regex("closed .*" + std::regex_replace(tls_line, std::regex(R"([().+/])"), R"(\$&)"))))
+      << proxy.output();
+
+  const auto before = proxy.output().size();
+  const auto s = run({"/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:" + *port},
+                     {.stderr_to = spawn_options::stderr_target::captured}, 20s);
+  EXPECT_TRUE(s.exit_code.has_value()) << "openssl s_client did not end";
+  ASSERT_TRUE(proxy.wait_for_output(std::regex("spoke TLS on a plain Kafka port"), 10s));
+  EXPECT_NE(proxy.output().find(tls_line, before), std::string::npos) << proxy.output();
+
+  // A raw HTTP request, as a browser or curl would send it; the proxy closes the connection.
+  {
+    asio::io_context ioc;
+    tcp::socket sock(ioc);
+    sock.connect({asio::ip::make_address("127.0.0.1"), static_cast<unsigned short>(std::stoi(*port))});
+    const std::string get = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    asio::write(sock, asio::buffer(get));
+    std::string ignored;
+    error_code ec;
+    asio::read(sock, asio::dynamic_buffer(ignored), ec);  // until the proxy closes
+    EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+  }
+  EXPECT_TRUE(proxy.wait_for_output(std::regex(
+      "client spoke HTTP on a Kafka port \\(an HTTP request\\): this port speaks the Kafka protocol")))
+      << proxy.output();
+  EXPECT_EQ(proxy.output().find("larger than the maximum"), std::string::npos) << proxy.output();
+  proxy.signal(SIGTERM);
+  EXPECT_EQ(proxy.wait(15s), std::optional<int>(0));
 }
 
 TEST(ClientTlsFlags, InconsistentFlagsAreRefused) {
