@@ -41,6 +41,10 @@ class category final : public boost::system::error_category {
         return "the forward proxy did not answer CONNECT within the handshake timeout";
       case errc::proxy_bad_response:
         return "the forward proxy's answer to CONNECT was not usable HTTP";
+      case errc::tls_on_kafka_port:
+        return "the client spoke TLS at a plain Kafka port";
+      case errc::http_on_kafka_port:
+        return "the client spoke HTTP at a Kafka port";
     }
     return "unknown kws error";
   }

@@ -14,6 +14,7 @@
 #include <kws/host_port.hpp>
 #include <kws/kafka/metadata.hpp>
 #include <kws/kafka/tracker.hpp>
+#include <kws/tls_socket.hpp>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -24,6 +25,8 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
@@ -56,17 +59,30 @@ upstream parse_upstream(const std::string& s) {
   return {u.host, u.port};
 }
 
-// What connect_any ends with (default-constructible, as co_spawn needs).
+// How the cluster is dialled: plain TCP, or TLS with this context (system store or --upstream-ca-file, a
+// client certificate for mutual TLS).
+struct upstream_tls {
+  std::shared_ptr<asio::ssl::context> ctx;  // null: plain TCP
+  bool insecure = false;                    // --upstream-insecure
+};
+
+// What connect_any ends with (default-constructible, as co_spawn needs): a plain socket, or a TLS one.
 struct connect_result {
   error_code ec;
   std::optional<tcp::socket> socket;
+  kws::tls_socket tls;
   upstream to;
+  std::string failure;  // after a failed TLS handshake: the sentence that says why (certificate, host name)
+  std::string why() const { return failure.empty() ? ec.message() : failure; }
 };
 
-// Connects to the first of `candidates` that answers, each within `timeout`.
-awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chrono::milliseconds timeout) {
+// Connects to the first of `candidates` that answers, each within `timeout` (and with TLS, completes the
+// handshake within another `timeout`: SNI and the certificate's name checked against the host as dialled).
+awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chrono::milliseconds timeout,
+                                      upstream_tls tls) {
   auto ex = co_await asio::this_coro::executor;
   error_code last = asio::error::host_not_found;
+  std::string failure;
   for (const auto& u : candidates) {
     tcp::resolver resolver(ex);
     tcp::socket socket(ex);
@@ -95,9 +111,51 @@ awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chr
     }
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    co_return connect_result{error_code{}, std::move(socket), u};
+    if (!tls.ctx) co_return connect_result{error_code{}, std::move(socket), {}, u, {}};
+    // A named variable, not a temporary in the co_await expression: with GCC 12, a std::string member of
+    // such a temporary came out of use_awaitable's initiation pointing into a freed coroutine frame (seen
+    // with valgrind).
+    kws::tls_handshake_options options;
+    options.host = u.host;
+    options.insecure_skip_verify = tls.insecure;
+    options.timeout = timeout;
+    auto [hec, secured, why] =
+        co_await kws::async_tls_handshake(std::move(socket), tls.ctx, std::move(options), as_tuple_awaitable);
+    if (hec) {
+      last = hec;
+      failure = std::move(why);
+      continue;
+    }
+    co_return connect_result{error_code{}, std::nullopt, std::move(secured), u, {}};
   }
-  co_return connect_result{last, std::nullopt, upstream{}};
+  co_return connect_result{last, std::nullopt, {}, upstream{}, std::move(failure)};
+}
+
+// One request and its response frame, over plain TCP or TLS, within `timeout`.
+template <class Stream>
+awaitable<std::tuple<error_code, std::vector<unsigned char>>> exchange(
+    Stream& stream, const std::vector<unsigned char>& request, std::chrono::milliseconds timeout) {
+  auto once = [&]() -> awaitable<std::tuple<error_code, std::vector<unsigned char>>> {
+    auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(request), as_tuple_awaitable);
+    if (wec) co_return std::tuple{wec, std::vector<unsigned char>{}};
+    std::array<unsigned char, 4> head{};
+    auto [hec, hn] = co_await asio::async_read(stream, asio::buffer(head), as_tuple_awaitable);
+    if (hec) co_return std::tuple{hec, std::vector<unsigned char>{}};
+    const auto size = load_be32(head.data());
+    if (size < 0 || size > 64 * 1024 * 1024)
+      co_return std::tuple{error_code(errc::frame_too_large), std::vector<unsigned char>{}};
+    std::vector<unsigned char> frame(4 + static_cast<std::size_t>(size));
+    std::copy(head.begin(), head.end(), frame.begin());
+    auto [bec, bn] = co_await asio::async_read(stream, asio::buffer(frame.data() + 4, frame.size() - 4),
+                                               as_tuple_awaitable);
+    co_return std::tuple{bec, std::move(frame)};
+  };
+  asio::steady_timer timer(co_await asio::this_coro::executor);
+  timer.expires_after(timeout);
+  auto got = co_await (once() || timer.async_wait(as_tuple_awaitable));
+  if (got.index() == 1)
+    co_return std::tuple{error_code(asio::error::timed_out), std::vector<unsigned char>{}};
+  co_return std::move(std::get<0>(got));
 }
 
 // Brokers of the cluster by node id, learned from its own Metadata: from every response relayed to a client,
@@ -105,8 +163,8 @@ awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chr
 // by all workers.
 class node_table {
  public:
-  node_table(std::vector<upstream> bootstrap, std::chrono::milliseconds timeout)
-      : bootstrap_(std::move(bootstrap)), timeout_(timeout) {}
+  node_table(std::vector<upstream> bootstrap, std::chrono::milliseconds timeout, upstream_tls tls)
+      : bootstrap_(std::move(bootstrap)), timeout_(timeout), tls_(std::move(tls)) {}
 
   std::optional<upstream> find(std::int32_t node) const {
     std::lock_guard lock(mu_);
@@ -132,8 +190,8 @@ class node_table {
     if (clock::now() - last_fetch_ < std::chrono::seconds(1)) return wake_all();
     fetching_ = true;
     last_fetch_ = clock::now();
-    asio::co_spawn(ex, fetch(), [this](std::exception_ptr, error_code ec) {
-      if (ec) spdlog::warn("cannot learn the cluster's brokers: {}", ec.message());
+    asio::co_spawn(ex, fetch(), [this](std::exception_ptr, std::string failure) {
+      if (!failure.empty()) spdlog::warn("cannot learn the cluster's brokers: {}", failure);
       std::lock_guard lock(mu_);
       fetching_ = false;
       wake_all();
@@ -146,36 +204,25 @@ class node_table {
     waiters_.clear();
   }
 
-  awaitable<error_code> fetch() {
-    auto connected = co_await connect_any(bootstrap_, timeout_);
-    if (connected.ec) co_return connected.ec;
-    auto& socket = *connected.socket;
+  // The failure in words; empty when the brokers were learned.
+  awaitable<std::string> fetch() {
+    auto connected = co_await connect_any(bootstrap_, timeout_, tls_);
+    if (connected.ec) co_return connected.why();
     const auto& from = connected.to;
     error_code ec;
     const auto request = kafka::encode_broker_list_request(1, "kafka-websocket-gateway");
-    asio::steady_timer timer(socket.get_executor());
-    timer.expires_after(timeout_);
-    std::array<unsigned char, 4> head{};
-    auto exchange = [&]() -> awaitable<std::tuple<error_code, std::vector<unsigned char>>> {
-      auto [wec, wn] = co_await asio::async_write(socket, asio::buffer(request), as_tuple_awaitable);
-      if (wec) co_return std::tuple{wec, std::vector<unsigned char>{}};
-      auto [hec, hn] = co_await asio::async_read(socket, asio::buffer(head), as_tuple_awaitable);
-      if (hec) co_return std::tuple{hec, std::vector<unsigned char>{}};
-      const auto size = load_be32(head.data());
-      if (size < 0 || size > 64 * 1024 * 1024)
-        co_return std::tuple{error_code(errc::frame_too_large), std::vector<unsigned char>{}};
-      std::vector<unsigned char> frame(4 + static_cast<std::size_t>(size));
-      std::copy(head.begin(), head.end(), frame.begin());
-      auto [bec, bn] = co_await asio::async_read(socket, asio::buffer(frame.data() + 4, frame.size() - 4),
-                                                 as_tuple_awaitable);
-      co_return std::tuple{bec, std::move(frame)};
-    };
-    auto got = co_await (exchange() || timer.async_wait(as_tuple_awaitable));
-    if (got.index() == 1) co_return error_code(asio::error::timed_out);
-    auto [xec, frame] = std::move(std::get<0>(got));
-    if (xec) co_return xec;
+    // (An if: with co_await in the arms of a conditional expression, as built by GCC 12, the lookup read a
+    // response it could not decode.)
+    std::tuple<error_code, std::vector<unsigned char>> got;
+    if (connected.socket) {
+      got = co_await exchange(*connected.socket, request, timeout_);
+    } else {
+      got = co_await exchange(connected.tls.stream(), request, timeout_);
+    }
+    auto& [xec, frame] = got;
+    if (xec) co_return xec.message();
     const auto brokers = kafka::decode_metadata_brokers(kafka::broker_list_metadata_version, frame, ec);
-    if (ec) co_return ec;
+    if (ec) co_return ec.message();
     int seen = 0;
     for (const auto& b : brokers) {
       // As a relayed response's: an entry without a node id or a host names nobody.
@@ -184,11 +231,12 @@ class node_table {
       ++seen;
     }
     spdlog::debug("learned {} broker(s) from {}", seen, from.text());
-    co_return ec;
+    co_return std::string();
   }
 
   std::vector<upstream> bootstrap_;
   std::chrono::milliseconds timeout_;
+  upstream_tls tls_;
   mutable std::mutex mu_;
   std::map<std::int32_t, upstream> nodes_;
   std::vector<std::pair<asio::any_io_executor, std::function<void()>>> waiters_;
@@ -196,17 +244,18 @@ class node_table {
   clock::time_point last_fetch_{};
 };
 
-// Whether a bootstrap server answers a TCP connect, checked at most every 2 s: GET /healthz on the WebSocket
-// port, and /readyz on the metrics port.
+// Whether a bootstrap server answers a TCP connect (and with --upstream-tls, a TLS handshake), checked at
+// most every 2 s: GET /healthz on the WebSocket port, and /readyz on the metrics port.
 app::cached_check::probe_function bootstrap_probe(std::vector<upstream> bootstrap,
-                                                  std::chrono::milliseconds timeout) {
-  return [bootstrap = std::move(bootstrap), timeout](const asio::any_io_executor& ex,
-                                                     std::function<void(app::check_result)> done) {
-    asio::co_spawn(ex, connect_any(bootstrap, timeout), [done](std::exception_ptr, connect_result result) {
-      done({!result.ec, result.ec
-                            ? "no bootstrap server of the cluster is reachable (" + result.ec.message() + ")"
-                            : std::string()});
-    });
+                                                  std::chrono::milliseconds timeout, upstream_tls tls) {
+  return [bootstrap = std::move(bootstrap), timeout, tls](const asio::any_io_executor& ex,
+                                                          std::function<void(app::check_result)> done) {
+    asio::co_spawn(
+        ex, connect_any(bootstrap, timeout, tls), [done](std::exception_ptr, connect_result result) {
+          done({!result.ec, result.ec
+                                ? "no bootstrap server of the cluster is reachable (" + result.why() + ")"
+                                : std::string()});
+        });
   };
 }
 
@@ -238,6 +287,7 @@ struct handshake_metrics {
 struct shared {
   const gateway_config& cfg;
   std::vector<upstream> bootstrap;
+  upstream_tls tls;
   kws::accept_config accept;
   node_table nodes;
   app::cached_check health;
@@ -405,38 +455,46 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     opened_ = true;
     sh_.metrics.connection_opened();
     sh_.metrics.dial_started();
-    asio::co_spawn(worker_.context(), connect_any(targets_, sh_.cfg.connect_timeout),
+    asio::co_spawn(worker_.context(), connect_any(targets_, sh_.cfg.connect_timeout, sh_.tls),
                    [self = shared_from_this(), started = clock::now()](std::exception_ptr, connect_result r) {
                      self->count_dial(r.ec, started);
-                     self->connected(r.ec, std::move(r.socket), r.to);
+                     self->connected(std::move(r));
                    });
   }
 
-  void connected(error_code ec, std::optional<tcp::socket> broker, const upstream& u) {
-    if (ec || draining_) {
-      app::log_event(spdlog::level::warn, {.conn = id_,
-                                           .event = "closed",
-                                           .fields = {{"peer", peer_}, {"target", target_}},
-                                           .end = draining_ ? "shut_down" : "cluster_unreachable",
-                                           .side = draining_ ? "" : "broker",
-                                           .cause = draining_ ? std::string("shutting down")
-                                                              : "cluster unreachable: " + ec.message()});
+  void connected(connect_result r) {
+    if (r.ec || draining_) {
+      app::log_event(spdlog::level::warn,
+                     {.conn = id_,
+                      .event = "closed",
+                      .fields = {{"peer", peer_}, {"target", target_}},
+                      .end = draining_ ? "shut_down" : "cluster_unreachable",
+                      .side = draining_ ? "" : "broker",
+                      .cause = draining_ ? std::string("shutting down") : "cluster unreachable: " + r.why()});
       client_.async_close(kws::close_code::try_again_later,
                           [self = shared_from_this()](error_code) { self->finish(); });
       return;
     }
-    upstream_ = u.text();
+    upstream_ = r.to.text();
     app::log_event(spdlog::level::info,
                    {.conn = id_,
                     .event = "open",
                     .fields = {{"peer", peer_}, {"target", target_}, {"upstream", upstream_}}});
+    if (r.socket) return start_relay(std::move(*r.socket), r.to);
+    start_relay(std::move(r.tls), r.to);
+  }
+
+  // The relay to the broker over `broker`: a plain socket, or a TLS one (--upstream-tls); reconnects go the
+  // same way.
+  template <class Socket>
+  void start_relay(Socket broker, const upstream& u) {
     auto options = sh_.cfg.relay;
     if (sh_.metrics_on) options.counters = sh_.metrics.relay_counters();
     options.log = app::connection_log(id_);
     options.min_log_level = static_cast<kws::log_level>(std::min<int>(spdlog::get_level(), 4));
     std::weak_ptr<session> weak = shared_from_this();
     relay_ = kws::relay::create(
-        std::move(client_), std::move(*broker), std::move(options),
+        std::move(client_), std::move(broker), std::move(options),
         std::make_shared<kafka::tracker>(sh_.tracking),
         [self = shared_from_this()](const kws::relay_report& r) {
           self->sh_.metrics.relay_ended(r);
@@ -448,16 +506,32 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
           asio::post(self->worker_.context(), [self] { self->finish(); });
         },
         // Kafka brokers close idle connections (connections.max.idle.ms); the client need not notice.
-        [weak, u](std::function<void(error_code, tcp::socket)> done) {
+        [weak, u](std::function<void(error_code, Socket)> done) {
           auto self = weak.lock();
           if (!self) return;
           self->sh_.metrics.dial_started();
-          asio::co_spawn(self->worker_.context(), connect_any({u}, self->sh_.cfg.connect_timeout),
+          asio::co_spawn(self->worker_.context(),
+                         connect_any({u}, self->sh_.cfg.connect_timeout, self->sh_.tls),
                          [done, ex = self->worker_.context().get_executor(), weak, started = clock::now()](
                              std::exception_ptr, connect_result r) {
-                           if (auto self = weak.lock()) self->count_dial(r.ec, started);
-                           if (r.ec) return done(r.ec, tcp::socket(ex));
-                           done(r.ec, std::move(*r.socket));
+                           auto self = weak.lock();
+                           if (self) self->count_dial(r.ec, started);
+                           if (r.ec) {
+                             // The relay's closed line gives the error code; a TLS failure's reason is said
+                             // here.
+                             if (self && !r.failure.empty())
+                               app::log_event(spdlog::level::warn, {.conn = self->id_, .cause = r.failure});
+                             if constexpr (std::is_same_v<Socket, tcp::socket>) {
+                               return done(r.ec, tcp::socket(ex));
+                             } else {
+                               return done(r.ec, Socket());
+                             }
+                           }
+                           if constexpr (std::is_same_v<Socket, tcp::socket>) {
+                             done(r.ec, std::move(*r.socket));
+                           } else {
+                             done(r.ec, std::move(r.tls));
+                           }
                          });
         });
     relay_->start();
@@ -536,11 +610,17 @@ int run(const gateway_config& cfg) {
 
   auto tracking = std::make_shared<kafka::tracker_config>();
   tracking->rewrite = cfg.rewrite;
+  upstream_tls tls;
+  if (cfg.upstream_tls) {
+    tls.ctx = kws::make_client_tls_context(cfg.upstream_tls_files);  // throws naming the file
+    tls.insecure = cfg.upstream_insecure;
+  }
   shared sh{cfg,
             bootstrap,
+            tls,
             accept,
-            node_table(bootstrap, cfg.connect_timeout),
-            app::cached_check(bootstrap_probe(bootstrap, cfg.connect_timeout)),
+            node_table(bootstrap, cfg.connect_timeout, tls),
+            app::cached_check(bootstrap_probe(bootstrap, cfg.connect_timeout, tls)),
             tracking};
   sh.metrics_on = !cfg.metrics_listen.empty();
   if (sh.metrics_on) tracking->observer = sh.metrics.request_observer();
@@ -555,13 +635,21 @@ int run(const gateway_config& cfg) {
   std::string upstream_list;
   for (const auto& u : bootstrap) upstream_list += (upstream_list.empty() ? "" : ",") + u.text();
   spdlog::info(
-      "listening on {} ({}) upstream={} advertise={}:{} threads={} auth={} origins={} max_connections={} "
+      "listening on {} ({}) upstream={}{} advertise={}:{} threads={} auth={} origins={} max_connections={} "
       "max_handshakes={} max_handshakes_per_address={}",
-      app::endpoint_string(bound), accept.tls ? "wss" : "ws", upstream_list, advertise_host, advertise_port,
-      rt.threads(), cfg.tokens.empty() ? "none" : "bearer",
+      app::endpoint_string(bound), accept.tls ? "wss" : "ws", upstream_list,
+      !tls.ctx                                   ? ""
+      : tls.insecure                             ? " (tls, not verified)"
+      : cfg.upstream_tls_files.cert_file.empty() ? " (tls)"
+                                                 : " (tls, client certificate)",
+      advertise_host, advertise_port, rt.threads(), cfg.tokens.empty() ? "none" : "bearer",
       cfg.allowed_origins.empty() ? std::string("any")
                                   : fmt::format("{}", fmt::join(cfg.allowed_origins, ",")),
       cfg.max_connections, cfg.max_handshakes, cfg.max_handshakes_per_address);
+
+  if (tls.insecure)
+    spdlog::warn(
+        "--upstream-insecure: the cluster's TLS certificates and host names are not verified (testing only)");
 
   // Refused and timed-out handshakes: one summary a second at most, a second after the first of them. At
   // shutdown what is counted is told at once, and so is anything counted later, so that no timer holds the

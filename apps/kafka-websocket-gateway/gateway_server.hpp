@@ -8,6 +8,7 @@
 
 #include <kws/accept.hpp>
 #include <kws/relay.hpp>
+#include <kws/tls_socket.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -47,7 +48,15 @@ struct gateway_config {
   app::client_socket_options client_socket;
   kws::accept_config accept;
   kws::relay_options relay;
-  /// Bound on connecting to a broker of the cluster.
+  /// TLS to the cluster: every broker (the bootstrap servers, those learned from Metadata, the gateway's own
+  /// Metadata lookups) is dialled with TLS, SNI and the certificate's name checked against the host as
+  /// dialled (the bootstrap host, or the host a broker advertises).
+  bool upstream_tls = false;
+  /// Trusted CAs (empty: the system store), and a client certificate for mutual TLS.
+  kws::tls_client_options upstream_tls_files;
+  /// Do not verify the cluster's certificates (testing only).
+  bool upstream_insecure = false;
+  /// Bound on connecting to a broker of the cluster (and, apart, on its TLS handshake).
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
   /// Bound on the whole shutdown after SIGINT/SIGTERM (app::response_wait divides it).
   std::chrono::milliseconds drain_timeout{std::chrono::seconds(8)};

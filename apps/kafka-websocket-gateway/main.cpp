@@ -44,6 +44,21 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", cfg.tls_cert, "PEM certificate chain: serve wss:// (with --tls-key)")
       ->check(CLI::ExistingFile);
   app.add_option("--tls-key", cfg.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  app.add_flag("--upstream-tls", cfg.upstream_tls,
+               "dial the cluster with TLS: every broker, its certificate checked against the host as dialled "
+               "(the --upstream host, or the host a broker advertises), trusted by the system store");
+  app.add_option(
+         "--upstream-ca-file", cfg.upstream_tls_files.ca_file,
+         "PEM bundle of CAs to trust for the cluster instead of the system store (with --upstream-tls)")
+      ->check(CLI::ExistingFile);
+  app.add_option(
+         "--upstream-cert", cfg.upstream_tls_files.cert_file,
+         "PEM certificate chain the gateway presents to the cluster: mutual TLS (with --upstream-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--upstream-key", cfg.upstream_tls_files.key_file, "PEM private key of --upstream-cert")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--upstream-insecure", cfg.upstream_insecure,
+               "do not verify the cluster's certificates or host names (testing only; logs a warning)");
   app.add_option("--advertise", advertise,
                  "HOST:PORT clients reach this gateway at; every broker in a response is advertised there; "
                  "{node_id} in HOST gives each broker a name of its own, which librdkafka clients need "
@@ -80,6 +95,13 @@ int main(int argc, char** argv) {
   const auto validate = [&] {
     if (cfg.tls_cert.empty() != cfg.tls_key.empty())
       throw CLI::ValidationError("--tls-cert/--tls-key", "give both or neither");
+    const auto& up = cfg.upstream_tls_files;
+    if (up.cert_file.empty() != up.key_file.empty())
+      throw CLI::ValidationError("--upstream-cert/--upstream-key", "give both or neither");
+    if (!cfg.upstream_tls && (!up.ca_file.empty() || !up.cert_file.empty() || cfg.upstream_insecure)) {
+      throw CLI::ValidationError("--upstream-ca-file/--upstream-cert/--upstream-insecure",
+                                 "need --upstream-tls");
+    }
   };
   if (auto exit_code = kws::app::parse_command_line(app, {argv + 1, argv + argc}, validate))
     return *exit_code;

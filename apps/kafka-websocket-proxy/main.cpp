@@ -138,6 +138,17 @@ int main(int argc, char** argv) {
                  "PEM file of CA certificates to trust (default: system store)")
       ->check(CLI::ExistingFile);
   app.add_flag("--insecure", cfg.dialer.insecure_skip_verify, "do not verify the broker's TLS certificate");
+  app.add_option(
+         "--client-tls-cert", cfg.client_tls_cert,
+         "PEM certificate chain: serve TLS to Kafka clients (security.protocol=SSL) on every listener "
+         "(with --client-tls-key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--client-tls-key", cfg.client_tls_key, "PEM private key of --client-tls-cert")
+      ->check(CLI::ExistingFile);
+  app.add_option(
+         "--client-ca-file", cfg.client_ca_file,
+         "PEM bundle of CAs: require a client certificate one of them vouches for (with --client-tls-cert)")
+      ->check(CLI::ExistingFile);
   app.add_option("--dial-retries", cfg.dial_retries, "retries after a failed dial")
       ->check(CLI::Range(0, 100))
       ->capture_default_str();
@@ -205,7 +216,14 @@ int main(int argc, char** argv) {
   for (const auto* opt : app.get_options()) {
     for (const auto& n : opt->get_lnames()) long_names.insert(n);
   }
-  if (auto exit_code = kws::app::parse_command_line(app, normalize_go_flags(argc, argv, long_names))) {
+  const auto validate = [&] {
+    if (cfg.client_tls_cert.empty() != cfg.client_tls_key.empty())
+      throw CLI::ValidationError("--client-tls-cert/--client-tls-key", "give both or neither");
+    if (!cfg.client_ca_file.empty() && cfg.client_tls_cert.empty())
+      throw CLI::ValidationError("--client-ca-file", "needs --client-tls-cert/--client-tls-key");
+  };
+  if (auto exit_code =
+          kws::app::parse_command_line(app, normalize_go_flags(argc, argv, long_names), validate)) {
     return *exit_code;
   }
 

@@ -7,8 +7,10 @@
 #include "monitoring.hpp"
 #include "runtime.hpp"
 
+#include <kws/accept.hpp>
 #include <kws/accept_loop.hpp>
 #include <kws/errc.hpp>
+#include <kws/tls_socket.hpp>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -46,7 +48,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   session(app::worker& w, const proxy_config& cfg, const kws::dialer& prototype,
           std::shared_ptr<const kafka::tracker_config> tracking, tcp::socket client, std::uint64_t id,
           std::shared_ptr<const route> r, std::shared_ptr<std::atomic<std::size_t>> active,
-          app::server_metrics& metrics);
+          app::server_metrics& metrics, std::shared_ptr<asio::ssl::context> client_tls);
   ~session() override { release_slot(); }
   void start();
   void drain(std::chrono::milliseconds timeout) override;
@@ -65,8 +67,14 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     metrics_.connection_closed();
   }
   std::string failure_summary() const;
+  // After the client's TLS handshake (when the listeners serve TLS): the broker's dial.
+  void begin();
+  // The client's TCP socket, under TLS or not.
+  tcp::socket& client_socket() { return tls_client_.is_open() ? tls_client_.next_layer() : client_; }
   void watch_client();
   void start_relay(kws::connection conn);
+  template <class Client>
+  void run_relay(Client client, kws::connection conn, const std::string& url);
   void finish();
   // A shutdown ends a first dial still under way: the dial is given up with a closed line.
   void give_up_dial(const std::string& why);
@@ -75,6 +83,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::vector<std::pair<std::string_view, std::string>> endpoint_fields(const std::string& broker) const {
     std::vector<std::pair<std::string_view, std::string>> f{{"client", client_name_}, {"broker", broker}};
     if (!via_.empty()) f.emplace_back("via", via_);
+    if (!client_subject_.empty()) f.emplace_back("subject", client_subject_);
     return f;
   }
 
@@ -85,6 +94,9 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   kws::dialer dialer_;
   std::shared_ptr<const kafka::tracker_config> tracking_;
   tcp::socket client_;
+  std::shared_ptr<asio::ssl::context> client_tls_;  // null: plain TCP
+  kws::tls_socket tls_client_;                      // after the TLS handshake
+  std::string client_subject_;                      // the client certificate's subject, if any
   std::uint64_t id_;
   std::shared_ptr<const route> route_;
   std::string client_name_;
@@ -115,7 +127,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
 session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& prototype,
                  std::shared_ptr<const kafka::tracker_config> tracking, tcp::socket client, std::uint64_t id,
                  std::shared_ptr<const route> r, std::shared_ptr<std::atomic<std::size_t>> active,
-                 app::server_metrics& metrics)
+                 app::server_metrics& metrics, std::shared_ptr<asio::ssl::context> client_tls)
     : active_(std::move(active)),
       metrics_(metrics),
       worker_(w),
@@ -123,6 +135,7 @@ session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& pro
       dialer_(prototype.rebind(w.context().get_executor())),
       tracking_(std::move(tracking)),
       client_(std::move(client)),
+      client_tls_(std::move(client_tls)),
       id_(id),
       route_(std::move(r)),
       client_name_(app::peer_of(client_)),
@@ -132,6 +145,31 @@ session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& pro
 }
 
 void session::start() {
+  if (!client_tls_) return begin();
+  kws::tls_handshake_options o;
+  o.side = kws::tls_handshake_options::role::server;
+  o.host = client_name_;
+  o.timeout = cfg_.dialer.handshake_timeout;
+  o.peer_name = "the client";
+  kws::async_tls_handshake(std::move(client_), client_tls_, std::move(o),
+                           [self = shared_from_this()](error_code ec, kws::tls_socket s, std::string why) {
+                             if (ec) {
+                               app::log_event(spdlog::level::warn,
+                                              {.conn = self->id_,
+                                               .event = "closed",
+                                               .fields = {{"client", self->client_name_}},
+                                               .end = "tls_failed",
+                                               .side = "client",
+                                               .cause = why});
+                               return self->finish();
+                             }
+                             self->tls_client_ = std::move(s);
+                             self->client_subject_ = self->tls_client_.peer_subject();
+                             self->begin();
+                           });
+}
+
+void session::begin() {
   watch_client();
   dial([self = shared_from_this()](error_code ec, kws::connection conn) {
     if (ec) return self->finish();
@@ -227,7 +265,7 @@ void session::watch_client() {
   watch_->expires_after(std::chrono::milliseconds(250));
   watch_->async_wait([self = shared_from_this()](error_code ec) {
     if (ec || !self->pending_ || self->relay_) return;
-    if (!app::peer_has_closed(self->client_)) return self->watch_client();
+    if (!app::peer_has_closed(self->client_socket())) return self->watch_client();
     app::log_event(
         spdlog::level::info,
         {.conn = self->id_,
@@ -243,22 +281,44 @@ void session::watch_client() {
 }
 
 void session::start_relay(kws::connection conn) {
-  const auto& cfg = cfg_;
   const std::string url = conn.url();
   app::log_event(spdlog::level::info, {.conn = id_, .event = "open", .fields = endpoint_fields(url)});
+  if (tls_client_.is_open()) {
+    run_relay(std::move(tls_client_), std::move(conn), url);
+  } else {
+    run_relay(std::move(client_), std::move(conn), url);
+  }
+  // Waits still pending on them complete with operation_aborted and find the relay there.
+  timer_.reset();
+  watch_.reset();
+}
+
+template <class Client>
+void session::run_relay(Client client, kws::connection conn, const std::string& url) {
+  const auto& cfg = cfg_;
   auto options = cfg.relay;
   if (!cfg.metrics_listen.empty()) options.counters = metrics_.relay_counters();
   options.log = app::connection_log(id_);
   options.min_log_level = static_cast<kws::log_level>(std::min<int>(spdlog::get_level(), 4));
   std::weak_ptr<session> weak = shared_from_this();
   relay_ = kws::relay::create(
-      std::move(client_), std::move(conn), std::move(options), std::make_shared<kafka::tracker>(tracking_),
+      std::move(client), std::move(conn), std::move(options), std::make_shared<kafka::tracker>(tracking_),
       [self = shared_from_this(), url](const kws::relay_report& r) {
         self->release_slot();
         self->metrics_.relay_ended(r);
         auto e = app::relay_closed_event(self->id_, r);
         e.fields = self->endpoint_fields(url);
         if (r.error == kws::errc::unusable_response) e.cause += " (--no-rewrite passes responses unchanged)";
+        if (r.error == kws::errc::tls_on_kafka_port) {
+          e.cause +=
+              ": set security.protocol=PLAINTEXT/SASL_PLAINTEXT, or run the proxy with "
+              "--client-tls-cert/--client-tls-key";
+        }
+        if (r.error == kws::errc::http_on_kafka_port) {
+          e.cause +=
+              ": this port speaks the Kafka protocol; point Kafka clients at it, and HTTP or WebSocket "
+              "clients at the broker's URL";
+        }
         app::log_event(r.error ? spdlog::level::warn : spdlog::level::info, e);
         // Break the cycle relay -> handler -> session -> relay once the relay is done.
         asio::post(self->worker_.context(), [self] {
@@ -272,9 +332,6 @@ void session::start_relay(kws::connection conn) {
         self->dial(std::move(done));
       });
   relay_->start();
-  // Waits still pending on them complete with operation_aborted and find the relay there.
-  timer_.reset();
-  watch_.reset();
 }
 
 void session::drain(std::chrono::milliseconds timeout) {
@@ -308,6 +365,7 @@ void session::finish() {
   release_slot();
   error_code ignored;
   client_.close(ignored);
+  tls_client_.close();
   worker_.forget(shared_from_this());
 }
 
@@ -362,6 +420,12 @@ class server {
       throw std::runtime_error("--ca-file " + cfg_.dialer.ca_file + ": " + e.code().message());
     }
 
+    if (!cfg_.client_tls_cert.empty()) {
+      // Throws naming the file that cannot be loaded.
+      client_tls_ = kws::make_server_tls_context(cfg_.client_tls_cert, cfg_.client_tls_key);
+      if (!cfg_.client_ca_file.empty()) kws::require_client_certificates(*client_tls_, cfg_.client_ca_file);
+    }
+
     auto main_route = std::make_shared<route>(route{url.str(), -1, {}, 0});
     auto& main = add_listener(main_route);
     app::open_listener(main.acceptor, cfg_.listen_host, cfg_.port);
@@ -401,9 +465,12 @@ class server {
     if (!cfg_.metrics_listen.empty()) tracking->observer = metrics_.request_observer();
     tracking_ = tracking;
 
-    spdlog::info("listening on {} broker={} threads={} max_frame_bytes={} rewrite={}{}{}",
-                 app::endpoint_string(main.acceptor.local_endpoint()), url.str(), rt_.threads(),
-                 cfg_.relay.max_frame_bytes, cfg_.rewrite ? "on" : "off",
+    spdlog::info("listening on {}{} broker={} threads={} max_frame_bytes={} rewrite={}{}{}",
+                 app::endpoint_string(main.acceptor.local_endpoint()),
+                 !client_tls_                  ? ""
+                 : cfg_.client_ca_file.empty() ? " (tls)"
+                                               : " (tls, client certificates required)",
+                 url.str(), rt_.threads(), cfg_.relay.max_frame_bytes, cfg_.rewrite ? "on" : "off",
                  cfg_.rewrite ? " advertise=" + advertise : std::string(),
                  cfg_.rewrite ? (first ? fmt::format(" broker_ports={}-{}", first, last)
                                        : std::string(" broker_ports=any"))
@@ -537,7 +604,7 @@ class server {
                           .fields = {{"client", app::peer_of(s)}, {"listener", std::to_string(l.r->port)}}});
           asio::post(w.context(), [this, &w, s = std::move(s), id, r = l.r]() mutable {
             auto sess = std::make_shared<session>(w, cfg_, *prototype_, tracking_, std::move(s), id, r,
-                                                  active_, metrics_);
+                                                  active_, metrics_, client_tls_);
             w.adopt(sess);
             sess->start();
           });
@@ -577,6 +644,7 @@ class server {
   app::server_metrics metrics_;
   app::runtime rt_;
   std::optional<kws::dialer> prototype_;
+  std::shared_ptr<asio::ssl::context> client_tls_;  // TLS for Kafka clients; null: plain TCP
   std::shared_ptr<const kafka::tracker_config> tracking_;
   std::mutex mu_;  // guards listeners_ and closed_
   std::vector<std::unique_ptr<listener>> listeners_;

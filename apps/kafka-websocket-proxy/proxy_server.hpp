@@ -46,6 +46,11 @@ struct proxy_config {
   std::uint16_t last_broker_port = 0;
   /// URL of a further broker from its advertised host, port and node id; empty: ws:// (wss:// with TLS).
   std::string broker_url_template;
+  /// TLS for Kafka clients (security.protocol=SSL) on every listener, when both are set; with
+  /// client_ca_file, clients must present a certificate that one of its CAs vouches for.
+  std::string client_tls_cert;
+  std::string client_tls_key;
+  std::string client_ca_file;
   /// HOST:PORT of the metrics and health endpoint; empty: none.
   std::string metrics_listen;
 };

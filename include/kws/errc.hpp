@@ -38,6 +38,10 @@ enum class errc {
   proxy_timeout,
   /// The forward proxy's answer to CONNECT was not HTTP, too large, or followed by unexpected bytes.
   proxy_bad_response,
+  /// A client's first bytes at a plain Kafka port were a TLS ClientHello: it is configured for TLS.
+  tls_on_kafka_port,
+  /// A client's first bytes at a Kafka port were an HTTP request.
+  http_on_kafka_port,
 };
 
 const boost::system::error_category& error_category() noexcept;

@@ -1,12 +1,14 @@
 // kws::relay: one bidirectional pump between a Kafka client and a broker, one side a TCP socket (the plain
-// Kafka byte stream), the other a WebSocket connection (one Kafka frame per binary message). The proxy runs
-// it with the client on TCP; the gateway runs the mirror image, with the client on WebSocket.
+// Kafka byte stream, or the same inside TLS), the other a WebSocket connection (one Kafka frame per binary
+// message). The proxy runs it with the client on TCP; the gateway runs the mirror image, with the client on
+// WebSocket.
 #pragma once
 
 #include <kws/buffer_budget.hpp>
 #include <kws/connection.hpp>
 #include <kws/frame.hpp>
 #include <kws/frame_hook.hpp>
+#include <kws/tls_socket.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
 
@@ -152,6 +154,17 @@ class relay : public std::enable_shared_from_this<relay> {
                                        relay_options options, std::shared_ptr<frame_hook> hook,
                                        done_handler on_done,
                                        reconnect_function<boost::asio::ip::tcp::socket> reconnect = {});
+
+  /// Kafka client over TCP with TLS, its handshake done (kws::async_tls_handshake), broker over WebSocket
+  /// (the proxy serving security.protocol=SSL clients).
+  static std::shared_ptr<relay> create(tls_socket client, connection broker, relay_options options,
+                                       std::shared_ptr<frame_hook> hook, done_handler on_done,
+                                       reconnect_function<connection> reconnect = {});
+
+  /// Kafka client over WebSocket, broker over TCP with TLS (the gateway to a cluster that listens with TLS).
+  static std::shared_ptr<relay> create(connection client, tls_socket broker, relay_options options,
+                                       std::shared_ptr<frame_hook> hook, done_handler on_done,
+                                       reconnect_function<tls_socket> reconnect = {});
 
   virtual ~relay() = default;
 

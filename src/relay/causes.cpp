@@ -3,6 +3,7 @@
 #include <kws/errc.hpp>
 
 #include <boost/asio/error.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/websocket/error.hpp>
 
@@ -84,7 +85,13 @@ std::string peer_failure(const std::string& who, const error_code& ec, std::uint
   if (ec == errc::frame_size_mismatch)
     return who + " sent a WebSocket message whose length does not match its Kafka size header";
   if (ec == errc::truncated_frame) return who + " closed in the middle of a Kafka frame";
+  if (ec == errc::tls_on_kafka_port) return who + " spoke TLS on a plain Kafka port (a TLS ClientHello)";
+  if (ec == errc::http_on_kafka_port) return who + " spoke HTTP on a Kafka port (an HTTP request)";
   if (ec == boost::system::errc::not_enough_memory) return "out of memory for a frame from the " + who;
+  // TLS over TCP: a bad record, an alert from the peer; OpenSSL's reason.
+  if (ec.category() == asio::error::get_ssl_category() ||
+      ec.category() == asio::ssl::error::get_stream_category())
+    return who + " TLS failed: " + ec.message();
   return who + " connection failed: " + ec.message();
 }
 
@@ -96,7 +103,7 @@ relay_end end_of(const error_code& ec) {
   if (ec == asio::error::timed_out) return relay_end::tcp_timeout;
   if (ec == errc::truncated_frame) return relay_end::truncated;
   if (ec == errc::invalid_message_type || ec == errc::negative_frame_size || ec == errc::frame_too_large ||
-      ec == errc::frame_size_mismatch)
+      ec == errc::frame_size_mismatch || ec == errc::tls_on_kafka_port || ec == errc::http_on_kafka_port)
     return relay_end::protocol_error;
   if (ec == boost::system::errc::not_enough_memory) return relay_end::out_of_memory;
   return relay_end::failed;

@@ -1,11 +1,13 @@
-// The two kinds of side a relay pumps between, with one interface: tcp_side (the plain Kafka byte stream,
-// frames found by their size headers) and ws_side (a kws::connection, one message one frame). relay.cpp
-// is their only user.
+// The kinds of side a relay pumps between, with one interface: tcp_side (the plain Kafka byte stream,
+// frames found by their size headers) and ws_side (a kws::connection, one message one frame); tls_side
+// (tls_side.hpp) is the Kafka byte stream over TLS, on the same frame buffer as tcp_side (tcp_frames).
+// relay_impl.hpp is their only user.
 #pragma once
 
 #include "io/handler_slot.hpp"
 #include "io/read_buffer.hpp"
 #include "io/read_wait.hpp"
+#include "kafka/foreign_protocol.hpp"
 
 #include <kws/errc.hpp>
 #include <kws/kafka/api.hpp>
@@ -45,7 +47,7 @@ using bytes = std::span<const unsigned char>;
 constexpr std::size_t min_read_bytes = 16 * 1024;
 constexpr std::size_t max_read_bytes = 1024 * 1024;
 
-void append_to(beast::flat_buffer& b, bytes data) {
+inline void append_to(beast::flat_buffer& b, bytes data) {
   const auto dst = b.prepare(data.size());
   std::memcpy(dst.data(), data.data(), data.size());
   b.commit(data.size());
@@ -53,21 +55,12 @@ void append_to(beast::flat_buffer& b, bytes data) {
 
 // ---- the two kinds of side ----------------------------------------------------------------------------
 
-// The plain Kafka byte stream over TCP: frames are found by their size headers in a read buffer that holds
-// nothing while the peer is idle (once a read finds the socket empty, the relay waits for readability
-// without a buffer).
-class tcp_side {
+// The Kafka byte stream's frames, whatever carries the bytes: a read buffer in which frames are found by
+// their size headers, and the budget each frame's length is taken from before its body is read.
+class tcp_frames {
  public:
-  static constexpr bool can_half_close = true;
-
-  tcp_side(tcp::socket s, const relay_options& o, std::shared_ptr<buffer_budget> budget)
-      : socket_(std::move(s)), max_frame_bytes_(o.max_frame_bytes), budget_(std::move(budget)) {
-    if (detail::on_io_context(socket_.get_executor())) {
-      wait_op_.emplace(this, [](void* self, const error_code& ec, bool destroyed) {
-        auto* side = static_cast<tcp_side*>(self);
-        side->resume_(side, ec, destroyed);
-      });
-    }
+  tcp_frames(const relay_options& o, std::shared_ptr<buffer_budget> budget)
+      : max_frame_bytes_(o.max_frame_bytes), budget_(std::move(budget)) {
     if (budget_ && o.log) {
       on_budget_wait_ = [log = o.log, min = o.min_log_level] {
         if (log_level::debug >= min)
@@ -75,10 +68,137 @@ class tcp_side {
       };
     }
   }
-  tcp_side(const tcp_side&) = delete;
-  tcp_side& operator=(const tcp_side&) = delete;
-  ~tcp_side() {
+  tcp_frames(const tcp_frames&) = delete;
+  tcp_frames& operator=(const tcp_frames&) = delete;
+  ~tcp_frames() {
     if (budget_ && charged_) budget_->release(charged_);
+  }
+
+  /// True when a whole frame (or a size that cannot be trusted, in ec) is at hand now, with no I/O.
+  bool try_read_frame(error_code& ec) { return have_frame(ec) || ec; }
+
+  bytes frame() const { return bytes_of().first(current_); }
+  void pop() {
+    buf_.consume(current_);
+    current_ = 0;
+    if (budget_ && charged_) budget_->release(charged_);
+    charged_ = 0;
+  }
+  /// Bytes of a frame not yet complete.
+  std::size_t partial_bytes() const { return buf_.size() - current_; }
+
+  /// True when a whole frame is buffered: the next read completes at once.
+  bool frame_buffered() const {
+    if (current_ != 0) return true;
+    error_code ec;
+    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
+    return !ec && len != 0 && len <= buf_.size();
+  }
+
+  std::uint16_t peer_close_code() const { return 0; }
+
+  /// For a client: its first bytes are checked for TLS or HTTP (errc::tls_on_kafka_port,
+  /// errc::http_on_kafka_port) before they are read as a Kafka size header.
+  void check_first_bytes() { check_first_ = true; }
+
+ protected:
+  bytes bytes_of() const { return {static_cast<const unsigned char*>(buf_.data().data()), buf_.size()}; }
+
+  // Before reading a frame's body, its whole length comes out of the budget (false: not now). A frame larger
+  // than the whole budget could never be read: that is an error.
+  bool reserve(error_code& ec) {
+    if (!budget_) return true;
+    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
+    if (ec || len == 0 || charged_ >= len) return true;
+    if (len > budget_->capacity()) {
+      ec = errc::frame_too_large;
+      return false;
+    }
+    if (!budget_->try_acquire(len - charged_)) return false;
+    charged_ = len;
+    return true;
+  }
+
+  // True when a whole frame is buffered (its length in current_); sets ec on a size that cannot be trusted.
+  bool have_frame(error_code& ec) {
+    if (current_ != 0) return true;
+    if (check_first_ && !first_bytes_are_kafka(ec)) return false;
+    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
+    if (ec || len == 0 || len > buf_.size()) return false;
+    current_ = len;
+    return true;
+  }
+
+  // False (ec set when they are another protocol's) until the first bytes are taken for Kafka.
+  bool first_bytes_are_kafka(error_code& ec) {
+    switch (kafka::recognise_foreign_protocol(bytes_of())) {
+      case kafka::foreign_protocol::need_more:
+        return false;
+      case kafka::foreign_protocol::tls:
+        ec = errc::tls_on_kafka_port;
+        return false;
+      case kafka::foreign_protocol::http:
+        ec = errc::http_on_kafka_port;
+        return false;
+      case kafka::foreign_protocol::none:
+        break;
+    }
+    check_first_ = false;
+    return true;
+  }
+
+  // Room for the next read, up to the rest of the current frame (within the bounds above); `first` bytes
+  // into an empty buffer. The caller commits what it reads.
+  asio::mutable_buffer read_space(std::size_t first, error_code& ec) {
+    std::size_t want = buf_.size() == 0 ? first : min_read_bytes;
+    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
+    if (ec) return {};
+    if (len > buf_.size()) want = std::clamp(len - buf_.size(), min_read_bytes, max_read_bytes);
+    if (const auto need = buf_.size() + want; buf_.capacity() < need) {
+      // Doubled, as Beast would, but never past the frame being read: a 100 KiB frame after a 64 KiB read
+      // takes 100 KiB, not the 128 KiB that malloc would map and unmap for every such frame. (With room
+      // enough, prepare() below moves the bytes to the front instead.)
+      const auto cap = std::max(need, std::min(2 * buf_.capacity(), std::max(len, need)));
+      try {
+        detail::read_flat_buffer bigger;
+        bigger.reserve(cap);
+        bigger.commit(asio::buffer_copy(bigger.prepare(buf_.size()), buf_.data()));
+        buf_ = std::move(bigger);
+      } catch (const std::bad_alloc&) {
+        // This peer's frame cannot be held: its relay ends, others go on.
+        ec = make_error_code(boost::system::errc::not_enough_memory);
+        return {};
+      }
+    }
+    return buf_.prepare(want);
+  }
+
+  std::size_t max_frame_bytes_;
+  std::shared_ptr<buffer_budget> budget_;
+  std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front
+  std::function<void()> on_budget_wait_;
+  detail::read_flat_buffer buf_;
+  std::size_t current_ = 0;   // length of the whole frame at the front of buf_, 0 while there is none
+  bool check_first_ = false;  // a client whose first bytes have not been looked at yet
+};
+
+// The plain Kafka byte stream over TCP: frames are found by their size headers in a read buffer that holds
+// nothing while the peer is idle (once a read finds the socket empty, the relay waits for readability
+// without a buffer).
+class tcp_side : public tcp_frames {
+ public:
+  static constexpr bool can_half_close = true;
+
+  tcp_side(tcp::socket s, const relay_options& o, std::shared_ptr<buffer_budget> budget)
+      : tcp_frames(o, std::move(budget)), socket_(std::move(s)) {
+    if (detail::on_io_context(socket_.get_executor())) {
+      wait_op_.emplace(this, [](void* self, const error_code& ec, bool destroyed) {
+        auto* side = static_cast<tcp_side*>(self);
+        side->resume_(side, ec, destroyed);
+      });
+    }
+  }
+  ~tcp_side() {
     // A queued wait's handler holds the relay, and so this side: nothing can be waiting here now.
     BOOST_ASSERT(!resume_);
   }
@@ -147,8 +267,6 @@ class tcp_side {
         }));
   }
 
-  /// True when a whole frame (or a size that cannot be trusted, in ec) is at hand now, with no I/O.
-  bool try_read_frame(error_code& ec) { return have_frame(ec) || ec; }
   /// Reads what the socket holds now, without waiting: true when bytes came (try_read_frame may now find a
   /// frame). An empty socket, a spent budget or a failure is left to async_read_frame, which meets it again.
   bool try_fill() {
@@ -169,16 +287,6 @@ class tcp_side {
     return false;
   }
 
-  bytes frame() const { return bytes_of().first(current_); }
-  void pop() {
-    buf_.consume(current_);
-    current_ = 0;
-    if (budget_ && charged_) budget_->release(charged_);
-    charged_ = 0;
-  }
-  /// Bytes of a frame not yet complete.
-  std::size_t partial_bytes() const { return buf_.size() - current_; }
-
   template <class Handler>
   void async_write_frame(bytes f, Handler&& h) {
     f = f.subspan(std::exchange(written_ahead_, 0));
@@ -187,13 +295,6 @@ class tcp_side {
   }
 
   void cork(bool) {}
-  /// True when a whole frame is buffered: the next read completes at once.
-  bool frame_buffered() const {
-    if (current_ != 0) return true;
-    error_code ec;
-    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
-    return !ec && len != 0 && len <= buf_.size();
-  }
 
   /// Closes like a web server: FIN after everything written, then read and discard until the peer closes
   /// too (or `linger` is up). Closing a socket with unread input makes the kernel answer with a reset and
@@ -225,59 +326,15 @@ class tcp_side {
     error_code ignored;
     socket_.close(ignored);
   }
-  std::uint16_t peer_close_code() const { return 0; }
 
  private:
-  bytes bytes_of() const { return {static_cast<const unsigned char*>(buf_.data().data()), buf_.size()}; }
-
-  // Before reading a frame's body, its whole length comes out of the budget (false: not now). A frame larger
-  // than the whole budget could never be read: that is an error.
-  bool reserve(error_code& ec) {
-    if (!budget_) return true;
-    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
-    if (ec || len == 0 || charged_ >= len) return true;
-    if (len > budget_->capacity()) {
-      ec = errc::frame_too_large;
-      return false;
-    }
-    if (!budget_->try_acquire(len - charged_)) return false;
-    charged_ = len;
-    return true;
-  }
-
-  // True when a whole frame is buffered (its length in current_); sets ec on a size that cannot be trusted.
-  bool have_frame(error_code& ec) {
-    if (current_ != 0) return true;
-    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
-    if (ec || len == 0 || len > buf_.size()) return false;
-    current_ = len;
-    return true;
-  }
-
-  // Reads what the socket has, up to the rest of the current frame (within the bounds above).
+  // Reads what the socket has, up to the rest of the current frame (within the bounds of read_space).
   error_code read_available() {
     error_code ec;
     // Into an empty buffer, a whole (cached) read buffer: a burst of small frames in one system call.
-    std::size_t want = buf_.size() == 0 ? detail::read_buffer_bytes : min_read_bytes;
-    const auto len = peek_frame(bytes_of(), max_frame_bytes_, ec);
+    const auto space = read_space(detail::read_buffer_bytes, ec);
     if (ec) return ec;
-    if (len > buf_.size()) want = std::clamp(len - buf_.size(), min_read_bytes, max_read_bytes);
-    if (const auto need = buf_.size() + want; buf_.capacity() < need) {
-      // Doubled, as Beast would, but never past the frame being read: a 100 KiB frame after a 64 KiB read
-      // takes 100 KiB, not the 128 KiB that malloc would map and unmap for every such frame. (With room
-      // enough, prepare() below moves the bytes to the front instead.)
-      const auto cap = std::max(need, std::min(2 * buf_.capacity(), std::max(len, need)));
-      try {
-        detail::read_flat_buffer bigger;
-        bigger.reserve(cap);
-        bigger.commit(asio::buffer_copy(bigger.prepare(buf_.size()), buf_.data()));
-        buf_ = std::move(bigger);
-      } catch (const std::bad_alloc&) {
-        // This peer's frame cannot be held: its relay ends, others go on.
-        return make_error_code(boost::system::errc::not_enough_memory);
-      }
-    }
-    const auto n = socket_.read_some(buf_.prepare(want), ec);
+    const auto n = socket_.read_some(space, ec);
     // Only a read that would block proves the socket drained: a short read may have left a close (or an
     // error) behind it that no further wake-up would announce.
     drained_ = ec == asio::error::would_block || ec == asio::error::try_again;
@@ -317,12 +374,6 @@ class tcp_side {
   void (*resume_)(tcp_side*, const error_code&, bool destroyed) = nullptr;
   asio::cancellation_slot waiting_slot_;
   alignas(std::max_align_t) unsigned char waiting_[32];
-  std::size_t max_frame_bytes_;
-  std::shared_ptr<buffer_budget> budget_;
-  std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front
-  std::function<void()> on_budget_wait_;
-  detail::read_flat_buffer buf_;
-  std::size_t current_ = 0;        // length of the whole frame at the front of buf_, 0 while there is none
   std::size_t written_ahead_ = 0;  // bytes of the next async_write_frame that try_write_frame wrote
   std::unique_ptr<asio::steady_timer> linger_timer_;  // only while lingering
   bool lingering_ = false;

@@ -4,6 +4,7 @@
 #include "io/dial_arena.hpp"
 #include "ws/dialer_state.hpp"
 #include "ws/stream.hpp"
+#include "ws/tls_verify.hpp"
 
 #include <kws/dialer.hpp>
 #include <kws/errc.hpp>
@@ -16,9 +17,6 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <boost/system/system_error.hpp>
-
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include <chrono>
 #include <optional>
@@ -100,12 +98,6 @@ connection dialer::dial(std::string_view address) {
 
 namespace kws::detail {
 namespace {
-
-bool is_ip_literal(const std::string& host) {
-  error_code ec;
-  asio::ip::make_address(host, ec);
-  return !ec;
-}
 
 // Largest answer header accepted from a forward proxy; a 407 with its Proxy-Authenticate lines is far
 // smaller.
@@ -313,22 +305,11 @@ class dial_op {
          "forward proxy " + proxy_name() + " failed during CONNECT " + target + ": " + ec.message());
   }
 
-  // OpenSSL's error says only "certificate verify failed"; the verification result says why (expired,
-  // self-signed, another host's), which is what an operator needs to fix it. Other failures (an alert from
-  // the broker, a peer that does not speak TLS) are named as the TLS handshake's.
+  // OpenSSL's error says only "certificate verify failed": tls_failure says why (expired, self-signed,
+  // another host's), which is what an operator needs to fix it.
   void note_tls_problem(error_code ec) {
     if constexpr (std::is_same_v<NextLayer, tls_next>) {
-      if (!info_) return;
-      const auto result = SSL_get_verify_result(conn_->stream().native_handle());
-      if (result != X509_V_OK) {
-        info_->failure = std::string("the broker's TLS certificate was refused: ") +
-                         X509_verify_cert_error_string(result) + " (" + url_.host + ")";
-      } else if (ec == beast::error::timeout) {
-        info_->failure =
-            "the broker did not finish the TLS handshake within the handshake timeout (" + url_.host + ")";
-      } else {
-        info_->failure = "the TLS handshake with the broker failed: " + ec.message() + " (" + url_.host + ")";
-      }
+      if (info_) info_->failure = tls_failure(conn_->stream().native_handle(), ec, "the broker", url_.host);
     }
   }
 
@@ -342,25 +323,8 @@ class dial_op {
   void secure(Self& self) {
     if constexpr (std::is_same_v<NextLayer, tls_next>) {
       auto& tls = conn_->stream();
-      if (!is_ip_literal(url_.host) && !SSL_set_tlsext_host_name(tls.native_handle(), url_.host.c_str())) {
-        return self.complete(error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()),
-                             connection{});
-      }
-      if (state_->config.insecure_skip_verify) {
-        tls.set_verify_mode(asio::ssl::verify_none);
-      } else {
-        tls.set_verify_mode(asio::ssl::verify_peer);
-        // OpenSSL checks the name (or address) as part of the chain, so a mismatch is reported as such
-        // ("hostname mismatch") rather than as an unspecified failure of a verify callback.
-        X509_VERIFY_PARAM* param = SSL_get0_param(tls.native_handle());
-        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-        const int named = is_ip_literal(url_.host) ? X509_VERIFY_PARAM_set1_ip_asc(param, url_.host.c_str())
-                                                   : X509_VERIFY_PARAM_set1_host(param, url_.host.c_str(), 0);
-        if (named != 1) {
-          return self.complete(
-              error_code(static_cast<int>(::ERR_get_error()), asio::error::get_ssl_category()), connection{});
-        }
-      }
+      if (auto ec = verify_server(tls.native_handle(), url_.host, state_->config.insecure_skip_verify))
+        return self.complete(ec, connection{});
       stage_ = stage::tls;
       return tls.async_handshake(asio::ssl::stream_base::client, std::move(self));
     } else {

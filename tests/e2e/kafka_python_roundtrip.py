@@ -45,12 +45,19 @@ def main():
     ap.add_argument("--sasl-mechanism", help="SASL_PLAINTEXT with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
     ap.add_argument("--sasl-username", default="")
     ap.add_argument("--sasl-password", default="")
+    ap.add_argument("--ssl-cafile", help="security_protocol='SSL' (SASL_SSL with --sasl-mechanism), trusting this CA (PEM)")
+    ap.add_argument("--ssl-certfile", help="with --ssl-cafile: the client certificate (PEM)")
+    ap.add_argument("--ssl-keyfile", help="with --ssl-certfile: its key (PEM)")
     args = ap.parse_args()
     settings = {} if args.api_version == "auto" else {
         "api_version": tuple(int(x) for x in args.api_version.split("."))}
     if args.sasl_mechanism:
         settings.update(security_protocol="SASL_PLAINTEXT", sasl_mechanism=args.sasl_mechanism,
                        sasl_plain_username=args.sasl_username, sasl_plain_password=args.sasl_password)
+    if args.ssl_cafile:
+        settings.update(security_protocol="SASL_SSL" if args.sasl_mechanism else "SSL", ssl_cafile=args.ssl_cafile)
+        if args.ssl_certfile:
+            settings.update(ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(args.limit_s)
 

@@ -4,6 +4,7 @@
 // destruction with operations pending) is driven directly and read from the relay_report's fields.
 // No sleeps: the io_context runs until a handler has fired, with a bounded run as a safety net.
 #include "frame_util.hpp"
+#include "run_until.hpp"
 #include "ws_test_server.hpp"
 
 #include <kws/kws.hpp>
@@ -48,18 +49,7 @@ using namespace std::chrono_literals;
 
 // ---- running the io_context ---------------------------------------------------------------------------
 
-// Runs `ioc` until `done()` holds, for at most `limit`; returns whether it holds. Stops early when nothing is
-// left to run (then `done()` can no longer change).
-template <class Pred>
-bool run_until(asio::io_context& ioc, Pred done, clock_type::duration limit = 10s) {
-  const auto until = clock_type::now() + limit;
-  while (!done()) {
-    if (clock_type::now() >= until) return false;
-    if (ioc.stopped()) ioc.restart();
-    if (ioc.run_one_until(until) == 0 && ioc.stopped()) return done();
-  }
-  return true;
-}
+using kws::test::run_until;
 
 // Runs handlers until none fires for `quiet` (the peers and the relay wait for each other): for asserting
 // that something does not happen. Bounded by `limit` in all.
