@@ -1006,11 +1006,13 @@ TEST(RelayErrors, WebSocketBrokerClosingInsideAMessage) {
 }
 
 // Forwards everything and counts the responses owed (as the relay's own default hook does); says when the
-// relay that owns it has been freed. (A weak_ptr to the relay would keep its memory, allocated with the
+// relay that owns it has been freed, and whether the broker connection holds the client's authentication, as
+// it is told. (A weak_ptr to the relay would keep its memory, allocated with the
 // control block, and hide a use after free from ASan.)
 class lifetime_hook final : public kws::frame_hook {
  public:
-  explicit lifetime_hook(std::shared_ptr<bool> freed) : freed_(std::move(freed)) {}
+  explicit lifetime_hook(std::shared_ptr<bool> freed, bool bound = false)
+      : freed_(std::move(freed)), bound_(bound) {}
   ~lifetime_hook() override { *freed_ = true; }
   kws::frame_action on_request(std::span<const unsigned char>, std::vector<unsigned char>&) override {
     ++owed_;
@@ -1024,32 +1026,11 @@ class lifetime_hook final : public kws::frame_hook {
   std::optional<std::vector<unsigned char>> take_local_response() override { return std::nullopt; }
   bool can_take_request() const override { return true; }
   std::size_t in_flight() const override { return owed_; }
-
- private:
-  std::shared_ptr<bool> freed_;
-  std::size_t owed_ = 0;
-};
-
-// A hook that forwards everything and says, when told to, that the broker connection holds the client's
-// authentication.
-class bound_hook final : public kws::frame_hook {
- public:
-  explicit bound_hook(bool bound) : bound_(bound) {}
-  kws::frame_action on_request(std::span<const unsigned char>, std::vector<unsigned char>&) override {
-    ++owed_;
-    return kws::frame_action::forward;
-  }
-  kws::frame_action on_response(std::span<const unsigned char>, std::vector<unsigned char>&,
-                                std::string&) override {
-    if (owed_ > 0) --owed_;
-    return kws::frame_action::forward;
-  }
-  std::optional<std::vector<unsigned char>> take_local_response() override { return std::nullopt; }
-  bool can_take_request() const override { return true; }
-  std::size_t in_flight() const override { return owed_; }
+  /// As told: whether the broker connection holds the client's authentication.
   bool bound_to_broker_connection() const override { return bound_; }
 
  private:
+  std::shared_ptr<bool> freed_;
   bool bound_;
   std::size_t owed_ = 0;
 };
@@ -1062,7 +1043,7 @@ TEST_P(Relay, ABrokerClosingBetweenRequestsIsDialledAgainUnlessItHeldTheClientsA
     SCOPED_TRACE(bound ? "bound" : "not bound");
     harness h(GetParam());
     h.reconnects = std::make_shared<int>(0);
-    h.start(test_options(), std::make_shared<bound_hook>(bound));
+    h.start(test_options(), std::make_shared<lifetime_hook>(std::make_shared<bool>(false), bound));
     const auto req = frame("request"), resp = frame("response");
     h.client_write(req);
     EXPECT_EQ(h.finish(h.broker_read(req.size())), req);
