@@ -2,17 +2,20 @@
 // that it costs little CPU next to what it measures on a machine it shares with the proxy and the broker.
 //
 // It opens C connections to a Kafka-framed TCP endpoint (tcp://host:port, the proxy) or to a WebSocket echo
-// server (ws://host:port/path, the direct path: one Kafka frame per binary message), keeps D requests of S
-// bytes (size header included) in flight on each, and checks every echoed byte: each frame is a Fetch v4
-// request header whose correlation id is a per-connection sequence number, the connection's number, then a
-// fixed pseudo-random pattern at an offset that moves with the sequence number. A reordered, replayed, mixed
-// up or corrupted echo is counted as a mismatch and makes the exit status 1.
+// server (ws://host:port/path, the direct path: one Kafka frame per binary message), either of them under TLS
+// (tls://, wss://; OpenSSL, non-blocking in the same loop, certificate checked with --ca-file), keeps D
+// requests of S bytes (size header included) in flight on each, and checks every echoed byte: each frame is a
+// Fetch v4 request header whose correlation id is a per-connection sequence number, the connection's number,
+// then a fixed pseudo-random pattern at an offset that moves with the sequence number. A reordered, replayed,
+// mixed up or corrupted echo is counted as a mismatch and makes the exit status 1.
 //
 // Modes:
 //   run   (default): warm up, then count round trips for --duration; print one line of key=value figures
 //         (total= counts the warm-up too, for per-round-trip costs measured over the whole run).
 //   idle  (--idle N --pid P): read P's VmRSS, open N connections with one 64-byte round trip each, hold them,
 //         read VmRSS again and print the difference per connection (as the Go proxy's harness measured it).
+#include "bench_tls.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -44,6 +47,8 @@ using clk = std::chrono::steady_clock;
 
 struct options {
   bool ws = false;
+  bool tls = false;
+  std::string ca_file;
   std::string host = "127.0.0.1";
   int port = 0;
   std::string path = "/";
@@ -65,9 +70,10 @@ struct options {
 void usage() {
   std::puts(
       "usage: kws_loadgen --target tcp://HOST:PORT|ws://HOST:PORT/PATH [--conns C] [--depth D] [--size S]\n"
-      "                   [--duration SECONDS] [--warmup SECONDS]\n"
+      "                   [--duration SECONDS] [--warmup SECONDS] [--ca-file PEM]\n"
       "       kws_loadgen --target ... --idle N --pid PID [--hold SECONDS]\n"
-      "S is the Kafka frame size on the wire, size header included (at least 32).");
+      "S is the Kafka frame size on the wire, size header included (at least 32). tls:// and wss:// targets\n"
+      "speak TLS; --ca-file checks the server's certificate against HOST (without it, it is not checked).");
 }
 
 options parse(int argc, char** argv) {
@@ -80,17 +86,19 @@ options parse(int argc, char** argv) {
     };
     if (a == "--target") {
       std::string t = val();
-      if (t.rfind("tcp://", 0) == 0) {
+      if (t.rfind("tcp://", 0) == 0 || t.rfind("tls://", 0) == 0) {
+        o.tls = t[1] == 'l';
         t = t.substr(6);
-      } else if (t.rfind("ws://", 0) == 0) {
+      } else if (t.rfind("ws://", 0) == 0 || t.rfind("wss://", 0) == 0) {
         o.ws = true;
-        t = t.substr(5);
+        o.tls = t[2] == 's';
+        t = t.substr(o.tls ? 6 : 5);
         if (auto slash = t.find('/'); slash != std::string::npos) {
           o.path = t.substr(slash);
           t = t.substr(0, slash);
         }
       } else {
-        die("target must start with tcp:// or ws://");
+        die("target must start with tcp://, tls://, ws:// or wss://");
       }
       const auto colon = t.rfind(':');
       if (colon == std::string::npos) die("target needs a port");
@@ -112,6 +120,8 @@ options parse(int argc, char** argv) {
       o.pid = std::atol(val().c_str());
     } else if (a == "--hold") {
       o.hold = std::atof(val().c_str());
+    } else if (a == "--ca-file") {
+      o.ca_file = val();
     } else if (a == "--help" || a == "-h") {
       usage();
       std::exit(0);
@@ -185,7 +195,7 @@ struct uninit_allocator : std::allocator<T> {
 };
 
 struct conn_state {
-  int fd = -1;
+  kws_bench::transport t;
   std::uint32_t id = 0;
   bool open = false;      // handshake done (always true for tcp)
   bool want_out = false;  // EPOLLOUT registered
@@ -212,6 +222,11 @@ class generator {
   explicit generator(const options& o) : o_(o) {
     ep_ = ::epoll_create1(0);
     if (ep_ < 0) die("epoll_create1");
+    if (o_.tls) {
+      std::string error;
+      ctx_ = kws_bench::make_tls_context(false, o_.ca_file, "", "", error);
+      if (!ctx_) die(error);
+    }
   }
 
   void open_all(int n) {
@@ -223,19 +238,24 @@ class generator {
     for (int i = 0; i < n; ++i) {
       auto& c = conns_[static_cast<std::size_t>(i)];
       c.id = static_cast<std::uint32_t>(i);
-      c.fd = ::socket(AF_INET, SOCK_STREAM, 0);
-      if (c.fd < 0) die("socket: " + std::string(std::strerror(errno)) + " (descriptor limit?)");
+      c.t.fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      if (c.t.fd < 0) die("socket: " + std::string(std::strerror(errno)) + " (descriptor limit?)");
       // Blocking connect: the backlog absorbs them; connecting one by one keeps the listen queue short.
-      if (::connect(c.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      if (::connect(c.t.fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
         die("connect: " + std::string(std::strerror(errno)));
       }
       int one = 1;
-      ::setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      ::fcntl(c.fd, F_SETFL, ::fcntl(c.fd, F_GETFL) | O_NONBLOCK);
+      ::setsockopt(c.t.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      ::fcntl(c.t.fd, F_SETFL, ::fcntl(c.t.fd, F_GETFL) | O_NONBLOCK);
+      if (ctx_) {
+        // The handshake runs inside the first SSL_write/SSL_read of flush() and receive().
+        std::string error;
+        if (!c.t.start_tls(ctx_, false, o_.ca_file.empty() ? "" : o_.host, error)) die(error);
+      }
       epoll_event ev{};
       ev.events = EPOLLIN;
       ev.data.u32 = c.id;
-      if (::epoll_ctl(ep_, EPOLL_CTL_ADD, c.fd, &ev) != 0) die("epoll_ctl");
+      if (::epoll_ctl(ep_, EPOLL_CTL_ADD, c.t.fd, &ev) != 0) die("epoll_ctl");
       if (o_.ws) {
         const std::string req =
             "GET " + o_.path + " HTTP/1.1\r\nHost: " + o_.host + ":" + std::to_string(o_.port) +
@@ -390,24 +410,29 @@ class generator {
 
   void flush(conn_state& c) {
     while (c.out_off < c.out.size()) {
-      const auto n = ::send(c.fd, c.out.data() + c.out_off, c.out.size() - c.out_off, MSG_NOSIGNAL);
+      const auto n = c.t.send(c.out.data() + c.out_off, c.out.size() - c.out_off);
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        die("send: " + std::string(std::strerror(errno)));
+        die("send: " + io_error());
       }
       c.out_off += static_cast<std::size_t>(n);
     }
-    const bool want = c.out_off < c.out.size();
+    if (c.out_off == c.out.size()) {
+      c.out.clear();
+      c.out_off = 0;
+    }
+    sync_events(c);
+  }
+
+  // EPOLLOUT while bytes wait to be sent, or while TLS needs the socket writable to go on.
+  void sync_events(conn_state& c) {
+    const bool want = c.out_off < c.out.size() || c.t.tls_wants_write;
     if (want != c.want_out) {
       c.want_out = want;
       epoll_event ev{};
       ev.events = EPOLLIN | (want ? EPOLLOUT : 0u);
       ev.data.u32 = c.id;
-      ::epoll_ctl(ep_, EPOLL_CTL_MOD, c.fd, &ev);
-    }
-    if (!want) {
-      c.out.clear();
-      c.out_off = 0;
+      ::epoll_ctl(ep_, EPOLL_CTL_MOD, c.t.fd, &ev);
     }
   }
 
@@ -416,6 +441,12 @@ class generator {
     const int n = ::epoll_wait(ep_, evs, 256, timeout_ms);
     for (int i = 0; i < n; ++i) {
       auto& c = conns_[evs[i].data.u32];
+      if (c.t.ssl) {
+        // Under TLS a read may wait for the socket to take a write and the other way round: both get a turn.
+        flush(c);
+        receive(c);
+        continue;
+      }
       if (evs[i].events & EPOLLOUT) flush(c);
       if (evs[i].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) receive(c);
     }
@@ -431,20 +462,22 @@ class generator {
       }
       const auto have = c.in.size();
       c.in.resize(have + 256 * 1024);
-      const auto n = ::recv(c.fd, c.in.data() + have, 256 * 1024, 0);
+      const auto n = c.t.recv(c.in.data() + have, 256 * 1024);
       c.in.resize(have + static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
       if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        die("recv: " + std::string(std::strerror(errno)));
+        die("recv: " + io_error());
       }
       if (n == 0) die("connection " + std::to_string(c.id) + " closed by the peer");
-      if (static_cast<std::size_t>(n) < 256 * 1024) {
+      // A plain read that did not fill the buffer emptied the socket; TLS returns one record at a time.
+      if (!c.t.ssl && static_cast<std::size_t>(n) < 256 * 1024) {
         parse(c);
         break;
       }
       parse(c);
     }
     fill(c, c.rounds_left >= 0 ? 64 : o_.size, c.rounds_left >= 0 ? 1 : o_.depth);
+    if (c.t.ssl) sync_events(c);
   }
 
   void parse(conn_state& c) {
@@ -513,7 +546,12 @@ class generator {
     }
   }
 
+  static std::string io_error() {
+    return errno == EPROTO ? "TLS: " + kws_bench::tls_errors() : std::string(std::strerror(errno));
+  }
+
   options o_;
+  SSL_CTX* ctx_ = nullptr;
   int ep_;
   std::vector<conn_state> conns_;
   stats st_;
