@@ -96,7 +96,7 @@ command -v npm >/dev/null || kws_ensure_packages npm
 if [[ $do_build == 1 ]]; then
   (cd "$root" && cmake --preset bench -DKWS_BUILD_APPS=ON >/dev/null &&
     cmake --build --preset bench --target kafka-websocket-proxy kafka-websocket-gateway \
-      kafka-websocket-devbroker kws_loadgen kws_tcp_echo)
+      kafka-websocket-devbroker kws_loadgen kws_tcp_echo kws_bench_mock_cluster)
 fi
 proxy=${proxy:-$build_dir/apps/kafka-websocket-proxy/kafka-websocket-proxy}
 gateway=${gateway:-$build_dir/apps/kafka-websocket-gateway/kafka-websocket-gateway}
@@ -316,6 +316,10 @@ for fam in wss gw gwss; do
   done
   target[$fam-lat]="<= +25 us"
 done
+label[chain-produce]="chain: librdkafka produce, 100 B"
+label[chain-consume]="chain: librdkafka consume, 100 B"
+target[chain-produce]=">= 0.9"
+target[chain-consume]=">= 0.9"
 label[wss-idle]="idle proxied connection, wss"
 label[gw-idle]="idle gateway connection"
 label[gwss-idle]="idle gateway connection, wss"
@@ -447,6 +451,49 @@ for name in idle wss-idle gw-idle gwss-idle; do
   for n in $idle_counts; do idle_case "$name" "$n"; done
 done
 
+# N messages of 100 bytes (99 and a newline) for kcat -P -l, made once.
+make_messages() {
+  [[ -s $tmp/messages ]] && return 0
+  head -c 99 /dev/zero | tr '\0' 'x' >"$tmp/line"
+  awk -v n="$kafka_messages" -v l="$(cat "$tmp/line")" 'BEGIN {for (i = 0; i < n; i++) print l}' >"$tmp/messages"
+}
+
+# produce BOOTSTRAP TOPIC WHAT: kcat (librdkafka) producing the messages; prints the seconds it took.
+produce() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  timeout 300 kcat -P -b "$1" -t "$2" -l "$tmp/messages" -X queue.buffering.max.messages=1000000 \
+    2>>"$tmp/kcat.err" || { echo "run.sh: kcat producing $3 failed" >&2; failed=1; }
+  t1=$(date +%s.%N)
+  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f\n", b - a}'
+}
+
+# consume BOOTSTRAP TOPIC WHAT: kcat reading the topic from the beginning to its end; checks the count and
+# prints the seconds it took.
+consume() {
+  local t0 t1 n
+  t0=$(date +%s.%N)
+  n=$(timeout 300 kcat -C -b "$1" -t "$2" -o beginning -e -q 2>>"$tmp/kcat.err" | wc -l) || true
+  t1=$(date +%s.%N)
+  if [[ $n != "$kafka_messages" ]]; then
+    echo "run.sh: kcat consuming $3 read $n of $kafka_messages messages" >&2
+    failed=1
+  fi
+  awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f\n", b - a}'
+}
+
+# kafka_row LABEL TARGET FILE: the row of one kcat measurement from FILE.direct and FILE.via (seconds per run):
+# direct time / time through, and the rates.
+kafka_row() {
+  local d p result
+  d=$(median <"$3.direct")
+  p=$(median <"$3.via")
+  result=$(awk -v p="$p" -v d="$d" -v n="$kafka_messages" \
+    'BEGIN {printf "%.2f (%.0f vs %.0f msg/s, %.1f vs %.1f MB/s)", d / p, n / p, n / d, n * 100 / p / 1e6, n * 100 / d / 1e6}')
+  add_row "$1" "$result" - - - "$2"
+  printf '%s\n' "${rows[-1]}" >&2
+}
+
 if [[ " $cases " == *" kafka "* ]]; then
   if ! command -v kcat >/dev/null; then
     rows+=("$(printf '%-42s | %s' "${label[kafka]}" "skipped: kcat not installed")")
@@ -461,31 +508,58 @@ if [[ " $cases " == *" kafka "* ]]; then
     ws_port=$(sed -n 's/^listening ws=[^ ]*:\([0-9]*\).*/\1/p' "$tmp/devbroker.out")
     tcp_port=$(sed -n 's/.* tcp=[^ ]*:\([0-9]*\).*/\1/p' "$tmp/devbroker.out")
     start_proxy "127.0.0.1:$ws_port"
-    head -c 99 /dev/zero | tr '\0' 'x' >"$tmp/line"
-    awk -v n="$kafka_messages" -v l="$(cat "$tmp/line")" 'BEGIN {for (i = 0; i < n; i++) print l}' \
-      >"$tmp/messages"
-    produce() {
-      local t0 t1
-      t0=$(date +%s.%N)
-      timeout 300 kcat -P -b "127.0.0.1:$1" -t bench -l "$tmp/messages" -X queue.buffering.max.messages=1000000 \
-        2>>"$tmp/kcat.err" || { echo "run.sh: kcat via $2 failed" >&2; failed=1; }
-      t1=$(date +%s.%N)
-      awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f\n", b - a}'
-    }
+    make_messages
     for ((r = 0; r < reps; r++)); do
       if ((r % 2 == 0)); then
-        produce "$tcp_port" direct$r >>"$tmp/kafka.direct"; produce "$proxy_port" proxy$r >>"$tmp/kafka.proxy"
+        produce "127.0.0.1:$tcp_port" bench direct$r >>"$tmp/kafka.direct"
+        produce "127.0.0.1:$proxy_port" bench proxy$r >>"$tmp/kafka.via"
       else
-        produce "$proxy_port" proxy$r >>"$tmp/kafka.proxy"; produce "$tcp_port" direct$r >>"$tmp/kafka.direct"
+        produce "127.0.0.1:$proxy_port" bench proxy$r >>"$tmp/kafka.via"
+        produce "127.0.0.1:$tcp_port" bench direct$r >>"$tmp/kafka.direct"
       fi
     done
-    d=$(median <"$tmp/kafka.direct")
-    p=$(median <"$tmp/kafka.proxy")
-    result=$(awk -v p="$p" -v d="$d" -v n="$kafka_messages" \
-      'BEGIN {printf "%.2f (%.0f vs %.0f msg/s)", d / p, n / p, n / d}')
-    add_row "${label[kafka]}" "$result" - - - "${target[kafka]}"
+    kafka_row "${label[kafka]}" "${target[kafka]}" "$tmp/kafka"
     stop_pid "$proxy_pid"
     stop_pid "$db_pid"
+  fi
+fi
+
+# The whole chain: kcat -> proxy -> gateway -> librdkafka's mock cluster (3 brokers), against kcat straight to
+# the mock cluster; each run produces into a topic of its own, then consumes it.
+if [[ " $cases " == *" chain "* ]]; then
+  mock=$build_dir/bench/kws_bench_mock_cluster
+  if ! command -v kcat >/dev/null || [[ ! -x $mock ]]; then
+    rows+=("$(printf '%-42s | %s' "${label[chain-produce]}" "skipped: kcat or $mock missing")")
+  else
+    topics=()
+    for ((r = 0; r < reps; r++)); do topics+=(--topic "direct$r:3" --topic "via$r:3"); done
+    # It runs until its standard input ends: a FIFO that this script holds open.
+    mkfifo "$tmp/mock.in"
+    exec {mock_fd}<>"$tmp/mock.in"
+    "$mock" --brokers 3 "${topics[@]}" <"$tmp/mock.in" >"$tmp/mock.out" 2>"$tmp/mock.err" &
+    mock_pid=$!
+    pids+=("$mock_pid")
+    for _ in $(seq 1 200); do grep -q '^bootstrap=' "$tmp/mock.out" && break; sleep 0.05; done
+    bootstrap=$(sed -n 's/^bootstrap=//p' "$tmp/mock.out")
+    start_gateway "$bootstrap"
+    start_proxy "ws://127.0.0.1:$gateway_port/kafka" --broker-url-template "ws://127.0.0.1:$gateway_port/kafka/{node_id}"
+    make_messages
+    chain_run() {
+      local path=$1 r=$2 at=$bootstrap
+      [[ $path == via ]] && at=127.0.0.1:$proxy_port
+      produce "$at" "$path$r" "$path$r" >>"$tmp/chain-produce.$path"
+      consume "$at" "$path$r" "$path$r" >>"$tmp/chain-consume.$path"
+    }
+    for ((r = 0; r < reps; r++)); do
+      if ((r % 2 == 0)); then chain_run direct "$r"; chain_run via "$r"
+      else chain_run via "$r"; chain_run direct "$r"; fi
+    done
+    kafka_row "${label[chain-produce]}" "${target[chain-produce]}" "$tmp/chain-produce"
+    kafka_row "${label[chain-consume]}" "${target[chain-consume]}" "$tmp/chain-consume"
+    stop_pid "$proxy_pid"
+    stop_pid "$gateway_pid"
+    stop_pid "$mock_pid"
+    exec {mock_fd}>&-
   fi
 fi
 
@@ -495,7 +569,7 @@ printf -- '-%.0s' {1..138}; echo
 printf '%s\n' "${rows[@]}"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 for w in "${warnings[@]}"; do echo "warning: $w"; done
-for f in proxy gateway tcp_echo; do
+for f in proxy gateway tcp_echo mock; do
   if [[ -s $tmp/$f.err ]]; then
     echo "$f warnings/errors:"; sort "$tmp/$f.err" | uniq -c | head -20
   fi
