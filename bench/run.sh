@@ -458,12 +458,13 @@ make_messages() {
   awk -v n="$kafka_messages" -v l="$(cat "$tmp/line")" 'BEGIN {for (i = 0; i < n; i++) print l}' >"$tmp/messages"
 }
 
-# produce BOOTSTRAP TOPIC WHAT: kcat (librdkafka) producing the messages; prints the seconds it took.
+# produce BOOTSTRAP TOPIC WHAT [FLAG...]: kcat (librdkafka) producing the messages; prints the seconds it took.
 produce() {
-  local t0 t1
+  local t0 t1 at=$1 topic=$2 what=$3
+  shift 3
   t0=$(date +%s.%N)
-  timeout 300 kcat -P -b "$1" -t "$2" -l "$tmp/messages" -X queue.buffering.max.messages=1000000 \
-    2>>"$tmp/kcat.err" || { echo "run.sh: kcat producing $3 failed" >&2; failed=1; }
+  timeout 300 kcat -P -b "$at" -t "$topic" -l "$tmp/messages" -X queue.buffering.max.messages=1000000 "$@" \
+    2>>"$tmp/kcat.err" || { echo "run.sh: kcat producing $what failed" >&2; failed=1; }
   t1=$(date +%s.%N)
   awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f\n", b - a}'
 }
@@ -525,14 +526,18 @@ if [[ " $cases " == *" kafka "* ]]; then
 fi
 
 # The whole chain: kcat -> proxy -> gateway -> librdkafka's mock cluster (3 brokers), against kcat straight to
-# the mock cluster; each run produces into a topic of its own, then consumes it.
+# the mock cluster; each run produces into a topic of its own, then consumes it. The mock cluster keeps about
+# 5 MB per partition and drops the oldest messages beyond that (librdkafka 2.0.2: 3 partitions kept 132,449
+# of 1,000,000), so the topics have 48 partitions and the producer spreads messages evenly over them
+# (sticky.partitioning.linger.ms=0: a random partition per message, not per batch), or the consumer would
+# find most of them gone.
 if [[ " $cases " == *" chain "* ]]; then
   mock=$build_dir/bench/kws_bench_mock_cluster
   if ! command -v kcat >/dev/null || [[ ! -x $mock ]]; then
     rows+=("$(printf '%-42s | %s' "${label[chain-produce]}" "skipped: kcat or $mock missing")")
   else
     topics=()
-    for ((r = 0; r < reps; r++)); do topics+=(--topic "direct$r:3" --topic "via$r:3"); done
+    for ((r = 0; r < reps; r++)); do topics+=(--topic "direct$r:48" --topic "via$r:48"); done
     # It runs until its standard input ends: a FIFO that this script holds open.
     mkfifo "$tmp/mock.in"
     exec {mock_fd}<>"$tmp/mock.in"
@@ -547,7 +552,7 @@ if [[ " $cases " == *" chain "* ]]; then
     chain_run() {
       local path=$1 r=$2 at=$bootstrap
       [[ $path == via ]] && at=127.0.0.1:$proxy_port
-      produce "$at" "$path$r" "$path$r" >>"$tmp/chain-produce.$path"
+      produce "$at" "$path$r" "$path$r" -X sticky.partitioning.linger.ms=0 >>"$tmp/chain-produce.$path"
       consume "$at" "$path$r" "$path$r" >>"$tmp/chain-consume.$path"
     }
     for ((r = 0; r < reps; r++)); do
@@ -567,7 +572,7 @@ echo
 table_line "case" "via / direct (medians of $reps; range)" "CPU" "us/rt" "sys/rt" "target"
 printf -- '-%.0s' {1..138}; echo
 printf '%s\n' "${rows[@]}"
-echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); took $((SECONDS / 60)) min $((SECONDS % 60)) s"
 for w in "${warnings[@]}"; do echo "warning: $w"; done
 for f in proxy gateway tcp_echo mock; do
   if [[ -s $tmp/$f.err ]]; then
