@@ -43,6 +43,10 @@ inline SSL_CTX* make_tls_context(bool server, const std::string& ca_file, const 
   // Partial writes as with send(): a write may take part of the buffer, and the rest goes later from the same
   // buffer, which may have moved by then (a std::vector that grew).
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  // Read what the socket holds, several records at once, instead of two reads (header, body) per record. The
+  // callers read until SSL_read wants more, so nothing waits in OpenSSL's buffer unseen by epoll.
+  SSL_CTX_set_read_ahead(ctx, 1);
+  SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
   if (server) {
     if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1 ||
         SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
