@@ -70,7 +70,7 @@ while [[ $# -gt 0 ]]; do
     --kafka-messages) kafka_messages=$2; shift ;;
     --syscalls) syscalls=1 ;;
     --pin) pin=1 ;;
-    -h|--help) sed -n '2,37p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
