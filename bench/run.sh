@@ -142,7 +142,8 @@ fit_ports=$((port_hi - port_lo + 1 - 1000))
 clamped=""
 for n in $idle_counts; do
   if [[ $hard != unlimited ]] && ((n > (hard - 64) / 2)); then
-    echo "note: the descriptor hard limit is $hard (cannot be raised here); $n idle connections become $(((hard - 64) / 2))" >&2
+    echo "note: the descriptor hard limit is $hard (cannot be raised here);" \
+      "$n idle connections become $(((hard - 64) / 2))" >&2
     n=$(((hard - 64) / 2))
   fi
   if ((n > fit_ports)); then
@@ -432,7 +433,8 @@ machine() {
   echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "proxy: $proxy ${threads:+--threads $threads}"
   echo "gateway: $gateway ${threads:+--threads $threads}"
-  [[ $pin == 1 ]] && echo "pinned: echo server on CPU $((ncpu - 1)), load generator and proxy or gateway on 0-$((ncpu - 2))"
+  [[ $pin == 1 ]] &&
+    echo "pinned: echo server on CPU $((ncpu - 1)), load generator and proxy or gateway on 0-$((ncpu - 2))"
   return 0
 }
 machine
@@ -492,7 +494,7 @@ kafka_row() {
   d=$(median <"$3.direct")
   p=$(median <"$3.via")
   result=$(awk -v p="$p" -v d="$d" -v n="$kafka_messages" \
-    'BEGIN {printf "%.2f (%.0f vs %.0f msg/s, %.1f vs %.1f MB/s)", d / p, n / p, n / d, n * 100 / p / 1e6, n * 100 / d / 1e6}')
+    'BEGIN {printf "%.2f (%.0f vs %.0f msg/s, %.1f vs %.1f MB/s)", d / p, n / p, n / d, n * 1e-4 / p, n * 1e-4 / d}')
   add_row "$1" "$result" - - - "$2"
   printf '%s\n' "${rows[-1]}" >&2
 }
@@ -549,7 +551,8 @@ if [[ " $cases " == *" chain "* ]]; then
     for _ in $(seq 1 200); do grep -q '^bootstrap=' "$tmp/mock.out" && break; sleep 0.05; done
     bootstrap=$(sed -n 's/^bootstrap=//p' "$tmp/mock.out")
     start_gateway "$bootstrap"
-    start_proxy "ws://127.0.0.1:$gateway_port/kafka" --broker-url-template "ws://127.0.0.1:$gateway_port/kafka/{node_id}"
+    start_proxy "ws://127.0.0.1:$gateway_port/kafka" \
+      --broker-url-template "ws://127.0.0.1:$gateway_port/kafka/{node_id}"
     make_messages
     chain_run() {
       local path=$1 r=$2 at=$bootstrap
