@@ -25,7 +25,8 @@
 #   kafka: librdkafka via kcat producing 100-byte messages through the proxy into the dev broker, against its
 #     TCP listener.
 #   chain: kcat producing --kafka-messages of 100 bytes, then consuming them, through the proxy -> the gateway
-#     -> librdkafka's mock cluster (3 brokers), against kcat straight to the mock cluster.
+#     -> librdkafka's mock cluster (3 brokers) and through the librdkafka plugin -> the gateway -> the mock
+#     cluster, against kcat straight to the mock cluster.
 # Besides the ratios it prints the CPU time per round trip of the process under test (from /proc, whole run
 # incl. warm-up) and, with --syscalls, its system calls per round trip (perf stat -e raw_syscalls:sys_enter):
 # figures that the load of a shared machine distorts far less than throughput. Each ratio shows the range of
@@ -70,7 +71,7 @@ while [[ $# -gt 0 ]]; do
     --kafka-messages) kafka_messages=$2; shift ;;
     --syscalls) syscalls=1 ;;
     --pin) pin=1 ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -98,7 +99,7 @@ command -v npm >/dev/null || kws_ensure_packages npm
 if [[ $do_build == 1 ]]; then
   (cd "$root" && cmake --preset bench -DKWS_BUILD_APPS=ON >/dev/null &&
     cmake --build --preset bench --target kafka-websocket-proxy kafka-websocket-gateway \
-      kafka-websocket-devbroker kws_loadgen kws_tcp_echo kws_bench_mock_cluster)
+      kafka-websocket-devbroker kws_loadgen kws_tcp_echo kws_bench_mock_cluster kws_rdkafka_plugin)
 fi
 proxy=${proxy:-$build_dir/apps/kafka-websocket-proxy/kafka-websocket-proxy}
 gateway=${gateway:-$build_dir/apps/kafka-websocket-gateway/kafka-websocket-gateway}
@@ -320,9 +321,11 @@ for fam in wss gw gwss; do
   target[$fam-lat]="<= +25 us"
 done
 label[chain-produce]="chain: librdkafka produce, 100 B"
-label[chain-consume]="chain: librdkafka consume, 100 B"
+label[chain-proxy-produce]="chain, proxy: librdkafka produce, 100 B"
+label[chain-proxy-consume]="chain, proxy: librdkafka consume, 100 B"
+label[chain-plugin-produce]="chain, plugin: librdkafka produce, 100 B"
+label[chain-plugin-consume]="chain, plugin: librdkafka consume, 100 B"
 target[chain-produce]=">= 0.9"
-target[chain-consume]=">= 0.9"
 label[wss-idle]="idle proxied connection, wss"
 label[gw-idle]="idle gateway connection"
 label[gwss-idle]="idle gateway connection, wss"
@@ -473,26 +476,27 @@ produce() {
   awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f\n", b - a}'
 }
 
-# consume BOOTSTRAP TOPIC WHAT: kcat reading the topic from the beginning to its end; checks the count and
-# prints the seconds it took.
+# consume BOOTSTRAP TOPIC WHAT [FLAG...]: kcat reading the topic from the beginning to its end; checks the
+# count and prints the seconds it took.
 consume() {
-  local t0 t1 n
+  local t0 t1 n at=$1 topic=$2 what=$3
+  shift 3
   t0=$(date +%s.%N)
-  n=$(timeout 300 kcat -C -b "$1" -t "$2" -o beginning -e -q 2>>"$tmp/kcat.err" | wc -l) || true
+  n=$(timeout 300 kcat -C -b "$at" -t "$topic" -o beginning -e -q "$@" 2>>"$tmp/kcat.err" | wc -l) || true
   t1=$(date +%s.%N)
   if [[ $n != "$kafka_messages" ]]; then
-    echo "run.sh: kcat consuming $3 read $n of $kafka_messages messages" >&2
+    echo "run.sh: kcat consuming $what read $n of $kafka_messages messages" >&2
     failed=1
   fi
   awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f\n", b - a}'
 }
 
-# kafka_row LABEL TARGET FILE: the row of one kcat measurement from FILE.direct and FILE.via (seconds per run):
-# direct time / time through, and the rates.
+# kafka_row LABEL TARGET FILE [VIA]: the row of one kcat measurement from FILE.direct and FILE.VIA (default
+# via; seconds per run): direct time / time through, and the rates.
 kafka_row() {
   local d p result
   d=$(median <"$3.direct")
-  p=$(median <"$3.via")
+  p=$(median <"$3.${4:-via}")
   result=$(awk -v p="$p" -v d="$d" -v n="$kafka_messages" \
     'BEGIN {printf "%.2f (%.0f vs %.0f msg/s, %.1f vs %.1f MB/s)", d / p, n / p, n / d, n * 1e-4 / p, n * 1e-4 / d}')
   add_row "$1" "$result" - - - "$2"
@@ -529,19 +533,23 @@ if [[ " $cases " == *" kafka "* ]]; then
   fi
 fi
 
-# The whole chain: kcat -> proxy -> gateway -> librdkafka's mock cluster (3 brokers), against kcat straight to
-# the mock cluster; each run produces into a topic of its own, then consumes it. The mock cluster keeps about
+# The whole chain: kcat -> proxy -> gateway -> librdkafka's mock cluster (3 brokers), and kcat with the
+# librdkafka plugin -> gateway -> mock cluster, against kcat straight to the mock cluster; each run produces
+# into a topic of its own, then consumes it. The mock cluster keeps about
 # 5 MB per partition and drops the oldest messages beyond that (librdkafka 2.0.2: 3 partitions kept 132,449
 # of 1,000,000), so the topics have 48 partitions and the producer spreads messages evenly over them
 # (sticky.partitioning.linger.ms=0: a random partition per message, not per batch), or the consumer would
 # find most of them gone.
 if [[ " $cases " == *" chain "* ]]; then
   mock=$build_dir/bench/kws_bench_mock_cluster
-  if ! command -v kcat >/dev/null || [[ ! -x $mock ]]; then
-    rows+=("$(printf '%-42s | %s' "${label[chain-produce]}" "skipped: kcat or $mock missing")")
+  plugin=$build_dir/src/rdkafka/libkws_rdkafka.so
+  if ! command -v kcat >/dev/null || [[ ! -x $mock || ! -f $plugin ]]; then
+    rows+=("$(printf '%-42s | %s' "${label[chain-produce]}" "skipped: kcat, $mock or $plugin missing")")
   else
     topics=()
-    for ((r = 0; r < reps; r++)); do topics+=(--topic "direct$r:48" --topic "via$r:48"); done
+    for ((r = 0; r < reps; r++)); do
+      topics+=(--topic "direct$r:48" --topic "proxy$r:48" --topic "plugin$r:48")
+    done
     # It runs until its standard input ends: a FIFO that this script holds open.
     mkfifo "$tmp/mock.in"
     exec {mock_fd}<>"$tmp/mock.in"
@@ -550,22 +558,30 @@ if [[ " $cases " == *" chain "* ]]; then
     pids+=("$mock_pid")
     for _ in $(seq 1 200); do grep -q '^bootstrap=' "$tmp/mock.out" && break; sleep 0.05; done
     bootstrap=$(sed -n 's/^bootstrap=//p' "$tmp/mock.out")
-    start_gateway "$bootstrap"
+    # librdkafka tells brokers apart by address: each gets a name of its own (port 0: the listen port).
+    start_gateway "$bootstrap" --advertise 'b{node_id}.bench:0'
     start_proxy "ws://127.0.0.1:$gateway_port/kafka" \
       --broker-url-template "ws://127.0.0.1:$gateway_port/kafka/{node_id}"
     make_messages
+    plugin_flags=(-X "plugin.library.paths=$plugin" -X "kws.bootstrap.url.template=ws://127.0.0.1:$gateway_port/kafka"
+      -X "kws.url.template=ws://127.0.0.1:$gateway_port/kafka/{node_id}")
     chain_run() {
-      local path=$1 r=$2 at=$bootstrap
-      [[ $path == via ]] && at=127.0.0.1:$proxy_port
-      produce "$at" "$path$r" "$path$r" -X sticky.partitioning.linger.ms=0 >>"$tmp/chain-produce.$path"
-      consume "$at" "$path$r" "$path$r" >>"$tmp/chain-consume.$path"
+      local path=$1 r=$2 at=$bootstrap flags=()
+      [[ $path == proxy ]] && at=127.0.0.1:$proxy_port
+      [[ $path == plugin ]] && at=127.0.0.1:$gateway_port flags=("${plugin_flags[@]}")
+      produce "$at" "$path$r" "$path$r" -X sticky.partitioning.linger.ms=0 "${flags[@]}" \
+        >>"$tmp/chain-produce.$path"
+      consume "$at" "$path$r" "$path$r" "${flags[@]}" >>"$tmp/chain-consume.$path"
     }
     for ((r = 0; r < reps; r++)); do
-      if ((r % 2 == 0)); then chain_run direct "$r"; chain_run via "$r"
-      else chain_run via "$r"; chain_run direct "$r"; fi
+      if ((r % 2 == 0)); then chain_run direct "$r"; chain_run proxy "$r"; chain_run plugin "$r"
+      else chain_run plugin "$r"; chain_run proxy "$r"; chain_run direct "$r"; fi
     done
-    kafka_row "${label[chain-produce]}" "${target[chain-produce]}" "$tmp/chain-produce"
-    kafka_row "${label[chain-consume]}" "${target[chain-consume]}" "$tmp/chain-consume"
+    for what in produce consume; do
+      for path in proxy plugin; do
+        kafka_row "${label[chain-$path-$what]}" "${target[chain-produce]}" "$tmp/chain-$what" "$path"
+      done
+    done
     stop_pid "$proxy_pid"
     stop_pid "$gateway_pid"
     stop_pid "$mock_pid"
