@@ -1,6 +1,7 @@
 #include "server.hpp"
 
 #include "cli.hpp"
+#include "events.hpp"
 #include "sasl.hpp"
 
 #include <kws/accept.hpp>
@@ -101,17 +102,22 @@ class session : public std::enable_shared_from_this<session> {
         peer_(std::move(peer)),
         fetch_timer_(ex) {
     if (kind_ == listener_kind::tcp && state_->sasl_users) gate_.emplace(*state_->sasl_users);
-    spdlog::info("conn={} open peer={} listener={} node={}", id_, peer_, to_string(kind_), node_);
+    app::log_event(spdlog::level::info, {.conn = id_, .event = "open", .fields = endpoint_fields()});
   }
 
   virtual ~session() {
-    // The one line per connection end; at warn level when the peer broke the protocol.
-    spdlog::log(
-        abnormal_ ? spdlog::level::warn : spdlog::level::info,
-        "conn={} close peer={} listener={} node={} frames_in={} bytes_in={} frames_out={} bytes_out={} "
-        "cause=\"{}\"",
-        id_, peer_, to_string(kind_), node_, frames_in_, bytes_in_, frames_out_, bytes_out_,
-        cause_.empty() ? "shutdown" : cause_);
+    // The one line per connection end, as the proxy's and the gateway's: up counts the requests read, down
+    // the responses written. At warn level when the peer broke the protocol.
+    const bool shut = cause_.empty();
+    app::log_event(abnormal_ ? spdlog::level::warn : spdlog::level::info,
+                   {.conn = id_,
+                    .event = "closed",
+                    .fields = endpoint_fields(),
+                    .counts = app::connection_event::traffic{bytes_in_, frames_in_, bytes_out_, frames_out_},
+                    .duration = std::chrono::steady_clock::now() - started_,
+                    .end = shut ? "shut_down" : end_,
+                    .side = shut ? "" : "client",
+                    .cause = shut ? std::string("shut down") : cause_});
   }
 
   virtual void run() = 0;
@@ -130,26 +136,37 @@ class session : public std::enable_shared_from_this<session> {
   /// Ends the connection because of something the peer sent (already logged by the caller).
   virtual void close_for(const std::string& cause) = 0;
 
-  void set_cause(std::string cause) {
-    if (cause_.empty()) cause_ = std::move(cause);
+  /// The first cause wins; `end` is its name as a kws::relay_end's ("closed", "protocol_error", ...).
+  void set_cause(std::string cause, std::string_view end) {
+    if (!cause_.empty()) return;
+    cause_ = std::move(cause);
+    end_ = end;
+  }
+
+  std::vector<std::pair<std::string_view, std::string>> endpoint_fields() const {
+    return {{"peer", peer_}, {"listener", to_string(kind_)}, {"node", std::to_string(node_)}};
+  }
+
+  /// A note about this connection, on a line of its own.
+  void note(spdlog::level::level_enum level, std::string text) const {
+    app::log_event(level, {.conn = id_, .cause = std::move(text)});
   }
 
   void fail(const error_code& ec, const char* what) {
     if (ec == asio::error::eof || ec == websocket::error::closed || ec == http::error::end_of_stream) {
-      set_cause("peer closed");
+      set_cause("peer closed", "closed");
     } else {
-      set_cause(fmt::format("{}: {}", what, ec.message()));
+      set_cause(fmt::format("{}: {}", what, ec.message()),
+                ec == asio::error::connection_reset ? "reset" : "failed");
     }
-    if (is_teardown(ec))
-      spdlog::debug("conn={} {}: {}", id_, what, ec.message());
-    else
-      spdlog::warn("conn={} {}: {}", id_, what, ec.message());
+    note(is_teardown(ec) ? spdlog::level::debug : spdlog::level::warn,
+         fmt::format("{}: {}", what, ec.message()));
   }
 
   /// Records a peer's protocol violation as the cause; the close line is then logged at warn level.
   void protocol_cause(std::string cause) {
     abnormal_ = true;
-    set_cause(std::move(cause));
+    set_cause(std::move(cause), "protocol_error");
   }
 
   void protocol_error(const std::string& cause) {
@@ -165,11 +182,11 @@ class session : public std::enable_shared_from_this<session> {
     outcome o = state_->b->handle(frame, node_, kind_);
     switch (o.what) {
       case outcome::action::respond:
-        if (!o.reason.empty()) spdlog::warn("conn={} {}", id_, o.reason);
+        if (!o.reason.empty()) note(spdlog::level::warn, o.reason);
         out_ = std::move(o.response);
         return write_out();
       case outcome::action::no_response:
-        if (!o.reason.empty()) spdlog::info("conn={} {}", id_, o.reason);
+        if (!o.reason.empty()) note(spdlog::level::info, o.reason);
         return read_next();
       case outcome::action::wait_fetch:
         return start_long_poll(std::move(o.fetch));
@@ -200,7 +217,7 @@ class session : public std::enable_shared_from_this<session> {
   /// True when the broker is to handle `frame`; otherwise the gate has answered or closed.
   bool through_gate(bytes_view frame) {
     sasl::gate_result g = gate_->handle(frame);
-    if (!g.note.empty()) spdlog::info("conn={} {}", id_, g.note);
+    if (!g.note.empty()) note(spdlog::level::info, g.note);
     switch (g.what) {
       case sasl::gate_result::action::pass:
         return true;
@@ -225,14 +242,15 @@ class session : public std::enable_shared_from_this<session> {
   void log_request(bytes_view frame) const {
     if (frame.size() < frame_header_bytes) return;
     if (gate_ && gate_->expects_raw_token()) {
-      spdlog::debug("conn={} raw SASL token bytes={}", id_, frame.size());
+      note(spdlog::level::debug, fmt::format("raw SASL token bytes={}", frame.size()));
       return;
     }
     error_code ec;
     const auto h = kafka::peek_request_header(frame.subspan(frame_header_bytes), ec);
     if (ec) return;
-    spdlog::debug("conn={} request {} v{} correlation_id={} bytes={}", id_, kafka::api_name(h.key), h.version,
-                  h.correlation_id, frame.size());
+    note(spdlog::level::debug,
+         fmt::format("request {} v{} correlation_id={} bytes={}", kafka::api_name(h.key), h.version,
+                     h.correlation_id, frame.size()));
   }
 
   void start_long_poll(std::unique_ptr<fetch_request> req) {
@@ -264,7 +282,9 @@ class session : public std::enable_shared_from_this<session> {
   std::uint64_t frames_in_ = 0, bytes_in_ = 0, frames_out_ = 0, bytes_out_ = 0;
   std::string close_after_write_;  ///< the cause, when the connection ends once `out_` is written
   std::string cause_;
+  std::string_view end_;  ///< cause_'s name as a relay_end's
   bool abnormal_ = false;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   asio::steady_timer fetch_timer_;
   std::unique_ptr<fetch_request> pending_fetch_;
   std::uint64_t fetch_generation_ = 0;
@@ -409,11 +429,11 @@ class ws_session final : public session {
 
   void idle_close() {
     idle_closing_ = true;
-    set_cause("idle close after " + app::format_duration(state_->ws_close_idle_after));
+    set_cause("idle close after " + app::format_duration(state_->ws_close_idle_after), "idle");
     // The read stays outstanding and ends with `eof` when the peer answers; no write is in flight, so the
     // close frame is the one write.
     conn_.async_close(kws::close_code::normal, [self = self()](const error_code& ec) {
-      if (ec && !is_teardown(ec)) spdlog::debug("conn={} close: {}", self->id_, ec.message());
+      if (ec && !is_teardown(ec)) self->note(spdlog::level::debug, "close: " + ec.message());
     });
   }
 
@@ -424,8 +444,8 @@ class ws_session final : public session {
     if (idle_closing_ && !ec) {
       // A request that crossed our close frame: not answered, as on an edge platform; the close handshake
       // reads on until the peer's close frame.
-      spdlog::debug("conn={} dropped a {}-byte message that arrived during the idle close", id_,
-                    buffer_.size());
+      note(spdlog::level::debug,
+           fmt::format("dropped a {}-byte message that arrived during the idle close", buffer_.size()));
       return;
     }
     if (ec == kws::errc::frame_too_large) {
@@ -458,7 +478,7 @@ class ws_session final : public session {
     conn_.async_close(
         cause.starts_with("text") ? kws::close_code::unsupported_data : kws::close_code::policy_violation,
         [self = self()](const error_code& ec) {
-          if (ec && !is_teardown(ec)) spdlog::debug("conn={} close: {}", self->id_, ec.message());
+          if (ec && !is_teardown(ec)) self->note(spdlog::level::debug, "close: " + ec.message());
         });
   }
 

@@ -6,6 +6,7 @@
 #include "health.hpp"
 #include "metrics.hpp"
 #include "monitoring.hpp"
+#include "reload.hpp"
 #include "runtime.hpp"
 
 #include <kws/accept_loop.hpp>
@@ -292,6 +293,8 @@ struct shared {
   node_table nodes;
   app::cached_check health;
   std::shared_ptr<const kafka::tracker_config> tracking;
+  // The tokens in use: replaced whole by a reload, read by each handshake.
+  std::atomic<std::shared_ptr<const token_set>> tokens{std::make_shared<const token_set>(cfg.tokens)};
   // Upgraded connections, under --max-connections. Shared with the sessions, which may be destroyed after
   // this struct when the runtime goes.
   std::shared_ptr<std::atomic<std::size_t>> active = std::make_shared<std::atomic<std::size_t>>(0);
@@ -368,7 +371,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
 
   void refuse(std::function<void(kws::accept_decision)>& done, int status, std::string why,
               std::vector<std::pair<std::string, std::string>> headers = {}) {
-    refusal_ = fmt::format("{} ({})", status, why);
+    refused_status_ = status;
+    refusal_ = why;
     auto d = kws::accept_decision::respond(status, why + "\n");
     d.headers = std::move(headers);
     done(std::move(d));
@@ -385,7 +389,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
                    : kws::accept_decision::respond(503, "no bootstrap server of the cluster is reachable\n"));
         });
       }
-      refusal_ = "426 (plain HTTP without a WebSocket upgrade)";
+      refused_status_ = 426;
+      refusal_ = "plain HTTP without a WebSocket upgrade";
       return done(kws::accept_decision::upgrade());  // a non-upgrade request gets 426
     }
     // With two, which one a check would read is a guess; an intermediary may have read the other.
@@ -399,9 +404,9 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     if (!origin_allowed(sh_.cfg.allowed_origins, req.header("origin"))) {
       return refuse(done, 403, "origin " + app::printable(*req.header("origin")) + " is not allowed");
     }
-    if (!sh_.cfg.tokens.empty()) {
+    if (const auto tokens = sh_.tokens.load(std::memory_order_acquire); !tokens->empty()) {
       const auto* auth = req.header("authorization");
-      if (!auth || !sh_.cfg.tokens.allows(*auth)) {
+      if (!auth || !tokens->allows(*auth)) {
         return refuse(done, 401, auth ? "the bearer token is not valid" : "a bearer token is required",
                       {{"WWW-Authenticate", "Bearer realm=\"kafka-websocket-gateway\""}});
       }
@@ -436,11 +441,13 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     }
     if (ec == kws::errc::upgrade_declined) {
       if (health_probe_) return finish();
-      app::log_event(spdlog::level::info, {.conn = id_,
-                                           .event = "refused",
-                                           .fields = {{"peer", peer_}, {"target", target_}},
-                                           .end = "refused",
-                                           .cause = refusal_});
+      app::log_event(
+          spdlog::level::info,
+          {.conn = id_,
+           .event = "refused",
+           .fields = {{"peer", peer_}, {"target", target_}, {"status", std::to_string(refused_status_)}},
+           .end = "refused",
+           .cause = refusal_});
       return finish();
     }
     if (ec) {
@@ -563,7 +570,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::shared_ptr<std::atomic<std::size_t>> active_;
   bool slot_ = false;  // holds a place under --max-connections
   std::string target_;
-  std::string refusal_;
+  std::string refusal_;  ///< why the handshake was answered with refused_status_
+  int refused_status_ = 0;
   std::string upstream_;
   bool health_probe_ = false;
   bool draining_ = false;
@@ -601,7 +609,13 @@ int run(const gateway_config& cfg) {
 
   kws::accept_config accept = cfg.accept;
   accept.server_name = "kafka-websocket-gateway";
-  if (!cfg.tls_cert.empty()) accept.tls = kws::make_server_tls_context(cfg.tls_cert, cfg.tls_key);
+  // Certificates and tokens are read again on SIGHUP and when their files change, watched from here on.
+  app::reloader reloading(rt.main_context());
+  if (!cfg.tls_cert.empty()) {
+    accept.tls = kws::make_server_tls_context(cfg.tls_cert, cfg.tls_key);
+    reloading.add("--tls-cert/--tls-key", {cfg.tls_cert, cfg.tls_key},
+                  [&] { kws::reload_server_tls_context(*accept.tls, cfg.tls_cert, cfg.tls_key); });
+  }
 
   const std::string advertise_host = !cfg.advertise_host.empty()        ? cfg.advertise_host
                                      : !is_unspecified(cfg.listen_host) ? cfg.listen_host
@@ -622,6 +636,12 @@ int run(const gateway_config& cfg) {
             node_table(bootstrap, cfg.connect_timeout, tls),
             app::cached_check(bootstrap_probe(bootstrap, cfg.connect_timeout, tls)),
             tracking};
+  if (!cfg.token_file.empty()) {
+    reloading.add("--auth-token-file", {cfg.token_file}, [&] {
+      sh.tokens.store(std::make_shared<const token_set>(token_set::from_file(cfg.token_file)),
+                      std::memory_order_release);
+    });
+  }
   sh.metrics_on = !cfg.metrics_listen.empty();
   if (sh.metrics_on) tracking->observer = sh.metrics.request_observer();
   if (cfg.rewrite) {
@@ -733,9 +753,12 @@ int run(const gateway_config& cfg) {
                                            }});
     monitoring->start();
   }
+  reloading.count_in(sh.metrics.registry());
+  reloading.start();
   accepting.start();
   rt.on_shutdown([&] {
     error_code ignored;
+    reloading.stop();
     acceptor.close(ignored);
     accepting.stop();
     shutting_down = true;

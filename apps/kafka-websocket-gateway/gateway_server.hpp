@@ -36,6 +36,8 @@ struct gateway_config {
   std::uint16_t advertise_port = 0;
   /// Bearer tokens of which the upgrade must carry one (empty: no check).
   token_set tokens;
+  /// Where `tokens` came from (empty: given otherwise, or none); read again on SIGHUP and when it changes.
+  std::string token_file;
   /// Origins browsers may connect from (empty: any).
   std::vector<std::string> allowed_origins;
   /// Upgraded WebSocket connections at once; more get 503.

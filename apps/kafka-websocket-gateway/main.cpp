@@ -132,6 +132,7 @@ int main(int argc, char** argv) {
   kws::app::setup_logging("kws-gateway", common.log_level, common.log_format);
   try {
     if (!token_file.empty()) cfg.tokens = kws::gateway::token_set::from_file(token_file);
+    cfg.token_file = token_file;
     return kws::gateway::run(cfg);
   } catch (const std::exception& e) {
     return kws::app::cannot_start(e);

@@ -5,6 +5,7 @@
 #include "events.hpp"
 #include "metrics.hpp"
 #include "monitoring.hpp"
+#include "reload.hpp"
 #include "runtime.hpp"
 
 #include <kws/accept.hpp>
@@ -424,6 +425,12 @@ class server {
       // Throws naming the file that cannot be loaded.
       client_tls_ = kws::make_server_tls_context(cfg_.client_tls_cert, cfg_.client_tls_key);
       if (!cfg_.client_ca_file.empty()) kws::require_client_certificates(*client_tls_, cfg_.client_ca_file);
+      // Read again on SIGHUP and when a file changes, watched from here on.
+      reloading_.add("--client-tls-cert/--client-tls-key/--client-ca-file",
+                     {cfg_.client_tls_cert, cfg_.client_tls_key, cfg_.client_ca_file}, [this] {
+                       kws::reload_server_tls_context(*client_tls_, cfg_.client_tls_cert, cfg_.client_tls_key,
+                                                      cfg_.client_ca_file);
+                     });
     }
 
     auto main_route = std::make_shared<route>(route{url.str(), -1, {}, 0});
@@ -480,8 +487,11 @@ class server {
       spdlog::info("broker api 0.8: ApiVersions v1+ answered by the proxy, v0 dropped as the broker would");
 
     if (!cfg_.metrics_listen.empty()) start_monitoring(url.str());
+    reloading_.count_in(metrics_.registry());
+    reloading_.start();
     start_accepting(main);
     rt_.on_shutdown([this] {
+      reloading_.stop();
       close_listeners();
       if (monitoring_) monitoring_->stop();
     });
@@ -619,10 +629,15 @@ class server {
     ++refused_;
     const auto now = std::chrono::steady_clock::now();
     if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
-      spdlog::warn(
-          "conn {} refused client={}: {} connections open (--max-connections); {} refused since the last "
-          "such line",
-          id, app::peer_of(s), active_->load(), refused_);
+      app::log_event(
+          spdlog::level::warn,
+          {.conn = id,
+           .event = "refused",
+           .fields = {{"client", app::peer_of(s)}},
+           .end = "refused",
+           .cause = fmt::format("{} connections open (--max-connections); {} refused since the last "
+                                "such line",
+                                active_->load(), refused_)});
       refused_ = 0;
       last_refusal_log_ = now;
     }
@@ -645,6 +660,7 @@ class server {
   app::runtime rt_;
   std::optional<kws::dialer> prototype_;
   std::shared_ptr<asio::ssl::context> client_tls_;  // TLS for Kafka clients; null: plain TCP
+  app::reloader reloading_{rt_.main_context()};
   std::shared_ptr<const kafka::tracker_config> tracking_;
   std::mutex mu_;  // guards listeners_ and closed_
   std::vector<std::unique_ptr<listener>> listeners_;

@@ -79,6 +79,23 @@ struct accept_config {
 std::shared_ptr<boost::asio::ssl::context> make_server_tls_context(const std::string& cert_chain_file,
                                                                    const std::string& private_key_file);
 
+/// Certificate rotation: loads `cert_chain_file` and `private_key_file` (and with `client_ca_file`, the CAs
+/// that client certificates must come from, as require_client_certificates does) into a new context, to which
+/// `server` then hands every handshake that starts; connections already open keep what they have. `server`
+/// must come from make_server_tls_context. Throws boost::system::system_error naming the file that cannot be
+/// loaded (or whose key does not belong to the certificate), and `server` keeps serving what it served.
+void reload_server_tls_context(boost::asio::ssl::context& server, const std::string& cert_chain_file,
+                               const std::string& private_key_file, const std::string& client_ca_file = {});
+
+namespace detail {
+/// A context with the chain and key loaded, TLS 1.2 or later, not reloadable (make_server_tls_context's
+/// start, and each reload's).
+std::shared_ptr<boost::asio::ssl::context> load_server_tls_context(const std::string& cert_chain_file,
+                                                                   const std::string& private_key_file);
+/// Lets reload_server_tls_context replace what `server` serves.
+void make_reloadable(boost::asio::ssl::context& server);
+}  // namespace detail
+
 namespace detail {
 using accept_handler = erased_handler<void(boost::system::error_code, connection, http_request_info)>;
 void async_accept(boost::asio::ip::tcp::socket socket, const accept_config& config, accept_decider decide,

@@ -21,8 +21,8 @@ const std::string* http_request_info::header(std::string_view name) const {
   return nullptr;
 }
 
-std::shared_ptr<boost::asio::ssl::context> make_server_tls_context(const std::string& cert_chain_file,
-                                                                   const std::string& private_key_file) {
+std::shared_ptr<boost::asio::ssl::context> detail::load_server_tls_context(
+    const std::string& cert_chain_file, const std::string& private_key_file) {
   namespace ssl = boost::asio::ssl;
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
@@ -31,7 +31,24 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls_context(const std::st
   ctx->use_certificate_chain_file(cert_chain_file, ec);
   if (ec) throw boost::system::system_error(ec, "TLS certificate " + cert_chain_file);
   ctx->use_private_key_file(private_key_file, ssl::context::pem, ec);
+  if (ec && ec.category() == boost::asio::error::get_ssl_category() &&
+      ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH) {
+    throw boost::system::system_error(ec, "TLS private key " + private_key_file +
+                                              " does not belong to the certificate in " + cert_chain_file);
+  }
   if (ec) throw boost::system::system_error(ec, "TLS private key " + private_key_file);
+  if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
+    throw boost::system::system_error(
+        boost::system::error_code(static_cast<int>(ERR_get_error()), boost::asio::error::get_ssl_category()),
+        "TLS private key " + private_key_file + " does not belong to the certificate in " + cert_chain_file);
+  }
+  return ctx;
+}
+
+std::shared_ptr<boost::asio::ssl::context> make_server_tls_context(const std::string& cert_chain_file,
+                                                                   const std::string& private_key_file) {
+  auto ctx = detail::load_server_tls_context(cert_chain_file, private_key_file);
+  detail::make_reloadable(*ctx);
   return ctx;
 }
 

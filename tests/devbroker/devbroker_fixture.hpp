@@ -4,6 +4,7 @@
 #pragma once
 
 #include "kafka_test_util.hpp"
+#include "log_events.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 #include "ws_test_client.hpp"
@@ -38,6 +39,8 @@ using tcp = asio::ip::tcp;
 using boost::system::error_code;
 using namespace std::chrono_literals;
 using kws::test::child_process;
+using kws::test::field;
+using kws::test::field_matching;
 using kws::test::read_file;
 using kws::test::spawn_options;
 
@@ -131,8 +134,9 @@ class DevbrokerProcess : public ::testing::Test {
   }
 
   void start(std::vector<std::string> args) {
-    std::vector<std::string> argv{KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0", "--tcp-listen",
-                                  "127.0.0.1:0"};
+    // The log is JSON, so that tests read its events by their fields.
+    std::vector<std::string> argv{KWS_DEVBROKER_PATH, "--listen",     "127.0.0.1:0", "--tcp-listen",
+                                  "127.0.0.1:0",      "--log-format", "json"};
     argv.insert(argv.end(), args.begin(), args.end());
     // stdout captured for the startup line, the log (stderr) on a file.
     broker_ = std::make_unique<child_process>(
@@ -161,6 +165,31 @@ class DevbrokerProcess : public ::testing::Test {
       std::this_thread::sleep_for(20ms);
     } while (std::chrono::steady_clock::now() < deadline);
     return false;
+  }
+
+  /// The log's events that meet `filter` so far.
+  std::vector<boost::json::object> logged(const kws::test::event_filter& filter) const {
+    return kws::test::events_in(log(), filter);
+  }
+
+  /// Waits until the log has an event that meets `filter`; returns it.
+  std::optional<boost::json::object> wait_event(const kws::test::event_filter& filter,
+                                                std::chrono::milliseconds timeout = 3s) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    do {
+      if (auto found = logged(filter); !found.empty()) return found.front();
+      std::this_thread::sleep_for(20ms);
+    } while (std::chrono::steady_clock::now() < deadline);
+    return std::nullopt;
+  }
+
+  /// Waits for the closed event of a connection the client ended by breaking the protocol, whose cause
+  /// contains `cause` (a regex).
+  std::optional<boost::json::object> wait_protocol_error(const std::string& cause,
+                                                         std::chrono::milliseconds timeout = 3s) const {
+    return wait_event({field("event", "closed"), field("end", "protocol_error"), field("side", "client"),
+                       field_matching("cause", cause)},
+                      timeout);
   }
 
   int kcat(std::vector<std::string> args, const std::string& in, const std::string& out,

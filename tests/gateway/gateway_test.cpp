@@ -6,6 +6,7 @@
 #include "frame_util.hpp"
 #include "http_client.hpp"
 #include "kafka_encoder.hpp"
+#include "log_events.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 #include "ws_test_client.hpp"
@@ -129,18 +130,20 @@ class Gateway : public ::testing::Test {
 
   // The dev broker with a TCP listener, as the cluster.
   void start_devbroker_tcp(const std::vector<std::string>& args = {}) {
-    devbroker_ = std::make_unique<child_process>(std::vector<std::string>{KWS_DEVBROKER_PATH, "--listen",
-                                                                          "127.0.0.1:0", "--tcp-listen",
-                                                                          "127.0.0.1:0", "--topic", "dev:2"} +
-                                                 args);
+    devbroker_ = std::make_unique<child_process>(
+        std::vector<std::string>{KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0",
+                                 "--topic", "dev:2", "--log-format", "json"} +
+        args);
     const auto tcp_port = devbroker_->wait_for_output(std::regex(R"(tcp=127\.0\.0\.1:(\d+))"));
     ASSERT_TRUE(tcp_port) << devbroker_->output();
     upstream_ = "127.0.0.1:" + *tcp_port;
   }
 
   void start_gateway(const std::vector<std::string>& args = {}) {
-    std::vector<std::string> argv{KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0",     "--upstream", upstream_,
-                                  "--threads",      "2",        "--drain-timeout", "2s"};
+    // The log is JSON: tests read its events by their fields.
+    std::vector<std::string> argv{
+        KWS_GATEWAY_PATH,  "--listen", "127.0.0.1:0",  "--upstream", upstream_, "--threads", "2",
+        "--drain-timeout", "2s",       "--log-format", "json"};
     if (tls_)
       argv = argv + std::vector<std::string>{"--tls-cert", tls_->cert_pem, "--tls-key", tls_->key_pem};
     gateway_ = std::make_unique<child_process>(argv + args);
@@ -242,8 +245,9 @@ TEST_F(Gateway, KcatThroughProxyAndWssReachesEveryPartitionOfSixOnThreeBrokers) 
   const auto led = leaders(md);
   ASSERT_FALSE(led.empty()) << md;
   for (int node : led) {
-    EXPECT_NE(gateway_->output().find("target=/kafka/" + std::to_string(node) + " upstream="),
-              std::string::npos)
+    EXPECT_FALSE(
+        events(*gateway_, {field("event", "open"), field("target", "/kafka/" + std::to_string(node))})
+            .empty())
         << "node " << node;
   }
 }
@@ -335,8 +339,8 @@ TEST_F(Gateway, ClientsRecoverWhenABrokerGoesDownAndComesBack) {
   send(keyed_lines(300, "before-"));
   // Every partition has been written to once the gateway has relayed to every leader.
   for (int node : led) {
-    ASSERT_TRUE(
-        gateway_->wait_for_output(std::regex("target=/kafka/" + std::to_string(node) + " upstream="), 15s));
+    ASSERT_TRUE(wait_for_event(
+        *gateway_, {field("event", "open"), field("target", "/kafka/" + std::to_string(node))}, 15s));
   }
   ASSERT_NO_FATAL_FAILURE(mock_command("down " + victim));
   send(keyed_lines(300, "during-"));
@@ -386,11 +390,13 @@ TEST_F(Gateway, AMissingOrWrongTokenGets401AndTheClusterSeesNoConnection) {
   EXPECT_NE(none.find("WWW-Authenticate: Bearer"), std::string::npos) << none;
   const auto wrong = http_exchange(gateway_port_, "/kafka", "Authorization: Bearer s3cret-tokem\r\n");
   EXPECT_TRUE(wrong.starts_with("HTTP/1.1 401")) << wrong;
-  EXPECT_TRUE(gateway_->wait_for_output(std::regex("refused .*401 \\(the bearer token is not valid\\)")));
-  EXPECT_EQ(devbroker_->output().find("listener=tcp"), std::string::npos) << "the cluster saw a connection";
+  EXPECT_TRUE(wait_for_event(*gateway_, {field("event", "refused"), field("status", "401"),
+                                         field("cause", "the bearer token is not valid")}));
+  const event_filter cluster_connection{field("event", "open"), field("listener", "tcp")};
+  EXPECT_TRUE(events(*devbroker_, cluster_connection).empty()) << "the cluster saw a connection";
   ws_test_client ok;
   EXPECT_FALSE(ok.connect(gateway_port_, 3s, "/kafka", {{"Authorization", "Bearer s3cret-token"}}));
-  EXPECT_TRUE(devbroker_->wait_for_output(std::regex("open peer=.* listener=tcp")));
+  EXPECT_TRUE(wait_for_event(*devbroker_, cluster_connection));
   EXPECT_EQ(gateway_->output().find("s3cret"), std::string::npos) << "a token in the log";
 }
 
@@ -439,10 +445,14 @@ TEST_F(Gateway, ATextMessageOrALyingSizeHeaderClosesOnlyThatConnection) {
   EXPECT_EQ(lying.close_code(), 1002);
   const auto answer = good.roundtrip(metadata(3));
   EXPECT_GT(answer.size(), 8u);
-  EXPECT_TRUE(gateway_->wait_for_output(
-      std::regex("cause=client sent a text message \\(Kafka frames must be binary\\)")));
-  EXPECT_TRUE(gateway_->wait_for_output(
-      std::regex("cause=client sent a WebSocket message whose length does not match")));
+  const auto client_broke = [](const std::string& cause) {
+    return event_filter{field("event", "closed"), field("end", "protocol_error"), field("side", "client"),
+                        field_matching("cause", cause)};
+  };
+  EXPECT_TRUE(wait_for_event(*gateway_,
+                             client_broke(R"(^client sent a text message \(Kafka frames must be binary\))")));
+  EXPECT_TRUE(wait_for_event(*gateway_,
+                             client_broke("^client sent a WebSocket message whose length does not match")));
 }
 
 TEST_F(Gateway, MetricsCountTheRelayedTrafficAndReadyzFollowsTheCluster) {

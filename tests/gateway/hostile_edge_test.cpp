@@ -8,6 +8,7 @@
 #include "cli.hpp"
 #include "handshakes.hpp"
 #include "http_client.hpp"
+#include "log_events.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 #include "ws_test_client.hpp"
@@ -98,6 +99,11 @@ std::string upgrade_request(const std::string& target, const std::string& extra_
 const std::string plain_get = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
 
 // The whole line of `text` holding `needle`, or "".
+/// The refused event of a handshake answered with `status` because of `why`.
+event_filter refused(int status, const std::string& why) {
+  return {field("event", "refused"), field("status", std::to_string(status)), field("cause", why)};
+}
+
 std::string line_with(const std::string& text, const std::string& needle) {
   const auto at = text.find(needle);
   if (at == std::string::npos) return {};
@@ -132,8 +138,10 @@ class HostileEdge : public ::testing::Test {
                                             spawn_options{.stdin_file = fifo});
     const auto bootstrap = mock_->wait_for_output(std::regex("bootstrap=(\\S+)"));
     ASSERT_TRUE(bootstrap) << mock_->output();
-    std::vector<std::string> argv{KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0",     "--upstream", *bootstrap,
-                                  "--threads",      "1",        "--drain-timeout", "2s"};
+    // The log is JSON: tests read its events by their fields.
+    std::vector<std::string> argv{
+        KWS_GATEWAY_PATH,  "--listen", "127.0.0.1:0",  "--upstream", *bootstrap, "--threads", "1",
+        "--drain-timeout", "2s",       "--log-format", "json"};
     argv.insert(argv.end(), args.begin(), args.end());
     gateway_ = std::make_unique<child_process>(argv);
     const auto port = gateway_->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
@@ -185,7 +193,7 @@ TEST_F(HostileEdge, IdlePreAuthSocketsDoNotTakeThePlacesOfUpgradedConnections) {
   // --max-connections still bounds the upgraded connections.
   const auto sixth = ask(port_, upgrade_request("/kafka", "Authorization: Bearer s3cret-token\r\n"));
   EXPECT_EQ(sixth.status, 503) << sixth.body;
-  EXPECT_TRUE(gateway_->wait_for_output(std::regex("refused .*503 \\(too many connections\\)")));
+  EXPECT_TRUE(wait_for_event(*gateway_, refused(503, "too many connections")));
 }
 
 // With the default --max-handshakes-per-address, 64.
@@ -201,9 +209,11 @@ TEST_F(HostileEdge, AHandshakeOverThePerAddressCapIsClosedAtOnceCountedAndToldIn
   EXPECT_EQ(ask(port_, plain_get, "127.0.0.3").status, 426);
   ws_test_client other;
   EXPECT_FALSE(other.connect(port_, 3s, "/kafka"));
-  EXPECT_TRUE(gateway_->wait_for_output(std::regex(
-      R"(info refused 1 handshake\(s\) in the last second: 1 over --max-handshakes-per-address 64; )"
-      R"(from 1 address, most from 127\.0\.0\.2 \(1\))")));
+  EXPECT_TRUE(wait_for_event(
+      *gateway_, {field("level", "info"),
+                  field("msg",
+                        "refused 1 handshake(s) in the last second: 1 over --max-handshakes-per-address 64; "
+                        "from 1 address, most from 127.0.0.2 (1)")}));
   auto m = metrics();
   EXPECT_EQ(sample(m, "kws_handshakes_refused_total{reason=\"per_address\"}"), 1) << metrics_text_;
   EXPECT_EQ(sample(m, "kws_handshakes_refused_total{reason=\"limit\"}"), 0) << metrics_text_;
@@ -212,8 +222,8 @@ TEST_F(HostileEdge, AHandshakeOverThePerAddressCapIsClosedAtOnceCountedAndToldIn
   // A handshake that ends gives its place back: one idle socket closes, and 127.0.0.2 may start another.
   const auto gone = idle.front().local_endpoint().port();
   idle.front().close();
-  EXPECT_TRUE(gateway_->wait_for_output(
-      std::regex("peer=127\\.0\\.0\\.2:" + std::to_string(gone) + ": no WebSocket handshake")));
+  EXPECT_TRUE(wait_for_event(*gateway_, {field("peer", "127.0.0.2:" + std::to_string(gone)),
+                                         field("end", "no_handshake"), field("side", "client")}));
   EXPECT_EQ(ask(port_, plain_get, "127.0.0.2").status, 426);
 }
 
@@ -226,9 +236,11 @@ TEST_F(HostileEdge, AHandshakeOverMaxHandshakesIsClosedAtOnceAndCounted) {
     idle.push_back(connect_from(ioc, from, port_));
   auto fourth = connect_from(ioc, "127.0.0.5", port_);
   EXPECT_TRUE(closed_by_peer(ioc, fourth, 5s)) << "a fourth handshake under way was not closed at once";
-  EXPECT_TRUE(gateway_->wait_for_output(
-      std::regex(R"(info refused 1 handshake\(s\) in the last second: 1 over --max-handshakes 3; )"
-                 R"(from 1 address, most from 127\.0\.0\.5 \(1\))")));
+  EXPECT_TRUE(wait_for_event(
+      *gateway_,
+      {field("level", "info"), field("msg",
+                                     "refused 1 handshake(s) in the last second: 1 over "
+                                     "--max-handshakes 3; from 1 address, most from 127.0.0.5 (1)")}));
   auto m = metrics();
   EXPECT_EQ(sample(m, "kws_handshakes_refused_total{reason=\"limit\"}"), 1) << metrics_text_;
   EXPECT_EQ(sample(m, "kws_handshakes_refused_total{reason=\"per_address\"}"), 0) << metrics_text_;
@@ -241,9 +253,11 @@ TEST_F(HostileEdge, TimedOutHandshakesAreCountedToldInOneLineAndGiveTheirPlacesB
   std::vector<tcp::socket> idle;
   for (const char* from : {"127.0.0.2", "127.0.0.3"}) idle.push_back(connect_from(ioc, from, port_));
   for (auto& s : idle) EXPECT_TRUE(closed_by_peer(ioc, s, 5s)) << "not closed at the handshake timeout";
-  EXPECT_TRUE(gateway_->wait_for_output(
-      std::regex(R"(info 2 handshake\(s\) timed out in the last second \(--handshake-timeout 300ms\); )"
-                 R"(from 2 addresses, most from 127\.0\.0\.[23] \(1\))")));
+  EXPECT_TRUE(wait_for_event(
+      *gateway_,
+      {field("level", "info"),
+       field_matching("msg", R"(^2 handshake\(s\) timed out in the last second \(--handshake-timeout )"
+                             R"(300ms\); from 2 addresses, most from 127\.0\.0\.[23] \(1\)$)")}));
   auto m = metrics();
   EXPECT_EQ(sample(m, "kws_handshakes_timed_out_total"), 2) << metrics_text_;
   EXPECT_EQ(sample(m, "kws_handshakes_in_progress"), 0) << metrics_text_;
@@ -259,9 +273,15 @@ TEST_F(HostileEdge, AHugeOriginOrPathIsCutAndEscapedInTheLogLineAndTheErrorBody)
   EXPECT_NE(a.body.find("origin https://evil\\x09\\xffaaa"), std::string::npos) << a.body.substr(0, 300);
   EXPECT_NE(a.body.find("...(" + std::to_string(origin.size()) + " bytes) is not allowed"), std::string::npos)
       << a.body.substr(0, 300);
-  ASSERT_TRUE(gateway_->wait_for_output(std::regex("refused .*403 \\(origin ")));
-  const auto line = line_with(gateway_->output(), "403 (origin");
-  EXPECT_LT(line.size(), 600u) << line.substr(0, 600);
+  const auto origin_event = wait_for_event(*gateway_, {field("event", "refused"), field("status", "403")});
+  ASSERT_TRUE(origin_event) << gateway_->output().substr(0, 2000);
+  const auto why = field_text(*origin_event, "cause");
+  EXPECT_TRUE(why.starts_with("origin https://evil\\x09\\xffaaa")) << why.substr(0, 600);
+  EXPECT_NE(why.find("...(" + std::to_string(origin.size()) + " bytes) is not allowed"), std::string::npos)
+      << why.substr(0, 600);
+  // The JSON line holds the cut value twice (in the message and as a field): bounded all the same.
+  const auto line = line_with(gateway_->output(), "\"status\":\"403\"");
+  EXPECT_LT(line.size(), 1200u) << line.substr(0, 600);
   EXPECT_EQ(line.find('\xff'), std::string::npos) << line.substr(0, 600);
   EXPECT_EQ(line.find('\t'), std::string::npos) << line.substr(0, 600);
 
@@ -269,13 +289,13 @@ TEST_F(HostileEdge, AHugeOriginOrPathIsCutAndEscapedInTheLogLineAndTheErrorBody)
   const std::string path = "/kafka/x?\xe2\x80\xae" + std::string(5000, 'b');
   const auto b = ask(port_, upgrade_request(path));
   EXPECT_EQ(b.status, 404) << b.body.substr(0, 300);
-  ASSERT_TRUE(gateway_->wait_for_output(std::regex("refused .*target=/kafka/x\\?.*404")));
-  const auto path_line = line_with(gateway_->output(), "target=/kafka/x?");
-  EXPECT_NE(path_line.find("target=/kafka/x?\\xe2\\x80\\xaebbb"), std::string::npos)
-      << path_line.substr(0, 600);
-  EXPECT_NE(path_line.find("...(" + std::to_string(path.size()) + " bytes)"), std::string::npos)
-      << path_line.substr(0, 600);
-  EXPECT_LT(path_line.size(), 600u) << path_line.substr(0, 600);
+  const auto path_event = wait_for_event(*gateway_, {field("event", "refused"), field("status", "404")});
+  ASSERT_TRUE(path_event) << gateway_->output().substr(0, 2000);
+  const auto target = field_text(*path_event, "target");
+  EXPECT_TRUE(target.starts_with("/kafka/x?\\xe2\\x80\\xaebbb")) << target.substr(0, 600);
+  EXPECT_TRUE(target.ends_with("...(" + std::to_string(path.size()) + " bytes)")) << target.substr(0, 600);
+  const auto path_line = line_with(gateway_->output(), "\"status\":\"404\"");
+  EXPECT_LT(path_line.size(), 1200u) << path_line.substr(0, 600);
   EXPECT_EQ(gateway_->output().find('\xe2'), std::string::npos);
   EXPECT_LT(gateway_->output().size(), 4000u) << "the log holds more than the few lines expected";
 }
@@ -290,8 +310,7 @@ TEST_F(HostileEdge, TwoAuthorizationOrTwoOriginHeadersGet400AndOneLine) {
           upgrade_request("/kafka", "Authorization: Bearer s3cret-token\r\nAuthorization: Bearer other\r\n"));
   EXPECT_EQ(two_tokens.status, 400) << two_tokens.body;
   EXPECT_EQ(two_tokens.body, "more than one Authorization header\n");
-  ASSERT_TRUE(
-      gateway_->wait_for_output(std::regex("refused .*400 \\(more than one Authorization header\\)")));
+  ASSERT_TRUE(wait_for_event(*gateway_, refused(400, "more than one Authorization header")));
 
   const auto two_origins =
       ask(port_, upgrade_request("/kafka",
@@ -299,7 +318,7 @@ TEST_F(HostileEdge, TwoAuthorizationOrTwoOriginHeadersGet400AndOneLine) {
                                  "Origin: https://evil.example.com\r\n"));
   EXPECT_EQ(two_origins.status, 400) << two_origins.body;
   EXPECT_EQ(two_origins.body, "more than one Origin header\n");
-  ASSERT_TRUE(gateway_->wait_for_output(std::regex("refused .*400 \\(more than one Origin header\\)")));
+  ASSERT_TRUE(wait_for_event(*gateway_, refused(400, "more than one Origin header")));
 
   // One line each, and the same requests with one of each header upgrade.
   const auto out = gateway_->output();

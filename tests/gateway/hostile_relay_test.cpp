@@ -4,6 +4,7 @@
 // test ends on what users see: the gateway's log, its /metrics, its descriptors and its memory.
 #include "frame_util.hpp"
 #include "http_client.hpp"
+#include "log_events.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 
@@ -179,8 +180,8 @@ class HostileClients : public ::testing::Test {
 
   void start_gateway(const std::vector<std::string>& extra = {}) {
     std::vector<std::string> argv{
-        KWS_GATEWAY_PATH,  "--listen", "127.0.0.1:0",      "--upstream", upstream_, "--threads", "2",
-        "--drain-timeout", "2s",       "--metrics-listen", "127.0.0.1:0"};
+        KWS_GATEWAY_PATH,  "--listen", "127.0.0.1:0",      "--upstream",  upstream_,      "--threads", "2",
+        "--drain-timeout", "2s",       "--metrics-listen", "127.0.0.1:0", "--log-format", "json"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     server_ = std::make_unique<child_process>(argv);
     read_ports();
@@ -212,19 +213,26 @@ class HostileClients : public ::testing::Test {
   // Waits (up to `limit`) until every connection the log shows opened has its closed line; returns how many
   // opened.
   std::size_t wait_until_all_closed(std::chrono::milliseconds limit = 30s) {
-    const std::regex opened(R"(conn (\d+) open )"), closed(R"(conn (\d+) closed )");
     std::set<std::string> open_ids, unclosed;
-    for (const auto until = std::chrono::steady_clock::now() + limit;
-         std::chrono::steady_clock::now() < until; std::this_thread::sleep_for(20ms)) {
-      const auto log = server_->output();
-      open_ids.clear();
-      for (std::sregex_iterator it(log.begin(), log.end(), opened), end; it != end; ++it)
-        open_ids.insert((*it)[1].str());
-      unclosed = open_ids;
-      for (std::sregex_iterator it(log.begin(), log.end(), closed), end; it != end; ++it)
-        unclosed.erase((*it)[1].str());
-      if (unclosed.empty()) break;
-    }
+    std::size_t next = 0;  // the log's lines before this were counted already
+    server_->wait_for_output(
+        [&](std::string_view log) {
+          const auto end = log.rfind('\n');
+          if (end != std::string_view::npos && end >= next) {
+            for (const auto& e : events_in(log.substr(next, end + 1 - next), {})) {
+              const auto event = field_text(e, "event");
+              if (event == "open") {
+                open_ids.insert(field_text(e, "conn"));
+                unclosed.insert(field_text(e, "conn"));
+              } else if (event == "closed") {
+                unclosed.erase(field_text(e, "conn"));
+              }
+            }
+            next = end + 1;
+          }
+          return unclosed.empty();
+        },
+        limit);
     EXPECT_TRUE(unclosed.empty()) << unclosed.size() << " connection(s) opened but never closed, e.g. conn "
                                   << (unclosed.empty() ? std::string() : *unclosed.begin());
     return open_ids.size();
@@ -282,7 +290,7 @@ TEST_F(HostileClients, ProxyEndsEveryRelayOfClientsThatPipelineAndLeave) {
   ASSERT_TRUE(bport) << broker->output();
   server_ = std::make_unique<child_process>(std::vector<std::string>{
       KWS_PROXY_PATH, "--listen", "127.0.0.1", "--port", "0", "--broker", "127.0.0.1:" + *bport, "--threads",
-      "2", "--drain-timeout", "2s", "--metrics-listen", "127.0.0.1:0"});
+      "2", "--drain-timeout", "2s", "--metrics-listen", "127.0.0.1:0", "--log-format", "json"});
   ASSERT_NO_FATAL_FAILURE(read_ports());
   const auto baseline = open_descriptors(server_->pid());
   std::string burst;
@@ -386,8 +394,9 @@ TEST_F(HostileClients, GatewayEndsTheSessionWhoseMessageCannotBeAllocated) {
               std::string::npos)
         << "no close frame with code 1011";
   }
-  EXPECT_TRUE(
-      server_->wait_for_output(std::regex("closed .*cause=out of memory for a frame from the client")));
+  EXPECT_TRUE(wait_for_event(
+      *server_, {field("event", "closed"), field("end", "out_of_memory"), field("side", "client"),
+                 field_matching("cause", "^out of memory for a frame from the client")}));
   wait_until_none_active(2);
   EXPECT_EQ(wait_until_all_closed(), 2u);
   EXPECT_LE(wait_for_descriptors(baseline), baseline);

@@ -5,6 +5,7 @@
 // naming why.
 #include "client_tools.hpp"
 #include "frame_util.hpp"
+#include "log_events.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 #include "ws_test_server.hpp"
@@ -39,12 +40,6 @@ std::string metadata_v0(std::int32_t correlation_id) {
   return frame(r);
 }
 
-std::size_t count_of(const std::string& text, const std::string& what) {
-  std::size_t n = 0;
-  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
-  return n;
-}
-
 class UpstreamTls : public ::testing::Test {
  protected:
   void SetUp() override { certs_ = make_test_certificates(); }
@@ -77,7 +72,7 @@ class UpstreamTls : public ::testing::Test {
   void start_gateway(const std::vector<std::string>& args) {
     gateway_ = std::make_unique<child_process>(
         std::vector<std::string>{KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0", "--threads", "2",
-                                 "--drain-timeout", "2s", "--connect-timeout", "3s"} +
+                                 "--drain-timeout", "2s", "--connect-timeout", "3s", "--log-format", "json"} +
         args);
     const auto port = gateway_->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
     ASSERT_TRUE(port) << gateway_->output();
@@ -137,9 +132,17 @@ class UpstreamTls : public ::testing::Test {
     c.read_frame(in, ec);
     EXPECT_TRUE(ec) << "the connection was not closed";
     EXPECT_EQ(c.peer_close_code(), 1013);
-    ASSERT_TRUE(gateway_->wait_for_output(std::regex("cluster unreachable: ")));
-    const auto log = gateway_->output();
-    EXPECT_EQ(count_of(log, reason), 1u) << "wanted exactly one line with: " << reason;
+    expect_one_line_ending_the_client(reason);
+  }
+
+  // The client's connection ended because the cluster could not be reached, for `reason`, said on one line.
+  void expect_one_line_ending_the_client(const std::string& reason) {
+    ASSERT_TRUE(wait_for_event(*gateway_, {field("event", "closed"), field("end", "cluster_unreachable"),
+                                           field("side", "broker"), field_containing("cause", reason)}))
+        << gateway_->output();
+    EXPECT_EQ(events(*gateway_, {field_containing("msg", reason)}).size(), 1u)
+        << "wanted exactly one line with: " << reason << "\n"
+        << gateway_->output();
   }
 
   temp_dir dir_{"kws-upstream-tls"};
@@ -154,7 +157,7 @@ TEST_F(UpstreamTls, KcatThroughProxyAndGatewayToATlsClusterOfThreeNodesByteExact
   const auto port = start_devbroker(certs_.cert_pem, certs_.key_pem, 3, "tls:3");
   ASSERT_NO_FATAL_FAILURE(start_gateway(
       {"--upstream", "127.0.0.1:" + port, "--upstream-tls", "--upstream-ca-file", certs_.ca_pem}));
-  EXPECT_NE(gateway_->output().find(" (tls) "), std::string::npos);
+  EXPECT_FALSE(events(*gateway_, {field_containing("msg", " (tls) ")}).empty()) << gateway_->output();
   ASSERT_NO_FATAL_FAILURE(start_proxy());
   std::map<int, std::vector<std::string>> want;
   for (int p = 0; p < 3; ++p) {
@@ -169,8 +172,9 @@ TEST_F(UpstreamTls, KcatThroughProxyAndGatewayToATlsClusterOfThreeNodesByteExact
   EXPECT_TRUE(by_partition(output_of("consume")) == want) << "per-partition contents differ";
   // Every node was reached over TLS, its certificate checked against the address it advertises.
   for (int node = 0; node < 3; ++node) {
-    EXPECT_NE(gateway_->output().find("target=/kafka/" + std::to_string(node) + " upstream="),
-              std::string::npos)
+    EXPECT_FALSE(
+        events(*gateway_, {field("event", "open"), field("target", "/kafka/" + std::to_string(node))})
+            .empty())
         << "node " << node;
   }
   EXPECT_EQ(gateway_->output().find("certificate was refused"), std::string::npos);
@@ -206,10 +210,8 @@ TEST_F(UpstreamTls, ABrokerWhoseCertificateDoesNotNameItsAdvertisedHostEndsOnlyT
   node.read_frame(in, ec);
   EXPECT_TRUE(ec) << "the node's connection was not closed";
   EXPECT_EQ(node.peer_close_code(), 1013);
-  ASSERT_TRUE(gateway_->wait_for_output(std::regex("cluster unreachable: ")));
-  EXPECT_EQ(count_of(gateway_->output(),
-                     "the broker's TLS certificate was refused: IP address mismatch (127.0.0.1)"),
-            1u);
+  expect_one_line_ending_the_client(
+      "the broker's TLS certificate was refused: IP address mismatch (127.0.0.1)");
   EXPECT_TRUE(metadata_answered(bootstrap, 3)) << "the bootstrap connection did not go on";
 }
 

@@ -3,6 +3,7 @@
 // read back with its decoder. Everything on 127.0.0.1, bounded in time.
 #include "frame_util.hpp"
 #include "kafka_encoder.hpp"
+#include "log_events.hpp"
 #include "proxy_support.hpp"
 #include "ws_test_server.hpp"
 
@@ -17,9 +18,12 @@ namespace {
 namespace kt = kws::test::kafka;
 using kws::test::client;
 using kws::test::error_code;
+using kws::test::field;
+using kws::test::field_matching;
 using kws::test::frame;
 using kws::test::proxy_process;
 using kws::test::request;
+using kws::test::wait_for_event;
 using kws::test::ws_peer;
 using kws::test::ws_test_server;
 using namespace std::chrono_literals;
@@ -154,13 +158,15 @@ TEST(ProxyRewrite, AResponseThatCannotBeRewrittenEndsOnlyThatConnection) {
     kws::store_be32(f.data(), static_cast<std::int32_t>(f.size() - 4));
     return f;
   }));
-  proxy_process proxy({"--broker", broker.address()});
+  proxy_process proxy({"--broker", broker.address(), "--log-format", "json"});
   client other(proxy.port);
   client victim(proxy.port);
   victim.send(metadata_v1(5));
   EXPECT_TRUE(victim.closed_by_peer());
-  EXPECT_TRUE(proxy.proc.wait_for_output(
-      std::regex(R"(cause=cannot rewrite the response to metadata v1 \(correlation id 5\): Kafka )")))
+  EXPECT_TRUE(wait_for_event(
+      proxy.proc, {field("event", "closed"), field("end", "unusable_response"), field("side", "broker"),
+                   field_matching("cause", R"(^cannot rewrite the response to metadata v1 )"
+                                           R"(\(correlation id 5\): Kafka )")}))
       << proxy.proc.output();
   error_code ec;
   EXPECT_EQ(other.exchange(frame("still here"), 14, ec), frame("still here"));

@@ -1,6 +1,7 @@
 // kafka-websocket-proxy as users run it: the built binary, a TCP client on one side, a real WebSocket
 // server on the other, everything on 127.0.0.1 and bounded in time.
 #include "frame_util.hpp"
+#include "log_events.hpp"
 #include "process.hpp"
 #include "proxy_support.hpp"
 #include "test_env.hpp"
@@ -29,11 +30,18 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using kws::test::child_process;
 using kws::test::client;
+using kws::test::event_filter;
+using kws::test::events;
+using kws::test::field;
+using kws::test::field_containing;
+using kws::test::field_matching;
 using kws::test::frame;
 using kws::test::pattern;
 using kws::test::proxy_process;
 using kws::test::raw_size;
 using kws::test::rss_kib;
+using kws::test::wait_for_event;
+using kws::test::wait_for_events;
 using kws::test::ws_peer;
 using kws::test::ws_test_server;
 using tcp = asio::ip::tcp;
@@ -188,7 +196,7 @@ TEST(Proxy, AMessageWhoseSizeHeaderDoesNotMatchGetsCloseCode1002) {
 
 TEST(Proxy, HalfCloseStillDeliversResponses) {
   ws_test_server server(delayed_echo(150ms));
-  proxy_process proxy({"--broker", server.address()});
+  proxy_process proxy({"--broker", server.address(), "--log-format", "json"});
   client c(proxy.port);
   const auto requests = frame("r1") + frame("r2") + frame("r3");
   c.send(requests);
@@ -197,7 +205,9 @@ TEST(Proxy, HalfCloseStillDeliversResponses) {
   EXPECT_EQ(c.recv(requests.size(), ec), requests);
   EXPECT_FALSE(ec) << ec.message();
   EXPECT_TRUE(c.closed_by_peer());
-  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("down=18B/3f .*cause=client closed")))
+  EXPECT_TRUE(
+      wait_for_event(proxy.proc, {field("event", "closed"), field("end", "closed"), field("side", "client"),
+                                  field("down_bytes", "18"), field("down_frames", "3")}))
       << proxy.proc.output();
 }
 
@@ -464,13 +474,14 @@ TEST(ProxyClose, BrokerClosingWithARequestInFlightDeliversEverythingBeforeToACli
     p.read(m);  // a request in flight that will never be answered
     p.close();
   });
-  proxy_process proxy({"--broker", server.address()});
+  proxy_process proxy({"--broker", server.address(), "--log-format", "json"});
   const auto r = read_slowly_while_sending(proxy.port, frame("big"), [] {});
   EXPECT_EQ(r.end, asio::error::eof) << r.end.message() << " after " << r.received.size() << " bytes";
   EXPECT_EQ(r.received.size(), big_response_bytes + 4);
   EXPECT_TRUE(r.received == big_response());
-  EXPECT_TRUE(
-      proxy.proc.wait_for_output(std::regex(R"(cause=broker closed with \d+ request\(s\) in flight)")))
+  EXPECT_TRUE(wait_for_event(proxy.proc,
+                             {field("event", "closed"), field("end", "closed_owing"), field("side", "broker"),
+                              field_matching("cause", R"(^broker closed with \d+ request\(s\) in flight)")}))
       << proxy.proc.output();
   EXPECT_EQ(server.accepted(), 1);
 }
@@ -482,20 +493,21 @@ TEST(ProxyReconnect, BrokerClosingBetweenRequestsIsInvisibleToTheClient) {
     if (p.read(m)) p.write_binary(m.data);
     p.close();
   });
-  proxy_process proxy({"--broker", server.address()});
+  proxy_process proxy({"--broker", server.address(), "--log-format", "json"});
   client c(proxy.port);
+  const event_filter broker_left{field("conn", "1"),
+                                 field_containing("msg", "reconnecting on the next request")};
   for (int i = 0; i < 3; ++i) {
     const auto request = frame("request " + std::to_string(i));
     error_code ec;
     EXPECT_EQ(c.exchange(request, request.size(), ec), request) << "request " << i;
     EXPECT_FALSE(ec) << ec.message();
     // The broker's close has reached the proxy before the next request goes out.
-    ASSERT_TRUE(proxy.proc.wait_for_output(
-        std::regex("(reconnecting on the next request[^]*){" + std::to_string(i + 1) + "}")))
+    ASSERT_EQ(wait_for_events(proxy.proc, broker_left, i + 1), static_cast<std::size_t>(i + 1))
         << proxy.proc.output();
   }
   EXPECT_EQ(server.accepted(), 3);
-  EXPECT_EQ(proxy.proc.output().find("closed client="), std::string::npos) << proxy.proc.output();
+  EXPECT_TRUE(events(proxy.proc, {field("event", "closed")}).empty()) << proxy.proc.output();
 }
 
 TEST(ProxyReconnect, ReconnectFailureClosesTheClientWithOneLine) {
@@ -506,27 +518,26 @@ TEST(ProxyReconnect, ReconnectFailureClosesTheClientWithOneLine) {
     if (p.read(m)) p.write_binary(m.data);
     p.close();
   });
-  proxy_process proxy({"--broker", server->address(), "--dial-retries", "1", "--dial-backoff", "50ms"});
+  proxy_process proxy({"--broker", server->address(), "--dial-retries", "1", "--dial-backoff", "50ms",
+                       "--log-format", "json"});
   client c(proxy.port);
   error_code ec;
   EXPECT_EQ(c.exchange(frame("one"), 7, ec), frame("one"));
-  ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("reconnecting on the next request")));
+  ASSERT_TRUE(wait_for_event(proxy.proc, {field_containing("msg", "reconnecting on the next request")}));
   server.reset();  // the broker is gone for good
   c.send(frame("two"));
   EXPECT_TRUE(c.closed_by_peer());
-  EXPECT_TRUE(
-      proxy.proc.wait_for_output(std::regex("cause=could not reconnect to the broker: Connection refused")))
+  EXPECT_TRUE(wait_for_event(
+      proxy.proc, {field("event", "closed"), field("end", "reconnect_failed"), field("side", "broker"),
+                   field("cause", "could not reconnect to the broker: Connection refused")}))
       << proxy.proc.output();
-  const auto out = proxy.proc.output();
-  const std::regex closing("closed client=");
-  const auto lines =
-      std::distance(std::sregex_iterator(out.begin(), out.end(), closing), std::sregex_iterator());
-  EXPECT_EQ(lines, 1) << "one closing line per connection:\n" << out;
+  EXPECT_EQ(events(proxy.proc, {field("event", "closed")}).size(), 1u) << "one closing line per connection:\n"
+                                                                       << proxy.proc.output();
 }
 
 TEST(ProxyLimits, ConnectionsOverTheLimitAreClosedAtOnceWithALogLine) {
   ws_test_server server(kws::test::echo);
-  proxy_process proxy({"--broker", server.address(), "--max-connections", "2"});
+  proxy_process proxy({"--broker", server.address(), "--max-connections", "2", "--log-format", "json"});
   auto first = std::make_unique<client>(proxy.port);
   client second(proxy.port);
   error_code ec;
@@ -534,25 +545,29 @@ TEST(ProxyLimits, ConnectionsOverTheLimitAreClosedAtOnceWithALogLine) {
   EXPECT_EQ(second.exchange(frame("2"), 5, ec), frame("2"));
   client third(proxy.port);
   EXPECT_TRUE(third.closed_by_peer());
-  EXPECT_TRUE(
-      proxy.proc.wait_for_output(std::regex("refused client=127\\.0\\.0\\.1:\\d+: 2 connections open")))
+  EXPECT_TRUE(wait_for_event(proxy.proc,
+                             {field("event", "refused"), field_matching("client", R"(^127\.0\.0\.1:\d+$)"),
+                              field_matching("cause", "^2 connections open")}))
       << proxy.proc.output();
   first.reset();
-  ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("conn 1 closed")));
+  ASSERT_TRUE(wait_for_event(proxy.proc, {field("conn", "1"), field("event", "closed")}));
   client fourth(proxy.port);
   EXPECT_EQ(fourth.exchange(frame("4"), 5, ec), frame("4")) << "room again once one has gone";
 }
 
 TEST(ProxyLimits, AClientThatLeavesWhileTheBrokerIsDialledEndsTheDial) {
   ws_test_server hung(kws::test::echo, {.silent = true});  // accepts TCP, never answers the upgrade
-  proxy_process proxy({"--broker", hung.address(), "--handshake-timeout", "2s", "--dial-retries", "5"});
+  proxy_process proxy({"--broker", hung.address(), "--handshake-timeout", "2s", "--dial-retries", "5",
+                       "--log-format", "json"});
   {
     client c(proxy.port);
-    ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("conn 1 accepted")));
+    ASSERT_TRUE(wait_for_event(proxy.proc, {field("conn", "1"), field("event", "accepted")}));
   }  // gone before the first attempt has timed out
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_TRUE(proxy.proc.wait_for_output(
-      std::regex("conn 1 closed client=.*: the client left while the broker was being dialled \\(1 attempt"),
+  EXPECT_TRUE(wait_for_event(
+      proxy.proc,
+      {field("conn", "1"), field("event", "closed"), field("side", "client"),
+       field_matching("cause", R"(^the client left while the broker was being dialled \(1 attempt)")},
       5s))
       << proxy.proc.output();
   EXPECT_LT(std::chrono::steady_clock::now() - start, 2s) << "noticed before the attempt timed out";

@@ -205,6 +205,17 @@ std::optional<std::string> child_process::wait_for_output(const std::regex& re,
   return m.size() > 1 ? m[1].str() : m[0].str();
 }
 
+bool child_process::wait_for_output(const std::function<bool(std::string_view)>& done,
+                                    std::chrono::milliseconds limit) const {
+  std::unique_lock lock(mu_);
+  bool seen = false;
+  changed_.wait_for(lock, limit, [&] {
+    seen = done(output_);
+    return seen || reader_done_;
+  });
+  return seen;
+}
+
 std::optional<std::string> child_process::read_line(std::chrono::milliseconds limit) {
   std::unique_lock lock(mu_);
   std::size_t nl = std::string::npos;

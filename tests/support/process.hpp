@@ -5,11 +5,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <regex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -55,6 +57,10 @@ class child_process {
   /// Waits until the captured stdout matches `re`; returns the first submatch (or the whole match).
   std::optional<std::string> wait_for_output(
       const std::regex& re, std::chrono::milliseconds limit = std::chrono::seconds(10)) const;
+  /// Waits until `done(stdout so far)` is true, called under the output's lock each time more arrives; false
+  /// after `limit` or once the output is complete without it.
+  bool wait_for_output(const std::function<bool(std::string_view)>& done,
+                       std::chrono::milliseconds limit = std::chrono::seconds(10)) const;
   /// The next whole line of captured stdout (without its '\n'), each line once; nullopt after `limit` or
   /// when stdout ended without another whole line.
   std::optional<std::string> read_line(std::chrono::milliseconds limit = std::chrono::seconds(10));
