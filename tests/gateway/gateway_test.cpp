@@ -151,7 +151,7 @@ class Gateway : public ::testing::Test {
 
   // The proxy in front, reaching every broker through the gateway by node id (or through the gateway at
   // `node_gateway_port`, when given: bootstrap and brokers then go through two gateways).
-  void start_proxy(unsigned short node_gateway_port = 0) {
+  void start_proxy(unsigned short node_gateway_port = 0, const std::vector<std::string>& extra = {}) {
     const auto scheme = tls_ ? std::string("wss") : std::string("ws");
     const auto gw = scheme + "://localhost:" + std::to_string(gateway_port_);
     const auto nodes_gw =
@@ -170,7 +170,7 @@ class Gateway : public ::testing::Test {
                                   "--drain-timeout",
                                   "2s"};
     if (tls_) argv = argv + std::vector<std::string>{"--ca-file", tls_->ca_pem};
-    proxy_ = std::make_unique<child_process>(argv);
+    proxy_ = std::make_unique<child_process>(argv + extra);
     const auto port = proxy_->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
     ASSERT_TRUE(port) << proxy_->output();
     bootstrap_ = "127.0.0.1:" + *port;
@@ -664,6 +664,57 @@ TEST_F(GatewaySasl, KafkaPythonWithEachMechanismThroughTheChain) {
            "--sasl-username", "alice", "--sasl-password", "wrong"},
           {.stderr_to = spawn_options::stderr_target::captured}, 20s);
   EXPECT_NE(bad.exit_code, std::optional<int>(0)) << bad.out;
+}
+
+// kafka-python and confluent-kafka configured as for a managed cluster (security.protocol=SASL_SSL) to the
+// proxy's TLS port, over ws to the gateway, over TLS to the dev broker requiring SASL: TLS ends at the proxy
+// and again at the broker, SASL goes from the client to the broker untouched.
+TEST_F(GatewaySasl, PythonClientsWithSaslSslToTheProxysTlsPortThroughTheGatewayToATlsCluster) {
+  const auto certs = make_test_certificates();
+  ASSERT_NO_FATAL_FAILURE(start_chain({"--upstream-tls", "--upstream-ca-file", certs.ca_pem}, false,
+                                      {"--tcp-tls-cert", certs.cert_pem, "--tcp-tls-key", certs.key_pem}));
+  ASSERT_NO_FATAL_FAILURE(
+      start_proxy(0, {"--client-tls-cert", certs.cert_pem, "--client-tls-key", certs.key_pem}));
+  const auto client = [&](const std::string& which, const std::string& mechanism, const std::string& password,
+                          const std::string& topic) {
+    return run({"/usr/bin/python3",
+                KWS_SASL_CLIENTS_PY,
+                "--client",
+                which,
+                "--bootstrap",
+                bootstrap_,
+                "--protocol",
+                "SASL_SSL",
+                "--ca",
+                certs.ca_pem,
+                "--mechanism",
+                mechanism,
+                "--user",
+                "alice",
+                "--password",
+                password,
+                "--topic",
+                topic,
+                "--count",
+                "300",
+                "--limit-s",
+                "40"},
+               {.stderr_to = spawn_options::stderr_target::captured}, 45s);
+  };
+  for (const auto& [which, mechanism] :
+       std::vector<std::pair<std::string, std::string>>{{"kafka-python", "SCRAM-SHA-512"},
+                                                        {"confluent-kafka", "SCRAM-SHA-512"},
+                                                        {"confluent-kafka", "SCRAM-SHA-256"}}) {
+    SCOPED_TRACE(which + " " + mechanism);
+    const auto r = client(which, mechanism, "alice-secret", "ssl-" + which + "-" + mechanism);
+    EXPECT_EQ(r.exit_code, std::optional<int>(0)) << describe(r.exit_code, r.err) << "stdout:\n" << r.out;
+    EXPECT_NE(r.out.find("OK: 300 messages"), std::string::npos) << r.out;
+  }
+  // A wrong password: the broker's authentication error reaches the client, through both TLS hops.
+  const auto bad = client("confluent-kafka", "SCRAM-SHA-512", "wrong", "ssl-bad");
+  EXPECT_EQ(bad.exit_code, std::optional<int>(4)) << describe(bad.exit_code, bad.err) << bad.out;
+  EXPECT_NE(bad.out.find("AUTH ERROR"), std::string::npos) << bad.out;
+  EXPECT_TRUE(devbroker_->wait_for_output(std::regex("authenticated user=alice mechanism=SCRAM-SHA-256")));
 }
 
 // ---- The node map on a cluster that requires SASL (docs/addressing.md). A second gateway serves the
