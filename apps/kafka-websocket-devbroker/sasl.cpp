@@ -1,6 +1,5 @@
 #include "sasl.hpp"
 
-#include <kws/forward_proxy.hpp>
 #include <kws/frame.hpp>
 #include <kws/kafka/api.hpp>
 #include <kws/kafka/api_versions.hpp>
@@ -25,31 +24,15 @@ using kafka::sasl::base64_decode;
 using kafka::sasl::decode_saslname;
 using kafka::sasl::digest;
 using kafka::sasl::hmac;
-
-// Kafka error codes of the SASL APIs (https://kafka.apache.org/protocol#protocol_error_codes).
-constexpr std::int16_t unsupported_sasl_mechanism = 33;
-constexpr std::int16_t illegal_sasl_state = 34;
-constexpr std::int16_t sasl_authentication_failed = 58;
+using kafka::sasl::illegal_sasl_state;
+using kafka::sasl::sasl_authentication_failed;
+using kafka::sasl::split;
+using kafka::sasl::unsupported_sasl_mechanism;
 
 constexpr std::int16_t max_handshake_version = 1;
 constexpr std::int16_t max_authenticate_version = 2;
 constexpr int scram_iterations = 4096;
 constexpr std::size_t salt_bytes = 16;
-
-std::vector<std::string_view> split(std::string_view s, char sep) {
-  std::vector<std::string_view> parts;
-  for (;;) {
-    const auto at = s.find(sep);
-    parts.push_back(s.substr(0, at));
-    if (at == std::string_view::npos) return parts;
-    s.remove_prefix(at + 1);
-  }
-}
-
-bool printable_nonce(std::string_view s) noexcept {
-  return !s.empty() &&
-         std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x21 && c <= 0x7e && c != ','; });
-}
 
 step failed(std::string client_message, std::string reason) {
   step s;
@@ -305,7 +288,7 @@ step scram_server::first(std::string_view message) {
     return fail("malformed SCRAM client-first-message-bare");
   auto user = decode_saslname(attrs[0].substr(2));
   const auto client_nonce = attrs[1].substr(2);
-  if (!user || user->empty() || !printable_nonce(client_nonce))
+  if (!user || user->empty() || !kafka::sasl::is_nonce(client_nonce))
     return fail("malformed SCRAM user name or nonce");
   credential_ = lookup_(*user);
   if (!credential_) return fail(fmt::format("unknown user '{}'", *user));

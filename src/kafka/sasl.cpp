@@ -15,11 +15,6 @@ namespace kws::kafka::sasl {
 
 namespace {
 
-// Kafka error codes of the SASL APIs (https://kafka.apache.org/protocol#protocol_error_codes).
-constexpr std::int16_t unsupported_sasl_mechanism = 33;
-constexpr std::int16_t illegal_sasl_state = 34;
-constexpr std::int16_t sasl_authentication_failed = 58;
-
 constexpr std::int16_t handshake_version = 1;
 constexpr std::int16_t authenticate_version = 1;
 // RFC 5802 asks for at least 4096; the upper bound keeps what a server can make one lookup compute small.
@@ -38,25 +33,10 @@ const EVP_MD* md_of(scram_hash h) noexcept {
   return EVP_sha512();
 }
 
-std::vector<std::string_view> split(std::string_view s, char sep) {
-  std::vector<std::string_view> parts;
-  for (;;) {
-    const auto at = s.find(sep);
-    parts.push_back(s.substr(0, at));
-    if (at == std::string_view::npos) return parts;
-    s.remove_prefix(at + 1);
-  }
-}
-
 std::string_view trim(std::string_view s) noexcept {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
-}
-
-bool printable_nonce(std::string_view s) noexcept {
-  return !s.empty() &&
-         std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x21 && c <= 0x7e && c != ','; });
 }
 
 // A request frame: size, request header v1 (api key, version, correlation id, client id), then the body.
@@ -196,6 +176,21 @@ std::optional<std::string> decode_saslname(std::string_view s) {
   return out;
 }
 
+std::vector<std::string_view> split(std::string_view s, char sep) {
+  std::vector<std::string_view> parts;
+  for (;;) {
+    const auto at = s.find(sep);
+    parts.push_back(s.substr(0, at));
+    if (at == std::string_view::npos) return parts;
+    s.remove_prefix(at + 1);
+  }
+}
+
+bool is_nonce(std::string_view s) noexcept {
+  return !s.empty() &&
+         std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x21 && c <= 0x7e && c != ','; });
+}
+
 std::string make_nonce() {
   std::array<unsigned char, 24> raw{};
   if (RAND_bytes(raw.data(), static_cast<int>(raw.size())) != 1)
@@ -229,7 +224,7 @@ std::optional<std::string> scram_client::final_message(std::string_view server_f
     return std::nullopt;
   }
   const auto nonce = attrs[0].substr(2);
-  if (!nonce.starts_with(client_nonce_) || nonce.size() == client_nonce_.size() || !printable_nonce(nonce)) {
+  if (!nonce.starts_with(client_nonce_) || nonce.size() == client_nonce_.size() || !is_nonce(nonce)) {
     why = "the SCRAM server's nonce does not extend the client's";
     return std::nullopt;
   }

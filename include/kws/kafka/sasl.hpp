@@ -22,6 +22,11 @@ std::string_view mechanism_name(mechanism m) noexcept;
 /// The mechanism of that exact (case-sensitive, as Kafka's) name, or std::nullopt.
 std::optional<mechanism> parse_mechanism(std::string_view name) noexcept;
 
+/// Kafka error codes of the SASL APIs (https://kafka.apache.org/protocol#protocol_error_codes).
+inline constexpr std::int16_t unsupported_sasl_mechanism = 33;
+inline constexpr std::int16_t illegal_sasl_state = 34;
+inline constexpr std::int16_t sasl_authentication_failed = 58;
+
 /// SCRAM's hash. SHA-1 is here for RFC 5802's test vector only: Kafka offers no SCRAM-SHA-1.
 enum class scram_hash { sha1, sha256, sha512 };
 /// The hash of a SCRAM mechanism (PLAIN: sha256, unused).
@@ -48,6 +53,11 @@ std::optional<byte_vector> base64_decode(std::string_view s);
 std::string encode_saslname(std::string_view name);
 /// The reverse; std::nullopt for a ',' or an '=' that starts neither code.
 std::optional<std::string> decode_saslname(std::string_view s);
+/// The parts of `s` between `sep` characters (SCRAM's attributes, PLAIN's NUL-separated fields); views into
+/// `s`, at least one.
+std::vector<std::string_view> split(std::string_view s, char sep);
+/// Whether `s` can be a SCRAM nonce: not empty, printable ASCII other than ','.
+bool is_nonce(std::string_view s) noexcept;
 /// 24 random bytes (RAND_bytes) in base64: a SCRAM nonce (printable, no ',').
 std::string make_nonce();
 
