@@ -60,10 +60,11 @@ int main(int argc, char** argv) {
   app.add_flag("--upstream-insecure", cfg.upstream_insecure,
                "do not verify the cluster's certificates or host names (testing only; logs a warning)");
   app.add_option(
-      "--upstream-sasl-file", upstream_sasl_file,
-      "credentials for the gateway's own Metadata lookup of a node id it has not seen, on a cluster "
-      "that requires SASL: key=value lines mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), "
-      "username, password; clients still authenticate themselves");
+         "--upstream-sasl-file", upstream_sasl_file,
+         "credentials for the gateway's own Metadata lookup of a node id it has not seen, on a cluster "
+         "that requires SASL: key=value lines mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), "
+         "username, password; clients still authenticate themselves")
+      ->type_name("FILE");
   app.add_option("--advertise", advertise,
                  "HOST:PORT clients reach this gateway at; every broker in a response is advertised there; "
                  "{node_id} in HOST gives each broker a name of its own, which librdkafka clients need "
