@@ -1,15 +1,11 @@
 #include "sasl.hpp"
 
-#include <kws/forward_proxy.hpp>
 #include <kws/frame.hpp>
 #include <kws/kafka/api.hpp>
 #include <kws/kafka/api_versions.hpp>
 
 #include <fmt/format.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include <algorithm>
@@ -21,110 +17,22 @@ namespace kws::devbroker::sasl {
 
 namespace {
 
-// Kafka error codes of the SASL APIs (https://kafka.apache.org/protocol#protocol_error_codes).
-constexpr std::int16_t unsupported_sasl_mechanism = 33;
-constexpr std::int16_t illegal_sasl_state = 34;
-constexpr std::int16_t sasl_authentication_failed = 58;
+using kafka::sasl::as_bytes;
+using kafka::sasl::as_text;
+using kafka::sasl::base64;
+using kafka::sasl::base64_decode;
+using kafka::sasl::decode_saslname;
+using kafka::sasl::digest;
+using kafka::sasl::hmac;
+using kafka::sasl::illegal_sasl_state;
+using kafka::sasl::sasl_authentication_failed;
+using kafka::sasl::split;
+using kafka::sasl::unsupported_sasl_mechanism;
 
 constexpr std::int16_t max_handshake_version = 1;
 constexpr std::int16_t max_authenticate_version = 2;
 constexpr int scram_iterations = 4096;
 constexpr std::size_t salt_bytes = 16;
-
-const EVP_MD* digest_of(scram_hash h) noexcept {
-  switch (h) {
-    case scram_hash::sha1:
-      return EVP_sha1();
-    case scram_hash::sha256:
-      return EVP_sha256();
-    case scram_hash::sha512:
-      break;
-  }
-  return EVP_sha512();
-}
-
-bytes_view as_bytes(std::string_view s) noexcept {
-  return {reinterpret_cast<const unsigned char*>(s.data()), s.size()};
-}
-
-std::string_view as_text(bytes_view b) noexcept {
-  return {reinterpret_cast<const char*>(b.data()), b.size()};
-}
-
-byte_vector hmac(const EVP_MD* md, bytes_view key, bytes_view data) {
-  byte_vector out(EVP_MAX_MD_SIZE);
-  unsigned len = 0;
-  if (!HMAC(md, key.data(), static_cast<int>(key.size()), data.data(), data.size(), out.data(), &len))
-    throw std::runtime_error("HMAC failed");
-  out.resize(len);
-  return out;
-}
-
-byte_vector hash(const EVP_MD* md, bytes_view data) {
-  byte_vector out(EVP_MAX_MD_SIZE);
-  unsigned len = 0;
-  if (!EVP_Digest(data.data(), data.size(), out.data(), &len, md, nullptr))
-    throw std::runtime_error("digest failed");
-  out.resize(len);
-  return out;
-}
-
-std::string base64(bytes_view b) {
-  return base64_encode(as_text(b));
-}
-
-/// Strict base64 (RFC 4648 with padding); std::nullopt for anything else.
-std::optional<byte_vector> base64_decode(std::string_view s) {
-  if (s.size() % 4 != 0) return std::nullopt;
-  const std::size_t pad = s.ends_with("==") ? 2 : s.ends_with('=') ? 1 : 0;
-  for (std::size_t i = 0; i < s.size() - pad; ++i) {
-    const char c = s[i];
-    if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/'))
-      return std::nullopt;
-  }
-  byte_vector out(s.size() / 4 * 3);
-  if (s.empty()) return out;
-  const int n = EVP_DecodeBlock(out.data(), as_bytes(s).data(), static_cast<int>(s.size()));
-  if (n < 0) return std::nullopt;
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return out;
-}
-
-/// SCRAM's saslname: "=2C" stands for ',' and "=3D" for '='; any other '=' is malformed.
-std::optional<std::string> decode_saslname(std::string_view s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == ',') return std::nullopt;
-    if (s[i] != '=') {
-      out += s[i];
-      continue;
-    }
-    const auto code = s.substr(i + 1, 2);
-    if (code == "2C")
-      out += ',';
-    else if (code == "3D")
-      out += '=';
-    else
-      return std::nullopt;
-    i += 2;
-  }
-  return out;
-}
-
-std::vector<std::string_view> split(std::string_view s, char sep) {
-  std::vector<std::string_view> parts;
-  for (;;) {
-    const auto at = s.find(sep);
-    parts.push_back(s.substr(0, at));
-    if (at == std::string_view::npos) return parts;
-    s.remove_prefix(at + 1);
-  }
-}
-
-bool printable_nonce(std::string_view s) noexcept {
-  return !s.empty() &&
-         std::all_of(s.begin(), s.end(), [](char c) { return c >= 0x21 && c <= 0x7e && c != ','; });
-}
 
 step failed(std::string client_message, std::string reason) {
   step s;
@@ -156,10 +64,10 @@ step plain_step(const users& u, bytes_view token, std::string& user_out) {
                   fmt::format("no password for user '{}'", user));
   const users::user* known = u.find(user);
   // Hashes of equal length, compared in constant time: neither the password nor its length shows in timing.
-  const auto sent = hash(EVP_sha256(), as_bytes(password));
+  const auto sent = digest(scram_hash::sha256, as_bytes(password));
   const auto want =
-      hash(EVP_sha256(), as_bytes(known ? std::string_view(known->password) : std::string_view()));
-  if (!known || CRYPTO_memcmp(sent.data(), want.data(), sent.size()) != 0)
+      digest(scram_hash::sha256, as_bytes(known ? std::string_view(known->password) : std::string_view()));
+  if (!known || !kafka::sasl::equal_in_constant_time(sent, want))
     return failed(
         "Authentication failed: Invalid username or password",
         known ? fmt::format("wrong password for user '{}'", user) : fmt::format("unknown user '{}'", user));
@@ -262,40 +170,17 @@ std::string request_name(const kafka::request_header& h) {
 
 }  // namespace
 
-std::string_view mechanism_name(mechanism m) noexcept {
-  switch (m) {
-    case mechanism::plain:
-      return "PLAIN";
-    case mechanism::scram_sha_256:
-      return "SCRAM-SHA-256";
-    case mechanism::scram_sha_512:
-      break;
-  }
-  return "SCRAM-SHA-512";
-}
-
-std::optional<mechanism> parse_mechanism(std::string_view name) noexcept {
-  for (auto m : enabled_mechanisms)
-    if (mechanism_name(m) == name) return m;
-  return std::nullopt;
-}
-
 scram_credential make_scram_credential(scram_hash h, std::string_view password, bytes_view salt,
                                        int iterations) {
-  const EVP_MD* md = digest_of(h);
-  byte_vector salted(static_cast<std::size_t>(EVP_MD_get_size(md)));
-  if (!PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()), salt.data(),
-                         static_cast<int>(salt.size()), iterations, md, static_cast<int>(salted.size()),
-                         salted.data()))
-    throw std::runtime_error("PBKDF2 failed");
+  auto salted = kafka::sasl::salted_password(h, password, salt, iterations);
   scram_credential c;
   c.salt.assign(salt.begin(), salt.end());
   c.iterations = iterations;
-  auto client_key = hmac(md, salted, as_bytes("Client Key"));
-  c.stored_key = hash(md, client_key);
-  c.server_key = hmac(md, salted, as_bytes("Server Key"));
-  OPENSSL_cleanse(salted.data(), salted.size());
-  OPENSSL_cleanse(client_key.data(), client_key.size());
+  auto client_key = hmac(h, salted, as_bytes("Client Key"));
+  c.stored_key = digest(h, client_key);
+  c.server_key = hmac(h, salted, as_bytes("Server Key"));
+  kafka::sasl::cleanse(salted);
+  kafka::sasl::cleanse(client_key);
   return c;
 }
 
@@ -350,12 +235,6 @@ const users::user* users::find(std::string_view name) const {
 
 // ---- SCRAM ----
 
-std::string make_nonce() {
-  unsigned char raw[24];
-  if (RAND_bytes(raw, sizeof raw) != 1) throw std::runtime_error("RAND_bytes failed");
-  return base64(raw);
-}
-
 scram_server::scram_server(scram_hash h, std::string mechanism_name, credential_lookup lookup,
                            std::string server_nonce)
     : hash_(h),
@@ -409,7 +288,7 @@ step scram_server::first(std::string_view message) {
     return fail("malformed SCRAM client-first-message-bare");
   auto user = decode_saslname(attrs[0].substr(2));
   const auto client_nonce = attrs[1].substr(2);
-  if (!user || user->empty() || !printable_nonce(client_nonce))
+  if (!user || user->empty() || !kafka::sasl::is_nonce(client_nonce))
     return fail("malformed SCRAM user name or nonce");
   credential_ = lookup_(*user);
   if (!credential_) return fail(fmt::format("unknown user '{}'", *user));
@@ -443,21 +322,19 @@ step scram_server::final(std::string_view message) {
   // required, so an old exchange cannot be replayed.
   if (!attrs[1].substr(2).ends_with(nonce_)) return fail("SCRAM nonce differs from the one the server sent");
 
-  const EVP_MD* md = digest_of(hash_);
   const std::string auth_message =
       client_first_bare_ + "," + server_first_ + "," + std::string(without_proof);
-  const auto client_signature = hmac(md, credential_->stored_key, as_bytes(auth_message));
+  const auto client_signature = hmac(hash_, credential_->stored_key, as_bytes(auth_message));
   if (proof->size() != client_signature.size())
     return fail(fmt::format("wrong password for user '{}'", user_));
   // ClientKey = ClientProof XOR ClientSignature; the proof holds when H(ClientKey) is the stored key.
   byte_vector client_key(proof->size());
   for (std::size_t i = 0; i < client_key.size(); ++i) client_key[i] = (*proof)[i] ^ client_signature[i];
-  const auto stored = hash(md, client_key);
-  OPENSSL_cleanse(client_key.data(), client_key.size());
-  if (stored.size() != credential_->stored_key.size() ||
-      CRYPTO_memcmp(stored.data(), credential_->stored_key.data(), stored.size()) != 0)
+  const auto stored = digest(hash_, client_key);
+  kafka::sasl::cleanse(client_key);
+  if (!kafka::sasl::equal_in_constant_time(stored, credential_->stored_key))
     return fail(fmt::format("wrong password for user '{}'", user_));
-  const auto server_signature = hmac(md, credential_->server_key, as_bytes(auth_message));
+  const auto server_signature = hmac(hash_, credential_->server_key, as_bytes(auth_message));
   state_ = state::done;
   return with_token(step::status::done, "v=" + base64(server_signature));
 }

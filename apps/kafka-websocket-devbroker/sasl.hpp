@@ -4,6 +4,7 @@
 // SaslAuthenticate, and the raw token framing that follows SaslHandshake v0). Crypto is OpenSSL's.
 #pragma once
 
+#include <kws/kafka/sasl.hpp>
 #include <kws/kafka/wire.hpp>
 
 #include <cstdint>
@@ -20,17 +21,15 @@ namespace kws::devbroker::sasl {
 using bytes_view = kafka::bytes_view;
 using byte_vector = std::vector<unsigned char>;
 
-enum class mechanism { plain, scram_sha_256, scram_sha_512 };
-/// "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512".
-std::string_view mechanism_name(mechanism m) noexcept;
-/// The mechanism of that exact (case-sensitive, as Kafka's) name, or std::nullopt.
-std::optional<mechanism> parse_mechanism(std::string_view name) noexcept;
+// The mechanisms' names and the SCRAM primitives are the library's (kws/kafka/sasl.hpp), shared with the
+// gateway's client side.
+using kafka::sasl::mechanism;
+using kafka::sasl::mechanism_name;
+using kafka::sasl::parse_mechanism;
+using kafka::sasl::scram_hash;
 /// The mechanisms the broker enables, in the order SaslHandshake lists them.
 inline constexpr mechanism enabled_mechanisms[] = {mechanism::plain, mechanism::scram_sha_256,
                                                    mechanism::scram_sha_512};
-
-/// SCRAM's hash. SHA-1 is here for RFC 5802's test vector only: Kafka offers no SCRAM-SHA-1, nor does this.
-enum class scram_hash { sha1, sha256, sha512 };
 
 /// What a SCRAM server stores per user (RFC 5802 section 3): never the password itself.
 struct scram_credential {
@@ -118,8 +117,7 @@ class scram_server {
   const scram_credential* credential_ = nullptr;
 };
 
-/// 24 random bytes (RAND_bytes) in base64: a SCRAM server nonce.
-std::string make_nonce();
+using kafka::sasl::make_nonce;
 
 /// The server side of one exchange of any enabled mechanism against `u` (which must outlive it).
 class authenticator {

@@ -4,8 +4,12 @@
 #include <openssl/sha.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 namespace kws::gateway {
@@ -76,6 +80,26 @@ std::optional<route> parse_route(std::string_view target) {
   const auto [end, err] = std::from_chars(id.data(), id.data() + id.size(), node);
   if (id.empty() || err != std::errc{} || end != id.data() + id.size() || node < 0) return std::nullopt;
   return route{false, node};
+}
+
+}  // namespace kws::gateway
+
+namespace kws::gateway {
+
+kafka::sasl::credentials load_upstream_credentials(const std::string& path) {
+  const auto where = "--upstream-sasl-file " + path + ": ";
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw std::runtime_error(where + "is a directory");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error(where + "cannot read it (" + std::strerror(errno) + ")");
+  std::stringstream text;
+  text << in.rdbuf();
+  if (in.bad()) throw std::runtime_error(where + "cannot read it");
+  try {
+    return kafka::sasl::parse_credentials(text.str());
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(where + e.what());
+  }
 }
 
 }  // namespace kws::gateway

@@ -1,6 +1,9 @@
 // The gateway's decisions about one upgrade request, with no I/O: who may connect (bearer tokens, browser
-// origins) and where the path leads (a bootstrap server, or one broker by node id).
+// origins) and where the path leads (a bootstrap server, or one broker by node id); and the files behind
+// them, read at start.
 #pragma once
+
+#include <kws/kafka/sasl.hpp>
 
 #include <cstdint>
 #include <optional>
@@ -39,5 +42,10 @@ struct route {
   std::int32_t node_id = -1;
 };
 std::optional<route> parse_route(std::string_view target);
+
+/// The credentials of --upstream-sasl-file (kws::kafka::sasl::parse_credentials). Throws
+/// std::runtime_error naming the file and the problem (the system's reason when it cannot be read, the line
+/// when it is malformed); never a password.
+kafka::sasl::credentials load_upstream_credentials(const std::string& path);
 
 }  // namespace kws::gateway

@@ -14,6 +14,7 @@
 #include <kws/errc.hpp>
 #include <kws/host_port.hpp>
 #include <kws/kafka/metadata.hpp>
+#include <kws/kafka/sasl.hpp>
 #include <kws/kafka/tracker.hpp>
 #include <kws/tls_socket.hpp>
 
@@ -27,6 +28,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -160,12 +162,16 @@ awaitable<std::tuple<error_code, std::vector<unsigned char>>> exchange(
 }
 
 // Brokers of the cluster by node id, learned from its own Metadata: from every response relayed to a client,
-// and, for a node id nobody has asked about on this gateway yet, from a Metadata request of its own. Shared
-// by all workers.
+// and, for a node id nobody has asked about on this gateway yet, from a Metadata request of its own
+// (authenticated with --upstream-sasl-file when given; see docs/addressing.md). Shared by all workers.
 class node_table {
  public:
-  node_table(std::vector<upstream> bootstrap, std::chrono::milliseconds timeout, upstream_tls tls)
-      : bootstrap_(std::move(bootstrap)), timeout_(timeout), tls_(std::move(tls)) {}
+  node_table(std::vector<upstream> bootstrap, std::chrono::milliseconds timeout, upstream_tls tls,
+             std::optional<kafka::sasl::credentials> credentials)
+      : bootstrap_(std::move(bootstrap)),
+        timeout_(timeout),
+        tls_(std::move(tls)),
+        credentials_(std::move(credentials)) {}
 
   std::optional<upstream> find(std::int32_t node) const {
     std::lock_guard lock(mu_);
@@ -191,12 +197,21 @@ class node_table {
     if (clock::now() - last_fetch_ < std::chrono::seconds(1)) return wake_all();
     fetching_ = true;
     last_fetch_ = clock::now();
-    asio::co_spawn(ex, fetch(), [this](std::exception_ptr, std::string failure) {
-      if (!failure.empty()) spdlog::warn("cannot learn the cluster's brokers: {}", failure);
+    asio::co_spawn(ex, fetch(), [this](std::exception_ptr e, std::string failure) {
+      if (e) failure = "the lookup failed unexpectedly";
+      // Said on the line of each connection refused for it, not here: one line per connection.
+      if (!failure.empty()) spdlog::debug("cannot learn the cluster's brokers: {}", failure);
       std::lock_guard lock(mu_);
       fetching_ = false;
+      last_failure_ = std::move(failure);
       wake_all();
     });
+  }
+
+  // Why the last lookup learned nothing (empty: it succeeded, or none ran yet).
+  std::string last_failure() const {
+    std::lock_guard lock(mu_);
+    return last_failure_;
   }
 
  private:
@@ -209,21 +224,53 @@ class node_table {
   awaitable<std::string> fetch() {
     auto connected = co_await connect_any(bootstrap_, timeout_, tls_);
     if (connected.ec) co_return connected.why();
-    const auto& from = connected.to;
-    error_code ec;
-    const auto request = kafka::encode_broker_list_request(1, "kafka-websocket-gateway");
     // (An if: with co_await in the arms of a conditional expression, as built by GCC 12, the lookup read a
     // response it could not decode.)
-    std::tuple<error_code, std::vector<unsigned char>> got;
+    std::string failure;
     if (connected.socket) {
-      got = co_await exchange(*connected.socket, request, timeout_);
+      failure = co_await lookup(*connected.socket, connected.to);
     } else {
-      got = co_await exchange(connected.tls.stream(), request, timeout_);
+      failure = co_await lookup(connected.tls.stream(), connected.to);
     }
-    auto& [xec, frame] = got;
-    if (xec) co_return xec.message();
+    co_return failure;
+  }
+
+  // SASL first when the gateway has credentials, then Metadata for no topics, on one connection.
+  template <class Stream>
+  awaitable<std::string> lookup(Stream& stream, upstream from) {
+    std::int32_t correlation_id = 1;
+    std::string as;
+    if (credentials_) {
+      kafka::sasl::client_exchange sasl(*credentials_, "kafka-websocket-gateway", kafka::sasl::make_nonce());
+      for (auto step = sasl.start();;) {
+        if (step.what == kafka::sasl::client_exchange::step::status::failed)
+          co_return "the cluster refused the gateway's lookup: " + step.failure + " (--upstream-sasl-file)";
+        if (step.what == kafka::sasl::client_exchange::step::status::done) break;
+        auto [sec, answer] = co_await exchange(stream, step.frame, timeout_);
+        if (sec) co_return "SASL with " + from.text() + " for the gateway's lookup: " + sec.message();
+        step = sasl.on_response(answer);
+      }
+      correlation_id = sasl.next_correlation_id();
+      as = fmt::format(" as {} ({})", credentials_->username,
+                       kafka::sasl::mechanism_name(credentials_->which));
+    }
+    const auto request = kafka::encode_broker_list_request(correlation_id, "kafka-websocket-gateway");
+    auto [xec, frame] = co_await exchange(stream, request, timeout_);
+    if (!credentials_ && (xec == asio::error::eof || xec == asio::ssl::error::stream_truncated ||
+                          xec == asio::error::connection_reset)) {
+      // What a broker that requires SASL does with a request before authentication (Kafka's
+      // SaslServerAuthenticator), so most likely that; the gateway cannot tell it apart from a broker that
+      // went away at that moment.
+      co_return fmt::format(
+          "{} closed the gateway's lookup (an unauthenticated Metadata request) without an answer, as a "
+          "cluster that requires SASL authentication does; give the gateway credentials with "
+          "--upstream-sasl-file",
+          from.text());
+    }
+    if (xec) co_return fmt::format("Metadata from {}: {}", from.text(), xec.message());
+    error_code ec;
     const auto brokers = kafka::decode_metadata_brokers(kafka::broker_list_metadata_version, frame, ec);
-    if (ec) co_return ec.message();
+    if (ec) co_return fmt::format("Metadata from {}: {}", from.text(), ec.message());
     int seen = 0;
     for (const auto& b : brokers) {
       // As a relayed response's: an entry without a node id or a host names nobody.
@@ -231,18 +278,20 @@ class node_table {
       learn(b.node_id, b.host, b.port);
       ++seen;
     }
-    spdlog::debug("learned {} broker(s) from {}", seen, from.text());
+    spdlog::debug("learned {} broker(s) from {}{}", seen, from.text(), as);
     co_return std::string();
   }
 
   std::vector<upstream> bootstrap_;
   std::chrono::milliseconds timeout_;
   upstream_tls tls_;
+  std::optional<kafka::sasl::credentials> credentials_;
   mutable std::mutex mu_;
   std::map<std::int32_t, upstream> nodes_;
   std::vector<std::pair<asio::any_io_executor, std::function<void()>>> waiters_;
   bool fetching_ = false;
   clock::time_point last_fetch_{};
+  std::string last_failure_;
 };
 
 // Whether a bootstrap server answers a TCP connect (and with --upstream-tls, a TLS handshake), checked at
@@ -428,6 +477,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
           if (auto u = self->sh_.nodes.find(node)) {
             self->targets_ = {*u};
             return self->upgrade(done);
+          }
+          if (auto failure = self->sh_.nodes.last_failure(); !failure.empty()) {
+            return self->refuse(done, 502,
+                                fmt::format("cannot learn which broker node id {} is: {}", node, failure));
           }
           self->refuse(done, 404, fmt::format("the cluster has no broker with node id {}", node));
         });
@@ -633,7 +686,7 @@ int run(const gateway_config& cfg) {
             bootstrap,
             tls,
             accept,
-            node_table(bootstrap, cfg.connect_timeout, tls),
+            node_table(bootstrap, cfg.connect_timeout, tls, cfg.upstream_sasl),
             app::cached_check(bootstrap_probe(bootstrap, cfg.connect_timeout, tls)),
             tracking};
   if (!cfg.token_file.empty()) {
@@ -655,13 +708,17 @@ int run(const gateway_config& cfg) {
   std::string upstream_list;
   for (const auto& u : bootstrap) upstream_list += (upstream_list.empty() ? "" : ",") + u.text();
   spdlog::info(
-      "listening on {} ({}) upstream={}{} advertise={}:{} threads={} auth={} origins={} max_connections={} "
+      "listening on {} ({}) upstream={}{} lookup_auth={} advertise={}:{} threads={} auth={} origins={} "
+      "max_connections={} "
       "max_handshakes={} max_handshakes_per_address={}",
       app::endpoint_string(bound), accept.tls ? "wss" : "ws", upstream_list,
       !tls.ctx                                   ? ""
       : tls.insecure                             ? " (tls, not verified)"
       : cfg.upstream_tls_files.cert_file.empty() ? " (tls)"
                                                  : " (tls, client certificate)",
+      cfg.upstream_sasl ? fmt::format("{}:{}", kafka::sasl::mechanism_name(cfg.upstream_sasl->which),
+                                      cfg.upstream_sasl->username)
+                        : std::string("none"),
       advertise_host, advertise_port, rt.threads(), cfg.tokens.empty() ? "none" : "bearer",
       cfg.allowed_origins.empty() ? std::string("any")
                                   : fmt::format("{}", fmt::join(cfg.allowed_origins, ",")),

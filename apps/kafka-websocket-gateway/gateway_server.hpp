@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,10 @@ struct gateway_config {
   kws::tls_client_options upstream_tls_files;
   /// Do not verify the cluster's certificates (testing only).
   bool upstream_insecure = false;
+  /// Credentials for the gateway's own Metadata lookups (a node id it has not seen in a relayed response):
+  /// SaslHandshake v1 and SaslAuthenticate before the request, for a cluster that requires SASL. Empty: the
+  /// lookup is unauthenticated. Clients' connections never use them: clients authenticate themselves.
+  std::optional<kafka::sasl::credentials> upstream_sasl;
   /// Bound on connecting to a broker of the cluster (and, apart, on its TLS handshake).
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
   /// Bound on the whole shutdown after SIGINT/SIGTERM (app::response_wait divides it).

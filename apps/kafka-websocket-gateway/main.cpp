@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   app.get_formatter()->column_width(34);
   app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
 
-  std::string listen = ":8787", advertise, token_file;
+  std::string listen = ":8787", advertise, token_file, upstream_sasl_file;
   kws::app::server_flags common;
   std::int64_t handshake_ms = 10000, connect_ms = 5000;
   bool no_rewrite = false;
@@ -59,6 +59,12 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   app.add_flag("--upstream-insecure", cfg.upstream_insecure,
                "do not verify the cluster's certificates or host names (testing only; logs a warning)");
+  app.add_option(
+         "--upstream-sasl-file", upstream_sasl_file,
+         "credentials for the gateway's own Metadata lookup of a node id it has not seen, on a cluster "
+         "that requires SASL: key=value lines mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), "
+         "username, password; clients still authenticate themselves")
+      ->type_name("FILE");
   app.add_option("--advertise", advertise,
                  "HOST:PORT clients reach this gateway at; every broker in a response is advertised there; "
                  "{node_id} in HOST gives each broker a name of its own, which librdkafka clients need "
@@ -133,6 +139,8 @@ int main(int argc, char** argv) {
   try {
     if (!token_file.empty()) cfg.tokens = kws::gateway::token_set::from_file(token_file);
     cfg.token_file = token_file;
+    if (!upstream_sasl_file.empty())
+      cfg.upstream_sasl = kws::gateway::load_upstream_credentials(upstream_sasl_file);
     return kws::gateway::run(cfg);
   } catch (const std::exception& e) {
     return kws::app::cannot_start(e);

@@ -152,10 +152,13 @@ class Gateway : public ::testing::Test {
     gateway_port_ = static_cast<unsigned short>(std::stoi(*port));
   }
 
-  // The proxy in front, reaching every broker through the gateway by node id.
-  void start_proxy() {
+  // The proxy in front, reaching every broker through the gateway by node id (or through the gateway at
+  // `node_gateway_port`, when given: bootstrap and brokers then go through two gateways).
+  void start_proxy(unsigned short node_gateway_port = 0, const std::vector<std::string>& extra = {}) {
     const auto scheme = tls_ ? std::string("wss") : std::string("ws");
     const auto gw = scheme + "://localhost:" + std::to_string(gateway_port_);
+    const auto nodes_gw =
+        node_gateway_port ? scheme + "://localhost:" + std::to_string(node_gateway_port) : gw;
     std::vector<std::string> argv{KWS_PROXY_PATH,
                                   "--listen",
                                   "127.0.0.1",
@@ -164,13 +167,13 @@ class Gateway : public ::testing::Test {
                                   "--broker",
                                   gw + "/kafka",
                                   "--broker-url-template",
-                                  gw + "/kafka/{node_id}",
+                                  nodes_gw + "/kafka/{node_id}",
                                   "--threads",
                                   "2",
                                   "--drain-timeout",
                                   "2s"};
     if (tls_) argv = argv + std::vector<std::string>{"--ca-file", tls_->ca_pem};
-    proxy_ = std::make_unique<child_process>(argv);
+    proxy_ = std::make_unique<child_process>(argv + extra);
     const auto port = proxy_->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
     ASSERT_TRUE(port) << proxy_->output();
     bootstrap_ = "127.0.0.1:" + *port;
@@ -528,10 +531,12 @@ TEST_F(Gateway, MetricsCountTheRelayedTrafficAndReadyzFollowsTheCluster) {
 // tracker's notes) and, unless told otherwise, the proxy in front.
 class GatewaySasl : public Gateway {
  protected:
-  void start_chain(const std::vector<std::string>& gateway_args = {}, bool proxy = true) {
+  void start_chain(const std::vector<std::string>& gateway_args = {}, bool proxy = true,
+                   const std::vector<std::string>& broker_args = {}) {
     write_file(dir_ / "users", "alice:alice-secret\n" + std::string("bob:b0b:with:colons\n"));
-    ASSERT_NO_FATAL_FAILURE(
-        start_devbroker_tcp({"--sasl-users", dir_ / "users", "--nodes", "3", "--topic", "six:6"}));
+    ASSERT_NO_FATAL_FAILURE(start_devbroker_tcp(
+        std::vector<std::string>{"--sasl-users", dir_ / "users", "--nodes", "3", "--topic", "six:6"} +
+        broker_args));
     ASSERT_NO_FATAL_FAILURE(start_gateway(std::vector<std::string>{"--log-level", "debug"} + gateway_args));
     if (proxy) {
       ASSERT_NO_FATAL_FAILURE(start_proxy());
@@ -669,6 +674,208 @@ TEST_F(GatewaySasl, KafkaPythonWithEachMechanismThroughTheChain) {
            "--sasl-username", "alice", "--sasl-password", "wrong"},
           {.stderr_to = spawn_options::stderr_target::captured}, 20s);
   EXPECT_NE(bad.exit_code, std::optional<int>(0)) << bad.out;
+}
+
+// kafka-python and confluent-kafka configured as for a managed cluster (security.protocol=SASL_SSL) to the
+// proxy's TLS port, over ws to the gateway, over TLS to the dev broker requiring SASL: TLS ends at the proxy
+// and again at the broker, SASL goes from the client to the broker untouched.
+TEST_F(GatewaySasl, PythonClientsWithSaslSslToTheProxysTlsPortThroughTheGatewayToATlsCluster) {
+  const auto certs = make_test_certificates();
+  ASSERT_NO_FATAL_FAILURE(start_chain({"--upstream-tls", "--upstream-ca-file", certs.ca_pem}, false,
+                                      {"--tcp-tls-cert", certs.cert_pem, "--tcp-tls-key", certs.key_pem}));
+  ASSERT_NO_FATAL_FAILURE(
+      start_proxy(0, {"--client-tls-cert", certs.cert_pem, "--client-tls-key", certs.key_pem}));
+  const auto client = [&](const std::string& which, const std::string& mechanism, const std::string& password,
+                          const std::string& topic) {
+    return run({"/usr/bin/python3",
+                KWS_SASL_CLIENTS_PY,
+                "--client",
+                which,
+                "--bootstrap",
+                bootstrap_,
+                "--protocol",
+                "SASL_SSL",
+                "--ca",
+                certs.ca_pem,
+                "--mechanism",
+                mechanism,
+                "--user",
+                "alice",
+                "--password",
+                password,
+                "--topic",
+                topic,
+                "--count",
+                "300",
+                "--limit-s",
+                "40"},
+               {.stderr_to = spawn_options::stderr_target::captured}, 45s);
+  };
+  for (const auto& [which, mechanism] :
+       std::vector<std::pair<std::string, std::string>>{{"kafka-python", "SCRAM-SHA-512"},
+                                                        {"confluent-kafka", "SCRAM-SHA-512"},
+                                                        {"confluent-kafka", "SCRAM-SHA-256"}}) {
+    SCOPED_TRACE(which + " " + mechanism);
+    const auto r = client(which, mechanism, "alice-secret", "ssl-" + which + "-" + mechanism);
+    EXPECT_EQ(r.exit_code, std::optional<int>(0)) << describe(r.exit_code, r.err) << "stdout:\n" << r.out;
+    EXPECT_NE(r.out.find("OK: 300 messages"), std::string::npos) << r.out;
+  }
+  // A wrong password: the broker's authentication error reaches the client, through both TLS hops.
+  const auto bad = client("confluent-kafka", "SCRAM-SHA-512", "wrong", "ssl-bad");
+  EXPECT_EQ(bad.exit_code, std::optional<int>(4)) << describe(bad.exit_code, bad.err) << bad.out;
+  EXPECT_NE(bad.out.find("AUTH ERROR"), std::string::npos) << bad.out;
+  EXPECT_TRUE(devbroker_->wait_for_output(std::regex("authenticated user=alice mechanism=SCRAM-SHA-256")));
+}
+
+// ---- The node map on a cluster that requires SASL (docs/addressing.md). A second gateway serves the
+// proxy's per-broker connections while the first serves bootstrap: the second relays no Metadata before its
+// first connection, which asks for a node id (/kafka/2, partition 2's leader), so it must look the node id
+// up itself, and the cluster closes an unauthenticated lookup. ----
+
+// The second gateway, to the same cluster; `port` is set to its WebSocket port.
+std::unique_ptr<child_process> start_node_gateway(const std::string& upstream,
+                                                  const std::vector<std::string>& args,
+                                                  unsigned short& port) {
+  auto gw = std::make_unique<child_process>(
+      std::vector<std::string>{KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0", "--upstream", upstream,
+                               "--threads", "2", "--drain-timeout", "2s"} +
+      args);
+  const auto p = gw->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
+  EXPECT_TRUE(p) << gw->output();
+  port = p ? static_cast<unsigned short>(std::stoi(*p)) : 0;
+  return gw;
+}
+
+void stop_server(child_process& p) {
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(15s), std::optional<int>(0)) << "did not exit with 0 within 15 s of SIGTERM";
+}
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
+  return n;
+}
+
+class GatewaySaslNodeMap : public GatewaySasl {
+ protected:
+  // kcat (SCRAM-SHA-256 as alice) through the proxy: 50 messages to partition 2, then partition 2 read back;
+  // what it reads ends with them, byte for byte.
+  void produce_and_consume_partition_2(const std::string& name) {
+    const auto auth = sasl("SCRAM-SHA-256", "alice", "alice-secret");
+    const auto lines = keyed_lines(50, name + "-");
+    write_file(dir_ / (name + ".in"), lines);
+    ASSERT_NO_FATAL_FAILURE(kcat(
+        name + ".produce",
+        auth + std::vector<std::string>{"-P", "-t", "six", "-p", "2", "-K:", "-l", dir_ / (name + ".in")}));
+    ASSERT_NO_FATAL_FAILURE(
+        kcat(name + ".consume", auth + std::vector<std::string>{"-C", "-t", "six", "-p", "2", "-o",
+                                                                "beginning", "-e", "-f", "%k:%s\\n"}));
+    auto got = lines_of(output_of(name + ".consume"));
+    const auto want = lines_of(lines);
+    ASSERT_GE(got.size(), want.size()) << output_of(name + ".consume");
+    got.erase(got.begin(), got.end() - static_cast<std::ptrdiff_t>(want.size()));
+    EXPECT_EQ(got, want);
+  }
+
+  // The node gateway's log: its first connection was for /kafka/2, and the lookup authenticated as `user`.
+  static void expect_looked_up_as(const child_process& nodes, const std::string& mechanism,
+                                  const std::string& user, const std::string& password) {
+    const auto log = nodes.output();
+    const auto first = log.find("target=/kafka/");
+    ASSERT_NE(first, std::string::npos) << log;
+    EXPECT_EQ(log.substr(first, 16), "target=/kafka/2 ") << log;
+    EXPECT_NE(log.find("learned 3 broker(s) from 127.0.0.1:"), std::string::npos) << log;
+    EXPECT_NE(log.find(" as " + user + " (" + mechanism + ")"), std::string::npos) << log;
+    EXPECT_NE(log.find("lookup_auth=" + mechanism + ":" + user), std::string::npos) << log;
+    EXPECT_EQ(log.find(password), std::string::npos) << "the password is in the log";
+  }
+
+  // The one line that ends a connection refused for `node`: the upgrade is answered 502, and the line says
+  // why; returns it.
+  std::string refused_line(child_process& nodes, unsigned short port, int node) {
+    const auto answer = http_exchange(port, "/kafka/" + std::to_string(node));
+    EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 502") << answer;
+    const auto what = "cannot learn which broker node id " + std::to_string(node) + " is: ";
+    const auto line = nodes.wait_for_output(std::regex("([^\n]*" + what + "[^\n]*)\n"));
+    EXPECT_TRUE(line) << nodes.output();
+    EXPECT_EQ(count_of(nodes.output(), what), 1u) << nodes.output();
+    return line.value_or("");
+  }
+};
+
+TEST_F(GatewaySaslNodeMap, AFreshGatewaysFirstConnectionForNode2LooksItUpWithItsOwnCredentials) {
+  ASSERT_NO_FATAL_FAILURE(start_chain({}, false));
+  const std::vector<std::tuple<std::string, std::string, std::string>> lookups{
+      {"PLAIN", "bob", "b0b:with:colons"}, {"SCRAM-SHA-512", "alice", "alice-secret"}};
+  for (const auto& [mechanism, user, password] : lookups) {
+    SCOPED_TRACE(mechanism);
+    write_file(dir_ / "lookup", "# the gateway's own lookup\nmechanism=" + mechanism +
+                                    "\nusername = " + user + "\npassword=" + password + "\n");
+    unsigned short port = 0;
+    auto nodes = start_node_gateway(upstream_,
+                                    {"--upstream-sasl-file", dir_ / "lookup", "--log-level", "debug"}, port);
+    ASSERT_NO_FATAL_FAILURE(start_proxy(port));
+    ASSERT_NO_FATAL_FAILURE(produce_and_consume_partition_2("lookup-" + mechanism));
+    expect_looked_up_as(*nodes, mechanism, user, password);
+    stop_server(*nodes);
+    stop_server(*proxy_);
+    proxy_.reset();
+  }
+}
+
+TEST_F(GatewaySaslNodeMap, OverTlsToTheClusterTheLookupAuthenticatesToo) {
+  const auto certs = make_test_certificates();
+  const std::vector<std::string> tls{"--upstream-tls", "--upstream-ca-file", certs.ca_pem};
+  ASSERT_NO_FATAL_FAILURE(
+      start_chain(tls, false, {"--tcp-tls-cert", certs.cert_pem, "--tcp-tls-key", certs.key_pem}));
+  write_file(dir_ / "lookup", "mechanism=SCRAM-SHA-512\nusername=alice\npassword=alice-secret\n");
+  unsigned short port = 0;
+  auto nodes = start_node_gateway(
+      upstream_,
+      tls + std::vector<std::string>{"--upstream-sasl-file", dir_ / "lookup", "--log-level", "debug"}, port);
+  ASSERT_NO_FATAL_FAILURE(start_proxy(port));
+  ASSERT_NO_FATAL_FAILURE(produce_and_consume_partition_2("tls"));
+  expect_looked_up_as(*nodes, "SCRAM-SHA-512", "alice", "alice-secret");
+  stop_server(*nodes);
+}
+
+TEST_F(GatewaySaslNodeMap, WithoutCredentialsTheRefusedLookupIsOneLineNamingTheFlag) {
+  ASSERT_NO_FATAL_FAILURE(start_chain({}, false));
+  unsigned short port = 0;
+  auto nodes = start_node_gateway(upstream_, {}, port);
+  const auto line = refused_line(*nodes, port, 2);
+  EXPECT_NE(
+      line.find("closed the gateway's lookup (an unauthenticated Metadata request) without an answer, as "
+                "a cluster that requires SASL authentication does; give the gateway credentials with "
+                "--upstream-sasl-file"),
+      std::string::npos)
+      << line;
+  EXPECT_NE(line.find("refused"), std::string::npos) << line;
+  // The dev broker says why it closed.
+  EXPECT_TRUE(devbroker_->wait_for_output(std::regex(
+      "metadata v1 \\(correlation id 1\\) request before SASL authentication: closed without an answer")))
+      << devbroker_->output();
+  // The gateway goes on: bootstrap through it still works for a client that authenticates itself.
+  ASSERT_NO_FATAL_FAILURE(start_proxy());
+  ASSERT_NO_FATAL_FAILURE(
+      kcat("after", sasl("PLAIN", "bob", "b0b:with:colons") + std::vector<std::string>{"-L"}));
+  stop_server(*nodes);
+}
+
+TEST_F(GatewaySaslNodeMap, AWrongPasswordInTheFileIsOneLineNamingTheAuthenticationFailure) {
+  ASSERT_NO_FATAL_FAILURE(start_chain({}, false));
+  write_file(dir_ / "lookup", "mechanism=SCRAM-SHA-512\nusername=alice\npassword=not-the-password-42\n");
+  unsigned short port = 0;
+  auto nodes = start_node_gateway(upstream_, {"--upstream-sasl-file", dir_ / "lookup"}, port);
+  const auto line = refused_line(*nodes, port, 2);
+  EXPECT_NE(line.find("the cluster refused the gateway's lookup: authentication failed for user 'alice' with "
+                      "SCRAM-SHA-512: Authentication failed"),
+            std::string::npos)
+      << line;
+  EXPECT_NE(line.find("(--upstream-sasl-file)"), std::string::npos) << line;
+  EXPECT_EQ(nodes->output().find("not-the-password-42"), std::string::npos) << "the password is in the log";
+  stop_server(*nodes);
 }
 
 // ---- The same, byte by byte, against a scripted broker: SASL frames whose bytes look like Metadata, and
@@ -885,6 +1092,30 @@ TEST(GatewayStartup, APortInUseOrACertificateFileWithoutACertificateIsOnePlainLi
                           "--tls-cert", (dir / "cert.pem").string(), "--tls-key",
                           (dir / "key.pem").string()});
   expect_cannot_start(bad_cert, "TLS certificate " + (dir / "cert.pem").string() + ": ");
+}
+
+}  // namespace
+
+namespace {
+
+TEST(GatewayStartup, AnUnreadableOrMalformedSaslFileIsOneLineNamingTheFileAndTheProblem) {
+  temp_dir dir("kws-gateway-sasl-file");
+  const std::string missing = dir / "missing";
+  const std::string bad = dir / "bad";
+  write_file(bad, "mechanism=PLAIN\nuser=alice\npassword=hunter2-secret\n");
+  const std::string no_password = dir / "no-password";
+  write_file(no_password, "mechanism=SCRAM-SHA-256\nusername=alice\n");
+  for (const auto& [file, expected] : std::vector<std::pair<std::string, std::string>>{
+           {missing, "--upstream-sasl-file " + missing + ": cannot read it (No such file or directory)"},
+           {bad, "--upstream-sasl-file " + bad +
+                     ": line 2: unknown key 'user' (keys: mechanism, username, password)"},
+           {no_password, "--upstream-sasl-file " + no_password + ": no password= line"},
+           {dir.path().string(), "--upstream-sasl-file " + dir.path().string() + ": is a directory"}}) {
+    child_process p({KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9",
+                     "--upstream-sasl-file", file});
+    expect_cannot_start(p, expected);
+    EXPECT_EQ(p.output().find("hunter2"), std::string::npos) << p.output();
+  }
 }
 
 }  // namespace
