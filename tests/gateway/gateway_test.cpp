@@ -738,7 +738,7 @@ std::unique_ptr<child_process> start_node_gateway(const std::string& upstream,
                                                   unsigned short& port) {
   auto gw = std::make_unique<child_process>(
       std::vector<std::string>{KWS_GATEWAY_PATH, "--listen", "127.0.0.1:0", "--upstream", upstream,
-                               "--threads", "2", "--drain-timeout", "2s"} +
+                               "--threads", "2", "--drain-timeout", "2s", "--log-format", "json"} +
       args);
   const auto p = gw->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
   EXPECT_TRUE(p) << gw->output();
@@ -749,12 +749,6 @@ std::unique_ptr<child_process> start_node_gateway(const std::string& upstream,
 void stop_server(child_process& p) {
   p.signal(SIGTERM);
   EXPECT_EQ(p.wait(15s), std::optional<int>(0)) << "did not exit with 0 within 15 s of SIGTERM";
-}
-
-std::size_t count_of(const std::string& text, const std::string& what) {
-  std::size_t n = 0;
-  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + what.size())) ++n;
-  return n;
 }
 
 class GatewaySaslNodeMap : public GatewaySasl {
@@ -782,12 +776,15 @@ class GatewaySaslNodeMap : public GatewaySasl {
   static void expect_looked_up_as(const child_process& nodes, const std::string& mechanism,
                                   const std::string& user, const std::string& password) {
     const auto log = nodes.output();
-    const auto first = log.find("target=/kafka/");
-    ASSERT_NE(first, std::string::npos) << log;
-    EXPECT_EQ(log.substr(first, 16), "target=/kafka/2 ") << log;
-    EXPECT_NE(log.find("learned 3 broker(s) from 127.0.0.1:"), std::string::npos) << log;
-    EXPECT_NE(log.find(" as " + user + " (" + mechanism + ")"), std::string::npos) << log;
-    EXPECT_NE(log.find("lookup_auth=" + mechanism + ":" + user), std::string::npos) << log;
+    const auto targets = events(nodes, {field_matching("target", "^/kafka/")});
+    ASSERT_FALSE(targets.empty()) << log;
+    EXPECT_EQ(field_text(targets.front(), "target"), "/kafka/2") << log;
+    EXPECT_FALSE(events(nodes, {field_containing("msg", "learned 3 broker(s) from 127.0.0.1:")}).empty())
+        << log;
+    EXPECT_FALSE(events(nodes, {field_containing("msg", " as " + user + " (" + mechanism + ")")}).empty())
+        << log;
+    EXPECT_FALSE(events(nodes, {field_containing("msg", "lookup_auth=" + mechanism + ":" + user)}).empty())
+        << log;
     EXPECT_EQ(log.find(password), std::string::npos) << "the password is in the log";
   }
 
@@ -797,10 +794,12 @@ class GatewaySaslNodeMap : public GatewaySasl {
     const auto answer = http_exchange(port, "/kafka/" + std::to_string(node));
     EXPECT_EQ(answer.substr(0, 12), "HTTP/1.1 502") << answer;
     const auto what = "cannot learn which broker node id " + std::to_string(node) + " is: ";
-    const auto line = nodes.wait_for_output(std::regex("([^\n]*" + what + "[^\n]*)\n"));
-    EXPECT_TRUE(line) << nodes.output();
-    EXPECT_EQ(count_of(nodes.output(), what), 1u) << nodes.output();
-    return line.value_or("");
+    const auto refused = wait_for_event(
+        nodes, {field("event", "refused"), field("status", "502"),
+                field("target", "/kafka/" + std::to_string(node)), field_containing("cause", what)});
+    EXPECT_TRUE(refused) << nodes.output();
+    EXPECT_EQ(events(nodes, {field_containing("msg", what)}).size(), 1u) << nodes.output();
+    return refused ? field_text(*refused, "cause") : std::string();
   }
 };
 
@@ -851,10 +850,11 @@ TEST_F(GatewaySaslNodeMap, WithoutCredentialsTheRefusedLookupIsOneLineNamingTheF
                 "--upstream-sasl-file"),
       std::string::npos)
       << line;
-  EXPECT_NE(line.find("refused"), std::string::npos) << line;
   // The dev broker says why it closed.
-  EXPECT_TRUE(devbroker_->wait_for_output(std::regex(
-      "metadata v1 \\(correlation id 1\\) request before SASL authentication: closed without an answer")))
+  EXPECT_TRUE(wait_for_event(
+      *devbroker_, {field("event", "closed"), field("end", "protocol_error"),
+                    field_matching("cause", R"(^metadata v1 \(correlation id 1\) request )"
+                                            R"(before SASL authentication: closed without an answer)")}))
       << devbroker_->output();
   // The gateway goes on: bootstrap through it still works for a client that authenticates itself.
   ASSERT_NO_FATAL_FAILURE(start_proxy());
