@@ -481,6 +481,11 @@ TEST(UpstreamTlsFlags, InconsistentFlagsAreRefusedAndAnUnreadableCaFileStopsTheS
   check({"--upstream-tls", "--upstream-cert", certs.cert_pem}, 2, "give both or neither");
   check({"--upstream-tls", "--upstream-ca-file", certs.key_pem}, 1, "cannot start: CA file " + certs.key_pem);
   check({"--client-ca-file", certs.ca_pem}, 2, "--client-ca-file: needs --tls-cert/--tls-key (wss)");
+  // The dev broker's client CA needs its TLS listener.
+  const auto db =
+      run({KWS_DEVBROKER_PATH, "--tcp-listen", "127.0.0.1:0", "--tcp-tls-client-ca", certs.ca_pem}, {}, 10s);
+  EXPECT_EQ(db.exit_code, std::optional<int>(2)) << db.out;
+  EXPECT_NE(db.out.find("--tcp-tls-client-ca requires --tcp-tls-cert"), std::string::npos) << db.out;
 }
 
 }  // namespace
