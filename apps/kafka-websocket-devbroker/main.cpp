@@ -42,10 +42,10 @@ int main(int argc, char** argv) {
       "plus ListOffsets v0-v1 and ApiVersions v0-v5 (message format v0/v1, no compression), so clients with\n"
       "default settings work; --kafka-0.8-only narrows it to the v0 APIs without ApiVersions. Kafka travels\n"
       "over WebSocket (one frame per binary message) and optionally over TCP (--tcp-listen). The TCP\n"
-      "listeners can serve TLS (--tcp-tls-cert/--tcp-tls-key) and require SASL (--sasl-users: PLAIN,\n"
-      "SCRAM-SHA-256, SCRAM-SHA-512; SaslHandshake v0-v1, SaslAuthenticate v0-v2 and the raw tokens after\n"
-      "SaslHandshake v0), so that clients' security.protocol ssl, sasl_plaintext and sasl_ssl can be "
-      "tested.\n"
+      "listeners can serve TLS (--tcp-tls-cert/--tcp-tls-key, client certificates with --tcp-tls-client-ca)\n"
+      "and require SASL (--sasl-users: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; SaslHandshake v0-v1,\n"
+      "SaslAuthenticate v0-v2 and the raw tokens after SaslHandshake v0), so that clients'\n"
+      "security.protocol ssl, sasl_plaintext and sasl_ssl can be tested.\n"
       "--log-level debug logs each request's API and version.\n"
       "At startup it prints one line to stdout: 'listening ws=HOST:PORT[,...] [tcp=HOST:PORT[,...]]'.",
       "kafka-websocket-devbroker"};
@@ -61,7 +61,7 @@ int main(int argc, char** argv) {
   bool kafka_08_only = false;
   std::int64_t close_idle_ms = 0;
   std::string log_level = "info", log_format = "text";
-  std::string tcp_tls_cert, tcp_tls_key, sasl_users_file;
+  std::string tcp_tls_cert, tcp_tls_key, tcp_tls_client_ca, sasl_users_file;
 
   app.add_option("--listen", listen, "WebSocket listener HOST:PORT (port 0: any free port)")
       ->capture_default_str()
@@ -85,6 +85,11 @@ int main(int argc, char** argv) {
           ->check(CLI::ExistingFile);
   auto* key_opt = app.add_option("--tcp-tls-key", tcp_tls_key, "PEM private key of --tcp-tls-cert")
                       ->check(CLI::ExistingFile);
+  app.add_option("--tcp-tls-client-ca", tcp_tls_client_ca,
+                 "require a client certificate on the TCP listeners, vouched for by a CA of this PEM file "
+                 "(mutual TLS; with --tcp-tls-cert)")
+      ->check(CLI::ExistingFile)
+      ->needs(cert_opt);
   cert_opt->needs(key_opt)->needs("--tcp-listen");
   key_opt->needs(cert_opt);
   auto* sasl_opt =
@@ -170,6 +175,7 @@ int main(int argc, char** argv) {
   if (!tcp_advertise.empty()) sc.tcp_advertise = to_endpoint(tcp_advertise);
   sc.tcp_tls_cert = tcp_tls_cert;
   sc.tcp_tls_key = tcp_tls_key;
+  sc.tcp_tls_client_ca = tcp_tls_client_ca;
   sc.max_frame_bytes = max_frame_bytes;
   sc.ws_close_idle_after = std::chrono::milliseconds(close_idle_ms);
 
@@ -198,7 +204,10 @@ int main(int argc, char** argv) {
       "close_idle_after={} tcp_tls={} sasl_users={}",
       line, nodes, !no_auto_create, kafka_08_only, retention_bytes, max_frame_bytes,
       sc.ws_close_idle_after.count() > 0 ? kws::app::format_duration(sc.ws_close_idle_after) : "never",
-      tcp_tls_cert.empty() ? "off" : "on", sc.sasl_users ? sc.sasl_users->size() : 0);
+      tcp_tls_cert.empty()        ? "off"
+      : tcp_tls_client_ca.empty() ? "on"
+                                  : "on, client certificates required",
+      sc.sasl_users ? sc.sasl_users->size() : 0);
 
   // The listeners are the worker's: closed on its thread, before its loop stops.
   rt.on_shutdown([&] { boost::asio::post(worker.context(), [&] { srv->stop(); }); });

@@ -8,6 +8,7 @@
 #include <kws/accept_loop.hpp>
 #include <kws/errc.hpp>
 #include <kws/frame.hpp>
+#include <kws/tls_socket.hpp>
 
 #include <boost/asio/bind_executor.hpp>
 #include <boost/asio/io_context.hpp>
@@ -563,8 +564,11 @@ server::server(asio::io_context& ioc, std::shared_ptr<broker> b, server_config c
   impl_->state->max_frame_bytes = impl_->config.max_frame_bytes;
   impl_->state->ws_close_idle_after = impl_->config.ws_close_idle_after;
   impl_->state->sasl_users = impl_->config.sasl_users;
-  if (!impl_->config.tcp_tls_cert.empty())
+  if (!impl_->config.tcp_tls_cert.empty()) {
     impl_->state->tcp_tls = make_server_tls_context(impl_->config.tcp_tls_cert, impl_->config.tcp_tls_key);
+    if (!impl_->config.tcp_tls_client_ca.empty())
+      require_client_certificates(*impl_->state->tcp_tls, impl_->config.tcp_tls_client_ca);
+  }
 }
 
 server::~server() {

@@ -31,6 +31,8 @@ struct server_config {
   /// Metadata advertises the same addresses either way.
   std::string tcp_tls_cert;
   std::string tcp_tls_key;
+  /// With TLS: a PEM bundle of CAs; every TCP client must present a certificate one of them vouches for.
+  std::string tcp_tls_client_ca;
   /// SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) required on the TCP listeners; null: none. The broker's
   /// config must have sasl_on_tcp set to match, so that ApiVersions lists the SASL APIs there.
   std::shared_ptr<const sasl::users> sasl_users;
@@ -43,7 +45,7 @@ struct server_config {
 class server {
  public:
   /// `b` must outlive the server and every connection (the io_context's handlers). Throws when the TLS
-  /// certificate or key cannot be loaded.
+  /// certificate, key or client CA file cannot be loaded.
   server(boost::asio::io_context& ioc, std::shared_ptr<broker> b, server_config config);
   ~server();
   server(const server&) = delete;

@@ -429,6 +429,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
 
   void decide(const kws::http_request_info& req, std::function<void(kws::accept_decision)> done) {
     target_ = app::printable(req.target);
+    subject_ = app::printable(req.client_subject);
     if (!req.websocket_upgrade) {
       if (req.method == "GET" && req.target.substr(0, req.target.find('?')) == "/healthz") {
         health_probe_ = true;
@@ -486,11 +487,20 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
         });
   }
 
-  void accepted(error_code ec, kws::connection conn, const kws::http_request_info&) {
+  void accepted(error_code ec, kws::connection conn, const kws::http_request_info& req) {
     handshake_.release();
     if (ec == boost::beast::error::timeout) {
       sh_.handshake_counts.timed_out.Increment();
       sh_.note_handshake(handshake_tally::event::timed_out, peer_address_);
+    } else if (!req.tls_failure.empty() && !sh_.cfg.client_ca_file.empty()) {
+      // With client certificates required, a refused handshake is an access decision: said, like a 401.
+      app::log_event(spdlog::level::warn, {.conn = id_,
+                                           .event = "closed",
+                                           .fields = {{"peer", peer_}},
+                                           .end = "tls_failed",
+                                           .side = "client",
+                                           .cause = req.tls_failure});
+      return finish();
     }
     if (ec == kws::errc::upgrade_declined) {
       if (health_probe_) return finish();
@@ -498,7 +508,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
           spdlog::level::info,
           {.conn = id_,
            .event = "refused",
-           .fields = {{"peer", peer_}, {"target", target_}, {"status", std::to_string(refused_status_)}},
+           .fields = client_fields({{"target", target_}, {"status", std::to_string(refused_status_)}}),
            .end = "refused",
            .cause = refusal_});
       return finish();
@@ -527,7 +537,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
       app::log_event(spdlog::level::warn,
                      {.conn = id_,
                       .event = "closed",
-                      .fields = {{"peer", peer_}, {"target", target_}},
+                      .fields = client_fields({{"target", target_}}),
                       .end = draining_ ? "shut_down" : "cluster_unreachable",
                       .side = draining_ ? "" : "broker",
                       .cause = draining_ ? std::string("shutting down") : "cluster unreachable: " + r.why()});
@@ -539,7 +549,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     app::log_event(spdlog::level::info,
                    {.conn = id_,
                     .event = "open",
-                    .fields = {{"peer", peer_}, {"target", target_}, {"upstream", upstream_}}});
+                    .fields = client_fields({{"target", target_}, {"upstream", upstream_}})});
     if (r.socket) return start_relay(std::move(*r.socket), r.to);
     start_relay(std::move(r.tls), r.to);
   }
@@ -559,7 +569,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
         [self = shared_from_this()](const kws::relay_report& r) {
           self->sh_.metrics.relay_ended(r);
           auto e = app::relay_closed_event(self->id_, r);
-          e.fields = {{"peer", self->peer_}, {"upstream", self->upstream_}};
+          e.fields = self->client_fields({{"upstream", self->upstream_}});
           if (r.error == kws::errc::unusable_response)
             e.cause += " (--no-rewrite passes responses unchanged)";
           app::log_event(r.error ? spdlog::level::warn : spdlog::level::info, e);
@@ -597,6 +607,14 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     relay_->start();
   }
 
+  // peer=, then `more`, then (with a client certificate) subject=, for the connection's lines.
+  std::vector<std::pair<std::string_view, std::string>> client_fields(
+      std::vector<std::pair<std::string_view, std::string>> more) const {
+    more.insert(more.begin(), {"peer", peer_});
+    if (!subject_.empty()) more.emplace_back("subject", subject_);
+    return more;
+  }
+
   void count_dial(const error_code& ec, clock::time_point started) {
     if (!ec) {
       sh_.metrics.dial_succeeded(clock::now() - started);
@@ -623,6 +641,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::shared_ptr<std::atomic<std::size_t>> active_;
   bool slot_ = false;  // holds a place under --max-connections
   std::string target_;
+  std::string subject_;  // the client certificate's subject (--client-ca-file), if any
   std::string refusal_;  ///< why the handshake was answered with refused_status_
   int refused_status_ = 0;
   std::string upstream_;
@@ -662,12 +681,15 @@ int run(const gateway_config& cfg) {
 
   kws::accept_config accept = cfg.accept;
   accept.server_name = "kafka-websocket-gateway";
-  // Certificates and tokens are read again on SIGHUP and when their files change, watched from here on.
+  // Certificates, the client CA and tokens are read again on SIGHUP and when their files change, watched from
+  // here on.
   app::reloader reloading(rt.main_context());
   if (!cfg.tls_cert.empty()) {
-    accept.tls = kws::make_server_tls_context(cfg.tls_cert, cfg.tls_key);
-    reloading.add("--tls-cert/--tls-key", {cfg.tls_cert, cfg.tls_key},
-                  [&] { kws::reload_server_tls_context(*accept.tls, cfg.tls_cert, cfg.tls_key); });
+    accept.tls = kws::make_server_tls_context(cfg.tls_cert, cfg.tls_key);  // throws naming the file
+    if (!cfg.client_ca_file.empty()) kws::require_client_certificates(*accept.tls, cfg.client_ca_file);
+    reloading.add(
+        "--tls-cert/--tls-key/--client-ca-file", {cfg.tls_cert, cfg.tls_key, cfg.client_ca_file},
+        [&] { kws::reload_server_tls_context(*accept.tls, cfg.tls_cert, cfg.tls_key, cfg.client_ca_file); });
   }
 
   const std::string advertise_host = !cfg.advertise_host.empty()        ? cfg.advertise_host
@@ -711,7 +733,11 @@ int run(const gateway_config& cfg) {
       "listening on {} ({}) upstream={}{} lookup_auth={} advertise={}:{} threads={} auth={} origins={} "
       "max_connections={} "
       "max_handshakes={} max_handshakes_per_address={}",
-      app::endpoint_string(bound), accept.tls ? "wss" : "ws", upstream_list,
+      app::endpoint_string(bound),
+      !accept.tls                  ? "ws"
+      : cfg.client_ca_file.empty() ? "wss"
+                                   : "wss, client certificates required",
+      upstream_list,
       !tls.ctx                                   ? ""
       : tls.insecure                             ? " (tls, not verified)"
       : cfg.upstream_tls_files.cert_file.empty() ? " (tls)"
@@ -719,7 +745,9 @@ int run(const gateway_config& cfg) {
       cfg.upstream_sasl ? fmt::format("{}:{}", kafka::sasl::mechanism_name(cfg.upstream_sasl->which),
                                       cfg.upstream_sasl->username)
                         : std::string("none"),
-      advertise_host, advertise_port, rt.threads(), cfg.tokens.empty() ? "none" : "bearer",
+      advertise_host, advertise_port, rt.threads(),
+      cfg.client_ca_file.empty() ? (cfg.tokens.empty() ? "none" : "bearer")
+                                 : (cfg.tokens.empty() ? "certificate" : "certificate+bearer"),
       cfg.allowed_origins.empty() ? std::string("any")
                                   : fmt::format("{}", fmt::join(cfg.allowed_origins, ",")),
       cfg.max_connections, cfg.max_handshakes, cfg.max_handshakes_per_address);

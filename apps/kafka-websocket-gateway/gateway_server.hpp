@@ -27,6 +27,10 @@ struct gateway_config {
   /// wss when both are set.
   std::string tls_cert;
   std::string tls_key;
+  /// With wss: a client certificate that a CA of this PEM file vouches for is required of every client, in
+  /// the TLS handshake, before any byte reaches the cluster; its subject is on the connection's lines. With
+  /// `tokens` too, a client needs both.
+  std::string client_ca_file;
   /// The public address clients reach the gateway at: every broker in a response is advertised there (node
   /// ids kept), so that a client-side template like wss://gw.example.com/kafka/{node_id} reaches each one.
   /// `{node_id}` in the host gives each broker a name of its own (kafka-{node_id}.gw.example.com): clients

@@ -44,6 +44,10 @@ int main(int argc, char** argv) {
   app.add_option("--tls-cert", cfg.tls_cert, "PEM certificate chain: serve wss:// (with --tls-key)")
       ->check(CLI::ExistingFile);
   app.add_option("--tls-key", cfg.tls_key, "PEM private key of --tls-cert")->check(CLI::ExistingFile);
+  app.add_option("--client-ca-file", cfg.client_ca_file,
+                 "PEM bundle of CAs: require from every client a certificate one of them vouches for, in the "
+                 "TLS handshake (with --tls-cert; with --auth-token-file, both are required)")
+      ->check(CLI::ExistingFile);
   app.add_flag("--upstream-tls", cfg.upstream_tls,
                "dial the cluster with TLS: every broker, its certificate checked against the host as dialled "
                "(the --upstream host, or the host a broker advertises), trusted by the system store");
@@ -101,6 +105,8 @@ int main(int argc, char** argv) {
   const auto validate = [&] {
     if (cfg.tls_cert.empty() != cfg.tls_key.empty())
       throw CLI::ValidationError("--tls-cert/--tls-key", "give both or neither");
+    if (!cfg.client_ca_file.empty() && cfg.tls_cert.empty())
+      throw CLI::ValidationError("--client-ca-file", "needs --tls-cert/--tls-key (wss)");
     const auto& up = cfg.upstream_tls_files;
     if (up.cert_file.empty() != up.key_file.empty())
       throw CLI::ValidationError("--upstream-cert/--upstream-key", "give both or neither");

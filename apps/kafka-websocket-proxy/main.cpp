@@ -137,6 +137,11 @@ int main(int argc, char** argv) {
   app.add_option("--ca-file", cfg.dialer.ca_file,
                  "PEM file of CA certificates to trust (default: system store)")
       ->check(CLI::ExistingFile);
+  app.add_option("--cert", cfg.dialer.cert_file,
+                 "PEM certificate chain to present to a wss:// broker that requires client certificates "
+                 "(with --key)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--key", cfg.dialer.key_file, "PEM private key of --cert")->check(CLI::ExistingFile);
   app.add_flag("--insecure", cfg.dialer.insecure_skip_verify, "do not verify the broker's TLS certificate");
   app.add_option(
          "--client-tls-cert", cfg.client_tls_cert,
@@ -221,6 +226,8 @@ int main(int argc, char** argv) {
       throw CLI::ValidationError("--client-tls-cert/--client-tls-key", "give both or neither");
     if (!cfg.client_ca_file.empty() && cfg.client_tls_cert.empty())
       throw CLI::ValidationError("--client-ca-file", "needs --client-tls-cert/--client-tls-key");
+    if (cfg.dialer.cert_file.empty() != cfg.dialer.key_file.empty())
+      throw CLI::ValidationError("--cert/--key", "give both or neither");
   };
   if (auto exit_code =
           kws::app::parse_command_line(app, normalize_go_flags(argc, argv, long_names), validate)) {

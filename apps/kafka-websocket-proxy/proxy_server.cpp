@@ -414,12 +414,8 @@ class server {
     const auto url = kws::parse_address(cfg_.broker, cfg_.dialer.tls);
     const auto templ = cfg_.broker_url_template.empty() ? kws::url_template::default_for(cfg_.dialer.tls)
                                                         : kws::url_template::parse(cfg_.broker_url_template);
-    try {
-      prototype_.emplace(asio::system_executor(), cfg_.dialer);
-    } catch (const boost::system::system_error& e) {
-      if (cfg_.dialer.ca_file.empty() || e.code() == kws::errc::invalid_proxy_url) throw;
-      throw std::runtime_error("--ca-file " + cfg_.dialer.ca_file + ": " + e.code().message());
-    }
+    // Throws naming the CA, certificate or key file that cannot be used.
+    prototype_.emplace(asio::system_executor(), cfg_.dialer);
 
     if (!cfg_.client_tls_cert.empty()) {
       // Throws naming the file that cannot be loaded.

@@ -35,6 +35,14 @@ struct http_request_info {
   std::vector<std::pair<std::string, std::string>> headers;
   /// The client's address, as `host:port` (IPv6 in brackets).
   std::string peer;
+  /// wss: the subject of the certificate the client presented (RFC 2253, "CN=client,O=Example"), empty when
+  /// it presented none. Only a context that verifies client certificates (require_client_certificates in
+  /// kws/tls_socket.hpp) makes it trustworthy.
+  std::string client_subject;
+  /// After a failed TLS handshake: why, in one sentence with the client's address ("the TLS handshake with
+  /// the client failed: peer did not return a certificate (10.0.0.5:40112)", "the client's TLS certificate
+  /// was refused: self-signed certificate (...)"). Empty otherwise.
+  std::string tls_failure;
 
   /// The first header of that (lower-case) name, if any.
   const std::string* header(std::string_view name) const;

@@ -24,6 +24,10 @@ struct dialer_config {
   bool tls = false;
   /// PEM file of trusted CA certificates; empty means the system store.
   std::string ca_file{};
+  /// A client certificate for wss:// (mutual TLS): PEM certificate chain and its private key, both or
+  /// neither.
+  std::string cert_file{};
+  std::string key_file{};
   /// Skip certificate and host name verification (testing only).
   bool insecure_skip_verify = false;
   /// Extra HTTP headers on the upgrade request, e.g. {"Authorization", "Bearer …"}.
@@ -64,9 +68,11 @@ class dialer {
  public:
   using executor_type = boost::asio::any_io_executor;
 
-  /// The TLS context (system store or `ca_file`) is built here once and shared by every connection.
-  /// Throws boost::system::system_error when `ca_file` cannot be loaded, or with errc::invalid_proxy_url when
-  /// a forward proxy URL does not parse (its message never holds the credentials).
+  /// The TLS context (system store or `ca_file`, the client certificate) is built here once and shared by
+  /// every connection. Throws boost::system::system_error when `ca_file`, `cert_file` or `key_file` cannot be
+  /// loaded, the key is not the certificate's or only one of the two is given (its message names the file),
+  /// or with errc::invalid_proxy_url when a forward proxy URL does not parse (its message never holds the
+  /// credentials).
   dialer(executor_type ex, dialer_config config = {});
 
   executor_type get_executor() const { return ex_; }

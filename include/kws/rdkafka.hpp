@@ -46,8 +46,9 @@ struct config {
   /// The same for the bootstrap servers, which have no node id yet (node id -1); empty: url_template
   /// (kws.bootstrap.url.template). Set it when url_template tells brokers apart by `{node_id}`.
   std::string bootstrap_url_template{};
-  /// TLS (kws.tls, kws.ca.file, kws.insecure), upgrade headers (kws.header.NAME), kws.handshake.timeout.ms,
-  /// keepalive pings (kws.ping.interval.ms), kws.max.frame.bytes.
+  /// TLS (kws.tls, kws.ca.file, kws.insecure, a client certificate: kws.cert.file, kws.key.file), upgrade
+  /// headers (kws.header.NAME), kws.handshake.timeout.ms, keepalive pings (kws.ping.interval.ms),
+  /// kws.max.frame.bytes.
   dialer_config dialer = default_dialer_config();
   /// kws.broker.api: `auto` (the broker answers ApiVersions) or `0.8` (it never does; the hook answers).
   kafka::broker_api broker_api = kafka::broker_api::negotiate;
@@ -69,6 +70,9 @@ enum class property_result { ok, invalid, unknown };
 ///   kws.url.template, kws.bootstrap.url.template   URL templates, checked to expand to ws:// or wss:// URLs
 ///   kws.tls, kws.insecure                          true or false
 ///   kws.ca.file                                    PEM file of CAs, loaded now to check it
+///   kws.cert.file, kws.key.file                    PEM client certificate chain and its private key for
+///                                                  wss://, each loaded now, checked to match once both are
+///                                                  set (validate: both or neither)
 ///   kws.header.NAME                                header NAME on the upgrade request (never logged)
 ///   kws.broker.api                                 auto or 0.8
 ///   kws.handshake.timeout.ms                       1 .. 300000
@@ -86,7 +90,8 @@ property_result set_property(config& cfg, std::string_view name, const char* val
 /// kws.http.proxy=env sets).
 forward_proxy_settings environment_forward_proxy();
 
-/// Checks everything set_property checks (templates, CA file, header names) for a config made in code.
+/// Checks everything set_property checks (templates, CA file, client certificate and key, header names) for a
+/// config made in code.
 bool validate(const config& cfg, std::string& error);
 
 /// Makes every client created from `conf` (also from copies of it made later, as librdkafka++ does) reach

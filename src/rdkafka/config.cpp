@@ -1,6 +1,8 @@
-// The kws.* properties: parsing and checking, with no librdkafka and no I/O beyond loading a CA file.
+// The kws.* properties: parsing and checking, with no librdkafka and no I/O beyond loading a CA file and a
+// client certificate.
 #include <kws/address.hpp>
 #include <kws/rdkafka.hpp>
+#include <kws/tls_socket.hpp>
 
 #include <boost/asio/system_executor.hpp>
 
@@ -87,6 +89,19 @@ bool check_ca_file(const std::string& path, std::string& why) {
   }
 }
 
+// The client certificate and its key: each loaded as it is set, and once both are there, checked to belong
+// together.
+bool check_client_certificate(const std::string& cert, const std::string& key, std::string& why) {
+  if (cert.empty() && key.empty()) return true;
+  try {
+    make_client_tls_context(tls_client_options{.ca_file = {}, .cert_file = cert, .key_file = key});
+    return true;
+  } catch (const std::exception& e) {
+    why = std::string("cannot load the client certificate: ") + e.what();
+    return false;
+  }
+}
+
 void set_header(dialer_config& d, std::string_view name, const char* value) {
   auto& hs = d.headers;
   hs.erase(std::remove_if(hs.begin(), hs.end(), [&](const auto& h) { return iequals(h.first, name); }),
@@ -155,6 +170,14 @@ property_result set_property(config& cfg, std::string_view name, const char* val
   if (name == "kws.ca.file") {
     if (!check_ca_file(std::string(v), why)) return fail(why);
     cfg.dialer.ca_file = std::string(v);
+    return property_result::ok;
+  }
+  if (name == "kws.cert.file" || name == "kws.key.file") {
+    const bool cert = name == "kws.cert.file";
+    const std::string path(v);
+    if (!check_client_certificate(cert ? path : cfg.dialer.cert_file, cert ? cfg.dialer.key_file : path, why))
+      return fail(why);
+    (cert ? cfg.dialer.cert_file : cfg.dialer.key_file) = path;
     return property_result::ok;
   }
   if (name == "kws.broker.api") {
@@ -240,6 +263,16 @@ bool validate(const config& cfg, std::string& error) {
   }
   if (!check_ca_file(cfg.dialer.ca_file, why)) {
     error = invalid("kws.ca.file", cfg.dialer.ca_file, why);
+    return false;
+  }
+  if (cfg.dialer.cert_file.empty() != cfg.dialer.key_file.empty()) {
+    const bool no_key = cfg.dialer.key_file.empty();
+    error = "Configuration property \"" + std::string(no_key ? "kws.cert.file" : "kws.key.file") +
+            "\" needs \"" + (no_key ? "kws.key.file" : "kws.cert.file") + "\" too";
+    return false;
+  }
+  if (!check_client_certificate(cfg.dialer.cert_file, cfg.dialer.key_file, why)) {
+    error = invalid("kws.cert.file", cfg.dialer.cert_file, why);
     return false;
   }
   for (const auto& [name, value] : cfg.dialer.headers) {

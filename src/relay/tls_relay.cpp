@@ -12,9 +12,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <boost/system/system_error.hpp>
 
-#include <openssl/bio.h>
 #include <openssl/ssl.h>
-#include <openssl/x509.h>
 
 namespace kws {
 
@@ -52,20 +50,7 @@ void tls_socket::close() {
 }
 
 std::string tls_socket::peer_subject() const {
-  if (!s_) return {};
-  X509* cert = SSL_get1_peer_certificate(s_->native_handle());
-  if (!cert) return {};
-  std::string out;
-  if (BIO* bio = BIO_new(BIO_s_mem())) {
-    if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
-      char* data = nullptr;
-      const long n = BIO_get_mem_data(bio, &data);
-      if (n > 0) out.assign(data, static_cast<std::size_t>(n));
-    }
-    BIO_free(bio);
-  }
-  X509_free(cert);
-  return out;
+  return s_ ? detail::peer_subject(s_->native_handle()) : std::string();
 }
 
 // ---- contexts -----------------------------------------------------------------------------------------
@@ -82,12 +67,7 @@ std::shared_ptr<ssl::context> make_client_tls_context(const tls_client_options& 
     ctx->load_verify_file(o.ca_file, ec);
     if (ec) throw boost::system::system_error(ec, "CA file " + o.ca_file);
   }
-  if (!o.cert_file.empty()) {
-    ctx->use_certificate_chain_file(o.cert_file, ec);
-    if (ec) throw boost::system::system_error(ec, "TLS certificate " + o.cert_file);
-    ctx->use_private_key_file(o.key_file, ssl::context::pem, ec);
-    if (ec) throw boost::system::system_error(ec, "TLS private key " + o.key_file);
-  }
+  detail::use_certificate_files(ctx->native_handle(), o.cert_file, o.key_file);
   return ctx;
 }
 

@@ -1,6 +1,7 @@
 // The server side of the handshake: (TLS,) the HTTP request, the caller's decision, then the WebSocket
 // upgrade or a plain HTTP answer; and the public helpers of kws/accept.hpp. Beast does the HTTP.
 #include "ws/stream.hpp"
+#include "ws/tls_verify.hpp"
 
 #include <kws/accept.hpp>
 #include <kws/errc.hpp>
@@ -27,21 +28,7 @@ std::shared_ptr<boost::asio::ssl::context> detail::load_server_tls_context(
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
-  boost::system::error_code ec;
-  ctx->use_certificate_chain_file(cert_chain_file, ec);
-  if (ec) throw boost::system::system_error(ec, "TLS certificate " + cert_chain_file);
-  ctx->use_private_key_file(private_key_file, ssl::context::pem, ec);
-  if (ec && ec.category() == boost::asio::error::get_ssl_category() &&
-      ERR_GET_REASON(static_cast<unsigned long>(ec.value())) == X509_R_KEY_VALUES_MISMATCH) {
-    throw boost::system::system_error(ec, "TLS private key " + private_key_file +
-                                              " does not belong to the certificate in " + cert_chain_file);
-  }
-  if (ec) throw boost::system::system_error(ec, "TLS private key " + private_key_file);
-  if (SSL_CTX_check_private_key(ctx->native_handle()) != 1) {
-    throw boost::system::system_error(
-        boost::system::error_code(static_cast<int>(ERR_get_error()), boost::asio::error::get_ssl_category()),
-        "TLS private key " + private_key_file + " does not belong to the certificate in " + cert_chain_file);
-  }
+  detail::use_certificate_files(ctx->native_handle(), cert_chain_file, private_key_file);
   return ctx;
 }
 
@@ -93,7 +80,14 @@ class accept_op {
   void operator()(Self& self, error_code ec, std::size_t = 0) {
     switch (stage_) {
       case stage::tls:
-        if (ec) return finish(self, ec);
+        if constexpr (std::is_same_v<NextLayer, tls_next>) {
+          auto* ssl = conn_->stream().native_handle();
+          if (ec) {
+            st_->info.tls_failure = tls_failure(ssl, ec, "the client", st_->info.peer);
+            return finish(self, ec);
+          }
+          st_->info.client_subject = peer_subject(ssl);
+        }
         return read_request(self);
       case stage::read:
         if (ec)

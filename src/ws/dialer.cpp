@@ -36,10 +36,19 @@ std::shared_ptr<detail::dialer_state> make_state(dialer_config config) {
                   boost::asio::ssl::context::no_sslv3 | boost::asio::ssl::context::no_tlsv1 |
                   boost::asio::ssl::context::no_tlsv1_1);
   if (!st->config.ca_file.empty()) {
-    ctx.load_verify_file(st->config.ca_file);  // throws with the OpenSSL reason
+    ctx.load_verify_file(st->config.ca_file, ec);
+    if (ec) throw boost::system::system_error(ec, "CA file " + st->config.ca_file);
   } else {
     ctx.set_default_verify_paths();
   }
+  const auto& c = st->config;
+  if (c.cert_file.empty() != c.key_file.empty()) {
+    throw boost::system::system_error(make_error_code(boost::system::errc::invalid_argument),
+                                      c.cert_file.empty()
+                                          ? "TLS private key " + c.key_file + " without a certificate"
+                                          : "TLS certificate " + c.cert_file + " without a private key");
+  }
+  detail::use_certificate_files(ctx.native_handle(), c.cert_file, c.key_file);
   return st;
 }
 

@@ -1,5 +1,6 @@
 // The client side's certificate checks for every TLS connection the library opens (the dialer's wss://, the
-// relay's TLS over TCP), and the sentence that says why a handshake failed: one place, one wording.
+// relay's TLS over TCP), the sentence that says why a handshake failed, loading a certificate and its key,
+// and reading the peer's certificate subject: one place, one wording.
 #pragma once
 
 #include <boost/system/error_code.hpp>
@@ -21,5 +22,13 @@ boost::system::error_code verify_server(SSL* ssl, const std::string& host, bool 
 /// speak TLS).
 std::string tls_failure(SSL* ssl, const boost::system::error_code& ec, const std::string& who,
                         const std::string& host);
+
+/// Loads a PEM certificate chain and a PEM private key into `ctx` (each only when its path is not empty) and,
+/// with both, checks that the key is the certificate's. Throws boost::system::system_error whose message
+/// names the file ("TLS certificate FILE: ...", "TLS private key FILE: ...").
+void use_certificate_files(SSL_CTX* ctx, const std::string& cert_file, const std::string& key_file);
+
+/// The subject of the certificate the peer presented, RFC 2253 ("CN=client,O=Example"); empty when none.
+std::string peer_subject(SSL* ssl);
 
 }  // namespace kws::detail

@@ -182,6 +182,15 @@ TEST(ClientTlsFlags, InconsistentFlagsAreRefused) {
   };
   check({"--client-tls-cert", certs.cert_pem}, "give both or neither");
   check({"--client-ca-file", certs.ca_pem}, "needs --client-tls-cert");
+  check({"--cert", certs.cert_pem}, "--cert/--key: give both or neither");
+  // A key that is not the certificate's: refused at start, one line naming the key file.
+  const auto other = make_test_certificates();
+  const auto r = run({KWS_PROXY_PATH, "--port", "0", "--listen", "127.0.0.1", "--broker",
+                      "wss://127.0.0.1:9/", "--cert", certs.cert_pem, "--key", other.key_pem},
+                     {}, 10s);
+  EXPECT_EQ(r.exit_code, std::optional<int>(1)) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+  EXPECT_NE(r.out.find("cannot start: TLS private key " + other.key_pem), std::string::npos) << r.out;
 }
 
 }  // namespace

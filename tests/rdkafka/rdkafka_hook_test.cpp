@@ -157,6 +157,34 @@ TEST(Properties, UnreadableOrEmptyCaFilesAreRejectedWhenSet) {
   std::filesystem::remove_all(certs.dir);
 }
 
+// kws.cert.file and kws.key.file: each file is loaded as it is set, and the pair is checked once both are;
+// validate() wants both or neither.
+TEST(Properties, AClientCertificateAndItsKeyAreCheckedWhenSet) {
+  const auto certs = kws::test::make_test_certificates();
+  const auto other = kws::test::make_test_certificates();
+  config cfg;
+  std::string e;
+  EXPECT_EQ(set_property(cfg, "kws.cert.file", certs.key_pem.c_str(), e), property_result::invalid);
+  EXPECT_NE(e.find("cannot load the client certificate: TLS certificate " + certs.key_pem), std::string::npos)
+      << e;
+  EXPECT_EQ(set_property(cfg, "kws.cert.file", certs.cert_pem.c_str(), e), property_result::ok) << e;
+  EXPECT_FALSE(validate(cfg, e)) << "a certificate without its key";
+  EXPECT_NE(e.find("\"kws.cert.file\" needs \"kws.key.file\""), std::string::npos) << e;
+  EXPECT_EQ(set_property(cfg, "kws.key.file", other.key_pem.c_str(), e), property_result::invalid);
+  EXPECT_NE(e.find("configuration property \"kws.key.file\": cannot load the client certificate: TLS "
+                   "private key " +
+                   other.key_pem),
+            std::string::npos)
+      << e;
+  EXPECT_TRUE(cfg.dialer.key_file.empty()) << "a bad value changes nothing";
+  EXPECT_EQ(set_property(cfg, "kws.key.file", certs.key_pem.c_str(), e), property_result::ok) << e;
+  EXPECT_EQ(cfg.dialer.cert_file, certs.cert_pem);
+  EXPECT_EQ(cfg.dialer.key_file, certs.key_pem);
+  EXPECT_TRUE(validate(cfg, e)) << e;
+  std::filesystem::remove_all(certs.dir);
+  std::filesystem::remove_all(other.dir);
+}
+
 TEST(Properties, NamesOutsideTheListAreUnknownAndLeaveTheErrorAlone) {
   config cfg;
   std::string e = "untouched";

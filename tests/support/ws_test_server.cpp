@@ -198,6 +198,18 @@ tls_files make_test_certificates(const std::string& subject_alt_names) {
   return f;
 }
 
+tls_files make_client_certificate(const tls_files& f, const std::string& cn) {
+  run_openssl(f.dir, "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj '/CN=" + cn +
+                         "' -keyout '" + cn + ".key' -out '" + cn + ".csr' && " +
+                         "printf 'basicConstraints=CA:FALSE\\nextendedKeyUsage=clientAuth\\n' > '" + cn +
+                         ".cnf' && openssl x509 -req -in '" + cn + ".csr' -CA ca.pem -CAkey ca.key " +
+                         "-CAcreateserial -days 2 -extfile '" + cn + ".cnf' -out '" + cn + ".pem'");
+  tls_files out = f;
+  out.cert_pem = f.dir + "/" + cn + ".pem";
+  out.key_pem = f.dir + "/" + cn + ".key";
+  return out;
+}
+
 ws_test_server::ws_test_server(ws_script script) : ws_test_server(std::move(script), options{}) {}
 
 ws_test_server::ws_test_server(ws_script script, options opts)

@@ -69,6 +69,10 @@ std::string make_expired_certificate(const tls_files& files);
 /// `dir`/self.key.
 tls_files make_self_signed_certificate(const tls_files& files);
 
+/// A client certificate with subject CN=`common_name` and a key of its own, signed by the CA of `files`:
+/// `dir`/`common_name`.pem and `dir`/`common_name`.key (`common_name` must be a plain file name).
+tls_files make_client_certificate(const tls_files& files, const std::string& common_name);
+
 class ws_test_server {
  public:
   struct options {
