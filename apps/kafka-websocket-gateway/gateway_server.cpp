@@ -688,7 +688,8 @@ int run(const gateway_config& cfg) {
     accept.tls = kws::make_server_tls_context(cfg.tls_cert, cfg.tls_key);  // throws naming the file
     if (!cfg.client_ca_file.empty()) kws::require_client_certificates(*accept.tls, cfg.client_ca_file);
     reloading.add(
-        "--tls-cert/--tls-key/--client-ca-file", {cfg.tls_cert, cfg.tls_key, cfg.client_ca_file},
+        cfg.client_ca_file.empty() ? "--tls-cert/--tls-key" : "--tls-cert/--tls-key/--client-ca-file",
+        {cfg.tls_cert, cfg.tls_key, cfg.client_ca_file},
         [&] { kws::reload_server_tls_context(*accept.tls, cfg.tls_cert, cfg.tls_key, cfg.client_ca_file); });
   }
 

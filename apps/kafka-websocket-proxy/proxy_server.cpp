@@ -422,7 +422,8 @@ class server {
       client_tls_ = kws::make_server_tls_context(cfg_.client_tls_cert, cfg_.client_tls_key);
       if (!cfg_.client_ca_file.empty()) kws::require_client_certificates(*client_tls_, cfg_.client_ca_file);
       // Read again on SIGHUP and when a file changes, watched from here on.
-      reloading_.add("--client-tls-cert/--client-tls-key/--client-ca-file",
+      reloading_.add(cfg_.client_ca_file.empty() ? "--client-tls-cert/--client-tls-key"
+                                                 : "--client-tls-cert/--client-tls-key/--client-ca-file",
                      {cfg_.client_tls_cert, cfg_.client_tls_key, cfg_.client_ca_file}, [this] {
                        kws::reload_server_tls_context(*client_tls_, cfg_.client_tls_cert, cfg_.client_tls_key,
                                                       cfg_.client_ca_file);

@@ -71,7 +71,7 @@ class UpstreamTls : public ::testing::Test {
     devbroker_ = std::make_unique<child_process>(
         std::vector<std::string>{KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0",
                                  "--tcp-tls-cert", cert, "--tcp-tls-key", key, "--nodes",
-                                 std::to_string(nodes), "--topic", topic} +
+                                 std::to_string(nodes), "--topic", topic, "--log-format", "json"} +
         more);
     const auto port = devbroker_->wait_for_output(std::regex(R"(tcp=127\.0\.0\.1:(\d+))"));
     EXPECT_TRUE(port) << devbroker_->output();
@@ -304,12 +304,15 @@ TEST_F(UpstreamTls, AClusterThatRequiresAClientCertificateRefusesAGatewayWithout
       {"--upstream", "127.0.0.1:" + port, "--upstream-tls", "--upstream-ca-file", certs_.ca_pem}));
   auto c = dial_gateway("/kafka");
   EXPECT_FALSE(metadata_answered(c, 1)) << "answered without a client certificate";
-  ASSERT_TRUE(
-      devbroker_->wait_for_output(std::regex("TLS handshake failed: peer did not return a certificate")))
+  ASSERT_TRUE(wait_for_event(
+      *devbroker_, {field("event", "closed"), field("end", "protocol_error"),
+                    field_matching("cause", "^TLS handshake failed: peer did not return a certificate")}))
       << devbroker_->output();
-  ASSERT_TRUE(gateway_->wait_for_output(std::regex("closed peer=.*certificate required")))
+  ASSERT_TRUE(wait_for_event(*gateway_, {field("event", "closed"), field("side", "broker"),
+                                         field_containing("cause", "certificate required")}))
       << gateway_->output();
-  EXPECT_EQ(count_of(gateway_->output(), "certificate required"), 1u) << gateway_->output();
+  EXPECT_EQ(events(*gateway_, {field_containing("msg", "certificate required")}).size(), 1u)
+      << gateway_->output();
 }
 
 // With --upstream-cert/--upstream-key the same cluster serves kcat through the proxy and the gateway, every
@@ -325,11 +328,13 @@ TEST_F(UpstreamTls, AClusterThatRequiresAClientCertificateServesAGatewayWithOneB
   ASSERT_NO_FATAL_FAILURE(start_proxy());
   ASSERT_NO_FATAL_FAILURE(expect_round_trip(kcat_via_proxy(), "c", 2));
   for (int node = 0; node < 2; ++node) {
-    EXPECT_NE(gateway_->output().find("target=/kafka/" + std::to_string(node) + " upstream="),
-              std::string::npos)
+    EXPECT_FALSE(
+        events(*gateway_, {field("event", "open"), field("target", "/kafka/" + std::to_string(node))})
+            .empty())
         << "node " << node;
   }
-  EXPECT_EQ(devbroker_->output().find("TLS handshake failed"), std::string::npos) << devbroker_->output();
+  EXPECT_TRUE(events(*devbroker_, {field_containing("cause", "TLS handshake failed")}).empty())
+      << devbroker_->output();
 }
 
 // ---- mutual TLS at the gateway's wss listener (--client-ca-file) ------------------------------------------
@@ -342,7 +347,7 @@ class GatewayClientCertificates : public UpstreamTls {
                                  const std::vector<std::string>& more = {}) {
     devbroker_ = std::make_unique<child_process>(
         std::vector<std::string>{KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0",
-                                 "--nodes", std::to_string(nodes), "--topic", topic});
+                                 "--nodes", std::to_string(nodes), "--topic", topic, "--log-format", "json"});
     const auto port = devbroker_->wait_for_output(std::regex(R"(tcp=127\.0\.0\.1:(\d+))"));
     ASSERT_TRUE(port) << devbroker_->output();
     ASSERT_NO_FATAL_FAILURE(start_gateway(
@@ -376,13 +381,17 @@ class GatewayClientCertificates : public UpstreamTls {
   // opened, nothing at the cluster; the proxy's line says its dial failed.
   void expect_refused_in_the_handshake(const std::string& cause) {
     one_client_through_proxy();
-    ASSERT_TRUE(gateway_->wait_for_output(std::regex("conn 1 closed peer=\\S+: ")));
+    ASSERT_TRUE(wait_for_event(*gateway_, {field("conn", "1"), field("event", "closed"),
+                                           field("side", "client"), field_containing("cause", cause)}))
+        << gateway_->output();
     ASSERT_TRUE(proxy_->wait_for_output(std::regex("dial failed after 1 attempt")));
     const auto log = gateway_->output();
-    EXPECT_EQ(count_of(log, cause), 1u) << "wanted exactly one line with: " << cause;
-    EXPECT_EQ(count_of(log, "conn 1 "), 1u) << "more than one line about the connection";
-    EXPECT_EQ(log.find(" open "), std::string::npos) << "a connection was opened";
-    EXPECT_EQ(devbroker_->output().find("listener=tcp"), std::string::npos)
+    EXPECT_EQ(events(*gateway_, {field_containing("msg", cause)}).size(), 1u)
+        << "wanted exactly one line with: " << cause;
+    EXPECT_EQ(events(*gateway_, {field("conn", "1")}).size(), 1u)
+        << "more than one line about the connection";
+    EXPECT_TRUE(events(*gateway_, {field("event", "open")}).empty()) << "a connection was opened";
+    EXPECT_TRUE(events(*devbroker_, {field("listener", "tcp")}).empty())
         << "a connection reached the cluster";
   }
 };
@@ -413,14 +422,15 @@ TEST_F(GatewayClientCertificates, AProxyWithATrustedCertificateIsServedByteExact
   ASSERT_NO_FATAL_FAILURE(expect_round_trip(kcat_via_proxy(), "m", 2));
   const auto log = gateway_->output();
   for (const std::string target : {"/kafka", "/kafka/0", "/kafka/1"}) {
-    EXPECT_TRUE(std::regex_search(
-        log, std::regex("open peer=\\S+ target=" + target + " upstream=\\S+ subject=CN=kws-proxy\n")))
+    EXPECT_FALSE(
+        events(*gateway_, {field("event", "open"), field("target", target), field("subject", "CN=kws-proxy")})
+            .empty())
         << target << "\n"
         << log;
   }
-  EXPECT_TRUE(gateway_->wait_for_output(std::regex("closed peer=\\S+ upstream=\\S+ subject=CN=kws-proxy ")))
+  EXPECT_TRUE(wait_for_event(*gateway_, {field("event", "closed"), field("subject", "CN=kws-proxy")})) << log;
+  EXPECT_TRUE(events(*gateway_, {field_containing("msg", "TLS handshake with the client failed")}).empty())
       << log;
-  EXPECT_EQ(log.find("TLS handshake with the client failed"), std::string::npos) << log;
 }
 
 #ifdef KWS_PLUGIN_PATH
@@ -451,8 +461,8 @@ TEST_F(GatewayClientCertificates, ThePluginWithACertificateIsServedByteExact) {
       expect_round_trip(plugin + std::vector<std::string>{"-X", "kws.cert.file=" + mine.cert_pem, "-X",
                                                           "kws.key.file=" + mine.key_pem},
                         "p", 2, environment));
-  EXPECT_TRUE(gateway_->wait_for_output(
-      std::regex("open peer=\\S+ target=/kafka/1 upstream=\\S+ subject=CN=kws-plugin")))
+  EXPECT_TRUE(wait_for_event(
+      *gateway_, {field("event", "open"), field("target", "/kafka/1"), field("subject", "CN=kws-plugin")}))
       << gateway_->output();
 
   auto io = tool_io("/dev/null", dir_ / "mismatch.out");
