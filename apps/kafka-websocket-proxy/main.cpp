@@ -202,6 +202,14 @@ int main(int argc, char** argv) {
                  "auto: the broker answers ApiVersions; 0.8: the proxy answers it for a Kafka 0.8 broker")
       ->check(CLI::IsMember({"auto", "0.8"}))
       ->capture_default_str();
+  std::size_t broker_max_in_flight = 0;
+  const auto* broker_max_in_flight_opt =
+      app.add_option("--broker-max-in-flight", broker_max_in_flight,
+                     "requests in flight to the broker per client connection; later ones wait in the proxy, "
+                     "in order, until a response goes out (the client sees latency, no error). Produce with "
+                     "acks=0 gets no response and takes no place. 0: no limit (the proxy's own bound of "
+                     "1024 remains). Default: 1 with --broker-api 0.8, else no limit")
+          ->check(CLI::Range(0, 1024));
   std::string http_proxy;
   app.add_option("--http-proxy", http_proxy,
                  "HTTP forward proxy for every broker, http://[user:password@]host[:port]; 'none': connect "
@@ -262,6 +270,7 @@ int main(int argc, char** argv) {
   cfg.rewrite = !no_rewrite;
   cfg.broker_api =
       broker_api == "0.8" ? kws::kafka::broker_api::kafka_0_8 : kws::kafka::broker_api::negotiate;
+  if (broker_max_in_flight_opt->count() > 0) cfg.broker_max_in_flight = broker_max_in_flight;
   if (!broker_ports.empty()) {
     unsigned a = 0, b = 0;
     std::sscanf(broker_ports.c_str(), "%u-%u", &a, &b);

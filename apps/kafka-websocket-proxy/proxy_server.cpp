@@ -461,6 +461,7 @@ class server {
     auto tracking = std::make_shared<kafka::tracker_config>();
     tracking->rewrite = cfg_.rewrite;
     tracking->api = cfg_.broker_api;
+    tracking->broker_max_in_flight = cfg_.broker_max_in_flight;
     if (cfg_.rewrite) {
       tracking->map = [directory](const kafka::advertised_broker& b, error_code& ec) {
         return directory->map(b, ec);
@@ -482,6 +483,11 @@ class server {
     log_forward_proxy(*prototype_, url.str());
     if (cfg_.broker_api == kafka::broker_api::kafka_0_8)
       spdlog::info("broker api 0.8: ApiVersions v1+ answered by the proxy, v0 dropped as the broker would");
+    if (const auto limit = kafka::request_limit(*tracking); limit < tracking->max_in_flight)
+      spdlog::info(
+          "at most {} request(s) in flight to the broker per client connection; later ones wait in "
+          "order (--broker-max-in-flight)",
+          limit);
 
     if (!cfg_.metrics_listen.empty()) start_monitoring(url.str());
     reloading_.count_in(metrics_.registry());

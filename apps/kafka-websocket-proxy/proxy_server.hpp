@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 namespace kws::proxy {
@@ -38,6 +39,9 @@ struct proxy_config {
   /// Rewrite broker addresses in responses (off: the original byte-for-byte relay).
   bool rewrite = true;
   kws::kafka::broker_api broker_api = kws::kafka::broker_api::negotiate;
+  /// Requests in flight to the broker per client connection before the next waits in the proxy; 0: no
+  /// limit; unset: 1 with broker_api 0.8, no limit otherwise (kafka::tracker_config::broker_max_in_flight).
+  std::optional<std::size_t> broker_max_in_flight;
   /// Host that rewritten responses advertise; empty: the listen host when it is specific, else localhost.
   std::string advertise_host;
   /// Ports for the listeners of further brokers; {0, 0}: the ports right after `port` (any free port when

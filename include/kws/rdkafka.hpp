@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -54,6 +55,10 @@ struct config {
   kafka::broker_api broker_api = kafka::broker_api::negotiate;
   /// Requests in flight on one connection before the hook stops reading librdkafka (kws.max.in.flight).
   std::size_t max_in_flight = 1024;
+  /// Requests in flight to the broker on one connection before librdkafka's next one waits in the hook, in
+  /// order, until a response goes back (kws.broker.max.in.flight). 0: no limit beyond max_in_flight; unset:
+  /// 1 with broker_api 0.8, no limit otherwise. Produce with acks=0 gets no response and takes no place.
+  std::optional<std::size_t> broker_max_in_flight{};
   /// Empty: no notes at all (kws.log.level=off).
   log_function log = log_to_stderr;
   /// Notes below this level are not formatted (kws.log.level: trace, debug, info, warn, error).
@@ -79,6 +84,7 @@ enum class property_result { ok, invalid, unknown };
 ///   kws.ping.interval.ms                           0 (no pings, no idle timeout) .. 3600000
 ///   kws.max.frame.bytes                            1024 .. 1000000000
 ///   kws.max.in.flight                              1 .. 1000000
+///   kws.broker.max.in.flight                       0 (no limit) .. 1000000
 ///   kws.log.level                                  trace, debug, info, warn, error or off
 ///   kws.http.proxy                                 none, env (HTTP_PROXY, HTTPS_PROXY and NO_PROXY of the
 ///                                                  process, read now, as kafka-websocket-proxy reads them)

@@ -40,10 +40,28 @@ std::span<const api_version_range> kafka_0_8_api_versions() noexcept {
   return kafka_0_8_ranges;
 }
 
-tracker::tracker(std::shared_ptr<const tracker_config> config) : config_(std::move(config)) {
+std::size_t default_broker_max_in_flight(broker_api api) noexcept {
+  return api == broker_api::kafka_0_8 ? 1 : 0;
+}
+
+std::size_t request_limit(const tracker_config& config) noexcept {
+  const auto broker = config.broker_max_in_flight.value_or(default_broker_max_in_flight(config.api));
+  return broker == 0 ? config.max_in_flight : std::min(broker, config.max_in_flight);
+}
+
+tracker::tracker(std::shared_ptr<const tracker_config> config)
+    : config_(std::move(config)), limit_(config_ ? request_limit(*config_) : 0) {
   if (!config_) throw std::invalid_argument("kws::kafka::tracker needs a config");
   if (config_->rewrite && !config_->map)
     throw std::invalid_argument("kws::kafka::tracker: rewriting needs a map");
+}
+
+bool tracker::can_take_request() const {
+  // A frame that comes while a bare SASL token waits for its answer settles that token (on_request), so
+  // the token holds no place against it: otherwise a bound of 1 would wait for ever after GSSAPI's last
+  // token, which is never answered.
+  const std::size_t settled = stream_ == client_stream::sasl_tokens && token_waits() ? 1 : 0;
+  return fifo_.size() - settled < limit_;
 }
 
 frame_action tracker::answer(entry e, std::vector<unsigned char> response) {

@@ -218,6 +218,16 @@ property_result set_property(config& cfg, std::string_view name, const char* val
     cfg.max_in_flight = static_cast<std::size_t>(*n);
     return property_result::ok;
   }
+  if (name == "kws.broker.max.in.flight") {
+    if (!value) {
+      cfg.broker_max_in_flight.reset();  // the default of the broker api
+      return property_result::ok;
+    }
+    const auto n = parse_int(v, 0, 1000000);
+    if (!n) return fail("expected a count from 0 (no limit) to 1000000");
+    cfg.broker_max_in_flight = static_cast<std::size_t>(*n);
+    return property_result::ok;
+  }
   if (name == "kws.http.proxy") {
     forward_proxy_settings fp;
     if (value && iequals(v, "env")) {

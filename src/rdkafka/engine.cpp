@@ -67,6 +67,7 @@ engine::engine(config cfg, std::string client_name)
   tracking->rewrite = false;
   tracking->api = cfg_.broker_api;
   tracking->max_in_flight = cfg_.max_in_flight;
+  tracking->broker_max_in_flight = cfg_.broker_max_in_flight;
   tracking_ = std::move(tracking);
 
   const tcp::endpoint loopback(asio::ip::address_v4::loopback(), 0);

@@ -162,6 +162,55 @@ TEST(KafkaTracker, StopsTakingRequestsAtItsBound) {
   EXPECT_TRUE(t.can_take_request());
 }
 
+TEST(KafkaTracker, BrokerMaxInFlightIsOneForKafka08AndNoLimitOtherwiseUnlessSet) {
+  using kws::kafka::request_limit;
+  tracker_config c;
+  EXPECT_EQ(request_limit(c), 1024u) << "no limit beyond max_in_flight";
+  c.api = broker_api::kafka_0_8;
+  EXPECT_EQ(request_limit(c), 1u);
+  c.broker_max_in_flight = 0;
+  EXPECT_EQ(request_limit(c), 1024u) << "0: no limit, whatever the broker api";
+  c.broker_max_in_flight = 3;
+  EXPECT_EQ(request_limit(c), 3u);
+  c.api = broker_api::negotiate;
+  EXPECT_EQ(request_limit(c), 3u);
+  c.broker_max_in_flight = 5000;
+  EXPECT_EQ(request_limit(c), 1024u) << "max_in_flight stays the bound on memory";
+}
+
+TEST(KafkaTracker, UnderKafka08OneRequestAtATimeAndAcksZeroProduceTakesNoPlace) {
+  tracker t(config(true, broker_api::kafka_0_8));
+  EXPECT_TRUE(t.can_take_request());
+  ask(t, request(3, 0, 1));
+  EXPECT_FALSE(t.can_take_request()) << "the next request waits for the Metadata answer";
+  respond(t, kt::encode_metadata(metadata(9092), 0, {1, {}}));
+  EXPECT_TRUE(t.can_take_request());
+  // acks=0: no response will ever free a place, so it takes none, and the request after it goes on.
+  EXPECT_EQ(ask(t, produce_v0(0, 2)), frame_action::forward);
+  EXPECT_TRUE(t.can_take_request());
+  EXPECT_EQ(ask(t, produce_v0(1, 3)), frame_action::forward);
+  EXPECT_FALSE(t.can_take_request());
+  respond(t, opaque_response(3));
+  EXPECT_TRUE(t.can_take_request());
+  // ApiVersions v0, dropped unanswered as the broker would, takes no place either.
+  EXPECT_EQ(ask(t, request(18, 0, 4)), frame_action::drop);
+  EXPECT_TRUE(t.can_take_request());
+  // A local answer holds its place until the relay has taken it for the client.
+  EXPECT_EQ(ask(t, request(18, 3, 5, true, {2, 'x', 2, 'y', 0})), frame_action::answer);
+  EXPECT_FALSE(t.can_take_request());
+  ASSERT_TRUE(t.take_local_response());
+  EXPECT_TRUE(t.can_take_request());
+}
+
+TEST(KafkaTracker, BrokerMaxInFlightZeroUnderKafka08MeansNoLimit) {
+  auto c = std::make_shared<tracker_config>(*config(true, broker_api::kafka_0_8));
+  c->broker_max_in_flight = 0;
+  tracker t(c);
+  for (std::int32_t id = 1; id <= 20; ++id) ask(t, request(3, 0, id));
+  EXPECT_TRUE(t.can_take_request());
+  EXPECT_EQ(t.in_flight(), 20u);
+}
+
 TEST(KafkaTracker, ClampsTheBrokersApiVersionsToWhatItCanRewrite) {
   tracker t(config());
   ask(t, request(18, 3, 5, true, {2, 'x', 2, 'y', 0}));
@@ -449,6 +498,24 @@ TEST(KafkaTrackerSasl, GssapiLikeExchangeEndsWithTheTokenThatGetsNoAnswer) {
   EXPECT_EQ(v.action, frame_action::replace) << "read as the ApiVersions answer it is: " << v.error;
   EXPECT_EQ(t.in_flight(), 0u);
   expect_requests_again(t, 3);
+}
+
+TEST(KafkaTrackerSasl, TheUnansweredLastTokenHoldsNoPlaceUnderABoundOfOne) {
+  auto c = std::make_shared<tracker_config>(*config());
+  c->broker_max_in_flight = 1;
+  tracker t(c);
+  ask(t, sasl_handshake(0, 1, "GSSAPI"));
+  EXPECT_FALSE(t.can_take_request());
+  expect_untouched(t, sasl_handshake_answer(1, 0, {"GSSAPI"}), "handshake answer");
+  EXPECT_EQ(ask(t, token({0x60, 0x82, 0x02, 0x10})), frame_action::forward);
+  // GSSAPI's last token is never answered: the client's next frame settles it, so it must be let in.
+  EXPECT_EQ(t.in_flight(), 1u);
+  EXPECT_TRUE(t.can_take_request());
+  EXPECT_EQ(ask(t, request(1, 0, 2)), frame_action::forward);
+  EXPECT_EQ(t.in_flight(), 1u);
+  EXPECT_FALSE(t.can_take_request()) << "a request waits for its answer as before";
+  expect_untouched(t, opaque_response(2), "an answer after the exchange");
+  EXPECT_TRUE(t.can_take_request());
 }
 
 TEST(KafkaTrackerSasl, HandshakeV1AndSaslAuthenticateAreOrdinaryRequests) {

@@ -7,6 +7,7 @@
 #include "run_until.hpp"
 #include "ws_test_server.hpp"
 
+#include <kws/kafka/tracker.hpp>
 #include <kws/kws.hpp>
 
 #include <gtest/gtest.h>
@@ -822,6 +823,45 @@ TEST_P(Relay, HookAnswersReplacesAndDropsRequestsAndRewritesResponses) {
   EXPECT_EQ(h.report().down_frames, 4u);
   EXPECT_EQ(h.report().down_bytes, expected.size());
   EXPECT_EQ(h.report().end, relay_end::stopped);
+}
+
+// A Kafka request frame (ListOffsets v0, client id "t") with correlation id `id`, and an answer to it.
+std::string kafka_request(std::int32_t id) {
+  std::string h("\x00\x02\x00\x00", 4);
+  for (int s = 24; s >= 0; s -= 8) h += static_cast<char>((id >> s) & 0xff);
+  return frame(h + std::string("\x00\x01t", 3) + "body");
+}
+std::string kafka_answer(std::int32_t id) {
+  std::string h;
+  for (int s = 24; s >= 0; s -= 8) h += static_cast<char>((id >> s) & 0xff);
+  return frame(h + "answer");
+}
+
+TEST_P(Relay, AtTheTrackersBoundTheNextRequestWaitsUntilAResponseIsWritten) {
+  harness h(GetParam());
+  auto tracking = std::make_shared<kws::kafka::tracker_config>();
+  tracking->rewrite = false;
+  tracking->broker_max_in_flight = 1;
+  h.start(test_options(), std::make_shared<kws::kafka::tracker>(tracking));
+  h.client_write(kafka_request(1) + kafka_request(2) + kafka_request(3));
+  std::string first = h.finish(h.broker_read(kafka_request(1).size()));
+  for (std::int32_t id = 1; id <= 3; ++id) {
+    SCOPED_TRACE(id);
+    const auto req = kafka_request(id);
+    ASSERT_EQ(first, req.substr(0, first.size()));
+    ASSERT_EQ(first + h.finish(h.broker_read(req.size() - first.size())), req);
+    // The next request stays in the relay while this one waits for its answer.
+    auto more = h.broker_read(1);
+    run_until_quiet(h.ioc);
+    EXPECT_FALSE(more->done) << "a request went out beyond the bound";
+    EXPECT_EQ(h.relay->in_flight(), 1u);
+    h.broker_write(kafka_answer(id));
+    EXPECT_EQ(h.finish(h.client_read(kafka_answer(id).size())), kafka_answer(id));
+    // The answer went out: reading the client resumes, and the next request reaches the broker.
+    if (id < 3) first = h.finish(more);
+  }
+  EXPECT_EQ(h.relay->in_flight(), 0u);
+  h.relay->stop_now("test over");
 }
 
 TEST_P(Relay, HookFailingAResponseEndsTheRelayWithoutDeliveringIt) {

@@ -659,7 +659,9 @@ TEST(ProxyFlags, RejectsBadFlagsWithExitCode2) {
                                                                 {"--dial-backoff", "soon"},
                                                                 {"--max-frame-bytes", "lots"},
                                                                 {"--log-level", "loud"},
-                                                                {"--ca-file", "/nonexistent.pem"}}) {
+                                                                {"--ca-file", "/nonexistent.pem"},
+                                                                {"--broker-max-in-flight", "1025"},
+                                                                {"--broker-max-in-flight", "-1"}}) {
     std::vector<std::string> argv{KWS_PROXY_PATH};
     argv.insert(argv.end(), args.begin(), args.end());
     child_process p(argv);

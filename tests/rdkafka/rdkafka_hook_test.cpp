@@ -59,6 +59,13 @@ TEST(Properties, EachPropertySetsItsField) {
   EXPECT_EQ(c.dialer.max_frame_bytes, 1048576u);
   EXPECT_EQ(set_property(c, "kws.max.in.flight", "7", e), property_result::ok);
   EXPECT_EQ(c.max_in_flight, 7u);
+  EXPECT_FALSE(c.broker_max_in_flight) << "unset: the broker api's default";
+  EXPECT_EQ(set_property(c, "kws.broker.max.in.flight", "3", e), property_result::ok);
+  EXPECT_EQ(c.broker_max_in_flight, 3u);
+  EXPECT_EQ(set_property(c, "kws.broker.max.in.flight", "0", e), property_result::ok);
+  EXPECT_EQ(c.broker_max_in_flight, 0u);
+  EXPECT_EQ(set_property(c, "kws.broker.max.in.flight", nullptr, e), property_result::ok);
+  EXPECT_FALSE(c.broker_max_in_flight) << "reset to the broker api's default";
   EXPECT_EQ(set_property(c, "kws.log.level", "debug", e), property_result::ok);
   EXPECT_EQ(c.min_log_level, kws::log_level::debug);
   EXPECT_EQ(set_property(c, "kws.log.level", "off", e), property_result::ok);
@@ -127,6 +134,8 @@ TEST(Properties, BadValuesAreInvalidWithLibrdkafkasWordingNamingTheProperty) {
                        {"kws.ping.interval.ms", "-1"},
                        {"kws.max.frame.bytes", "12"},
                        {"kws.max.in.flight", "0"},
+                       {"kws.broker.max.in.flight", "-1"},
+                       {"kws.broker.max.in.flight", "one"},
                        {"kws.log.level", "loud"},
                        {"kws.header.X-Token", "a\r\nInjected: yes"}};
   for (const auto& c : cases) {

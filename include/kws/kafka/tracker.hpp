@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -56,14 +57,28 @@ struct tracker_config {
   /// passes unchanged and the FIFO only counts what is owed.
   bool rewrite = true;
   broker_api api = broker_api::negotiate;
-  /// Requests in flight on one connection before the relay stops reading its client.
+  /// Requests in flight on one connection before the relay stops reading its client: a bound on memory.
   std::size_t max_in_flight = 1024;
+  /// A tighter bound for brokers that mishandle pipelined requests: with this many in flight, the client's
+  /// next request waits (unread, in order) until a response goes out. 0: none beyond max_in_flight; unset:
+  /// 1 with broker_api::kafka_0_8, none otherwise (default_broker_max_in_flight). Produce with acks=0 is
+  /// owed nothing and takes no place; a local answer holds its place until it is written to the client.
+  std::optional<std::size_t> broker_max_in_flight;
   /// Where clients reach each advertised broker instead; required when rewriting. Shared by every tracker of
   /// this config, so called from many relays' threads at once: it must be thread-safe.
   broker_mapper map;
   /// Told about requests and matched responses (may be null: then the tracker reads no clock).
   std::shared_ptr<request_observer> observer;
 };
+
+/// The bound on requests in flight that tracker_config::broker_max_in_flight takes when unset: 1 for a
+/// Kafka 0.8 broker (the edge broker this project was made for appends the Produce requests of one connection
+/// concurrently, so that pipelined batches overwrite each other), 0 (none) otherwise.
+std::size_t default_broker_max_in_flight(broker_api api) noexcept;
+
+/// Requests in flight on one connection before the client's next one waits: the tighter of max_in_flight
+/// and broker_max_in_flight (or its default).
+std::size_t request_limit(const tracker_config& config) noexcept;
 
 /// The ApiVersions ranges answered for a Kafka 0.8 broker: Produce, Fetch, ListOffsets and Metadata at v0.
 std::span<const api_version_range> kafka_0_8_api_versions() noexcept;
@@ -76,7 +91,7 @@ class tracker final : public frame_hook {
   frame_action on_response(bytes_view frame, std::vector<unsigned char>& replacement,
                            std::string& error) override;
   std::optional<std::vector<unsigned char>> take_local_response() override;
-  bool can_take_request() const override { return fifo_.size() < config_->max_in_flight; }
+  bool can_take_request() const override;
   std::size_t in_flight() const override { return fifo_.size(); }
   /// True from the client's first SaslHandshake or SaslAuthenticate on.
   bool bound_to_broker_connection() const override { return sasl_seen_; }
@@ -153,6 +168,7 @@ class tracker final : public frame_hook {
   void on_token_answer(bytes_view frame);
 
   std::shared_ptr<const tracker_config> config_;
+  std::size_t limit_;  ///< request_limit(*config_)
   fifo fifo_;
   client_stream stream_ = client_stream::requests;
   sasl_mechanism mechanism_ = sasl_mechanism::other;  ///< while stream_ is sasl_tokens
