@@ -4,6 +4,7 @@
 // vanishes without a FIN. Each affected connection ends with a line that names the cause; the proxy goes on
 // serving. Every wait is bounded.
 #include "frame_util.hpp"
+#include "log_events.hpp"
 #include "process.hpp"
 #include "proxy_support.hpp"
 #include "test_env.hpp"
@@ -41,11 +42,14 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 using kws::test::child_process;
 using kws::test::client;
+using kws::test::field;
+using kws::test::field_matching;
 using kws::test::frame;
 using kws::test::pattern;
 using kws::test::proxy_process;
 using kws::test::read_frame;
 using kws::test::rss_kib;
+using kws::test::wait_for_event;
 using kws::test::ws_peer;
 using kws::test::ws_test_server;
 using tcp = asio::ip::tcp;
@@ -185,7 +189,7 @@ TEST(ProxyFaults, ABrokerKilledWithARequestInFlightEndsThatClientAndARestartedOn
   auto broker = start_devbroker(0);
   const auto ws_port = broker->wait_for_output(std::regex(R"(listening ws=127\.0\.0\.1:(\d+))"));
   ASSERT_TRUE(ws_port);
-  proxy_process proxy({"--broker", "127.0.0.1:" + *ws_port});
+  proxy_process proxy({"--broker", "127.0.0.1:" + *ws_port, "--log-format", "json"});
   client c(proxy.port);
   error_code ec;
   c.send(api_versions_request(1));
@@ -199,7 +203,8 @@ TEST(ProxyFaults, ABrokerKilledWithARequestInFlightEndsThatClientAndARestartedOn
   broker->signal(SIGKILL);
   ASSERT_TRUE(broker->wait(5s));
   EXPECT_TRUE(c.closed_by_peer(10s));
-  EXPECT_TRUE(proxy.proc.wait_for_output(std::regex("closed client=.*1 request\\(s\\) in flight")))
+  EXPECT_TRUE(wait_for_event(proxy.proc, {field("event", "closed"), field("side", "broker"),
+                                          field_matching("cause", R"(1 request\(s\) in flight)")}))
       << proxy.proc.output();
 
   // The same port again: new clients get through, the proxy never went away.
@@ -334,7 +339,8 @@ TEST(ProxyFaults, AClientThatVanishesWithoutAFinIsEndedByKeepAlive) {
     while (p.read(m)) p.write_binary(m.data);
     close_code = p.close_code();
   });
-  proxy_process proxy({"--broker", server.address(), "--tcp-keepalive", "1s", "--tcp-user-timeout", "3s"});
+  proxy_process proxy({"--broker", server.address(), "--tcp-keepalive", "1s", "--tcp-user-timeout", "3s",
+                       "--log-format", "json"});
   asio::io_context ioc;
   tcp::socket s(ioc);
   s.connect({asio::ip::make_address("127.0.0.1"), proxy.port});
@@ -347,8 +353,10 @@ TEST(ProxyFaults, AClientThatVanishesWithoutAFinIsEndedByKeepAlive) {
   nft_table table;
   table.add_rule("tcp sport " + std::to_string(s.local_endpoint().port()) + " drop");
   const auto start = std::chrono::steady_clock::now();
-  EXPECT_TRUE(proxy.proc.wait_for_output(
-      std::regex("closed client=127\\.0\\.0\\.1:" + std::to_string(s.local_endpoint().port())), 15s))
+  EXPECT_TRUE(wait_for_event(
+      proxy.proc,
+      {field("event", "closed"), field("client", "127.0.0.1:" + std::to_string(s.local_endpoint().port()))},
+      15s))
       << proxy.proc.output();
   EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
   // Its WebSocket is closed too, not left to the broker's timeouts.

@@ -3,6 +3,7 @@
 // the proxy to the dev broker over WebSocket, byte-exact, the further brokers' listeners included; client
 // certificates required and checked. Certificates made at test time; everything on 127.0.0.1.
 #include "client_tools.hpp"
+#include "log_events.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 #include "ws_test_server.hpp"
@@ -53,7 +54,8 @@ class ClientTls : public ::testing::Test {
     proxy_ = std::make_unique<child_process>(
         std::vector<std::string>{KWS_PROXY_PATH, "--listen", "127.0.0.1", "--port", "0", "--broker",
                                  "127.0.0.1:" + *ws, "--threads", "2", "--drain-timeout", "2s",
-                                 "--client-tls-cert", certs_.cert_pem, "--client-tls-key", certs_.key_pem} +
+                                 "--client-tls-cert", certs_.cert_pem, "--client-tls-key", certs_.key_pem,
+                                 "--log-format", "json"} +
         proxy_args);
     const auto port = proxy_->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+) \(tls)"));
     ASSERT_TRUE(port) << proxy_->output();
@@ -114,11 +116,12 @@ TEST_F(ClientTls, ClientCertificatesRequiredWithClientCaFile) {
       kcat("with", {"-X", "ssl.certificate.location=" + client.cert_pem, "-X",
                     "ssl.key.location=" + client.key_pem, "-P", "-t", "m", "-K:", "-l", dir_ / "in"});
   EXPECT_EQ(with.exit_code, std::optional<int>(0)) << describe(with.exit_code, with.err);
-  EXPECT_TRUE(proxy_->wait_for_output(std::regex("open client=\\S+ broker=\\S+ subject=CN=localhost")));
+  EXPECT_TRUE(wait_for_event(*proxy_, {field("event", "open"), field("subject", "CN=localhost")}));
   const auto without = kcat("without", {"-L", "-m", "3"});
   EXPECT_NE(without.exit_code, std::optional<int>(0));
-  EXPECT_TRUE(
-      proxy_->wait_for_output(std::regex("closed client=\\S+: the TLS handshake with the client failed")));
+  EXPECT_TRUE(wait_for_event(*proxy_, {field("event", "closed"), field("side", "client"),
+                                       field_matching("cause", "^the TLS handshake with the client failed")}))
+      << proxy_->output();
 }
 
 // A plain port: a client that speaks TLS (kcat with security.protocol=ssl, openssl s_client) or HTTP is told

@@ -245,12 +245,13 @@ TEST(Proxy, RetriesADownBrokerOnTheBackoffScheduleThenCloses) {
 TEST(Proxy, SigtermDrainsRequestedResponsesAndClosesWith1001) {
   std::atomic<int> close_code{0};
   ws_test_server server(delayed_echo(400ms, &close_code));
-  proxy_process proxy({"--broker", server.address(), "--drain-timeout", "5s"});
+  proxy_process proxy({"--broker", server.address(), "--drain-timeout", "5s", "--log-format", "json"});
   {
     client c(proxy.port);
     c.send(frame("in flight"));
     // The relay's first handler reads the request that waited for the dial, before a drain can run.
-    ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("conn 1 open"))) << proxy.proc.output();
+    ASSERT_TRUE(wait_for_event(proxy.proc, {field("conn", "1"), field("event", "open")}))
+        << proxy.proc.output();
     proxy.proc.signal(SIGTERM);
     error_code ec;
     EXPECT_EQ(c.recv(13, ec), frame("in flight"));
@@ -585,14 +586,15 @@ std::size_t vm_kib(pid_t pid) {
 TEST(ProxyLimits, SizeHeadersAloneReserveNoMemory) {
   ws_test_server server(kws::test::echo);
   // A budget large enough for every frame below: this is about memory, not about the budget.
-  proxy_process proxy({"--broker", server.address(), "--max-buffer-bytes", "4GiB"});
+  proxy_process proxy({"--broker", server.address(), "--max-buffer-bytes", "4GiB", "--log-format", "json"});
   const auto before = vm_kib(proxy.proc.pid());
   std::vector<std::unique_ptr<client>> clients;
   for (int i = 0; i < 20; ++i) {
     clients.push_back(std::make_unique<client>(proxy.port));
     clients.back()->send(raw_size(100 * 1024 * 1024 - 1) + "x");  // claims 100 MiB
   }
-  ASSERT_TRUE(proxy.proc.wait_for_output(std::regex("conn 20 open"))) << proxy.proc.output();
+  ASSERT_TRUE(wait_for_event(proxy.proc, {field("conn", "20"), field("event", "open")}))
+      << proxy.proc.output();
   for (auto& c : clients) c->send("y");  // a second read of each frame, once its size is known
   // Round trips behind those bytes on every worker: by their answers the workers have read the bytes.
   for (int i = 0; i < 4; ++i) {
