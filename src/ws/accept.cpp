@@ -1,5 +1,6 @@
 // The server side of the handshake: (TLS,) the HTTP request, the caller's decision, then the WebSocket
 // upgrade or a plain HTTP answer; and the public helpers of kws/accept.hpp. Beast does the HTTP.
+#include "io/tls_memory.hpp"
 #include "ws/stream.hpp"
 
 #include <kws/accept.hpp>
@@ -27,6 +28,7 @@ std::shared_ptr<boost::asio::ssl::context> make_server_tls_context(const std::st
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  detail::release_idle_tls_buffers(*ctx);
   boost::system::error_code ec;
   ctx->use_certificate_chain_file(cert_chain_file, ec);
   if (ec) throw boost::system::system_error(ec, "TLS certificate " + cert_chain_file);
