@@ -363,6 +363,7 @@ class relay_impl final : public relay {
       if (stopping() || down_writing_) return;
       client_.cork(true);
       bool wrote = false;
+      bool read_next = false;
       for (;;) {
         if (auto local = hook_->take_local_response()) {
           if (error_code ec; client_.try_write_frame(bytes(*local), ec)) {
@@ -379,14 +380,7 @@ class relay_impl final : public relay {
           if (down_reading_ || !broker_up_ || up_ == up_state::connecting) break;
           error_code ec;
           if (!broker_->try_read_frame(ec)) {
-            down_reading_ = true;
-            broker_->async_read_frame(asio::cancellation_slot(), op([this](error_code ec) {
-                                        down_reading_ = false;
-                                        if (ec) return broker_read_failed(ec);
-                                        down_have_ = true;
-                                        touch();
-                                        down_pump();
-                                      }));
+            read_next = true;
             break;
           }
           if (ec) {
@@ -409,7 +403,18 @@ class relay_impl final : public relay {
         client_.cork(false);
         return down_write(verdict->out, true);
       }
+      // The responses go out before the broker is read again (a TCP side's read may try the socket at once).
       client_.cork(false);
+      if (read_next) {
+        down_reading_ = true;
+        broker_->async_read_frame(asio::cancellation_slot(), op([this](error_code ec) {
+                                    down_reading_ = false;
+                                    if (ec) return broker_read_failed(ec);
+                                    down_have_ = true;
+                                    touch();
+                                    down_pump();
+                                  }));
+      }
       if (wrote) down_resume();
     }
   }
