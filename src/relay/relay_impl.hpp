@@ -157,13 +157,30 @@ class relay_impl final : public relay {
 
   // ---- client -> broker ---------------------------------------------------------------------------------
 
-  // Requests already buffered go to the broker corked, so that several leave in one write; the broker is
-  // uncorked whenever the pump stops writing (to wait for the client, for the hook, or to end).
+  // Requests go to the broker corked, so that all those at hand leave in one write; the broker is uncorked
+  // whenever the pump stops writing (to wait for the client, for the hook, or to end), so a lone request goes
+  // out at once.
   void up_next() {
     up_pump();
     // A read that completes at once (a whole request is buffered) continues the batch.
-    if (up_ != up_state::writing && !(up_ == up_state::reading && client_.frame_buffered()))
-      broker_->cork(false);
+    if (up_ != up_state::writing && !(up_ == up_state::reading && client_.frame_buffered())) uncork_broker();
+  }
+
+  // What the broker side gathered goes out now; what its socket does not take at once is written with a
+  // handler, during which no further request is written (up_flushing_).
+  void uncork_broker() {
+    broker_->cork(false);
+    if (up_flushing_ || broker_->gathered_bytes() == 0 || stopping()) return;
+    up_flushing_ = true;
+    broker_->async_flush(op([this](error_code ec) {
+      up_flushing_ = false;
+      if (ec) return fail(ec, relay_side::broker);
+      touch();
+      if (phase_ == phase::closing_after_write) return close_broker(close_code_, {});
+      if (stopping()) return;
+      if (draining_ || client_eof_) return maybe_finish();
+      up_next();
+    }));
   }
 
   void up_pump() {
@@ -180,8 +197,12 @@ class relay_impl final : public relay {
           touch();
           continue;
         }
+        // Nothing more at hand: what gathered goes out before the client is read again (a part of a request
+        // at hand means more is surely on its way, and is read first).
+        if (client_.partial_bytes() == 0) uncork_broker();
         // More of a burst may wait in the socket: read it here rather than through a round of the event loop.
         if (client_.try_fill()) continue;
+        uncork_broker();
         enter(up_state::reading);
         return client_.async_read_frame(up_cancel_.slot(), op([this](error_code ec) {
                                           enter(ec ? up_state::wanting : up_state::holding);
@@ -204,6 +225,7 @@ class relay_impl final : public relay {
         return;
       }
       if (!broker_up_) return reconnect();
+      if (up_flushing_) return;  // the flush's end resumes the pump
       const auto frame = client_.frame();
       up_replacement_.clear();
       const auto action = hook_->on_request(frame, up_replacement_);
@@ -214,8 +236,8 @@ class relay_impl final : public relay {
         continue;
       }
       const bytes out = action == frame_action::replace ? bytes(up_replacement_) : frame;
-      // More bytes behind this request: gather the writes (a lone request goes out at once).
-      if (client_.partial_bytes() > 0) broker_->cork(true);
+      // Gathered with whatever else is at hand; up_next uncorks before the pump waits for anything.
+      broker_->cork(true);
       // Taken at once while the broker's write buffer has room; otherwise written with a handler.
       if (error_code ec; broker_->try_write_frame(out, ec)) {
         if (ec) return fail(ec, relay_side::broker);
@@ -230,7 +252,7 @@ class relay_impl final : public relay {
                                           request_done(n);
                                           touch();
                                           if (phase_ != phase::running || draining_ || client_eof_) {
-                                            broker_->cork(false);
+                                            uncork_broker();
                                           }
                                           if (phase_ == phase::closing_after_write)
                                             return close_broker(close_code_, {});
@@ -276,7 +298,8 @@ class relay_impl final : public relay {
 
   // Every request read has been answered (or needs none) and nothing is being written either way.
   bool quiet() const {
-    return up_ != up_state::writing && !down_writing_ && down_next_.size() == 0 && hook_->in_flight() == 0;
+    return up_ != up_state::writing && !up_flushing_ && !down_writing_ && down_next_.size() == 0 &&
+           hook_->in_flight() == 0;
   }
 
   // After the client stopped sending (or a drain): close once every request has its response.
@@ -329,37 +352,91 @@ class relay_impl final : public relay {
 
   // ---- broker -> client ---------------------------------------------------------------------------------
 
-  // Writes the client's next response: a local answer when it is next in request order, else the broker
-  // frame at hand, else reads one. One client write at a time keeps responses in order.
+  // Writes the client's responses: a local answer when it is next in request order, else the broker frame at
+  // hand, else reads one. One client write at a time keeps responses in order. Towards a WebSocket client
+  // (one message per frame) every response at hand is written corked, so that they leave in one write; the
+  // client is uncorked before the pump waits for anything.
   void down_pump() {
     if constexpr (batch_down) {
       return down_pump_batched();
+    } else {
+      if (stopping() || down_writing_) return;
+      client_.cork(true);
+      bool wrote = false;
+      bool read_next = false;
+      for (;;) {
+        if (auto local = hook_->take_local_response()) {
+          if (error_code ec; client_.try_write_frame(bytes(*local), ec)) {
+            if (ec) return fail(ec, relay_side::client);
+            down_written(local->size());
+            wrote = true;
+            continue;
+          }
+          client_.cork(false);
+          down_local_ = std::move(*local);
+          return down_write(down_local_, false);
+        }
+        if (!down_have_) {
+          if (down_reading_ || !broker_up_ || up_ == up_state::connecting) break;
+          error_code ec;
+          if (!broker_->try_read_frame(ec)) {
+            read_next = true;
+            break;
+          }
+          if (ec) {
+            client_.cork(false);
+            return broker_read_failed(ec);
+          }
+          down_have_ = true;
+          touch();
+        }
+        const auto verdict = judge_response();
+        if (!verdict) return;
+        if (error_code ec; client_.try_write_frame(verdict->out, ec)) {
+          if (ec) return fail(ec, relay_side::client);
+          broker_->pop();
+          down_have_ = false;
+          down_written(verdict->out.size());
+          wrote = true;
+          continue;
+        }
+        client_.cork(false);
+        return down_write(verdict->out, true);
+      }
+      // The responses go out before the broker is read again (a TCP side's read may try the socket at once).
+      client_.cork(false);
+      if (read_next) {
+        down_reading_ = true;
+        broker_->async_read_frame(asio::cancellation_slot(), op([this](error_code ec) {
+                                    down_reading_ = false;
+                                    if (ec) return broker_read_failed(ec);
+                                    down_have_ = true;
+                                    touch();
+                                    down_pump();
+                                  }));
+      }
+      if (wrote) down_resume();
     }
-    if (stopping() || down_writing_) return;
-    if (auto local = hook_->take_local_response()) {
-      down_local_ = std::move(*local);
-      return down_write(down_local_, false);
+  }
+
+  void down_written(std::size_t n) {
+    report_.down_bytes += n;
+    ++report_.down_frames;
+    if (counters_) {
+      counters_->down_bytes.fetch_add(n, std::memory_order_relaxed);
+      counters_->down_frames.fetch_add(1, std::memory_order_relaxed);
     }
-    if (down_have_) {
-      const auto verdict = judge_response();
-      if (!verdict) return;
-      return down_write(verdict->out, true);
+    touch();
+  }
+
+  // After responses went out: requests paused for the hook's bound go on, and a relay waiting to end may.
+  void down_resume() {
+    if (stopping()) return;
+    if (up_ == up_state::paused) {
+      enter(up_state::holding);
+      up_next();
     }
-    if (down_reading_ || !broker_up_ || up_ == up_state::connecting) return;
-    if (error_code ec; broker_->try_read_frame(ec)) {
-      if (ec) return broker_read_failed(ec);
-      down_have_ = true;
-      touch();
-      return down_pump();
-    }
-    down_reading_ = true;
-    broker_->async_read_frame(asio::cancellation_slot(), op([this](error_code ec) {
-                                down_reading_ = false;
-                                if (ec) return broker_read_failed(ec);
-                                down_have_ = true;
-                                touch();
-                                down_pump();
-                              }));
+    if (draining_ || client_eof_) maybe_finish();
   }
 
   struct response_verdict {
@@ -516,19 +593,8 @@ class relay_impl final : public relay {
                                 } else {
                                   std::vector<unsigned char>().swap(down_local_);
                                 }
-                                report_.down_bytes += n;
-                                ++report_.down_frames;
-                                if (counters_) {
-                                  counters_->down_bytes.fetch_add(n, std::memory_order_relaxed);
-                                  counters_->down_frames.fetch_add(1, std::memory_order_relaxed);
-                                }
-                                touch();
-                                if (stopping()) return;
-                                if (up_ == up_state::paused) {
-                                  enter(up_state::holding);
-                                  up_next();
-                                }
-                                if (draining_ || client_eof_) maybe_finish();
+                                down_written(n);
+                                down_resume();
                                 down_pump();
                               }));
   }
@@ -541,7 +607,7 @@ class relay_impl final : public relay {
     }
     const bool orderly = ec == asio::error::eof || ec == beast::websocket::error::closed;
     const auto owed = hook_->in_flight();
-    if (owed == 0 && up_ != up_state::writing && reconnect_ && !draining_ && !client_eof_ &&
+    if (owed == 0 && up_ != up_state::writing && !up_flushing_ && reconnect_ && !draining_ && !client_eof_ &&
         !hook_->bound_to_broker_connection()) {
       // Edge platforms recycle connections; the client should not notice. Dial again on its next request.
       log(log_level::debug, [&] {
@@ -584,9 +650,10 @@ class relay_impl final : public relay {
   // `why` may be empty: a close that was waiting for a write keeps the cause it was given then.
   void close_broker(close_code code, const ending& why) {
     if (stopping()) return;
-    if (up_ == up_state::writing) {
-      // One write at a time on the broker side: the close waits for the frame in flight.
-      enter(phase::closing_after_write);
+    uncork_broker();
+    if (up_ == up_state::writing || up_flushing_) {
+      // One write at a time on the broker side: the close waits for the frame (or the batch) in flight.
+      if (phase_ != phase::closing_after_write) enter(phase::closing_after_write);
       close_code_ = code;
       set_cause(why);
       return;
@@ -745,6 +812,7 @@ class relay_impl final : public relay {
   bool down_reading_ = false;
   bool down_have_ = false;  // a whole response waits at the front of the broker side
   bool down_writing_ = false;
+  bool up_flushing_ = false;  // what the broker side gathered is being written (see uncork_broker)
   std::optional<close_code> client_fault_;  // the close code for a client that broke the protocol
   std::optional<close_code> broker_fault_;  // the same for the broker
   bool broker_up_ = true;  // false after the broker closed between requests, until the next request

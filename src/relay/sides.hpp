@@ -24,6 +24,7 @@
 #include <boost/beast/core/flat_buffer.hpp>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -52,6 +53,39 @@ inline void append_to(beast::flat_buffer& b, bytes data) {
   std::memcpy(dst.data(), data.data(), data.size());
   b.commit(data.size());
 }
+
+// Frames written to a byte stream while it is corked gather here and leave in one write: the relay corks a
+// side while it has further frames at hand and uncorks it before it waits for anything, so nothing is held
+// back. At most gather_limit_bytes plus the frame that crosses it gather; a large frame with nothing before
+// it goes out on its own, uncopied. Nothing is held while empty.
+constexpr std::size_t gather_limit_bytes = 64 * 1024;
+constexpr std::size_t gather_max_frame_bytes = 16 * 1024;
+
+class write_gather {
+ public:
+  /// True when `f` was appended (corked, room left, no flush under way).
+  bool take(bytes f) {
+    if (!corked || flushing || buf_.size() >= gather_limit_bytes ||
+        (buf_.size() == 0 && f.size() >= gather_max_frame_bytes))
+      return false;
+    append_to(buf_, f);
+    return true;
+  }
+  void append(bytes f) { append_to(buf_, f); }
+  std::size_t size() const { return buf_.size(); }
+  asio::const_buffer data() const { return buf_.data(); }
+  void consume(std::size_t n) {
+    buf_.consume(n);
+    if (buf_.size() == 0) buf_ = beast::flat_buffer();
+  }
+  void clear() { consume(buf_.size()); }
+
+  bool corked = false;
+  bool flushing = false;  // an asynchronous write of what gathered is under way
+
+ private:
+  beast::flat_buffer buf_;
+};
 
 // ---- the two kinds of side ----------------------------------------------------------------------------
 
@@ -276,25 +310,57 @@ class tcp_side : public tcp_frames {
   }
   /// Writes what the socket takes now (it is non-blocking, see prepare): true when that was all of `f` (or
   /// the write failed, in ec); otherwise async_write_frame of the same `f` writes the rest.
+  /// While corked, `f` may gather instead (see write_gather), and is taken; what gathered goes out with the
+  /// next frame that does not, in the same system call.
   bool try_write_frame(bytes f, error_code& ec) {
-    const auto n = socket_.write_some(asio::buffer(f.data(), f.size()), ec);
+    if (gather_.take(f)) return true;
+    const std::array<asio::const_buffer, 2> out{gather_.data(), asio::buffer(f.data(), f.size())};
+    auto n = socket_.write_some(out, ec);
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
       ec.clear();
-      return false;
+      n = 0;
     }
-    if (ec || n == f.size()) return true;
-    written_ahead_ = n;
+    if (ec) return true;
+    const auto from_gather = std::min(n, gather_.size());
+    gather_.consume(from_gather);
+    written_ahead_ = n - from_gather;
+    if (gather_.size() == 0 && written_ahead_ == f.size()) {
+      written_ahead_ = 0;
+      return true;
+    }
     return false;
   }
 
   template <class Handler>
   void async_write_frame(bytes f, Handler&& h) {
     f = f.subspan(std::exchange(written_ahead_, 0));
-    asio::async_write(socket_, asio::buffer(f.data(), f.size()),
-                      [h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable { h(ec); });
+    const std::array<asio::const_buffer, 2> out{gather_.data(), asio::buffer(f.data(), f.size())};
+    asio::async_write(socket_, out, [this, h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable {
+      gather_.clear();
+      h(ec);
+    });
   }
 
-  void cork(bool) {}
+  /// Uncorking writes what gathered if the socket takes it now; what it does not take is left for
+  /// async_flush (gathered_bytes() says how much).
+  void cork(bool on) {
+    gather_.corked = on;
+    if (on || gather_.size() == 0 || gather_.flushing) return;
+    error_code ec;
+    const auto n = socket_.write_some(gather_.data(), ec);
+    if (!ec) gather_.consume(n);  // a failure shows up again in async_flush
+  }
+  std::size_t gathered_bytes() const { return gather_.size(); }
+  template <class Handler>
+  void async_flush(Handler&& h) {
+    gather_.flushing = true;
+    asio::async_write(socket_, gather_.data(),
+                      [this, h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable {
+                        gather_.flushing = false;
+                        gather_.clear();
+                        h(ec);
+                      });
+  }
 
   /// Closes like a web server: FIN after everything written, then read and discard until the peer closes
   /// too (or `linger` is up). Closing a socket with unread input makes the kernel answer with a reset and
@@ -375,6 +441,7 @@ class tcp_side : public tcp_frames {
   asio::cancellation_slot waiting_slot_;
   alignas(std::max_align_t) unsigned char waiting_[32];
   std::size_t written_ahead_ = 0;  // bytes of the next async_write_frame that try_write_frame wrote
+  write_gather gather_;
   std::unique_ptr<asio::steady_timer> linger_timer_;  // only while lingering
   bool lingering_ = false;
 };
@@ -454,9 +521,15 @@ class ws_side {
   bool frame_buffered() const { return have_; }
   /// See kws::connection::on_read_wait.
   bool on_read_wait(std::function<void()> f) { return conn_.on_read_wait(std::move(f)); }
-  /// Small frames written while corked leave together once uncorked (see kws::connection::cork).
+  /// Small frames written while corked leave together once uncorked (see kws::connection::cork); the
+  /// connection flushes them itself, so nothing is ever left for async_flush.
   void cork(bool on) {
     if (conn_.is_open()) conn_.cork(on);
+  }
+  std::size_t gathered_bytes() const { return 0; }
+  template <class Handler>
+  void async_flush(Handler&& h) {
+    asio::post(conn_.get_executor(), [h = std::forward<Handler>(h)]() mutable { h(error_code{}); });
   }
 
   template <class Handler>

@@ -1,6 +1,7 @@
 // TLS over TCP (kws/tls_socket.hpp): the socket handle, the contexts, the handshake with the dialer's
 // certificate checks and wording (ws/tls_verify.hpp), and the relay over it (relay_impl.hpp with
 // tls_side.hpp). The one translation unit that compiles Asio's SSL operations for the relay.
+#include "io/tls_memory.hpp"
 #include "relay/relay_impl.hpp"
 #include "relay/tls_side.hpp"
 #include "ws/tls_verify.hpp"
@@ -59,6 +60,7 @@ std::shared_ptr<ssl::context> make_client_tls_context(const tls_client_options& 
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+  detail::release_idle_tls_buffers(*ctx);
   error_code ec;
   if (o.ca_file.empty()) {
     ctx->set_default_verify_paths(ec);

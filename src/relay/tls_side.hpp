@@ -67,18 +67,36 @@ class tls_side : public tcp_frames {
 
   /// Nothing is read without a handler over TLS (a read may have to write, under TLS 1.3's key update).
   bool try_fill() { return false; }
-  /// Every write goes through async_write_frame: OpenSSL's output is Asio's to flush.
-  bool try_write_frame(bytes, error_code& ec) {
+  /// Every write goes through async_write_frame (OpenSSL's output is Asio's to flush), but while corked a
+  /// frame may gather instead (see write_gather) and is taken.
+  bool try_write_frame(bytes f, error_code& ec) {
     ec.clear();
-    return false;
+    return gather_.take(f);
   }
+  /// What gathered and `f` leave as one buffer: full TLS records rather than a record per frame.
   template <class Handler>
   void async_write_frame(bytes f, Handler&& h) {
-    asio::async_write(stream(), asio::buffer(f.data(), f.size()),
-                      [h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable { h(ec); });
+    if (gather_.size() == 0) {
+      return asio::async_write(stream(), asio::buffer(f.data(), f.size()),
+                               [h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable { h(ec); });
+    }
+    gather_.append(f);
+    async_flush(std::forward<Handler>(h));
   }
 
-  void cork(bool) {}
+  /// Uncorking writes nothing by itself: what gathered (gathered_bytes()) goes through async_flush.
+  void cork(bool on) { gather_.corked = on; }
+  std::size_t gathered_bytes() const { return gather_.size(); }
+  template <class Handler>
+  void async_flush(Handler&& h) {
+    gather_.flushing = true;
+    asio::async_write(stream(), gather_.data(),
+                      [this, h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable {
+                        gather_.flushing = false;
+                        gather_.clear();
+                        h(ec);
+                      });
+  }
 
   /// Closes as tcp_side does, in TLS: close_notify after everything written, then (OpenSSL discards the
   /// records that arrive after it) read until the peer's close_notify or its end, or until `linger` is up,
@@ -108,6 +126,7 @@ class tls_side : public tcp_frames {
   tls_socket::stream_type& stream() { return socket_.stream(); }
 
   tls_socket socket_;
+  write_gather gather_;
   std::unique_ptr<asio::steady_timer> linger_timer_;  // only while lingering
   bool lingering_ = false;
 };

@@ -1,5 +1,6 @@
 // The server side of the handshake: (TLS,) the HTTP request, the caller's decision, then the WebSocket
 // upgrade or a plain HTTP answer; and the public helpers of kws/accept.hpp. Beast does the HTTP.
+#include "io/tls_memory.hpp"
 #include "ws/stream.hpp"
 #include "ws/tls_verify.hpp"
 
@@ -28,6 +29,7 @@ std::shared_ptr<boost::asio::ssl::context> detail::load_server_tls_context(
   auto ctx = std::make_shared<ssl::context>(ssl::context::tls_server);
   ctx->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+  detail::release_idle_tls_buffers(*ctx);
   detail::use_certificate_files(ctx->native_handle(), cert_chain_file, private_key_file);
   return ctx;
 }

@@ -2,6 +2,7 @@
 // WebSocket upgrade, each step bounded by the handshake timeout; then the connection (stream.hpp) is handed
 // over. Beast does the HTTP of the CONNECT exchange and of the upgrade.
 #include "io/dial_arena.hpp"
+#include "io/tls_memory.hpp"
 #include "ws/dialer_state.hpp"
 #include "ws/stream.hpp"
 #include "ws/tls_verify.hpp"
@@ -35,6 +36,7 @@ std::shared_ptr<detail::dialer_state> make_state(dialer_config config) {
   ctx.set_options(boost::asio::ssl::context::default_workarounds | boost::asio::ssl::context::no_sslv2 |
                   boost::asio::ssl::context::no_sslv3 | boost::asio::ssl::context::no_tlsv1 |
                   boost::asio::ssl::context::no_tlsv1_1);
+  detail::release_idle_tls_buffers(ctx);
   if (!st->config.ca_file.empty()) {
     ctx.load_verify_file(st->config.ca_file, ec);
     if (ec) throw boost::system::system_error(ec, "CA file " + st->config.ca_file);

@@ -85,7 +85,7 @@ class connection_impl : public std::enable_shared_from_this<connection_impl> {
   virtual void write_frame(boost::asio::const_buffer frame, boost::system::error_code& ec) = 0;
   virtual void async_write_frame(boost::asio::const_buffer frame, io_handler handler) = 0;
 
-  /// Gathers small writes until uncorked (plain connections; a no-op over TLS).
+  /// Gathers small writes until uncorked (see kws::connection::cork).
   virtual void cork(bool on) = 0;
   /// Calls `f` whenever a read has to wait for the peer (nothing buffered completes it); false: not
   /// supported.
