@@ -1,5 +1,7 @@
 #include "gateway_server.hpp"
 
+#include "cluster_dial.hpp"
+
 #include "cli.hpp"
 #include "events.hpp"
 #include "handshakes.hpp"
@@ -50,116 +52,6 @@ using boost::system::error_code;
 using tcp = asio::ip::tcp;
 using clock = std::chrono::steady_clock;
 constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
-
-struct upstream {
-  std::string host;
-  std::uint16_t port = 0;
-  std::string text() const { return kws::join_host_port(host, port); }
-};
-
-upstream parse_upstream(const std::string& s) {
-  const auto u = kws::parse_address(s, false);  // host:port or [v6]:port; throws otherwise
-  return {u.host, u.port};
-}
-
-// How the cluster is dialled: plain TCP, or TLS with this context (system store or --upstream-ca-file, a
-// client certificate for mutual TLS).
-struct upstream_tls {
-  std::shared_ptr<asio::ssl::context> ctx;  // null: plain TCP
-  bool insecure = false;                    // --upstream-insecure
-};
-
-// What connect_any ends with (default-constructible, as co_spawn needs): a plain socket, or a TLS one.
-struct connect_result {
-  error_code ec;
-  std::optional<tcp::socket> socket;
-  kws::tls_socket tls;
-  upstream to;
-  std::string failure;  // after a failed TLS handshake: the sentence that says why (certificate, host name)
-  std::string why() const { return failure.empty() ? ec.message() : failure; }
-};
-
-// Connects to the first of `candidates` that answers, each within `timeout` (and with TLS, completes the
-// handshake within another `timeout`: SNI and the certificate's name checked against the host as dialled).
-awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chrono::milliseconds timeout,
-                                      upstream_tls tls) {
-  auto ex = co_await asio::this_coro::executor;
-  error_code last = asio::error::host_not_found;
-  std::string failure;
-  for (const auto& u : candidates) {
-    tcp::resolver resolver(ex);
-    tcp::socket socket(ex);
-    asio::steady_timer timer(ex);
-    timer.expires_after(timeout);
-    auto resolved = co_await (resolver.async_resolve(u.host, std::to_string(u.port), as_tuple_awaitable) ||
-                              timer.async_wait(as_tuple_awaitable));
-    if (resolved.index() == 1) {
-      last = asio::error::timed_out;
-      continue;
-    }
-    auto [rec, results] = std::get<0>(resolved);
-    if (rec) {
-      last = rec;
-      continue;
-    }
-    auto connected = co_await (asio::async_connect(socket, results, as_tuple_awaitable) ||
-                               timer.async_wait(as_tuple_awaitable));
-    if (connected.index() == 1) {
-      last = asio::error::timed_out;
-      continue;
-    }
-    if (auto cec = std::get<0>(std::get<0>(connected)); cec) {
-      last = cec;
-      continue;
-    }
-    error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    if (!tls.ctx) co_return connect_result{error_code{}, std::move(socket), {}, u, {}};
-    // A named variable, not a temporary in the co_await expression: with GCC 12, a std::string member of
-    // such a temporary came out of use_awaitable's initiation pointing into a freed coroutine frame (seen
-    // with valgrind).
-    kws::tls_handshake_options options;
-    options.host = u.host;
-    options.insecure_skip_verify = tls.insecure;
-    options.timeout = timeout;
-    auto [hec, secured, why] =
-        co_await kws::async_tls_handshake(std::move(socket), tls.ctx, std::move(options), as_tuple_awaitable);
-    if (hec) {
-      last = hec;
-      failure = std::move(why);
-      continue;
-    }
-    co_return connect_result{error_code{}, std::nullopt, std::move(secured), u, {}};
-  }
-  co_return connect_result{last, std::nullopt, {}, upstream{}, std::move(failure)};
-}
-
-// One request and its response frame, over plain TCP or TLS, within `timeout`.
-template <class Stream>
-awaitable<std::tuple<error_code, std::vector<unsigned char>>> exchange(
-    Stream& stream, const std::vector<unsigned char>& request, std::chrono::milliseconds timeout) {
-  auto once = [&]() -> awaitable<std::tuple<error_code, std::vector<unsigned char>>> {
-    auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(request), as_tuple_awaitable);
-    if (wec) co_return std::tuple{wec, std::vector<unsigned char>{}};
-    std::array<unsigned char, 4> head{};
-    auto [hec, hn] = co_await asio::async_read(stream, asio::buffer(head), as_tuple_awaitable);
-    if (hec) co_return std::tuple{hec, std::vector<unsigned char>{}};
-    const auto size = load_be32(head.data());
-    if (size < 0 || size > 64 * 1024 * 1024)
-      co_return std::tuple{error_code(errc::frame_too_large), std::vector<unsigned char>{}};
-    std::vector<unsigned char> frame(4 + static_cast<std::size_t>(size));
-    std::copy(head.begin(), head.end(), frame.begin());
-    auto [bec, bn] = co_await asio::async_read(stream, asio::buffer(frame.data() + 4, frame.size() - 4),
-                                               as_tuple_awaitable);
-    co_return std::tuple{bec, std::move(frame)};
-  };
-  asio::steady_timer timer(co_await asio::this_coro::executor);
-  timer.expires_after(timeout);
-  auto got = co_await (once() || timer.async_wait(as_tuple_awaitable));
-  if (got.index() == 1)
-    co_return std::tuple{error_code(asio::error::timed_out), std::vector<unsigned char>{}};
-  co_return std::move(std::get<0>(got));
-}
 
 // Brokers of the cluster by node id, learned from its own Metadata: from every response relayed to a client,
 // and, for a node id nobody has asked about on this gateway yet, from a Metadata request of its own

@@ -1,0 +1,64 @@
+// The gateway's way to its cluster: dialling a broker (plain TCP or TLS, the first of several candidates that
+// answers) and one request/response exchange on such a connection (the gateway's own lookup). The coroutines'
+// Asio templates are instantiated here, apart from the sessions.
+#pragma once
+
+#include <kws/host_port.hpp>
+#include <kws/tls_socket.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace kws::gateway {
+
+using boost::system::error_code;
+using tcp = boost::asio::ip::tcp;
+
+struct upstream {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string text() const { return kws::join_host_port(host, port); }
+};
+
+/// host:port or [v6]:port; throws std::invalid_argument otherwise.
+upstream parse_upstream(const std::string& s);
+
+// How the cluster is dialled: plain TCP, or TLS with this context (system store or --upstream-ca-file, a
+// client certificate for mutual TLS).
+struct upstream_tls {
+  std::shared_ptr<boost::asio::ssl::context> ctx;  // null: plain TCP
+  bool insecure = false;                           // --upstream-insecure
+};
+
+// What connect_any ends with (default-constructible, as co_spawn needs): a plain socket, or a TLS one.
+struct connect_result {
+  error_code ec;
+  std::optional<tcp::socket> socket;
+  kws::tls_socket tls;
+  upstream to;
+  std::string failure;  // after a failed TLS handshake: the sentence that says why (certificate, host name)
+  std::string why() const { return failure.empty() ? ec.message() : failure; }
+};
+
+// Connects to the first of `candidates` that answers, each within `timeout` (and with TLS, completes the
+// handshake within another `timeout`: SNI and the certificate's name checked against the host as dialled).
+boost::asio::awaitable<connect_result> connect_any(std::vector<upstream> candidates,
+                                                   std::chrono::milliseconds timeout, upstream_tls tls);
+
+// One request and its response frame (at most 64 MiB), over plain TCP or TLS, within `timeout`.
+boost::asio::awaitable<std::tuple<error_code, std::vector<unsigned char>>> exchange(
+    tcp::socket& stream, const std::vector<unsigned char>& request, std::chrono::milliseconds timeout);
+boost::asio::awaitable<std::tuple<error_code, std::vector<unsigned char>>> exchange(
+    kws::tls_socket::stream_type& stream, const std::vector<unsigned char>& request,
+    std::chrono::milliseconds timeout);
+
+}  // namespace kws::gateway
