@@ -74,6 +74,9 @@ class Reload : public ::testing::Test {
     const auto port = devbroker_->wait_for_output(std::regex(R"(tcp=127\.0\.0\.1:(\d+))"));
     ASSERT_TRUE(port) << devbroker_->output();
     upstream_ = "127.0.0.1:" + *port;
+    const auto ws = devbroker_->wait_for_output(std::regex(R"(ws=127\.0\.0\.1:(\d+))"));
+    ASSERT_TRUE(ws) << devbroker_->output();
+    ws_broker_ = "127.0.0.1:" + *ws;
   }
 
   void start_gateway(const std::vector<std::string>& args) {
@@ -128,7 +131,7 @@ class Reload : public ::testing::Test {
   temp_dir dir_{"kws-reload"};
   tls_files first_, second_;
   std::unique_ptr<child_process> devbroker_, gateway_, proxy_;
-  std::string upstream_;
+  std::string upstream_, ws_broker_;
   unsigned short gateway_port_ = 0, metrics_port_ = 0;
 };
 
@@ -234,6 +237,33 @@ TEST_F(Reload, ABrokenFileKeepsWhatWasInUseAndSighupReloadsTheFixedOne) {
       *gateway_, {field("level", "info"), field_matching("msg", "^reloaded --tls-cert/--tls-key ")}));
   EXPECT_TRUE(served_by(second_));
   EXPECT_GE(reloads("ok"), 1);
+}
+
+// The proxy's TLS port for Kafka clients: its certificate replaced while it runs, a kcat over SSL served
+// before and after.
+TEST_F(Reload, TheProxysClientCertificateIsReplacedWhileItRuns) {
+  ASSERT_NO_FATAL_FAILURE(start_devbroker());
+  proxy_ = std::make_unique<child_process>(
+      std::vector<std::string>{KWS_PROXY_PATH, "--listen", "127.0.0.1", "--port", "0", "--broker", upstream_,
+                               "--log-format", "json", "--client-tls-cert", (dir_ / "server.pem").string(),
+                               "--client-tls-key", (dir_ / "server.key").string()});
+  const auto port = proxy_->wait_for_output(std::regex(R"("listening on 127\.0\.0\.1:(\d+))"));
+  ASSERT_TRUE(port) << proxy_->output();
+  const auto verified_by = [&](const tls_files& issuer) {
+    const auto r = run({"/usr/bin/openssl", "s_client", "-connect", "127.0.0.1:" + *port, "-servername",
+                        "localhost", "-CAfile", issuer.ca_pem, "-verify_return_error", "-brief"},
+                       spawn_options{.stderr_to = spawn_options::stderr_target::with_stdout}, 10s);
+    return r.exit_code == 0 && r.out.find("Verification: OK") != std::string::npos;
+  };
+  EXPECT_TRUE(verified_by(first_));
+  replace_file(dir_ / "server.pem", read_file(second_.cert_pem));
+  replace_file(dir_ / "server.key", read_file(second_.key_pem));
+  ASSERT_TRUE(wait_for_event(
+      *proxy_,
+      {field("level", "info"), field_matching("msg", "^reloaded --client-tls-cert/--client-tls-key ")}))
+      << proxy_->output();
+  EXPECT_TRUE(verified_by(second_));
+  EXPECT_FALSE(verified_by(first_));
 }
 
 TEST_F(Reload, SighupWithNothingToReloadIsLoggedAndTheServersKeepRunning) {
