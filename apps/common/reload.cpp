@@ -49,7 +49,10 @@ void reloader::stop() {
 
 int reloader::reload_all(const char* why) {
   if (items_.empty()) {
-    spdlog::info("{}: nothing to reload (no certificate, key, CA or token file was given)", why);
+    spdlog::info(
+        "{}: nothing to reload (only a listener's certificate, key and client CA, and the gateway's token "
+        "file are reloaded; none was given)",
+        why);
     return 0;
   }
   int failures = 0;
