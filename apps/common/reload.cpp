@@ -18,7 +18,9 @@ void reloader::count_in(prometheus::Registry& registry) {
   auto& family =
       prometheus::BuildCounter()
           .Name("kws_reloads_total")
-          .Help("Reloads of certificates, keys, CA and token files (SIGHUP or a changed file), by result")
+          .Help(
+              "Reloads of certificate, key, CA, token, header and credential files (SIGHUP or a changed "
+              "file), by result")
           .Register(registry);
   ok_ = &family.Add({{"result", "ok"}});
   failed_ = &family.Add({{"result", "failed"}});
@@ -50,8 +52,8 @@ void reloader::stop() {
 int reloader::reload_all(const char* why) {
   if (items_.empty()) {
     spdlog::info(
-        "{}: nothing to reload (only a listener's certificate, key and client CA, and the gateway's token "
-        "file are reloaded; none was given)",
+        "{}: nothing to reload (certificate, key, CA, token, header and SASL credential files are "
+        "reloaded; none was given)",
         why);
     return 0;
   }

@@ -95,7 +95,7 @@ awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chr
     }
     error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
-    if (!tls.ctx) co_return connect_result{error_code{}, std::move(socket), {}, u, {}};
+    if (!tls.material) co_return connect_result{error_code{}, std::move(socket), {}, u, {}};
     // A named variable, not a temporary in the co_await expression: with GCC 12, a std::string member of
     // such a temporary came out of use_awaitable's initiation pointing into a freed coroutine frame (seen
     // with valgrind).
@@ -103,8 +103,9 @@ awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chr
     options.host = u.host;
     options.insecure_skip_verify = tls.insecure;
     options.timeout = timeout;
-    auto [hec, secured, why] =
-        co_await kws::async_tls_handshake(std::move(socket), tls.ctx, std::move(options), as_tuple_awaitable);
+    auto ctx = tls.material->current();
+    auto [hec, secured, why] = co_await kws::async_tls_handshake(std::move(socket), std::move(ctx),
+                                                                 std::move(options), as_tuple_awaitable);
     if (hec) {
       last = hec;
       failure = std::move(why);

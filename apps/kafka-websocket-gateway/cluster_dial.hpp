@@ -32,11 +32,11 @@ struct upstream {
 /// host:port or [v6]:port; throws std::invalid_argument otherwise.
 upstream parse_upstream(const std::string& s);
 
-// How the cluster is dialled: plain TCP, or TLS with this context (system store or --upstream-ca-file, a
-// client certificate for mutual TLS).
+// How the cluster is dialled: plain TCP, or TLS with the context current when a dial starts (system store or
+// --upstream-ca-file, a client certificate for mutual TLS; read again by a reload).
 struct upstream_tls {
-  std::shared_ptr<boost::asio::ssl::context> ctx;  // null: plain TCP
-  bool insecure = false;                           // --upstream-insecure
+  std::shared_ptr<kws::reloadable_client_tls> material;  // null: plain TCP
+  bool insecure = false;                                 // --upstream-insecure
 };
 
 // What connect_any ends with (default-constructible, as co_spawn needs): a plain socket, or a TLS one.

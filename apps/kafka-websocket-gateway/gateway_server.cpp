@@ -59,11 +59,19 @@ constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 class node_table {
  public:
   node_table(std::vector<upstream> bootstrap, std::chrono::milliseconds timeout, upstream_tls tls,
-             std::optional<kafka::sasl::credentials> credentials)
-      : bootstrap_(std::move(bootstrap)),
-        timeout_(timeout),
-        tls_(std::move(tls)),
-        credentials_(std::move(credentials)) {}
+             const std::optional<kafka::sasl::credentials>& credentials)
+      : bootstrap_(std::move(bootstrap)), timeout_(timeout), tls_(std::move(tls)) {
+    if (credentials) set_credentials(*credentials);
+  }
+
+  // The credentials of later lookups (a reload of --upstream-sasl-file); one already running keeps its own.
+  // The next lookup may run at once, not a second after the last one, which may have failed for want of them.
+  void set_credentials(kafka::sasl::credentials c) {
+    credentials_.store(std::make_shared<const kafka::sasl::credentials>(std::move(c)),
+                       std::memory_order_release);
+    std::lock_guard lock(mu_);
+    last_fetch_ = {};
+  }
 
   std::optional<upstream> find(std::int32_t node) const {
     std::lock_guard lock(mu_);
@@ -132,8 +140,9 @@ class node_table {
   awaitable<std::string> lookup(Stream& stream, upstream from) {
     std::int32_t correlation_id = 1;
     std::string as;
-    if (credentials_) {
-      kafka::sasl::client_exchange sasl(*credentials_, "kafka-websocket-gateway", kafka::sasl::make_nonce());
+    const auto credentials = credentials_.load(std::memory_order_acquire);
+    if (credentials) {
+      kafka::sasl::client_exchange sasl(*credentials, "kafka-websocket-gateway", kafka::sasl::make_nonce());
       for (auto step = sasl.start();;) {
         if (step.what == kafka::sasl::client_exchange::step::status::failed)
           co_return "the cluster refused the gateway's lookup: " + step.failure + " (--upstream-sasl-file)";
@@ -143,13 +152,12 @@ class node_table {
         step = sasl.on_response(answer);
       }
       correlation_id = sasl.next_correlation_id();
-      as = fmt::format(" as {} ({})", credentials_->username,
-                       kafka::sasl::mechanism_name(credentials_->which));
+      as = fmt::format(" as {} ({})", credentials->username, kafka::sasl::mechanism_name(credentials->which));
     }
     const auto request = kafka::encode_broker_list_request(correlation_id, "kafka-websocket-gateway");
     auto [xec, frame] = co_await exchange(stream, request, timeout_);
-    if (!credentials_ && (xec == asio::error::eof || xec == asio::ssl::error::stream_truncated ||
-                          xec == asio::error::connection_reset)) {
+    if (!credentials && (xec == asio::error::eof || xec == asio::ssl::error::stream_truncated ||
+                         xec == asio::error::connection_reset)) {
       // What a broker that requires SASL does with a request before authentication (Kafka's
       // SaslServerAuthenticator), so most likely that; the gateway cannot tell it apart from a broker that
       // went away at that moment.
@@ -177,7 +185,7 @@ class node_table {
   std::vector<upstream> bootstrap_;
   std::chrono::milliseconds timeout_;
   upstream_tls tls_;
-  std::optional<kafka::sasl::credentials> credentials_;
+  std::atomic<std::shared_ptr<const kafka::sasl::credentials>> credentials_;
   mutable std::mutex mu_;
   std::map<std::int32_t, upstream> nodes_;
   std::vector<std::pair<asio::any_io_executor, std::function<void()>>> waiters_;
@@ -594,8 +602,16 @@ int run(const gateway_config& cfg) {
   tracking->rewrite = cfg.rewrite;
   upstream_tls tls;
   if (cfg.upstream_tls) {
-    tls.ctx = kws::make_client_tls_context(cfg.upstream_tls_files);  // throws naming the file
+    // Throws naming the file.
+    tls.material = std::make_shared<kws::reloadable_client_tls>(cfg.upstream_tls_files);
     tls.insecure = cfg.upstream_insecure;
+    const auto& f = cfg.upstream_tls_files;
+    if (!f.ca_file.empty() || !f.cert_file.empty()) {
+      reloading.add(f.cert_file.empty() ? "--upstream-ca-file"
+                    : f.ca_file.empty() ? "--upstream-cert/--upstream-key"
+                                        : "--upstream-ca-file/--upstream-cert/--upstream-key",
+                    {f.ca_file, f.cert_file, f.key_file}, [material = tls.material] { material->reload(); });
+    }
   }
   shared sh{cfg,
             bootstrap,
@@ -604,6 +620,10 @@ int run(const gateway_config& cfg) {
             node_table(bootstrap, cfg.connect_timeout, tls, cfg.upstream_sasl),
             app::cached_check(bootstrap_probe(bootstrap, cfg.connect_timeout, tls)),
             tracking};
+  if (!cfg.upstream_sasl_file.empty()) {
+    reloading.add("--upstream-sasl-file", {cfg.upstream_sasl_file},
+                  [&] { sh.nodes.set_credentials(load_upstream_credentials(cfg.upstream_sasl_file)); });
+  }
   if (!cfg.token_file.empty()) {
     reloading.add("--auth-token-file", {cfg.token_file}, [&] {
       sh.tokens.store(std::make_shared<const token_set>(token_set::from_file(cfg.token_file)),
@@ -631,7 +651,7 @@ int run(const gateway_config& cfg) {
       : cfg.client_ca_file.empty() ? "wss"
                                    : "wss, client certificates required",
       upstream_list,
-      !tls.ctx                                   ? ""
+      !tls.material                              ? ""
       : tls.insecure                             ? " (tls, not verified)"
       : cfg.upstream_tls_files.cert_file.empty() ? " (tls)"
                                                  : " (tls, client certificate)",

@@ -67,6 +67,8 @@ struct gateway_config {
   /// SaslHandshake v1 and SaslAuthenticate before the request, for a cluster that requires SASL. Empty: the
   /// lookup is unauthenticated. Clients' connections never use them: clients authenticate themselves.
   std::optional<kafka::sasl::credentials> upstream_sasl;
+  /// Where upstream_sasl was read from (read again on SIGHUP and when it changes); empty: none.
+  std::string upstream_sasl_file;
   /// Bound on connecting to a broker of the cluster (and, apart, on its TLS handshake).
   std::chrono::milliseconds connect_timeout{std::chrono::seconds(5)};
   /// Bound on the whole shutdown after SIGINT/SIGTERM (app::response_wait divides it).

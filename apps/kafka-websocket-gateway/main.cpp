@@ -145,8 +145,10 @@ int main(int argc, char** argv) {
   try {
     if (!token_file.empty()) cfg.tokens = kws::gateway::token_set::from_file(token_file);
     cfg.token_file = token_file;
-    if (!upstream_sasl_file.empty())
+    if (!upstream_sasl_file.empty()) {
       cfg.upstream_sasl = kws::gateway::load_upstream_credentials(upstream_sasl_file);
+      cfg.upstream_sasl_file = upstream_sasl_file;
+    }
     return kws::gateway::run(cfg);
   } catch (const std::exception& e) {
     return kws::app::cannot_start(e);

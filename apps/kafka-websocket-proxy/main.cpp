@@ -3,17 +3,15 @@
 #include "cli.hpp"
 #include "monitoring.hpp"
 #include "proxy_server.hpp"
+#include "upgrade_headers.hpp"
 
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 
 #include <boost/asio/ip/address.hpp>
 
-#include <algorithm>
-#include <cctype>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
 #include <set>
 #include <thread>
@@ -48,41 +46,6 @@ std::optional<std::string> from_environment(const std::string& name) {
   return v ? std::optional<std::string>(v) : std::nullopt;
 }
 
-// A header for the upgrade request, "Name: value". Errors never show the value: it is usually a secret.
-std::string header_problem(const std::string& h) {
-  const auto colon = h.find(':');
-  if (colon == std::string::npos || colon == 0) return "expected 'Name: value' (the text is not shown)";
-  const auto name = h.substr(0, colon);
-  const auto is_token_char = [](unsigned char c) {
-    return std::isalnum(c) ||
-           std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
-  };
-  if (!std::all_of(name.begin(), name.end(), is_token_char))
-    return "'" + name + "' is not a valid header name";
-  if (h.find_first_of(std::string("\r\n\0", 3)) != std::string::npos)
-    return "the value of header '" + name + "' holds a line break or NUL";
-  return {};
-}
-
-// --header-file: one header per line, "Name: value"; blank lines and lines starting with # are skipped.
-// Throws CLI::ValidationError naming the file and line, never a value.
-std::vector<std::string> read_header_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw CLI::ValidationError("--header-file", "cannot read '" + path + "'");
-  std::vector<std::string> out;
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    const auto first = line.find_first_not_of(" \t");
-    if (first == std::string::npos || line[first] == '#') continue;
-    if (auto problem = header_problem(line); !problem.empty())
-      throw CLI::ValidationError("--header-file", path + " line " + std::to_string(n) + ": " + problem);
-    out.push_back(line);
-  }
-  if (in.bad()) throw CLI::ValidationError("--header-file", "cannot read '" + path + "'");
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -103,7 +66,7 @@ int main(int argc, char** argv) {
   std::int64_t dial_backoff_ms = cfg.dial_backoff.count();
   std::int64_t handshake_ms = cfg.dialer.handshake_timeout.count();
   std::int64_t idle_ms = 0;
-  std::vector<std::string> headers, header_files, file_headers;
+  std::vector<std::string> headers;
   kws::app::server_flags common;
   std::string listen = cfg.listen_host;
 
@@ -124,15 +87,19 @@ int main(int argc, char** argv) {
                  "secret is better in --header-file, out of the process list)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
       ->each([](const std::string& h) {
-        if (auto problem = header_problem(h); !problem.empty())
+        if (auto problem = kws::proxy::header_problem(h); !problem.empty())
           throw CLI::ValidationError("--header", problem);
       });
-  app.add_option("--header-file", header_files,
+  app.add_option("--header-file", cfg.header_files,
                  "FILE of headers for the upgrade request, one 'Name: value' per line (# comments); "
-                 "repeatable; values never logged")
+                 "repeatable; values never logged; read again on SIGHUP and when it changes")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
-      ->each([&file_headers](const std::string& path) {
-        for (auto& h : read_header_file(path)) file_headers.push_back(std::move(h));
+      ->each([](const std::string& path) {
+        try {
+          kws::proxy::read_header_file(path);
+        } catch (const std::runtime_error& e) {
+          throw CLI::ValidationError("--header-file", e.what());
+        }
       });
   app.add_option("--ca-file", cfg.dialer.ca_file,
                  "PEM file of CA certificates to trust (default: system store)")
@@ -286,17 +253,12 @@ int main(int argc, char** argv) {
   cfg.relay.idle_timeout = std::chrono::milliseconds(idle_ms);
   cfg.drain_timeout = std::chrono::milliseconds(common.drain_ms);
   cfg.relay.half_close_timeout = std::chrono::milliseconds(half_close_ms);
-  headers.insert(headers.end(), file_headers.begin(), file_headers.end());
-  for (const auto& h : headers) {
-    const auto colon = h.find(':');
-    auto value = h.substr(colon + 1);
-    value.erase(0, value.find_first_not_of(" \t"));
-    cfg.dialer.headers.emplace_back(h.substr(0, colon), value);
-  }
+  for (const auto& h : headers) cfg.fixed_headers.push_back(kws::proxy::split_header(h));
 
   kws::app::setup_logging("kws", common.log_level, common.log_format);
 
   try {
+    cfg.dialer.headers = kws::proxy::collect_headers(cfg.fixed_headers, cfg.header_files);
     return kws::proxy::run(cfg);
   } catch (const std::exception& e) {
     return kws::app::cannot_start(e);

@@ -7,6 +7,7 @@
 #include "monitoring.hpp"
 #include "reload.hpp"
 #include "runtime.hpp"
+#include "upgrade_headers.hpp"
 
 #include <kws/accept.hpp>
 #include <kws/accept_loop.hpp>
@@ -416,6 +417,23 @@ class server {
                                                         : kws::url_template::parse(cfg_.broker_url_template);
     // Throws naming the CA, certificate or key file that cannot be used.
     prototype_.emplace(asio::system_executor(), cfg_.dialer);
+    // What the dial side reads from files is read again on SIGHUP and when a file changes, watched from here
+    // on; every worker's dialer is a rebind of this one and sees the result at its next dial.
+    if (!cfg_.dialer.ca_file.empty() || !cfg_.dialer.cert_file.empty()) {
+      std::string what = "--ca-file";
+      std::vector<std::string> files{cfg_.dialer.ca_file};
+      if (!cfg_.dialer.cert_file.empty()) {
+        what = cfg_.dialer.ca_file.empty() ? "--cert/--key" : "--ca-file/--cert/--key";
+        files.push_back(cfg_.dialer.cert_file);
+        files.push_back(cfg_.dialer.key_file);
+      }
+      reloading_.add(std::move(what), std::move(files), [this] { prototype_->reload_tls_files(); });
+    }
+    if (!cfg_.header_files.empty()) {
+      reloading_.add("--header-file", cfg_.header_files, [this] {
+        prototype_->set_headers(collect_headers(cfg_.fixed_headers, cfg_.header_files));
+      });
+    }
 
     if (!cfg_.client_tls_cert.empty()) {
       // Throws naming the file that cannot be loaded.

@@ -13,6 +13,8 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace kws::proxy {
 
@@ -23,6 +25,10 @@ struct proxy_config {
   /// host:port (scheme from dialer.tls) or a ws:// / wss:// URL.
   std::string broker = "localhost:8787";
   kws::dialer_config dialer;
+  /// The upgrade request's headers from --header, and the --header-file files read after them: together
+  /// they make dialer.headers, and the files are read again on SIGHUP and when they change.
+  std::vector<std::pair<std::string, std::string>> fixed_headers;
+  std::vector<std::string> header_files;
   /// Where dialer.forward_proxy came from, for the start-up log line ("the environment", "--http-proxy").
   std::string forward_proxy_origin = "not set";
   kws::relay_options relay;

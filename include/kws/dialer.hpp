@@ -81,6 +81,14 @@ class dialer {
   /// A dialer with the same settings and TLS context whose connections run on `ex`.
   dialer rebind(executor_type ex) const { return dialer(std::move(ex), state_); }
 
+  /// Reads `ca_file`, `cert_file` and `key_file` again. Dials that start afterwards, from this dialer and
+  /// every rebind of it, use the new material; connections already open keep theirs. Throws as the
+  /// constructor does (naming the file), and then nothing changes. Safe while other threads dial.
+  void reload_tls_files();
+  /// Replaces the extra headers of the upgrade requests of later dials (this dialer and its rebinds);
+  /// config().headers keeps the ones it was made with. Safe while other threads dial.
+  void set_headers(std::vector<std::pair<std::string, std::string>> headers);
+
   /// The forward proxy (host:port) that a dial of `address` goes through; empty when it goes direct or the
   /// address is invalid.
   std::string via(std::string_view address) const;

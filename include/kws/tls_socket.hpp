@@ -10,6 +10,7 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -61,6 +62,23 @@ struct tls_client_options {
 /// A TLS client context (TLS 1.2 or later) for tls_handshake_options::role::client. Throws
 /// boost::system::system_error whose message names the file that cannot be loaded.
 std::shared_ptr<boost::asio::ssl::context> make_client_tls_context(const tls_client_options& options);
+
+/// A client context whose files can be read again while connections run: a handshake takes current(), and
+/// one started after a reload() gets the new material; connections already up keep theirs (OpenSSL holds
+/// the context a connection was made with). Thread-safe.
+class reloadable_client_tls {
+ public:
+  /// Loads the files (make_client_tls_context); throws naming the file that cannot be loaded.
+  explicit reloadable_client_tls(tls_client_options options);
+  const tls_client_options& options() const noexcept { return options_; }
+  std::shared_ptr<boost::asio::ssl::context> current() const;
+  /// Loads the files again and puts the result in use; throws naming the file, and then changes nothing.
+  void reload();
+
+ private:
+  tls_client_options options_;
+  std::atomic<std::shared_ptr<boost::asio::ssl::context>> current_;
+};
 
 /// Makes a server context ask every client for a certificate and refuse the handshake without one that a CA
 /// of `ca_file` vouches for. Throws boost::system::system_error naming the file.

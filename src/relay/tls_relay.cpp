@@ -73,6 +73,17 @@ std::shared_ptr<ssl::context> make_client_tls_context(const tls_client_options& 
   return ctx;
 }
 
+reloadable_client_tls::reloadable_client_tls(tls_client_options options)
+    : options_(std::move(options)), current_(make_client_tls_context(options_)) {}
+
+std::shared_ptr<ssl::context> reloadable_client_tls::current() const {
+  return current_.load(std::memory_order_acquire);
+}
+
+void reloadable_client_tls::reload() {
+  current_.store(make_client_tls_context(options_), std::memory_order_release);
+}
+
 void require_client_certificates(ssl::context& server, const std::string& ca_file) {
   error_code ec;
   server.load_verify_file(ca_file, ec);

@@ -2,7 +2,6 @@
 // WebSocket upgrade, each step bounded by the handshake timeout; then the connection (stream.hpp) is handed
 // over. Beast does the HTTP of the CONNECT exchange and of the upgrade.
 #include "io/dial_arena.hpp"
-#include "io/tls_memory.hpp"
 #include "ws/dialer_state.hpp"
 #include "ws/stream.hpp"
 #include "ws/tls_verify.hpp"
@@ -32,17 +31,6 @@ std::shared_ptr<detail::dialer_state> make_state(dialer_config config) {
   std::string what;
   st->proxies = forward_proxy_rules::compile(st->config.forward_proxy, ec, &what);
   if (ec) throw boost::system::system_error(ec, what);
-  auto& ctx = st->ssl;
-  ctx.set_options(boost::asio::ssl::context::default_workarounds | boost::asio::ssl::context::no_sslv2 |
-                  boost::asio::ssl::context::no_sslv3 | boost::asio::ssl::context::no_tlsv1 |
-                  boost::asio::ssl::context::no_tlsv1_1);
-  detail::release_idle_tls_buffers(ctx);
-  if (!st->config.ca_file.empty()) {
-    ctx.load_verify_file(st->config.ca_file, ec);
-    if (ec) throw boost::system::system_error(ec, "CA file " + st->config.ca_file);
-  } else {
-    ctx.set_default_verify_paths();
-  }
   const auto& c = st->config;
   if (c.cert_file.empty() != c.key_file.empty()) {
     throw boost::system::system_error(make_error_code(boost::system::errc::invalid_argument),
@@ -50,7 +38,9 @@ std::shared_ptr<detail::dialer_state> make_state(dialer_config config) {
                                           ? "TLS private key " + c.key_file + " without a certificate"
                                           : "TLS certificate " + c.cert_file + " without a private key");
   }
-  detail::use_certificate_files(ctx.native_handle(), c.cert_file, c.key_file);
+  // TLS 1.2 or later, the system store or ca_file, the client certificate (kws/tls_socket.hpp).
+  st->tls.emplace(tls_client_options{.ca_file = c.ca_file, .cert_file = c.cert_file, .key_file = c.key_file});
+  st->headers.store(std::make_shared<const detail::header_list>(c.headers));
   return st;
 }
 
@@ -61,6 +51,15 @@ dialer::dialer(executor_type ex, dialer_config config)
 
 const dialer_config& dialer::config() const {
   return state_->config;
+}
+
+void dialer::reload_tls_files() {
+  state_->tls->reload();
+}
+
+void dialer::set_headers(std::vector<std::pair<std::string, std::string>> headers) {
+  state_->headers.store(std::make_shared<const detail::header_list>(std::move(headers)),
+                        std::memory_order_release);
 }
 
 std::string dialer::via(std::string_view address) const {
@@ -364,7 +363,8 @@ class dial_op {
     req.set(http::field::sec_websocket_key, up_->key);
     req.set(http::field::sec_websocket_version, "13");
     req.set(http::field::user_agent, cfg.user_agent);
-    for (const auto& [name, value] : cfg.headers) req.set(name, value);
+    const auto headers = state_->headers.load(std::memory_order_acquire);
+    for (const auto& [name, value] : *headers) req.set(name, value);
     up_->parser.get().result(0u);  // stays 0 unless a status line is parsed (the default would be 200)
     http::async_write(conn_->stream(), req, std::move(self));
   }
@@ -431,7 +431,9 @@ void async_dial(const std::shared_ptr<const dialer_state>& state, const asio::an
   const auto max_frame = state->config.max_frame_bytes;
   // The dial's operations take their memory from the dial arena (see dial_arena.hpp).
   if (url.secure) {
-    auto conn = std::make_shared<ws_connection<tls_next>>(url.str(), max_frame, true, ex, state->ssl);
+    // The context current now; a reload later leaves this connection's alone (its SSL holds a reference).
+    const auto tls = state->tls->current();
+    auto conn = std::make_shared<ws_connection<tls_next>>(url.str(), max_frame, true, ex, *tls);
     auto h = asio::bind_allocator(dial_allocator<void>(), std::move(handler).bound());
     asio::async_compose<decltype(h), void(error_code, connection)>(
         dial_op<tls_next>(state, std::move(url), std::move(conn), info), h, ex);

@@ -1,16 +1,27 @@
-// Shared, immutable settings of a dialer: the config and one TLS context for all its connections.
+// Shared settings of a dialer and of every rebind of it: the config, the TLS context for all its connections
+// and the upgrade request's extra headers. The last two can be replaced while dials run (reload_tls_files,
+// set_headers); each dial takes what is current when it starts.
 #pragma once
 
 #include <kws/dialer.hpp>
+#include <kws/tls_socket.hpp>
 
-#include <boost/asio/ssl/context.hpp>
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace kws::detail {
+
+using header_list = std::vector<std::pair<std::string, std::string>>;
 
 struct dialer_state {
   dialer_config config;
   forward_proxy_rules proxies;
-  mutable boost::asio::ssl::context ssl{boost::asio::ssl::context::tls_client};
+  mutable std::optional<reloadable_client_tls> tls;  // always engaged once made
+  mutable std::atomic<std::shared_ptr<const header_list>> headers;
 };
 
 }  // namespace kws::detail

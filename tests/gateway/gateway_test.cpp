@@ -28,6 +28,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <regex>
@@ -875,6 +876,29 @@ TEST_F(GatewaySaslNodeMap, AWrongPasswordInTheFileIsOneLineNamingTheAuthenticati
       << line;
   EXPECT_NE(line.find("(--upstream-sasl-file)"), std::string::npos) << line;
   EXPECT_EQ(nodes->output().find("not-the-password-42"), std::string::npos) << "the password is in the log";
+  stop_server(*nodes);
+}
+
+// The file fixed while the gateway runs: it is read again, and the next lookup authenticates with it at once.
+TEST_F(GatewaySaslNodeMap, ACorrectedCredentialsFileIsReadAgainAndTheNextLookupUsesIt) {
+  ASSERT_NO_FATAL_FAILURE(start_chain({}, false));
+  write_file(dir_ / "lookup", "mechanism=SCRAM-SHA-512\nusername=alice\npassword=not-the-password-42\n");
+  unsigned short port = 0;
+  auto nodes =
+      start_node_gateway(upstream_, {"--upstream-sasl-file", dir_ / "lookup", "--log-level", "debug"}, port);
+  const auto line = refused_line(*nodes, port, 2);
+  EXPECT_NE(line.find("authentication failed for user 'alice'"), std::string::npos) << line;
+
+  write_file(dir_ / "lookup.new", "mechanism=SCRAM-SHA-512\nusername=alice\npassword=alice-secret\n");
+  std::filesystem::rename(dir_ / "lookup.new", dir_ / "lookup");
+  ASSERT_TRUE(wait_for_event(
+      *nodes, {field("level", "info"), field_matching("msg", "^reloaded --upstream-sasl-file ")}))
+      << nodes->output();
+  ASSERT_NO_FATAL_FAILURE(start_proxy(port));
+  ASSERT_NO_FATAL_FAILURE(produce_and_consume_partition_2("corrected"));
+  EXPECT_FALSE(events(*nodes, {field_containing("msg", " as alice (SCRAM-SHA-512)")}).empty())
+      << nodes->output();
+  EXPECT_EQ(nodes->output().find("alice-secret"), std::string::npos) << "the password is in the log";
   stop_server(*nodes);
 }
 

@@ -68,9 +68,11 @@ class Reload : public ::testing::Test {
     }
   }
 
-  void start_devbroker() {
-    devbroker_ = std::make_unique<child_process>(std::vector<std::string>{
-        KWS_DEVBROKER_PATH, "--listen", "127.0.0.1:0", "--tcp-listen", "127.0.0.1:0", "--topic", "rot:1"});
+  void start_devbroker(const std::vector<std::string>& more = {}) {
+    devbroker_ = std::make_unique<child_process>(std::vector<std::string>{KWS_DEVBROKER_PATH, "--listen",
+                                                                          "127.0.0.1:0", "--tcp-listen",
+                                                                          "127.0.0.1:0", "--topic", "rot:1"} +
+                                                 more);
     const auto port = devbroker_->wait_for_output(std::regex(R"(tcp=127\.0\.0\.1:(\d+))"));
     ASSERT_TRUE(port) << devbroker_->output();
     upstream_ = "127.0.0.1:" + *port;
@@ -95,11 +97,20 @@ class Reload : public ::testing::Test {
 
   // A proxy to the wss gateway that trusts both CAs and sends `token`.
   std::unique_ptr<child_process> make_proxy(const std::string& token, std::string& bootstrap) {
-    const auto gw = "wss://localhost:" + std::to_string(gateway_port_);
-    auto p = std::make_unique<child_process>(std::vector<std::string>{
-        KWS_PROXY_PATH, "--listen", "127.0.0.1", "--port", "0", "--broker", gw + "/kafka",
-        "--broker-url-template", gw + "/kafka/{node_id}", "--ca-file", (dir_ / "both-cas.pem").string(),
-        "--header", "Authorization: Bearer " + token, "--log-format", "json"});
+    return make_proxy_with(
+        {"--ca-file", (dir_ / "both-cas.pem").string(), "--header", "Authorization: Bearer " + token},
+        bootstrap);
+  }
+
+  // A proxy to the gateway (wss:// unless `scheme` says otherwise) with `args`.
+  std::unique_ptr<child_process> make_proxy_with(const std::vector<std::string>& args, std::string& bootstrap,
+                                                 const std::string& scheme = "wss") {
+    const auto gw = scheme + "://localhost:" + std::to_string(gateway_port_);
+    auto p = std::make_unique<child_process>(
+        std::vector<std::string>{KWS_PROXY_PATH, "--listen", "127.0.0.1", "--port", "0", "--broker",
+                                 gw + "/kafka", "--broker-url-template", gw + "/kafka/{node_id}",
+                                 "--log-format", "json"} +
+        args);
     const auto port = p->wait_for_output(std::regex(R"("listening on 127\.0\.0\.1:(\d+))"));
     EXPECT_TRUE(port) << p->output();
     bootstrap = "127.0.0.1:" + port.value_or("0");
@@ -280,6 +291,87 @@ TEST_F(Reload, SighupWithNothingToReloadIsLoggedAndTheServersKeepRunning) {
   proxy_->signal(SIGHUP);
   EXPECT_TRUE(wait_for_event(*proxy_, {field_containing("msg", "SIGHUP: nothing to reload")}));
   EXPECT_EQ(kcat("127.0.0.1:" + *port, {"-L"}, "meta.out"), 0) << read_file(dir_ / "meta.out");
+}
+
+// What the proxy reads to dial the broker: its CA file and its header file, each replaced while it runs;
+// the next dial uses the new one, and a broken header file keeps the headers in use.
+TEST_F(Reload, TheProxysCaFileAndHeaderFileAreReadAgainForTheNextDial) {
+  ASSERT_NO_FATAL_FAILURE(start_devbroker());
+  write_file(dir_ / "tokens", "old-token\n");
+  ASSERT_NO_FATAL_FAILURE(
+      start_gateway({"--tls-cert", (dir_ / "server.pem").string(), "--tls-key",
+                     (dir_ / "server.key").string(), "--auth-token-file", (dir_ / "tokens").string()}));
+  write_file(dir_ / "proxy-ca.pem", read_file(first_.ca_pem));
+  write_file(dir_ / "headers", "# the gateway's token\nAuthorization: Bearer old-token\n");
+  std::string bootstrap;
+  proxy_ = make_proxy_with({"--ca-file", (dir_ / "proxy-ca.pem").string(), "--header-file",
+                            (dir_ / "headers").string(), "--dial-retries", "0"},
+                           bootstrap);
+  ASSERT_EQ(kcat(bootstrap, {"-L"}, "first.out"), 0) << read_file(dir_ / "first.out");
+
+  // The gateway moves to a certificate of the second CA, which the proxy does not trust yet.
+  replace_file(dir_ / "server.pem", read_file(second_.cert_pem));
+  replace_file(dir_ / "server.key", read_file(second_.key_pem));
+  ASSERT_TRUE(wait_for_event(
+      *gateway_, {field("level", "info"), field_matching("msg", "^reloaded --tls-cert/--tls-key ")}));
+  EXPECT_NE(kcat(bootstrap, {"-L", "-m", "3"}, "refused.out", 20s), 0);
+  EXPECT_TRUE(wait_for_event(*proxy_, {field_containing("msg", "certificate was refused")}))
+      << proxy_->output();
+
+  replace_file(dir_ / "proxy-ca.pem", read_file(second_.ca_pem));
+  ASSERT_TRUE(
+      wait_for_event(*proxy_, {field("level", "info"), field_matching("msg", "^reloaded --ca-file ")}))
+      << proxy_->output();
+  EXPECT_EQ(kcat(bootstrap, {"-L"}, "second.out"), 0) << read_file(dir_ / "second.out");
+
+  // The token changes at both ends: the gateway refuses the old one from now on, so only a proxy that read
+  // its header file again gets in.
+  replace_file(dir_ / "tokens", "new-token\n");
+  ASSERT_TRUE(wait_for_event(
+      *gateway_, {field("level", "info"), field_matching("msg", "^reloaded --auth-token-file ")}));
+  replace_file(dir_ / "headers", "Authorization: Bearer new-token\n");
+  ASSERT_TRUE(
+      wait_for_event(*proxy_, {field("level", "info"), field_matching("msg", "^reloaded --header-file ")}))
+      << proxy_->output();
+  EXPECT_EQ(kcat(bootstrap, {"-L"}, "third.out"), 0) << read_file(dir_ / "third.out");
+  EXPECT_TRUE(events(*gateway_, {field("event", "refused"), field("status", "401")}).empty())
+      << gateway_->output();
+
+  // A header file that does not parse: one line naming the file and the line, never the value; the proxy
+  // keeps sending the headers it had.
+  replace_file(dir_ / "headers", "Authorization Bearer secret-in-a-broken-line\n");
+  const auto failed = wait_for_event(
+      *proxy_, {field("level", "warning"), field_matching("msg", "^reload of --header-file failed")});
+  ASSERT_TRUE(failed) << proxy_->output();
+  EXPECT_NE(field_text(*failed, "msg").find((dir_ / "headers").string() + " line 1"), std::string::npos)
+      << field_text(*failed, "msg");
+  EXPECT_EQ(kcat(bootstrap, {"-L"}, "fourth.out"), 0) << read_file(dir_ / "fourth.out");
+  const auto log = proxy_->output();
+  EXPECT_EQ(log.find("new-token"), std::string::npos) << "a token in the log";
+  EXPECT_EQ(log.find("secret-in-a-broken-line"), std::string::npos) << "a header value in the log";
+}
+
+// The gateway's CA file for the cluster: the dev broker's certificate comes from a CA the gateway does not
+// trust until its --upstream-ca-file is replaced.
+TEST_F(Reload, TheGatewaysUpstreamCaFileIsReadAgainForTheNextDial) {
+  ASSERT_NO_FATAL_FAILURE(
+      start_devbroker({"--tcp-tls-cert", second_.cert_pem, "--tcp-tls-key", second_.key_pem}));
+  write_file(dir_ / "upstream-ca.pem", read_file(first_.ca_pem));
+  ASSERT_NO_FATAL_FAILURE(
+      start_gateway({"--upstream-tls", "--upstream-ca-file", (dir_ / "upstream-ca.pem").string()}));
+  std::string bootstrap;
+  proxy_ = make_proxy_with({"--dial-retries", "0"}, bootstrap, "ws");
+  EXPECT_NE(kcat(bootstrap, {"-L", "-m", "3"}, "refused.out", 20s), 0);
+  EXPECT_TRUE(wait_for_event(*gateway_, {field("event", "closed"), field("end", "cluster_unreachable"),
+                                         field_containing("cause", "certificate was refused")}))
+      << gateway_->output();
+
+  replace_file(dir_ / "upstream-ca.pem", read_file(second_.ca_pem));
+  ASSERT_TRUE(wait_for_event(
+      *gateway_, {field("level", "info"), field_matching("msg", "^reloaded --upstream-ca-file ")}))
+      << gateway_->output();
+  EXPECT_EQ(kcat(bootstrap, {"-L"}, "after.out"), 0) << read_file(dir_ / "after.out");
+  EXPECT_EQ(reloads("ok"), 1);
 }
 
 }  // namespace
