@@ -55,7 +55,11 @@ export type KafkaSocketFactory = (args: {
   onConnect: () => void;
 }) => KafkaSocket;
 
-export function socketFactory(options: SocketFactoryOptions): KafkaSocketFactory;
+/**
+ * kafkajs types its socketFactory as making net.Sockets; what this one makes has what kafkajs's Connection
+ * uses of them (KafkaSocket), and is typed as kafkajs expects.
+ */
+export function socketFactory(options: SocketFactoryOptions): import('kafkajs').ISocketFactory;
 export default socketFactory;
 
 export function brokerUrl(
