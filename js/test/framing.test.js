@@ -167,3 +167,15 @@ test('the token goes as the subprotocol bearer.<base64url>, next to kafka', () =
 test('the splitter refuses a negative size', () => {
   assert.throws(() => new FrameSplitter().push(Buffer.from([0xff, 0xff, 0xff, 0xff])), /negative size/);
 });
+
+test('end() closes the WebSocket with 1000 once queued frames are out', async () => {
+  const { socket, ws } = open({ highWaterBytes: 0 });
+  ws.bufferedAmount = 1;
+  socket.write(frame('last'), 'binary');
+  socket.end();
+  assert.equal(ws.closedWith, undefined, 'closed with a frame still queued');
+  ws.bufferedAmount = 0;
+  await once(socket, 'drain');
+  assert.deepEqual(ws.sent, [frame('last')]);
+  assert.equal(ws.closedWith, 1000);
+});
