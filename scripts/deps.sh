@@ -8,7 +8,10 @@ KWS_PACKAGES=(
   libcli11-dev libspdlog-dev libfmt-dev libjemalloc-dev prometheus-cpp-dev
   librdkafka-dev kcat python3-kafka python3-confluent-kafka
   tinyproxy-bin socat nftables
+  nodejs chromium
 )
+# Debian's npm, unless the installed nodejs brings its own (NodeSource's does, and conflicts with Debian's).
+command -v npm >/dev/null 2>&1 || KWS_PACKAGES+=(npm)
 
 kws_ensure_packages() {
   local missing=() p

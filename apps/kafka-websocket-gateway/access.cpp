@@ -1,9 +1,11 @@
 #include "access.hpp"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -34,6 +36,30 @@ bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
+// RFC 4648 section 5, without padding (a subprotocol is an HTTP token: no '=').
+std::optional<std::string> base64url_decode(std::string_view in) {
+  if (in.size() % 4 == 1) return std::nullopt;
+  std::string b64(in);
+  for (auto& c : b64) {
+    if (c == '-') {
+      c = '+';
+    } else if (c == '_') {
+      c = '/';
+    } else if (!std::isalnum(static_cast<unsigned char>(c))) {
+      return std::nullopt;
+    }
+  }
+  const auto pad = (4 - b64.size() % 4) % 4;
+  b64.append(pad, '=');
+  std::string out(b64.size() / 4 * 3, '\0');
+  const int n =
+      EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(b64.data()), static_cast<int>(b64.size()));
+  if (n < 0) return std::nullopt;
+  out.resize(static_cast<std::size_t>(n) - pad);
+  return out;
+}
+
 }  // namespace
 
 token_set::token_set(const std::vector<std::string>& tokens) {
@@ -57,10 +83,44 @@ bool token_set::allows(std::string_view authorization) const {
     return false;
   // Digests have one length whatever the token's, so comparing them leaks neither a token's length nor
   // where it differs; every token is compared, so neither does which one matched.
-  const auto given = digest(trim(authorization.substr(scheme.size())));
+  return allows_token(authorization.substr(scheme.size()));
+}
+
+bool token_set::allows_token(std::string_view token) const {
+  const auto given = digest(trim(token));
   bool ok = false;
   for (const auto& d : digests_) ok |= CRYPTO_memcmp(d.data(), given.data(), d.size()) == 0;
   return ok;
+}
+
+subprotocol_offer parse_subprotocols(const std::vector<std::pair<std::string, std::string>>& headers) {
+  constexpr std::string_view bearer_prefix = "bearer.";
+  subprotocol_offer offer;
+  for (const auto& [name, value] : headers) {
+    if (name != "sec-websocket-protocol") continue;
+    std::string_view rest = value;
+    while (!rest.empty()) {
+      const auto comma = rest.find(',');
+      const auto item = trim(rest.substr(0, comma));
+      rest = comma == std::string_view::npos ? std::string_view{} : rest.substr(comma + 1);
+      if (item == "kafka") {
+        offer.kafka = true;
+      } else if (item.starts_with(bearer_prefix)) {
+        if (offer.bearer) {
+          offer.error = "more than one bearer subprotocol";
+          return offer;
+        }
+        offer.bearer = base64url_decode(item.substr(bearer_prefix.size()));
+        if (!offer.bearer || offer.bearer->empty()) {
+          offer.error = "the bearer subprotocol is not bearer.<token in base64url>";
+          return offer;
+        }
+      }
+    }
+  }
+  if (offer.bearer && !offer.kafka)
+    offer.error = "a bearer subprotocol needs the kafka subprotocol offered with it";
+  return offer;
 }
 
 bool origin_allowed(const std::vector<std::string>& allowed, const std::string* origin) {

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace kws::gateway {
@@ -26,10 +27,25 @@ class token_set {
   /// True when `authorization` is `Bearer <one of the tokens>`. The time taken does not depend on which
   /// byte of a token differs, nor on which token matched.
   bool allows(std::string_view authorization) const;
+  /// The same check for the token alone (as sent in a bearer subprotocol).
+  bool allows_token(std::string_view token) const;
 
  private:
   std::vector<std::string> digests_;
 };
+
+/// What an upgrade request offers in its Sec-WebSocket-Protocol headers (all of them, comma-separated
+/// values). Browsers cannot set an Authorization header on a WebSocket, so a token may come as the
+/// subprotocol `bearer.<token in base64url>`, offered together with `kafka`, which the gateway answers with.
+struct subprotocol_offer {
+  bool kafka = false;
+  /// The token of a `bearer.` subprotocol, decoded.
+  std::optional<std::string> bearer;
+  /// Why the offer is refused, empty when it is not: more than one bearer subprotocol, one that is not
+  /// base64url, or one without `kafka`. Never quotes the token.
+  std::string error;
+};
+subprotocol_offer parse_subprotocols(const std::vector<std::pair<std::string, std::string>>& headers);
 
 /// True when a request may come from `origin` (the Origin header, absent for non-browser clients): no list
 /// means any; a request without Origin is not a browser's and is let through.

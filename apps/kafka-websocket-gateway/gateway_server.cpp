@@ -315,7 +315,9 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   // The place is taken with the decision, so that handshakes decided at the same time cannot overshoot it.
   void upgrade(std::function<void(kws::accept_decision)>& done) {
     if (!take_slot()) return refuse(done, 503, "too many connections");
-    done(kws::accept_decision::upgrade());
+    auto d = kws::accept_decision::upgrade();
+    if (answer_kafka_) d.headers.emplace_back("Sec-WebSocket-Protocol", "kafka");
+    done(std::move(d));
   }
 
   void refuse(std::function<void(kws::accept_decision)>& done, int status, std::string why,
@@ -354,10 +356,17 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     if (!origin_allowed(sh_.cfg.allowed_origins, req.header("origin"))) {
       return refuse(done, 403, "origin " + app::printable(*req.header("origin")) + " is not allowed");
     }
+    const auto offer = parse_subprotocols(req.headers);
+    if (!offer.error.empty()) return refuse(done, 400, offer.error);
+    const auto* auth = req.header("authorization");
+    // Like two headers: which one counts would be a guess.
+    if (auth && offer.bearer)
+      return refuse(done, 400, "a bearer token both in Authorization and in a subprotocol");
+    answer_kafka_ = offer.kafka;
     if (const auto tokens = sh_.tokens.load(std::memory_order_acquire); !tokens->empty()) {
-      const auto* auth = req.header("authorization");
-      if (!auth || !tokens->allows(*auth)) {
-        return refuse(done, 401, auth ? "the bearer token is not valid" : "a bearer token is required",
+      const bool given = auth || offer.bearer;
+      if (!given || !(auth ? tokens->allows(*auth) : tokens->allows_token(*offer.bearer))) {
+        return refuse(done, 401, given ? "the bearer token is not valid" : "a bearer token is required",
                       {{"WWW-Authenticate", "Bearer realm=\"kafka-websocket-gateway\""}});
       }
     }
@@ -546,6 +555,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   int refused_status_ = 0;
   std::string upstream_;
   bool health_probe_ = false;
+  bool answer_kafka_ = false;  // the client offered the kafka subprotocol: the 101 names it
   bool draining_ = false;
   bool opened_ = false;  // counted as an open connection
   std::vector<upstream> targets_;

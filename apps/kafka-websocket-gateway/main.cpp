@@ -75,7 +75,8 @@ int main(int argc, char** argv) {
                  "(default: the listen address when specific, else localhost, and the listen port)")
       ->check(kws::app::host_port_check(true));
   app.add_option("--auth-token-file", token_file,
-                 "require 'Authorization: Bearer <token>' on the upgrade, a token per line of FILE")
+                 "require a bearer token on the upgrade, a token per line of FILE: 'Authorization: Bearer "
+                 "<token>', or the subprotocol bearer.<token in base64url> offered with kafka (browsers)")
       ->check(CLI::ExistingFile);
   app.add_option("--allow-origin", cfg.allowed_origins,
                  "origins browsers may connect from, e.g. https://app.example.com (repeatable; default any)")

@@ -53,7 +53,8 @@ struct accept_decision {
   /// 101 upgrades a WebSocket request; anything else is answered with this status and `body`, then closed.
   int status = 101;
   std::string body;
-  /// Extra response header fields (for example WWW-Authenticate with 401).
+  /// Extra response header fields, on the 101 too (for example WWW-Authenticate with 401, or the
+  /// Sec-WebSocket-Protocol chosen from the client's offer with 101).
   std::vector<std::pair<std::string, std::string>> headers;
 
   static accept_decision upgrade() { return {}; }

@@ -205,6 +205,7 @@ class accept_op {
         res.set(http::field::upgrade, "websocket");
         res.set(http::field::connection, "Upgrade");
         res.set(http::field::sec_websocket_accept, ws::accept_for(req[http::field::sec_websocket_key]));
+        for (const auto& [name, value] : d.headers) res.set(name, value);
         return http::async_write(conn_->stream(), res, std::move(self));
       }
     }

@@ -8,6 +8,7 @@ namespace {
 
 using kws::gateway::origin_allowed;
 using kws::gateway::parse_route;
+using kws::gateway::parse_subprotocols;
 using kws::gateway::token_set;
 
 TEST(GatewayAccess, BearerTokensFromAFileAreCheckedWholeAndExactly) {
@@ -23,6 +24,42 @@ TEST(GatewayAccess, BearerTokensFromAFileAreCheckedWholeAndExactly) {
   kws::test::write_file(dir / "empty", "\n  \n");
   EXPECT_THROW(token_set::from_file(dir / "empty"), std::runtime_error);
   EXPECT_THROW(token_set::from_file(dir / "missing"), std::runtime_error);
+}
+
+TEST(GatewayAccess, ABearerSubprotocolCarriesATokenInBase64url) {
+  using headers = std::vector<std::pair<std::string, std::string>>;
+  const token_set tokens({"s3cr?t>token"});
+  // "czNjcj90PnRva2Vu" is "s3cr?t>token"; "-_-_Pw" has the two characters where base64url differs from
+  // base64.
+  const token_set odd({"\xfb\xff\xbf?"});
+  const auto offer =
+      parse_subprotocols({{"host", "x"}, {"sec-websocket-protocol", "kafka, bearer.czNjcj90PnRva2Vu"}});
+  EXPECT_TRUE(offer.error.empty()) << offer.error;
+  EXPECT_TRUE(offer.kafka);
+  ASSERT_TRUE(offer.bearer);
+  EXPECT_TRUE(tokens.allows_token(*offer.bearer));
+  const auto split =
+      parse_subprotocols({{"sec-websocket-protocol", "bearer.-_-_Pw"}, {"sec-websocket-protocol", "kafka"}});
+  ASSERT_TRUE(split.bearer) << split.error;
+  EXPECT_TRUE(odd.allows_token(*split.bearer));
+  EXPECT_FALSE(tokens.allows_token(*split.bearer));
+  EXPECT_FALSE(tokens.allows_token("s3cr?t>toke"));
+
+  const auto plain = parse_subprotocols(headers{{"sec-websocket-protocol", "kafka"}});
+  EXPECT_TRUE(plain.kafka);
+  EXPECT_FALSE(plain.bearer);
+  EXPECT_TRUE(plain.error.empty());
+  const auto none = parse_subprotocols(headers{});
+  EXPECT_FALSE(none.kafka);
+  EXPECT_TRUE(none.error.empty());
+
+  for (const char* bad :
+       {"kafka, bearer.czNjcj90PnRva2Vu, bearer.czNjcj90PnRva2Vu", "bearer.czNjcj90PnRva2Vu",
+        "kafka, bearer.", "kafka, bearer.c", "kafka, bearer.czNj=", "kafka, bearer.cz+j"}) {
+    const auto o = parse_subprotocols(headers{{"sec-websocket-protocol", bad}});
+    EXPECT_FALSE(o.error.empty()) << bad;
+    EXPECT_EQ(o.error.find("czNj"), std::string::npos) << "the token is never quoted: " << o.error;
+  }
 }
 
 TEST(GatewayAccess, OriginsLimitBrowsersOnly) {

@@ -72,6 +72,7 @@ bool closed_by_peer(asio::io_context& ioc, tcp::socket& s, std::chrono::millisec
 struct answer {
   int status = 0;  // 0: no answer within the bound
   std::string body;
+  std::string protocol;  // Sec-WebSocket-Protocol
 };
 
 // Writes `request` from `source` and reads the answer's header and body (a 101 has none).
@@ -86,7 +87,9 @@ answer ask(unsigned short port, const std::string& request, const std::string& s
   http::async_read(s, buffer, parser, [&](error_code ec, std::size_t) { done = !ec; });
   ioc.run_for(5s);
   if (!done) return {};
-  return {static_cast<int>(parser.get().result_int()), parser.get().body()};
+  const auto& res = parser.get();
+  return {static_cast<int>(res.result_int()), res.body(),
+          std::string(res[http::field::sec_websocket_protocol])};
 }
 
 std::string upgrade_request(const std::string& target, const std::string& extra_headers = {}) {
@@ -329,6 +332,39 @@ TEST_F(HostileEdge, TwoAuthorizationOrTwoOriginHeadersGet400AndOneLine) {
           .status,
       101);
   EXPECT_EQ(out.find("s3cret"), std::string::npos) << "a token in the log";
+}
+
+// Browsers cannot set Authorization on a WebSocket: the token comes as the subprotocol bearer.<base64url>.
+TEST_F(HostileEdge, ATokenAsASubprotocolIsCheckedAnsweredWithKafkaOnlyAndNeverLogged) {
+  write_file(dir_ / "tokens", "s3cret-token\n");
+  ASSERT_NO_FATAL_FAILURE(start({"--auth-token-file", dir_ / "tokens"}));
+  const std::string good = "czNjcmV0LXRva2Vu", wrong = "czNjcmV0LXRva2Vt";  // s3cret-token, s3cret-tokem
+  const auto ok =
+      ask(port_, upgrade_request("/kafka", "Sec-WebSocket-Protocol: kafka, bearer." + good + "\r\n"));
+  EXPECT_EQ(ok.status, 101) << ok.body;
+  EXPECT_EQ(ok.protocol, "kafka");
+  const auto bad =
+      ask(port_, upgrade_request("/kafka", "Sec-WebSocket-Protocol: kafka, bearer." + wrong + "\r\n"));
+  EXPECT_EQ(bad.status, 401) << bad.body;
+  ASSERT_TRUE(wait_for_event(*gateway_, refused(401, "the bearer token is not valid")));
+  const auto both = ask(port_, upgrade_request("/kafka",
+                                               "Authorization: Bearer s3cret-token\r\n"
+                                               "Sec-WebSocket-Protocol: kafka, bearer." +
+                                                   good + "\r\n"));
+  EXPECT_EQ(both.status, 400) << both.body;
+  ASSERT_TRUE(
+      wait_for_event(*gateway_, refused(400, "a bearer token both in Authorization and in a subprotocol")));
+  const auto alone = ask(port_, upgrade_request("/kafka", "Sec-WebSocket-Protocol: bearer." + good + "\r\n"));
+  EXPECT_EQ(alone.status, 400) << alone.body;
+  ASSERT_TRUE(wait_for_event(
+      *gateway_, refused(400, "a bearer subprotocol needs the kafka subprotocol offered with it")));
+  // The header still works, and a client that offers no subprotocol is answered with none.
+  const auto header = ask(port_, upgrade_request("/kafka", "Authorization: Bearer s3cret-token\r\n"));
+  EXPECT_EQ(header.status, 101) << header.body;
+  EXPECT_EQ(header.protocol, "");
+  const auto out = gateway_->output();
+  EXPECT_EQ(out.find("s3cret"), std::string::npos) << "a token in the log";
+  EXPECT_EQ(out.find("czNjcmV0"), std::string::npos) << "a token in the log";
 }
 
 // ---- the pure parts -----------------------------------------------------------------------------------
