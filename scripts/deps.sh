@@ -8,6 +8,7 @@ KWS_PACKAGES=(
   libcli11-dev libspdlog-dev libfmt-dev libjemalloc-dev prometheus-cpp-dev
   librdkafka-dev kcat python3-kafka python3-confluent-kafka
   tinyproxy-bin socat nftables
+  golang-go golang-github-shopify-sarama-dev
 )
 
 kws_ensure_packages() {
