@@ -218,6 +218,14 @@ class session : public std::enable_shared_from_this<session> {
       case outcome::action::wait_fetch:
         return start_long_poll(std::move(o.fetch));
       case outcome::action::close:
+        // Deferred Produce requests are dropped with the connection; a response being written goes out
+        // first, since the stream takes one write at a time.
+        deferred_.clear();
+        queued_.clear();
+        if (writing_queued_) {
+          close_after_write_ = std::move(o.reason);
+          return;
+        }
         return protocol_error(o.reason);
     }
   }
@@ -226,11 +234,11 @@ class session : public std::enable_shared_from_this<session> {
     if (ec) return fail(ec, "write");
     ++frames_out_;
     bytes_out_ += bytes;
+    if (!close_after_write_.empty()) return protocol_error(std::exchange(close_after_write_, {}));
     if (writing_queued_) {
       writing_queued_ = false;
       return write_queued();
     }
-    if (!close_after_write_.empty()) return protocol_error(std::exchange(close_after_write_, {}));
     if (out_.capacity() > keep_buffer_bytes) std::vector<unsigned char>().swap(out_);
     read_next();
   }
@@ -299,6 +307,7 @@ class session : public std::enable_shared_from_this<session> {
   }
 
   void commit_front() {
+    if (deferred_.empty()) return;  // dropped when the connection ended
     auto p = std::move(deferred_.front().produce);
     deferred_.pop_front();
     if (!deferred_.empty()) arm_append_timer();
