@@ -9,6 +9,7 @@ KWS_PACKAGES=(
   librdkafka-dev kcat python3-kafka python3-confluent-kafka
   tinyproxy-bin socat nftables
   nodejs chromium
+  golang-go golang-github-shopify-sarama-dev
 )
 # Debian's npm, unless the installed nodejs brings its own (NodeSource's does, and conflicts with Debian's).
 command -v npm >/dev/null 2>&1 || KWS_PACKAGES+=(npm)

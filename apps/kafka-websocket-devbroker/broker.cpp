@@ -84,13 +84,35 @@ bool is_valid_topic_name(std::string_view name) noexcept {
 
 // ---- partition_log ----
 
-std::int64_t partition_log::append(bytes_view entry) {
-  const std::int64_t offset = high_watermark();
+namespace {
+
+// The producer's offset field is arbitrary; the broker assigns offsets.
+std::vector<unsigned char> stamped(bytes_view entry, std::int64_t offset) {
   std::vector<unsigned char> stored(entry.begin(), entry.end());
-  // The producer's offset field is arbitrary; the broker assigns offsets.
   for (int i = 0; i < 8; ++i)
     stored[static_cast<std::size_t>(i)] =
         static_cast<unsigned char>(static_cast<std::uint64_t>(offset) >> (56 - 8 * i));
+  return stored;
+}
+
+}  // namespace
+
+bool partition_log::write_at(std::int64_t offset, bytes_view entry) {
+  if (offset >= high_watermark()) {
+    append(entry);
+    return false;
+  }
+  if (offset < start_offset_) return false;
+  auto& slot = entries_[static_cast<std::size_t>(offset - start_offset_)];
+  bytes_ -= slot.size();
+  slot = stamped(entry, offset);
+  bytes_ += slot.size();
+  return true;
+}
+
+std::int64_t partition_log::append(bytes_view entry) {
+  const std::int64_t offset = high_watermark();
+  std::vector<unsigned char> stored = stamped(entry, offset);
   bytes_ += stored.size();
   entries_.push_back(std::move(stored));
   while (bytes_ > retention_bytes_ && entries_.size() > 1) {
@@ -215,6 +237,13 @@ outcome broker::handle(bytes_view frame, std::int32_t node_id, listener_kind kin
   }
   const api_version_range* range =
       config_.kafka_08_only ? find_range(kafka_08_supported, h.key) : find_range(supported, h.key);
+  if (config_.edge_quirks && (!range || h.version < range->min_version || h.version > range->max_version)) {
+    outcome o;
+    o.what = outcome::action::no_response;
+    o.reason = fmt::format("edge quirk: no reply to unsupported API key {} ({}) v{}, correlation id {}", key,
+                           kafka::api_name(h.key), h.version, h.correlation_id);
+    return o;
+  }
   if (!range) {
     return close_with(fmt::format("unsupported API key {} ({}) v{}, correlation id {}", key,
                                   kafka::api_name(h.key), h.version, h.correlation_id));
@@ -291,6 +320,8 @@ outcome broker::handle_produce(const kafka::request_header& h, bytes_view body, 
   std::string why;
   std::vector<std::string> problems;
   bool appended = false;
+  // --edge-quirks: the log ends are read now, the messages stored when the connection commits them.
+  auto pending = config_.edge_quirks ? std::make_unique<pending_produce>() : nullptr;
   for (const auto& t : topics) {
     w.string(t.name);
     w.array_count(static_cast<std::int32_t>(t.partitions.size()));
@@ -308,8 +339,14 @@ outcome broker::handle_produce(const kafka::request_header& h, bytes_view body, 
       if (err == error_code::none) {
         auto& log = ts->partitions[static_cast<std::size_t>(p.index)];
         base_offset = log.high_watermark();
-        for (const auto& m : messages) log.append(m.entry);
-        appended = appended || !messages.empty();
+        if (pending) {
+          auto& part = pending->partitions.emplace_back(
+              pending_produce::partition{std::string(t.name), p.index, base_offset, {}});
+          for (const auto& m : messages) part.entries.emplace_back(m.entry.begin(), m.entry.end());
+        } else {
+          for (const auto& m : messages) log.append(m.entry);
+          appended = appended || !messages.empty();
+        }
       }
       w.int32(p.index);
       w.int16(code(err));
@@ -323,7 +360,12 @@ outcome broker::handle_produce(const kafka::request_header& h, bytes_view body, 
   if (appended && on_append_) on_append_();
   outcome o;
   if (!problems.empty()) o.reason = fmt::format("rejected produce: {}", fmt::join(problems, "; "));
-  if (acks == 0) {
+  if (pending) {
+    pending->correlation_id = h.correlation_id;
+    if (acks != 0) pending->response = std::move(out);
+    o.what = outcome::action::defer;
+    o.produce = std::move(pending);
+  } else if (acks == 0) {
     o.what = outcome::action::no_response;  // acks=0: the client expects no response at all
   } else {
     o.what = outcome::action::respond;
@@ -356,12 +398,46 @@ outcome broker::handle_fetch(const kafka::request_header& h, bytes_view body, st
   }
   r.expect_end();
   if (!r.ok()) return close_with(fmt::format("malformed fetch request: {}", r.error().message()));
+  if (config_.edge_quirks) {
+    for (std::size_t i = 0; i < req->topics.size(); ++i) {
+      for (std::size_t j = 0; j < i; ++j) {
+        if (req->topics[i].name != req->topics[j].name) continue;
+        outcome o;
+        o.what = outcome::action::no_response;
+        o.reason =
+            fmt::format("edge quirk: no reply to Fetch v{} (correlation id {}) naming topic '{}' twice",
+                        h.version, h.correlation_id, req->topics[i].name);
+        return o;
+      }
+    }
+  }
 
   if (req->max_wait_ms <= 0 || fetch_ready(*req, node_id)) return respond(fetch_response(*req, node_id));
   outcome o;
   o.what = outcome::action::wait_fetch;
   o.fetch = std::move(req);
   return o;
+}
+
+std::string broker::commit(const pending_produce& p) {
+  std::vector<std::string> overwritten;
+  bool appended = false;
+  for (const auto& part : p.partitions) {
+    auto it = topics_.find(part.topic);
+    if (it == topics_.end()) continue;
+    auto& log = it->second.partitions[static_cast<std::size_t>(part.index)];
+    std::size_t replaced = 0;
+    for (std::size_t i = 0; i < part.entries.size(); ++i)
+      replaced += log.write_at(part.base_offset + static_cast<std::int64_t>(i), part.entries[i]) ? 1 : 0;
+    appended = appended || replaced < part.entries.size();
+    if (replaced > 0)
+      overwritten.push_back(fmt::format("{} message(s) of {}-{} from offset {}", replaced, part.topic,
+                                        part.index, part.base_offset));
+  }
+  if (appended && on_append_) on_append_();
+  if (overwritten.empty()) return {};
+  return fmt::format("edge quirk: produce (correlation id {}) overwrote {}", p.correlation_id,
+                     fmt::join(overwritten, "; "));
 }
 
 bool broker::fetch_ready(const fetch_request& req, std::int32_t node_id) const {

@@ -30,6 +30,11 @@ struct broker_config {
   /// Behave like the edge broker: no ApiVersions answer, only Produce/Fetch/ListOffsets/Metadata v0.
   /// Otherwise the broker speaks Kafka 0.10.0's versions of those four APIs, plus ApiVersions v0-v3.
   bool kafka_08_only = false;
+  /// With kafka_08_only, the edge broker's faults too: no reply to a request outside its set of APIs and
+  /// versions, nor to a Fetch that names a topic twice; a Produce reads the log end when it comes in and
+  /// appends there later (broker::commit), so that two on one connection can get the same base offset and
+  /// the later one overwrites the earlier.
+  bool edge_quirks = false;
   /// SASL on the TCP listeners (the server's gate handles it): ApiVersions on them also lists SaslHandshake
   /// v0-v1 and SaslAuthenticate v0-v2.
   bool sasl_on_tcp = false;
@@ -50,6 +55,9 @@ class partition_log {
 
   /// Appends a message entry, rewriting its offset; returns that offset.
   std::int64_t append(bytes_view entry);
+  /// Stores a message entry at `offset`: replaces the one there (returns true), or appends when `offset` is
+  /// at or past the end. An offset already dropped by retention stores nothing.
+  bool write_at(std::int64_t offset, bytes_view entry);
   std::int64_t log_start_offset() const noexcept { return start_offset_; }
   std::int64_t high_watermark() const noexcept {
     return start_offset_ + static_cast<std::int64_t>(entries_.size());
@@ -92,6 +100,20 @@ struct fetch_request {
   std::vector<topic> topics;
 };
 
+/// --edge-quirks: a Produce whose base offsets were read when it came in; broker::commit stores its messages
+/// there.
+struct pending_produce {
+  struct partition {
+    std::string topic;
+    std::int32_t index = 0;
+    std::int64_t base_offset = 0;
+    std::vector<std::vector<unsigned char>> entries;
+  };
+  std::int32_t correlation_id = 0;
+  std::vector<partition> partitions;
+  std::vector<unsigned char> response;  ///< empty with acks=0
+};
+
 /// What the connection does after a request.
 struct outcome {
   enum class action {
@@ -99,10 +121,12 @@ struct outcome {
     no_response,  ///< read the next request (Produce with acks=0, ignored ApiVersions)
     wait_fetch,   ///< long poll: answer `fetch` when data arrives or after its max_wait_ms
     close,        ///< log `reason` and close the connection
+    defer,        ///< --edge-quirks: commit `produce` later, then write its response; read on meanwhile
   };
   action what = action::respond;
   std::vector<unsigned char> response;
   std::unique_ptr<fetch_request> fetch;
+  std::unique_ptr<pending_produce> produce;
   std::string reason;  ///< for close, and a note for no_response
 };
 
@@ -121,6 +145,9 @@ class broker {
   bool fetch_ready(const fetch_request& req, std::int32_t node_id) const;
   /// The Fetch response frame (in the request's version) for `req` as things stand.
   std::vector<unsigned char> fetch_response(const fetch_request& req, std::int32_t node_id) const;
+
+  /// Stores a deferred Produce's messages at the offsets it read; returns what it overwrote, in words, or "".
+  std::string commit(const pending_produce& p);
 
   /// Called after every append, so that waiting fetches can look again.
   void on_append(std::function<void()> callback) { on_append_ = std::move(callback); }

@@ -59,6 +59,7 @@ int main(int argc, char** argv) {
   std::size_t retention_bytes = 64u * 1024u * 1024u;
   std::size_t max_frame_bytes = kws::default_max_frame_bytes;
   bool kafka_08_only = false;
+  bool edge_quirks = false;
   std::int64_t close_idle_ms = 0;
   std::string log_level = "info", log_format = "text";
   std::string tcp_tls_cert, tcp_tls_key, tcp_tls_client_ca, sasl_users_file;
@@ -123,6 +124,13 @@ int main(int argc, char** argv) {
       "--kafka-0.8-only", kafka_08_only,
       "behave like the Kafka 0.8 edge broker: ignore ApiVersions (no reply), only the four v0 APIs");
   sasl_opt->excludes(kafka_08_flag);
+  app.add_flag(
+         "--edge-quirks", edge_quirks,
+         "with --kafka-0.8-only, the edge broker's faults too: no reply to a request outside those APIs "
+         "and versions, nor to a Fetch naming a topic twice; a Produce reads the log end when it "
+         "arrives and stores its messages there 20ms later, so Produce requests pipelined on one "
+         "connection get the same base offset and overwrite each other")
+      ->needs(kafka_08_flag);
   kws::app::add_duration(app, "--close-idle-after", close_idle_ms,
                          "close a WebSocket connection (code 1000) after this long without a request, e.g. "
                          "500ms or 2s, as edge platforms recycle idle connections (TCP connections never)",
@@ -139,6 +147,7 @@ int main(int argc, char** argv) {
   bc.nodes = nodes;
   bc.retention_bytes = retention_bytes;
   bc.kafka_08_only = kafka_08_only;
+  bc.edge_quirks = edge_quirks;
   if (!topics.empty()) {
     bc.topics.clear();
     for (const auto& t : topics) {
@@ -200,9 +209,9 @@ int main(int argc, char** argv) {
   std::fputs((line + "\n").c_str(), stdout);
   std::fflush(stdout);
   spdlog::info(
-      "{} nodes={} auto_create={} kafka_0.8_only={} retention_bytes={} max_frame_bytes={} "
+      "{} nodes={} auto_create={} kafka_0.8_only={} edge_quirks={} retention_bytes={} max_frame_bytes={} "
       "close_idle_after={} tcp_tls={} sasl_users={}",
-      line, nodes, !no_auto_create, kafka_08_only, retention_bytes, max_frame_bytes,
+      line, nodes, !no_auto_create, kafka_08_only, edge_quirks, retention_bytes, max_frame_bytes,
       sc.ws_close_idle_after.count() > 0 ? kws::app::format_duration(sc.ws_close_idle_after) : "never",
       tcp_tls_cert.empty()        ? "off"
       : tcp_tls_client_ca.empty() ? "on"

@@ -32,6 +32,7 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <optional>
 #include <stdexcept>
 #include <string_view>
@@ -55,6 +56,9 @@ constexpr auto idle_timeout = std::chrono::minutes(10);
 constexpr auto tls_handshake_timeout = std::chrono::seconds(10);
 // Buffers above this are released after use, so an idle connection does not keep a large frame's memory.
 constexpr std::size_t keep_buffer_bytes = 1u << 20;
+// --edge-quirks: how long after it came in a Produce's messages are stored, its response written. Requests
+// pipelined behind it meanwhile read the same log end.
+constexpr auto edge_append_delay = std::chrono::milliseconds(20);
 
 std::string to_string(const tcp::endpoint& ep) {
   const auto a = ep.address();
@@ -101,7 +105,8 @@ class session : public std::enable_shared_from_this<session> {
         node_(node),
         kind_(kind),
         peer_(std::move(peer)),
-        fetch_timer_(ex) {
+        fetch_timer_(ex),
+        append_timer_(ex) {
     if (kind_ == listener_kind::tcp && state_->sasl_users) gate_.emplace(*state_->sasl_users);
     app::log_event(spdlog::level::info, {.conn = id_, .event = "open", .fields = endpoint_fields()});
   }
@@ -180,8 +185,29 @@ class session : public std::enable_shared_from_this<session> {
     bytes_in_ += frame.size();
     if (spdlog::should_log(spdlog::level::debug)) log_request(frame);
     if (gate_ && !through_gate(frame)) return;
+    if (answering() && !is_produce(frame)) {
+      // Only Produce requests overlap (--edge-quirks); anything else waits, unread behind it, for their
+      // responses to go out.
+      held_.assign(frame.begin(), frame.end());
+      return;
+    }
+    dispatch(frame);
+  }
+
+  /// Deferred Produce requests or their responses still to be written (--edge-quirks).
+  bool answering() const noexcept { return !deferred_.empty() || !queued_.empty() || writing_queued_; }
+
+  void dispatch(bytes_view frame) {
     outcome o = state_->b->handle(frame, node_, kind_);
     switch (o.what) {
+      case outcome::action::defer:
+        note(spdlog::level::debug,
+             fmt::format("edge quirk: produce (correlation id {}) read its log ends; stored in {}ms, while "
+                         "the next request is read",
+                         o.produce->correlation_id, edge_append_delay.count()));
+        deferred_.push_back({std::move(o.produce), std::chrono::steady_clock::now() + edge_append_delay});
+        if (deferred_.size() == 1) arm_append_timer();
+        return read_next();
       case outcome::action::respond:
         if (!o.reason.empty()) note(spdlog::level::warn, o.reason);
         out_ = std::move(o.response);
@@ -192,6 +218,14 @@ class session : public std::enable_shared_from_this<session> {
       case outcome::action::wait_fetch:
         return start_long_poll(std::move(o.fetch));
       case outcome::action::close:
+        // Deferred Produce requests are dropped with the connection; a response being written goes out
+        // first, since the stream takes one write at a time.
+        deferred_.clear();
+        queued_.clear();
+        if (writing_queued_) {
+          close_after_write_ = std::move(o.reason);
+          return;
+        }
         return protocol_error(o.reason);
     }
   }
@@ -201,6 +235,10 @@ class session : public std::enable_shared_from_this<session> {
     ++frames_out_;
     bytes_out_ += bytes;
     if (!close_after_write_.empty()) return protocol_error(std::exchange(close_after_write_, {}));
+    if (writing_queued_) {
+      writing_queued_ = false;
+      return write_queued();
+    }
     if (out_.capacity() > keep_buffer_bytes) std::vector<unsigned char>().swap(out_);
     read_next();
   }
@@ -254,6 +292,46 @@ class session : public std::enable_shared_from_this<session> {
                      h.correlation_id, frame.size()));
   }
 
+  static bool is_produce(bytes_view frame) {
+    if (frame.size() < frame_header_bytes) return false;
+    error_code ec;
+    const auto h = kafka::peek_request_header(frame.subspan(frame_header_bytes), ec);
+    return !ec && h.key == kafka::api_key::produce;
+  }
+
+  void arm_append_timer() {
+    append_timer_.expires_at(deferred_.front().due);
+    append_timer_.async_wait([self = shared_from_this()](const error_code& ec) {
+      if (!ec) self->commit_front();
+    });
+  }
+
+  void commit_front() {
+    if (deferred_.empty()) return;  // dropped when the connection ended
+    auto p = std::move(deferred_.front().produce);
+    deferred_.pop_front();
+    if (!deferred_.empty()) arm_append_timer();
+    if (auto overwrote = state_->b->commit(*p); !overwrote.empty()) note(spdlog::level::info, overwrote);
+    if (!p->response.empty()) queued_.push_back(std::move(p->response));
+    write_queued();
+  }
+
+  // Writes the deferred Produce responses one at a time, in order; then the request held behind them.
+  void write_queued() {
+    if (writing_queued_) return;
+    if (!queued_.empty()) {
+      out_ = std::move(queued_.front());
+      queued_.pop_front();
+      writing_queued_ = true;
+      return write_out();
+    }
+    if (deferred_.empty() && !held_.empty()) {
+      const auto frame = std::move(held_);
+      held_.clear();
+      dispatch(frame);
+    }
+  }
+
   void start_long_poll(std::unique_ptr<fetch_request> req) {
     // Drop entries of sessions that are gone or no longer waiting, so the list stays as long as the number
     // of parked fetches even when nothing is produced.
@@ -289,6 +367,17 @@ class session : public std::enable_shared_from_this<session> {
   asio::steady_timer fetch_timer_;
   std::unique_ptr<fetch_request> pending_fetch_;
   std::uint64_t fetch_generation_ = 0;
+  // --edge-quirks: Produce requests whose messages are not stored yet, oldest first; their responses once
+  // stored; a request read meanwhile that is no Produce.
+  struct deferred_produce {
+    std::unique_ptr<pending_produce> produce;
+    std::chrono::steady_clock::time_point due;
+  };
+  std::deque<deferred_produce> deferred_;
+  std::deque<std::vector<unsigned char>> queued_;
+  bool writing_queued_ = false;
+  std::vector<unsigned char> held_;
+  asio::steady_timer append_timer_;
 };
 
 // TCP: the Kafka byte stream, a 4-byte size and then the body; over TLS when the listener has a certificate.
@@ -419,7 +508,7 @@ class ws_session final : public session {
     if (buffer_.capacity() > keep_buffer_bytes) buffer_.shrink_to_fit();
     conn_.async_read_frame(buffer_, beast::bind_front_handler(&ws_session::on_read, self()));
     // Only here is the connection idle: no request being answered, the next one not yet in.
-    if (state_->ws_close_idle_after.count() > 0) {
+    if (state_->ws_close_idle_after.count() > 0 && !answering()) {
       idle_timer_.expires_after(state_->ws_close_idle_after);
       idle_timer_.async_wait([self = self(), generation = idle_generation_](const error_code& ec) {
         if (ec || generation != self->idle_generation_) return;

@@ -1,6 +1,8 @@
 #include <kws/frame.hpp>
 #include <kws/kafka/tracker.hpp>
 
+#include "profile_0_8.hpp"
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -13,6 +15,9 @@ constexpr api_version_range kafka_0_8_ranges[] = {
     {api_key::list_offsets, 0, 0},
     {api_key::metadata, 0, 0},
     {api_key::api_versions, 0, max_api_versions_version},
+    // Not the broker's: listed so that librdkafka asks for a group coordinator (otherwise it waits for a
+    // broker that has one, silently); the tracker answers it UNSUPPORTED_VERSION, which librdkafka reports.
+    {api_key::find_coordinator, 0, 0},
 };
 
 std::string describe(api_key key, std::int16_t version, std::int32_t correlation_id) {
@@ -121,7 +126,7 @@ void tracker::on_token_answer(bytes_view frame) {
   }
 }
 
-frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>&) {
+frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>& replacement) {
   if (stream_ == client_stream::sasl_tokens) {
     if (!token_waits()) {
       // A bare token goes as it is: its bytes are no header, whatever they look like.
@@ -160,6 +165,9 @@ frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>&) 
   e.key = h.key;
   e.version = h.version;
   if (h.key == api_key::sasl_handshake || h.key == api_key::sasl_authenticate) sasl_seen_ = true;
+  if (config_->api == broker_api::kafka_0_8 && h.key != api_key::api_versions) {
+    if (auto action = on_0_8_request(e, frame, h, replacement)) return *action;
+  }
   if (h.key == api_key::produce && !expects_response(frame)) return frame_action::forward;  // acks=0
   if (api_name(h.key) == "unknown") {
     note(log_level::debug, [&] {
@@ -182,6 +190,7 @@ frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>&) 
         });
         return frame_action::drop;
       }
+      negotiated_ = true;
       return answer(e, encode_api_versions_response(h.version, h.correlation_id, kafka_0_8_api_versions()));
     }
     e.how = treatment::clamp;
@@ -207,6 +216,51 @@ frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>&) 
   }
   fifo_.push_back(std::move(e));
   return frame_action::forward;
+}
+
+std::optional<frame_action> tracker::on_0_8_request(entry& e, bytes_view frame, const request_header& h,
+                                                    std::vector<unsigned char>& replacement) {
+  if (!profile_0_8::serves(h.key, h.version)) {
+    if (h.key == api_key::produce && !expects_response(frame)) {
+      note(log_level::debug, [&] {
+        return "dropped " + describe(h.key, h.version, h.correlation_id) +
+               " (acks=0): outside what a Kafka 0.8 broker serves";
+      });
+      return frame_action::drop;
+    }
+    if (!negotiated_ && profile_0_8::is_version_probe(h.key, h.version)) {
+      note(log_level::debug, [&] {
+        return "dropped " + describe(h.key, h.version, h.correlation_id) +
+               " unanswered, as a Kafka 0.8 broker would: no ApiVersions v1 or later on this connection, so "
+               "it may be a client probing for the broker's version";
+      });
+      return frame_action::drop;
+    }
+    if (profile_0_8::is_group_api(h.key) && !groups_refused_) {
+      groups_refused_ = true;
+      note(log_level::info, [&] {
+        return describe(h.key, h.version, h.correlation_id) +
+               " answered UNSUPPORTED_VERSION: the Kafka 0.8 broker has no consumer groups; clients that "
+               "subscribe or commit offsets need a broker that has them (assign partitions instead)";
+      });
+    } else {
+      note(log_level::debug, [&] {
+        return describe(h.key, h.version, h.correlation_id) +
+               " answered UNSUPPORTED_VERSION: outside what a Kafka 0.8 broker serves";
+      });
+    }
+    return answer(std::move(e), profile_0_8::unsupported_answer(h, frame.subspan(frame_header_bytes)));
+  }
+  profile_0_8::fetch_layout layout;
+  if (!profile_0_8::merge_fetch(frame, h, replacement, layout)) return std::nullopt;
+  note(log_level::debug, [&] {
+    return describe(h.key, h.version, h.correlation_id) + " names a topic more than once: sent as " +
+           std::to_string(layout.topics.size()) + " entries merged into one per topic";
+  });
+  e.how = treatment::fetch_merged;
+  e.layout = std::make_shared<const profile_0_8::fetch_layout>(std::move(layout));
+  fifo_.push_back(std::move(e));
+  return frame_action::replace;
 }
 
 std::optional<std::vector<unsigned char>> tracker::take_local_response() {
@@ -282,6 +336,13 @@ frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& 
           },
           replacement, ec);
       break;
+    case treatment::fetch_merged:
+      if (std::string why; !profile_0_8::restore_fetch(frame, *e.layout, replacement, why)) {
+        error = "cannot put the answer to the merged " + describe(e.key, e.version, e.correlation_id) +
+                " back in the client's shape: " + why;
+        return frame_action::fail;
+      }
+      return frame_action::replace;
     case treatment::rewrite:
       if (e.version > *max_rewritable_version(e.key)) {
         error = describe(e.key, e.version, e.correlation_id) +

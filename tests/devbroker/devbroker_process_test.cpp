@@ -252,6 +252,48 @@ TEST_F(DevbrokerProcess, Kafka08ModeIgnoresApiVersionsAndKeepsTheConnectionOpen)
   EXPECT_TRUE(log_contains("ignored ApiVersions v3"));
 }
 
+TEST_F(DevbrokerProcess, EdgeQuirksLeaveUnsupportedAndRepeatedTopicFetchesUnansweredAndOverlapProduces) {
+  ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only", "--edge-quirks", "--log-level", "debug"}));
+  ws_client c;
+  ASSERT_FALSE(c.connect(ws_ports_[0]));
+  // Fetch v1 is outside the 0.8 set: no reply, and the connection stays open.
+  ASSERT_FALSE(c.send(fetch_req(1, 0, 0, "edge", 0, 0, 1 << 20, 1)));
+  // Two Produce requests pipelined: both read the log end (0) before either stores its messages.
+  ASSERT_FALSE(c.send(produce_request(2, 1, "edge", 0, message_set({{"a", "first-1"}, {"b", "first-2"}}))));
+  ASSERT_FALSE(c.send(produce_request(3, 1, "edge", 0, message_set({{"c", "second"}}))));
+  bytes first, second;
+  ASSERT_FALSE(c.read(first));
+  ASSERT_FALSE(c.read(second));
+  const auto p2 = parse_produce(first), p3 = parse_produce(second);
+  EXPECT_EQ(p2.correlation_id, 2);
+  EXPECT_EQ(p3.correlation_id, 3);
+  EXPECT_EQ(p2.base_offset, 0);
+  EXPECT_EQ(p3.base_offset, 0);
+  EXPECT_TRUE(wait_event(
+      {kws::test::field_containing("msg", "produce (correlation id 3) overwrote 1 message(s) of edge-0")}));
+  // A Fetch naming the topic twice gets no reply either; the next request's answer is the next one read.
+  ASSERT_FALSE(c.send(request(api_key::fetch, 0, 4, [](kws::kafka::writer& w) {
+    w.int32(-1);
+    w.int32(0);
+    w.int32(0);
+    w.array_count(2);
+    for (int i = 0; i < 2; ++i) {
+      w.string("edge");
+      w.array_count(1);
+      w.int32(0);
+      w.int64(0);
+      w.int32(1 << 20);
+    }
+  })));
+  const auto f = parse_fetch(c.roundtrip(fetch_req(5, 0, 0, "edge", 0, 0)));
+  EXPECT_EQ(f.correlation_id, 5);
+  ASSERT_EQ(f.messages.size(), 2u);  // "second" overwrote "first-1"; "first-2" stayed
+  EXPECT_EQ(f.high_watermark, 2);
+  EXPECT_TRUE(
+      wait_event({kws::test::field_containing("msg", "no reply to unsupported API key 1 (fetch) v1")}));
+  EXPECT_TRUE(wait_event({kws::test::field_containing("msg", "naming topic 'edge' twice")}));
+}
+
 TEST_F(DevbrokerProcess, ApiVersionsV3OverWebSocketListsTheFiveApis) {
   ASSERT_NO_FATAL_FAILURE(start({}));
   ws_client c;

@@ -33,7 +33,7 @@
 #include <unistd.h>
 
 #if !defined(KWS_PROXY_PATH) || !defined(KWS_DEVBROKER_PATH) || !defined(KWS_KCAT_PATH) || \
-    !defined(KWS_KAFKA_PYTHON_SCRIPT) || !defined(KWS_SOCAT_PATH)
+    !defined(KWS_KAFKA_PYTHON_SCRIPT) || !defined(KWS_SOCAT_PATH) || !defined(KWS_EDGE_CLIENTS_SCRIPT)
 #error \
     "tests/e2e/CMakeLists.txt defines the paths of the proxy, the dev broker, kcat, socat and the Python script"
 #endif
@@ -455,6 +455,101 @@ TEST_F(ProxyToDevbroker, Kafka08BrokerWithBrokerApi08AndKafkaPythonWithoutApiVer
   kafka_python("py08", 500, "auto", "api_version 0.8");
   EXPECT_NE(proxy_->output().find("at most 1 request(s) in flight to the broker"), std::string::npos)
       << proxy_->output();
+}
+
+// tests/e2e/edge_clients.py MODE against the proxy, bounded; returns its exit code and output.
+kws::test::run_result edge_client(const std::string& bootstrap, const std::string& mode,
+                                  const std::string& topic, int count) {
+  return kws::test::run({"/usr/bin/python3", KWS_EDGE_CLIENTS_SCRIPT, mode, "--bootstrap", bootstrap,
+                         "--topic", topic, "--count", std::to_string(count), "--limit-s", "25"},
+                        {.stderr_to = spawn_options::stderr_target::captured}, 28s);
+}
+
+// The edge broker's faults (--edge-quirks) with clients at their default settings, through the 0.8 profile.
+const std::vector<std::string> edge_broker{"--kafka-0.8-only", "--edge-quirks", "--default-partitions", "3"};
+
+TEST_F(ProxyToDevbroker, EdgeBrokerKafkaPythonPipeliningDeliversEveryMessageInOrder) {
+  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {"--broker-api", "0.8"}, false));
+  const auto py = edge_client(bootstrap(), "pipeline", "pipelined", 2000);
+  EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << py.out;
+  EXPECT_NE(py.out.find("distinct_offsets 2000 consumed 2000 distinct_values 2000 in_order yes"),
+            std::string::npos)
+      << py.out;
+  EXPECT_EQ(broker_->output().find("overwrote"), std::string::npos) << broker_->output();
+}
+
+TEST_F(ProxyToDevbroker, EdgeBrokerWithoutTheInFlightBoundLosesPipelinedMessages) {
+  // The same run with requests passed on as kafka-python pipelines them: batches overwrite each other.
+  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {"--broker-api", "0.8", "--broker-max-in-flight", "0"}, false));
+  const auto py = edge_client(bootstrap(), "pipeline", "pipelined", 2000);
+  EXPECT_EQ(py.exit_code, std::optional<int>(1)) << describe(py.exit_code, py.err) << py.out;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(py.out, m,
+                                std::regex(R"(distinct_offsets (\d+) consumed \d+ distinct_values (\d+))")))
+      << py.out;
+  EXPECT_LT(std::stoi(m[1].str()), 2000) << "no two batches got the same offset";
+  EXPECT_LT(std::stoi(m[2].str()), 2000) << "no message was lost";
+  EXPECT_NE(broker_->output().find("overwrote"), std::string::npos) << broker_->output();
+}
+
+TEST_F(ProxyToDevbroker, EdgeBrokerConfluentKafkaConsumesTwoTopicsWithInterleavedPartitions) {
+  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {"--broker-api", "0.8", "--log-level", "debug"}, false));
+  const auto py = edge_client(bootstrap(), "two-topics", "pair", 300);
+  EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << py.out;
+  EXPECT_NE(py.out.find("consumed 1800 of 1800"), std::string::npos) << py.out;
+  // librdkafka did name a topic twice in one Fetch, and the broker never saw such a request.
+  EXPECT_NE(proxy_->output().find("names a topic more than once"), std::string::npos) << proxy_->output();
+  EXPECT_EQ(broker_->output().find("twice"), std::string::npos) << broker_->output();
+}
+
+TEST_F(ProxyToDevbroker, EdgeBrokerConfluentKafkaSubscribeFailsWithUnsupportedVersion) {
+  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {"--broker-api", "0.8"}, false));
+  const auto py = edge_client(bootstrap(), "subscribe", "grouped", 0);
+  EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << py.out;
+  EXPECT_NE(
+      py.out.find("error 35 UNSUPPORTED_VERSION: FindCoordinator response error: Broker: API version not "
+                  "supported"),
+      std::string::npos)
+      << py.out;
+  EXPECT_NE(
+      proxy_->output().find("consumer groups; clients that subscribe or commit offsets need a broker that "
+                            "has them"),
+      std::string::npos)
+      << proxy_->output();
+}
+
+// tests/e2e/sarama_roundtrip (Go, Debian's sarama at its default settings): 500 messages both ways.
+void sarama(const std::string& bootstrap, const std::string& topic) {
+#ifdef KWS_SARAMA_PATH
+  const auto go = kws::test::run({KWS_SARAMA_PATH, "-bootstrap", bootstrap, "-topic", topic, "-count", "500"},
+                                 {.stderr_to = spawn_options::stderr_target::captured}, 28s);
+  EXPECT_EQ(go.exit_code, std::optional<int>(0)) << describe(go.exit_code, go.err) << go.out;
+  EXPECT_NE(go.out.find("OK: 500 messages"), std::string::npos) << go.out;
+#else
+  (void)bootstrap;
+  (void)topic;
+#endif
+}
+
+#ifdef KWS_SARAMA_PATH
+#define KWS_NEEDS_SARAMA()
+#else
+#define KWS_NEEDS_SARAMA()                                                                                \
+  GTEST_SKIP() << "no sarama client: go or sarama was missing when this was configured (scripts/deps.sh " \
+                  "installs golang-go and golang-github-shopify-sarama-dev)"
+#endif
+
+TEST_F(ProxyToDevbroker, SaramaThroughTheEdgeProfile) {
+  KWS_NEEDS_SARAMA();
+  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {"--broker-api", "0.8"}, false));
+  sarama(bootstrap(), "go08");
+  EXPECT_EQ(broker_->output().find("overwrote"), std::string::npos) << broker_->output();
+}
+
+TEST_F(ProxyToDevbroker, SaramaAgainstTheDefaultBroker) {
+  KWS_NEEDS_SARAMA();
+  ASSERT_NO_FATAL_FAILURE(start({}, {}, false));
+  sarama(bootstrap(), "go10");
 }
 
 TEST_F(ProxyToDevbroker, KafkaPythonWithDefaultSettingsAgainstTheDefaultBroker) {

@@ -260,14 +260,15 @@ TEST(KafkaTracker, Kafka08AnswersApiVersionsV1UpInRequestOrderAndDropsV0) {
   const auto got = kt::decode_api_versions(*local, 3, &id);
   EXPECT_EQ(id, 2);
   EXPECT_EQ(got.error_code, 0);
-  EXPECT_EQ(got.api_keys, (std::vector<kt::api_versions_entry>{
-                              {0, 0, 0, {}}, {1, 0, 0, {}}, {2, 0, 0, {}}, {3, 0, 0, {}}, {18, 0, 5, {}}}));
+  EXPECT_EQ(got.api_keys,
+            (std::vector<kt::api_versions_entry>{
+                {0, 0, 0, {}}, {1, 0, 0, {}}, {2, 0, 0, {}}, {3, 0, 0, {}}, {18, 0, 5, {}}, {10, 0, 0, {}}}));
   EXPECT_EQ(t.in_flight(), 0u);
 
   EXPECT_EQ(ask(t, request(18, 0, 3)), frame_action::drop);
   EXPECT_EQ(t.in_flight(), 0u);
   EXPECT_EQ(ask(t, request(18, 1, 4)), frame_action::answer);
-  EXPECT_EQ(kt::decode_api_versions(*t.take_local_response(), 1).api_keys.size(), 5u);
+  EXPECT_EQ(kt::decode_api_versions(*t.take_local_response(), 1).api_keys.size(), 6u);
 }
 
 TEST(KafkaTracker, WithoutRewritingEveryFramePassesUnchanged) {

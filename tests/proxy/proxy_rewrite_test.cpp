@@ -195,7 +195,7 @@ TEST(ProxyRewrite, BrokerApi08AnswersApiVersionsV3ItselfAndDropsV0) {
   std::map<std::int16_t, std::pair<std::int16_t, std::int16_t>> ranges;
   for (const auto& e : answer.api_keys) ranges[e.api_key] = {e.min_version, e.max_version};
   const std::map<std::int16_t, std::pair<std::int16_t, std::int16_t>> want{
-      {0, {0, 0}}, {1, {0, 0}}, {2, {0, 0}}, {3, {0, 0}}, {18, {0, 5}}};
+      {0, {0, 0}}, {1, {0, 0}}, {2, {0, 0}}, {3, {0, 0}}, {10, {0, 0}}, {18, {0, 5}}};
   EXPECT_EQ(ranges, want);
   // v0 goes nowhere and gets nothing, as from a Kafka 0.8 broker; the next request is answered in order.
   c.send(request(18, 0, 12));

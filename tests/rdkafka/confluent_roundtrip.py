@@ -88,6 +88,9 @@ def main():
         if msg.error():
             if msg.error().code() == -191:  # _PARTITION_EOF
                 break
+            if msg.error().code() == 35 and "FindCoordinator" in msg.error().str():
+                # A broker without consumer groups (the 0.8 profile): reported once, assign() goes on.
+                continue
             print("consume: %s" % msg.error(), file=sys.stderr)
             return 1
         got.append((msg.key(), msg.value() if msg.value() is not None else b""))

@@ -21,7 +21,7 @@
 #include <vector>
 
 #if !defined(KWS_PLUGIN_PATH) || !defined(KWS_DEVBROKER_PATH) || !defined(KWS_KCAT_PATH) || \
-    !defined(KWS_CONFLUENT_SCRIPT) || !defined(KWS_EXAMPLE_PATH)
+    !defined(KWS_EDGE_CLIENTS_SCRIPT) || !defined(KWS_CONFLUENT_SCRIPT) || !defined(KWS_EXAMPLE_PATH)
 #error "tests/rdkafka/CMakeLists.txt defines the paths of the plugin, dev broker, kcat, script and example"
 #endif
 
@@ -380,6 +380,56 @@ TEST_F(Plugin, UnreachableBrokerIsRetriedUntilItComesUp) {
 TEST_F(Plugin, ConfluentKafkaPythonAgainstTheKafka08Broker) {
   ASSERT_TRUE(start_broker({"--kafka-0.8-only"}));
   confluent_kafka(bootstrap(), "py08", 2000, {"kws.broker.api=0.8"});
+}
+
+// tests/e2e/edge_clients.py MODE (a confluent-kafka one) through the plugin with kws.broker.api=0.8.
+kws::test::run_result edge_client(const std::string& bootstrap, const std::string& mode,
+                                  const std::string& topic, int count,
+                                  const std::vector<std::string>& more = {}) {
+  std::vector<std::string> argv{"/usr/bin/python3",
+                                KWS_EDGE_CLIENTS_SCRIPT,
+                                mode,
+                                "--bootstrap",
+                                bootstrap,
+                                "--topic",
+                                topic,
+                                "--count",
+                                std::to_string(count),
+                                "--limit-s",
+                                "25",
+                                "--set",
+                                std::string("plugin.library.paths=") + KWS_PLUGIN_PATH,
+                                "--set",
+                                "kws.broker.api=0.8"};
+  for (const auto& s : more) argv.insert(argv.end(), {"--set", s});
+  return kws::test::run(
+      argv, {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 28s);
+}
+
+const std::vector<std::string> edge_broker{"--kafka-0.8-only", "--edge-quirks", "--default-partitions", "3"};
+
+TEST_F(Plugin, EdgeBrokerConfluentKafkaRoundTripAndTwoInterleavedTopics) {
+  ASSERT_TRUE(start_broker(edge_broker));
+  // librdkafka pipelines its Produce requests; the plugin's 0.8 profile sends them one at a time.
+  confluent_kafka(bootstrap(), "edge08", 2000, {"kws.broker.api=0.8"});
+  const auto py = edge_client(bootstrap(), "two-topics", "pair", 300, {"kws.log.level=debug"});
+  EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << py.out;
+  EXPECT_NE(py.out.find("consumed 1800 of 1800"), std::string::npos) << py.out;
+  EXPECT_NE(py.err.find("names a topic more than once"), std::string::npos) << py.err;
+  EXPECT_EQ(broker_->output().find("overwrote"), std::string::npos) << broker_->output();
+  EXPECT_EQ(broker_->output().find("twice"), std::string::npos) << broker_->output();
+}
+
+TEST_F(Plugin, EdgeBrokerConfluentKafkaSubscribeFailsWithUnsupportedVersion) {
+  ASSERT_TRUE(start_broker(edge_broker));
+  const auto py = edge_client(bootstrap(), "subscribe", "grouped", 0, {"kws.log.level=info"});
+  EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << py.out;
+  EXPECT_NE(
+      py.out.find("error 35 UNSUPPORTED_VERSION: FindCoordinator response error: Broker: API version not "
+                  "supported"),
+      std::string::npos)
+      << py.out;
+  EXPECT_NE(py.err.find("need a broker that has them"), std::string::npos) << py.err;
 }
 
 void run_example(const std::vector<std::string>& args, int count) {

@@ -24,6 +24,11 @@
 
 namespace kws::kafka {
 
+namespace profile_0_8 {
+struct fetch_layout;
+}
+using profile_0_8_fetch_layout = profile_0_8::fetch_layout;
+
 /// How the broker behind the relay handles ApiVersions.
 enum class broker_api {
   /// The broker answers ApiVersions (Kafka 0.10 and later): requests go to it, and its answer is clamped to
@@ -104,6 +109,7 @@ class tracker final : public frame_hook {
     local,           ///< answered by the tracker; `response` holds the answer
     sasl_handshake,  ///< forwarded SaslHandshake v0; an answer with error code 0 starts the bare tokens
     sasl_token,      ///< a bare SASL token, forwarded; its answer (if one comes) goes back untouched
+    fetch_merged,    ///< a Fetch merged for a Kafka 0.8 broker; the answer goes back in `layout`'s shape
   };
   /// What the client's frames are.
   enum class client_stream : std::uint8_t {
@@ -126,6 +132,7 @@ class tracker final : public frame_hook {
     sasl_mechanism mechanism = sasl_mechanism::other;  ///< for sasl_handshake: the one the client asked for
     std::chrono::steady_clock::time_point seen{};      ///< when the request came by (only with an observer)
     std::vector<unsigned char> response;
+    std::shared_ptr<const profile_0_8_fetch_layout> layout;  ///< for fetch_merged: the client's request
   };
 
   // The requests in flight, oldest first: a vector taken from the front, which allocates nothing until the
@@ -164,6 +171,10 @@ class tracker final : public frame_hook {
   };
 
   frame_action answer(entry e, std::vector<unsigned char> response);
+  /// With broker_api::kafka_0_8: answers a request outside the profile, or merges a Fetch that repeats a
+  /// topic; nullopt for a request that goes on as usual.
+  std::optional<frame_action> on_0_8_request(entry& e, bytes_view frame, const request_header& h,
+                                             std::vector<unsigned char>& replacement);
   bool token_waits() const;
   void on_token_answer(bytes_view frame);
 
@@ -174,6 +185,8 @@ class tracker final : public frame_hook {
   sasl_mechanism mechanism_ = sasl_mechanism::other;  ///< while stream_ is sasl_tokens
   std::uint8_t token_answers_ = 0;                    ///< answers to bare tokens since the handshake
   bool sasl_seen_ = false;                            ///< a SaslHandshake or SaslAuthenticate came by
+  bool groups_refused_ = false;                       ///< a group API was answered for a Kafka 0.8 broker
+  bool negotiated_ = false;  ///< ApiVersions v1 or later answered for a Kafka 0.8 broker on this connection
 };
 
 }  // namespace kws::kafka
