@@ -5,6 +5,7 @@
 // may advertise its own. Everything runs on 127.0.0.1 with ephemeral ports; every wait is bounded.
 #include "client_tools.hpp"
 #include "forward_proxy_process.hpp"
+#include "log_events.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 #include "ws_test_server.hpp"
@@ -153,7 +154,11 @@ class ProxyToDevbroker : public ::testing::Test {
 
   // Every client connection went through the proxy (the broker has no TCP listener; this checks the log).
   void expect_proxy_carried_connections() const {
-    EXPECT_NE(proxy_->output().find(" open client=127.0.0.1:"), std::string::npos) << proxy_->output();
+    const bool text = proxy_->output().find(" open client=127.0.0.1:") != std::string::npos;
+    EXPECT_TRUE(text || !kws::test::events(*proxy_, {kws::test::field("event", "open"),
+                                                     kws::test::field_containing("client", "127.0.0.1:")})
+                             .empty())
+        << proxy_->output();
   }
 
   // A round trip of `n` keyed messages on `topic` with kcat: produce, consume from the beginning, compare.
@@ -454,6 +459,39 @@ TEST_F(ProxyToDevbroker, Kafka08BrokerWithBrokerApi08AndKafkaPythonWithoutApiVer
   // pipelines; the 0.8 profile sends its requests one at a time, and every message arrives.
   kafka_python("py08", 500, "auto", "api_version 0.8");
   EXPECT_NE(proxy_->output().find("at most 1 request(s) in flight to the broker"), std::string::npos)
+      << proxy_->output();
+}
+
+// --broker-api auto, the default: the broker's silence on ApiVersions is detected, once per broker URL.
+TEST_F(ProxyToDevbroker, Kafka08BrokerDetectedWithNoProxyFlagAndKcatAtDefaultSettings) {
+  ASSERT_NO_FATAL_FAILURE(
+      start({"--kafka-0.8-only"}, {"--log-format", "json", "--log-level", "debug"}, false));
+  // kcat at its default settings: no fallback flags, no proxy flag.
+  ASSERT_NO_FATAL_FAILURE(kcat_round_trip("auto08", 2000));
+  const kws::test::event_filter detected{kws::test::field("event", "broker_api"),
+                                         kws::test::field("verdict", "detected"),
+                                         kws::test::field("broker", "ws://127.0.0.1:" + ws_port_ + "/")};
+  EXPECT_EQ(kws::test::events(*proxy_, detected).size(), 1u) << proxy_->output();
+  // The consumer's connections started in the profile: nothing waited for the broker again.
+  EXPECT_FALSE(kws::test::events(*proxy_, {kws::test::field("event", "broker_api"),
+                                           kws::test::field("verdict", "remembered")})
+                   .empty());
+}
+
+TEST_F(ProxyToDevbroker, Kafka08BrokerDetectedWithNoProxyFlagAndKafkaPythonAtDefaultSettings) {
+  ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}, {"--log-format", "json"}, false));
+  // Its ApiVersions v0 goes unanswered, as from a 0.8 broker, and it probes down; its pipelined requests
+  // then go one at a time, and every message arrives.
+  kafka_python("pyauto", 500, "auto", "api_version 0.8");
+  EXPECT_TRUE(kws::test::wait_for_event(
+      *proxy_, {kws::test::field("event", "broker_api"), kws::test::field("verdict", "detected")}))
+      << proxy_->output();
+}
+
+TEST_F(ProxyToDevbroker, DefaultBrokerAnswersApiVersionsAndNothingIsDetected) {
+  ASSERT_NO_FATAL_FAILURE(start({}, {"--log-format", "json"}, false));
+  ASSERT_NO_FATAL_FAILURE(kcat_round_trip("answered", 500));
+  EXPECT_TRUE(kws::test::events(*proxy_, {kws::test::field("event", "broker_api")}).empty())
       << proxy_->output();
 }
 

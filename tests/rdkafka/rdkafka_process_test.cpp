@@ -277,12 +277,39 @@ TEST_F(Plugin, Kafka08BrokerWithBrokerApi08AndOtherwiseDefaultSettings) {
   EXPECT_TRUE(output_of("consume") == input) << "consumed keys and values differ from the produced ones";
 }
 
-TEST_F(Plugin, Kafka08BrokerWithoutBrokerApi08TimesOutOnApiVersions) {
-  // The reason kws.broker.api exists: librdkafka waits for an ApiVersions answer that never comes.
+TEST_F(Plugin, Kafka08BrokerDetectedWithOnlyThePluginSet) {
   ASSERT_TRUE(start_broker({"--kafka-0.8-only"}));
-  const auto r =
-      kws::test::run(kcat_argv({"api.version.request.timeout.ms=1000"}, {"-L", "-m", "3"}),
-                     {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 20s);
+  const std::string input = keyed_lines(2000, "auto08-");
+  write_file(path("in.txt"), input);
+  // Each kcat is a process of its own: each waits once for the broker's silence, and says so once.
+  for (const char* step : {"produce", "consume"}) {
+    const bool produce = std::string(step) == "produce";
+    const auto r = kws::test::run(
+        kcat_argv({}, produce
+                          ? std::vector<std::string>{"-P", "-t", "test-topic", "-K:", "-l", path("in.txt")}
+                          : std::vector<std::string>{"-C", "-t", "test-topic", "-o", "beginning", "-e", "-f",
+                                                     "%k:%s\\n"}),
+        {.stdout_file = path(std::string(step) + ".out"),
+         .stderr_to = spawn_options::stderr_target::captured,
+         .environment = tool_env()},
+        20s);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << step << ": " << describe(r.exit_code, r.err);
+    const std::regex verdict(
+        "ws://127\\.0\\.0\\.1:" + port_ +
+        "/ left ApiVersions unanswered for 1000ms: taken for a Kafka 0\\.8 broker.*kws\\.broker\\.api=0\\.8");
+    const auto lines =
+        std::distance(std::sregex_iterator(r.err.begin(), r.err.end(), verdict), std::sregex_iterator());
+    EXPECT_EQ(lines, 1) << step << ":\n" << r.err;
+  }
+  EXPECT_TRUE(output_of("consume") == input) << "consumed keys and values differ from the produced ones";
+}
+
+TEST_F(Plugin, Kafka08BrokerWithoutDetectionTimesOutOnApiVersions) {
+  // What kws.broker.api=0.8 and detection spare: librdkafka waits for an ApiVersions answer that never comes.
+  ASSERT_TRUE(start_broker({"--kafka-0.8-only"}));
+  const auto r = kws::test::run(
+      kcat_argv({"kws.api.versions.timeout.ms=0", "api.version.request.timeout.ms=1000"}, {"-L", "-m", "3"}),
+      {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 20s);
   EXPECT_NE(r.exit_code, std::optional<int>(0)) << r.out;
   EXPECT_NE(r.err.find("ApiVersion"), std::string::npos) << r.err;
 }
