@@ -1,7 +1,8 @@
 // kws::kafka::tracker: the frame hook that makes a relay Kafka-aware, with no I/O. It keeps a bounded FIFO
 // of the requests in flight on one connection (correlation id, api key, version) so that each response can
 // be decoded with its request's version; it rewrites broker addresses in the responses that carry them,
-// clamps ApiVersions answers to what it can rewrite, and answers ApiVersions itself for a Kafka 0.8 broker.
+// clamps ApiVersions answers to what it can rewrite, and answers ApiVersions itself for a Kafka 0.8 broker
+// (given, or found out when the broker leaves an ApiVersions unanswered).
 // After a SaslHandshake v0 that the broker accepts, the client's frames are bare SASL tokens with no request
 // header until the exchange ends: the tracker passes them and their answers untouched (docs/architecture.md,
 // "SASL through the relay", says how it tells where the exchange ends).
@@ -29,7 +30,8 @@ namespace kws::kafka {
 /// How the broker behind the relay handles ApiVersions.
 enum class broker_api {
   /// The broker answers ApiVersions (Kafka 0.10 and later): requests go to it, and its answer is clamped to
-  /// the versions the tracker can rewrite.
+  /// the versions the tracker can rewrite. With tracker_config::api_versions_timeout, a broker that leaves
+  /// one unanswered that long is taken for kafka_0_8 instead.
   negotiate,
   /// A Kafka 0.8 broker, which never answers ApiVersions. The tracker answers ApiVersions v1 and later itself
   /// with the four v0 APIs (clients of KIP-511's era pick versions from those ranges), and drops v0
