@@ -1,6 +1,7 @@
 // kws::kafka::tracker, the Kafka frame hook, driven by an input that is a sequence of steps: a request frame
-// from the client, a response frame from the broker, or taking a local answer, with the tracker's mode
-// (rewriting or not, Kafka 0.8 or negotiating, a small bound) from the first bytes. Invariants: requests in
+// from the client, a response frame from the broker, taking a local answer, or the timed ApiVersions running
+// out of time, with the tracker's mode (rewriting or not, Kafka 0.8, negotiating or detecting, a small bound)
+// from the first bytes. Invariants: requests in
 // flight never exceed the bound while the relay honours can_take_request(); every verdict is one the caller
 // can act on (a replacement is a whole frame whose size header matches; answers come back through
 // take_local_response with a frame of their own); nothing crashes on any bytes.
@@ -12,6 +13,7 @@
 
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   cfg->rewrite = in.ConsumeBool();
   cfg->api = in.ConsumeBool() ? kws::kafka::broker_api::kafka_0_8 : kws::kafka::broker_api::negotiate;
   cfg->max_in_flight = in.ConsumeIntegralInRange<std::size_t>(1, 8);
+  const bool detecting = in.ConsumeBool();
+  if (detecting) cfg->api_versions_timeout = std::chrono::milliseconds(1000);
   const bool map_fails = in.ConsumeBool();
   if (cfg->rewrite) {
     cfg->map = [map_fails](const kws::kafka::advertised_broker& b, boost::system::error_code& ec) {
@@ -44,9 +48,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   kws::kafka::tracker t(cfg);
   while (in.remaining_bytes() > 0) {
-    const int step = in.ConsumeIntegralInRange<int>(0, 2);
+    const int step = in.ConsumeIntegralInRange<int>(0, 3);
     if (step == 2) {
       if (auto local = t.take_local_response()) KWS_FUZZ_CHECK(whole_frame(*local));
+      continue;
+    }
+    if (step == 3) {
+      // The relay calls it only while response_timeout() is set; the tracker must not mind either way.
+      const auto before = t.in_flight();
+      t.on_response_timeout();
+      KWS_FUZZ_CHECK(t.in_flight() <= before);
+      KWS_FUZZ_CHECK(t.response_timeout().count() == 0);
       continue;
     }
     // A frame: its size header always right (the relay only hands over whole frames), the body from the
@@ -71,7 +83,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       KWS_FUZZ_CHECK(t.in_flight() <= before);
       if (verdict == kws::frame_action::replace) KWS_FUZZ_CHECK(whole_frame(replacement));
       if (verdict == kws::frame_action::fail) KWS_FUZZ_CHECK(!error.empty());
-      KWS_FUZZ_CHECK(verdict != kws::frame_action::answer && verdict != kws::frame_action::drop);
+      KWS_FUZZ_CHECK(verdict != kws::frame_action::answer);
+      // Only the late answer to an ApiVersions the tracker answered itself is dropped.
+      KWS_FUZZ_CHECK(verdict != kws::frame_action::drop || detecting);
     }
   }
   return 0;

@@ -165,10 +165,19 @@ int main(int argc, char** argv) {
         return ec ? "expected a ws:// or wss:// URL with {host}, {port} or {node_id}, got '" + v + "'"
                   : std::string();
       });
-  app.add_option("--broker-api", broker_api,
-                 "auto: the broker answers ApiVersions; 0.8: the proxy answers it for a Kafka 0.8 broker")
-      ->check(CLI::IsMember({"auto", "0.8"}))
-      ->capture_default_str();
+  const auto* broker_api_opt =
+      app.add_option(
+             "--broker-api", broker_api,
+             "auto: the broker answers ApiVersions, or is taken for Kafka 0.8 when it leaves one "
+             "unanswered for --api-versions-timeout; 0.8: the proxy answers it for a Kafka 0.8 broker")
+          ->check(CLI::IsMember({"auto", "0.8"}))
+          ->capture_default_str();
+  std::int64_t api_versions_ms = 1000;
+  const auto* api_versions_opt = kws::app::add_duration(
+      app, "--api-versions-timeout", api_versions_ms,
+      "with --broker-api auto: a broker that leaves a client's ApiVersions unanswered this long (while its "
+      "WebSocket stays open) is taken for Kafka 0.8 until the proxy exits (0: never)",
+      "1s", std::chrono::milliseconds::zero(), std::chrono::seconds(60));
   std::size_t broker_max_in_flight = 0;
   const auto* broker_max_in_flight_opt =
       app.add_option("--broker-max-in-flight", broker_max_in_flight,
@@ -203,6 +212,10 @@ int main(int argc, char** argv) {
       throw CLI::ValidationError("--client-ca-file", "needs --client-tls-cert/--client-tls-key");
     if (cfg.dialer.cert_file.empty() != cfg.dialer.key_file.empty())
       throw CLI::ValidationError("--cert/--key", "give both or neither");
+    if (api_versions_opt->count() > 0 && broker_api_opt->count() > 0 && broker_api != "auto")
+      throw CLI::ValidationError("--api-versions-timeout",
+                                 "only with --broker-api auto (the broker answers "
+                                 "nothing to wait for under --broker-api 0.8)");
   };
   if (auto exit_code =
           kws::app::parse_command_line(app, normalize_go_flags(argc, argv, long_names), validate)) {
@@ -238,6 +251,7 @@ int main(int argc, char** argv) {
   cfg.broker_api =
       broker_api == "0.8" ? kws::kafka::broker_api::kafka_0_8 : kws::kafka::broker_api::negotiate;
   if (broker_max_in_flight_opt->count() > 0) cfg.broker_max_in_flight = broker_max_in_flight;
+  cfg.api_versions_timeout = std::chrono::milliseconds(api_versions_ms);
   if (!broker_ports.empty()) {
     unsigned a = 0, b = 0;
     std::sscanf(broker_ports.c_str(), "%u-%u", &a, &b);

@@ -77,6 +77,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   void start_relay(kws::connection conn);
   template <class Client>
   void run_relay(Client client, kws::connection conn, const std::string& url);
+  kafka::api_verdict_handler verdict_logger() const;
   void finish();
   // A shutdown ends a first dial still under way: the dial is given up with a closed line.
   void give_up_dial(const std::string& why);
@@ -304,7 +305,8 @@ void session::run_relay(Client client, kws::connection conn, const std::string& 
   options.min_log_level = static_cast<kws::log_level>(std::min<int>(spdlog::get_level(), 4));
   std::weak_ptr<session> weak = shared_from_this();
   relay_ = kws::relay::create(
-      std::move(client), std::move(conn), std::move(options), std::make_shared<kafka::tracker>(tracking_),
+      std::move(client), std::move(conn), std::move(options),
+      std::make_shared<kafka::tracker>(tracking_, route_->url, verdict_logger()),
       [self = shared_from_this(), url](const kws::relay_report& r) {
         self->release_slot();
         self->metrics_.relay_ended(r);
@@ -334,6 +336,28 @@ void session::run_relay(Client client, kws::connection conn, const std::string& 
         self->dial(std::move(done));
       });
   relay_->start();
+}
+
+// One info line for the first verdict on a broker URL; debug lines for the connections that follow it.
+kafka::api_verdict_handler session::verdict_logger() const {
+  return [id = id_, url = route_->url, wait = cfg_.api_versions_timeout,
+          limit = kafka::request_limit(*tracking_, kafka::broker_api::kafka_0_8)](kafka::api_verdict v) {
+    app::connection_event e{.conn = id,
+                            .event = "broker_api",
+                            .fields = {{"broker", url}, {"api", "0.8"}, {"verdict", "detected"}}};
+    if (v == kafka::api_verdict::remembered) {
+      e.fields.back().second = "remembered";
+      e.cause = "broker taken for Kafka 0.8 earlier: ApiVersions answered by the proxy from the start";
+      return app::log_event(spdlog::level::debug, e);
+    }
+    e.cause = fmt::format(
+        "the broker left ApiVersions unanswered for {}: taken for Kafka 0.8 for the rest of this process "
+        "(ApiVersions answered by the proxy, {} request(s) in flight per connection); --broker-api 0.8 "
+        "skips the wait",
+        app::format_duration(wait), limit);
+    if (v == kafka::api_verdict::detected_again) e.fields.back().second = "detected_again";
+    app::log_event(v == kafka::api_verdict::detected ? spdlog::level::info : spdlog::level::debug, e);
+  };
 }
 
 void session::drain(std::chrono::milliseconds timeout) {
@@ -480,12 +504,20 @@ class server {
     tracking->rewrite = cfg_.rewrite;
     tracking->api = cfg_.broker_api;
     tracking->broker_max_in_flight = cfg_.broker_max_in_flight;
+    tracking->api_versions_timeout = cfg_.api_versions_timeout;
+    tracking->verdicts = std::make_shared<kafka::api_verdicts>();
     if (cfg_.rewrite) {
       tracking->map = [directory](const kafka::advertised_broker& b, error_code& ec) {
         return directory->map(b, ec);
       };
     }
-    if (!cfg_.metrics_listen.empty()) tracking->observer = metrics_.request_observer();
+    if (!cfg_.metrics_listen.empty()) {
+      tracking->observer = metrics_.request_observer();
+      metrics_.scraped().add_gauge_function(
+          "kws_brokers_detected_kafka_0_8",
+          "proxy only: broker URLs taken for Kafka 0.8 because they left ApiVersions unanswered", {},
+          [v = tracking->verdicts] { return static_cast<double>(v->size()); });
+    }
     tracking_ = tracking;
 
     spdlog::info("listening on {}{} broker={} threads={} max_frame_bytes={} rewrite={}{}{}",

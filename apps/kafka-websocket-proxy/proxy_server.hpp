@@ -48,6 +48,9 @@ struct proxy_config {
   /// Requests in flight to the broker per client connection before the next waits in the proxy; 0: no
   /// limit; unset: 1 with broker_api 0.8, no limit otherwise (kafka::tracker_config::broker_max_in_flight).
   std::optional<std::size_t> broker_max_in_flight;
+  /// With broker_api negotiate: a broker that leaves a client's ApiVersions unanswered this long is taken
+  /// for Kafka 0.8, for the rest of the process (kafka::tracker_config::api_versions_timeout); 0: never.
+  std::chrono::milliseconds api_versions_timeout{std::chrono::seconds(1)};
   /// Host that rewritten responses advertise; empty: the listen host when it is specific, else localhost.
   std::string advertise_host;
   /// Ports for the listeners of further brokers; {0, 0}: the ports right after `port` (any free port when

@@ -6,6 +6,7 @@
 
 #include <boost/system/error_code.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -22,7 +23,7 @@ enum class frame_action {
   forward,  ///< pass the frame on unchanged
   replace,  ///< pass the replacement on instead
   answer,   ///< a request the hook answers itself: its response waits in take_local_response()
-  drop,     ///< a request that goes nowhere and gets no response
+  drop,     ///< a request that goes nowhere and gets no response; a response the client never gets
   fail,     ///< a response that cannot be passed on: the connection ends with `error`
 };
 
@@ -53,6 +54,14 @@ class frame_hook {
   /// Requests the client still waits for an answer to: sent to the broker, or answered locally but not yet
   /// written to the client.
   virtual std::size_t in_flight() const = 0;
+
+  /// While the hook waits on a request whose answer it times: how long the broker may take before the relay
+  /// calls on_response_timeout (zero: nothing timed). The relay asks after each request it forwards and each
+  /// response, and keeps one timer only while this is not zero.
+  virtual std::chrono::milliseconds response_timeout() const { return {}; }
+  /// The timed request went unanswered for response_timeout(). The hook may now have a local answer ready
+  /// and take requests again; the relay delivers the one and resumes the other.
+  virtual void on_response_timeout() {}
 
   /// True once the broker connection holds state of the client's that a new connection would not have
   /// (a SASL authentication begun or done). Then a broker that closes between requests ends the relay

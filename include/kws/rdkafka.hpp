@@ -53,6 +53,9 @@ struct config {
   dialer_config dialer = default_dialer_config();
   /// kws.broker.api: `auto` (the broker answers ApiVersions) or `0.8` (it never does; the hook answers).
   kafka::broker_api broker_api = kafka::broker_api::negotiate;
+  /// With `auto`: a broker that leaves an ApiVersions request unanswered this long is taken for Kafka 0.8,
+  /// for every client of the process from then on (kws.api.versions.timeout.ms; 0: never).
+  std::chrono::milliseconds api_versions_timeout{1000};
   /// Requests in flight on one connection before the hook stops reading librdkafka (kws.max.in.flight).
   std::size_t max_in_flight = 1024;
   /// Requests in flight to the broker on one connection before librdkafka's next one waits in the hook, in
@@ -80,6 +83,7 @@ enum class property_result { ok, invalid, unknown };
 ///                                                  set (validate: both or neither)
 ///   kws.header.NAME                                header NAME on the upgrade request (never logged)
 ///   kws.broker.api                                 auto or 0.8
+///   kws.api.versions.timeout.ms                    0 (never take a broker for Kafka 0.8) .. 60000
 ///   kws.handshake.timeout.ms                       1 .. 300000
 ///   kws.ping.interval.ms                           0 (no pings, no idle timeout) .. 3600000
 ///   kws.max.frame.bytes                            1024 .. 1000000000

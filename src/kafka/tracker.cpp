@@ -50,18 +50,29 @@ std::size_t default_broker_max_in_flight(broker_api api) noexcept {
 }
 
 std::size_t request_limit(const tracker_config& config) noexcept {
-  const auto broker = config.broker_max_in_flight.value_or(default_broker_max_in_flight(config.api));
+  return request_limit(config, config.api);
+}
+
+std::size_t request_limit(const tracker_config& config, broker_api api) noexcept {
+  const auto broker = config.broker_max_in_flight.value_or(default_broker_max_in_flight(api));
   return broker == 0 ? config.max_in_flight : std::min(broker, config.max_in_flight);
 }
 
-tracker::tracker(std::shared_ptr<const tracker_config> config)
-    : config_(std::move(config)), limit_(config_ ? request_limit(*config_) : 0) {
+tracker::tracker(std::shared_ptr<const tracker_config> config, std::string broker,
+                 api_verdict_handler on_verdict)
+    : config_(std::move(config)),
+      limit_(config_ ? request_limit(*config_) : 0),
+      api_(config_ ? config_->api : broker_api::negotiate),
+      broker_(std::move(broker)),
+      on_verdict_(std::move(on_verdict)) {
   if (!config_) throw std::invalid_argument("kws::kafka::tracker needs a config");
   if (config_->rewrite && !config_->map)
     throw std::invalid_argument("kws::kafka::tracker: rewriting needs a map");
+  start_detection();
 }
 
 bool tracker::can_take_request() const {
+  if (waits_for_api_versions()) return false;
   // A frame that comes while a bare SASL token waits for its answer settles that token (on_request), so
   // the token holds no place against it: otherwise a bound of 1 would wait for ever after GSSAPI's last
   // token, which is never answered.
@@ -165,7 +176,7 @@ frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>& r
   e.key = h.key;
   e.version = h.version;
   if (h.key == api_key::sasl_handshake || h.key == api_key::sasl_authenticate) sasl_seen_ = true;
-  if (config_->api == broker_api::kafka_0_8 && h.key != api_key::api_versions) {
+  if (api_ == broker_api::kafka_0_8 && h.key != api_key::api_versions) {
     if (auto action = on_0_8_request(e, frame, h, replacement)) return *action;
   }
   if (h.key == api_key::produce && !expects_response(frame)) return frame_action::forward;  // acks=0
@@ -176,24 +187,14 @@ frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>& r
     });
   }
 
-  if (h.key == api_key::api_versions && (config_->rewrite || config_->api == broker_api::kafka_0_8)) {
-    if (h.version > max_api_versions_version) {
-      // KIP-511: answer a version we cannot decode with an error listing the versions we can; the client
-      // retries with one of those.
+  if (h.key == api_key::api_versions && (config_->rewrite || api_ == broker_api::kafka_0_8 || detecting_)) {
+    if (api_ == broker_api::kafka_0_8) return answer_as_kafka_0_8(std::move(e));
+    // KIP-511: answer a version we cannot decode with an error listing the versions we can; the client
+    // retries with one of those.
+    if (h.version > max_api_versions_version && config_->rewrite)
       return answer(e, encode_api_versions_unsupported(h.correlation_id));
-    }
-    if (config_->api == broker_api::kafka_0_8) {
-      if (h.version == 0) {
-        note(log_level::debug, [&] {
-          return "dropped " + describe(h.key, h.version, h.correlation_id) +
-                 " unanswered, as a Kafka 0.8 broker would";
-        });
-        return frame_action::drop;
-      }
-      negotiated_ = true;
-      return answer(e, encode_api_versions_response(h.version, h.correlation_id, kafka_0_8_api_versions()));
-    }
-    e.how = treatment::clamp;
+    e.how = config_->rewrite ? treatment::clamp : treatment::pass;
+    e.timed = detecting_;
   } else if (h.key == api_key::sasl_handshake && h.version == 0) {
     e.how = treatment::sasl_handshake;
     if (h.header_bytes > 0) {
@@ -272,6 +273,7 @@ std::optional<std::vector<unsigned char>> tracker::take_local_response() {
 
 frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& replacement,
                                   std::string& error) {
+  if (late_id_ && drop_late_api_versions(frame)) return frame_action::drop;
   const bool has_id = frame.size() >= frame_header_bytes + 4;
   const std::int32_t id = has_id ? load_be32(frame.data() + frame_header_bytes) : 0;
   // Brokers answer in request order, so the response belongs to the oldest request in flight. Look further
@@ -306,6 +308,7 @@ frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& 
   }
   const entry e = std::move(fifo_.front());
   fifo_.pop_front();
+  if (e.timed) detecting_ = false;  // the broker answers ApiVersions
   if (auto* o = config_->observer.get(); o && e.has_correlation_id)
     o->on_response(e.key, std::chrono::steady_clock::now() - e.seen);
 
@@ -359,6 +362,85 @@ frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& 
     return frame_action::fail;
   }
   return changed ? frame_action::replace : frame_action::forward;
+}
+
+// ---- the Kafka 0.8 profile, given or found out ---------------------------------------------------------
+
+frame_action tracker::answer_as_kafka_0_8(entry e) {
+  // KIP-511: a version we cannot decode gets an error listing the versions we can; the client retries.
+  if (e.version > max_api_versions_version) {
+    auto error = encode_api_versions_unsupported(e.correlation_id);
+    return answer(std::move(e), std::move(error));
+  }
+  if (e.version == 0) {
+    note(log_level::debug, [&] {
+      return "dropped " + describe(e.key, e.version, e.correlation_id) +
+             " unanswered, as a Kafka 0.8 broker would";
+    });
+    return frame_action::drop;
+  }
+  negotiated_ = true;
+  auto response = encode_api_versions_response(e.version, e.correlation_id, kafka_0_8_api_versions());
+  return answer(std::move(e), std::move(response));
+}
+
+void tracker::start_detection() {
+  if (api_ != broker_api::negotiate || config_->api_versions_timeout.count() <= 0) return;
+  if (config_->verdicts && config_->verdicts->is_kafka_0_8(broker_)) {
+    become_kafka_0_8();
+    if (on_verdict_) on_verdict_(api_verdict::remembered);
+    return;
+  }
+  detecting_ = true;
+}
+
+void tracker::become_kafka_0_8() {
+  api_ = broker_api::kafka_0_8;
+  limit_ = request_limit(*config_, api_);
+  detecting_ = false;
+}
+
+// The timed ApiVersions is the last request in flight: the client's next ones wait unread meanwhile.
+bool tracker::waits_for_api_versions() const {
+  return detecting_ && !fifo_.empty() && fifo_.back().timed;
+}
+
+std::chrono::milliseconds tracker::response_timeout() const {
+  return waits_for_api_versions() ? config_->api_versions_timeout : std::chrono::milliseconds::zero();
+}
+
+void tracker::on_response_timeout() {
+  if (!waits_for_api_versions()) return;
+  entry e = std::move(fifo_.back());
+  fifo_.pop_back();
+  late_id_ = e.correlation_id;
+  late_ahead_ = 0;
+  for (std::size_t i = 0; i < fifo_.size(); ++i) late_ahead_ += fifo_[i].how != treatment::local;
+  become_kafka_0_8();
+  const bool first = !config_->verdicts || config_->verdicts->remember_kafka_0_8(broker_);
+  if (on_verdict_) on_verdict_(first ? api_verdict::detected : api_verdict::detected_again);
+  e.timed = false;
+  e.how = treatment::pass;
+  answer_as_kafka_0_8(std::move(e));
+}
+
+// Brokers answer in order: the late answer comes before any to a request sent after it, or never.
+bool tracker::drop_late_api_versions(bytes_view frame) {
+  const bool has_id = frame.size() >= frame_header_bytes + 4;
+  if (has_id && load_be32(frame.data() + frame_header_bytes) == *late_id_) {
+    note(log_level::debug, [&] {
+      return "dropped the broker's late answer to ApiVersions (correlation id " + std::to_string(*late_id_) +
+             "), answered already as for Kafka 0.8";
+    });
+    late_id_.reset();
+    return true;
+  }
+  if (late_ahead_ > 0) {
+    --late_ahead_;
+  } else {
+    late_id_.reset();
+  }
+  return false;
 }
 
 }  // namespace kws::kafka

@@ -190,6 +190,12 @@ property_result set_property(config& cfg, std::string_view name, const char* val
     }
     return property_result::ok;
   }
+  if (name == "kws.api.versions.timeout.ms") {
+    const auto n = value ? parse_int(v, 0, 60000) : defaults.api_versions_timeout.count();
+    if (!n) return fail("expected milliseconds from 0 (never) to 60000");
+    cfg.api_versions_timeout = std::chrono::milliseconds(*n);
+    return property_result::ok;
+  }
   if (name == "kws.handshake.timeout.ms") {
     const auto n = value ? parse_int(v, 1, 300000) : defaults.dialer.handshake_timeout.count();
     if (!n) return fail("expected milliseconds from 1 to 300000");

@@ -37,6 +37,12 @@ std::string describe(const broker_target& t) {
          join_host_port(t.host, static_cast<std::uint32_t>(t.port));
 }
 
+// What the hook finds out about brokers holds for every client of the process.
+std::shared_ptr<kafka::api_verdicts> process_verdicts() {
+  static const auto verdicts = std::make_shared<kafka::api_verdicts>();
+  return verdicts;
+}
+
 }  // namespace
 
 bool parse_broker_name(std::string_view name, std::string& host, std::int32_t& port) {
@@ -68,6 +74,8 @@ engine::engine(config cfg, std::string client_name)
   tracking->api = cfg_.broker_api;
   tracking->max_in_flight = cfg_.max_in_flight;
   tracking->broker_max_in_flight = cfg_.broker_max_in_flight;
+  tracking->api_versions_timeout = cfg_.api_versions_timeout;
+  tracking->verdicts = process_verdicts();
   tracking_ = std::move(tracking);
 
   const tcp::endpoint loopback(asio::ip::address_v4::loopback(), 0);
@@ -190,7 +198,8 @@ void engine::start_relay(std::uint64_t id, tcp::socket s, connection ws, std::st
     options.min_log_level = cfg_.min_log_level;
   }
   auto r = relay::create(
-      std::move(s), std::move(ws), std::move(options), std::make_shared<kafka::tracker>(tracking_),
+      std::move(s), std::move(ws), std::move(options),
+      std::make_shared<kafka::tracker>(tracking_, url, verdict_note(id, url)),
       [this, id, url, target](const relay_report& rep) {
         note(rep.error ? log_level::warn : log_level::debug, [&] {
           return "conn " + std::to_string(id) + " closed " + describe(target) + " at " + url +
@@ -211,6 +220,23 @@ void engine::start_relay(std::uint64_t id, tcp::socket s, connection ws, std::st
       });
   relays_.emplace(id, r);
   r->start();
+}
+
+// A warning, shown at the default kws.log.level, for the first verdict on a broker in this process: every
+// process that does not pin the broker api waits once per broker.
+kafka::api_verdict_handler engine::verdict_note(std::uint64_t id, const std::string& url) {
+  return [this, id, url](kafka::api_verdict v) {
+    const auto level = v == kafka::api_verdict::detected ? log_level::warn : log_level::debug;
+    note(level, [&] {
+      if (v == kafka::api_verdict::remembered)
+        return "conn " + std::to_string(id) + " " + url +
+               " was taken for Kafka 0.8 earlier: ApiVersions answered by the hook from the start";
+      return "conn " + std::to_string(id) + " " + url + " left ApiVersions unanswered for " +
+             std::to_string(cfg_.api_versions_timeout.count()) +
+             "ms: taken for a Kafka 0.8 broker for the rest of this process (ApiVersions answered by the "
+             "hook); kws.broker.api=0.8 skips the wait";
+    });
+  };
 }
 
 void engine::set_client_name(std::string_view name) {

@@ -82,6 +82,7 @@ class engine : public std::enable_shared_from_this<engine> {
   void start_relay(std::uint64_t id, boost::asio::ip::tcp::socket s, connection ws, std::string url,
                    broker_target target);
   void stop_on_loop();
+  kafka::api_verdict_handler verdict_note(std::uint64_t id, const std::string& url);
 
   config cfg_;
   mutable std::mutex name_mu_;

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "relay/causes.hpp"
+#include "relay/response_timer.hpp"
 #include "relay/sides.hpp"
 
 #include <boost/asio/steady_timer.hpp>
@@ -90,7 +91,7 @@ class relay_impl final : public relay {
                owed ? why + " with " + std::to_string(owed) + " response(s) not delivered" : why});
     enter(phase::stopping);
     stop_reading_client();
-    if (timer_) timer_->cancel();
+    cancel_timers();
     broker_->abort();
     client_.abort();
     // Handlers still pending complete with operation_aborted and find the relay done.
@@ -235,6 +236,7 @@ class relay_impl final : public relay {
         down_pump();
         continue;
       }
+      time_response();
       const bytes out = action == frame_action::replace ? bytes(up_replacement_) : frame;
       // Gathered with whatever else is at hand; up_next uncorks before the pump waits for anything.
       broker_->cork(true);
@@ -276,6 +278,8 @@ class relay_impl final : public relay {
 
   void client_closed() {
     client_eof_ = true;
+    // Nobody waits for a timed answer any more: no verdict is drawn from its absence.
+    response_timer_.cancel();
     if (const auto partial = client_.partial_bytes()) {
       // The client went away inside a request; what it sent before still gets its responses.
       partial_request_bytes_ = partial;
@@ -392,6 +396,11 @@ class relay_impl final : public relay {
         }
         const auto verdict = judge_response();
         if (!verdict) return;
+        if (verdict->dropped) {
+          broker_->pop();
+          down_have_ = false;
+          continue;
+        }
         if (error_code ec; client_.try_write_frame(verdict->out, ec)) {
           if (ec) return fail(ec, relay_side::client);
           broker_->pop();
@@ -440,8 +449,9 @@ class relay_impl final : public relay {
   }
 
   struct response_verdict {
-    bytes out;      // what the client gets: the broker's frame, or the hook's replacement
-    bool replaced;  // out is the replacement
+    bytes out;             // what the client gets: the broker's frame, or the hook's replacement
+    bool replaced;         // out is the replacement
+    bool dropped = false;  // the client gets nothing
   };
 
   // The hook's verdict on the broker frame at hand, for both down paths; none when it failed the relay.
@@ -449,15 +459,38 @@ class relay_impl final : public relay {
     const auto frame = broker_->frame();
     std::string why;
     down_replacement_.clear();
-    switch (hook_->on_response(frame, down_replacement_, why)) {
+    const auto action = hook_->on_response(frame, down_replacement_, why);
+    if (response_timer_.armed() && hook_->response_timeout().count() == 0) response_timer_.cancel();
+    switch (action) {
       case frame_action::fail:
         fail_with(errc::unusable_response, {relay_end::unusable_response, relay_side::broker, why});
         return std::nullopt;
       case frame_action::replace:
         return response_verdict{bytes(down_replacement_), true};
+      case frame_action::drop:
+        return response_verdict{frame, false, true};
       default:
         return response_verdict{frame, false};
     }
+  }
+
+  // The hook's timed request (a broker's first ApiVersions, say): its answer not in time is the hook's to
+  // handle; whatever it answers then goes out, and requests it held back go on.
+  void time_response() {
+    if (response_timer_.armed() || stopping()) return;
+    const auto limit = hook_->response_timeout();
+    if (limit.count() <= 0) return;
+    response_timer_.arm(client_.get_executor(), limit, op([this](bool expired) {
+                          if (!expired || stopping()) return;
+                          hook_->on_response_timeout();
+                          down_pump();
+                          down_resume();
+                        }));
+  }
+
+  void cancel_timers() {
+    if (timer_) timer_->cancel();
+    response_timer_.cancel();
   }
 
   // Towards a TCP client: every response at hand (local answers in their place) goes to the next batch; the
@@ -490,6 +523,11 @@ class relay_impl final : public relay {
       }
       const auto verdict = judge_response();
       if (!verdict) return;
+      if (verdict->dropped) {
+        broker_->pop();
+        down_have_ = false;
+        continue;
+      }
       if (verdict->replaced) {
         append_to(down_next_, verdict->out);
         broker_->pop();
@@ -661,7 +699,7 @@ class relay_impl final : public relay {
     set_cause(why);
     enter(phase::stopping);
     stop_reading_client();
-    if (timer_) timer_->cancel();
+    cancel_timers();
     if (!broker_up_) {
       finish_client(code);
       return maybe_done();
@@ -691,7 +729,7 @@ class relay_impl final : public relay {
   void shutdown_all() {
     enter(phase::stopping);
     stop_reading_client();
-    if (timer_) timer_->cancel();
+    cancel_timers();
     if (broker_fault_ && broker_up_) {
       broker_->async_finish(*broker_fault_, options_.linger_timeout, shared_from_this(), false,
                             op([](error_code) {}));
@@ -794,6 +832,7 @@ class relay_impl final : public relay {
     if (!timer_) timer_ = std::make_unique<asio::steady_timer>(client_.get_executor());
     return *timer_;
   }
+  response_timer response_timer_;
   asio::cancellation_signal up_cancel_;
   std::vector<unsigned char> up_replacement_;
   std::vector<unsigned char> down_replacement_;

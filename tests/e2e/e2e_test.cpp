@@ -5,6 +5,7 @@
 // may advertise its own. Everything runs on 127.0.0.1 with ephemeral ports; every wait is bounded.
 #include "client_tools.hpp"
 #include "forward_proxy_process.hpp"
+#include "log_events.hpp"
 #include "process.hpp"
 #include "test_env.hpp"
 #include "ws_test_server.hpp"
@@ -153,7 +154,11 @@ class ProxyToDevbroker : public ::testing::Test {
 
   // Every client connection went through the proxy (the broker has no TCP listener; this checks the log).
   void expect_proxy_carried_connections() const {
-    EXPECT_NE(proxy_->output().find(" open client=127.0.0.1:"), std::string::npos) << proxy_->output();
+    const bool text = proxy_->output().find(" open client=127.0.0.1:") != std::string::npos;
+    EXPECT_TRUE(text || !kws::test::events(*proxy_, {kws::test::field("event", "open"),
+                                                     kws::test::field_containing("client", "127.0.0.1:")})
+                             .empty())
+        << proxy_->output();
   }
 
   // A round trip of `n` keyed messages on `topic` with kcat: produce, consume from the beginning, compare.
@@ -465,11 +470,12 @@ kws::test::run_result edge_client(const std::string& bootstrap, const std::strin
                         {.stderr_to = spawn_options::stderr_target::captured}, 28s);
 }
 
-// The edge broker's faults (--edge-quirks) with clients at their default settings, through the 0.8 profile.
+// The edge broker's faults (--edge-quirks) with clients at their default settings and no proxy flag: the
+// proxy detects the 0.8 broker and its profile protects them.
 const std::vector<std::string> edge_broker{"--kafka-0.8-only", "--edge-quirks", "--default-partitions", "3"};
 
 TEST_F(ProxyToDevbroker, EdgeBrokerKafkaPythonPipeliningDeliversEveryMessageInOrder) {
-  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {"--broker-api", "0.8"}, false));
+  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {}, false));
   const auto py = edge_client(bootstrap(), "pipeline", "pipelined", 2000);
   EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << py.out;
   EXPECT_NE(py.out.find("distinct_offsets 2000 consumed 2000 distinct_values 2000 in_order yes"),
@@ -493,7 +499,7 @@ TEST_F(ProxyToDevbroker, EdgeBrokerWithoutTheInFlightBoundLosesPipelinedMessages
 }
 
 TEST_F(ProxyToDevbroker, EdgeBrokerConfluentKafkaConsumesTwoTopicsWithInterleavedPartitions) {
-  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {"--broker-api", "0.8", "--log-level", "debug"}, false));
+  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {"--log-level", "debug"}, false));
   const auto py = edge_client(bootstrap(), "two-topics", "pair", 300);
   EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << py.out;
   EXPECT_NE(py.out.find("consumed 1800 of 1800"), std::string::npos) << py.out;
@@ -503,7 +509,7 @@ TEST_F(ProxyToDevbroker, EdgeBrokerConfluentKafkaConsumesTwoTopicsWithInterleave
 }
 
 TEST_F(ProxyToDevbroker, EdgeBrokerConfluentKafkaSubscribeFailsWithUnsupportedVersion) {
-  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {"--broker-api", "0.8"}, false));
+  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {}, false));
   const auto py = edge_client(bootstrap(), "subscribe", "grouped", 0);
   EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << py.out;
   EXPECT_NE(
@@ -541,7 +547,7 @@ void sarama(const std::string& bootstrap, const std::string& topic) {
 
 TEST_F(ProxyToDevbroker, SaramaThroughTheEdgeProfile) {
   KWS_NEEDS_SARAMA();
-  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {"--broker-api", "0.8"}, false));
+  ASSERT_NO_FATAL_FAILURE(start(edge_broker, {}, false));
   sarama(bootstrap(), "go08");
   EXPECT_EQ(broker_->output().find("overwrote"), std::string::npos) << broker_->output();
 }
@@ -550,6 +556,39 @@ TEST_F(ProxyToDevbroker, SaramaAgainstTheDefaultBroker) {
   KWS_NEEDS_SARAMA();
   ASSERT_NO_FATAL_FAILURE(start({}, {}, false));
   sarama(bootstrap(), "go10");
+}
+
+// --broker-api auto, the default: the broker's silence on ApiVersions is detected, once per broker URL.
+TEST_F(ProxyToDevbroker, Kafka08BrokerDetectedWithNoProxyFlagAndKcatAtDefaultSettings) {
+  ASSERT_NO_FATAL_FAILURE(
+      start({"--kafka-0.8-only"}, {"--log-format", "json", "--log-level", "debug"}, false));
+  // kcat at its default settings: no fallback flags, no proxy flag.
+  ASSERT_NO_FATAL_FAILURE(kcat_round_trip("auto08", 2000));
+  const kws::test::event_filter detected{kws::test::field("event", "broker_api"),
+                                         kws::test::field("verdict", "detected"),
+                                         kws::test::field("broker", "ws://127.0.0.1:" + ws_port_ + "/")};
+  EXPECT_EQ(kws::test::events(*proxy_, detected).size(), 1u) << proxy_->output();
+  // The consumer's connections started in the profile: nothing waited for the broker again.
+  EXPECT_FALSE(kws::test::events(*proxy_, {kws::test::field("event", "broker_api"),
+                                           kws::test::field("verdict", "remembered")})
+                   .empty());
+}
+
+TEST_F(ProxyToDevbroker, Kafka08BrokerDetectedWithNoProxyFlagAndKafkaPythonAtDefaultSettings) {
+  ASSERT_NO_FATAL_FAILURE(start({"--kafka-0.8-only"}, {"--log-format", "json"}, false));
+  // Its ApiVersions v0 goes unanswered, as from a 0.8 broker, and it probes down; its pipelined requests
+  // then go one at a time, and every message arrives.
+  kafka_python("pyauto", 500, "auto", "api_version 0.8");
+  EXPECT_TRUE(kws::test::wait_for_event(
+      *proxy_, {kws::test::field("event", "broker_api"), kws::test::field("verdict", "detected")}))
+      << proxy_->output();
+}
+
+TEST_F(ProxyToDevbroker, DefaultBrokerAnswersApiVersionsAndNothingIsDetected) {
+  ASSERT_NO_FATAL_FAILURE(start({}, {"--log-format", "json"}, false));
+  ASSERT_NO_FATAL_FAILURE(kcat_round_trip("answered", 500));
+  EXPECT_TRUE(kws::test::events(*proxy_, {kws::test::field("event", "broker_api")}).empty())
+      << proxy_->output();
 }
 
 TEST_F(ProxyToDevbroker, KafkaPythonWithDefaultSettingsAgainstTheDefaultBroker) {

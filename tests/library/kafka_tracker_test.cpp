@@ -271,6 +271,139 @@ TEST(KafkaTracker, Kafka08AnswersApiVersionsV1UpInRequestOrderAndDropsV0) {
   EXPECT_EQ(kt::decode_api_versions(*t.take_local_response(), 1).api_keys.size(), 6u);
 }
 
+// ---- telling a Kafka 0.8 broker by its silence (tracker_config::api_versions_timeout) -------------------
+
+std::shared_ptr<const tracker_config> detecting(
+    bool rewrite = true, std::shared_ptr<kws::kafka::api_verdicts> verdicts = nullptr) {
+  auto c = std::make_shared<tracker_config>(*config(rewrite));
+  c->api_versions_timeout = std::chrono::milliseconds(700);
+  c->verdicts = std::move(verdicts);
+  return c;
+}
+
+// A tracker for `broker` whose verdicts land in `heard`.
+struct detecting_tracker {
+  std::vector<kws::kafka::api_verdict> heard;
+  tracker t;
+  detecting_tracker(std::shared_ptr<const tracker_config> c, std::string broker = "ws://edge/")
+      : t(std::move(c), std::move(broker), [this](kws::kafka::api_verdict v) { heard.push_back(v); }) {}
+};
+
+const bytes api_versions_v3 = request(18, 3, 1, true, {2, 'x', 2, 'y', 0});
+
+TEST(KafkaTracker, ApiVersionsUnansweredInTimeTurnsTheConnectionToTheKafka08Profile) {
+  detecting_tracker d(detecting());
+  auto& t = d.t;
+  EXPECT_EQ(t.response_timeout(), std::chrono::milliseconds::zero()) << "nothing timed before the request";
+  EXPECT_EQ(ask(t, api_versions_v3), frame_action::forward);
+  EXPECT_EQ(t.response_timeout(), std::chrono::milliseconds(700));
+  EXPECT_FALSE(t.can_take_request()) << "requests behind it wait for the verdict";
+
+  t.on_response_timeout();
+  EXPECT_EQ(d.heard, std::vector{kws::kafka::api_verdict::detected});
+  EXPECT_EQ(t.api(), broker_api::kafka_0_8);
+  EXPECT_EQ(t.response_timeout(), std::chrono::milliseconds::zero());
+  const auto local = t.take_local_response();
+  ASSERT_TRUE(local);
+  std::int32_t id = 0;
+  EXPECT_EQ(kt::decode_api_versions(*local, 3, &id).api_keys.size(), 5u) << "the 0.8 profile's answer";
+  EXPECT_EQ(id, 1);
+
+  // From here on, one request in flight, as under broker_api::kafka_0_8.
+  EXPECT_TRUE(t.can_take_request());
+  EXPECT_EQ(ask(t, request(3, 0, 2)), frame_action::forward);
+  EXPECT_FALSE(t.can_take_request());
+  // The broker answers the ApiVersions after all: the client, answered already, never sees it.
+  EXPECT_EQ(respond(t, opaque_response(1)).action, frame_action::drop);
+  EXPECT_EQ(t.in_flight(), 1u);
+  EXPECT_EQ(respond(t, kt::encode_metadata(metadata(9092), 0, {2, {}})).action, frame_action::replace);
+  EXPECT_EQ(t.in_flight(), 0u);
+  EXPECT_EQ(d.heard.size(), 1u);
+}
+
+TEST(KafkaTracker, ABrokerThatAnswersApiVersionsKeepsPipeliningAndIsNotTimedAgain) {
+  detecting_tracker d(detecting());
+  auto& t = d.t;
+  ask(t, api_versions_v3);
+  kt::api_versions_response broker;
+  broker.api_keys = {{3, 0, 12, {}}, {18, 0, 3, {}}};
+  const auto v = respond(t, kt::encode_api_versions(broker, 3, 1));
+  EXPECT_NE(v.action, frame_action::drop);
+  EXPECT_EQ(t.response_timeout(), std::chrono::milliseconds::zero());
+  for (std::int32_t id = 2; id < 12; ++id) ask(t, request(1, 0, id));
+  EXPECT_TRUE(t.can_take_request());
+  // A timeout that fires late changes nothing; nor is a second ApiVersions timed.
+  t.on_response_timeout();
+  EXPECT_EQ(ask(t, request(18, 3, 12, true, {2, 'x', 2, 'y', 0})), frame_action::forward);
+  EXPECT_EQ(t.response_timeout(), std::chrono::milliseconds::zero());
+  EXPECT_EQ(t.api(), broker_api::negotiate);
+  EXPECT_TRUE(d.heard.empty());
+}
+
+TEST(KafkaTracker, LaterConnectionsToABrokerFoundToBeKafka08StartInTheProfile) {
+  auto verdicts = std::make_shared<kws::kafka::api_verdicts>();
+  detecting_tracker waiting_too(detecting(true, verdicts));
+  detecting_tracker first(detecting(true, verdicts));
+  ask(first.t, api_versions_v3);
+  ask(waiting_too.t, api_versions_v3);
+  first.t.on_response_timeout();
+  waiting_too.t.on_response_timeout();
+  EXPECT_EQ(first.heard, std::vector{kws::kafka::api_verdict::detected});
+  EXPECT_EQ(waiting_too.heard, std::vector{kws::kafka::api_verdict::detected_again}) << "one line per broker";
+  EXPECT_TRUE(verdicts->is_kafka_0_8("ws://edge/"));
+
+  detecting_tracker later(detecting(true, verdicts));
+  EXPECT_EQ(later.heard, std::vector{kws::kafka::api_verdict::remembered});
+  EXPECT_EQ(later.t.api(), broker_api::kafka_0_8);
+  EXPECT_EQ(ask(later.t, api_versions_v3), frame_action::answer) << "no wait";
+  EXPECT_EQ(later.t.response_timeout(), std::chrono::milliseconds::zero());
+
+  detecting_tracker elsewhere(detecting(true, verdicts), "ws://other/");
+  EXPECT_EQ(ask(elsewhere.t, api_versions_v3), frame_action::forward);
+  EXPECT_EQ(elsewhere.t.response_timeout(), std::chrono::milliseconds(700));
+  EXPECT_TRUE(elsewhere.heard.empty());
+}
+
+TEST(KafkaTracker, ApiVersionsV0UnansweredInTimeGetsNoAnswerAsFromAKafka08Broker) {
+  // Without rewriting too (the librdkafka plugin's tracker).
+  for (const bool rewrite : {true, false}) {
+    SCOPED_TRACE(rewrite);
+    detecting_tracker d(detecting(rewrite));
+    auto& t = d.t;
+    ask(t, request(18, 0, 1));
+    EXPECT_EQ(t.response_timeout(), std::chrono::milliseconds(700));
+    t.on_response_timeout();
+    EXPECT_FALSE(t.take_local_response());
+    EXPECT_EQ(t.in_flight(), 0u);
+    EXPECT_EQ(t.api(), broker_api::kafka_0_8);
+    ask(t, request(1, 0, 2));
+    EXPECT_EQ(respond(t, opaque_response(1)).action, frame_action::drop);
+    EXPECT_EQ(respond(t, opaque_response(2)).action, frame_action::forward);
+  }
+}
+
+TEST(KafkaTracker, TheLateAnswerIsLookedForOnlyUntilTheBrokerAnswersSomethingAfterIt) {
+  detecting_tracker d(detecting());
+  auto& t = d.t;
+  ask(t, request(1, 0, 7));  // sent before the ApiVersions: its answer may come first
+  ask(t, api_versions_v3);
+  t.on_response_timeout();
+  EXPECT_FALSE(t.take_local_response()) << "the answer waits for the Fetch's, in request order";
+  EXPECT_EQ(respond(t, opaque_response(7)).action, frame_action::forward);
+  EXPECT_TRUE(t.take_local_response());
+  ask(t, request(1, 0, 8));
+  EXPECT_EQ(respond(t, opaque_response(8)).action, frame_action::forward);
+  // The broker answered a later request: it skipped the ApiVersions, and id 1 is nothing special now.
+  EXPECT_EQ(respond(t, opaque_response(1)).action, frame_action::forward);
+}
+
+TEST(KafkaTracker, NoTimeoutNoDetection) {
+  detecting_tracker d(config());
+  ask(d.t, api_versions_v3);
+  EXPECT_EQ(d.t.response_timeout(), std::chrono::milliseconds::zero());
+  EXPECT_TRUE(d.t.can_take_request());
+}
+
 TEST(KafkaTracker, WithoutRewritingEveryFramePassesUnchanged) {
   tracker t(config(false));
   EXPECT_EQ(ask(t, request(18, 9, 1, true)), frame_action::forward) << "not even KIP-511 answers";

@@ -7,6 +7,7 @@
 #include "run_until.hpp"
 #include "ws_test_server.hpp"
 
+#include <kws/kafka/api_versions.hpp>
 #include <kws/kafka/tracker.hpp>
 #include <kws/kws.hpp>
 
@@ -860,6 +861,28 @@ TEST_P(Relay, AtTheTrackersBoundTheNextRequestWaitsUntilAResponseIsWritten) {
     // The answer went out: reading the client resumes, and the next request reaches the broker.
     if (id < 3) first = h.finish(more);
   }
+  EXPECT_EQ(h.relay->in_flight(), 0u);
+  h.relay->stop_now("test over");
+}
+
+TEST_P(Relay, TheHooksTimedRequestGetsItsLocalAnswerWhenTheBrokerStaysSilent) {
+  harness h(GetParam());
+  auto tracking = std::make_shared<kws::kafka::tracker_config>();
+  tracking->rewrite = false;
+  tracking->api_versions_timeout = 50ms;
+  h.start(test_options(), std::make_shared<kws::kafka::tracker>(tracking));
+  // ApiVersions v3 (header v2: a tag byte after the client id), correlation id 1.
+  const auto versions = frame(std::string("\x00\x12\x00\x03\x00\x00\x00\x01\x00\x01t\x00\x02x\x02y\x00", 17));
+  h.client_write(versions + kafka_request(2));
+  EXPECT_EQ(h.finish(h.broker_read(versions.size())), versions);
+  // The request behind it waits in the relay until the timer gives the verdict, then goes on.
+  const auto profile = kws::kafka::encode_api_versions_response(3, 1, kws::kafka::kafka_0_8_api_versions());
+  const std::string answer(profile.begin(), profile.end());
+  EXPECT_EQ(h.finish(h.client_read(answer.size())), answer);
+  EXPECT_EQ(h.finish(h.broker_read(kafka_request(2).size())), kafka_request(2));
+  // The broker's late answer is dropped; the one after it reaches the client.
+  h.broker_write(kafka_answer(1) + kafka_answer(2));
+  EXPECT_EQ(h.finish(h.client_read(kafka_answer(2).size())), kafka_answer(2));
   EXPECT_EQ(h.relay->in_flight(), 0u);
   h.relay->stop_now("test over");
 }

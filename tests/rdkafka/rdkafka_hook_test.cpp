@@ -47,6 +47,12 @@ TEST(Properties, EachPropertySetsItsField) {
   EXPECT_EQ(c.dialer.headers[0], (std::pair<std::string, std::string>{"Authorization", "Bearer abc"}));
   EXPECT_EQ(set_property(c, "kws.broker.api", "0.8", e), property_result::ok);
   EXPECT_EQ(c.broker_api, kws::kafka::broker_api::kafka_0_8);
+  EXPECT_EQ(set_property(c, "kws.api.versions.timeout.ms", "250", e), property_result::ok);
+  EXPECT_EQ(c.api_versions_timeout, 250ms);
+  EXPECT_EQ(set_property(c, "kws.api.versions.timeout.ms", "0", e), property_result::ok);
+  EXPECT_EQ(c.api_versions_timeout, 0ms) << "never take a broker for Kafka 0.8";
+  EXPECT_EQ(set_property(c, "kws.api.versions.timeout.ms", nullptr, e), property_result::ok);
+  EXPECT_EQ(c.api_versions_timeout, 1000ms) << "reset to the default";
   EXPECT_EQ(set_property(c, "kws.handshake.timeout.ms", "2500", e), property_result::ok);
   EXPECT_EQ(c.dialer.handshake_timeout, 2500ms);
   EXPECT_EQ(set_property(c, "kws.ping.interval.ms", "1000", e), property_result::ok);
@@ -82,6 +88,7 @@ TEST(Properties, DefaultsMatchTheProxy) {
   EXPECT_EQ(c.dialer.idle_timeout, 60s) << "pings every 30 s, as kafka-websocket-proxy's --ping-interval";
   EXPECT_TRUE(c.dialer.keepalive_pings);
   EXPECT_EQ(c.broker_api, kws::kafka::broker_api::negotiate);
+  EXPECT_EQ(c.api_versions_timeout, 1000ms) << "as kafka-websocket-proxy's --api-versions-timeout";
   EXPECT_EQ(c.min_log_level, kws::log_level::warn);
 }
 
@@ -129,6 +136,9 @@ TEST(Properties, BadValuesAreInvalidWithLibrdkafkasWordingNamingTheProperty) {
                        {"kws.ca.file", "/nonexistent/ca.pem"},
                        {"kws.ca.file", "/"},
                        {"kws.broker.api", "0.9"},
+                       {"kws.api.versions.timeout.ms", "-1"},
+                       {"kws.api.versions.timeout.ms", "60001"},
+                       {"kws.api.versions.timeout.ms", "1s"},
                        {"kws.handshake.timeout.ms", "0"},
                        {"kws.handshake.timeout.ms", "10s"},
                        {"kws.ping.interval.ms", "-1"},

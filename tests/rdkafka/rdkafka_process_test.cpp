@@ -277,12 +277,39 @@ TEST_F(Plugin, Kafka08BrokerWithBrokerApi08AndOtherwiseDefaultSettings) {
   EXPECT_TRUE(output_of("consume") == input) << "consumed keys and values differ from the produced ones";
 }
 
-TEST_F(Plugin, Kafka08BrokerWithoutBrokerApi08TimesOutOnApiVersions) {
-  // The reason kws.broker.api exists: librdkafka waits for an ApiVersions answer that never comes.
+TEST_F(Plugin, Kafka08BrokerDetectedWithOnlyThePluginSet) {
   ASSERT_TRUE(start_broker({"--kafka-0.8-only"}));
-  const auto r =
-      kws::test::run(kcat_argv({"api.version.request.timeout.ms=1000"}, {"-L", "-m", "3"}),
-                     {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 20s);
+  const std::string input = keyed_lines(2000, "auto08-");
+  write_file(path("in.txt"), input);
+  // Each kcat is a process of its own: each waits once for the broker's silence, and says so once.
+  for (const char* step : {"produce", "consume"}) {
+    const bool produce = std::string(step) == "produce";
+    const auto r = kws::test::run(
+        kcat_argv({}, produce
+                          ? std::vector<std::string>{"-P", "-t", "test-topic", "-K:", "-l", path("in.txt")}
+                          : std::vector<std::string>{"-C", "-t", "test-topic", "-o", "beginning", "-e", "-f",
+                                                     "%k:%s\\n"}),
+        {.stdout_file = path(std::string(step) + ".out"),
+         .stderr_to = spawn_options::stderr_target::captured,
+         .environment = tool_env()},
+        20s);
+    ASSERT_EQ(r.exit_code, std::optional<int>(0)) << step << ": " << describe(r.exit_code, r.err);
+    const std::regex verdict(
+        "ws://127\\.0\\.0\\.1:" + port_ +
+        "/ left ApiVersions unanswered for 1000ms: taken for a Kafka 0\\.8 broker.*kws\\.broker\\.api=0\\.8");
+    const auto lines =
+        std::distance(std::sregex_iterator(r.err.begin(), r.err.end(), verdict), std::sregex_iterator());
+    EXPECT_EQ(lines, 1) << step << ":\n" << r.err;
+  }
+  EXPECT_TRUE(output_of("consume") == input) << "consumed keys and values differ from the produced ones";
+}
+
+TEST_F(Plugin, Kafka08BrokerWithoutDetectionTimesOutOnApiVersions) {
+  // What kws.broker.api=0.8 and detection spare: librdkafka waits for an ApiVersions answer that never comes.
+  ASSERT_TRUE(start_broker({"--kafka-0.8-only"}));
+  const auto r = kws::test::run(
+      kcat_argv({"kws.api.versions.timeout.ms=0", "api.version.request.timeout.ms=1000"}, {"-L", "-m", "3"}),
+      {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 20s);
   EXPECT_NE(r.exit_code, std::optional<int>(0)) << r.out;
   EXPECT_NE(r.err.find("ApiVersion"), std::string::npos) << r.err;
 }
@@ -382,7 +409,8 @@ TEST_F(Plugin, ConfluentKafkaPythonAgainstTheKafka08Broker) {
   confluent_kafka(bootstrap(), "py08", 2000, {"kws.broker.api=0.8"});
 }
 
-// tests/e2e/edge_clients.py MODE (a confluent-kafka one) through the plugin with kws.broker.api=0.8.
+// tests/e2e/edge_clients.py MODE (a confluent-kafka one) through the plugin with no kws.* setting but `more`:
+// the plugin detects the 0.8 broker itself.
 kws::test::run_result edge_client(const std::string& bootstrap, const std::string& mode,
                                   const std::string& topic, int count,
                                   const std::vector<std::string>& more = {}) {
@@ -398,9 +426,7 @@ kws::test::run_result edge_client(const std::string& bootstrap, const std::strin
                                 "--limit-s",
                                 "25",
                                 "--set",
-                                std::string("plugin.library.paths=") + KWS_PLUGIN_PATH,
-                                "--set",
-                                "kws.broker.api=0.8"};
+                                std::string("plugin.library.paths=") + KWS_PLUGIN_PATH};
   for (const auto& s : more) argv.insert(argv.end(), {"--set", s});
   return kws::test::run(
       argv, {.stderr_to = spawn_options::stderr_target::captured, .environment = tool_env()}, 28s);
@@ -410,8 +436,8 @@ const std::vector<std::string> edge_broker{"--kafka-0.8-only", "--edge-quirks", 
 
 TEST_F(Plugin, EdgeBrokerConfluentKafkaRoundTripAndTwoInterleavedTopics) {
   ASSERT_TRUE(start_broker(edge_broker));
-  // librdkafka pipelines its Produce requests; the plugin's 0.8 profile sends them one at a time.
-  confluent_kafka(bootstrap(), "edge08", 2000, {"kws.broker.api=0.8"});
+  // librdkafka pipelines its Produce requests; the plugin's 0.8 profile, detected, sends them one at a time.
+  confluent_kafka(bootstrap(), "edge08", 2000, {});
   const auto py = edge_client(bootstrap(), "two-topics", "pair", 300, {"kws.log.level=debug"});
   EXPECT_EQ(py.exit_code, std::optional<int>(0)) << describe(py.exit_code, py.err) << py.out;
   EXPECT_NE(py.out.find("consumed 1800 of 1800"), std::string::npos) << py.out;

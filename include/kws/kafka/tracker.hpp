@@ -1,7 +1,8 @@
 // kws::kafka::tracker: the frame hook that makes a relay Kafka-aware, with no I/O. It keeps a bounded FIFO
 // of the requests in flight on one connection (correlation id, api key, version) so that each response can
 // be decoded with its request's version; it rewrites broker addresses in the responses that carry them,
-// clamps ApiVersions answers to what it can rewrite, and answers ApiVersions itself for a Kafka 0.8 broker.
+// clamps ApiVersions answers to what it can rewrite, and answers ApiVersions itself for a Kafka 0.8 broker
+// (given, or found out when the broker leaves an ApiVersions unanswered).
 // After a SaslHandshake v0 that the broker accepts, the client's frames are bare SASL tokens with no request
 // header until the exchange ends: the tracker passes them and their answers untouched (docs/architecture.md,
 // "SASL through the relay", says how it tells where the exchange ends).
@@ -10,12 +11,14 @@
 
 #include <kws/frame_hook.hpp>
 #include <kws/kafka/api.hpp>
+#include <kws/kafka/api_verdicts.hpp>
 #include <kws/kafka/api_versions.hpp>
 #include <kws/kafka/rewrite.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -32,7 +35,8 @@ using profile_0_8_fetch_layout = profile_0_8::fetch_layout;
 /// How the broker behind the relay handles ApiVersions.
 enum class broker_api {
   /// The broker answers ApiVersions (Kafka 0.10 and later): requests go to it, and its answer is clamped to
-  /// the versions the tracker can rewrite.
+  /// the versions the tracker can rewrite. With tracker_config::api_versions_timeout, a broker that leaves
+  /// one unanswered that long is taken for kafka_0_8 instead.
   negotiate,
   /// A Kafka 0.8 broker, which never answers ApiVersions. The tracker answers ApiVersions v1 and later itself
   /// with the four v0 APIs (clients of KIP-511's era pick versions from those ranges), and drops v0
@@ -74,7 +78,27 @@ struct tracker_config {
   broker_mapper map;
   /// Told about requests and matched responses (may be null: then the tracker reads no clock).
   std::shared_ptr<request_observer> observer;
+  /// With broker_api::negotiate: how long the broker may leave an ApiVersions request unanswered before the
+  /// tracker takes it for a Kafka 0.8 broker and goes on as with broker_api::kafka_0_8 (zero: never). While
+  /// such a request waits, the client's next requests wait unread (clients send nothing else before the
+  /// answer), so that whatever the verdict, they go to the broker under it.
+  std::chrono::milliseconds api_versions_timeout{0};
+  /// Where the trackers of this config keep their verdicts per broker URL, so that later connections to a
+  /// broker found to be Kafka 0.8 start in that profile (may be null: each connection finds out for itself).
+  std::shared_ptr<api_verdicts> verdicts;
 };
+
+/// What a tracker concluded about its broker on its own, for the application to log.
+enum class api_verdict : std::uint8_t {
+  /// An ApiVersions request went unanswered for api_versions_timeout: the broker is taken for Kafka 0.8, for
+  /// the first time in the verdicts kept (the one to log).
+  detected,
+  /// The same, for a broker already taken for Kafka 0.8 (another connection found out first).
+  detected_again,
+  /// The connection started in the 0.8 profile: its broker was found to be Kafka 0.8 before.
+  remembered,
+};
+using api_verdict_handler = std::function<void(api_verdict)>;
 
 /// The bound on requests in flight that tracker_config::broker_max_in_flight takes when unset: 1 for a
 /// Kafka 0.8 broker (the edge broker this project was made for appends the Produce requests of one connection
@@ -82,15 +106,19 @@ struct tracker_config {
 std::size_t default_broker_max_in_flight(broker_api api) noexcept;
 
 /// Requests in flight on one connection before the client's next one waits: the tighter of max_in_flight
-/// and broker_max_in_flight (or its default).
+/// and broker_max_in_flight (or its default for `api`, config.api unless given).
 std::size_t request_limit(const tracker_config& config) noexcept;
+std::size_t request_limit(const tracker_config& config, broker_api api) noexcept;
 
 /// The ApiVersions ranges answered for a Kafka 0.8 broker: Produce, Fetch, ListOffsets and Metadata at v0.
 std::span<const api_version_range> kafka_0_8_api_versions() noexcept;
 
 class tracker final : public frame_hook {
  public:
-  explicit tracker(std::shared_ptr<const tracker_config> config);
+  /// `broker` names the broker (its URL) in the config's verdicts; `on_verdict` hears what the tracker
+  /// concludes about that broker by itself (may be empty).
+  explicit tracker(std::shared_ptr<const tracker_config> config, std::string broker = {},
+                   api_verdict_handler on_verdict = {});
 
   frame_action on_request(bytes_view frame, std::vector<unsigned char>& replacement) override;
   frame_action on_response(bytes_view frame, std::vector<unsigned char>& replacement,
@@ -100,6 +128,12 @@ class tracker final : public frame_hook {
   std::size_t in_flight() const override { return fifo_.size(); }
   /// True from the client's first SaslHandshake or SaslAuthenticate on.
   bool bound_to_broker_connection() const override { return sasl_seen_; }
+  /// api_versions_timeout while an ApiVersions request waits for a broker not known yet to answer it.
+  std::chrono::milliseconds response_timeout() const override;
+  /// That request went unanswered: the broker is taken for Kafka 0.8 (see tracker_config).
+  void on_response_timeout() override;
+  /// The profile in use: the config's, or kafka_0_8 once the broker was taken for one.
+  broker_api api() const { return api_; }
 
  private:
   enum class treatment : std::uint8_t {
@@ -131,6 +165,7 @@ class tracker final : public frame_hook {
     treatment how = treatment::pass;
     sasl_mechanism mechanism = sasl_mechanism::other;  ///< for sasl_handshake: the one the client asked for
     std::chrono::steady_clock::time_point seen{};      ///< when the request came by (only with an observer)
+    bool timed = false;  ///< ApiVersions to a broker that may never answer it (api_versions_timeout)
     std::vector<unsigned char> response;
     std::shared_ptr<const profile_0_8_fetch_layout> layout;  ///< for fetch_merged: the client's request
   };
@@ -175,6 +210,11 @@ class tracker final : public frame_hook {
   /// topic; nullopt for a request that goes on as usual.
   std::optional<frame_action> on_0_8_request(entry& e, bytes_view frame, const request_header& h,
                                              std::vector<unsigned char>& replacement);
+  frame_action answer_as_kafka_0_8(entry e);
+  void start_detection();
+  void become_kafka_0_8();
+  bool waits_for_api_versions() const;
+  bool drop_late_api_versions(bytes_view frame);
   bool token_waits() const;
   void on_token_answer(bytes_view frame);
 
@@ -187,6 +227,14 @@ class tracker final : public frame_hook {
   bool sasl_seen_ = false;                            ///< a SaslHandshake or SaslAuthenticate came by
   bool groups_refused_ = false;                       ///< a group API was answered for a Kafka 0.8 broker
   bool negotiated_ = false;  ///< ApiVersions v1 or later answered for a Kafka 0.8 broker on this connection
+  broker_api api_;           ///< the profile in use (api())
+  bool detecting_ = false;   ///< ApiVersions requests are timed: the broker has not shown which it is yet
+  std::string broker_;
+  api_verdict_handler on_verdict_;
+  /// After a timed ApiVersions went unanswered: its correlation id, whose answer, if the broker still gives
+  /// one, the client must not get; and the broker's answers still owed to requests sent before it.
+  std::optional<std::int32_t> late_id_;
+  std::size_t late_ahead_ = 0;
 };
 
 }  // namespace kws::kafka
