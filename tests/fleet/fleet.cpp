@@ -1,11 +1,14 @@
 #include "fleet.hpp"
 
+#include "log_events.hpp"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <csignal>
 #include <regex>
+#include <set>
 #include <stdexcept>
 
 #ifndef KWS_GATEWAY_PATH
@@ -137,6 +140,26 @@ void fleet::restart(int i) {
   const auto up = haproxy_count(i, "UP");
   start_replica(i);
   await_haproxy(i, "UP", up);
+}
+
+std::size_t fleet::open_broker_connections(int i) const {
+  std::set<std::string> open;
+  for (const auto& e :
+       events(*gateways_[i], {field("event", "open"), field_matching("target", "^/kafka/\\d+$")}))
+    open.insert(field_text(e, "conn"));
+  for (const auto& e : events(*gateways_[i], {field("event", "closed")})) open.erase(field_text(e, "conn"));
+  return open.size();
+}
+
+int fleet::busiest(int except) const {
+  int best = -1;
+  std::size_t most = 0;
+  for (int i = 0; i < replicas; ++i) {
+    if (i == except) continue;
+    const auto n = open_broker_connections(i);
+    if (best < 0 || n > most) best = i, most = n;
+  }
+  return best;
 }
 
 std::string fleet::logs() const {

@@ -60,6 +60,11 @@ class fleet {
   /// Starts replica `i` again on its ports; returns once HAProxy has it in service.
   void restart(int i);
 
+  /// How many WebSocket connections to a broker (target /kafka/N) replica `i` holds open, from its log.
+  std::size_t open_broker_connections(int i) const;
+  /// The running replica, other than `except`, with the most open connections to brokers.
+  int busiest(int except = -1) const;
+
   /// Every process's output, for a failure message.
   std::string logs() const;
 

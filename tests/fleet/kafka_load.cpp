@@ -119,6 +119,16 @@ void producer::run(std::chrono::milliseconds limit) {
   progress_.notify_all();
 }
 
+long producer::messages_in_log(const std::string& topic) const {
+  long total = 0;
+  for (int p = 0; p < partitions_; ++p) {
+    std::int64_t low = 0, high = 0;
+    if (rd_kafka_query_watermark_offsets(rk_, topic.c_str(), p, &low, &high, 10000)) return -1;
+    total += static_cast<long>(high - low);
+  }
+  return total;
+}
+
 consumed consume_all(const settings& s, const std::string& topic, int partitions, const std::string& group,
                      std::chrono::milliseconds limit) {
   auto all = s;

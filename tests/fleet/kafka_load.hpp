@@ -38,6 +38,9 @@ class producer {
   void run(std::chrono::milliseconds limit);
 
   long delivered() const { return delivered_.load(); }
+  /// How many messages the partitions hold (high minus low watermark, summed), asked of the leaders; -1 when
+  /// a query fails.
+  long messages_in_log(const std::string& topic) const;
   /// Failed deliveries and fatal errors, the first few in words, and how many there were in all.
   std::vector<std::string> errors() const;
   long error_count() const { return error_count_.load(); }
