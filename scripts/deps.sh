@@ -7,7 +7,7 @@ KWS_PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcli11-dev libspdlog-dev libfmt-dev libjemalloc-dev prometheus-cpp-dev
   librdkafka-dev kcat python3-kafka python3-confluent-kafka
-  tinyproxy-bin socat nftables
+  tinyproxy-bin socat nftables haproxy
   nodejs chromium
   golang-go golang-github-shopify-sarama-dev
 )

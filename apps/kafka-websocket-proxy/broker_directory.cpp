@@ -138,6 +138,7 @@ std::optional<std::uint16_t> broker_directory::open(route r, boost::system::erro
 }
 
 std::optional<std::uint16_t> broker_directory::bind_next(route& r, boost::system::error_code& ec) {
+  if (config_.ports_by_node_id) return bind_by_node_id(r, ec);
   const bool any_port = config_.first_port == 0;
   for (;;) {
     std::uint32_t next = next_port_.load();
@@ -160,6 +161,58 @@ std::optional<std::uint16_t> broker_directory::bind_next(route& r, boost::system
                 config_.last_port, r.node_id, r.advertised, r.url);
   ec = boost::asio::error::address_in_use;
   return std::nullopt;
+}
+
+// No other port will do: a client, or another proxy, expects this broker at first_port + node id.
+std::optional<std::uint16_t> broker_directory::bind_by_node_id(route& r, boost::system::error_code& ec) {
+  const std::int64_t port = std::int64_t{config_.first_port} + r.node_id;
+  if (r.node_id < 0 || port > config_.last_port) {
+    bool first_time = false;
+    {
+      std::lock_guard lock(opening_mu_);
+      first_time = out_of_range_.insert(r.node_id).second;
+    }
+    // Every Metadata response names the broker again: the line once, the failed responses at debug.
+    const auto level = first_time ? spdlog::level::err : spdlog::level::debug;
+    spdlog::log(level,
+                "broker {} at {} has no port: with --ports-by-node-id its port is {} + {}, outside "
+                "--broker-ports {}-{}; responses naming it fail (widen the range to cover node id {})",
+                r.node_id, r.advertised, config_.first_port, r.node_id, config_.first_port, config_.last_port,
+                r.node_id);
+    ec = make_error_code(boost::system::errc::result_out_of_range);
+    return std::nullopt;
+  }
+  boost::system::error_code open_ec;
+  r.port = open_(r, static_cast<std::uint16_t>(port), open_ec);
+  if (open_ec) {
+    spdlog::error("cannot open port {} for broker {} at {} ({}) with --ports-by-node-id: {}", port, r.node_id,
+                  r.advertised, r.url, open_ec.message());
+    ec = open_ec;
+    return std::nullopt;
+  }
+  return r.port;
+}
+
+bool broker_directory::names_brokers_by_node_id_alone(const kws::url_template& t) {
+  const auto& s = t.str();
+  return t.uses_node_id() && s.find("{host}") == std::string::npos && s.find("{port}") == std::string::npos;
+}
+
+void broker_directory::open_all(boost::system::error_code& ec) {
+  for (std::int32_t id = 0; id <= config_.last_port - config_.first_port; ++id) {
+    auto d = decide(kafka::advertised_broker{id, "", 0}, false);
+    if (d.what == route_decision::kind::invalid) {
+      ec = d.error;
+      return;
+    }
+    if (d.what != route_decision::kind::listener) continue;
+    route r{std::move(d.url), id, {}, 0};
+    const auto port = bind_by_node_id(r, ec);
+    if (!port) return;
+    std::unique_lock lock(mu_);
+    own_ports_.insert(*port);
+    by_url_.emplace(r.url, r);
+  }
 }
 
 std::vector<route> broker_directory::routes() const {

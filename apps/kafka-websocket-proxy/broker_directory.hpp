@@ -50,6 +50,9 @@ struct directory_config {
   /// Ports for further listeners, tried in order; {0, 0}: any free port.
   std::uint16_t first_port = 0;
   std::uint16_t last_port = 0;
+  /// The listener of the broker with node id N is on first_port + N, whatever else is free (another proxy, or
+  /// this one restarted, maps each broker to the same port); a node id outside the range fails the response.
+  bool ports_by_node_id = false;
   /// Names and addresses by which clients reach this machine (besides loopback ones), to recognise a broker
   /// that advertises the proxy itself.
   std::vector<std::string> self_hosts;
@@ -91,6 +94,14 @@ class broker_directory {
   /// The listeners opened so far for further brokers.
   std::vector<route> routes() const;
 
+  /// With ports_by_node_id and a template that makes a URL from the node id alone: opens every port of the
+  /// range at once, first_port + N for node id N, so that a client holding cached metadata finds its broker's
+  /// port listening before any response has named it. Stops at the first port that cannot be opened.
+  void open_all(boost::system::error_code& ec);
+
+  /// Whether open_all can work with this template: it uses {node_id} and neither {host} nor {port}.
+  static bool names_brokers_by_node_id_alone(const kws::url_template& t);
+
   /// True for loopback names and addresses: localhost, 127.0.0.0/8, ::1.
   static bool is_loopback(std::string_view host);
 
@@ -99,6 +110,7 @@ class broker_directory {
   std::optional<std::uint16_t> find(const std::string& url) const;
   std::optional<std::uint16_t> open(route r, boost::system::error_code& ec);
   std::optional<std::uint16_t> bind_next(route& r, boost::system::error_code& ec);
+  std::optional<std::uint16_t> bind_by_node_id(route& r, boost::system::error_code& ec);
 
   const directory_config config_;
   const listener_opener open_;
@@ -114,6 +126,8 @@ class broker_directory {
   std::mutex opening_mu_;
   std::condition_variable opened_;
   std::set<std::string> opening_;
+  // Node ids already reported as outside the range (ports_by_node_id), so that the line comes once each.
+  std::set<std::int32_t> out_of_range_;
 
   // The next port of the range to try; the kernel's bind settles two workers trying the same one.
   std::atomic<std::uint32_t> next_port_;

@@ -155,6 +155,14 @@ int main(int argc, char** argv) {
           return "expected FIRST-LAST with 1 <= FIRST <= LAST <= 65535, got '" + v + "'";
         return {};
       });
+  app.add_flag("--ports-by-node-id", cfg.ports_by_node_id,
+               "the listener of the broker with node id N is on FIRST+N of --broker-ports, so that a "
+               "restarted proxy, or several behind one address, give each broker the same port; a node id "
+               "outside the range fails the responses that name it");
+  app.add_flag("--bind-broker-ports-at-start", cfg.bind_broker_ports_at_start,
+               "with --ports-by-node-id: bind every port of --broker-ports at start, so that clients holding "
+               "cached metadata reach their broker before any response names it (needs a "
+               "--broker-url-template with {node_id} and neither {host} nor {port})");
   app.add_option(
          "--broker-url-template", cfg.broker_url_template,
          "WebSocket URL of a further broker from its advertised {host}, {port} and {node_id} (default: "
@@ -216,6 +224,10 @@ int main(int argc, char** argv) {
       throw CLI::ValidationError("--api-versions-timeout",
                                  "only with --broker-api auto (the broker answers "
                                  "nothing to wait for under --broker-api 0.8)");
+    if (cfg.ports_by_node_id && broker_ports.empty())
+      throw CLI::ValidationError("--ports-by-node-id", "needs --broker-ports FIRST-LAST");
+    if (cfg.bind_broker_ports_at_start && !cfg.ports_by_node_id)
+      throw CLI::ValidationError("--bind-broker-ports-at-start", "needs --ports-by-node-id");
   };
   if (auto exit_code =
           kws::app::parse_command_line(app, normalize_go_flags(argc, argv, long_names), validate)) {

@@ -494,11 +494,24 @@ class server {
       dc.last_port = static_cast<std::uint16_t>(std::min(65535, cfg_.port + 100));
     }
     dc.self_hosts = local_names(cfg_.listen_host);
+    dc.ports_by_node_id = cfg_.ports_by_node_id;
     const auto first = dc.first_port, last = dc.last_port;
     const auto advertise = dc.advertise_host;
     auto directory = std::make_shared<broker_directory>(
         std::move(dc),
         [this](const route& r, std::uint16_t port, error_code& ec) { return open_for(r, port, ec); });
+    if (cfg_.bind_broker_ports_at_start) {
+      if (!broker_directory::names_brokers_by_node_id_alone(templ))
+        throw std::runtime_error(
+            "--bind-broker-ports-at-start needs a --broker-url-template that names a broker "
+            "by {node_id} alone (no {host} or {port}), got '" +
+            templ.str() + "'");
+      error_code ec;
+      directory->open_all(ec);
+      if (ec) throw boost::system::system_error(ec, "binding --broker-ports at start");
+      spdlog::info("listening on ports {}-{} for node ids 0-{}, each dialling {}", first, last, last - first,
+                   templ.str());
+    }
 
     auto tracking = std::make_shared<kafka::tracker_config>();
     tracking->rewrite = cfg_.rewrite;
@@ -527,7 +540,8 @@ class server {
                                                : " (tls, client certificates required)",
                  url.str(), rt_.threads(), cfg_.relay.max_frame_bytes, cfg_.rewrite ? "on" : "off",
                  cfg_.rewrite ? " advertise=" + advertise : std::string(),
-                 cfg_.rewrite ? (first ? fmt::format(" broker_ports={}-{}", first, last)
+                 cfg_.rewrite ? (first ? fmt::format(" broker_ports={}-{}{}", first, last,
+                                                     cfg_.ports_by_node_id ? " (by node id)" : "")
                                        : std::string(" broker_ports=any"))
                               : std::string());
     log_forward_proxy(*prototype_, url.str());

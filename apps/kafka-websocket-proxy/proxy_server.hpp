@@ -57,6 +57,10 @@ struct proxy_config {
   /// `port` is 0).
   std::uint16_t first_broker_port = 0;
   std::uint16_t last_broker_port = 0;
+  /// The listener of node id N on first_broker_port + N (broker_directory's ports_by_node_id).
+  bool ports_by_node_id = false;
+  /// With ports_by_node_id: every port of the range bound at start (broker_directory::open_all).
+  bool bind_broker_ports_at_start = false;
   /// URL of a further broker from its advertised host, port and node id; empty: ws:// (wss:// with TLS).
   std::string broker_url_template;
   /// TLS for Kafka clients (security.protocol=SSL) on every listener, when both are set; with

@@ -206,4 +206,72 @@ TEST(BrokerDirectory, ABindUnderWayHoldsUpNoOtherBroker) {
   EXPECT_EQ(first_sight.get()->port, 8083);
 }
 
+directory_config behind_gateway_by_node_id() {
+  auto c = proxy_at_8080();
+  c.bootstrap_url = "wss://gw.example.com:443/kafka";
+  c.bootstrap_host = "gw.example.com";
+  c.bootstrap_port = 443;
+  c.url_template = kws::url_template::parse("wss://gw.example.com/kafka/{node_id}");
+  c.first_port = 9100;
+  c.last_port = 9103;
+  c.ports_by_node_id = true;
+  return c;
+}
+
+TEST(BrokerDirectory, ByNodeIdEachBrokerGetsFirstPortPlusItsNodeIdInWhateverOrderItIsSeen) {
+  recording_opener a_opener, b_opener;
+  broker_directory a(behind_gateway_by_node_id(), std::ref(a_opener));
+  broker_directory b(behind_gateway_by_node_id(), std::ref(b_opener));
+  EXPECT_EQ(map(a, 3, "gw.example.com", 443)->port, 9103);
+  EXPECT_EQ(map(a, 1, "gw.example.com", 443)->port, 9101);
+  // Another proxy (or this one restarted) that sees the brokers in another order.
+  EXPECT_EQ(map(b, 1, "gw.example.com", 443)->port, 9101);
+  EXPECT_EQ(map(b, 3, "gw.example.com", 443)->port, 9103);
+  EXPECT_EQ(map(b, 0, "gw.example.com", 443)->port, 9100);
+}
+
+TEST(BrokerDirectory, ByNodeIdAPortInUseIsAnErrorNotAnotherPort) {
+  recording_opener opener;
+  opener.busy = {9102};
+  broker_directory d(behind_gateway_by_node_id(), std::ref(opener));
+  boost::system::error_code ec;
+  EXPECT_FALSE(d.map(advertised_broker{2, "gw.example.com", 443}, ec));
+  EXPECT_EQ(ec, boost::asio::error::address_in_use);
+  EXPECT_TRUE(opener.opened.empty());
+}
+
+TEST(BrokerDirectory, ByNodeIdANodeOutsideTheRangeFailsTheResponseAndOpensNothing) {
+  recording_opener opener;
+  broker_directory d(behind_gateway_by_node_id(), std::ref(opener));
+  for (const std::int32_t node : {4, 70000, -2}) {
+    boost::system::error_code ec;
+    EXPECT_FALSE(d.map(advertised_broker{node, "gw.example.com", 443}, ec)) << node;
+    EXPECT_EQ(ec, boost::system::errc::result_out_of_range) << node;
+  }
+  EXPECT_TRUE(opener.opened.empty());
+  EXPECT_EQ(map(d, 2, "gw.example.com", 443)->port, 9102) << "the nodes in range still work";
+}
+
+TEST(BrokerDirectory, OpenAllBindsTheWholeRangeAndLaterResponsesFindIt) {
+  recording_opener opener;
+  broker_directory d(behind_gateway_by_node_id(), std::ref(opener));
+  boost::system::error_code ec;
+  d.open_all(ec);
+  ASSERT_FALSE(ec) << ec.message();
+  ASSERT_EQ(opener.opened.size(), 4u);
+  EXPECT_EQ(opener.opened[2].url, "wss://gw.example.com:443/kafka/2");
+  EXPECT_EQ(opener.opened[2].port, 9102);
+  EXPECT_EQ(map(d, 2, "gw.example.com", 443)->port, 9102);
+  EXPECT_EQ(opener.opened.size(), 4u) << "nothing bound twice";
+}
+
+TEST(BrokerDirectory, OnlyATemplateOfTheNodeIdAloneCanBeBoundAtStart) {
+  using kws::url_template;
+  EXPECT_TRUE(
+      broker_directory::names_brokers_by_node_id_alone(url_template::parse("wss://gw/kafka/{node_id}")));
+  EXPECT_FALSE(
+      broker_directory::names_brokers_by_node_id_alone(url_template::parse("ws://{host}:{port}/{node_id}")));
+  EXPECT_FALSE(broker_directory::names_brokers_by_node_id_alone(url_template::default_for(true)));
+}
+
 }  // namespace
