@@ -1,6 +1,7 @@
 #include "gateway_server.hpp"
 
 #include "cluster_dial.hpp"
+#include "node_table.hpp"
 
 #include "cli.hpp"
 #include "events.hpp"
@@ -53,139 +54,6 @@ using tcp = asio::ip::tcp;
 using clock = std::chrono::steady_clock;
 constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
-// Brokers of the cluster by node id, learned from its own Metadata: from every response relayed to a client,
-// and, for a node id nobody has asked about on this gateway yet, from a Metadata request of its own
-// (authenticated with --upstream-sasl-file when given; see docs/addressing.md). Shared by all workers.
-class node_table {
- public:
-  node_table(std::vector<upstream> bootstrap, std::chrono::milliseconds timeout, upstream_tls tls,
-             std::optional<kafka::sasl::credentials> credentials)
-      : bootstrap_(std::move(bootstrap)),
-        timeout_(timeout),
-        tls_(std::move(tls)),
-        credentials_(std::move(credentials)) {}
-
-  std::optional<upstream> find(std::int32_t node) const {
-    std::lock_guard lock(mu_);
-    auto it = nodes_.find(node);
-    if (it == nodes_.end()) return std::nullopt;
-    return it->second;
-  }
-
-  void learn(std::int32_t node, std::string_view host, std::int32_t port) {
-    std::lock_guard lock(mu_);
-    auto& n = nodes_[node];
-    if (n.host != host || n.port != port) {
-      if (!n.host.empty()) spdlog::info("broker {} moved from {} to {}:{}", node, n.text(), host, port);
-      n = upstream{std::string(host), static_cast<std::uint16_t>(port)};
-    }
-  }
-
-  // Asks a bootstrap server for Metadata (one request at a time, at most once a second); `done` runs on `ex`.
-  void refresh(const asio::any_io_executor& ex, std::function<void()> done) {
-    std::lock_guard lock(mu_);
-    waiters_.emplace_back(ex, std::move(done));
-    if (fetching_) return;
-    if (clock::now() - last_fetch_ < std::chrono::seconds(1)) return wake_all();
-    fetching_ = true;
-    last_fetch_ = clock::now();
-    asio::co_spawn(ex, fetch(), [this](std::exception_ptr e, std::string failure) {
-      if (e) failure = "the lookup failed unexpectedly";
-      // Said on the line of each connection refused for it, not here: one line per connection.
-      if (!failure.empty()) spdlog::debug("cannot learn the cluster's brokers: {}", failure);
-      std::lock_guard lock(mu_);
-      fetching_ = false;
-      last_failure_ = std::move(failure);
-      wake_all();
-    });
-  }
-
-  // Why the last lookup learned nothing (empty: it succeeded, or none ran yet).
-  std::string last_failure() const {
-    std::lock_guard lock(mu_);
-    return last_failure_;
-  }
-
- private:
-  void wake_all() {
-    for (auto& [ex, done] : waiters_) asio::post(ex, std::move(done));
-    waiters_.clear();
-  }
-
-  // The failure in words; empty when the brokers were learned.
-  awaitable<std::string> fetch() {
-    auto connected = co_await connect_any(bootstrap_, timeout_, tls_);
-    if (connected.ec) co_return connected.why();
-    // (An if: with co_await in the arms of a conditional expression, as built by GCC 12, the lookup read a
-    // response it could not decode.)
-    std::string failure;
-    if (connected.socket) {
-      failure = co_await lookup(*connected.socket, connected.to);
-    } else {
-      failure = co_await lookup(connected.tls.stream(), connected.to);
-    }
-    co_return failure;
-  }
-
-  // SASL first when the gateway has credentials, then Metadata for no topics, on one connection.
-  template <class Stream>
-  awaitable<std::string> lookup(Stream& stream, upstream from) {
-    std::int32_t correlation_id = 1;
-    std::string as;
-    if (credentials_) {
-      kafka::sasl::client_exchange sasl(*credentials_, "kafka-websocket-gateway", kafka::sasl::make_nonce());
-      for (auto step = sasl.start();;) {
-        if (step.what == kafka::sasl::client_exchange::step::status::failed)
-          co_return "the cluster refused the gateway's lookup: " + step.failure + " (--upstream-sasl-file)";
-        if (step.what == kafka::sasl::client_exchange::step::status::done) break;
-        auto [sec, answer] = co_await exchange(stream, step.frame, timeout_);
-        if (sec) co_return "SASL with " + from.text() + " for the gateway's lookup: " + sec.message();
-        step = sasl.on_response(answer);
-      }
-      correlation_id = sasl.next_correlation_id();
-      as = fmt::format(" as {} ({})", credentials_->username,
-                       kafka::sasl::mechanism_name(credentials_->which));
-    }
-    const auto request = kafka::encode_broker_list_request(correlation_id, "kafka-websocket-gateway");
-    auto [xec, frame] = co_await exchange(stream, request, timeout_);
-    if (!credentials_ && (xec == asio::error::eof || xec == asio::ssl::error::stream_truncated ||
-                          xec == asio::error::connection_reset)) {
-      // What a broker that requires SASL does with a request before authentication (Kafka's
-      // SaslServerAuthenticator), so most likely that; the gateway cannot tell it apart from a broker that
-      // went away at that moment.
-      co_return fmt::format(
-          "{} closed the gateway's lookup (an unauthenticated Metadata request) without an answer, as a "
-          "cluster that requires SASL authentication does; give the gateway credentials with "
-          "--upstream-sasl-file",
-          from.text());
-    }
-    if (xec) co_return fmt::format("Metadata from {}: {}", from.text(), xec.message());
-    error_code ec;
-    const auto brokers = kafka::decode_metadata_brokers(kafka::broker_list_metadata_version, frame, ec);
-    if (ec) co_return fmt::format("Metadata from {}: {}", from.text(), ec.message());
-    int seen = 0;
-    for (const auto& b : brokers) {
-      // As a relayed response's: an entry without a node id or a host names nobody.
-      if (b.node_id == -1 || b.host.empty()) continue;
-      learn(b.node_id, b.host, b.port);
-      ++seen;
-    }
-    spdlog::debug("learned {} broker(s) from {}{}", seen, from.text(), as);
-    co_return std::string();
-  }
-
-  std::vector<upstream> bootstrap_;
-  std::chrono::milliseconds timeout_;
-  upstream_tls tls_;
-  std::optional<kafka::sasl::credentials> credentials_;
-  mutable std::mutex mu_;
-  std::map<std::int32_t, upstream> nodes_;
-  std::vector<std::pair<asio::any_io_executor, std::function<void()>>> waiters_;
-  bool fetching_ = false;
-  clock::time_point last_fetch_{};
-  std::string last_failure_;
-};
-
 // Whether a bootstrap server answers a TCP connect (and with --upstream-tls, a TLS handshake), checked at
 // most every 2 s: GET /healthz on the WebSocket port, and /readyz on the metrics port.
 app::cached_check::probe_function bootstrap_probe(std::vector<upstream> bootstrap,
@@ -234,6 +102,8 @@ struct shared {
   node_table nodes;
   app::cached_check health;
   std::shared_ptr<const kafka::tracker_config> tracking;
+  // Brokers by host name (Host, SNI): the advertised host when it holds {node_id}.
+  host_pattern names{};
   // The tokens in use: replaced whole by a reload, read by each handshake.
   std::atomic<std::shared_ptr<const token_set>> tokens{std::make_shared<const token_set>(cfg.tokens)};
   // Upgraded connections, under --max-connections. Shared with the sessions, which may be destroyed after
@@ -353,9 +223,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
                       {{"WWW-Authenticate", "Bearer realm=\"kafka-websocket-gateway\""}});
       }
     }
-    const auto r = parse_route(req.target);
-    if (!r)
-      return refuse(done, 404, "no such path; use / or /kafka for bootstrap, /kafka/{node_id} for a broker");
+    const auto routed = route_request(sh_.names, req.target, req.header("host"), req.server_name);
+    if (!routed.to) return refuse(done, routed.status, app::printable(routed.why));
+    const auto& r = routed.to;
+    if (!r->bootstrap) node_ = std::to_string(r->node_id);
     if (r->bootstrap) {
       targets_ = sh_.bootstrap;
       return upgrade(done);
@@ -438,10 +309,11 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
       return;
     }
     upstream_ = r.to.text();
+    std::vector<std::pair<std::string_view, std::string>> fields{{"target", target_}};
+    if (!node_.empty()) fields.emplace_back("node", node_);
+    fields.emplace_back("upstream", upstream_);
     app::log_event(spdlog::level::info,
-                   {.conn = id_,
-                    .event = "open",
-                    .fields = client_fields({{"target", target_}, {"upstream", upstream_}})});
+                   {.conn = id_, .event = "open", .fields = client_fields(std::move(fields))});
     if (r.socket) return start_relay(std::move(*r.socket), r.to);
     start_relay(std::move(r.tls), r.to);
   }
@@ -537,6 +409,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::string refusal_;  ///< why the handshake was answered with refused_status_
   int refused_status_ = 0;
   std::string upstream_;
+  std::string node_;  // the node id the path or the host name picked; empty: a bootstrap server
   bool health_probe_ = false;
   bool draining_ = false;
   bool opened_ = false;  // counted as an open connection
@@ -604,6 +477,7 @@ int run(const gateway_config& cfg) {
             node_table(bootstrap, cfg.connect_timeout, tls, cfg.upstream_sasl),
             app::cached_check(bootstrap_probe(bootstrap, cfg.connect_timeout, tls)),
             tracking};
+  sh.names = host_pattern(advertise_host);
   if (!cfg.token_file.empty()) {
     reloading.add("--auth-token-file", {cfg.token_file}, [&] {
       sh.tokens.store(std::make_shared<const token_set>(token_set::from_file(cfg.token_file)),

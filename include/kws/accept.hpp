@@ -39,6 +39,8 @@ struct http_request_info {
   /// it presented none. Only a context that verifies client certificates (require_client_certificates in
   /// kws/tls_socket.hpp) makes it trustworthy.
   std::string client_subject;
+  /// wss: the server name the client asked for in the TLS handshake (SNI), empty when it sent none.
+  std::string server_name;
   /// After a failed TLS handshake: why, in one sentence with the client's address ("the TLS handshake with
   /// the client failed: peer did not return a certificate (10.0.0.5:40112)", "the client's TLS certificate
   /// was refused: self-signed certificate (...)"). Empty otherwise.
