@@ -116,8 +116,11 @@ struct shared {
   std::function<void(handshake_tally::event, const std::string& address)> note_handshake{};
   app::server_metrics metrics{};
   handshake_metrics handshake_counts{metrics.registry()};
-  bool metrics_on = false;  // relays and trackers count only when the endpoint is there to show it
+  bool metrics_on = false;            // relays and trackers count only when the endpoint is there to show it
+  std::atomic<bool> draining{false};  // from the first SIGINT/SIGTERM on
 };
+
+constexpr const char* draining_text = "draining: the gateway is shutting down";
 
 // One client: the upgrade (with the access checks and the routing decision), the connection to the broker,
 // and a relay between them.
@@ -159,6 +162,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   }
 
  private:
+  bool shutting_down() const { return draining_ || sh_.draining.load(std::memory_order_acquire); }
+
   // Takes a place under --max-connections, unless they are all taken.
   bool take_slot() {
     auto n = active_->load();
@@ -195,6 +200,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     if (!req.websocket_upgrade) {
       if (req.method == "GET" && req.target.substr(0, req.target.find('?')) == "/healthz") {
         health_probe_ = true;
+        if (shutting_down())
+          return done(kws::accept_decision::respond(503, std::string(draining_text) + "\n"));
         return sh_.health.check(worker_.context().get_executor(), [done](app::check_result r) {
           done(r.ok
                    ? kws::accept_decision::respond(200, "ok\n")
@@ -205,6 +212,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
       refusal_ = "plain HTTP without a WebSocket upgrade";
       return done(kws::accept_decision::upgrade());  // a non-upgrade request gets 426
     }
+    // Accepted before the listener closed: told to go elsewhere, with Connection: close.
+    if (shutting_down()) return refuse(done, 503, draining_text);
     // With two, which one a check would read is a guess; an intermediary may have read the other.
     for (const auto& [name, label] :
          {std::pair{"authorization", "Authorization"}, std::pair{"origin", "Origin"}}) {
@@ -600,6 +609,7 @@ int run(const gateway_config& cfg) {
         rt.main_context(), *where,
         app::monitoring_endpoint::handlers{[&sh] { return sh.metrics.render(); },
                                            [&sh, &rt](std::function<void(app::check_result)> done) {
+                                             if (rt.draining()) return done({false, draining_text});
                                              sh.health.check(rt.main_context().get_executor(),
                                                              std::move(done));
                                            }});
@@ -610,12 +620,16 @@ int run(const gateway_config& cfg) {
   accepting.start();
   rt.on_shutdown([&] {
     error_code ignored;
+    sh.draining.store(true, std::memory_order_release);
     reloading.stop();
     acceptor.close(ignored);
     accepting.stop();
     shutting_down = true;
     summary_timer.cancel();
     tell_handshakes();
+  });
+  // /readyz answers 503 through the drain, until the last connection is done.
+  rt.on_stopped([&] {
     if (monitoring) monitoring->stop();
   });
   return rt.run();

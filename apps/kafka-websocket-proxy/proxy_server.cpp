@@ -496,6 +496,9 @@ class server {
     rt_.on_shutdown([this] {
       reloading_.stop();
       close_listeners();
+    });
+    // /readyz answers 503 through the drain, until the last connection is done.
+    rt_.on_stopped([this] {
       if (monitoring_) monitoring_->stop();
     });
     return rt_.run();
@@ -556,6 +559,8 @@ class server {
         rt_.main_context(), *where,
         app::monitoring_endpoint::handlers{[this] { return metrics_.render(); },
                                            [this](std::function<void(app::check_result)> done) {
+                                             if (rt_.draining())
+                                               return done({false, "draining: the proxy is shutting down"});
                                              readiness_->check(rt_.main_context().get_executor(),
                                                                std::move(done));
                                            }});
