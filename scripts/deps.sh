@@ -8,6 +8,7 @@ KWS_PACKAGES=(
   libcli11-dev libspdlog-dev libfmt-dev libjemalloc-dev prometheus-cpp-dev
   librdkafka-dev kcat python3-kafka python3-confluent-kafka
   tinyproxy-bin socat nftables
+  haproxy
 )
 
 kws_ensure_packages() {

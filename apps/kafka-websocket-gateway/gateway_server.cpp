@@ -9,6 +9,7 @@
 #include "health.hpp"
 #include "metrics.hpp"
 #include "monitoring.hpp"
+#include "proxy_header.hpp"
 #include "reload.hpp"
 #include "runtime.hpp"
 
@@ -139,15 +140,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   ~session() override { release_slot(); }
 
   void start() {
-    kws::async_accept(
-        std::move(socket_), sh_.accept,
-        [self = shared_from_this()](const kws::http_request_info& req,
-                                    std::function<void(kws::accept_decision)> done) {
-          self->decide(req, std::move(done));
-        },
-        [self = shared_from_this()](error_code ec, kws::connection c, kws::http_request_info req) {
-          self->accepted(ec, std::move(c), req);
-        });
+    if (!sh_.cfg.proxy_protocol) return accept_upgrade();
+    app::async_read_proxy_header(
+        socket_, sh_.accept.handshake_timeout,
+        [self = shared_from_this()](app::proxy_header_read r) { self->proxy_header_read(std::move(r)); });
   }
 
   void drain(std::chrono::milliseconds timeout) override {
@@ -162,6 +158,42 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   }
 
  private:
+  // --proxy-protocol: from here on the client is the header's, and the load balancer is `lb`.
+  void proxy_header_read(app::proxy_header_read r) {
+    if (!r.error.empty()) {
+      app::log_event(r.silent ? spdlog::level::debug : spdlog::level::warn, {.conn = id_,
+                                                                             .event = "closed",
+                                                                             .fields = {{"peer", peer_}},
+                                                                             .end = "bad_proxy_header",
+                                                                             .side = "client",
+                                                                             .cause = r.error});
+      return finish();
+    }
+    lb_ = peer_;
+    peer_ = app::endpoint_string(r.client);
+    peer_address_ = address_text(r.client.address());
+    if (sh_.handshakes->place(handshake_, r.client.address()) != handshake_limits::verdict::admitted) {
+      sh_.handshake_counts.refused_over_per_address.Increment();
+      sh_.note_handshake(handshake_tally::event::refused_over_per_address, peer_address_);
+      return finish();
+    }
+    accept_upgrade();
+  }
+
+  void accept_upgrade() {
+    auto accept = sh_.accept;
+    if (!lb_.empty()) accept.peer = peer_;
+    kws::async_accept(
+        std::move(socket_), accept,
+        [self = shared_from_this()](const kws::http_request_info& req,
+                                    std::function<void(kws::accept_decision)> done) {
+          self->decide(req, std::move(done));
+        },
+        [self = shared_from_this()](error_code ec, kws::connection c, kws::http_request_info req) {
+          self->accepted(ec, std::move(c), req);
+        });
+  }
+
   bool shutting_down() const { return draining_ || sh_.draining.load(std::memory_order_acquire); }
 
   // Takes a place under --max-connections, unless they are all taken.
@@ -384,6 +416,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::vector<std::pair<std::string_view, std::string>> client_fields(
       std::vector<std::pair<std::string_view, std::string>> more) const {
     more.insert(more.begin(), {"peer", peer_});
+    if (!lb_.empty()) more.insert(more.begin() + 1, {"lb", lb_});
     if (!subject_.empty()) more.emplace_back("subject", subject_);
     return more;
   }
@@ -410,6 +443,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::uint64_t id_;
   std::string peer_;
   std::string peer_address_;            // without the port, for the handshake summary
+  std::string lb_;                      // --proxy-protocol: the load balancer's address
   handshake_limits::ticket handshake_;  // until the handshake ends
   std::shared_ptr<std::atomic<std::size_t>> active_;
   bool slot_ = false;  // holds a place under --max-connections
@@ -506,14 +540,14 @@ int run(const gateway_config& cfg) {
   std::string upstream_list;
   for (const auto& u : bootstrap) upstream_list += (upstream_list.empty() ? "" : ",") + u.text();
   spdlog::info(
-      "listening on {} ({}) upstream={}{} lookup_auth={} advertise={}:{} threads={} auth={} origins={} "
+      "listening on {} ({}{}) upstream={}{} lookup_auth={} advertise={}:{} threads={} auth={} origins={} "
       "max_connections={} "
       "max_handshakes={} max_handshakes_per_address={}",
       app::endpoint_string(bound),
       !accept.tls                  ? "ws"
       : cfg.client_ca_file.empty() ? "wss"
                                    : "wss, client certificates required",
-      upstream_list,
+      cfg.proxy_protocol ? ", PROXY protocol header required" : "", upstream_list,
       !tls.ctx                                   ? ""
       : tls.insecure                             ? " (tls, not verified)"
       : cfg.upstream_tls_files.cert_file.empty() ? " (tls)"
@@ -574,7 +608,10 @@ int run(const gateway_config& cfg) {
         }
         // Over a handshake bound: closed before any byte is read, and told in the summary line.
         handshake_limits::ticket ticket;
-        const auto verdict = sh.handshakes->admit(peer.address(), ticket);
+        // Behind --proxy-protocol the socket's peer is the load balancer: the client's own bound waits for
+        // the header.
+        const auto verdict = cfg.proxy_protocol ? sh.handshakes->admit_unaddressed(ticket)
+                                                : sh.handshakes->admit(peer.address(), ticket);
         if (verdict != handshake_limits::verdict::admitted) {
           const bool total = verdict == handshake_limits::verdict::over_limit;
           (total ? sh.handshake_counts.refused_over_limit : sh.handshake_counts.refused_over_per_address)

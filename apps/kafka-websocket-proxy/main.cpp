@@ -222,6 +222,10 @@ int main(int argc, char** argv) {
                         kws::redact_proxy_url(v) + "'"
                   : std::string();
       });
+  app.add_flag("--proxy-protocol", cfg.proxy_protocol,
+               "every client connection starts with a PROXY protocol header (v2 as HAProxy's send-proxy-v2, "
+               "or v1) from a load balancer; its client address is the one logged; a connection without one "
+               "is refused");
   std::vector<std::string> connect_to;
   app.add_option(
          "--connect-to", connect_to,

@@ -82,6 +82,9 @@ struct accept_config {
   std::string server_name = "kafka-websocket-shim";
   /// wss: the TLS context (certificate and key loaded); null for ws.
   std::shared_ptr<boost::asio::ssl::context> tls{};
+  /// The client's address for http_request_info::peer when the socket's peer is not the client (one
+  /// connection's config, taken from a PROXY protocol header); empty: the socket's peer.
+  std::string peer{};
 };
 
 /// A TLS server context with the certificate chain and key from PEM files, TLS 1.2 or later. Throws

@@ -257,7 +257,7 @@ void async_accept(tcp::socket socket, const accept_config& config, accept_decide
                   accept_handler handler) {
   error_code ec;
   const auto ep = socket.remote_endpoint(ec);
-  std::string peer = ec ? std::string("?") : endpoint_text(ep);
+  std::string peer = !config.peer.empty() ? config.peer : ec ? std::string("?") : endpoint_text(ep);
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   const auto ex = socket.get_executor();
