@@ -4,6 +4,7 @@
 
 #include "process.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/asio/ip/tcp.hpp>
 
 #include <fcntl.h>
@@ -12,8 +13,10 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdint>
 #include <filesystem>
+#include <iostream>
 #include <memory>
 #include <regex>
 #include <set>
@@ -56,6 +59,23 @@ class mock_cluster {
   std::unique_ptr<child_process> proc_;
   std::string bootstrap_;
 };
+
+/// A test's end: SIGTERM to the proxy and the gateway (either may be null), each expected to exit 0 within
+/// 15 s; after any failure of the test, every log.
+inline void stop_and_report(child_process* proxy, child_process* gateway, mock_cluster* mock) {
+  for (auto* p : {proxy, gateway}) {
+    if (!p) continue;
+    p->signal(SIGTERM);
+    EXPECT_EQ(p->wait(std::chrono::seconds(15)), std::optional<int>(0))
+        << "a server did not exit with 0 within 15 s of SIGTERM";
+  }
+  if (!::testing::Test::HasFailure()) return;
+  for (const auto& [name, p] : {std::pair<const char*, child_process*>{"proxy", proxy},
+                                {"gateway", gateway},
+                                {"mock cluster", mock ? &mock->process() : nullptr}}) {
+    if (p) std::cerr << "---- " << name << " log ----\n" << p->output();
+  }
+}
 
 inline std::string be32(std::int32_t v) {
   std::string s;

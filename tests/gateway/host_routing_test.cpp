@@ -16,8 +16,6 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
 
-#include <csignal>
-#include <iostream>
 #include <optional>
 #include <regex>
 #include <set>
@@ -69,21 +67,7 @@ int upgrade_status(unsigned short port, const std::string& ca, const std::string
 
 class HostRouting : public ::testing::Test {
  protected:
-  void TearDown() override {
-    for (auto* p : {proxy_.get(), gateway_.get()}) {
-      if (!p) continue;
-      p->signal(SIGTERM);
-      EXPECT_EQ(p->wait(15s), std::optional<int>(0)) << "a server did not exit with 0 within 15 s of SIGTERM";
-    }
-    if (HasFailure()) {
-      for (auto& [name, p] : std::vector<std::pair<const char*, child_process*>>{
-               {"proxy", proxy_.get()},
-               {"gateway", gateway_.get()},
-               {"mock cluster", mock_ ? &mock_->process() : nullptr}}) {
-        if (p) std::cerr << "---- " << name << " log ----\n" << p->output();
-      }
-    }
-  }
+  void TearDown() override { stop_and_report(proxy_.get(), gateway_.get(), mock_.get()); }
 
   void start_mock(int brokers, const std::string& topic) {
     mock_ = std::make_unique<mock_cluster>(dir_.path(), brokers, std::vector<std::string>{topic});

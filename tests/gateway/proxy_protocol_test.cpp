@@ -21,7 +21,6 @@
 #include <unistd.h>
 
 #include <csignal>
-#include <iostream>
 #include <regex>
 
 namespace {
@@ -118,19 +117,7 @@ class ProxyProtocol : public ::testing::Test {
  protected:
   void TearDown() override {
     lb_.reset();
-    for (auto* p : {proxy_.get(), gateway_.get()}) {
-      if (!p) continue;
-      p->signal(SIGTERM);
-      EXPECT_EQ(p->wait(15s), std::optional<int>(0)) << "a server did not exit with 0 within 15 s of SIGTERM";
-    }
-    if (HasFailure()) {
-      for (auto& [name, p] : std::vector<std::pair<const char*, child_process*>>{
-               {"proxy", proxy_.get()},
-               {"gateway", gateway_.get()},
-               {"mock cluster", mock_ ? &mock_->process() : nullptr}}) {
-        if (p) std::cerr << "---- " << name << " log ----\n" << p->output();
-      }
-    }
+    stop_and_report(proxy_.get(), gateway_.get(), mock_.get());
   }
 
   void start_cluster_and_gateway() {
