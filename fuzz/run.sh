@@ -19,8 +19,9 @@ declare -A corpus=(
   [kafka_tracker_fuzz]=kafka_tracker
   [address_fuzz]=address
   [websocket_fuzz]=websocket
+  [proxy_protocol_fuzz]=proxy_protocol
 )
-targets=(frame_fuzz kafka_header_fuzz kafka_rewrite_fuzz kafka_tracker_fuzz address_fuzz websocket_fuzz)
+targets=(frame_fuzz kafka_header_fuzz kafka_rewrite_fuzz kafka_tracker_fuzz address_fuzz websocket_fuzz proxy_protocol_fuzz)
 
 echo "== kws fuzz: configure and build (clang-14, ASan + UBSan + libFuzzer)"
 cmake -S . -B build/fuzz -G Ninja -DCMAKE_CXX_COMPILER=clang++-14 -DKWS_BUILD_FUZZ=ON -DKWS_BUILD_TESTS=OFF \

@@ -152,6 +152,7 @@ void runtime::wait_signal() {
       return;
     }
     if (++signal_count_ == 1) {
+      draining_.store(true, std::memory_order_release);
       const auto wait = response_wait(drain_timeout_);
       spdlog::info(
           "signal {}: no new connections; open ones get {} for responses already requested and stop within "
@@ -190,6 +191,7 @@ int runtime::run() {
   asio::post(main_ioc_, [this] {
     signals_.cancel();
     hard_stop_.cancel();
+    if (on_stopped_) on_stopped_();
   });
   main_thread.join();
   spdlog::info("stopped");

@@ -10,6 +10,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -101,6 +102,11 @@ class runtime {
   std::size_t threads() const { return workers_.size(); }
   /// Runs on the main thread at the first signal, before the workers drain: close the listeners here.
   void on_shutdown(std::function<void()> f) { on_shutdown_ = std::move(f); }
+  /// Runs on the main thread once every worker is done, before run() returns: close what must answer during
+  /// the drain (the monitoring endpoint's /readyz) here.
+  void on_stopped(std::function<void()> f) { on_stopped_ = std::move(f); }
+  /// True from the first signal on (any thread).
+  bool draining() const { return draining_.load(std::memory_order_acquire); }
   /// No drain: at the first signal, after on_shutdown, every worker's loop stops at once (after what
   /// on_shutdown posted to it), and what was still pending there is destroyed with the workers. For the dev
   /// broker, whose clients are tests and whose sessions keep nothing worth finishing.
@@ -123,6 +129,8 @@ class runtime {
   int signal_count_ = 0;
   bool stop_at_once_ = false;
   std::function<void()> on_shutdown_;
+  std::function<void()> on_stopped_;
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace kws::app

@@ -142,6 +142,63 @@ std::optional<route> parse_route(std::string_view target) {
   return route{false, node};
 }
 
+host_pattern::host_pattern(std::string pattern) {
+  if (pattern.find("{node_id}") != std::string::npos) pattern_ = std::move(pattern);
+}
+
+std::optional<std::int32_t> host_pattern::node_of(std::string_view host) const {
+  constexpr std::string_view slot = "{node_id}";
+  const auto at = pattern_.find(slot);
+  if (at == std::string::npos || host.size() <= at || !iequals(host.substr(0, at), pattern_.substr(0, at)))
+    return std::nullopt;
+  const auto digits = host.substr(at);
+  std::int32_t node = -1;
+  const auto [end, err] = std::from_chars(digits.data(), digits.data() + digits.size(), node);
+  const auto length = static_cast<std::size_t>(end - digits.data());
+  if (err != std::errc{} || node < 0 || length == 0 || (length > 1 && digits[0] == '0')) return std::nullopt;
+  // The whole name again, with this node id: every other `{node_id}` must hold the same one.
+  std::string expected = pattern_;
+  const auto id = std::to_string(node);
+  for (auto p = expected.find(slot); p != std::string::npos; p = expected.find(slot, p + id.size()))
+    expected.replace(p, slot.size(), id);
+  if (!iequals(host, expected)) return std::nullopt;
+  return node;
+}
+
+std::string_view host_without_port(std::string_view host_header) {
+  host_header = trim(host_header);
+  if (host_header.starts_with('[')) return host_header.substr(0, host_header.find(']') + 1);
+  return host_header.substr(0, host_header.find(':'));
+}
+
+routing route_request(const host_pattern& names, std::string_view target, const std::string* host,
+                      std::string_view server_name) {
+  const auto path = parse_route(target);
+  if (!path)
+    return {std::nullopt, 404, "no such path; use / or /kafka for bootstrap, /kafka/{node_id} for a broker"};
+  if (names.empty()) return {path};
+  const auto by_host = host ? names.node_of(host_without_port(*host)) : std::nullopt;
+  const auto node_text = [](const std::optional<std::int32_t>& n) {
+    return n ? "node " + std::to_string(*n) : std::string("no broker");
+  };
+  if (!server_name.empty()) {
+    if (const auto by_sni = names.node_of(server_name); by_sni != by_host) {
+      return {std::nullopt, 421,
+              "the TLS server name " + std::string(server_name) + " names " + node_text(by_sni) +
+                  " and the Host header " + (host ? *host : std::string("(none)")) + " names " +
+                  node_text(by_host)};
+    }
+  }
+  if (!by_host) return {path};
+  if (path->bootstrap) return {route{false, *by_host}};
+  if (path->node_id != *by_host) {
+    return {std::nullopt, 421,
+            "the path names node " + std::to_string(path->node_id) + " and the Host header " + *host +
+                " names node " + std::to_string(*by_host)};
+  }
+  return {path};
+}
+
 }  // namespace kws::gateway
 
 namespace kws::gateway {

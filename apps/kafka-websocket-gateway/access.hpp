@@ -59,6 +59,38 @@ struct route {
 };
 std::optional<route> parse_route(std::string_view target);
 
+/// Brokers told apart by host name: `--advertise`'s host with `{node_id}` in it
+/// (kafka-{node_id}.gw.example.com). A name matches when it is the pattern with one node id in place of every
+/// `{node_id}`, whatever its case.
+class host_pattern {
+ public:
+  host_pattern() = default;
+  /// Without `{node_id}` the pattern names no broker.
+  explicit host_pattern(std::string pattern);
+  bool empty() const { return pattern_.empty(); }
+  /// The node id `host` names (a plain decimal number, no sign, no leading zero), if it matches.
+  std::optional<std::int32_t> node_of(std::string_view host) const;
+
+ private:
+  std::string pattern_;
+};
+
+/// The host of a Host header's value: its port removed (an IPv6 address keeps its brackets).
+std::string_view host_without_port(std::string_view host_header);
+
+/// Where an upgrade leads, from its path, its Host header and (wss) the TLS server name (SNI); or the status
+/// and the reason it is refused with. A name that matches `names` picks the broker of that node id: at `/`
+/// and
+/// `/kafka` it replaces the bootstrap server, at `/kafka/{node_id}` it must be that node. With an SNI name
+/// the Host header must name the same node (or, like it, none): a mismatch is refused with 421.
+struct routing {
+  std::optional<route> to{};
+  int status = 0;
+  std::string why{};
+};
+routing route_request(const host_pattern& names, std::string_view target, const std::string* host,
+                      std::string_view server_name);
+
 /// The credentials of --upstream-sasl-file (kws::kafka::sasl::parse_credentials). Throws
 /// std::runtime_error naming the file and the problem (the system's reason when it cannot be read, the line
 /// when it is malformed); never a password.

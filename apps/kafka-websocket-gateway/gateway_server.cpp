@@ -1,6 +1,7 @@
 #include "gateway_server.hpp"
 
 #include "cluster_dial.hpp"
+#include "node_table.hpp"
 
 #include "cli.hpp"
 #include "events.hpp"
@@ -8,6 +9,7 @@
 #include "health.hpp"
 #include "metrics.hpp"
 #include "monitoring.hpp"
+#include "proxy_header.hpp"
 #include "reload.hpp"
 #include "runtime.hpp"
 
@@ -52,147 +54,6 @@ using boost::system::error_code;
 using tcp = asio::ip::tcp;
 using clock = std::chrono::steady_clock;
 constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
-
-// Brokers of the cluster by node id, learned from its own Metadata: from every response relayed to a client,
-// and, for a node id nobody has asked about on this gateway yet, from a Metadata request of its own
-// (authenticated with --upstream-sasl-file when given; see docs/addressing.md). Shared by all workers.
-class node_table {
- public:
-  node_table(std::vector<upstream> bootstrap, std::chrono::milliseconds timeout, upstream_tls tls,
-             const std::optional<kafka::sasl::credentials>& credentials)
-      : bootstrap_(std::move(bootstrap)), timeout_(timeout), tls_(std::move(tls)) {
-    if (credentials) set_credentials(*credentials);
-  }
-
-  // The credentials of later lookups (a reload of --upstream-sasl-file); one already running keeps its own.
-  // The next lookup may run at once, not a second after the last one, which may have failed for want of them.
-  void set_credentials(kafka::sasl::credentials c) {
-    credentials_.store(std::make_shared<const kafka::sasl::credentials>(std::move(c)),
-                       std::memory_order_release);
-    std::lock_guard lock(mu_);
-    last_fetch_ = {};
-  }
-
-  std::optional<upstream> find(std::int32_t node) const {
-    std::lock_guard lock(mu_);
-    auto it = nodes_.find(node);
-    if (it == nodes_.end()) return std::nullopt;
-    return it->second;
-  }
-
-  void learn(std::int32_t node, std::string_view host, std::int32_t port) {
-    std::lock_guard lock(mu_);
-    auto& n = nodes_[node];
-    if (n.host != host || n.port != port) {
-      if (!n.host.empty()) spdlog::info("broker {} moved from {} to {}:{}", node, n.text(), host, port);
-      n = upstream{std::string(host), static_cast<std::uint16_t>(port)};
-    }
-  }
-
-  // Asks a bootstrap server for Metadata (one request at a time, at most once a second); `done` runs on `ex`.
-  void refresh(const asio::any_io_executor& ex, std::function<void()> done) {
-    std::lock_guard lock(mu_);
-    waiters_.emplace_back(ex, std::move(done));
-    if (fetching_) return;
-    if (clock::now() - last_fetch_ < std::chrono::seconds(1)) return wake_all();
-    fetching_ = true;
-    last_fetch_ = clock::now();
-    asio::co_spawn(ex, fetch(), [this](std::exception_ptr e, std::string failure) {
-      if (e) failure = "the lookup failed unexpectedly";
-      // Said on the line of each connection refused for it, not here: one line per connection.
-      if (!failure.empty()) spdlog::debug("cannot learn the cluster's brokers: {}", failure);
-      std::lock_guard lock(mu_);
-      fetching_ = false;
-      last_failure_ = std::move(failure);
-      wake_all();
-    });
-  }
-
-  // Why the last lookup learned nothing (empty: it succeeded, or none ran yet).
-  std::string last_failure() const {
-    std::lock_guard lock(mu_);
-    return last_failure_;
-  }
-
- private:
-  void wake_all() {
-    for (auto& [ex, done] : waiters_) asio::post(ex, std::move(done));
-    waiters_.clear();
-  }
-
-  // The failure in words; empty when the brokers were learned.
-  awaitable<std::string> fetch() {
-    auto connected = co_await connect_any(bootstrap_, timeout_, tls_);
-    if (connected.ec) co_return connected.why();
-    // (An if: with co_await in the arms of a conditional expression, as built by GCC 12, the lookup read a
-    // response it could not decode.)
-    std::string failure;
-    if (connected.socket) {
-      failure = co_await lookup(*connected.socket, connected.to);
-    } else {
-      failure = co_await lookup(connected.tls.stream(), connected.to);
-    }
-    co_return failure;
-  }
-
-  // SASL first when the gateway has credentials, then Metadata for no topics, on one connection.
-  template <class Stream>
-  awaitable<std::string> lookup(Stream& stream, upstream from) {
-    std::int32_t correlation_id = 1;
-    std::string as;
-    const auto credentials = credentials_.load(std::memory_order_acquire);
-    if (credentials) {
-      kafka::sasl::client_exchange sasl(*credentials, "kafka-websocket-gateway", kafka::sasl::make_nonce());
-      for (auto step = sasl.start();;) {
-        if (step.what == kafka::sasl::client_exchange::step::status::failed)
-          co_return "the cluster refused the gateway's lookup: " + step.failure + " (--upstream-sasl-file)";
-        if (step.what == kafka::sasl::client_exchange::step::status::done) break;
-        auto [sec, answer] = co_await exchange(stream, step.frame, timeout_);
-        if (sec) co_return "SASL with " + from.text() + " for the gateway's lookup: " + sec.message();
-        step = sasl.on_response(answer);
-      }
-      correlation_id = sasl.next_correlation_id();
-      as = fmt::format(" as {} ({})", credentials->username, kafka::sasl::mechanism_name(credentials->which));
-    }
-    const auto request = kafka::encode_broker_list_request(correlation_id, "kafka-websocket-gateway");
-    auto [xec, frame] = co_await exchange(stream, request, timeout_);
-    if (!credentials && (xec == asio::error::eof || xec == asio::ssl::error::stream_truncated ||
-                         xec == asio::error::connection_reset)) {
-      // What a broker that requires SASL does with a request before authentication (Kafka's
-      // SaslServerAuthenticator), so most likely that; the gateway cannot tell it apart from a broker that
-      // went away at that moment.
-      co_return fmt::format(
-          "{} closed the gateway's lookup (an unauthenticated Metadata request) without an answer, as a "
-          "cluster that requires SASL authentication does; give the gateway credentials with "
-          "--upstream-sasl-file",
-          from.text());
-    }
-    if (xec) co_return fmt::format("Metadata from {}: {}", from.text(), xec.message());
-    error_code ec;
-    const auto brokers = kafka::decode_metadata_brokers(kafka::broker_list_metadata_version, frame, ec);
-    if (ec) co_return fmt::format("Metadata from {}: {}", from.text(), ec.message());
-    int seen = 0;
-    for (const auto& b : brokers) {
-      // As a relayed response's: an entry without a node id or a host names nobody.
-      if (b.node_id == -1 || b.host.empty()) continue;
-      learn(b.node_id, b.host, b.port);
-      ++seen;
-    }
-    spdlog::debug("learned {} broker(s) from {}{}", seen, from.text(), as);
-    co_return std::string();
-  }
-
-  std::vector<upstream> bootstrap_;
-  std::chrono::milliseconds timeout_;
-  upstream_tls tls_;
-  std::atomic<std::shared_ptr<const kafka::sasl::credentials>> credentials_;
-  mutable std::mutex mu_;
-  std::map<std::int32_t, upstream> nodes_;
-  std::vector<std::pair<asio::any_io_executor, std::function<void()>>> waiters_;
-  bool fetching_ = false;
-  clock::time_point last_fetch_{};
-  std::string last_failure_;
-};
 
 // Whether a bootstrap server answers a TCP connect (and with --upstream-tls, a TLS handshake), checked at
 // most every 2 s: GET /healthz on the WebSocket port, and /readyz on the metrics port.
@@ -242,6 +103,8 @@ struct shared {
   node_table nodes;
   app::cached_check health;
   std::shared_ptr<const kafka::tracker_config> tracking;
+  // Brokers by host name (Host, SNI): the advertised host when it holds {node_id}.
+  host_pattern names{};
   // The tokens in use: replaced whole by a reload, read by each handshake.
   std::atomic<std::shared_ptr<const token_set>> tokens{std::make_shared<const token_set>(cfg.tokens)};
   // Upgraded connections, under --max-connections. Shared with the sessions, which may be destroyed after
@@ -254,8 +117,11 @@ struct shared {
   std::function<void(handshake_tally::event, const std::string& address)> note_handshake{};
   app::server_metrics metrics{};
   handshake_metrics handshake_counts{metrics.registry()};
-  bool metrics_on = false;  // relays and trackers count only when the endpoint is there to show it
+  bool metrics_on = false;            // relays and trackers count only when the endpoint is there to show it
+  std::atomic<bool> draining{false};  // from the first SIGINT/SIGTERM on
 };
+
+constexpr const char* draining_text = "draining: the gateway is shutting down";
 
 // One client: the upgrade (with the access checks and the routing decision), the connection to the broker,
 // and a relay between them.
@@ -274,15 +140,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   ~session() override { release_slot(); }
 
   void start() {
-    kws::async_accept(
-        std::move(socket_), sh_.accept,
-        [self = shared_from_this()](const kws::http_request_info& req,
-                                    std::function<void(kws::accept_decision)> done) {
-          self->decide(req, std::move(done));
-        },
-        [self = shared_from_this()](error_code ec, kws::connection c, kws::http_request_info req) {
-          self->accepted(ec, std::move(c), req);
-        });
+    if (!sh_.cfg.proxy_protocol) return accept_upgrade();
+    app::async_read_proxy_header(
+        socket_, sh_.accept.handshake_timeout,
+        [self = shared_from_this()](app::proxy_header_read r) { self->proxy_header_read(std::move(r)); });
   }
 
   void drain(std::chrono::milliseconds timeout) override {
@@ -297,6 +158,44 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   }
 
  private:
+  // --proxy-protocol: from here on the client is the header's, and the load balancer is `lb`.
+  void proxy_header_read(app::proxy_header_read r) {
+    if (!r.error.empty()) {
+      app::log_event(r.silent ? spdlog::level::debug : spdlog::level::warn, {.conn = id_,
+                                                                             .event = "closed",
+                                                                             .fields = {{"peer", peer_}},
+                                                                             .end = "bad_proxy_header",
+                                                                             .side = "client",
+                                                                             .cause = r.error});
+      return finish();
+    }
+    lb_ = peer_;
+    peer_ = app::endpoint_string(r.client);
+    peer_address_ = address_text(r.client.address());
+    if (sh_.handshakes->place(handshake_, r.client.address()) != handshake_limits::verdict::admitted) {
+      sh_.handshake_counts.refused_over_per_address.Increment();
+      sh_.note_handshake(handshake_tally::event::refused_over_per_address, peer_address_);
+      return finish();
+    }
+    accept_upgrade();
+  }
+
+  void accept_upgrade() {
+    auto accept = sh_.accept;
+    if (!lb_.empty()) accept.peer = peer_;
+    kws::async_accept(
+        std::move(socket_), accept,
+        [self = shared_from_this()](const kws::http_request_info& req,
+                                    std::function<void(kws::accept_decision)> done) {
+          self->decide(req, std::move(done));
+        },
+        [self = shared_from_this()](error_code ec, kws::connection c, kws::http_request_info req) {
+          self->accepted(ec, std::move(c), req);
+        });
+  }
+
+  bool shutting_down() const { return draining_ || sh_.draining.load(std::memory_order_acquire); }
+
   // Takes a place under --max-connections, unless they are all taken.
   bool take_slot() {
     auto n = active_->load();
@@ -335,6 +234,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     if (!req.websocket_upgrade) {
       if (req.method == "GET" && req.target.substr(0, req.target.find('?')) == "/healthz") {
         health_probe_ = true;
+        if (shutting_down())
+          return done(kws::accept_decision::respond(503, std::string(draining_text) + "\n"));
         return sh_.health.check(worker_.context().get_executor(), [done](app::check_result r) {
           done(r.ok
                    ? kws::accept_decision::respond(200, "ok\n")
@@ -345,6 +246,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
       refusal_ = "plain HTTP without a WebSocket upgrade";
       return done(kws::accept_decision::upgrade());  // a non-upgrade request gets 426
     }
+    // Accepted before the listener closed: told to go elsewhere, with Connection: close.
+    if (shutting_down()) return refuse(done, 503, draining_text);
     // With two, which one a check would read is a guess; an intermediary may have read the other.
     for (const auto& [name, label] :
          {std::pair{"authorization", "Authorization"}, std::pair{"origin", "Origin"}}) {
@@ -370,9 +273,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
                       {{"WWW-Authenticate", "Bearer realm=\"kafka-websocket-gateway\""}});
       }
     }
-    const auto r = parse_route(req.target);
-    if (!r)
-      return refuse(done, 404, "no such path; use / or /kafka for bootstrap, /kafka/{node_id} for a broker");
+    const auto routed = route_request(sh_.names, req.target, req.header("host"), req.server_name);
+    if (!routed.to) return refuse(done, routed.status, app::printable(routed.why));
+    const auto& r = routed.to;
+    if (!r->bootstrap) node_ = std::to_string(r->node_id);
     if (r->bootstrap) {
       targets_ = sh_.bootstrap;
       return upgrade(done);
@@ -455,10 +359,11 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
       return;
     }
     upstream_ = r.to.text();
+    std::vector<std::pair<std::string_view, std::string>> fields{{"target", target_}};
+    if (!node_.empty()) fields.emplace_back("node", node_);
+    fields.emplace_back("upstream", upstream_);
     app::log_event(spdlog::level::info,
-                   {.conn = id_,
-                    .event = "open",
-                    .fields = client_fields({{"target", target_}, {"upstream", upstream_}})});
+                   {.conn = id_, .event = "open", .fields = client_fields(std::move(fields))});
     if (r.socket) return start_relay(std::move(*r.socket), r.to);
     start_relay(std::move(r.tls), r.to);
   }
@@ -520,6 +425,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::vector<std::pair<std::string_view, std::string>> client_fields(
       std::vector<std::pair<std::string_view, std::string>> more) const {
     more.insert(more.begin(), {"peer", peer_});
+    if (!lb_.empty()) more.insert(more.begin() + 1, {"lb", lb_});
     if (!subject_.empty()) more.emplace_back("subject", subject_);
     return more;
   }
@@ -546,6 +452,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::uint64_t id_;
   std::string peer_;
   std::string peer_address_;            // without the port, for the handshake summary
+  std::string lb_;                      // --proxy-protocol: the load balancer's address
   handshake_limits::ticket handshake_;  // until the handshake ends
   std::shared_ptr<std::atomic<std::size_t>> active_;
   bool slot_ = false;  // holds a place under --max-connections
@@ -554,6 +461,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::string refusal_;  ///< why the handshake was answered with refused_status_
   int refused_status_ = 0;
   std::string upstream_;
+  std::string node_;  // the node id the path or the host name picked; empty: a bootstrap server
   bool health_probe_ = false;
   bool answer_kafka_ = false;  // the client offered the kafka subprotocol: the 101 names it
   bool draining_ = false;
@@ -634,6 +542,7 @@ int run(const gateway_config& cfg) {
     reloading.add("--upstream-sasl-file", {cfg.upstream_sasl_file},
                   [&] { sh.nodes.set_credentials(load_upstream_credentials(cfg.upstream_sasl_file)); });
   }
+  sh.names = host_pattern(advertise_host);
   if (!cfg.token_file.empty()) {
     reloading.add("--auth-token-file", {cfg.token_file}, [&] {
       sh.tokens.store(std::make_shared<const token_set>(token_set::from_file(cfg.token_file)),
@@ -653,14 +562,14 @@ int run(const gateway_config& cfg) {
   std::string upstream_list;
   for (const auto& u : bootstrap) upstream_list += (upstream_list.empty() ? "" : ",") + u.text();
   spdlog::info(
-      "listening on {} ({}) upstream={}{} lookup_auth={} advertise={}:{} threads={} auth={} origins={} "
+      "listening on {} ({}{}) upstream={}{} lookup_auth={} advertise={}:{} threads={} auth={} origins={} "
       "max_connections={} "
       "max_handshakes={} max_handshakes_per_address={}",
       app::endpoint_string(bound),
       !accept.tls                  ? "ws"
       : cfg.client_ca_file.empty() ? "wss"
                                    : "wss, client certificates required",
-      upstream_list,
+      cfg.proxy_protocol ? ", PROXY protocol header required" : "", upstream_list,
       !tls.material                              ? ""
       : tls.insecure                             ? " (tls, not verified)"
       : cfg.upstream_tls_files.cert_file.empty() ? " (tls)"
@@ -721,7 +630,10 @@ int run(const gateway_config& cfg) {
         }
         // Over a handshake bound: closed before any byte is read, and told in the summary line.
         handshake_limits::ticket ticket;
-        const auto verdict = sh.handshakes->admit(peer.address(), ticket);
+        // Behind --proxy-protocol the socket's peer is the load balancer: the client's own bound waits for
+        // the header.
+        const auto verdict = cfg.proxy_protocol ? sh.handshakes->admit_unaddressed(ticket)
+                                                : sh.handshakes->admit(peer.address(), ticket);
         if (verdict != handshake_limits::verdict::admitted) {
           const bool total = verdict == handshake_limits::verdict::over_limit;
           (total ? sh.handshake_counts.refused_over_limit : sh.handshake_counts.refused_over_per_address)
@@ -756,6 +668,7 @@ int run(const gateway_config& cfg) {
         rt.main_context(), *where,
         app::monitoring_endpoint::handlers{[&sh] { return sh.metrics.render(); },
                                            [&sh, &rt](std::function<void(app::check_result)> done) {
+                                             if (rt.draining()) return done({false, draining_text});
                                              sh.health.check(rt.main_context().get_executor(),
                                                              std::move(done));
                                            }});
@@ -766,12 +679,16 @@ int run(const gateway_config& cfg) {
   accepting.start();
   rt.on_shutdown([&] {
     error_code ignored;
+    sh.draining.store(true, std::memory_order_release);
     reloading.stop();
     acceptor.close(ignored);
     accepting.stop();
     shutting_down = true;
     summary_timer.cancel();
     tell_handshakes();
+  });
+  // /readyz answers 503 through the drain, until the last connection is done.
+  rt.on_stopped([&] {
     if (monitoring) monitoring->stop();
   });
   return rt.run();

@@ -51,6 +51,9 @@ struct gateway_config {
   /// address; a socket over either is closed as it is accepted, before any byte is read.
   std::size_t max_handshakes = 1024;
   std::size_t max_handshakes_per_address = 64;
+  /// Every connection starts with a PROXY protocol header (v2 or v1) from a load balancer, whose client
+  /// address then stands for the socket's peer; without one it is refused.
+  bool proxy_protocol = false;
   /// Keep-alive and TCP_USER_TIMEOUT on accepted client sockets.
   app::client_socket_options client_socket;
   kws::accept_config accept;

@@ -34,13 +34,14 @@ handshake_limits::ticket& handshake_limits::ticket::operator=(ticket&& other) no
     release();
     owner_ = std::move(other.owner_);
     key_ = other.key_;
+    addressed_ = other.addressed_;
   }
   return *this;
 }
 
 void handshake_limits::ticket::release() {
   if (!owner_) return;
-  owner_->release(key_);
+  owner_->release(key_, addressed_);
   owner_.reset();
 }
 
@@ -60,13 +61,37 @@ handshake_limits::verdict handshake_limits::admit(const ip::address& peer, ticke
     ++it->second;
     ++total_;
   }
-  out = ticket(shared_from_this(), k);
+  out = ticket(shared_from_this(), k, true);
   return verdict::admitted;
 }
 
-void handshake_limits::release(const key& k) {
+handshake_limits::verdict handshake_limits::admit_unaddressed(ticket& out) {
+  {
+    std::lock_guard lock(mu_);
+    if (total_ >= max_total_) return verdict::over_limit;
+    ++total_;
+  }
+  out = ticket(shared_from_this(), key{}, false);
+  return verdict::admitted;
+}
+
+handshake_limits::verdict handshake_limits::place(ticket& t, const ip::address& peer) {
+  if (!t || t.addressed_) return verdict::admitted;
+  const auto k = key_of(peer);
+  std::lock_guard lock(mu_);
+  auto it = per_address_.find(k);
+  if (it != per_address_.end() && it->second >= max_per_address_) return verdict::over_per_address;
+  if (it == per_address_.end()) it = per_address_.emplace(k, 0).first;
+  ++it->second;
+  t.key_ = k;
+  t.addressed_ = true;
+  return verdict::admitted;
+}
+
+void handshake_limits::release(const key& k, bool addressed) {
   std::lock_guard lock(mu_);
   --total_;
+  if (!addressed) return;
   auto it = per_address_.find(k);
   if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
 }

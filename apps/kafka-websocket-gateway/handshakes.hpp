@@ -33,7 +33,8 @@ class handshake_limits : public std::enable_shared_from_this<handshake_limits> {
   class ticket {
    public:
     ticket() = default;
-    ticket(ticket&& other) noexcept : owner_(std::move(other.owner_)), key_(other.key_) {}
+    ticket(ticket&& other) noexcept
+        : owner_(std::move(other.owner_)), key_(other.key_), addressed_(other.addressed_) {}
     ticket& operator=(ticket&& other) noexcept;
     ticket(const ticket&) = delete;
     ticket& operator=(const ticket&) = delete;
@@ -43,9 +44,11 @@ class handshake_limits : public std::enable_shared_from_this<handshake_limits> {
 
    private:
     friend class handshake_limits;
-    ticket(std::shared_ptr<handshake_limits> owner, const key& k) : owner_(std::move(owner)), key_(k) {}
+    ticket(std::shared_ptr<handshake_limits> owner, const key& k, bool addressed)
+        : owner_(std::move(owner)), key_(k), addressed_(addressed) {}
     std::shared_ptr<handshake_limits> owner_;
     key key_{};
+    bool addressed_ = true;  // counted under key_'s bound too
   };
 
   /// At most `max_total` handshakes at once, and at most `max_per_address` from one client address.
@@ -54,6 +57,12 @@ class handshake_limits : public std::enable_shared_from_this<handshake_limits> {
   /// Takes a place for a handshake from `peer` when both bounds allow it (`out` then holds it); otherwise
   /// says which bound refused it (the total is checked first) and leaves `out` empty.
   verdict admit(const boost::asio::ip::address& peer, ticket& out);
+  /// A place under the total bound only, for a socket whose client is not known yet (--proxy-protocol: the
+  /// header names it); place() counts it under the client's address once known.
+  verdict admit_unaddressed(ticket& out);
+  /// Counts a ticket of admit_unaddressed under `peer`'s bound, unless that is full: then the ticket is left
+  /// as it is and over_per_address returned.
+  verdict place(ticket& t, const boost::asio::ip::address& peer);
 
   std::size_t in_progress() const;
   std::size_t in_progress(const boost::asio::ip::address& peer) const;
@@ -61,7 +70,7 @@ class handshake_limits : public std::enable_shared_from_this<handshake_limits> {
  private:
   handshake_limits(std::size_t max_total, std::size_t max_per_address)
       : max_total_(max_total), max_per_address_(max_per_address) {}
-  void release(const key& k);
+  void release(const key& k, bool addressed);
 
   struct key_hash {
     std::size_t operator()(const key& k) const noexcept;

@@ -95,6 +95,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   kws::app::add_duration(app, "--connect-timeout", connect_ms,
                          "bound on connecting to a broker of the cluster", "5s");
+  app.add_flag("--proxy-protocol", cfg.proxy_protocol,
+               "every connection starts with a PROXY protocol header (v2 as HAProxy's send-proxy-v2, or v1) "
+               "from a load balancer; its client address is the one logged and limited; a connection "
+               "without one is refused");
   app.add_flag("--no-rewrite", no_rewrite, "relay every frame byte for byte (no broker address rewriting)");
   kws::app::add_server_flags(app, common);
   app.get_option("--max-connections")

@@ -206,6 +206,22 @@ int main(int argc, char** argv) {
                         kws::redact_proxy_url(v) + "'"
                   : std::string();
       });
+  app.add_flag("--proxy-protocol", cfg.proxy_protocol,
+               "every client connection starts with a PROXY protocol header (v2 as HAProxy's send-proxy-v2, "
+               "or v1) from a load balancer; its client address is the one logged; a connection without one "
+               "is refused");
+  std::vector<std::string> connect_to;
+  app.add_option(
+         "--connect-to", connect_to,
+         "HOST:PORT:TO_HOST:TO_PORT: dial a broker URL's HOST:PORT at TO_HOST:TO_PORT instead, keeping "
+         "HOST for TLS and the Host header (as curl's --connect-to; HOST *.example.com is every name "
+         "under it, an empty PORT any port, an empty TO_PORT the same; repeatable, the first match wins; not "
+         "through a forward proxy)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll)
+      ->check([](const std::string& v) -> std::string {
+        return kws::parse_connect_to(v) ? std::string()
+                                        : "expected HOST:PORT:TO_HOST:TO_PORT, got '" + v + "'";
+      });
   kws::app::add_server_flags(app, common);
   kws::app::add_metrics_listen(app, cfg.metrics_listen);
 
@@ -252,6 +268,7 @@ int main(int argc, char** argv) {
     cfg.dialer.forward_proxy = kws::forward_proxy_settings::through(http_proxy);
     cfg.forward_proxy_origin = "--http-proxy";
   }
+  for (const auto& c : connect_to) cfg.dialer.connect_to.push_back(*kws::parse_connect_to(c));
   cfg.listen_host = listen;
   cfg.threads = common.threads;
   cfg.max_connections = common.max_connections;

@@ -5,6 +5,7 @@
 #include "events.hpp"
 #include "metrics.hpp"
 #include "monitoring.hpp"
+#include "proxy_header.hpp"
 #include "reload.hpp"
 #include "runtime.hpp"
 #include "upgrade_headers.hpp"
@@ -69,6 +70,10 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     metrics_.connection_closed();
   }
   std::string failure_summary() const;
+  // --proxy-protocol: the header first; its client is the one the lines name.
+  void proxy_header_read(app::proxy_header_read r);
+  // The client's TLS handshake when the listeners serve TLS, then begin().
+  void start_client();
   // After the client's TLS handshake (when the listeners serve TLS): the broker's dial.
   void begin();
   // The client's TCP socket, under TLS or not.
@@ -84,7 +89,9 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   // " via=proxy:port" when the broker is reached through a forward proxy, for the log lines.
   // client=, broker= and (through a forward proxy) via=, for the connection's lines.
   std::vector<std::pair<std::string_view, std::string>> endpoint_fields(const std::string& broker) const {
-    std::vector<std::pair<std::string_view, std::string>> f{{"client", client_name_}, {"broker", broker}};
+    std::vector<std::pair<std::string_view, std::string>> f{{"client", client_name_}};
+    if (!lb_.empty()) f.emplace_back("lb", lb_);
+    f.emplace_back("broker", broker);
     if (!via_.empty()) f.emplace_back("via", via_);
     if (!client_subject_.empty()) f.emplace_back("subject", client_subject_);
     return f;
@@ -103,6 +110,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   std::uint64_t id_;
   std::shared_ptr<const route> route_;
   std::string client_name_;
+  std::string lb_;  // --proxy-protocol: the load balancer's address
   int attempt_ = 0;
   bool counted_ = true;  // (the flags sit in the int's padding)
   bool draining_ = false;
@@ -148,6 +156,29 @@ session::session(app::worker& w, const proxy_config& cfg, const kws::dialer& pro
 }
 
 void session::start() {
+  if (!cfg_.proxy_protocol) return start_client();
+  app::async_read_proxy_header(
+      client_, cfg_.dialer.handshake_timeout,
+      [self = shared_from_this()](app::proxy_header_read r) { self->proxy_header_read(std::move(r)); });
+}
+
+void session::proxy_header_read(app::proxy_header_read r) {
+  if (!r.error.empty()) {
+    app::log_event(r.silent ? spdlog::level::debug : spdlog::level::warn,
+                   {.conn = id_,
+                    .event = "closed",
+                    .fields = {{"client", client_name_}},
+                    .end = "bad_proxy_header",
+                    .side = "client",
+                    .cause = r.error});
+    return finish();
+  }
+  lb_ = client_name_;
+  client_name_ = app::endpoint_string(r.client);
+  start_client();
+}
+
+void session::start_client() {
   if (!client_tls_) return begin();
   kws::tls_handshake_options o;
   o.side = kws::tls_handshake_options::role::server;
@@ -533,12 +564,13 @@ class server {
     }
     tracking_ = tracking;
 
-    spdlog::info("listening on {}{} broker={} threads={} max_frame_bytes={} rewrite={}{}{}",
+    spdlog::info("listening on {}{}{} broker={} threads={} max_frame_bytes={} rewrite={}{}{}",
                  app::endpoint_string(main.acceptor.local_endpoint()),
                  !client_tls_                  ? ""
                  : cfg_.client_ca_file.empty() ? " (tls)"
                                                : " (tls, client certificates required)",
-                 url.str(), rt_.threads(), cfg_.relay.max_frame_bytes, cfg_.rewrite ? "on" : "off",
+                 cfg_.proxy_protocol ? " (PROXY protocol header required)" : "", url.str(), rt_.threads(),
+                 cfg_.relay.max_frame_bytes, cfg_.rewrite ? "on" : "off",
                  cfg_.rewrite ? " advertise=" + advertise : std::string(),
                  cfg_.rewrite ? (first ? fmt::format(" broker_ports={}-{}{}", first, last,
                                                      cfg_.ports_by_node_id ? " (by node id)" : "")
@@ -560,6 +592,9 @@ class server {
     rt_.on_shutdown([this] {
       reloading_.stop();
       close_listeners();
+    });
+    // /readyz answers 503 through the drain, until the last connection is done.
+    rt_.on_stopped([this] {
       if (monitoring_) monitoring_->stop();
     });
     return rt_.run();
@@ -620,6 +655,8 @@ class server {
         rt_.main_context(), *where,
         app::monitoring_endpoint::handlers{[this] { return metrics_.render(); },
                                            [this](std::function<void(app::check_result)> done) {
+                                             if (rt_.draining())
+                                               return done({false, "draining: the proxy is shutting down"});
                                              readiness_->check(rt_.main_context().get_executor(),
                                                                std::move(done));
                                            }});

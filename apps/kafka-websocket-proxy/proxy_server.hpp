@@ -40,6 +40,9 @@ struct proxy_config {
   /// Connections at once; more are closed as they are accepted.
   std::size_t max_connections = 10000;
   /// Keep-alive and TCP_USER_TIMEOUT on accepted client sockets.
+  /// Every client connection starts with a PROXY protocol header (v2 or v1) from a load balancer, whose
+  /// client address then stands for the socket's peer; without one it is refused.
+  bool proxy_protocol = false;
   app::client_socket_options client_socket;
 
   /// Rewrite broker addresses in responses (off: the original byte-for-byte relay).

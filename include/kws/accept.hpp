@@ -39,6 +39,8 @@ struct http_request_info {
   /// it presented none. Only a context that verifies client certificates (require_client_certificates in
   /// kws/tls_socket.hpp) makes it trustworthy.
   std::string client_subject;
+  /// wss: the server name the client asked for in the TLS handshake (SNI), empty when it sent none.
+  std::string server_name;
   /// After a failed TLS handshake: why, in one sentence with the client's address ("the TLS handshake with
   /// the client failed: peer did not return a certificate (10.0.0.5:40112)", "the client's TLS certificate
   /// was refused: self-signed certificate (...)"). Empty otherwise.
@@ -81,6 +83,9 @@ struct accept_config {
   std::string server_name = "kafka-websocket-shim";
   /// wss: the TLS context (certificate and key loaded); null for ws.
   std::shared_ptr<boost::asio::ssl::context> tls{};
+  /// The client's address for http_request_info::peer when the socket's peer is not the client (one
+  /// connection's config, taken from a PROXY protocol header); empty: the socket's peer.
+  std::string peer{};
 };
 
 /// A TLS server context with the certificate chain and key from PEM files, TLS 1.2 or later. Throws

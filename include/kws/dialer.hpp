@@ -12,12 +12,28 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 namespace kws {
+
+/// Dial a broker's name somewhere else (curl's --connect-to): the connection goes to `to_host:to_port`, while
+/// TLS (SNI, the certificate's name) and the upgrade's Host header keep the URL's own name.
+struct connect_to_rule {
+  /// The URL's host, compared without regard to case; `*.example.com`: every name under example.com. No
+  /// IPv6 brackets.
+  std::string host;
+  std::uint16_t port = 0;     ///< the URL's port; 0: any
+  std::string to_host;        ///< a name or an address, no IPv6 brackets
+  std::uint16_t to_port = 0;  ///< 0: the URL's port
+};
+
+/// Parses `HOST:PORT:TO_HOST:TO_PORT` (either port may be empty; IPv6 addresses in brackets); std::nullopt
+/// when it is not that.
+std::optional<connect_to_rule> parse_connect_to(std::string_view text);
 
 struct dialer_config {
   /// Scheme for `host:port` addresses: wss when true, ws when false. URLs carry their own scheme.
@@ -45,6 +61,9 @@ struct dialer_config {
   /// HTTP forward proxy: none by default. `forward_proxy_settings::through(url)` for one proxy, or
   /// `forward_proxy_from_environment(lookup)` for HTTP_PROXY / HTTPS_PROXY / NO_PROXY as Go reads them.
   forward_proxy_settings forward_proxy{};
+  /// Where to connect for some broker names instead of their own address (the first rule that matches);
+  /// not used for a dial through a forward proxy, which resolves the name itself.
+  std::vector<connect_to_rule> connect_to{};
 };
 
 /// What a dial did, for people: filled in before the dial completes, whether it worked or not.

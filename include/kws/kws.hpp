@@ -9,4 +9,5 @@
 #include <kws/errc.hpp>
 #include <kws/forward_proxy.hpp>
 #include <kws/frame.hpp>
+#include <kws/proxy_protocol.hpp>
 #include <kws/relay.hpp>

@@ -7,6 +7,7 @@
 #include <kws/accept.hpp>
 #include <kws/errc.hpp>
 
+#include <openssl/ssl.h>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/http.hpp>
@@ -89,6 +90,8 @@ class accept_op {
             return finish(self, ec);
           }
           st_->info.client_subject = peer_subject(ssl);
+          if (const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name))
+            st_->info.server_name = name;
         }
         return read_request(self);
       case stage::read:
@@ -255,7 +258,7 @@ void async_accept(tcp::socket socket, const accept_config& config, accept_decide
                   accept_handler handler) {
   error_code ec;
   const auto ep = socket.remote_endpoint(ec);
-  std::string peer = ec ? std::string("?") : endpoint_text(ep);
+  std::string peer = !config.peer.empty() ? config.peer : ec ? std::string("?") : endpoint_text(ep);
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   const auto ex = socket.get_executor();

@@ -10,6 +10,7 @@
 #include <kws/errc.hpp>
 #include <kws/forward_proxy.hpp>
 
+#include <boost/algorithm/string/predicate.hpp>
 #include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/io_context.hpp>
@@ -18,6 +19,7 @@
 #include <boost/beast/websocket/rfc6455.hpp>
 #include <boost/system/system_error.hpp>
 
+#include <charconv>
 #include <chrono>
 #include <optional>
 
@@ -104,6 +106,41 @@ connection dialer::dial(std::string_view address) {
   return c;
 }
 
+std::optional<connect_to_rule> parse_connect_to(std::string_view text) {
+  // Four fields split at the colons outside brackets.
+  std::vector<std::string_view> fields;
+  std::size_t start = 0;
+  bool bracket = false;
+  for (std::size_t i = 0; i <= text.size(); ++i) {
+    if (i == text.size() || (text[i] == ':' && !bracket)) {
+      fields.push_back(text.substr(start, i - start));
+      start = i + 1;
+    } else if (text[i] == '[' || text[i] == ']') {
+      bracket = text[i] == '[';
+    }
+  }
+  if (fields.size() != 4) return std::nullopt;
+  const auto host = [](std::string_view h) -> std::optional<std::string> {
+    if (h.starts_with('[') != h.ends_with(']')) return std::nullopt;
+    if (h.starts_with('[')) h = h.substr(1, h.size() - 2);
+    if (h.empty() || h.find_first_of("[]/ ") != std::string_view::npos) return std::nullopt;
+    return std::string(h);
+  };
+  const auto port = [](std::string_view p) -> std::optional<std::uint16_t> {
+    if (p.empty()) return std::uint16_t{0};
+    unsigned v = 0;
+    const auto [end, err] = std::from_chars(p.data(), p.data() + p.size(), v);
+    if (err != std::errc{} || end != p.data() + p.size() || v == 0 || v > 65535) return std::nullopt;
+    return static_cast<std::uint16_t>(v);
+  };
+  const auto from = host(fields[0]);
+  const auto from_port = port(fields[1]);
+  const auto to = host(fields[2]);
+  const auto to_port = port(fields[3]);
+  if (!from || !from_port || !to || !to_port) return std::nullopt;
+  return connect_to_rule{*from, *from_port, *to, *to_port};
+}
+
 }  // namespace kws
 
 namespace kws::detail {
@@ -135,6 +172,15 @@ class dial_op {
     deadline_ = std::chrono::steady_clock::now() + state_->config.handshake_timeout;
     if (proxy_ && info_) info_->via = proxy_->authority();
     if (proxy_) return resolve(self, proxy_->host, proxy_->port);
+    for (const auto& rule : state_->config.connect_to) {
+      if (rule.port != 0 && rule.port != url_.port) continue;
+      const bool any_under = rule.host.starts_with("*.");
+      if (any_under ? !(url_.host.size() > rule.host.size() - 1 &&
+                        boost::algorithm::iends_with(url_.host, std::string_view(rule.host).substr(1)))
+                    : !boost::algorithm::iequals(rule.host, url_.host))
+        continue;
+      return resolve(self, rule.to_host, rule.to_port != 0 ? rule.to_port : url_.port);
+    }
     resolve(self, url_.host, url_.port);
   }
 

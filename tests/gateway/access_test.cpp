@@ -6,9 +6,11 @@
 
 namespace {
 
+using kws::gateway::host_pattern;
 using kws::gateway::origin_allowed;
 using kws::gateway::parse_route;
 using kws::gateway::parse_subprotocols;
+using kws::gateway::route_request;
 using kws::gateway::token_set;
 
 TEST(GatewayAccess, BearerTokensFromAFileAreCheckedWholeAndExactly) {
@@ -83,6 +85,46 @@ TEST(GatewayAccess, PathsLeadToBootstrapOrANodeId) {
   EXPECT_EQ(r->node_id, 12);
   for (const char* bad : {"/kafka/-1", "/kafka/x", "/kafka/1/2", "/other", "/kafka/99999999999", ""})
     EXPECT_FALSE(parse_route(bad)) << bad;
+}
+
+TEST(GatewayAccess, AHostPatternNamesANodeIdByTheWholeName) {
+  const host_pattern names("kafka-{node_id}.gw.example.com");
+  EXPECT_EQ(names.node_of("kafka-0.gw.example.com"), 0);
+  EXPECT_EQ(names.node_of("KAFKA-12.GW.example.com"), 12);
+  for (const char* other : {"kafka-.gw.example.com", "kafka-01.gw.example.com", "kafka--1.gw.example.com",
+                            "kafka-1.gw.example.co", "kafka-1.gw.example.com.evil", "kafka-1x.gw.example.com",
+                            "kafka-99999999999.gw.example.com", "gw.example.com", "", "kafka-"})
+    EXPECT_FALSE(names.node_of(other)) << other;
+  const host_pattern twice("b{node_id}.n{node_id}.example");
+  EXPECT_EQ(twice.node_of("b3.n3.example"), 3);
+  EXPECT_FALSE(twice.node_of("b3.n4.example"));
+  EXPECT_TRUE(host_pattern("gw.example.com").empty()) << "no {node_id}: no names";
+  EXPECT_FALSE(host_pattern("gw.example.com").node_of("gw.example.com"));
+  EXPECT_EQ(kws::gateway::host_without_port("kafka-1.gw:443"), "kafka-1.gw");
+  EXPECT_EQ(kws::gateway::host_without_port("[::1]:443"), "[::1]");
+  EXPECT_EQ(kws::gateway::host_without_port("kafka-1.gw"), "kafka-1.gw");
+}
+
+TEST(GatewayAccess, HostAndServerNamePickANodeAndMustAgreeWithEachOtherAndThePath) {
+  const host_pattern names("kafka-{node_id}.gw");
+  const std::string two = "kafka-2.gw:443", one = "kafka-1.gw", bare = "gw:443";
+  const auto node = [&](std::string_view target, const std::string* host, std::string_view sni) {
+    const auto r = route_request(names, target, host, sni);
+    return r.to ? (r.to->bootstrap ? -1 : r.to->node_id) : -100 - r.status;
+  };
+  EXPECT_EQ(node("/", &two, ""), 2);
+  EXPECT_EQ(node("/kafka", &two, "kafka-2.gw"), 2);
+  EXPECT_EQ(node("/kafka/2", &two, ""), 2);
+  EXPECT_EQ(node("/", &bare, ""), -1) << "a name that is not the pattern's: the path";
+  EXPECT_EQ(node("/kafka/1", &bare, "gw"), 1);
+  EXPECT_EQ(node("/", nullptr, ""), -1);
+  EXPECT_EQ(node("/", &two, "kafka-1.gw"), -521) << "SNI and Host disagree";
+  EXPECT_EQ(node("/", &two, "gw"), -521) << "SNI names no broker, Host does";
+  EXPECT_EQ(node("/", &bare, "kafka-2.gw"), -521) << "SNI names a broker, Host does not";
+  EXPECT_EQ(node("/kafka/1", &two, ""), -521) << "path and Host disagree";
+  EXPECT_EQ(node("/other", &two, ""), -504);
+  EXPECT_EQ(route_request(host_pattern(), "/", &one, "kafka-2.gw").to->bootstrap, true)
+      << "without a pattern names are not read";
 }
 
 }  // namespace

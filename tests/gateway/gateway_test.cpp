@@ -4,6 +4,7 @@
 // Everything on 127.0.0.1 with ephemeral ports; every wait is bounded.
 #include "client_tools.hpp"
 #include "frame_util.hpp"
+#include "gateway_support.hpp"
 #include "http_client.hpp"
 #include "kafka_encoder.hpp"
 #include "log_events.hpp"
@@ -75,15 +76,6 @@ std::string metadata_v0(std::int32_t correlation_id) {
   for (int shift = 24; shift >= 0; shift -= 8) r += static_cast<char>((correlation_id >> shift) & 0xff);
   r += std::string{0, 1, 't', 0, 0, 0, 0};
   return frame(r);
-}
-
-// The node ids that lead a partition, from `kcat -L` output.
-std::set<int> leaders(const std::string& metadata) {
-  std::set<int> out;
-  const std::regex leader(R"(partition \d+, leader (\d+))");
-  for (std::sregex_iterator it(metadata.begin(), metadata.end(), leader), end; it != end; ++it)
-    out.insert(std::stoi((*it)[1].str()));
-  return out;
 }
 
 class Gateway : public ::testing::Test {

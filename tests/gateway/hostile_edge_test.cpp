@@ -447,6 +447,31 @@ TEST(HandshakeLimits, BoundInAllAndPerAddressAndGiveBackWhenTheTicketGoes) {
   EXPECT_TRUE(weak.expired());
 }
 
+TEST(HandshakeLimits, ASocketBehindAProxyHeaderCountsUnderItsClientOnceKnown) {
+  using kws::gateway::handshake_limits;
+  using verdict = handshake_limits::verdict;
+  const auto lb_client = asio::ip::make_address("192.0.2.9");
+  auto limits = handshake_limits::create(3, 1);
+  handshake_limits::ticket t1, t2, t3, t4;
+  // Accepted from the load balancer: the total only, however many come from its one address.
+  EXPECT_EQ(limits->admit_unaddressed(t1), verdict::admitted);
+  EXPECT_EQ(limits->admit_unaddressed(t2), verdict::admitted);
+  EXPECT_EQ(limits->in_progress(), 2u);
+  EXPECT_EQ(limits->place(t1, lb_client), verdict::admitted);
+  EXPECT_EQ(limits->in_progress(lb_client), 1u);
+  EXPECT_EQ(limits->place(t2, lb_client), verdict::over_per_address) << "the header's client is at its bound";
+  EXPECT_TRUE(t2) << "a refused placement leaves the ticket as it was";
+  EXPECT_EQ(limits->admit_unaddressed(t3), verdict::admitted);
+  EXPECT_EQ(limits->admit_unaddressed(t4), verdict::over_limit);
+  t2.release();
+  t3.release();
+  EXPECT_EQ(limits->in_progress(), 1u);
+  EXPECT_EQ(limits->in_progress(lb_client), 1u);
+  t1.release();
+  EXPECT_EQ(limits->in_progress(), 0u);
+  EXPECT_EQ(limits->in_progress(lb_client), 0u);
+}
+
 TEST(HandshakeTally, TellsEachKindInOneLineOnceAWindow) {
   using kws::gateway::handshake_tally;
   using event = handshake_tally::event;

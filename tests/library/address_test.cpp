@@ -1,6 +1,7 @@
 // The text parsers of broker and proxy addresses at their edges: kws::split_host_port (the one host:port
 // splitter), parse_address (ws:// and wss:// through Boost.URL) and parse_proxy_url.
 #include <kws/address.hpp>
+#include <kws/dialer.hpp>
 #include <kws/errc.hpp>
 #include <kws/forward_proxy.hpp>
 #include <kws/host_port.hpp>
@@ -10,6 +11,24 @@
 namespace {
 
 using boost::system::error_code;
+
+TEST(ConnectTo, FourFieldsEitherPortMayBeEmptyIpv6InBrackets) {
+  const auto all = kws::parse_connect_to("kafka-1.gw.example.com:443:10.0.0.5:8443");
+  ASSERT_TRUE(all);
+  EXPECT_EQ(all->host, "kafka-1.gw.example.com");
+  EXPECT_EQ(all->port, 443);
+  EXPECT_EQ(all->to_host, "10.0.0.5");
+  EXPECT_EQ(all->to_port, 8443);
+  const auto any = kws::parse_connect_to("*.gw.example.com::[::1]:");
+  ASSERT_TRUE(any);
+  EXPECT_EQ(any->host, "*.gw.example.com");
+  EXPECT_EQ(any->port, 0) << "any port";
+  EXPECT_EQ(any->to_host, "::1");
+  EXPECT_EQ(any->to_port, 0) << "the same port";
+  for (const char* bad : {"", "a:1:b", "a:1:b:2:3", ":1:b:2", "a:1::2", "a:0:b:2", "a:1:b:65536", "a:x:b:1",
+                          "[::1:1:b:2", "a b:1:c:2"})
+    EXPECT_FALSE(kws::parse_connect_to(bad)) << bad;
+}
 
 TEST(HostPort, SplitsNamesAddressesAndBracketedIpv6) {
   auto hp = kws::split_host_port("broker.example:9092");
