@@ -33,7 +33,15 @@ shape wss_at_haproxy() {
   return {"wss at HAProxy", std::filesystem::path(KWS_DEPLOY_DIR) / "haproxy" / "gateways-wss.cfg", true, {}};
 }
 
-fleet::fleet(shape s, int partitions) : shape_(std::move(s)), tls_(make_test_certificates()) {
+shape wss_passed_through() {
+  return {"wss passed through",
+          std::filesystem::path(KWS_DEPLOY_DIR) / "haproxy" / "gateways-passthrough.cfg",
+          false,
+          {"--proxy-protocol"}};
+}
+
+fleet::fleet(shape s, int partitions)
+    : shape_(std::move(s)), tls_(make_test_certificates("DNS:localhost,DNS:*.fleet.invalid,IP:127.0.0.1")) {
   // librdkafka's mock cluster, its stdin a FIFO held open for as long as the fleet lives (it exits at EOF).
   const auto fifo = dir_ / "mock.in";
   if (::mkfifo(fifo.c_str(), 0600) != 0) throw std::runtime_error("mkfifo failed");
@@ -90,6 +98,12 @@ std::string fleet::bootstrap_url() const {
 std::string fleet::node_url_template() const {
   return bootstrap_url() + "/{node_id}";
 }
+std::string fleet::node_name_template() const {
+  return "wss://kafka-{node_id}.fleet.invalid:" + std::to_string(public_port_) + "/";
+}
+std::string fleet::connect_to() const {
+  return "*.fleet.invalid::127.0.0.1:";
+}
 
 void fleet::start_replica(int i) {
   const auto port = std::to_string(first_gateway_port_ + i);
@@ -101,6 +115,8 @@ void fleet::start_replica(int i) {
       "127.0.0.1:" + std::to_string(first_gateway_port_ + replicas + i), "--threads", "2", "--drain-timeout",
       "5s", "--log-format", "json"};
   argv.insert(argv.end(), shape_.gateway_args.begin(), shape_.gateway_args.end());
+  if (!shape_.tls_at_haproxy)
+    argv.insert(argv.end(), {"--tls-cert", tls_.cert_pem, "--tls-key", tls_.key_pem});
   if (gateways_[i]) retired_logs_.push_back(gateways_[i]->output());
   gateways_[i] = std::make_unique<child_process>(argv);
   if (!gateways_[i]->wait_for_output(std::regex("listening on 127\\.0\\.0\\.1:" + port)))
@@ -144,8 +160,7 @@ void fleet::restart(int i) {
 
 std::size_t fleet::open_broker_connections(int i) const {
   std::set<std::string> open;
-  for (const auto& e :
-       events(*gateways_[i], {field("event", "open"), field_matching("target", "^/kafka/\\d+$")}))
+  for (const auto& e : events(*gateways_[i], {field("event", "open"), field_matching("node", "^\\d+$")}))
     open.insert(field_text(e, "conn"));
   for (const auto& e : events(*gateways_[i], {field("event", "closed")})) open.erase(field_text(e, "conn"));
   return open.size();
@@ -160,6 +175,17 @@ int fleet::busiest(int except) const {
     if (best < 0 || n > most) best = i, most = n;
   }
   return best;
+}
+
+std::size_t fleet::broker_connections_by_name_through_lb() const {
+  std::size_t n = 0;
+  for (int i = 0; i < replicas; ++i) {
+    if (!gateways_[i]) continue;
+    n += events(*gateways_[i], {field("event", "open"), field("target", "/"),
+                                field_matching("node", "^\\d+$"), field_matching("lb", "^127\\.0\\.0\\.1:")})
+             .size();
+  }
+  return n;
 }
 
 std::string fleet::logs() const {

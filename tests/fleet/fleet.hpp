@@ -19,13 +19,12 @@
 namespace kws::test::fleet {
 
 /// How the load balancer stands in front of the replicas: its configuration under deploy/haproxy and what
-/// the replicas need to match it. The one shape so far ends wss:// at HAProxy; a TCP passthrough shape (SNI
-/// routing, PROXY protocol v2 towards the replicas) is another value of this struct, with TLS and
-/// `--proxy-protocol` on the replicas.
+/// the replicas need to match it.
 struct shape {
   std::string name;
   std::filesystem::path haproxy_config;
-  /// TLS ends at HAProxy (its frontend gets the certificate); else the replicas serve wss:// themselves.
+  /// TLS ends at HAProxy (its frontend gets the certificate); else the replicas serve wss:// themselves
+  /// (each gets the certificate, for localhost and every broker name *.fleet.invalid).
   bool tls_at_haproxy = true;
   /// Flags added to every replica's command line.
   std::vector<std::string> gateway_args;
@@ -33,6 +32,9 @@ struct shape {
 
 /// HAProxy ends wss:// and dials each replica over ws:// (deploy/haproxy/gateways-wss.cfg).
 shape wss_at_haproxy();
+/// HAProxy passes wss:// through in TCP mode with a PROXY protocol v2 header; the replicas end TLS and route
+/// a broker's connection by its name (SNI and Host) (deploy/haproxy/gateways-passthrough.cfg).
+shape wss_passed_through();
 
 class fleet {
  public:
@@ -49,7 +51,13 @@ class fleet {
   /// The one public address: host and port, and the URLs clients dial.
   std::string public_host_port() const;
   std::string bootstrap_url() const;
+  /// Brokers by path through HAProxy (/kafka/{node_id}).
   std::string node_url_template() const;
+  /// Brokers by name, every one at the public port (kafka-{node_id}.fleet.invalid, which a client dials at
+  /// 127.0.0.1 with connect_to()).
+  std::string node_name_template() const;
+  /// The proxy's --connect-to for those names.
+  std::string connect_to() const;
   const std::string& ca_file() const { return tls_.ca_pem; }
   const std::filesystem::path& dir() const { return dir_.path(); }
 
@@ -64,6 +72,10 @@ class fleet {
   std::size_t open_broker_connections(int i) const;
   /// The running replica, other than `except`, with the most open connections to brokers.
   int busiest(int except = -1) const;
+
+  /// Connections the running replicas opened to a broker named by the TLS server name and Host at "/", behind
+  /// a PROXY protocol header from HAProxy (the `lb` field of their open lines).
+  std::size_t broker_connections_by_name_through_lb() const;
 
   /// Every process's output, for a failure message.
   std::string logs() const;

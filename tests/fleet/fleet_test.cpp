@@ -106,7 +106,9 @@ class Fleet : public ::testing::Test {
     }
   }
 
-  void start_fleet() { fleet_ = std::make_unique<fleet_type>(wss_at_haproxy(), partitions); }
+  void start_fleet(shape s = wss_at_haproxy()) {
+    fleet_ = std::make_unique<fleet_type>(std::move(s), partitions);
+  }
 
   // The proxy in front: every broker's listener on its node id's port.
   settings through_proxy() {
@@ -117,6 +119,35 @@ class Fleet : public ::testing::Test {
         fleet_->ca_file(), "--ports-by-node-id", "--broker-ports",
         std::to_string(first + 1) + "-" + std::to_string(first + 8), "--threads", "2", "--log-format",
         "json"});
+    if (!proxy_->wait_for_output(std::regex("listening on 127\\.0\\.0\\.1:" + std::to_string(first))))
+      throw std::runtime_error("the proxy did not start:\n" + proxy_->output());
+    return {{"bootstrap.servers", "127.0.0.1:" + std::to_string(first)}};
+  }
+
+  // The proxy dialling each broker by its name (wss://kafka-N.fleet.invalid:PORT/), all of them at HAProxy.
+  settings through_proxy_by_name() {
+    const auto first = free_port_run(9);
+    proxy_ = std::make_unique<child_process>(
+        std::vector<std::string>{KWS_PROXY_PATH,
+                                 "--listen",
+                                 "127.0.0.1",
+                                 "--port",
+                                 std::to_string(first),
+                                 "--broker",
+                                 fleet_->bootstrap_url(),
+                                 "--broker-url-template",
+                                 fleet_->node_name_template(),
+                                 "--connect-to",
+                                 fleet_->connect_to(),
+                                 "--ca-file",
+                                 fleet_->ca_file(),
+                                 "--ports-by-node-id",
+                                 "--broker-ports",
+                                 std::to_string(first + 1) + "-" + std::to_string(first + 8),
+                                 "--threads",
+                                 "2",
+                                 "--log-format",
+                                 "json"});
     if (!proxy_->wait_for_output(std::regex("listening on 127\\.0\\.0\\.1:" + std::to_string(first))))
       throw std::runtime_error("the proxy did not start:\n" + proxy_->output());
     return {{"bootstrap.servers", "127.0.0.1:" + std::to_string(first)}};
@@ -257,6 +288,16 @@ TEST_F(Fleet, ThroughTheProxyNothingIsLostOrReorderedWhileReplicasAreKilledAndDr
 TEST_F(Fleet, ThroughThePluginNothingIsLostOrReorderedWhileReplicasAreKilledAndDrained) {
   ASSERT_NO_THROW(start_fleet());
   produce_through_faults_then_read_back(through_plugin());
+}
+
+// HAProxy in TCP mode: TLS passes through to the replicas, each connection behind a PROXY protocol v2
+// header, and the replicas route each broker's connection by its name.
+TEST_F(Fleet, PassedThroughByNameNothingIsLostOrReorderedWhileReplicasAreKilledAndDrained) {
+  ASSERT_NO_THROW(start_fleet(wss_passed_through()));
+  settings client;
+  ASSERT_NO_THROW(client = through_proxy_by_name());
+  produce_through_faults_then_read_back(client);
+  EXPECT_GT(fleet_->broker_connections_by_name_through_lb(), 0u) << fleet_->logs();
 }
 
 }  // namespace
