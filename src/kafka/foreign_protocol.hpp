@@ -12,16 +12,19 @@ namespace kws::kafka {
 enum class foreign_protocol : unsigned char {
   need_more,  ///< fewer than four bytes so far
   none,       ///< nothing recognised: taken for Kafka
-  tls,        ///< a TLS record header of a handshake (0x16 0x03 0x0N): a client configured for TLS
+  tls,        ///< a TLS record header (type 20-23, version 3.0-3.4): a client configured for TLS
   http,       ///< an HTTP request line ("GET ", "POST", ...): a web client, or an HTTP proxy's
 };
 
 /// Looks at the first bytes of a connection. Four bytes decide; a Kafka size header can never look like
-/// these, since each of them would be a frame of more than 350 MB.
+/// these, since each of them would be a frame of more than 335 MB.
 inline foreign_protocol recognise_foreign_protocol(std::span<const unsigned char> first) noexcept {
   if (first.size() < 4) return foreign_protocol::need_more;
-  // TLS record: content type handshake (22), then the record's version: 3.0 (SSL 3) to 3.4.
-  if (first[0] == 0x16 && first[1] == 0x03 && first[2] <= 0x04) return foreign_protocol::tls;
+  // A TLS record: its content type, then its version, 3.0 (SSL 3) to 3.4. Usually a ClientHello (handshake,
+  // 22), but not always: librdkafka that gives up on a connection before its ClientHello went out sends a
+  // fatal alert (21) as its first and only record.
+  if (first[0] >= 0x14 && first[0] <= 0x17 && first[1] == 0x03 && first[2] <= 0x04)
+    return foreign_protocol::tls;
   static constexpr std::array<const char*, 10> methods{"GET ", "POST", "PUT ", "HEAD", "DELE",
                                                        "OPTI", "PATC", "CONN", "TRAC", "PRI "};
   for (const char* m : methods)

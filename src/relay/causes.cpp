@@ -85,7 +85,7 @@ std::string peer_failure(const std::string& who, const error_code& ec, std::uint
   if (ec == errc::frame_size_mismatch)
     return who + " sent a WebSocket message whose length does not match its Kafka size header";
   if (ec == errc::truncated_frame) return who + " closed in the middle of a Kafka frame";
-  if (ec == errc::tls_on_kafka_port) return who + " spoke TLS on a plain Kafka port (a TLS ClientHello)";
+  if (ec == errc::tls_on_kafka_port) return who + " spoke TLS on a plain Kafka port (a TLS record)";
   if (ec == errc::http_on_kafka_port) return who + " spoke HTTP on a Kafka port (an HTTP request)";
   if (ec == boost::system::errc::not_enough_memory) return "out of memory for a frame from the " + who;
   // TLS over TCP: a bad record, an alert from the peer; OpenSSL's reason.
