@@ -18,9 +18,9 @@ void ws_connection<Stream>::handshake_done(std::chrono::milliseconds idle_timeou
     // deadline) goes.
     sock_.emplace(stream_->release_socket());
     stream_.reset();
-    waiter_ = reactor_of(*sock_);
-    if (on_io_context(sock_->get_executor())) wait_op_.emplace(this, &ws_connection::readable_cb);
   }
+  waiter_ = reactor_of(sock());
+  if (on_io_context(sock().get_executor())) wait_op_.emplace(this, &ws_connection::readable_cb);
   enter(life::open);
   close_timeout_ = close_timeout;
   if (idle_timeout.count() > 0) {

@@ -8,6 +8,7 @@
 #include "io/read_buffer.hpp"
 #include "io/read_wait.hpp"
 #include "io/tick_list.hpp"
+#include "io/tls_stream.hpp"
 #include "ws/frame.hpp"
 
 #include <kws/buffer_budget.hpp>
@@ -23,7 +24,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/websocket/error.hpp>
 
 #include <chrono>
@@ -45,14 +45,10 @@ using boost::system::error_code;
 using tcp = asio::ip::tcp;
 
 using plain_next = beast::tcp_stream;
-using tls_next = beast::ssl_stream<beast::tcp_stream>;
+using tls_next = tls_stream<beast::tcp_stream>;
 
-// Reads take what the socket has. Over plain TCP the buffer exists only while there are bytes (see
-// start_read), so every read takes up to hot_read_bytes. Over TLS a read waits with its buffer: it takes up
-// to hot_read_bytes once a read has filled its buffer (a burst of pipelined messages), cold_read_bytes
-// otherwise (what an idle TLS connection keeps waiting).
-constexpr std::size_t cold_read_bytes = small_read_buffer_bytes;
-constexpr std::size_t hot_read_bytes = read_buffer_bytes;
+// Reads take what the socket has (over TLS, what OpenSSL has decrypted of it), up to read_buffer_bytes: the
+// buffer exists only while there are bytes (see start_read).
 // The rest of a payload this large, with nothing else buffered, is read straight into the message, at most
 // max_direct_read_bytes a read.
 constexpr std::size_t direct_read_bytes = 16 * 1024;
@@ -353,15 +349,15 @@ class ws_connection final : public connection_impl {
   // from an operation's initiating function, which must not complete it inline.
   void pump(bool initiating);
 
-  // A read of what a plain socket holds now: true when it took bytes (or failed), false when there were none.
+  // A read of what the socket holds now: true when it took bytes (or failed), false when there were none.
   bool read_now();
 
-  // Waits for the peer. Over TLS a read waits (its buffer held: OpenSSL decides what a read takes); over
-  // plain TCP, whose socket is drained now, a wait for readability without a buffer (src/io/read_wait.hpp),
-  // so that an idle connection holds no read buffer, and then read_now().
+  // Waits for the peer: the socket is drained now (and, over TLS, OpenSSL holds nothing to read), so a wait
+  // for readability without a buffer (src/io/read_wait.hpp), so that an idle connection holds no read
+  // buffer, and then read_now().
   void start_read();
 
-  // The end of a wait for readability (plain TCP).
+  // The end of a wait for readability.
   void readable(error_code ec);
   static void readable_cb(void* self, const error_code& ec, bool destroyed);
 
@@ -493,14 +489,13 @@ class ws_connection final : public connection_impl {
   input_buffer in_;
   std::optional<read_op> rd_;
   beast::flat_buffer* sync_out_ = nullptr;
-  bool reading_ = false;  // a socket read (or, over plain TCP, a wait for readability) is in flight
+  bool reading_ = false;  // a wait for readability is in flight
   bool drained_ = false;  // the last read found the socket empty: wait before reading again
-  read_waiter waiter_{};  // plain TCP: the reactor that async_wait_readable queues on
-  // Plain TCP on an io_context's own executor: the read wait's operation, and the connection it keeps alive
-  // while queued. Elsewhere (a strand, say) the wait is a handler's operation.
+  read_waiter waiter_{};  // the reactor that async_wait_readable queues on
+  // On an io_context's own executor: the read wait's operation, and the connection it keeps alive while
+  // queued. Elsewhere (a strand, say) the wait is a handler's operation.
   std::optional<read_wait_op> wait_op_;
   std::shared_ptr<ws_connection> wait_keep_;
-  bool read_hot_ = false;  // the last read filled its buffer
   parse_at parse_ = parse_at::message_start;
   bool frame_fin_ = false;
   bool frame_masked_ = false;

@@ -1,5 +1,5 @@
-// ws_connection's socket side: reading (over plain TCP a wait for readability without a buffer, then reads
-// of what is there; over TLS a read that waits), writing (encoding, corking, the byte stream's partial
+// ws_connection's socket side: reading (a wait for readability without a buffer, then reads of what is
+// there, over plain TCP and over TLS alike), writing (encoding, corking, the byte stream's partial
 // frames), ending (the closing handshake, teardown), the buffer budget and the idle check.
 #include "ws/stream.hpp"
 
@@ -22,9 +22,7 @@ auto ws_connection<Stream>::read_buffer(beast::flat_buffer* out) -> read_target 
     // Without room for more, take what in_ holds; advance() then meets the failure again and ends.
     if (make_room(*out, n)) return {out->prepare(n), true};
   }
-  // Back from a burst, over TLS: give back its large buffer (over plain TCP, every wait gives it back).
-  if (tls && in_.size() == 0 && !read_hot_) trim(in_, 2 * cold_read_bytes);
-  return {in_.prepare(!tls || read_hot_ ? hot_read_bytes : cold_read_bytes), false};
+  return {in_.prepare(read_buffer_bytes), false};
 }
 
 template <class Stream>
@@ -34,8 +32,6 @@ void ws_connection<Stream>::took(const read_target& t, std::size_t n) {
   active_ = true;
   if (!t.direct) {
     in_.commit(n);
-    // A read that took more than a cold buffer holds is a burst: keep reading in bulk until one is small.
-    read_hot_ = n >= cold_read_bytes;
     return;
   }
   auto* p = static_cast<unsigned char*>(t.buffer.data());
@@ -105,11 +101,9 @@ void ws_connection<Stream>::pump(bool initiating) {
       return wait_for_budget();
     }
     if (reading_) return;
-    if constexpr (!tls) {
-      // Bytes may be there that no wake-up would announce (the last read filled its buffer): read them
-      // now, without a round through the event loop.
-      if (!drained_ && read_now()) continue;
-    }
+    // Bytes may be there that no wake-up would announce (the last read filled its buffer): read them now,
+    // without a round through the event loop.
+    if (!drained_ && read_now()) continue;
     return start_read();
   }
 }
@@ -118,7 +112,12 @@ template <class Stream>
 bool ws_connection<Stream>::read_now() {
   const auto t = read_buffer(rd_ ? rd_->out : nullptr);
   error_code ec;
-  const auto n = recv_now(sock(), t.buffer.data(), t.buffer.size(), ec);
+  std::size_t n = 0;
+  if constexpr (tls) {
+    n = stream_->read_now(t.buffer, ec);
+  } else {
+    n = recv_now(sock(), t.buffer.data(), t.buffer.size(), ec);
+  }
   if (ec == asio::error::would_block) {
     drained_ = true;
     return false;
@@ -132,27 +131,15 @@ template <class Stream>
 void ws_connection<Stream>::start_read() {
   reading_ = true;
   if (on_read_wait_) on_read_wait_();
-  if constexpr (tls) {
-    const auto t = read_buffer(rd_ ? rd_->out : nullptr);
-    stream_->async_read_some(
-        t.buffer, [this, g = op_guard(shared_from_this()), t](error_code ec, std::size_t n) mutable {
-          g.ran();
-          reading_ = false;
-          took(t, n);
-          if (ec) read_failed(ec);
-          pump(false);
-        });
-  } else {
-    if (in_.size() == 0) in_ = input_buffer();
-    if (wait_op_) {
-      wait_keep_ = shared_from_this();
-      return wait_op_->start(*sock_, waiter_);
-    }
-    async_wait_readable(sock(), waiter_, [this, g = op_guard(shared_from_this())](error_code ec) mutable {
-      g.ran();
-      readable(ec);
-    });
+  if (in_.size() == 0) in_ = input_buffer();
+  if (wait_op_) {
+    wait_keep_ = shared_from_this();
+    return wait_op_->start(sock(), waiter_);
   }
+  async_wait_readable(sock(), waiter_, [this, g = op_guard(shared_from_this())](error_code ec) mutable {
+    g.ran();
+    readable(ec);
+  });
 }
 
 template <class Stream>
