@@ -13,7 +13,7 @@ namespace kws::detail {
 
 /// The size of a read into an empty buffer: what a busy socket usually holds, taken in one system call.
 constexpr std::size_t read_buffer_bytes = 64 * 1024;
-/// The size of a TLS connection's read while it is quiet (that read waits with its buffer).
+/// A smaller size the cache keeps too.
 constexpr std::size_t small_read_buffer_bytes = 2 * 1024;
 
 // Buffers of the two sizes above, over and over: a few of each are kept per thread for the next read, so that

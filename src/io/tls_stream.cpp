@@ -204,6 +204,11 @@ tls_engine::want tls_engine::shutdown(std::size_t& n, error_code& ec) {
       n, ec);
 }
 
+void tls_engine::idle() noexcept {
+  // Kept when they hold part of a record.
+  SSL_free_buffers(ssl_);
+}
+
 error_code tls_engine::at_end(error_code ec) const {
   if (ec != asio::error::eof) return ec;
   if (in_.size() != 0 || (SSL_get_shutdown(ssl_) & SSL_RECEIVED_SHUTDOWN) == 0)
@@ -214,6 +219,7 @@ error_code tls_engine::at_end(error_code ec) const {
 std::size_t tls_engine::receive_now(asio::ip::tcp::socket& s, error_code& ec) {
   const auto n = recv_now(s, in_.prepare(receive_bytes), receive_bytes, ec);
   in_.commit(n);
+  if (ec == asio::error::would_block) idle();
   return n;
 }
 

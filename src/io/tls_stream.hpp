@@ -98,7 +98,12 @@ class tls_engine {
   // The socket's end (`ec` eof) is a truncation unless the peer's close_notify came first.
   error_code at_end(error_code ec) const;
 
-  // Reads what the socket holds now into in(): would_block when nothing.
+  // The caller is about to wait for the peer: OpenSSL's own record buffers go too. SSL_MODE_RELEASE_BUFFERS
+  // gives them back after each record, but not all: a client that has read the server's session tickets
+  // kept about 16 KiB.
+  void idle() noexcept;
+
+  // Reads what the socket holds now into in(): would_block when nothing (and then idle()).
   std::size_t receive_now(boost::asio::ip::tcp::socket& s, error_code& ec);
   // Sends as much of out() as the socket takes now: would_block when some is left.
   void send_now(boost::asio::ip::tcp::socket& s, error_code& ec);
@@ -300,6 +305,7 @@ class tls_stream {
     template <class Self>
     void receive(Self& self) {
       if (s_->wait_) {
+        s_->engine_.idle();
         at_ = at::readable;
         return s_->socket().async_wait(boost::asio::socket_base::wait_read, std::move(self));
       }

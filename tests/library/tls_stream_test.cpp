@@ -9,6 +9,8 @@
 #include <kws/accept.hpp>
 #include <kws/tls_socket.hpp>
 
+#include <malloc.h>
+
 #include <gtest/gtest.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/read.hpp>
@@ -235,6 +237,37 @@ TEST_F(TlsStream, ARefusedCertificateFailsAsAsiosStreamDid) {
   EXPECT_EQ(ours.second, theirs.second);
   EXPECT_EQ(ours.second,
             "the broker's TLS certificate was refused: unable to get local issuer certificate (localhost)");
+}
+
+// OpenSSL keeps a buffer of about 16 KiB after a client has read the server's session tickets, which
+// SSL_MODE_RELEASE_BUFFERS does not give back: a read that is about to wait gives it back (measured on the
+// heap, over many connections).
+TEST_F(TlsStream, AClientThatReadTheSessionTicketsHoldsNoOpenSslBufferOnceItWaits) {
+  std::vector<std::pair<std::unique_ptr<stream>, std::unique_ptr<stream>>> pairs;
+  double grown = 0;
+  const int n = 50;
+  for (int i = 0; i < n; ++i) {
+    auto [a, b] = tcp_pair(ioc_);
+    auto c = std::make_unique<stream>(std::move(a), *client_ctx_);
+    auto s = std::make_unique<stream>(std::move(b), *server_ctx_);
+    ASSERT_FALSE(kws::detail::verify_server(c->native_handle(), "localhost", false));
+    int done = 0;
+    c->async_handshake(ssl::stream_base::client, [&](error_code ec) { done += ec ? 10 : 1; });
+    s->async_handshake(ssl::stream_base::server, [&](error_code ec) { done += ec ? 10 : 1; });
+    ASSERT_TRUE(run_until(ioc_, [&] { return done >= 2; }));
+    ASSERT_EQ(done, 2);
+    // The tickets are on their way or here: wait for them, then read until nothing is left.
+    error_code waited;
+    c->next_layer().socket().wait(tcp::socket::wait_read, waited);
+    const auto before = mallinfo2().uordblks;
+    unsigned char b1[16];
+    error_code ec;
+    c->read_now(asio::buffer(b1), ec);
+    ASSERT_EQ(ec, asio::error::would_block);
+    grown += static_cast<double>(mallinfo2().uordblks) - static_cast<double>(before);
+    pairs.emplace_back(std::move(c), std::move(s));
+  }
+  EXPECT_LT(grown / n, 4096.0);
 }
 
 }  // namespace
