@@ -217,7 +217,8 @@ error_code tls_engine::at_end(error_code ec) const {
 }
 
 std::size_t tls_engine::receive_now(asio::ip::tcp::socket& s, error_code& ec) {
-  const auto n = recv_now(s, in_.prepare(receive_bytes), receive_bytes, ec);
+  const auto room = receive_room();
+  const auto n = recv_now(s, room.data(), room.size(), ec);
   in_.commit(n);
   if (ec == asio::error::would_block) idle();
   return n;

@@ -118,6 +118,12 @@ class tls_engine {
   // What one receive asks of the socket; one SSL_write takes at most max_write_bytes, whose records fit
   // in one such buffer too.
   static constexpr std::size_t receive_bytes = read_buffer_bytes;
+  // Room for a receive after what in() holds (the start of a record, say), within one buffer of
+  // receive_bytes, so that a receive never makes a larger one.
+  boost::asio::mutable_buffer receive_room() {
+    const auto n = receive_bytes - std::min(in_.size(), receive_bytes / 2);
+    return {in_.prepare(n), n};
+  }
   static constexpr std::size_t max_write_bytes = 48 * 1024;
 
  private:
@@ -180,9 +186,7 @@ class tls_stream {
       const auto w = engine_.read(b, n, ec);
       if (engine_.out().size() != 0) flush(ec);
       if (w == want::nothing || ec) return ec ? 0 : n;
-      const auto got = next_.read_some(
-          boost::asio::buffer(engine_.in().prepare(tls_engine::receive_bytes), tls_engine::receive_bytes),
-          ec);
+      const auto got = next_.read_some(engine_.receive_room(), ec);
       engine_.in().commit(got);
       if (ec) {
         ec = engine_.at_end(ec);
@@ -310,9 +314,7 @@ class tls_stream {
         return s_->socket().async_wait(boost::asio::socket_base::wait_read, std::move(self));
       }
       at_ = at::received;
-      auto& in = s_->engine_.in();
-      const auto b = boost::asio::buffer(in.prepare(tls_engine::receive_bytes), tls_engine::receive_bytes);
-      s_->next_.async_read_some(b, std::move(self));
+      s_->next_.async_read_some(s_->engine_.receive_room(), std::move(self));
     }
 
     template <class Self>
