@@ -15,6 +15,7 @@
 
 #include <kws/accept_loop.hpp>
 #include <kws/address.hpp>
+#include <kws/detail/shared_slot.hpp>
 #include <kws/errc.hpp>
 #include <kws/host_port.hpp>
 #include <kws/kafka/metadata.hpp>
@@ -106,7 +107,7 @@ struct shared {
   // Brokers by host name (Host, SNI): the advertised host when it holds {node_id}.
   host_pattern names{};
   // The tokens in use: replaced whole by a reload, read by each handshake.
-  std::atomic<std::shared_ptr<const token_set>> tokens{std::make_shared<const token_set>(cfg.tokens)};
+  kws::detail::shared_slot<const token_set> tokens{std::make_shared<const token_set>(cfg.tokens)};
   // Upgraded connections, under --max-connections. Shared with the sessions, which may be destroyed after
   // this struct when the runtime goes.
   std::shared_ptr<std::atomic<std::size_t>> active = std::make_shared<std::atomic<std::size_t>>(0);
@@ -266,7 +267,7 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     if (auth && offer.bearer)
       return refuse(done, 400, "a bearer token both in Authorization and in a subprotocol");
     answer_kafka_ = offer.kafka;
-    if (const auto tokens = sh_.tokens.load(std::memory_order_acquire); !tokens->empty()) {
+    if (const auto tokens = sh_.tokens.load(); !tokens->empty()) {
       const bool given = auth || offer.bearer;
       if (!given || !(auth ? tokens->allows(*auth) : tokens->allows_token(*offer.bearer))) {
         return refuse(done, 401, given ? "the bearer token is not valid" : "a bearer token is required",
@@ -545,8 +546,7 @@ int run(const gateway_config& cfg) {
   sh.names = host_pattern(advertise_host);
   if (!cfg.token_file.empty()) {
     reloading.add("--auth-token-file", {cfg.token_file}, [&] {
-      sh.tokens.store(std::make_shared<const token_set>(token_set::from_file(cfg.token_file)),
-                      std::memory_order_release);
+      sh.tokens.store(std::make_shared<const token_set>(token_set::from_file(cfg.token_file)));
     });
   }
   sh.metrics_on = !cfg.metrics_listen.empty();
@@ -679,7 +679,7 @@ int run(const gateway_config& cfg) {
   accepting.start();
   rt.on_shutdown([&] {
     error_code ignored;
-    sh.draining.store(true, std::memory_order_release);
+    sh.draining.store(true);
     reloading.stop();
     acceptor.close(ignored);
     accepting.stop();

@@ -15,8 +15,7 @@ using asio::awaitable;
 using clock = std::chrono::steady_clock;
 
 void node_table::set_credentials(kafka::sasl::credentials c) {
-  credentials_.store(std::make_shared<const kafka::sasl::credentials>(std::move(c)),
-                     std::memory_order_release);
+  credentials_.store(std::make_shared<const kafka::sasl::credentials>(std::move(c)));
   std::lock_guard lock(mu_);
   last_fetch_ = {};
 }
@@ -83,7 +82,7 @@ template <class Stream>
 awaitable<std::string> node_table::lookup(Stream& stream, upstream from) {
   std::int32_t correlation_id = 1;
   std::string as;
-  const auto credentials = credentials_.load(std::memory_order_acquire);
+  const auto credentials = credentials_.load();
   if (credentials) {
     kafka::sasl::client_exchange sasl(*credentials, "kafka-websocket-gateway", kafka::sasl::make_nonce());
     for (auto step = sasl.start();;) {

@@ -5,11 +5,11 @@
 
 #include "cluster_dial.hpp"
 
+#include <kws/detail/shared_slot.hpp>
 #include <kws/kafka/sasl.hpp>
 
 #include <boost/asio/any_io_executor.hpp>
 
-#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -58,7 +58,7 @@ class node_table {
   std::vector<upstream> bootstrap_;
   std::chrono::milliseconds timeout_;
   upstream_tls tls_;
-  std::atomic<std::shared_ptr<const kafka::sasl::credentials>> credentials_;
+  kws::detail::shared_slot<const kafka::sasl::credentials> credentials_;
   mutable std::mutex mu_;
   std::map<std::int32_t, upstream> nodes_;
   std::vector<std::pair<boost::asio::any_io_executor, std::function<void()>>> waiters_;

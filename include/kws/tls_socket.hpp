@@ -6,11 +6,11 @@
 #pragma once
 
 #include <kws/connection.hpp>
+#include <kws/detail/shared_slot.hpp>
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
-#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -77,7 +77,7 @@ class reloadable_client_tls {
 
  private:
   tls_client_options options_;
-  std::atomic<std::shared_ptr<boost::asio::ssl::context>> current_;
+  detail::shared_slot<boost::asio::ssl::context> current_;
 };
 
 /// Makes a server context ask every client for a certificate and refuse the handshake without one that a CA

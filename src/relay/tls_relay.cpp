@@ -77,11 +77,11 @@ reloadable_client_tls::reloadable_client_tls(tls_client_options options)
     : options_(std::move(options)), current_(make_client_tls_context(options_)) {}
 
 std::shared_ptr<ssl::context> reloadable_client_tls::current() const {
-  return current_.load(std::memory_order_acquire);
+  return current_.load();
 }
 
 void reloadable_client_tls::reload() {
-  current_.store(make_client_tls_context(options_), std::memory_order_release);
+  current_.store(make_client_tls_context(options_));
 }
 
 void require_client_certificates(ssl::context& server, const std::string& ca_file) {

@@ -60,8 +60,7 @@ void dialer::reload_tls_files() {
 }
 
 void dialer::set_headers(std::vector<std::pair<std::string, std::string>> headers) {
-  state_->headers.store(std::make_shared<const detail::header_list>(std::move(headers)),
-                        std::memory_order_release);
+  state_->headers.store(std::make_shared<const detail::header_list>(std::move(headers)));
 }
 
 std::string dialer::via(std::string_view address) const {
@@ -409,7 +408,7 @@ class dial_op {
     req.set(http::field::sec_websocket_key, up_->key);
     req.set(http::field::sec_websocket_version, "13");
     req.set(http::field::user_agent, cfg.user_agent);
-    const auto headers = state_->headers.load(std::memory_order_acquire);
+    const auto headers = state_->headers.load();
     for (const auto& [name, value] : *headers) req.set(name, value);
     up_->parser.get().result(0u);  // stays 0 unless a status line is parsed (the default would be 200)
     http::async_write(conn_->stream(), req, std::move(self));

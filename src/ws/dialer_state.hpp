@@ -3,10 +3,10 @@
 // set_headers); each dial takes what is current when it starts.
 #pragma once
 
+#include <kws/detail/shared_slot.hpp>
 #include <kws/dialer.hpp>
 #include <kws/tls_socket.hpp>
 
-#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,7 +21,7 @@ struct dialer_state {
   dialer_config config;
   forward_proxy_rules proxies;
   mutable std::optional<reloadable_client_tls> tls;  // always engaged once made
-  mutable std::atomic<std::shared_ptr<const header_list>> headers;
+  mutable shared_slot<const header_list> headers;
 };
 
 }  // namespace kws::detail

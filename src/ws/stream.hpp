@@ -174,6 +174,7 @@ class ws_connection final : public connection_impl {
   void abort() noexcept override {
     aborted_ = true;
     kill_socket();
+    settle_aborted();
   }
 
   std::uint16_t peer_close_code() const override { return peer_close_code_; }
@@ -402,6 +403,11 @@ class ws_connection final : public connection_impl {
   void teardown();
 
   void kill_socket() noexcept;
+  // After abort(): a handler that waits with no socket operation in flight to complete it completes now, with
+  // operation_aborted, so that no handler (nor the owner it may hold) is left waiting on a dead connection.
+  void settle_aborted() noexcept;
+  // A close waits while the reader it handed a message to has not read again: read on for the close.
+  void read_on_for_close();
 
   // ---- the buffer budget --------------------------------------------------------------------------------
 

@@ -83,6 +83,7 @@ void ws_connection<Stream>::pump(bool initiating) {
       auto op = std::move(*rd_);
       rd_.reset();
       const auto n = finish_message(*op.out, op.before, ec);
+      if (cl_) read_on_for_close();
       initiating ? post(std::move(op.handler), ec, n) : complete(std::move(op.handler), ec, n);
       return;
     }
@@ -325,6 +326,31 @@ void ws_connection<Stream>::kill_socket() noexcept {
 }
 
 template <class Stream>
+void ws_connection<Stream>::settle_aborted() noexcept {
+  if (!writing_) {
+    out_.clear();
+    if (!write_error_) write_error_ = asio::error::operation_aborted;
+    if (wr_) {
+      auto op = std::move(*wr_);
+      wr_.reset();
+      post(std::move(op.handler), write_error_, std::size_t{0});
+    }
+  }
+  if (reading_ || budget_waiting_ || (!rd_ && !cl_)) return;  // an operation in flight completes them
+  if (!stream_broken_) read_failed(asio::error::operation_aborted);
+  pump(true);
+}
+
+template <class Stream>
+void ws_connection<Stream>::read_on_for_close() {
+  // Queued behind the reader's completion: a reader that reads again from its handler is served first, and
+  // without one, what comes before the peer's close is dropped on the way to it.
+  asio::post(sock().get_executor(), [this, keep = shared_from_this()] {
+    if (cl_ && !rd_ && !reading_) pump(false);
+  });
+}
+
+template <class Stream>
 void ws_connection<Stream>::wait_for_budget() {
   if (budget_waiting_) return;
   budget_waiting_ = true;
@@ -452,6 +478,8 @@ void ws_connection<Stream>::append(std::span<const unsigned char> bytes) {
   template void ws_connection<S>::maybe_finish_close(bool);                                  \
   template void ws_connection<S>::teardown();                                                \
   template void ws_connection<S>::kill_socket() noexcept;                                    \
+  template void ws_connection<S>::settle_aborted() noexcept;                                 \
+  template void ws_connection<S>::read_on_for_close();                                       \
   template void ws_connection<S>::wait_for_budget();                                         \
   template bool ws_connection<S>::make_room(beast::flat_buffer&, std::size_t);               \
   template void ws_connection<S>::idle_check();                                              \

@@ -4,6 +4,7 @@
 // SNI-based servers do), so connections already open keep what they started with, and a context stays alive
 // while a connection uses it.
 #include <kws/accept.hpp>
+#include <kws/detail/shared_slot.hpp>
 #include <kws/tls_socket.hpp>
 
 #include <boost/asio/ssl/context.hpp>
@@ -11,7 +12,6 @@
 
 #include <openssl/ssl.h>
 
-#include <atomic>
 #include <memory>
 
 namespace kws {
@@ -21,7 +21,7 @@ namespace ssl = boost::asio::ssl;
 
 /// What a served context hands its handshakes to: null until the first reload.
 struct reload_slot {
-  std::atomic<std::shared_ptr<ssl::context>> current;
+  detail::shared_slot<ssl::context> current;
 };
 
 void free_slot(void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
@@ -39,7 +39,7 @@ reload_slot* slot_of(SSL_CTX* ctx) {
 
 // At the ClientHello, before a certificate is chosen; the callback's documented place for SSL_set_SSL_CTX.
 int on_client_hello(SSL* s, int* alert, void* arg) {
-  const auto current = static_cast<reload_slot*>(arg)->current.load(std::memory_order_acquire);
+  const auto current = static_cast<reload_slot*>(arg)->current.load();
   if (current && !SSL_set_SSL_CTX(s, current->native_handle())) {
     *alert = SSL_AD_INTERNAL_ERROR;
     return SSL_CLIENT_HELLO_ERROR;
@@ -73,7 +73,7 @@ void reload_server_tls_context(ssl::context& server, const std::string& cert_cha
   // Loaded whole before anything changes: a file that fails leaves the served material as it was.
   auto fresh = detail::load_server_tls_context(cert_chain_file, private_key_file);
   if (!client_ca_file.empty()) require_client_certificates(*fresh, client_ca_file);
-  slot->current.store(std::move(fresh), std::memory_order_release);
+  slot->current.store(std::move(fresh));
 }
 
 }  // namespace kws

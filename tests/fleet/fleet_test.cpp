@@ -4,6 +4,7 @@
 // Nothing may be lost, each partition keeps its order, and nothing is duplicated but what the mock cluster
 // stores twice of a batch the producer re-sent (see the check). How long deliveries stalled around
 // each fault is printed as a report, not asserted. Everything on 127.0.0.1, bounded in time.
+// KWS_FLEET_LOGS=1 prints every process's log after a passing run too.
 #include "fleet.hpp"
 #include "kafka_load.hpp"
 
@@ -100,7 +101,7 @@ double longest_stall_ms(const producer& p, const std::vector<long>& by_time, clo
 class Fleet : public ::testing::Test {
  protected:
   void TearDown() override {
-    if (HasFailure() && fleet_) {
+    if ((HasFailure() || std::getenv("KWS_FLEET_LOGS")) && fleet_) {
       std::cerr << fleet_->logs();
       if (proxy_) std::cerr << "---- proxy ----\n" << proxy_->output();
     }

@@ -52,6 +52,15 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "kws-mock-cluster: cannot create topic %s\n", name.c_str());
       return 1;
     }
+    // The mock picks each partition's leader at random among its replicas, so a broker may lead none of a
+    // topic's partitions and a test that expects every broker to be reached fails now and then. Spread them
+    // instead: partition p on broker p % brokers + 1 (with up to three brokers, each is a replica of all).
+    for (int p = 0; brokers <= 3 && p < partitions; ++p) {
+      if (rd_kafka_mock_partition_set_leader(mc, name.c_str(), p, p % brokers + 1)) {
+        std::fprintf(stderr, "kws-mock-cluster: cannot set the leader of %s [%d]\n", name.c_str(), p);
+        return 1;
+      }
+    }
   }
   std::printf("bootstrap=%s\n", rd_kafka_mock_cluster_bootstraps(mc));
   std::fflush(stdout);

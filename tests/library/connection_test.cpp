@@ -639,6 +639,40 @@ TEST_F(Connection, RunReturnsOnceTheLastConnectionWithKeepAliveIsClosed) {
   EXPECT_FALSE(*closed) << closed->message();
 }
 
+// A close started while a read waits: the read gets the message that comes first, its owner reads no more
+// (as a relay that is shutting down does), and the close still hears the peer's close frame and completes,
+// without the owner reading again and without waiting for a timeout. Plain here, over TLS below.
+const std::string last_request = frame("the last request");
+
+void sends_one_then_answers_the_close(ws_peer& p) {
+  p.write_binary(last_request);
+  ws_peer::message ignored;
+  while (p.read(ignored)) {  // Beast answers the client's close frame with its own
+  }
+}
+
+void expect_the_close_completes_after_the_waiting_read(asio::io_context& ioc, kws::connection& c) {
+  ASSERT_TRUE(c.is_open());
+  boost::beast::flat_buffer buf;
+  std::optional<boost::system::error_code> read, closed;
+  c.async_read_frame(buf, [&](boost::system::error_code ec, std::size_t) { read = ec; });
+  c.async_close(kws::close_code::going_away, [&](boost::system::error_code ec) { closed = ec; });
+  ioc.restart();
+  // Returns as soon as nothing is pending; the bound only keeps a failure from hanging the suite.
+  ioc.run_for(std::chrono::seconds(10));
+  ASSERT_TRUE(read.has_value());
+  EXPECT_FALSE(*read) << read->message();
+  EXPECT_EQ(boost::beast::buffers_to_string(buf.data()), last_request);
+  ASSERT_TRUE(closed.has_value()) << "the close is still waiting for a read nobody starts";
+  EXPECT_FALSE(*closed) << closed->message();
+}
+
+TEST_F(Connection, ACloseCompletesAfterTheWaitingReadGotAMessageAndNobodyReadsAgain) {
+  ws_test_server server(sends_one_then_answers_the_close);
+  auto c = dial_on(ioc, dialer, server.address());
+  expect_the_close_completes_after_the_waiting_read(ioc, c);
+}
+
 // Asio's rule for I/O objects: destroying one with operations pending is allowed; they complete with
 // operation_aborted and touch nothing that was freed. Run under AddressSanitizer to catch a use after free.
 TEST_F(Connection, DestroyingItWithAnyOperationPendingAbortsThatOperation) {
@@ -718,6 +752,13 @@ TEST_F(Tls, VerifiesTheServerWithTheGivenCa) {
   asio::write(c, asio::buffer(frame("over tls")));
   EXPECT_EQ(read_exactly(c, 12), frame("over tls"));
   EXPECT_EQ(c.url(), "wss://localhost:" + std::to_string(server.port()) + "/");
+}
+
+TEST_F(Tls, ACloseCompletesAfterTheWaitingReadGotAMessageAndNobodyReadsAgain) {
+  ws_test_server server(sends_one_then_answers_the_close, {.tls = files_});
+  kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = true, .ca_file = files_->ca_pem});
+  auto c = dial_on(ioc, d, "localhost:" + std::to_string(server.port()));
+  expect_the_close_completes_after_the_waiting_read(ioc, c);
 }
 
 TEST_F(Tls, FailsVerificationWithoutTheCa) {
