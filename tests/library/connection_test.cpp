@@ -641,22 +641,32 @@ TEST_F(Connection, RunReturnsOnceTheLastConnectionWithKeepAliveIsClosed) {
 
 // A close started while a read waits: the read gets the message that comes first, its owner reads no more
 // (as a relay that is shutting down does), and the close still hears the peer's close frame and completes,
-// without the owner reading again and without waiting for a timeout. Plain here, over TLS below.
+// without the owner reading again and without waiting for a timeout. The server sends its message only once
+// both calls are made, so that the message reaches the waiting read while the close waits. Plain here, over
+// TLS below.
 const std::string last_request = frame("the last request");
 
-void sends_one_then_answers_the_close(ws_peer& p) {
-  p.write_binary(last_request);
-  ws_peer::message ignored;
-  while (p.read(ignored)) {  // Beast answers the client's close frame with its own
+struct sends_one_when_told {
+  std::promise<void> go;
+  kws::test::ws_script script() {
+    return [f = go.get_future().share()](ws_peer& p) {
+      f.wait_for(std::chrono::seconds(10));  // bounded: a test that failed before giving the word ends too
+      p.write_binary(last_request);
+      ws_peer::message ignored;
+      while (p.read(ignored)) {  // Beast answers the client's close frame with its own
+      }
+    };
   }
-}
+};
 
-void expect_the_close_completes_after_the_waiting_read(asio::io_context& ioc, kws::connection& c) {
+void expect_the_close_completes_after_the_waiting_read(asio::io_context& ioc, kws::connection& c,
+                                                       sends_one_when_told& server) {
   ASSERT_TRUE(c.is_open());
   boost::beast::flat_buffer buf;
   std::optional<boost::system::error_code> read, closed;
   c.async_read_frame(buf, [&](boost::system::error_code ec, std::size_t) { read = ec; });
   c.async_close(kws::close_code::going_away, [&](boost::system::error_code ec) { closed = ec; });
+  server.go.set_value();
   ioc.restart();
   // Returns as soon as nothing is pending; the bound only keeps a failure from hanging the suite.
   ioc.run_for(std::chrono::seconds(10));
@@ -668,9 +678,10 @@ void expect_the_close_completes_after_the_waiting_read(asio::io_context& ioc, kw
 }
 
 TEST_F(Connection, ACloseCompletesAfterTheWaitingReadGotAMessageAndNobodyReadsAgain) {
-  ws_test_server server(sends_one_then_answers_the_close);
+  sends_one_when_told script;
+  ws_test_server server(script.script());
   auto c = dial_on(ioc, dialer, server.address());
-  expect_the_close_completes_after_the_waiting_read(ioc, c);
+  expect_the_close_completes_after_the_waiting_read(ioc, c, script);
 }
 
 // Asio's rule for I/O objects: destroying one with operations pending is allowed; they complete with
@@ -755,10 +766,11 @@ TEST_F(Tls, VerifiesTheServerWithTheGivenCa) {
 }
 
 TEST_F(Tls, ACloseCompletesAfterTheWaitingReadGotAMessageAndNobodyReadsAgain) {
-  ws_test_server server(sends_one_then_answers_the_close, {.tls = files_});
+  sends_one_when_told script;
+  ws_test_server server(script.script(), {.tls = files_});
   kws::dialer d(ioc.get_executor(), kws::dialer_config{.tls = true, .ca_file = files_->ca_pem});
   auto c = dial_on(ioc, d, "localhost:" + std::to_string(server.port()));
-  expect_the_close_completes_after_the_waiting_read(ioc, c);
+  expect_the_close_completes_after_the_waiting_read(ioc, c, script);
 }
 
 TEST_F(Tls, FailsVerificationWithoutTheCa) {
