@@ -149,6 +149,11 @@ void fleet::drain(int i) {
   if (rc != std::optional<int>(0))
     throw std::runtime_error("gateway " + std::to_string(i + 1) + " drained: " + describe_exit(rc) + "\n" +
                              gateways_[i]->output());
+  // The mock cluster answers at once, so every connection ends as soon as its responses are out: a drain
+  // that waits out its timeout (5 s here) left a connection hanging.
+  if (gateways_[i]->output().find("drain timeout reached") != std::string::npos)
+    throw std::runtime_error("gateway " + std::to_string(i + 1) + " waited out its drain timeout:\n" +
+                             gateways_[i]->output());
   await_haproxy(i, "DOWN", down);
 }
 
