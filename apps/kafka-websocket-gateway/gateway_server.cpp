@@ -679,7 +679,7 @@ int run(const gateway_config& cfg) {
   accepting.start();
   rt.on_shutdown([&] {
     error_code ignored;
-    sh.draining.store(true);
+    sh.draining.store(true, std::memory_order_release);
     reloading.stop();
     acceptor.close(ignored);
     accepting.stop();

@@ -5,6 +5,7 @@
 #pragma once
 
 #include "relay/causes.hpp"
+#include "relay/relay_state.hpp"
 #include "relay/response_timer.hpp"
 #include "relay/sides.hpp"
 
@@ -101,58 +102,24 @@ class relay_impl final : public relay {
  private:
   // ---- state ----------------------------------------------------------------------------------------------
   //
-  // The relay's state is a lifecycle and the state of the request direction, each changed only by enter(),
-  // which checks the transition. The response direction reads the broker while it writes to the client, so
-  // it keeps two facts of its own (down_reading_, down_writing_) besides the batches; draining_ (no new
-  // requests, close with 1001 once every response is out) and client_eof_ (the client stopped sending) are
-  // facts too, not states: both can hold at once.
-
-  enum class phase : std::uint8_t {
-    running,
-    closing_after_write,  // the broker side closes once the request being written to it is out
-    stopping,             // both sides are being closed; the relay ends when its last operation completes
-    done,                 // reported
-  };
-
-  enum class up_state : std::uint8_t {
-    wanting,     // no request at hand, and no read of the client in flight
-    reading,     // a read of the client is in flight
-    holding,     // a whole request waits at the front of the client side
-    paused,      // holding, and the hook is at its bound of requests in flight: the next response resumes it
-    connecting,  // holding, while the broker, which closed between requests, is dialled again
-    writing,     // holding, while the request is written to the broker
-  };
+  // The lifecycle and the request direction's state, with the steps each may take: relay/relay_state.hpp.
+  // The response direction reads the broker while it writes to the client, so it keeps two facts of its own
+  // (down_reading_, down_writing_) besides the batches; draining_ (no new requests, close with 1001 once
+  // every response is out) and client_eof_ (the client stopped sending) are facts too, not states: both can
+  // hold at once.
+  using phase = relay_phase;
+  using up_state = relay_up_state;
 
   bool stopping() const { return phase_ >= phase::stopping; }
   bool holding_request() const { return up_ != up_state::wanting && up_ != up_state::reading; }
 
   void enter(phase next) {
-    // Only forward; closing_after_write is skipped when nothing is being written.
-    BOOST_ASSERT(next > phase_ || (next == phase::stopping && phase_ == phase::stopping));
+    BOOST_ASSERT_MSG(phase_step_allowed(phase_, next), "relay: a lifecycle step that cannot happen");
     phase_ = next;
   }
 
   void enter(up_state next) {
-    const auto from = up_;
-    const bool ok = [&] {
-      switch (next) {
-        case up_state::wanting:  // a read ended without a request, or the request is done
-          return from == up_state::reading || from == up_state::holding || from == up_state::paused ||
-                 from == up_state::wanting;
-        case up_state::reading:
-          return from == up_state::wanting;
-        case up_state::holding:  // a request read; resumed; reconnected; written (then done) or failed
-          return from == up_state::wanting || from == up_state::reading || from == up_state::paused ||
-                 from == up_state::connecting || from == up_state::writing || from == up_state::holding;
-        case up_state::paused:
-        case up_state::connecting:
-        case up_state::writing:
-          return from == up_state::holding || from == up_state::paused;
-      }
-      return false;
-    }();
-    BOOST_ASSERT_MSG(ok, "relay: a request state change that cannot happen");
-    (void)ok;
+    BOOST_ASSERT_MSG(up_step_allowed(up_, next), "relay: a request state change that cannot happen");
     up_ = next;
   }
 

@@ -255,7 +255,8 @@ void ws_connection<Stream>::flushed(error_code ec, std::size_t n) {
   sent_ += n;
   sending_.clear();
   trim(sending_);
-  if (ec && !write_error_) write_error_ = after_abort(ec);
+  // After abort() nothing more is written, even when this write completed before the socket was closed.
+  if ((ec || aborted_) && !write_error_) write_error_ = after_abort(ec ? ec : asio::error::operation_aborted);
   if (wr_ && (write_error_ || sent_ >= wr_->end)) {
     auto op = std::move(*wr_);
     wr_.reset();
@@ -327,14 +328,11 @@ void ws_connection<Stream>::kill_socket() noexcept {
 
 template <class Stream>
 void ws_connection<Stream>::settle_aborted() noexcept {
+  // Bytes queued with no write in flight (corked, say) will never go: the close need not wait for them. A
+  // waiting write (wr_) always has its write in flight, whose completion ends it (see flushed).
   if (!writing_) {
     out_.clear();
     if (!write_error_) write_error_ = asio::error::operation_aborted;
-    if (wr_) {
-      auto op = std::move(*wr_);
-      wr_.reset();
-      post(std::move(op.handler), write_error_, std::size_t{0});
-    }
   }
   if (reading_ || budget_waiting_ || (!rd_ && !cl_)) return;  // an operation in flight completes them
   if (!stream_broken_) read_failed(asio::error::operation_aborted);
