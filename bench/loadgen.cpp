@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -238,6 +239,7 @@ class generator {
     for (int i = 0; i < n; ++i) {
       auto& c = conns_[static_cast<std::size_t>(i)];
       c.id = static_cast<std::uint32_t>(i);
+      c.rounds_left = o_.idle > 0 ? 1 : -1;
       c.t.fd = ::socket(AF_INET, SOCK_STREAM, 0);
       if (c.t.fd < 0) die("socket: " + std::string(std::strerror(errno)) + " (descriptor limit?)");
       // Blocking connect: the backlog absorbs them; connecting one by one keeps the listen queue short.
@@ -266,6 +268,9 @@ class generator {
       } else {
         c.open = true;
       }
+      // Serve the connections opened so far now and then, as their clients would: a TLS or WebSocket
+      // handshake left unanswered while thousands more connect would run into the server's handshake timeout.
+      if (i % 64 == 63) poll(0);
     }
   }
 
@@ -323,10 +328,7 @@ class generator {
   int idle() {
     const long before = rss_kib(o_.pid);
     open_all(o_.idle);
-    for (auto& c : conns_) {
-      c.rounds_left = 1;
-      fill(c, 64, 1);
-    }
+    for (auto& c : conns_) fill(c, 64, 1);
     std::size_t pending = conns_.size();
     const auto deadline = clk::now() + std::chrono::seconds(120);
     while (pending > 0 && clk::now() < deadline) {
@@ -569,6 +571,8 @@ int main(int argc, char** argv) {
   ::getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = rl.rlim_max;
   ::setrlimit(RLIMIT_NOFILE, &rl);
+  // A peer that closes shows up as an error of the write (EPIPE), not as the end of this process.
+  std::signal(SIGPIPE, SIG_IGN);
   generator g(o);
   if (o.idle > 0) {
     if (o.pid <= 0) die("--idle needs --pid");

@@ -8,8 +8,7 @@
 #   bench/run.sh [--no-build] [--proxy PATH] [--gateway PATH] [--threads N] [--reps N] [--duration SECONDS]
 #                [--cases LIST] [--idle-conns "N ..."] [--no-kafka] [--kafka-messages N] [--syscalls] [--pin]
 #
-# Cases (LIST: names or the groups ws, wss, gw, gwss; default: all but the gwss ones and the TLS idle ones,
-# to stay within 15 minutes on a 2-core machine):
+# Cases (LIST: names or the groups ws, wss, gw, gwss; default: all of them):
 #   ws://, the proxy in front of a WebSocket echo server (Node.js `ws`, bench/ws-echo), against a WebSocket
 #     client straight to it: lat (1 conn, 1 KiB, depth 1: added p50), d64 (1 conn, 1 KiB, depth 64), big1
 #     (1 conn, 100 KiB, depth 1), big16 (1 conn, 100 KiB, depth 16), c200d1 (200 conns, 1 KiB, depth 1),
@@ -27,6 +26,9 @@
 #   chain: kcat producing --kafka-messages of 100 bytes, then consuming them, through the proxy -> the gateway
 #     -> librdkafka's mock cluster (3 brokers) and through the librdkafka plugin -> the gateway -> the mock
 #     cluster, against kcat straight to the mock cluster.
+# Each throughput case also runs once the direct path's client through a bare TCP relay (socat, one process
+# per connection, 64 KiB buffers) to the same server: the "relay" column is what one more hop that does no
+# work costs on this machine (loopback, scheduler), the floor under any proxy or gateway's ratio.
 # Besides the ratios it prints the CPU time per round trip of the process under test (from /proc, whole run
 # incl. warm-up) and, with --syscalls, its system calls per round trip (perf stat -e raw_syscalls:sys_enter):
 # figures that the load of a shared machine distorts far less than throughput. Each ratio shows the range of
@@ -44,13 +46,13 @@ proxy=""
 gateway=""
 threads=""
 reps=3
-duration=3
+duration=2
 warmup=0.5
 ws_cases="lat d64 big1 big16 c200d1 c200d16"
 wss_cases="wss-lat wss-d64 wss-big1 wss-big16 wss-c200d1 wss-c200d16"
 gw_cases="gw-lat gw-d16 gw-d64 gw-big1 gw-big16 gw-c200d1 gw-c200d16 gw-c200d64"
 gwss_cases=${gw_cases//gw-/gwss-}
-cases="$ws_cases $wss_cases $gw_cases idle gw-idle kafka chain"
+cases="$ws_cases $wss_cases $gw_cases $gwss_cases idle wss-idle gw-idle gwss-idle kafka chain"
 idle_counts="10000 50000"
 kafka_messages=1000000
 do_build=1
@@ -93,7 +95,7 @@ cases=$expanded
 # What only the benchmarks need: Node.js for the echo server, ss and perf for the figures, openssl for the
 # TLS cases' certificate; npm where the nodejs package does not bring it (Debian's does not).
 source "$root/scripts/deps.sh"
-kws_ensure_packages nodejs iproute2 linux-perf openssl
+kws_ensure_packages nodejs iproute2 linux-perf openssl socat
 command -v npm >/dev/null || kws_ensure_packages npm
 
 if [[ $do_build == 1 ]]; then
@@ -106,9 +108,9 @@ gateway=${gateway:-$build_dir/apps/kafka-websocket-gateway/kafka-websocket-gatew
 loadgen=$build_dir/bench/kws_loadgen
 tcp_echo=$build_dir/bench/kws_tcp_echo
 devbroker=$build_dir/apps/kafka-websocket-devbroker/kafka-websocket-devbroker
-for tool in node npm ss openssl; do
+for tool in node npm ss openssl socat; do
   command -v "$tool" >/dev/null ||
-    { echo "run.sh: $tool is missing (Debian: nodejs, npm, iproute2, openssl)" >&2; exit 2; }
+    { echo "run.sh: $tool is missing (Debian: nodejs, npm, iproute2, openssl, socat)" >&2; exit 2; }
 done
 if [[ ! -d $here/ws-echo/node_modules/ws ]]; then
   (cd "$here/ws-echo" && npm ci --no-audit --no-fund --silent)
@@ -270,6 +272,20 @@ start_family() {
       direct_url=tls://127.0.0.1:$tcp_echo_port direct_args=(--ca-file "$cert")
       ;;
   esac
+  start_relay
+}
+
+# The bare relay (socat) in front of the direct path's server. Sets relay_url.
+start_relay() {
+  local dport=${direct_url##*:} relay_pid relay_port
+  dport=${dport%%/*}
+  socat -b65536 TCP-LISTEN:0,bind=127.0.0.1,reuseaddr,fork,nodelay,backlog=1024 "TCP:127.0.0.1:$dport,nodelay" \
+    2>/dev/null &  # it reports each client's close as a broken pipe: the load generator reports real failures
+  relay_pid=$!
+  pids+=("$relay_pid")
+  family_pids+=("$relay_pid")
+  relay_port=$(listen_port "$relay_pid")
+  relay_url=${direct_url/:$dport/:$relay_port}
 }
 
 stop_family() {
@@ -331,9 +347,9 @@ label[gw-idle]="idle gateway connection"
 label[gwss-idle]="idle gateway connection, wss"
 for c in wss-idle gw-idle gwss-idle; do target[$c]="<= 4 KiB"; done
 
-# The table's columns: case, result, CPU %, CPU us and system calls per round trip of the proxy or gateway,
-# target.
-table_line() { printf '%-42s | %-46s | %6s | %6s | %6s | %s\n' "$@"; }
+# The table's columns: case, result, the bare relay's ratio to direct (or its added p50; one run), CPU %, CPU
+# us and system calls per round trip of the proxy or gateway, target.
+table_line() { printf '%-42s | %-46s | %6s | %6s | %6s | %6s | %s\n' "$@"; }
 add_row() { rows+=("$(table_line "$@")"); }
 
 hz=$(getconf CLK_TCK)
@@ -347,7 +363,11 @@ failed=0
 one_run() {
   local name=$1 path=$2 conns depth size url args out t0 c0 t1 c1 total perf_pid=""
   read -r conns depth size <<<"${spec[$name]}"
-  if [[ $path == via ]]; then url=$via_url args=("${via_args[@]}"); else url=$direct_url args=("${direct_args[@]}"); fi
+  case $path in
+    via) url=$via_url args=("${via_args[@]}") ;;
+    relay) url=$relay_url args=("${direct_args[@]}") ;;
+    *) url=$direct_url args=("${direct_args[@]}") ;;
+  esac
   t0=$(date +%s.%N)
   if [[ $path == via ]]; then
     c0=$(cpu_ticks "$mid_pid")
@@ -383,11 +403,12 @@ one_run() {
 
 # All reps of one throughput case on the running family, and its row.
 throughput_case() {
-  local name=$1 r d_rate p_rate d_p50 p_p50 cpu cpurt sys range result gen
+  local name=$1 r d_rate p_rate d_p50 p_p50 cpu cpurt sys range result gen relay
   for ((r = 0; r < reps; r++)); do
     if ((r % 2 == 0)); then one_run "$name" direct; one_run "$name" via
     else one_run "$name" via; one_run "$name" direct; fi
   done
+  one_run "$name" relay
   d_rate=$(awk '{print $1}' "$tmp/$name.direct" | median)
   p_rate=$(awk '{print $1}' "$tmp/$name.via" | median)
   d_p50=$(awk '{print $2}' "$tmp/$name.direct" | median)
@@ -395,15 +416,18 @@ throughput_case() {
   cpu=$(median <"$tmp/$name.cpu")
   cpurt=$(median <"$tmp/$name.cpurt")
   sys=$([[ -s $tmp/$name.sys ]] && median <"$tmp/$name.sys" || echo "-")
+  read -r relay_rate relay_p50 <"$tmp/$name.relay"
   if [[ $name == lat || $name == *-lat ]]; then
     result=$(awk -v p="$p_p50" -v d="$d_p50" 'BEGIN {printf "%+.0f us (p50 %.0f vs %.0f us)", p - d, p, d}')
+    relay=$(awk -v p="$relay_p50" -v d="$d_p50" 'BEGIN {printf "%+.0f us", p - d}')
   else
     range=$(paste -d' ' "$tmp/$name.via" "$tmp/$name.direct" |
       awk '{r = $1 / $3; if (NR == 1 || r < lo) lo = r; if (NR == 1 || r > hi) hi = r} END {printf "%.2f-%.2f", lo, hi}')
     result=$(awk -v p="$p_rate" -v d="$d_rate" -v r="$range" \
       'BEGIN {printf "%.2f (%.0f vs %.0f msg/s; %s)", p / d, p, d, r}')
+    relay=$(awk -v p="$relay_rate" -v d="$d_rate" 'BEGIN {printf "%.2f", p / d}')
   fi
-  add_row "${label[$name]}" "$result" "$cpu%" "$cpurt" "$sys" "${target[$name]}"
+  add_row "${label[$name]}" "$result" "$relay" "$cpu%" "$cpurt" "$sys" "${target[$name]}"
   printf '%s\n' "${rows[-1]}" >&2
   # The direct path is meant to measure the echo server's own limit, not the load generator's.
   gen=$(median <"$tmp/$name.direct.gen")
@@ -426,7 +450,7 @@ idle_case() {
     result="failed: $(cat "$tmp/loadgen.err")"
     failed=1
   fi
-  add_row "${label[$name]}" "$result" - - - "${target[$name]}"
+  add_row "${label[$name]}" "$result" - - - - "${target[$name]}"
   printf '%s\n' "${rows[-1]}" >&2
   stop_family
 }
@@ -499,7 +523,7 @@ kafka_row() {
   p=$(median <"$3.${4:-via}")
   result=$(awk -v p="$p" -v d="$d" -v n="$kafka_messages" \
     'BEGIN {printf "%.2f (%.0f vs %.0f msg/s, %.1f vs %.1f MB/s)", d / p, n / p, n / d, n * 1e-4 / p, n * 1e-4 / d}')
-  add_row "$1" "$result" - - - "$2"
+  add_row "$1" "$result" - - - - "$2"
   printf '%s\n' "${rows[-1]}" >&2
 }
 
@@ -550,13 +574,14 @@ if [[ " $cases " == *" chain "* ]]; then
     for ((r = 0; r < reps; r++)); do
       topics+=(--topic "direct$r:48" --topic "proxy$r:48" --topic "plugin$r:48")
     done
-    # It runs until its standard input ends: a FIFO that this script holds open.
+    # It runs until its standard input ends: a FIFO that this script holds open. It prints its bootstrap
+    # servers once its partition leaders are placed, which can take some seconds (tests/gateway/mock_cluster.cpp).
     mkfifo "$tmp/mock.in"
     exec {mock_fd}<>"$tmp/mock.in"
     "$mock" --brokers 3 "${topics[@]}" <"$tmp/mock.in" >"$tmp/mock.out" 2>"$tmp/mock.err" &
     mock_pid=$!
     pids+=("$mock_pid")
-    for _ in $(seq 1 200); do grep -q '^bootstrap=' "$tmp/mock.out" && break; sleep 0.05; done
+    for _ in $(seq 1 1200); do grep -q '^bootstrap=' "$tmp/mock.out" && break; sleep 0.05; done
     bootstrap=$(sed -n 's/^bootstrap=//p' "$tmp/mock.out")
     # librdkafka tells brokers apart by address: each gets a name of its own (port 0: the listen port).
     start_gateway "$bootstrap" --advertise 'b{node_id}.bench:0'
@@ -590,8 +615,8 @@ if [[ " $cases " == *" chain "* ]]; then
 fi
 
 echo
-table_line "case" "via / direct (medians of $reps; range)" "CPU" "us/rt" "sys/rt" "target"
-printf -- '-%.0s' {1..138}; echo
+table_line "case" "via / direct (medians of $reps; range)" "relay" "CPU" "us/rt" "sys/rt" "target"
+printf -- '-%.0s' {1..147}; echo
 printf '%s\n' "${rows[@]}"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg); took $((SECONDS / 60)) min $((SECONDS % 60)) s"
 for w in "${warnings[@]}"; do echo "warning: $w"; done

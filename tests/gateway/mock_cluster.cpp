@@ -7,12 +7,14 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -52,16 +54,27 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "kws-mock-cluster: cannot create topic %s\n", name.c_str());
       return 1;
     }
-    // The mock picks each partition's leader at random among its replicas, so a broker may lead none of a
-    // topic's partitions and a test that expects every broker to be reached fails now and then. Spread them
-    // instead: partition p on broker p % brokers + 1 (with up to three brokers, each is a replica of all).
-    for (int p = 0; brokers <= 3 && p < partitions; ++p) {
-      if (rd_kafka_mock_partition_set_leader(mc, name.c_str(), p, p % brokers + 1)) {
-        std::fprintf(stderr, "kws-mock-cluster: cannot set the leader of %s [%d]\n", name.c_str(), p);
-        return 1;
+  }
+  // The mock picks each partition's leader at random among its replicas, so a broker may lead none of a
+  // topic's partitions and a test that expects every broker to be reached fails now and then. So each
+  // topic's first partitions go one to each broker, p on broker p + 1 (with up to three brokers, each is a
+  // replica of all); the rest keep the mock's choice. A move can wait up to a second for the mock's thread,
+  // so the moves are asked for at once, one thread each.
+  std::atomic<bool> moved{true};
+  {
+    std::vector<std::jthread> moves;
+    for (const auto& [name, partitions] : topics) {
+      for (int p = 0; brokers <= 3 && p < partitions && p < brokers; ++p) {
+        moves.emplace_back([mc, &moved, topic = name.c_str(), p] {
+          if (rd_kafka_mock_partition_set_leader(mc, topic, p, p + 1)) {
+            std::fprintf(stderr, "kws-mock-cluster: cannot set the leader of %s [%d]\n", topic, p);
+            moved = false;
+          }
+        });
       }
     }
   }
+  if (!moved) return 1;
   std::printf("bootstrap=%s\n", rd_kafka_mock_cluster_bootstraps(mc));
   std::fflush(stdout);
   for (std::string line; std::getline(std::cin, line);) {
