@@ -769,14 +769,20 @@ class relay_impl final : public relay {
     if (options_.log && level >= options_.min_log_level) options_.log(level, make_text());
   }
 
-  void touch() { last_activity_ = clock::now(); }
+  // Every frame marks the relay active; only the idle timer reads the clock (reading it per frame took about
+  // a tenth of the gateway's CPU time in a profile of 1 KiB frames). A tick that finds the mark takes its
+  // own time as the last activity, which is never earlier than the real one, so the relay is never called
+  // idle early; the end still comes at most one tick (half the timeout) after the timeout has passed.
+  void touch() { active_ = true; }
 
   void arm_idle_timer() {
     if (stopping() || draining_) return;
     timer().expires_after(options_.idle_timeout / 2 + std::chrono::milliseconds(1));
     timer().async_wait(op([this](error_code ec) {
       if (ec || stopping() || draining_) return;
-      if (clock::now() - last_activity_ >= options_.idle_timeout) {
+      const auto now = clock::now();
+      if (std::exchange(active_, false)) last_activity_ = now;
+      if (now - last_activity_ >= options_.idle_timeout) {
         set_cause(
             {relay_end::idle, relay_side::none,
              "idle: no traffic either way for " + std::to_string(options_.idle_timeout.count()) + "ms"});
@@ -829,7 +835,8 @@ class relay_impl final : public relay {
   close_code close_code_ = close_code::normal;
   relay_report report_;
   clock::time_point started_at_;
-  clock::time_point last_activity_;
+  clock::time_point last_activity_;  // as the idle timer last saw it (touch)
+  bool active_ = false;              // a frame moved since the idle timer's last tick
 };
 
 }  // namespace kws::detail

@@ -657,6 +657,46 @@ TEST_P(Relay, DrainEndsAtItsTimeoutWhenAResponseNeverComes) {
   EXPECT_EQ(client_end->data, "");
 }
 
+// Frames moving either way keep a relay open past its idle timeout; once they stop, it ends as idle, not
+// before the timeout has passed and at most about one tick (half the timeout) after.
+TEST_P(Relay, TrafficKeepsTheRelayPastItsIdleTimeoutAndSilenceEndsIt) {
+  harness h(GetParam());
+  auto options = test_options();
+  options.idle_timeout = 300ms;
+  h.start(options);
+  const auto started = clock_type::now();
+  auto last_frame = started;
+  // A round trip every 100 ms for 900 ms: three timeouts' worth of time, never 300 ms without a frame.
+  for (int i = 0; i < 9; ++i) {
+    const auto req = frame("request " + std::to_string(i));
+    const auto resp = frame("response " + std::to_string(i));
+    h.client_write(req);
+    ASSERT_EQ(h.finish(h.broker_read(req.size())), req);
+    h.broker_write(resp);
+    ASSERT_EQ(h.finish(h.client_read(resp.size())), resp);
+    last_frame = clock_type::now();
+    asio::steady_timer pause(h.ioc, 100ms);
+    bool paused = false;
+    pause.async_wait([&](error_code) { paused = true; });
+    ASSERT_TRUE(run_until(h.ioc, [&] { return paused || h.done->report.has_value(); }));
+    ASSERT_FALSE(h.done->report.has_value())
+        << "ended after "
+        << std::chrono::duration_cast<std::chrono::milliseconds>(clock_type::now() - started).count()
+        << " ms of traffic: " << h.report().cause;
+  }
+  // The peers read on, as clients do: the WebSocket one answers the relay's close.
+  auto client_end = h.client_read_to_end();
+  auto broker_end = h.broker_read_to_end();
+  ASSERT_TRUE(h.wait_done(5s));
+  const auto silence = clock_type::now() - last_frame;
+  EXPECT_EQ(h.report().end, relay_end::idle) << h.report().cause;
+  EXPECT_EQ(h.report().cause, "idle: no traffic either way for 300ms");
+  EXPECT_GE(silence, 300ms);
+  EXPECT_LE(silence, 1500ms);
+  ASSERT_TRUE(run_until(h.ioc, [&] { return client_end->done && broker_end->done; }));
+  EXPECT_EQ(client_end->data, "");
+}
+
 // ---- 4. backpressure ----------------------------------------------------------------------------------
 
 // The most a kernel send buffer can grow to by autotuning (the relay's dialled WebSocket socket is the one
