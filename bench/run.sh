@@ -21,6 +21,8 @@
 #     client straight to a TLS echo server: gwss-lat gwss-d16 ... gwss-c200d64.
 #   idle (proxy), gw-idle (gateway), wss-idle, gwss-idle: a fresh proxy or gateway, its RSS before and after
 #     N idle connections that made one round trip each, per connection, once for each N of --idle-conns.
+#     Over TLS on the TCP side too: tls-idle (TLS Kafka clients, the proxy with --client-tls-cert in front of
+#     the ws:// echo server) and gw-tls-idle (the gateway dialling the TLS echo server with --upstream-tls).
 #   kafka: librdkafka via kcat producing 100-byte messages through the proxy into the dev broker, against its
 #     TCP listener.
 #   chain: kcat producing --kafka-messages of 100 bytes, then consuming them, through the proxy -> the gateway
@@ -271,6 +273,26 @@ start_family() {
       via_url=wss://127.0.0.1:$gateway_port/ via_args=(--ca-file "$cert")
       direct_url=tls://127.0.0.1:$tcp_echo_port direct_args=(--ca-file "$cert")
       ;;
+    tls)
+      # Kafka clients over TLS to the proxy (--client-tls-cert), which relays to the plain echo server. The
+      # load generator starts every handshake at once: on two cores, 2,000 of them outlast the default 10 s.
+      make_cert
+      start_ws_echo
+      start_proxy "127.0.0.1:$echo_port" --client-tls-cert "$cert" --client-tls-key "$key" \
+        --handshake-timeout 60s "$@"
+      mid_pid=$proxy_pid family_pids=("$proxy_pid" "$echo_pid")
+      via_url=tls://127.0.0.1:$proxy_port via_args=(--ca-file "$cert")
+      direct_url=ws://127.0.0.1:$echo_port/ direct_args=()
+      ;;
+    gwtls)
+      # The gateway dials its cluster over TLS (--upstream-tls): the TLS echo server.
+      make_cert
+      start_tcp_echo tls
+      start_gateway "127.0.0.1:$tcp_echo_port" --upstream-tls --upstream-ca-file "$cert" "$@"
+      mid_pid=$gateway_pid family_pids=("$gateway_pid" "$tcp_echo_pid")
+      via_url=ws://127.0.0.1:$gateway_port/ via_args=()
+      direct_url=tls://127.0.0.1:$tcp_echo_port direct_args=(--ca-file "$cert")
+      ;;
   esac
   start_relay
 }
@@ -298,6 +320,8 @@ family_of() {
   case $1 in
     wss-*) echo wss ;;
     gwss-*) echo gwss ;;
+    gw-tls-*) echo gwtls ;;
+    tls-*) echo tls ;;
     gw-*) echo gw ;;
     *) echo ws ;;
   esac
@@ -345,7 +369,9 @@ target[chain-produce]=">= 0.9"
 label[wss-idle]="idle proxied connection, wss"
 label[gw-idle]="idle gateway connection"
 label[gwss-idle]="idle gateway connection, wss"
-for c in wss-idle gw-idle gwss-idle; do target[$c]="<= 4 KiB"; done
+label[tls-idle]="idle proxied connection, TLS client"
+label[gw-tls-idle]="idle gateway connection, TLS upstream"
+for c in wss-idle gw-idle gwss-idle tls-idle gw-tls-idle; do target[$c]="<= 4 KiB"; done
 
 # The table's columns: case, result, the bare relay's ratio to direct (or its added p50; one run), CPU %, CPU
 # us and system calls per round trip of the proxy or gateway, target.
@@ -477,7 +503,7 @@ for fam in ws wss gw gwss; do
   [[ $started == 1 ]] && stop_family
 done
 
-for name in idle wss-idle gw-idle gwss-idle; do
+for name in idle wss-idle gw-idle gwss-idle tls-idle gw-tls-idle; do
   [[ " $cases " == *" $name "* ]] || continue
   for n in $idle_counts; do idle_case "$name" "$n"; done
 done

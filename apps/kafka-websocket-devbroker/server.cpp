@@ -16,13 +16,11 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/asio/ssl/stream_base.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http/error.hpp>
-#include <boost/beast/ssl/ssl_stream.hpp>
 #include <boost/beast/websocket/error.hpp>
 
 #include <fmt/format.h>
@@ -38,6 +36,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <variant>
 
 namespace kws::devbroker {
 
@@ -381,10 +380,11 @@ class session : public std::enable_shared_from_this<session> {
 };
 
 // TCP: the Kafka byte stream, a 4-byte size and then the body; over TLS when the listener has a certificate.
-// `Stream` is beast::tcp_stream or beast::ssl_stream<beast::tcp_stream>.
+// `Stream` is beast::tcp_stream or kws::tls_socket (the library's TLS stream, which holds no buffer while the
+// connection is idle; its deadline is a timer of the session's own).
 template <class Stream>
 class tcp_session final : public session {
-  static constexpr bool tls = !std::is_same_v<Stream, beast::tcp_stream>;
+  static constexpr bool tls = std::is_same_v<Stream, kws::tls_socket>;
 
  public:
   tcp_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node,
@@ -395,13 +395,24 @@ class tcp_session final : public session {
   tcp_session(std::shared_ptr<shared_state> state, tcp::socket socket, std::int32_t node,
               std::string peer) requires(tls)
       : session(std::move(state), socket.get_executor(), node, listener_kind::tcp, std::move(peer)),
-        stream_(beast::tcp_stream(std::move(socket)), *state_->tcp_tls) {}
+        accepted_(std::move(socket)),
+        deadline_(executor()) {}
 
   void run() override {
     if constexpr (tls) {
-      beast::get_lowest_layer(stream_).expires_after(tls_handshake_timeout);
-      stream_.async_handshake(asio::ssl::stream_base::server,
-                              beast::bind_front_handler(&tcp_session::on_handshake, self()));
+      kws::tls_handshake_options o;
+      o.side = kws::tls_handshake_options::role::server;
+      o.host = peer_;
+      o.timeout = tls_handshake_timeout;
+      o.peer_name = "the client";
+      kws::async_tls_handshake(std::move(*accepted_), state_->tcp_tls, std::move(o),
+                               [self = self()](error_code ec, kws::tls_socket s, const std::string&) {
+                                 self->accepted_.reset();
+                                 // As Beast's deadline worded it.
+                                 if (ec == asio::error::timed_out) ec = beast::error::timeout;
+                                 self->stream_ = std::move(s);
+                                 self->on_handshake(ec);
+                               });
     } else {
       read_next();
     }
@@ -416,15 +427,41 @@ class tcp_session final : public session {
     read_next();
   }
 
+  // The connection closes when the deadline passes with an operation pending, which then fails with Beast's
+  // timeout.
+  void expires_after(std::chrono::steady_clock::duration d) {
+    if constexpr (tls) {
+      deadline_.expires_after(d);
+      deadline_.async_wait([weak = weak_from_this(), this](const error_code& ec) {
+        const auto alive = weak.lock();
+        if (ec || !alive) return;
+        timed_out_ = true;
+        stream_.close();
+      });
+    } else {
+      beast::get_lowest_layer(stream_).expires_after(d);
+    }
+  }
+  void expires_never() {
+    if constexpr (tls) {
+      deadline_.cancel();
+    } else {
+      beast::get_lowest_layer(stream_).expires_never();
+    }
+  }
+  error_code timed(error_code ec) const {
+    return tls && timed_out_ && ec == asio::error::operation_aborted ? error_code(beast::error::timeout) : ec;
+  }
+
   void read_next() override {
     if (frame_.capacity() > keep_buffer_bytes) std::vector<unsigned char>().swap(frame_);
-    beast::get_lowest_layer(stream_).expires_after(idle_timeout);
+    expires_after(idle_timeout);
     asio::async_read(stream_, asio::buffer(header_),
                      beast::bind_front_handler(&tcp_session::on_header, self()));
   }
 
   void on_header(const error_code& ec, std::size_t) {
-    if (ec) return fail(ec, "read");
+    if (ec) return fail(timed(ec), "read");
     const std::int32_t size = load_be32(header_.data());
     // Before SASL authentication, Kafka reads at most sasl.server.max.receive.size bytes per frame.
     if (gate_ && !gate_->authenticated() && size > 0 &&
@@ -442,26 +479,36 @@ class tcp_session final : public session {
   }
 
   void on_body(const error_code& ec, std::size_t) {
-    if (ec) return fail(ec, "read");
-    beast::get_lowest_layer(stream_).expires_never();
+    if (ec) return fail(timed(ec), "read");
+    expires_never();
     handle_frame(frame_);
   }
 
   void write_out() override {
-    beast::get_lowest_layer(stream_).expires_after(idle_timeout);
-    asio::async_write(stream_, asio::buffer(out_),
-                      beast::bind_front_handler(&tcp_session::on_written, self()));
+    expires_after(idle_timeout);
+    asio::async_write(stream_, asio::buffer(out_), [self = self()](const error_code& ec, std::size_t n) {
+      self->on_written(self->timed(ec), n);
+    });
   }
 
   void close_for(const std::string&) override {
     // No TLS close_notify: the peer broke the protocol, so the connection just ends.
-    auto& lowest = beast::get_lowest_layer(stream_);
     error_code ignored;
-    lowest.socket().shutdown(tcp::socket::shutdown_both, ignored);
-    lowest.close();
+    if constexpr (tls) {
+      if (!stream_.is_open()) return;
+      stream_.next_layer().shutdown(tcp::socket::shutdown_both, ignored);
+      stream_.close();
+    } else {
+      auto& lowest = beast::get_lowest_layer(stream_);
+      lowest.socket().shutdown(tcp::socket::shutdown_both, ignored);
+      lowest.close();
+    }
   }
 
+  std::optional<tcp::socket> accepted_;  // TLS: until the handshake
   Stream stream_;
+  std::conditional_t<tls, asio::steady_timer, std::monostate> deadline_;
+  bool timed_out_ = false;
   std::array<unsigned char, frame_header_bytes> header_{};
   std::vector<unsigned char> frame_;
 };
@@ -616,8 +663,7 @@ class listener {
     if (kind_ == listener_kind::ws)
       s = std::make_shared<ws_session>(state_, std::move(socket), node_, peer_str);
     else if (state_->tcp_tls)
-      s = std::make_shared<tcp_session<beast::ssl_stream<beast::tcp_stream>>>(state_, std::move(socket),
-                                                                              node_, peer_str);
+      s = std::make_shared<tcp_session<kws::tls_socket>>(state_, std::move(socket), node_, peer_str);
     else
       s = std::make_shared<tcp_session<beast::tcp_stream>>(state_, std::move(socket), node_, peer_str);
     s->run();

@@ -10,7 +10,6 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl/context.hpp>
-#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -122,8 +121,7 @@ awaitable<std::tuple<error_code, std::vector<unsigned char>>> exchange(
 }
 
 awaitable<std::tuple<error_code, std::vector<unsigned char>>> exchange(
-    kws::tls_socket::stream_type& stream, const std::vector<unsigned char>& request,
-    std::chrono::milliseconds timeout) {
+    kws::tls_socket& stream, const std::vector<unsigned char>& request, std::chrono::milliseconds timeout) {
   co_return co_await exchange_on(stream, request, timeout);
 }
 

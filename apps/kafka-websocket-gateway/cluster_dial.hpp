@@ -58,7 +58,6 @@ boost::asio::awaitable<connect_result> connect_any(std::vector<upstream> candida
 boost::asio::awaitable<std::tuple<error_code, std::vector<unsigned char>>> exchange(
     tcp::socket& stream, const std::vector<unsigned char>& request, std::chrono::milliseconds timeout);
 boost::asio::awaitable<std::tuple<error_code, std::vector<unsigned char>>> exchange(
-    kws::tls_socket::stream_type& stream, const std::vector<unsigned char>& request,
-    std::chrono::milliseconds timeout);
+    kws::tls_socket& stream, const std::vector<unsigned char>& request, std::chrono::milliseconds timeout);
 
 }  // namespace kws::gateway

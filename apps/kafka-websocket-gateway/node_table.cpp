@@ -73,7 +73,7 @@ awaitable<std::string> node_table::fetch() {
   if (connected.socket) {
     failure = co_await lookup(*connected.socket, connected.to);
   } else {
-    failure = co_await lookup(connected.tls.stream(), connected.to);
+    failure = co_await lookup(connected.tls, connected.to);
   }
   co_return failure;
 }

@@ -1,33 +1,49 @@
 // TLS over a plain TCP connection, for the relay's TCP side: the Kafka byte stream to a cluster that listens
 // with TLS (the gateway's upstream), or from Kafka clients configured with security.protocol=SSL (the
 // proxy's listeners). The handshake, with the same certificate checks and the same wording of failures as
-// the dialer's wss://, is here; the relay takes the socket after it. Asio's SSL templates are instantiated
-// in one translation unit (src/relay/tls_relay.cpp): this header only names them.
+// the dialer's wss://, is here; the relay takes the socket after it. The TLS stream is the library's own
+// (src/io/tls_stream.hpp: no buffer held while the connection is idle), compiled in one translation unit
+// (src/relay/tls_relay.cpp): this header only names it, and its reads and writes go there type-erased.
 #pragma once
 
 #include <kws/connection.hpp>
 #include <kws/detail/shared_slot.hpp>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
 #include <chrono>
+#include <cstddef>
 #include <memory>
 #include <string>
 
 namespace boost::asio::ssl {
 class context;
-template <typename Stream>
-class stream;
 }  // namespace boost::asio::ssl
 
 namespace kws {
 
+namespace detail {
+template <class NextLayer>
+class tls_stream;
+using tcp_tls_stream = tls_stream<boost::asio::ip::tcp::socket>;
+void async_tls_read_some(tcp_tls_stream& s, boost::asio::mutable_buffer b, io_handler handler);
+void async_tls_write_some(tcp_tls_stream& s, boost::asio::const_buffer b, io_handler handler);
+}  // namespace detail
+
 /// A TCP connection with TLS over it, its handshake done: a movable handle (the stream itself stays at one
 /// address, as OpenSSL's callbacks need). Default-constructed: no connection.
+///
+/// As a byte stream it models Asio's AsyncReadStream and AsyncWriteStream (one read and one write at a time,
+/// on its executor; per-operation cancellation as with a socket). A read that has to wait for the peer waits
+/// for the socket to become readable, holding no buffer. Reads end with eof after the peer's close_notify,
+/// ssl::error::stream_truncated at a TCP end without one.
 class tls_socket {
  public:
-  using stream_type = boost::asio::ssl::stream<boost::asio::ip::tcp::socket>;
+  using stream_type = detail::tcp_tls_stream;
+  using executor_type = boost::asio::any_io_executor;
 
   tls_socket() noexcept;
   /// `keep`: what the stream needs alive (its context), released after it.
@@ -37,16 +53,53 @@ class tls_socket {
   ~tls_socket();
 
   bool is_open() const;
-  /// The stream (include <boost/asio/ssl/stream.hpp> to use it). Requires a connection.
+  /// The library's TLS stream (for the library's own use). Requires a connection.
   stream_type& stream() { return *s_; }
   /// The subject of the certificate the peer presented ("CN=client,O=Example"), empty when none.
   std::string peer_subject() const;
   /// The TCP socket under TLS (for socket options and TCP state). Requires a connection.
   boost::asio::ip::tcp::socket& next_layer();
-  /// Closes the TCP connection at once, without a TLS close_notify.
+  /// Closes the TCP connection at once, without a TLS close_notify; pending operations complete with
+  /// operation_aborted.
   void close();
 
+  /// Requires a connection.
+  executor_type get_executor();
+
+  template <class MutableBufferSequence, class CompletionToken>
+  auto async_read_some(const MutableBufferSequence& buffers, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::size_t)>(
+        [](auto handler, stream_type* s, const executor_type& ex, boost::asio::mutable_buffer b) {
+          detail::async_tls_read_some(
+              *s, b,
+              detail::erase_handler<void(boost::system::error_code, std::size_t)>(std::move(handler), ex));
+        },
+        token, s_.get(), get_executor(), first<boost::asio::mutable_buffer>(buffers));
+  }
+
+  template <class ConstBufferSequence, class CompletionToken>
+  auto async_write_some(const ConstBufferSequence& buffers, CompletionToken&& token) {
+    return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code, std::size_t)>(
+        [](auto handler, stream_type* s, const executor_type& ex, boost::asio::const_buffer b) {
+          detail::async_tls_write_some(
+              *s, b,
+              detail::erase_handler<void(boost::system::error_code, std::size_t)>(std::move(handler), ex));
+        },
+        token, s_.get(), get_executor(), first<boost::asio::const_buffer>(buffers));
+  }
+
  private:
+  // Only the first non-empty buffer is taken; async_read and async_write loop over the rest, as with sockets.
+  template <class Buffer, class Buffers>
+  static Buffer first(const Buffers& buffers) {
+    for (auto it = boost::asio::buffer_sequence_begin(buffers);
+         it != boost::asio::buffer_sequence_end(buffers); ++it) {
+      Buffer b(*it);
+      if (b.size() != 0) return b;
+    }
+    return Buffer();
+  }
+
   std::shared_ptr<const void> keep_;  // declared first: destroyed after the stream
   std::unique_ptr<stream_type> s_;
 };

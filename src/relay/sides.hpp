@@ -1,6 +1,6 @@
 // The kinds of side a relay pumps between, with one interface: tcp_side (the plain Kafka byte stream,
 // frames found by their size headers) and ws_side (a kws::connection, one message one frame); tls_side
-// (tls_side.hpp) is the Kafka byte stream over TLS, on the same frame buffer as tcp_side (tcp_frames).
+// (tls_side.hpp) is the Kafka byte stream over TLS, read as tcp_side reads it (socket_frames).
 // relay_impl.hpp is their only user.
 #pragma once
 
@@ -216,35 +216,18 @@ class tcp_frames {
   bool check_first_ = false;  // a client whose first bytes have not been looked at yet
 };
 
-// The plain Kafka byte stream over TCP: frames are found by their size headers in a read buffer that holds
-// nothing while the peer is idle (once a read finds the socket empty, the relay waits for readability
-// without a buffer).
-class tcp_side : public tcp_frames {
+// The Kafka byte stream read from a TCP socket (tcp_side, and tls_side through OpenSSL): frames are found by
+// their size headers in a read buffer that holds nothing while the peer is idle: once a read finds the socket
+// empty, the side waits for readability without a buffer (src/io/read_wait.hpp) and then reads again.
+// `Side` provides `tcp::socket& socket()` (the socket waited on), `get_executor()` and
+// `std::size_t receive(asio::mutable_buffer, error_code&)`: what has arrived, without blocking, its bytes
+// counted even when it ends with an error; would_block once the socket is drained (and then nothing else
+// is held that a read would return), any other error only with no bytes.
+template <class Side>
+class socket_frames : public tcp_frames {
  public:
-  static constexpr bool can_half_close = true;
-
-  tcp_side(tcp::socket s, const relay_options& o, std::shared_ptr<buffer_budget> budget)
-      : tcp_frames(o, std::move(budget)), socket_(std::move(s)) {
-    if (detail::on_io_context(socket_.get_executor())) {
-      wait_op_.emplace(this, [](void* self, const error_code& ec, bool destroyed) {
-        auto* side = static_cast<tcp_side*>(self);
-        side->resume_(side, ec, destroyed);
-      });
-    }
-  }
-  ~tcp_side() {
-    // A queued wait's handler holds the relay, and so this side: nothing can be waiting here now.
-    BOOST_ASSERT(!resume_);
-  }
-
-  error_code prepare() {
-    // Reads after a readiness wait must never block the event loop, even on a spurious wake-up.
-    error_code ec;
-    socket_.non_blocking(true, ec);
-    return ec;
-  }
-  bool is_open() const { return socket_.is_open(); }
-  asio::any_io_executor get_executor() { return socket_.get_executor(); }
+  socket_frames(const socket_frames&) = delete;
+  socket_frames& operator=(const socket_frames&) = delete;
 
   /// Completes once a whole frame is buffered (at once when one is), or with the error that ended reading:
   /// eof, a bad size header, or the cancellation signal's operation_aborted.
@@ -256,11 +239,11 @@ class tcp_side : public tcp_frames {
     if (ec || have_frame(ec) || ec || !reserve(ec)) {
       if (ec || current_ != 0) {
         if (continuation) return h(ec);
-        return asio::post(socket_.get_executor(), [h = std::forward<Handler>(h), ec]() mutable { h(ec); });
+        return asio::post(side().get_executor(), [h = std::forward<Handler>(h), ec]() mutable { h(ec); });
       }
       // The budget is spent: read nothing more from this peer until another frame's bytes come back.
       if (on_budget_wait_) on_budget_wait_();
-      return budget_->async_wait(socket_.get_executor(), slot,
+      return budget_->async_wait(side().get_executor(), slot,
                                  [this, slot, h = std::forward<Handler>(h)](bool cancelled) mutable {
                                    if (cancelled) return h(error_code(asio::error::operation_aborted));
                                    async_read_frame(slot, std::move(h));
@@ -280,7 +263,7 @@ class tcp_side : public tcp_frames {
       static_assert(sizeof(handler_type) <= sizeof(waiting_) &&
                     alignof(handler_type) <= alignof(std::max_align_t));
       new (waiting_) handler_type(std::forward<Handler>(h));
-      resume_ = [](tcp_side* self, const error_code& ec, bool destroyed) {
+      resume_ = [](socket_frames* self, const error_code& ec, bool destroyed) {
         auto* stored = std::launder(reinterpret_cast<handler_type*>(self->waiting_));
         handler_type h(std::move(*stored));
         stored->~handler_type();
@@ -290,10 +273,10 @@ class tcp_side : public tcp_frames {
         self->async_read_frame(self->waiting_slot_, std::move(h), ec, true);
       };
       waiting_slot_ = slot;
-      return wait_op_->start(socket_, waiter_, slot);
+      return wait_op_->start(side().socket(), waiter_, slot);
     }
     detail::async_wait_readable(
-        socket_, waiter_,
+        side().socket(), waiter_,
         asio::bind_cancellation_slot(slot, [this, slot, h = std::forward<Handler>(h)](error_code ec) mutable {
           // Woken (possibly spuriously): read, then complete or wait again.
           if (!ec) drained_ = false;
@@ -306,8 +289,81 @@ class tcp_side : public tcp_frames {
   bool try_fill() {
     error_code ec;
     if (drained_ || have_frame(ec) || ec || !reserve(ec) || ec) return false;
-    return !read_available();
+    const auto before = buf_.size();
+    read_available();
+    return buf_.size() != before;
   }
+
+ protected:
+  socket_frames(const relay_options& o, std::shared_ptr<buffer_budget> budget)
+      : tcp_frames(o, std::move(budget)) {}
+  ~socket_frames() {
+    // A queued wait's handler holds the relay, and so this side: nothing can be waiting here now.
+    BOOST_ASSERT(!resume_);
+  }
+
+  // Once the side's socket exists: its reactor and, on an io_context's own executor, the wait's operation.
+  void wait_on(tcp::socket& s) {
+    waiter_ = detail::reactor_of(s);
+    if (detail::on_io_context(s.get_executor())) {
+      wait_op_.emplace(this, [](void* self, const error_code& ec, bool destroyed) {
+        auto* side = static_cast<socket_frames*>(self);
+        side->resume_(side, ec, destroyed);
+      });
+    }
+  }
+
+ private:
+  Side& side() { return static_cast<Side&>(*this); }
+
+  // Reads what the socket has, up to the rest of the current frame (within the bounds of read_space).
+  error_code read_available() {
+    error_code ec;
+    // Into an empty buffer, a whole (cached) read buffer: a burst of small frames in one system call.
+    const auto space = read_space(detail::read_buffer_bytes, ec);
+    if (ec) return ec;
+    const auto n = side().receive(space, ec);
+    buf_.commit(n);
+    // Only a read that would block proves the socket drained: a short read may have left a close (or an
+    // error) behind it that no further wake-up would announce.
+    drained_ = ec == asio::error::would_block || ec == asio::error::try_again;
+    if (ec && !drained_ && buf_.size() == 0) {
+      // The peer closed or the read failed: nothing more comes, so the empty buffer goes now rather than with
+      // the relay (when thousands of clients leave at once, each would hold one until its relay winds up).
+      buf_.shrink_to_fit();
+    }
+    return ec;
+  }
+
+  detail::read_waiter waiter_{};
+  bool drained_ = false;  // the last read found the socket empty: wait before reading again
+  // On an io_context's own executor, the read wait's operation, and the handler it completes (which keeps the
+  // relay alive). Elsewhere (a strand, say) the wait is a handler's operation.
+  std::optional<detail::read_wait_op> wait_op_;
+  void (*resume_)(socket_frames*, const error_code&, bool destroyed) = nullptr;
+  asio::cancellation_slot waiting_slot_;
+  alignas(std::max_align_t) unsigned char waiting_[32];
+};
+
+// The plain Kafka byte stream over TCP.
+class tcp_side : public socket_frames<tcp_side> {
+ public:
+  static constexpr bool can_half_close = true;
+
+  tcp_side(tcp::socket s, const relay_options& o, std::shared_ptr<buffer_budget> budget)
+      : socket_frames(o, std::move(budget)), socket_(std::move(s)) {
+    wait_on(socket_);
+  }
+
+  error_code prepare() {
+    // Reads after a readiness wait must never block the event loop, even on a spurious wake-up.
+    error_code ec;
+    socket_.non_blocking(true, ec);
+    return ec;
+  }
+  bool is_open() const { return socket_.is_open(); }
+  asio::any_io_executor get_executor() { return socket_.get_executor(); }
+
   /// Writes what the socket takes now (it is non-blocking, see prepare): true when that was all of `f` (or
   /// the write failed, in ec); otherwise async_write_frame of the same `f` writes the rest.
   /// While corked, `f` may gather instead (see write_gather), and is taken; what gathered goes out with the
@@ -394,25 +450,9 @@ class tcp_side : public tcp_frames {
   }
 
  private:
-  // Reads what the socket has, up to the rest of the current frame (within the bounds of read_space).
-  error_code read_available() {
-    error_code ec;
-    // Into an empty buffer, a whole (cached) read buffer: a burst of small frames in one system call.
-    const auto space = read_space(detail::read_buffer_bytes, ec);
-    if (ec) return ec;
-    const auto n = socket_.read_some(space, ec);
-    // Only a read that would block proves the socket drained: a short read may have left a close (or an
-    // error) behind it that no further wake-up would announce.
-    drained_ = ec == asio::error::would_block || ec == asio::error::try_again;
-    if (ec) {
-      // The peer closed or the read failed: nothing more comes, so the empty buffer goes now rather than with
-      // the relay (when thousands of clients leave at once, each would hold one until its relay winds up).
-      if (!drained_ && buf_.size() == 0) buf_.shrink_to_fit();
-      return ec;
-    }
-    buf_.commit(n);
-    return {};
-  }
+  friend socket_frames;
+  tcp::socket& socket() { return socket_; }
+  std::size_t receive(asio::mutable_buffer b, error_code& ec) { return socket_.read_some(b, ec); }
 
   void linger_read(std::shared_ptr<void> keep_alive) {
     socket_.async_wait(tcp::socket::wait_read, [this, keep_alive](error_code ec) {
@@ -432,14 +472,6 @@ class tcp_side : public tcp_frames {
   }
 
   tcp::socket socket_;
-  detail::read_waiter waiter_ = detail::reactor_of(socket_);
-  bool drained_ = false;  // the last read found the socket empty: wait before reading again
-  // On an io_context's own executor, the read wait's operation, and the handler it completes (which keeps the
-  // relay alive). Elsewhere (a strand, say) the wait is a handler's operation.
-  std::optional<detail::read_wait_op> wait_op_;
-  void (*resume_)(tcp_side*, const error_code&, bool destroyed) = nullptr;
-  asio::cancellation_slot waiting_slot_;
-  alignas(std::max_align_t) unsigned char waiting_[32];
   std::size_t written_ahead_ = 0;  // bytes of the next async_write_frame that try_write_frame wrote
   write_gather gather_;
   std::unique_ptr<asio::steady_timer> linger_timer_;  // only while lingering

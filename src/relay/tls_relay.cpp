@@ -1,7 +1,9 @@
-// TLS over TCP (kws/tls_socket.hpp): the socket handle, the contexts, the handshake with the dialer's
-// certificate checks and wording (ws/tls_verify.hpp), and the relay over it (relay_impl.hpp with
-// tls_side.hpp). The one translation unit that compiles Asio's SSL operations for the relay.
+// TLS over TCP (kws/tls_socket.hpp): the socket handle and its reads and writes, the contexts, the handshake
+// with the dialer's certificate checks and wording (ws/tls_verify.hpp), and the relay over it
+// (relay_impl.hpp with tls_side.hpp). The one translation unit that compiles the TLS stream over a plain
+// socket (io/tls_stream.hpp) for all of these.
 #include "io/tls_memory.hpp"
+#include "io/tls_stream.hpp"
 #include "relay/relay_impl.hpp"
 #include "relay/tls_side.hpp"
 #include "ws/tls_verify.hpp"
@@ -44,6 +46,10 @@ tcp::socket& tls_socket::next_layer() {
   return s_->next_layer();
 }
 
+tls_socket::executor_type tls_socket::get_executor() {
+  return s_->get_executor();
+}
+
 void tls_socket::close() {
   if (!s_) return;
   error_code ignored;
@@ -53,6 +59,18 @@ void tls_socket::close() {
 std::string tls_socket::peer_subject() const {
   return s_ ? detail::peer_subject(s_->native_handle()) : std::string();
 }
+
+namespace detail {
+
+void async_tls_read_some(tcp_tls_stream& s, asio::mutable_buffer b, io_handler handler) {
+  s.async_read_some(b, std::move(handler).bound());
+}
+
+void async_tls_write_some(tcp_tls_stream& s, asio::const_buffer b, io_handler handler) {
+  s.async_write_some(b, std::move(handler).bound());
+}
+
+}  // namespace detail
 
 // ---- contexts -----------------------------------------------------------------------------------------
 
@@ -154,6 +172,8 @@ void async_tls_handshake(tcp::socket socket, std::shared_ptr<ssl::context> ctx, 
         if (ec) {
           why = st->failed(ec);
         } else {
+          // From now on a read that waits for the peer holds no buffer.
+          st->stream->read_on_readiness();
           done = tls_socket(std::move(st->stream), st->ctx);
         }
         asio::dispatch(asio::append(std::move(st->handler).bound(), ec, std::move(done), std::move(why)));

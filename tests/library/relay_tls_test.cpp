@@ -1,7 +1,8 @@
 // kws::relay with its TCP side over TLS, in the test process: the relay's end made by
 // kws::async_tls_handshake (server role for a Kafka client, client role towards a broker), the test's end an
 // Asio ssl::stream with a CA and certificates made at test time; the WebSocket side a kws::connection pair.
-// Frames both ways, how TLS endings map onto the relay's causes, and the handshake's one-line failures.
+// Frames both ways, how TLS endings map onto the relay's causes, the handshake's one-line failures, and the
+// socket as an Asio stream of its own.
 #include "frame_util.hpp"
 #include "run_until.hpp"
 #include "ws_test_server.hpp"
@@ -10,6 +11,8 @@
 #include <kws/tls_socket.hpp>
 
 #include <gtest/gtest.h>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
@@ -506,6 +509,56 @@ TEST_F(TlsHandshake, AServerRequiringAClientCertificateRefusesAClientWithout) {
   ASSERT_TRUE(run_until(ioc_, [&] { return out->done && server->done; }));
   EXPECT_TRUE(server->ec);
   EXPECT_EQ(server->why.rfind("the TLS handshake with the client failed: ", 0), 0u) << server->why;
+}
+
+// After its handshake a kws::tls_socket is an Asio stream of its own (the gateway's lookup and the dev
+// broker's TLS listener use it so): bytes both ways with Asio's ssl::stream as the peer, a waiting read
+// cancelled through its slot (a timeout made of a parallel group does that), and the peer's close_notify as
+// eof.
+TEST_F(TlsHandshake, TheSocketReadsAndWritesAsAnAsioStream) {
+  auto out = dial(certs().cert_pem, certs().key_pem, "localhost");
+  ASSERT_TRUE(run_until(ioc_, [&] { return server_ec_.has_value(); }));
+  ASSERT_FALSE(out->ec) << out->why;
+  ASSERT_FALSE(*server_ec_) << server_ec_->message();
+  auto& ours = out->socket;
+
+  const auto request = frame(pattern(40'000, 3));
+  std::optional<error_code> wrote, served;
+  asio::async_write(ours, asio::buffer(request), [&](error_code ec, std::size_t) { wrote = ec; });
+  std::string at_server(request.size(), '\0');
+  asio::async_read(*server_, asio::buffer(at_server), [&](error_code ec, std::size_t) { served = ec; });
+  ASSERT_TRUE(run_until(ioc_, [&] { return wrote && served; }));
+  EXPECT_FALSE(*wrote) << wrote->message();
+  EXPECT_FALSE(*served) << served->message();
+  EXPECT_TRUE(at_server == request);
+
+  asio::cancellation_signal cancel;
+  std::optional<error_code> waited;
+  std::string answer(5, '\0');
+  asio::async_read(
+      ours, asio::buffer(answer),
+      asio::bind_cancellation_slot(cancel.slot(), [&](error_code ec, std::size_t) { waited = ec; }));
+  ioc_.poll();
+  ASSERT_FALSE(waited.has_value());
+  cancel.emit(asio::cancellation_type::terminal);
+  ASSERT_TRUE(run_until(ioc_, [&] { return waited.has_value(); }));
+  EXPECT_EQ(*waited, asio::error::operation_aborted);
+
+  std::optional<error_code> answered, read, shut;
+  asio::async_write(*server_, asio::buffer(std::string("hello")),
+                    [&](error_code ec, std::size_t) { answered = ec; });
+  asio::async_read(ours, asio::buffer(answer), [&](error_code ec, std::size_t) { read = ec; });
+  ASSERT_TRUE(run_until(ioc_, [&] { return answered && read; }));
+  EXPECT_FALSE(*read) << read->message();
+  EXPECT_EQ(answer, "hello");
+
+  server_->async_shutdown([&](error_code ec) { shut = ec; });
+  std::optional<error_code> ended;
+  ours.async_read_some(asio::buffer(answer), [&](error_code ec, std::size_t) { ended = ec; });
+  ASSERT_TRUE(run_until(ioc_, [&] { return ended.has_value(); }));
+  EXPECT_EQ(*ended, asio::error::eof) << ended->message();
+  ours.close();
+  ASSERT_TRUE(run_until(ioc_, [&] { return shut.has_value(); }));
 }
 
 TEST(TlsContext, AnUnreadableCaFileIsNamed) {

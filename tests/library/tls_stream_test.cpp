@@ -1,7 +1,10 @@
 // The private TLS stream (src/io/tls_stream.hpp) over real sockets on 127.0.0.1, certificates made at test
 // time: both directions at once, a large write, how the TLS stream ends (close_notify or not), a refused
-// certificate worded as Asio's ssl::stream had it, and an idle read that holds no buffer.
+// certificate worded as Asio's ssl::stream had it, and an idle read that holds no buffer; over a bare socket
+// (as the relay's TLS side and kws::tls_socket use it), reads after a readiness wait of the caller's own and
+// per-operation cancellation.
 #include "io/tls_stream.hpp"
+#include "io/read_wait.hpp"
 #include "run_until.hpp"
 #include "ws/tls_verify.hpp"
 #include "ws_test_server.hpp"
@@ -12,6 +15,8 @@
 #include <malloc.h>
 
 #include <gtest/gtest.h>
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl/stream.hpp>
@@ -55,7 +60,23 @@ std::vector<unsigned char> pattern(std::size_t n) {
   return v;
 }
 
-class TlsStream : public ::testing::Test {
+// Both handshakes; the client checks the server's name. Then reads wait for readiness without a buffer.
+template <class Stream>
+void handshake_both(asio::io_context& ioc, Stream& client, Stream& server) {
+  ASSERT_FALSE(kws::detail::verify_server(client.native_handle(), "localhost", false));
+  std::optional<error_code> c, s;
+  client.async_handshake(ssl::stream_base::client, [&](error_code ec) { c = ec; });
+  server.async_handshake(ssl::stream_base::server, [&](error_code ec) { s = ec; });
+  ASSERT_TRUE(run_until(ioc, [&] { return c && s; }));
+  ASSERT_FALSE(*c) << c->message();
+  ASSERT_FALSE(*s) << s->message();
+  client.read_on_readiness();
+  server.read_on_readiness();
+}
+
+// A connected pair of streams over `Next` (not yet shaken hands).
+template <class Next>
+class stream_pair : public ::testing::Test {
  protected:
   void SetUp() override {
     server_ctx_ = kws::make_server_tls_context(certs().cert_pem, certs().key_pem);
@@ -65,19 +86,15 @@ class TlsStream : public ::testing::Test {
     server_.emplace(std::move(b), *server_ctx_);
   }
 
-  // Both handshakes; the client checks the server's name.
-  void handshake() {
-    ASSERT_FALSE(kws::detail::verify_server(client_->native_handle(), "localhost", false));
-    std::optional<error_code> c, s;
-    client_->async_handshake(ssl::stream_base::client, [&](error_code ec) { c = ec; });
-    server_->async_handshake(ssl::stream_base::server, [&](error_code ec) { s = ec; });
-    ASSERT_TRUE(run_until(ioc_, [&] { return c && s; }));
-    ASSERT_FALSE(*c) << c->message();
-    ASSERT_FALSE(*s) << s->message();
-    client_->read_on_readiness();
-    server_->read_on_readiness();
-  }
+  void handshake() { handshake_both(ioc_, *client_, *server_); }
 
+  asio::io_context ioc_;
+  std::shared_ptr<ssl::context> server_ctx_, client_ctx_;
+  std::optional<kws::detail::tls_stream<Next>> client_, server_;
+};
+
+class TlsStream : public stream_pair<beast::tcp_stream> {
+ protected:
   // Reads into `into` until it holds `n` bytes or a read fails.
   error_code read_all(stream& from, std::vector<unsigned char>& into, std::size_t n) {
     std::optional<error_code> done;
@@ -95,10 +112,6 @@ class TlsStream : public ::testing::Test {
     EXPECT_TRUE(run_until(ioc_, [&] { return done.has_value(); }));
     return done.value_or(asio::error::timed_out);
   }
-
-  asio::io_context ioc_;
-  std::shared_ptr<ssl::context> server_ctx_, client_ctx_;
-  std::optional<stream> client_, server_;
 };
 
 TEST_F(TlsStream, CarriesBytesBothWaysWithAReadAndAWriteOutstandingOnEachSide) {
@@ -268,6 +281,82 @@ TEST_F(TlsStream, AClientThatReadTheSessionTicketsHoldsNoOpenSslBufferOnceItWait
     pairs.emplace_back(std::move(c), std::move(s));
   }
   EXPECT_LT(grown / n, 4096.0);
+}
+
+// The stream over a bare socket, as the relay's TLS side and kws::tls_socket have it, its handshake done.
+class TlsStreamOverASocket : public stream_pair<tcp::socket> {
+ protected:
+  void SetUp() override {
+    stream_pair::SetUp();
+    handshake();
+  }
+
+  // Waits (without a buffer) for the server's socket to become readable.
+  bool wait_readable() {
+    std::optional<error_code> woken;
+    auto& s = server_->next_layer();
+    kws::detail::async_wait_readable(s, kws::detail::reactor_of(s), [&](error_code e) { woken = e; });
+    return run_until(ioc_, [&] { return woken.has_value(); }) && !*woken;
+  }
+
+  // The relay's way to read: read_now until `into` holds `n` bytes or reading ends, and whenever it would
+  // block, a readiness wait; nothing is held meanwhile.
+  error_code read_now_until(std::string& into, std::size_t n) {
+    unsigned char got[64];
+    error_code ec;
+    while (into.size() < n) {
+      into.append(reinterpret_cast<const char*>(got), server_->read_now(asio::buffer(got), ec));
+      if (ec && ec != asio::error::would_block) return ec;
+      if (!ec) continue;
+      EXPECT_EQ(server_->buffered_capacity(), 0u);
+      if (!wait_readable()) return asio::error::timed_out;
+    }
+    return ec;
+  }
+};
+
+// Over a bare socket, as the relay's TLS side reads: read_now until it would block, then a wait for
+// readability of the caller's own (io/read_wait.hpp), during which neither side holds ciphertext, then
+// read_now again; the peer's close_notify reads as eof.
+TEST_F(TlsStreamOverASocket, ReadsNowAfterAReadinessWaitOfItsOwnHoldingNothingMeanwhile) {
+  std::string read;
+  const std::string hello = "hello over a bare socket";
+  asio::write(*client_, asio::buffer(hello));
+  EXPECT_FALSE(read_now_until(read, hello.size()));
+  EXPECT_EQ(read, hello);
+  EXPECT_EQ(client_->buffered_capacity(), 0u);
+
+  std::optional<error_code> shut;
+  client_->async_shutdown([&](error_code e) { shut = e; });
+  EXPECT_EQ(read_now_until(read, hello.size() + 1), asio::error::eof);
+  EXPECT_EQ(read, hello);
+  ASSERT_TRUE(run_until(ioc_, [&] { return shut.has_value(); }));
+  EXPECT_FALSE(*shut);
+}
+
+// A read waiting for the peer ends with operation_aborted when its cancellation slot is signalled (as
+// kws::tls_socket's reads promise, and a timeout built from a parallel group needs), and the stream reads on.
+TEST_F(TlsStreamOverASocket, AWaitingReadIsCancelledThroughItsSlot) {
+  asio::cancellation_signal cancel;
+  std::optional<error_code> read;
+  unsigned char got[16];
+  server_->async_read_some(
+      asio::buffer(got),
+      asio::bind_cancellation_slot(cancel.slot(), [&](error_code ec, std::size_t) { read = ec; }));
+  ioc_.poll();
+  ASSERT_FALSE(read.has_value());
+  cancel.emit(asio::cancellation_type::terminal);
+  ASSERT_TRUE(run_until(ioc_, [&] { return read.has_value(); }));
+  EXPECT_EQ(*read, asio::error::operation_aborted);
+
+  asio::write(*client_, asio::buffer(std::string("x")));
+  std::vector<unsigned char> one;
+  one.resize(1);
+  std::optional<error_code> again;
+  asio::async_read(*server_, asio::buffer(one), [&](error_code ec, std::size_t) { again = ec; });
+  ASSERT_TRUE(run_until(ioc_, [&] { return again.has_value(); }));
+  EXPECT_FALSE(*again) << again->message();
+  EXPECT_EQ(one[0], 'x');
 }
 
 }  // namespace
