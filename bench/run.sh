@@ -285,10 +285,12 @@ start_family() {
       direct_url=ws://127.0.0.1:$echo_port/ direct_args=()
       ;;
     gwtls)
-      # The gateway dials its cluster over TLS (--upstream-tls): the TLS echo server.
+      # The gateway dials its cluster over TLS (--upstream-tls): the TLS echo server. Its one thread does
+      # every handshake in turn; thousands of them at once outlast the default 5 s of --connect-timeout, which
+      # bounds the upstream TLS handshake too.
       make_cert
       start_tcp_echo tls
-      start_gateway "127.0.0.1:$tcp_echo_port" --upstream-tls --upstream-ca-file "$cert" "$@"
+      start_gateway "127.0.0.1:$tcp_echo_port" --upstream-tls --upstream-ca-file "$cert" --connect-timeout 60s "$@"
       mid_pid=$gateway_pid family_pids=("$gateway_pid" "$tcp_echo_pid")
       via_url=ws://127.0.0.1:$gateway_port/ via_args=()
       direct_url=tls://127.0.0.1:$tcp_echo_port direct_args=(--ca-file "$cert")
