@@ -102,6 +102,7 @@ awaitable<connect_result> connect_any(std::vector<upstream> candidates, std::chr
     options.host = u.host;
     options.insecure_skip_verify = tls.insecure;
     options.timeout = timeout;
+    options.timeout_name = "--connect-timeout";  // which bounds the dial and the TLS handshake both
     auto ctx = tls.material->current();
     auto [hec, secured, why] = co_await kws::async_tls_handshake(std::move(socket), std::move(ctx),
                                                                  std::move(options), as_tuple_awaitable);

@@ -149,6 +149,8 @@ struct tls_handshake_options {
   std::chrono::milliseconds timeout{std::chrono::seconds(10)};
   /// The peer as the failure's sentence names it: "the broker's TLS certificate was refused: ...".
   std::string peer_name = "the broker";
+  /// The bound on the handshake as the timeout's sentence names it: "... within the handshake timeout".
+  std::string timeout_name = "the handshake timeout";
 };
 
 namespace detail {

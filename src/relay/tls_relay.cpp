@@ -134,7 +134,8 @@ struct handshake_state {
 
   // After a failure: the sentence, and the socket closed.
   std::string failed(const error_code& ec) {
-    auto why = tls_failure(stream->native_handle(), ec, options.peer_name, options.host);
+    auto why =
+        tls_failure(stream->native_handle(), ec, options.peer_name, options.host, options.timeout_name);
     error_code ignored;
     stream->next_layer().close(ignored);
     return why;

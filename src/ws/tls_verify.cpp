@@ -44,14 +44,14 @@ boost::system::error_code verify_server(SSL* ssl, const std::string& host, bool 
 }
 
 std::string tls_failure(SSL* ssl, const boost::system::error_code& ec, const std::string& who,
-                        const std::string& host) {
+                        const std::string& host, const std::string& timeout_name) {
   const auto result = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
   if (result != X509_V_OK) {
     return who + "'s TLS certificate was refused: " + X509_verify_cert_error_string(result) + " (" + host +
            ")";
   }
   if (ec == boost::beast::error::timeout || ec == boost::asio::error::timed_out)
-    return who + " did not finish the TLS handshake within the handshake timeout (" + host + ")";
+    return who + " did not finish the TLS handshake within " + timeout_name + " (" + host + ")";
   return "the TLS handshake with " + who + " failed: " + ec.message() + " (" + host + ")";
 }
 

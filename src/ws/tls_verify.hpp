@@ -20,8 +20,9 @@ boost::system::error_code verify_server(SSL* ssl, const std::string& host, bool 
 /// the certificate was refused (expired, self-signed, another host's), which OpenSSL's error ("certificate
 /// verify failed") does not say; a timeout; or the handshake's own error (an alert, a peer that does not
 /// speak TLS).
+/// `timeout_name`: the bound as the sentence names it.
 std::string tls_failure(SSL* ssl, const boost::system::error_code& ec, const std::string& who,
-                        const std::string& host);
+                        const std::string& host, const std::string& timeout_name = "the handshake timeout");
 
 /// Loads a PEM certificate chain and a PEM private key into `ctx` (each only when its path is not empty) and,
 /// with both, checks that the key is the certificate's. Throws boost::system::system_error whose message

@@ -291,6 +291,17 @@ TEST_F(UpstreamTls, TlsToAPlainListenerNamesTheHandshakeFailure) {
   expect_one_refusal("the TLS handshake with the broker failed: ");
 }
 
+// A cluster address that accepts the TCP connection (the kernel's backlog) and never answers the TLS
+// handshake: the gateway gives up at --connect-timeout, which bounds the handshake too, and its line names
+// that flag rather than --handshake-timeout (the client side's).
+TEST_F(UpstreamTls, AClusterThatNeverAnswersTheHandshakeEndsTheClientNamingConnectTimeout) {
+  asio::ip::tcp::acceptor silent(ioc_, {asio::ip::make_address("127.0.0.1"), 0});
+  ASSERT_NO_FATAL_FAILURE(
+      start_gateway({"--upstream", "127.0.0.1:" + std::to_string(silent.local_endpoint().port()),
+                     "--upstream-tls", "--upstream-ca-file", certs_.ca_pem, "--connect-timeout", "300ms"}));
+  expect_one_refusal("the broker did not finish the TLS handshake within --connect-timeout (127.0.0.1)");
+}
+
 // ---- mutual TLS to the cluster: a dev broker that requires client certificates (--tcp-tls-client-ca)
 // -------
 

@@ -471,6 +471,13 @@ TEST_F(TlsHandshake, APeerThatNeverAnswersTimesOut) {
   ASSERT_TRUE(run_until(ioc_, [&] { return out->done; }));
   EXPECT_EQ(out->ec, asio::error::timed_out);
   EXPECT_EQ(out->why, "the broker did not finish the TLS handshake within the handshake timeout (localhost)");
+  // The bound is named as its owner's flag where it is not the handshake timeout.
+  auto [c, d] = make_tcp_pair(ioc_);
+  auto named = start_kws_handshake(
+      std::move(c), kws::make_client_tls_context({.ca_file = certs().ca_pem}),
+      kws::tls_handshake_options{.host = "localhost", .timeout = 300ms, .timeout_name = "--connect-timeout"});
+  ASSERT_TRUE(run_until(ioc_, [&] { return named->done; }));
+  EXPECT_EQ(named->why, "the broker did not finish the TLS handshake within --connect-timeout (localhost)");
 }
 
 // Mutual TLS: a server that requires a client certificate gets the one make_client_tls_context loaded, and
