@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <utility>
 
 namespace kws::kafka {
 namespace {
@@ -308,7 +309,10 @@ frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& 
   }
   const entry e = std::move(fifo_.front());
   fifo_.pop_front();
-  if (e.timed) detecting_ = false;  // the broker answers ApiVersions
+  if (e.timed) {
+    detecting_ = false;     // the broker answers ApiVersions
+    on_verdict_ = nullptr;  // no verdict comes any more: an idle connection does not keep what it captured
+  }
   if (auto* o = config_->observer.get(); o && e.has_correlation_id)
     o->on_response(e.key, std::chrono::steady_clock::now() - e.seen);
 
@@ -385,10 +389,13 @@ frame_action tracker::answer_as_kafka_0_8(entry e) {
 }
 
 void tracker::start_detection() {
-  if (api_ != broker_api::negotiate || config_->api_versions_timeout.count() <= 0) return;
+  if (api_ != broker_api::negotiate || config_->api_versions_timeout.count() <= 0) {
+    on_verdict_ = nullptr;  // never called
+    return;
+  }
   if (config_->verdicts && config_->verdicts->is_kafka_0_8(broker_)) {
     become_kafka_0_8();
-    if (on_verdict_) on_verdict_(api_verdict::remembered);
+    if (on_verdict_) std::exchange(on_verdict_, nullptr)(api_verdict::remembered);
     return;
   }
   detecting_ = true;
@@ -418,7 +425,8 @@ void tracker::on_response_timeout() {
   for (std::size_t i = 0; i < fifo_.size(); ++i) late_ahead_ += fifo_[i].how != treatment::local;
   become_kafka_0_8();
   const bool first = !config_->verdicts || config_->verdicts->remember_kafka_0_8(broker_);
-  if (on_verdict_) on_verdict_(first ? api_verdict::detected : api_verdict::detected_again);
+  if (on_verdict_)
+    std::exchange(on_verdict_, nullptr)(first ? api_verdict::detected : api_verdict::detected_again);
   e.timed = false;
   e.how = treatment::pass;
   answer_as_kafka_0_8(std::move(e));

@@ -93,15 +93,10 @@ class write_gather {
 // their size headers, and the budget each frame's length is taken from before its body is read.
 class tcp_frames {
  public:
+  // `o` is the relay's own options, which outlive its sides: a side keeps only a pointer to them (a copy of
+  // their log function would be a heap block per idle connection).
   tcp_frames(const relay_options& o, std::shared_ptr<buffer_budget> budget)
-      : max_frame_bytes_(o.max_frame_bytes), budget_(std::move(budget)) {
-    if (budget_ && o.log) {
-      on_budget_wait_ = [log = o.log, min = o.min_log_level] {
-        if (log_level::debug >= min)
-          log(log_level::debug, "reading paused: the frame buffer budget is spent");
-      };
-    }
-  }
+      : max_frame_bytes_(o.max_frame_bytes), options_(&o), budget_(std::move(budget)) {}
   tcp_frames(const tcp_frames&) = delete;
   tcp_frames& operator=(const tcp_frames&) = delete;
   ~tcp_frames() {
@@ -208,9 +203,9 @@ class tcp_frames {
   }
 
   std::size_t max_frame_bytes_;
+  const relay_options* options_;
   std::shared_ptr<buffer_budget> budget_;
   std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front
-  std::function<void()> on_budget_wait_;
   detail::read_flat_buffer buf_;
   std::size_t current_ = 0;   // length of the whole frame at the front of buf_, 0 while there is none
   bool check_first_ = false;  // a client whose first bytes have not been looked at yet
@@ -242,7 +237,8 @@ class socket_frames : public tcp_frames {
         return asio::post(side().get_executor(), [h = std::forward<Handler>(h), ec]() mutable { h(ec); });
       }
       // The budget is spent: read nothing more from this peer until another frame's bytes come back.
-      if (on_budget_wait_) on_budget_wait_();
+      if (options_->log && log_level::debug >= options_->min_log_level)
+        options_->log(log_level::debug, "reading paused: the frame buffer budget is spent");
       return budget_->async_wait(side().get_executor(), slot,
                                  [this, slot, h = std::forward<Handler>(h)](bool cancelled) mutable {
                                    if (cancelled) return h(error_code(asio::error::operation_aborted));
@@ -499,6 +495,9 @@ class ws_side {
       return asio::post(conn_.get_executor(), [h = std::forward<Handler>(h)]() mutable { h(error_code{}); });
     }
     // The handler waits inside the connection for as long as the broker is quiet: in this side's own slot.
+    // The frame buffer is given back first: an idle relay keeps none, whatever size its last frame had (the
+    // next frame's read makes one; frames already at hand are taken by try_read_frame without this).
+    if (buf_.size() == 0 && buf_.capacity() != 0) buf_ = beast::flat_buffer();
     conn_.async_read_frame(
         buf_, asio::bind_allocator(detail::slot_allocator<void, read_slot_bytes>(read_slot_),
                                    [this, h = std::forward<Handler>(h)](error_code ec, std::size_t) mutable {

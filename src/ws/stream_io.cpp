@@ -230,7 +230,7 @@ void ws_connection<Stream>::start_flush() {
       out_.consume(static_cast<std::size_t>(n));
     }
     if (out_.size() == 0) {
-      trim(out_);
+      trim(out_, 0);
       if (wr_ && sent_ >= wr_->end) {
         auto op = std::move(*wr_);
         wr_.reset();
@@ -254,7 +254,7 @@ void ws_connection<Stream>::flushed(error_code ec, std::size_t n) {
   writing_ = false;
   sent_ += n;
   sending_.clear();
-  trim(sending_);
+  trim(sending_, 0);
   // After abort() nothing more is written, even when this write completed before the socket was closed.
   if ((ec || aborted_) && !write_error_) write_error_ = after_abort(ec ? ec : asio::error::operation_aborted);
   if (wr_ && (write_error_ || sent_ >= wr_->end)) {
@@ -278,7 +278,7 @@ void ws_connection<Stream>::sync_flush(error_code& ec) {
   asio::write(stream_for_io(), out_.data(), ec);
   sent_ += out_.size();
   out_.clear();
-  trim(out_);
+  trim(out_, 0);
   if (ec) write_error_ = ec;
 }
 
