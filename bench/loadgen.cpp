@@ -14,6 +14,7 @@
 //         (total= counts the warm-up too, for per-round-trip costs measured over the whole run).
 //   idle  (--idle N --pid P): read P's VmRSS, open N connections with one 64-byte round trip each, hold them,
 //         read VmRSS again and print the difference per connection (as the Go proxy's harness measured it).
+//         --max-opening M keeps at most M WebSocket upgrades unanswered while opening.
 #include "bench_tls.hpp"
 
 #include <arpa/inet.h>
@@ -61,6 +62,7 @@ struct options {
   int idle = 0;
   long pid = 0;
   double hold = 1.0;
+  int max_opening = 0;  // WebSocket upgrades under way at once while opening; 0: no bound
 };
 
 [[noreturn]] void die(const std::string& what) {
@@ -72,7 +74,7 @@ void usage() {
   std::puts(
       "usage: kws_loadgen --target tcp://HOST:PORT|ws://HOST:PORT/PATH [--conns C] [--depth D] [--size S]\n"
       "                   [--duration SECONDS] [--warmup SECONDS] [--ca-file PEM]\n"
-      "       kws_loadgen --target ... --idle N --pid PID [--hold SECONDS]\n"
+      "       kws_loadgen --target ... --idle N --pid PID [--hold SECONDS] [--max-opening M]\n"
       "S is the Kafka frame size on the wire, size header included (at least 32). tls:// and wss:// targets\n"
       "speak TLS; --ca-file checks the server's certificate against HOST (without it, it is not checked).");
 }
@@ -121,6 +123,8 @@ options parse(int argc, char** argv) {
       o.pid = std::atol(val().c_str());
     } else if (a == "--hold") {
       o.hold = std::atof(val().c_str());
+    } else if (a == "--max-opening") {
+      o.max_opening = std::atoi(val().c_str());
     } else if (a == "--ca-file") {
       o.ca_file = val();
     } else if (a == "--help" || a == "-h") {
@@ -265,12 +269,16 @@ class generator {
             "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
         c.out.assign(req.begin(), req.end());
         flush(c);
+        ++opening_;
       } else {
         c.open = true;
       }
       // Serve the connections opened so far now and then, as their clients would: a TLS or WebSocket
       // handshake left unanswered while thousands more connect would run into the server's handshake timeout.
       if (i % 64 == 63) poll(0);
+      // With --max-opening, clients arrive as a server with a bound on handshakes under way lets them: the
+      // next connects once fewer than M upgrades wait for their answer.
+      while (o_.max_opening > 0 && opening_ >= o_.max_opening) poll(10);
     }
   }
 
@@ -493,6 +501,7 @@ class generator {
       }
       c.in_off += end + 4;
       c.open = true;
+      --opening_;
       fill(c, c.rounds_left >= 0 ? 64 : o_.size, c.rounds_left >= 0 ? 1 : o_.depth);
     }
     for (;;) {
@@ -555,6 +564,7 @@ class generator {
   options o_;
   SSL_CTX* ctx_ = nullptr;
   int ep_;
+  int opening_ = 0;  // WebSocket upgrades sent and not yet answered
   std::vector<conn_state> conns_;
   stats st_;
 };
