@@ -14,6 +14,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
+#include <memory>
 #include <optional>
 #include <type_traits>
 #include <utility>
@@ -198,7 +200,7 @@ class relay_impl final : public relay {
       up_replacement_.clear();
       const auto action = hook_->on_request(frame, up_replacement_);
       if (action == frame_action::answer || action == frame_action::drop) {
-        if (action == frame_action::answer) ++report_.local_answers;
+        if (action == frame_action::answer) ++counts_.local_answers;
         request_done(frame.size());
         down_pump();
         continue;
@@ -235,11 +237,11 @@ class relay_impl final : public relay {
   void request_done(std::size_t n) {
     client_.pop();
     enter(up_state::wanting);
-    report_.up_bytes += n;
-    ++report_.up_frames;
-    if (counters_) {
-      counters_->up_bytes.fetch_add(n, std::memory_order_relaxed);
-      counters_->up_frames.fetch_add(1, std::memory_order_relaxed);
+    counts_.up_bytes += n;
+    ++counts_.up_frames;
+    if (counters()) {
+      counters()->up_bytes.fetch_add(n, std::memory_order_relaxed);
+      counters()->up_frames.fetch_add(1, std::memory_order_relaxed);
     }
   }
 
@@ -269,7 +271,7 @@ class relay_impl final : public relay {
 
   // Every request read has been answered (or needs none) and nothing is being written either way.
   bool quiet() const {
-    return up_ != up_state::writing && !up_flushing_ && !down_writing_ && down_next_.size() == 0 &&
+    return up_ != up_state::writing && !up_flushing_ && !down_writing_ && next_batch_bytes() == 0 &&
            hook_->in_flight() == 0;
   }
 
@@ -310,8 +312,8 @@ class relay_impl final : public relay {
       broker_up_ = true;
       if (auto e = broker_->prepare()) return fail(e, relay_side::broker);
       watch_broker_reads();
-      ++report_.reconnects;
-      if (counters_) counters_->reconnects.fetch_add(1, std::memory_order_relaxed);
+      ++counts_.reconnects;
+      if (counters()) counters()->reconnects.fetch_add(1, std::memory_order_relaxed);
       log(log_level::debug, [] { return std::string("broker connection open again"); });
       if (draining_)
         return close_broker(close_code::going_away,
@@ -396,11 +398,11 @@ class relay_impl final : public relay {
   }
 
   void down_written(std::size_t n) {
-    report_.down_bytes += n;
-    ++report_.down_frames;
-    if (counters_) {
-      counters_->down_bytes.fetch_add(n, std::memory_order_relaxed);
-      counters_->down_frames.fetch_add(1, std::memory_order_relaxed);
+    counts_.down_bytes += n;
+    ++counts_.down_frames;
+    if (counters()) {
+      counters()->down_bytes.fetch_add(n, std::memory_order_relaxed);
+      counters()->down_frames.fetch_add(1, std::memory_order_relaxed);
     }
     touch();
   }
@@ -467,18 +469,18 @@ class relay_impl final : public relay {
     if (stopping()) return;
     for (;;) {
       while (auto local = hook_->take_local_response()) {
-        append_to(down_next_, bytes(*local));
-        ++down_next_frames_;
+        append_to(batch().next, bytes(*local));
+        ++batch().next_frames;
       }
       if (!down_have_) {
         // Responses already received join the batch here, without a round through the event loop.
         if (down_reading_ || !broker_up_ || up_ == up_state::connecting || broker_error_ ||
-            down_next_.size() >= down_batch_bytes)
+            next_batch_bytes() >= down_batch_bytes)
           break;
         error_code ec;
         if (!broker_->try_read_frame(ec)) break;
         if (ec) {
-          if ((down_writing_ || down_next_.size() > 0) && !stopping()) {
+          if ((down_writing_ || next_batch_bytes() > 0) && !stopping()) {
             broker_error_ = ec;  // written after what arrived before it, below
             break;
           }
@@ -496,16 +498,16 @@ class relay_impl final : public relay {
         continue;
       }
       if (verdict->replaced) {
-        append_to(down_next_, verdict->out);
+        append_to(batch().next, verdict->out);
         broker_->pop();
       } else {
-        broker_->move_frame_to(down_next_);
+        broker_->move_frame_to(batch().next);
       }
       down_have_ = false;
-      ++down_next_frames_;
+      ++batch().next_frames;
     }
     if (!down_reading_ && broker_up_ && up_ != up_state::connecting && !broker_error_ &&
-        down_next_.size() < down_batch_bytes) {
+        next_batch_bytes() < down_batch_bytes) {
       down_reading_ = true;
       broker_read_waits_ = false;
       in_down_read_start_ = true;
@@ -513,7 +515,7 @@ class relay_impl final : public relay {
                                   down_reading_ = false;
                                   broker_read_waits_ = false;
                                   if (ec) {
-                                    if ((down_writing_ || down_next_.size() > 0) && !stopping()) {
+                                    if ((down_writing_ || next_batch_bytes() > 0) && !stopping()) {
                                       // Whatever arrived before the broker's side ended reaches the client
                                       // first.
                                       broker_error_ = ec;
@@ -533,7 +535,7 @@ class relay_impl final : public relay {
   // The batch goes out now unless the broker read in flight will complete from bytes already received, in
   // which case that response joins it. Without that knowledge (TLS) every read counts as waiting.
   void maybe_write_batch() {
-    if (stopping() || down_writing_ || down_next_.size() == 0) return;
+    if (stopping() || down_writing_ || next_batch_bytes() == 0) return;
     if (down_reading_ && broker_reads_watched_ && !broker_read_waits_) return;
     write_batch();
   }
@@ -553,22 +555,24 @@ class relay_impl final : public relay {
   }
 
   void write_batch() {
-    std::swap(down_out_, down_next_);
-    down_out_frames_ = std::exchange(down_next_frames_, 0);
+    auto& b = batch();
+    std::swap(b.out, b.next);
+    b.out_frames = std::exchange(b.next_frames, 0);
     down_writing_ = true;
-    const bytes out(static_cast<const unsigned char*>(down_out_.data().data()), down_out_.size());
+    const bytes out(static_cast<const unsigned char*>(b.out.data().data()), b.out.size());
     auto done = op([this](error_code ec) {
       down_writing_ = false;
       if (ec) return fail(ec, relay_side::client);
-      report_.down_bytes += down_out_.size();
-      report_.down_frames += down_out_frames_;
-      if (counters_) {
-        counters_->down_bytes.fetch_add(down_out_.size(), std::memory_order_relaxed);
-        counters_->down_frames.fetch_add(down_out_frames_, std::memory_order_relaxed);
+      auto& b = *batches_;
+      counts_.down_bytes += b.out.size();
+      counts_.down_frames += b.out_frames;
+      if (counters()) {
+        counters()->down_bytes.fetch_add(b.out.size(), std::memory_order_relaxed);
+        counters()->down_frames.fetch_add(b.out_frames, std::memory_order_relaxed);
       }
-      down_out_.clear();
+      b.out.clear();
       // Nothing more to send: an idle relay keeps no buffer.
-      if (down_next_.size() == 0) down_out_ = beast::flat_buffer();
+      if (b.next.size() == 0) batches_.reset();
       touch();
       if (stopping()) return;
       if (up_ == up_state::paused) {
@@ -576,7 +580,7 @@ class relay_impl final : public relay {
         up_next();
       }
       down_pump();
-      if (broker_error_ && !down_writing_ && down_next_.size() == 0) {
+      if (broker_error_ && !down_writing_ && next_batch_bytes() == 0) {
         const auto e = *std::exchange(broker_error_, std::nullopt);
         return broker_read_failed(e);
       }
@@ -678,7 +682,7 @@ class relay_impl final : public relay {
   // `ec` came from `who`'s side.
   void fail(const error_code& ec, relay_side who, const std::string& detail = {}) {
     if (stopping()) return maybe_done();
-    if (!report_.error && !is_teardown(ec)) report_.error = ec;
+    if (!end_report().error && !is_teardown(ec)) end_report().error = ec;
     const auto code = who == relay_side::client ? client_.peer_close_code() : broker_->peer_close_code();
     set_cause({end_of(ec), who, peer_failure(to_string(who), ec, code) + detail});
     shutdown_all();
@@ -686,7 +690,7 @@ class relay_impl final : public relay {
 
   void fail_with(error_code ec, const ending& why) {
     if (stopping()) return maybe_done();
-    if (!report_.error) report_.error = ec;
+    if (!end_report().error) end_report().error = ec;
     set_cause(why);
     shutdown_all();
   }
@@ -735,7 +739,7 @@ class relay_impl final : public relay {
 
   void out_of_memory() noexcept {
     try {
-      if (!report_.error) report_.error = make_error_code(boost::system::errc::not_enough_memory);
+      if (!end_report().error) end_report().error = make_error_code(boost::system::errc::not_enough_memory);
       stop(relay_end::out_of_memory, "out of memory");
     } catch (...) {
       // Nothing is left to end it with; the process's own handler logs what escapes a handler.
@@ -752,16 +756,24 @@ class relay_impl final : public relay {
 
   void report() {
     enter(phase::done);
-    report_.duration = clock::now() - started_at_;
-    if (report_.cause.empty()) set_cause({relay_end::closed, relay_side::none, "closed"});
-    if (on_done_) on_done_(report_);
+    auto& r = end_report();
+    r.up_bytes = counts_.up_bytes;
+    r.up_frames = counts_.up_frames;
+    r.down_bytes = counts_.down_bytes;
+    r.down_frames = counts_.down_frames;
+    r.local_answers = counts_.local_answers;
+    r.reconnects = counts_.reconnects;
+    r.duration = clock::now() - started_at_;
+    if (r.cause.empty()) set_cause({relay_end::closed, relay_side::none, "closed"});
+    if (on_done_) on_done_(r);
   }
 
   void set_cause(const ending& why) {
-    if (!report_.cause.empty() || why.text.empty()) return;
-    report_.cause = why.text;
-    report_.end = why.end;
-    report_.side = why.side;
+    auto& r = end_report();
+    if (!r.cause.empty() || why.text.empty()) return;
+    r.cause = why.text;
+    r.end = why.end;
+    r.side = why.side;
   }
 
   template <class MakeText>
@@ -793,7 +805,7 @@ class relay_impl final : public relay {
   }
 
   relay_options options_;
-  relay_counters* counters_ = options_.counters.get();  // options_ keeps it alive
+  relay_counters* counters() const { return options_.counters.get(); }
   client_side client_;
   std::optional<broker_side> broker_;  // always engaged; replaced on a reconnect
   std::shared_ptr<frame_hook> hook_;
@@ -810,10 +822,27 @@ class relay_impl final : public relay {
   std::vector<unsigned char> up_replacement_;
   std::vector<unsigned char> down_replacement_;
   std::vector<unsigned char> down_local_;
-  beast::flat_buffer down_out_;   // the batch being written to the client (batch_down)
-  beast::flat_buffer down_next_;  // the batch after it
-  std::size_t down_out_frames_ = 0;
-  std::size_t down_next_frames_ = 0;
+  // Towards a TCP client (batch_down): the batch being written and the one after it, made when a response
+  // is first at hand and given back once nothing is left to write; towards a WebSocket client, nothing.
+  struct batches {
+    beast::flat_buffer out;   // the batch being written to the client
+    beast::flat_buffer next;  // the batch after it
+    std::size_t out_frames = 0;
+    std::size_t next_frames = 0;
+  };
+  struct no_batches {};
+  [[no_unique_address]] std::conditional_t<batch_down, std::unique_ptr<batches>, no_batches> batches_;
+  batches& batch() {
+    if (!batches_) batches_ = std::make_unique<batches>();
+    return *batches_;
+  }
+  std::size_t next_batch_bytes() const {
+    if constexpr (batch_down) {
+      return batches_ ? batches_->next.size() : 0;
+    } else {
+      return 0;
+    }
+  }
   std::optional<error_code> broker_error_;  // a broker read failure waiting for the batch in flight
   bool broker_reads_watched_ = false;       // the broker connection says when a read waits for the peer
   bool broker_read_waits_ = false;          // the broker read in flight waits for the peer
@@ -833,7 +862,17 @@ class relay_impl final : public relay {
   bool draining_ = false;
   phase phase_ = phase::running;
   close_code close_code_ = close_code::normal;
-  relay_report report_;
+  // The report's counts as the relay runs; the rest of the report (its end, cause and error) is made by the
+  // first of them, mostly as the relay ends, so that a running relay does not carry it.
+  struct {
+    std::uint64_t up_bytes = 0, up_frames = 0, down_bytes = 0, down_frames = 0, local_answers = 0,
+                  reconnects = 0;
+  } counts_;
+  std::unique_ptr<relay_report> report_;
+  relay_report& end_report() {
+    if (!report_) report_ = std::make_unique<relay_report>();
+    return *report_;
+  }
   clock::time_point started_at_;
   clock::time_point last_activity_;  // as the idle timer last saw it (touch)
   bool active_ = false;              // a frame moved since the idle timer's last tick

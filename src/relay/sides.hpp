@@ -65,26 +65,32 @@ class write_gather {
  public:
   /// True when `f` was appended (corked, room left, no flush under way).
   bool take(bytes f) {
-    if (!corked || flushing || buf_.size() >= gather_limit_bytes ||
-        (buf_.size() == 0 && f.size() >= gather_max_frame_bytes))
+    if (!corked || flushing || size() >= gather_limit_bytes ||
+        (size() == 0 && f.size() >= gather_max_frame_bytes))
       return false;
-    append_to(buf_, f);
+    append(f);
     return true;
   }
-  void append(bytes f) { append_to(buf_, f); }
-  std::size_t size() const { return buf_.size(); }
-  asio::const_buffer data() const { return buf_.data(); }
-  void consume(std::size_t n) {
-    buf_.consume(n);
-    if (buf_.size() == 0) buf_ = beast::flat_buffer();
+  void append(bytes f) {
+    if (!buf_) buf_ = std::make_unique<beast::flat_buffer>();
+    append_to(*buf_, f);
   }
-  void clear() { consume(buf_.size()); }
+  std::size_t size() const { return buf_ ? buf_->size() : 0; }
+  asio::const_buffer data() const { return buf_ ? buf_->data() : asio::const_buffer(); }
+  void consume(std::size_t n) {
+    if (!buf_) return;
+    buf_->consume(n);
+    if (buf_->size() == 0) buf_.reset();
+  }
+  void clear() { consume(size()); }
 
   bool corked = false;
   bool flushing = false;  // an asynchronous write of what gathered is under way
 
  private:
-  beast::flat_buffer buf_;
+  // Made when something gathers, given back once it is all written: an idle side holds neither the buffer
+  // nor its 48 bytes of bookkeeping.
+  std::unique_ptr<beast::flat_buffer> buf_;
 };
 
 // ---- the two kinds of side ----------------------------------------------------------------------------
