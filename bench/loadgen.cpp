@@ -12,8 +12,9 @@
 // Modes:
 //   run   (default): warm up, then count round trips for --duration; print one line of key=value figures
 //         (total= counts the warm-up too, for per-round-trip costs measured over the whole run).
-//   idle  (--idle N --pid P): read P's VmRSS, open N connections with one 64-byte round trip each, hold them,
-//         read VmRSS again and print the difference per connection (as the Go proxy's harness measured it).
+//   idle  (--idle N --pid P): read P's VmRSS, open N connections with one round trip each (64 bytes, or
+//         --idle-size), hold them, read VmRSS again and print the difference per connection (as the Go
+//         proxy's harness measured it).
 //         --max-opening M keeps at most M WebSocket upgrades unanswered while opening.
 #include "bench_tls.hpp"
 
@@ -62,7 +63,8 @@ struct options {
   int idle = 0;
   long pid = 0;
   double hold = 1.0;
-  int max_opening = 0;  // WebSocket upgrades under way at once while opening; 0: no bound
+  int max_opening = 0;         // WebSocket upgrades under way at once while opening; 0: no bound
+  std::size_t idle_size = 64;  // the frame of the idle mode's one round trip, size header included
 };
 
 [[noreturn]] void die(const std::string& what) {
@@ -75,6 +77,7 @@ void usage() {
       "usage: kws_loadgen --target tcp://HOST:PORT|ws://HOST:PORT/PATH [--conns C] [--depth D] [--size S]\n"
       "                   [--duration SECONDS] [--warmup SECONDS] [--ca-file PEM]\n"
       "       kws_loadgen --target ... --idle N --pid PID [--hold SECONDS] [--max-opening M]\n"
+      "                   [--idle-size S]\n"
       "S is the Kafka frame size on the wire, size header included (at least 32). tls:// and wss:// targets\n"
       "speak TLS; --ca-file checks the server's certificate against HOST (without it, it is not checked).");
 }
@@ -123,6 +126,8 @@ options parse(int argc, char** argv) {
       o.pid = std::atol(val().c_str());
     } else if (a == "--hold") {
       o.hold = std::atof(val().c_str());
+    } else if (a == "--idle-size") {
+      o.idle_size = std::strtoull(val().c_str(), nullptr, 10);
     } else if (a == "--max-opening") {
       o.max_opening = std::atoi(val().c_str());
     } else if (a == "--ca-file") {
@@ -136,6 +141,7 @@ options parse(int argc, char** argv) {
   }
   if (o.port <= 0) die("--target is required");
   if (o.size < 32) die("--size must be at least 32");
+  if (o.idle_size < 32) die("--idle-size must be at least 32");
   if (o.conns < 1 || o.depth < 1) die("--conns and --depth must be at least 1");
   return o;
 }
@@ -336,7 +342,7 @@ class generator {
   int idle() {
     const long before = rss_kib(o_.pid);
     open_all(o_.idle);
-    for (auto& c : conns_) fill(c, 64, 1);
+    for (auto& c : conns_) fill(c, o_.idle_size, 1);
     std::size_t pending = conns_.size();
     const auto deadline = clk::now() + std::chrono::seconds(120);
     while (pending > 0 && clk::now() < deadline) {
@@ -486,7 +492,7 @@ class generator {
       }
       parse(c);
     }
-    fill(c, c.rounds_left >= 0 ? 64 : o_.size, c.rounds_left >= 0 ? 1 : o_.depth);
+    fill(c, c.rounds_left >= 0 ? o_.idle_size : o_.size, c.rounds_left >= 0 ? 1 : o_.depth);
     if (c.t.ssl) sync_events(c);
   }
 
@@ -502,7 +508,7 @@ class generator {
       c.in_off += end + 4;
       c.open = true;
       --opening_;
-      fill(c, c.rounds_left >= 0 ? 64 : o_.size, c.rounds_left >= 0 ? 1 : o_.depth);
+      fill(c, c.rounds_left >= 0 ? o_.idle_size : o_.size, c.rounds_left >= 0 ? 1 : o_.depth);
     }
     for (;;) {
       const unsigned char* p = c.in.data() + c.in_off;
@@ -537,7 +543,7 @@ class generator {
 
   void check(conn_state& c, const unsigned char* f, std::size_t len) {
     const std::uint32_t seq = c.next_recv++;
-    const std::size_t size = c.rounds_left >= 0 ? 64 : o_.size;
+    const std::size_t size = c.rounds_left >= 0 ? o_.idle_size : o_.size;
     unsigned char want[fixed_bytes];
     make_header(want, size, seq, c.id);
     if (len != size || std::memcmp(f, want, fixed_bytes) != 0 ||
@@ -573,7 +579,7 @@ class generator {
 
 int main(int argc, char** argv) {
   const auto o = parse(argc, argv);
-  pattern.resize(o.size + pattern_slack);
+  pattern.resize(std::max(o.size, o.idle_size) + pattern_slack);
   std::mt19937 rng(12345);
   for (auto& b : pattern) b = static_cast<unsigned char>(rng());
   // Two descriptors per connection at most on this side; raise the limit as far as allowed.

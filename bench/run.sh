@@ -6,7 +6,8 @@
 # Unpinned, default flags unless --threads is given (the gateway gets its handshake admission limits raised).
 #
 #   bench/run.sh [--no-build] [--proxy PATH] [--gateway PATH] [--threads N] [--reps N] [--duration SECONDS]
-#                [--cases LIST] [--idle-conns "N ..."] [--no-kafka] [--kafka-messages N] [--syscalls] [--pin]
+#                [--cases LIST] [--idle-conns "N ..."] [--idle-size S] [--no-kafka] [--kafka-messages N]
+#                [--syscalls] [--pin]
 #
 # Cases (LIST: names or the groups ws, wss, gw, gwss; default: all of them):
 #   ws://, the proxy in front of a WebSocket echo server (Node.js `ws`, bench/ws-echo), against a WebSocket
@@ -21,6 +22,7 @@
 #     client straight to a TLS echo server: gwss-lat gwss-d16 ... gwss-c200d64.
 #   idle (proxy), gw-idle (gateway), wss-idle, gwss-idle: a fresh proxy or gateway, its RSS before and after
 #     N idle connections that made one round trip each, per connection, once for each N of --idle-conns.
+#     The round trip's frame is 64 bytes, or --idle-size bytes (what an idle connection keeps after it).
 #     Over TLS on the TCP side too: tls-idle (TLS Kafka clients, the proxy with --client-tls-cert in front of
 #     the ws:// echo server) and gw-tls-idle (the gateway dialling the TLS echo server with --upstream-tls).
 #   kafka: librdkafka via kcat producing 100-byte messages through the proxy into the dev broker, against its
@@ -56,6 +58,7 @@ gw_cases="gw-lat gw-d16 gw-d64 gw-big1 gw-big16 gw-c200d1 gw-c200d16 gw-c200d64"
 gwss_cases=${gw_cases//gw-/gwss-}
 cases="$ws_cases $wss_cases $gw_cases $gwss_cases idle wss-idle gw-idle gwss-idle tls-idle gw-tls-idle kafka chain"
 idle_counts="10000 50000"
+idle_size=64
 kafka_messages=1000000
 do_build=1
 syscalls=0
@@ -71,6 +74,7 @@ while [[ $# -gt 0 ]]; do
     --duration) duration=$2; shift ;;
     --cases) cases=$2; shift ;;
     --idle-conns) idle_counts=$2; shift ;;
+    --idle-size) idle_size=$2; shift ;;
     --no-kafka) cases=${cases//kafka/} ;;
     --kafka-messages) kafka_messages=$2; shift ;;
     --syscalls) syscalls=1 ;;
@@ -471,7 +475,7 @@ idle_case() {
   local name=$1 n=$2 fam out kib result
   fam=$(family_of "$name")
   start_family "$fam" --max-connections "$((n + 64))"
-  if out=$("$loadgen" --target "$via_url" "${via_args[@]}" --idle "$n" --pid "$mid_pid" --hold 2 --max-opening 512 \
+  if out=$("$loadgen" --target "$via_url" "${via_args[@]}" --idle "$n" --pid "$mid_pid" --hold 2 --max-opening 512 --idle-size "$idle_size" \
     2>"$tmp/loadgen.err"); then
     kib=$(field kib_per_conn "$out")
     result="$kib KiB ($n conns, RSS $(field rss_before_kib "$out") -> $(field rss_after_kib "$out") KiB)"
