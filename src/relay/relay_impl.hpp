@@ -6,6 +6,8 @@
 
 #include "relay/causes.hpp"
 #include "relay/relay_state.hpp"
+#include "relay/relay_tally.hpp"
+#include "relay/response_batches.hpp"
 #include "relay/response_timer.hpp"
 #include "relay/sides.hpp"
 
@@ -200,7 +202,7 @@ class relay_impl final : public relay {
       up_replacement_.clear();
       const auto action = hook_->on_request(frame, up_replacement_);
       if (action == frame_action::answer || action == frame_action::drop) {
-        if (action == frame_action::answer) ++counts_.local_answers;
+        if (action == frame_action::answer) tally_.local_answer();
         request_done(frame.size());
         down_pump();
         continue;
@@ -237,12 +239,7 @@ class relay_impl final : public relay {
   void request_done(std::size_t n) {
     client_.pop();
     enter(up_state::wanting);
-    counts_.up_bytes += n;
-    ++counts_.up_frames;
-    if (counters()) {
-      counters()->up_bytes.fetch_add(n, std::memory_order_relaxed);
-      counters()->up_frames.fetch_add(1, std::memory_order_relaxed);
-    }
+    tally_.requests(n);
   }
 
   void client_closed() {
@@ -312,8 +309,7 @@ class relay_impl final : public relay {
       broker_up_ = true;
       if (auto e = broker_->prepare()) return fail(e, relay_side::broker);
       watch_broker_reads();
-      ++counts_.reconnects;
-      if (counters()) counters()->reconnects.fetch_add(1, std::memory_order_relaxed);
+      tally_.reconnect();
       log(log_level::debug, [] { return std::string("broker connection open again"); });
       if (draining_)
         return close_broker(close_code::going_away,
@@ -398,12 +394,7 @@ class relay_impl final : public relay {
   }
 
   void down_written(std::size_t n) {
-    counts_.down_bytes += n;
-    ++counts_.down_frames;
-    if (counters()) {
-      counters()->down_bytes.fetch_add(n, std::memory_order_relaxed);
-      counters()->down_frames.fetch_add(1, std::memory_order_relaxed);
-    }
+    tally_.responses(n);
     touch();
   }
 
@@ -469,8 +460,7 @@ class relay_impl final : public relay {
     if (stopping()) return;
     for (;;) {
       while (auto local = hook_->take_local_response()) {
-        append_to(batch().next, bytes(*local));
-        ++batch().next_frames;
+        batches_.add(bytes(*local));
       }
       if (!down_have_) {
         // Responses already received join the batch here, without a round through the event loop.
@@ -498,13 +488,12 @@ class relay_impl final : public relay {
         continue;
       }
       if (verdict->replaced) {
-        append_to(batch().next, verdict->out);
+        batches_.add(verdict->out);
         broker_->pop();
       } else {
-        broker_->move_frame_to(batch().next);
+        batches_.take_from(*broker_);
       }
       down_have_ = false;
-      ++batch().next_frames;
     }
     if (!down_reading_ && broker_up_ && up_ != up_state::connecting && !broker_error_ &&
         next_batch_bytes() < down_batch_bytes) {
@@ -555,24 +544,14 @@ class relay_impl final : public relay {
   }
 
   void write_batch() {
-    auto& b = batch();
-    std::swap(b.out, b.next);
-    b.out_frames = std::exchange(b.next_frames, 0);
+    const bytes out = batches_.start_write();
     down_writing_ = true;
-    const bytes out(static_cast<const unsigned char*>(b.out.data().data()), b.out.size());
     auto done = op([this](error_code ec) {
       down_writing_ = false;
       if (ec) return fail(ec, relay_side::client);
-      auto& b = *batches_;
-      counts_.down_bytes += b.out.size();
-      counts_.down_frames += b.out_frames;
-      if (counters()) {
-        counters()->down_bytes.fetch_add(b.out.size(), std::memory_order_relaxed);
-        counters()->down_frames.fetch_add(b.out_frames, std::memory_order_relaxed);
-      }
-      b.out.clear();
       // Nothing more to send: an idle relay keeps no buffer.
-      if (b.next.size() == 0) batches_.reset();
+      const auto [written_bytes, written_frames] = batches_.written();
+      tally_.responses(written_bytes, written_frames);
       touch();
       if (stopping()) return;
       if (up_ == up_state::paused) {
@@ -682,7 +661,7 @@ class relay_impl final : public relay {
   // `ec` came from `who`'s side.
   void fail(const error_code& ec, relay_side who, const std::string& detail = {}) {
     if (stopping()) return maybe_done();
-    if (!end_report().error && !is_teardown(ec)) end_report().error = ec;
+    if (!is_teardown(ec)) tally_.note_error(ec);
     const auto code = who == relay_side::client ? client_.peer_close_code() : broker_->peer_close_code();
     set_cause({end_of(ec), who, peer_failure(to_string(who), ec, code) + detail});
     shutdown_all();
@@ -690,7 +669,7 @@ class relay_impl final : public relay {
 
   void fail_with(error_code ec, const ending& why) {
     if (stopping()) return maybe_done();
-    if (!end_report().error) end_report().error = ec;
+    tally_.note_error(ec);
     set_cause(why);
     shutdown_all();
   }
@@ -739,7 +718,7 @@ class relay_impl final : public relay {
 
   void out_of_memory() noexcept {
     try {
-      if (!end_report().error) end_report().error = make_error_code(boost::system::errc::not_enough_memory);
+      tally_.note_error(make_error_code(boost::system::errc::not_enough_memory));
       stop(relay_end::out_of_memory, "out of memory");
     } catch (...) {
       // Nothing is left to end it with; the process's own handler logs what escapes a handler.
@@ -756,25 +735,11 @@ class relay_impl final : public relay {
 
   void report() {
     enter(phase::done);
-    auto& r = end_report();
-    r.up_bytes = counts_.up_bytes;
-    r.up_frames = counts_.up_frames;
-    r.down_bytes = counts_.down_bytes;
-    r.down_frames = counts_.down_frames;
-    r.local_answers = counts_.local_answers;
-    r.reconnects = counts_.reconnects;
-    r.duration = clock::now() - started_at_;
-    if (r.cause.empty()) set_cause({relay_end::closed, relay_side::none, "closed"});
+    const auto& r = tally_.finish(clock::now() - started_at_);
     if (on_done_) on_done_(r);
   }
 
-  void set_cause(const ending& why) {
-    auto& r = end_report();
-    if (!r.cause.empty() || why.text.empty()) return;
-    r.cause = why.text;
-    r.end = why.end;
-    r.side = why.side;
-  }
+  void set_cause(const ending& why) { tally_.note_cause(why.end, why.side, why.text); }
 
   template <class MakeText>
   void log(log_level level, MakeText&& make_text) const {
@@ -805,7 +770,6 @@ class relay_impl final : public relay {
   }
 
   relay_options options_;
-  relay_counters* counters() const { return options_.counters.get(); }
   client_side client_;
   std::optional<broker_side> broker_;  // always engaged; replaced on a reconnect
   std::shared_ptr<frame_hook> hook_;
@@ -822,23 +786,12 @@ class relay_impl final : public relay {
   std::vector<unsigned char> up_replacement_;
   std::vector<unsigned char> down_replacement_;
   std::vector<unsigned char> down_local_;
-  // Towards a TCP client (batch_down): the batch being written and the one after it, made when a response
-  // is first at hand and given back once nothing is left to write; towards a WebSocket client, nothing.
-  struct batches {
-    beast::flat_buffer out;   // the batch being written to the client
-    beast::flat_buffer next;  // the batch after it
-    std::size_t out_frames = 0;
-    std::size_t next_frames = 0;
-  };
+  // Towards a TCP client (batch_down) the response batches; towards a WebSocket client, nothing.
   struct no_batches {};
-  [[no_unique_address]] std::conditional_t<batch_down, std::unique_ptr<batches>, no_batches> batches_;
-  batches& batch() {
-    if (!batches_) batches_ = std::make_unique<batches>();
-    return *batches_;
-  }
+  [[no_unique_address]] std::conditional_t<batch_down, response_batches, no_batches> batches_;
   std::size_t next_batch_bytes() const {
     if constexpr (batch_down) {
-      return batches_ ? batches_->next.size() : 0;
+      return batches_.next_bytes();
     } else {
       return 0;
     }
@@ -862,17 +815,7 @@ class relay_impl final : public relay {
   bool draining_ = false;
   phase phase_ = phase::running;
   close_code close_code_ = close_code::normal;
-  // The report's counts as the relay runs; the rest of the report (its end, cause and error) is made by the
-  // first of them, mostly as the relay ends, so that a running relay does not carry it.
-  struct {
-    std::uint64_t up_bytes = 0, up_frames = 0, down_bytes = 0, down_frames = 0, local_answers = 0,
-                  reconnects = 0;
-  } counts_;
-  std::unique_ptr<relay_report> report_;
-  relay_report& end_report() {
-    if (!report_) report_ = std::make_unique<relay_report>();
-    return *report_;
-  }
+  relay_tally tally_{options_.counters.get()};  // options_ keeps the counters alive
   clock::time_point started_at_;
   clock::time_point last_activity_;  // as the idle timer last saw it (touch)
   bool active_ = false;              // a frame moved since the idle timer's last tick
