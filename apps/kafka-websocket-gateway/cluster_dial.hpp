@@ -6,12 +6,14 @@
 #include <kws/host_port.hpp>
 #include <kws/tls_socket.hpp>
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -50,7 +52,14 @@ struct connect_result {
 };
 
 // Connects to the first of `candidates` that answers, each within `timeout` (and with TLS, completes the
-// handshake within another `timeout`: SNI and the certificate's name checked against the host as dialled).
+// handshake within another `timeout`: SNI and the certificate's name checked against the host as dialled),
+// then calls `done` on `ex` (never before returning). `ex` runs one handler at a time (an io_context run by
+// one thread, as each worker's is).
+void async_connect_any(const boost::asio::any_io_executor& ex, std::vector<upstream> candidates,
+                       std::chrono::milliseconds timeout, upstream_tls tls,
+                       std::function<void(connect_result)> done);
+
+// The same, for a coroutine (the gateway's own lookup).
 boost::asio::awaitable<connect_result> connect_any(std::vector<upstream> candidates,
                                                    std::chrono::milliseconds timeout, upstream_tls tls);
 

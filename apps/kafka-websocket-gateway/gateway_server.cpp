@@ -26,17 +26,14 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 
@@ -49,12 +46,9 @@ namespace kws::gateway {
 namespace {
 
 namespace asio = boost::asio;
-using namespace asio::experimental::awaitable_operators;
-using asio::awaitable;
 using boost::system::error_code;
 using tcp = asio::ip::tcp;
 using clock = std::chrono::steady_clock;
-constexpr auto as_tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 // Whether a bootstrap server answers a TCP connect (and with --upstream-tls, a TLS handshake), checked at
 // most every 2 s: GET /healthz on the WebSocket port, and /readyz on the metrics port.
@@ -62,12 +56,10 @@ app::cached_check::probe_function bootstrap_probe(std::vector<upstream> bootstra
                                                   std::chrono::milliseconds timeout, upstream_tls tls) {
   return [bootstrap = std::move(bootstrap), timeout, tls](const asio::any_io_executor& ex,
                                                           std::function<void(app::check_result)> done) {
-    asio::co_spawn(
-        ex, connect_any(bootstrap, timeout, tls), [done](std::exception_ptr, connect_result result) {
-          done({!result.ec, result.ec
-                                ? "no bootstrap server of the cluster is reachable (" + result.why() + ")"
-                                : std::string()});
-        });
+    async_connect_any(ex, bootstrap, timeout, tls, [done](connect_result result) {
+      done({!result.ec, result.ec ? "no bootstrap server of the cluster is reachable (" + result.why() + ")"
+                                  : std::string()});
+    });
   };
 }
 
@@ -339,11 +331,11 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
     opened_ = true;
     sh_.metrics.connection_opened();
     sh_.metrics.dial_started();
-    asio::co_spawn(worker_.context(), connect_any(targets_, sh_.cfg.connect_timeout, sh_.tls),
-                   [self = shared_from_this(), started = clock::now()](std::exception_ptr, connect_result r) {
-                     self->count_dial(r.ec, started);
-                     self->connected(std::move(r));
-                   });
+    async_connect_any(worker_.context().get_executor(), std::move(targets_), sh_.cfg.connect_timeout, sh_.tls,
+                      [self = shared_from_this(), started = clock::now()](connect_result r) {
+                        self->count_dial(r.ec, started);
+                        self->connected(std::move(r));
+                      });
   }
 
   void connected(connect_result r) {
@@ -359,20 +351,20 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
                           [self = shared_from_this()](error_code) { self->finish(); });
       return;
     }
-    upstream_ = r.to.text();
+    upstream_ = std::move(r.to);
     std::vector<std::pair<std::string_view, std::string>> fields{{"target", target_}};
     if (!node_.empty()) fields.emplace_back("node", node_);
-    fields.emplace_back("upstream", upstream_);
+    fields.emplace_back("upstream", upstream_.text());
     app::log_event(spdlog::level::info,
                    {.conn = id_, .event = "open", .fields = client_fields(std::move(fields))});
-    if (r.socket) return start_relay(std::move(*r.socket), r.to);
-    start_relay(std::move(r.tls), r.to);
+    if (r.socket) return start_relay(std::move(*r.socket));
+    start_relay(std::move(r.tls));
   }
 
   // The relay to the broker over `broker`: a plain socket, or a TLS one (--upstream-tls); reconnects go the
-  // same way.
+  // same way, to the same broker (upstream_).
   template <class Socket>
-  void start_relay(Socket broker, const upstream& u) {
+  void start_relay(Socket broker) {
     auto options = sh_.cfg.relay;
     if (sh_.metrics_on) options.counters = sh_.metrics.relay_counters();
     options.log = app::connection_log(id_);
@@ -384,40 +376,43 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
         [self = shared_from_this()](const kws::relay_report& r) {
           self->sh_.metrics.relay_ended(r);
           auto e = app::relay_closed_event(self->id_, r);
-          e.fields = self->client_fields({{"upstream", self->upstream_}});
+          e.fields = self->client_fields({{"upstream", self->upstream_.text()}});
           if (r.error == kws::errc::unusable_response)
             e.cause += " (--no-rewrite passes responses unchanged)";
           app::log_event(r.error ? spdlog::level::warn : spdlog::level::info, e);
           asio::post(self->worker_.context(), [self] { self->finish(); });
         },
         // Kafka brokers close idle connections (connections.max.idle.ms); the client need not notice.
-        [weak, u](std::function<void(error_code, Socket)> done) {
+        // Only the weak reference is captured: the std::function then holds 16 bytes, for as long as the
+        // connection lives.
+        [weak](std::function<void(error_code, Socket)> done) {
           auto self = weak.lock();
           if (!self) return;
           self->sh_.metrics.dial_started();
-          asio::co_spawn(self->worker_.context(),
-                         connect_any({u}, self->sh_.cfg.connect_timeout, self->sh_.tls),
-                         [done, ex = self->worker_.context().get_executor(), weak, started = clock::now()](
-                             std::exception_ptr, connect_result r) {
-                           auto self = weak.lock();
-                           if (self) self->count_dial(r.ec, started);
-                           if (r.ec) {
-                             // The relay's closed line gives the error code; a TLS failure's reason is said
-                             // here.
-                             if (self && !r.failure.empty())
-                               app::log_event(spdlog::level::warn, {.conn = self->id_, .cause = r.failure});
-                             if constexpr (std::is_same_v<Socket, tcp::socket>) {
-                               return done(r.ec, tcp::socket(ex));
-                             } else {
-                               return done(r.ec, Socket());
-                             }
-                           }
-                           if constexpr (std::is_same_v<Socket, tcp::socket>) {
-                             done(r.ec, std::move(*r.socket));
-                           } else {
-                             done(r.ec, std::move(r.tls));
-                           }
-                         });
+          async_connect_any(self->worker_.context().get_executor(), {self->upstream_},
+                            self->sh_.cfg.connect_timeout, self->sh_.tls,
+                            [done, ex = self->worker_.context().get_executor(), weak,
+                             started = clock::now()](connect_result r) {
+                              auto self = weak.lock();
+                              if (self) self->count_dial(r.ec, started);
+                              if (r.ec) {
+                                // The relay's closed line gives the error code; a TLS failure's reason is
+                                // said here.
+                                if (self && !r.failure.empty())
+                                  app::log_event(spdlog::level::warn,
+                                                 {.conn = self->id_, .cause = r.failure});
+                                if constexpr (std::is_same_v<Socket, tcp::socket>) {
+                                  return done(r.ec, tcp::socket(ex));
+                                } else {
+                                  return done(r.ec, Socket());
+                                }
+                              }
+                              if constexpr (std::is_same_v<Socket, tcp::socket>) {
+                                done(r.ec, std::move(*r.socket));
+                              } else {
+                                done(r.ec, std::move(r.tls));
+                              }
+                            });
         });
     relay_->start();
   }
@@ -456,8 +451,8 @@ class session : public app::drainable, public std::enable_shared_from_this<sessi
   handshake_limits::ticket handshake_;  // until the handshake ends
   std::shared_ptr<std::atomic<std::size_t>> active_;
   std::string target_;
-  std::string upstream_;
-  std::string node_;  // the node id the path or the host name picked; empty: a bootstrap server
+  upstream upstream_;  // the broker connected to (and reconnected to)
+  std::string node_;   // the node id the path or the host name picked; empty: a bootstrap server
   // What most connections never set, held apart and made when first set, so that the session stays within
   // 432 bytes: jemalloc's 448-byte class, which no short-lived allocation of a connection's setup shares. In
   // the 640-byte class it shared with coroutine frames and the handshake's stream, those left its slabs

@@ -1,5 +1,6 @@
 // The server side of the handshake: (TLS,) the HTTP request, the caller's decision, then the WebSocket
 // upgrade or a plain HTTP answer; and the public helpers of kws/accept.hpp. Beast does the HTTP.
+#include <kws/detail/dial_arena.hpp>
 #include "io/tls_memory.hpp"
 #include "ws/stream.hpp"
 #include "ws/tls_verify.hpp"
@@ -8,6 +9,7 @@
 #include <kws/errc.hpp>
 
 #include <openssl/ssl.h>
+#include <boost/asio/bind_allocator.hpp>
 #include <boost/asio/compose.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/http.hpp>
@@ -63,7 +65,7 @@ class accept_op {
       : config_(std::move(config)),
         decide_(std::move(decide)),
         conn_(std::move(conn)),
-        st_(std::make_unique<state>()) {
+        st_(new (dial_allocator<state>().allocate(1)) state()) {
     st_->info.peer = std::move(peer);
   }
 
@@ -114,18 +116,24 @@ class accept_op {
  private:
   enum class stage { tls, read, decided, upgrade, respond };
 
-  // Lives on the heap: the HTTP read and write keep references to it while the operation moves.
+  // Lives apart: the HTTP read and write keep references to it while the operation moves. It, the request's
+  // and the answer's memory and the operation's own states come from the dial arena
+  // (kws/detail/dial_arena.hpp): all of it is gone once the handshake ends, while the WebSocket connection
+  // made before it lives on; from malloc, these left holes among the connections that outlive them.
   struct state {
-    beast::flat_buffer buffer;
-    std::optional<beast::http::request_parser<beast::http::string_body>> parser;
-    beast::http::response<beast::http::string_body> response;
+    beast::basic_flat_buffer<dial_allocator<char>> buffer;
+    std::optional<beast::http::request_parser<beast::http::string_body, dial_allocator<char>>> parser;
+    beast::http::response<beast::http::string_body, beast::http::basic_fields<dial_allocator<char>>> response;
     http_request_info info;
     accept_decision decision;
     error_code refusal;  // a malformed upgrade request, answered with 400 or 426
   };
-  // Within 768 bytes, jemalloc's 768-byte class, which no long-lived block uses: in the 896-byte one, these
-  // (one per handshake under way) left holes among the WebSocket connections that outlive them.
-  static_assert(sizeof(state) <= 768);
+  struct state_delete {
+    void operator()(state* p) const noexcept {
+      p->~state();
+      dial_allocator<state>().deallocate(p, 1);
+    }
+  };
 
   template <class Self>
   void read_request(Self& self) {
@@ -155,7 +163,7 @@ class accept_op {
     auto* st = st_.get();
     auto ex = conn_->get_executor();
     auto decide = decide_;
-    auto holder = std::make_shared<Self>(std::move(self));
+    auto holder = std::allocate_shared<Self>(dial_allocator<Self>(), std::move(self));
     decide(st->info, [holder, st, ex](accept_decision d) {
       st->decision = std::move(d);
       asio::post(ex, [holder]() mutable { (*holder)(error_code{}, 0); });
@@ -249,7 +257,7 @@ class accept_op {
   accept_config config_;
   accept_decider decide_;
   std::shared_ptr<conn_type> conn_;
-  std::unique_ptr<state> st_;
+  std::unique_ptr<state, state_delete> st_;
   stage stage_ = stage::tls;
 };
 
@@ -263,7 +271,8 @@ void async_accept(tcp::socket socket, const accept_config& config, accept_decide
   error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   const auto ex = socket.get_executor();
-  auto h = std::move(handler).bound();
+  // The operation's memory comes from the dial arena (see accept_op's state).
+  auto h = asio::bind_allocator(dial_allocator<void>(), std::move(handler).bound());
   if (config.tls) {
     auto conn = std::make_shared<ws_connection<tls_next>>(std::string(), config.max_frame_bytes, false,
                                                           std::move(socket), *config.tls);

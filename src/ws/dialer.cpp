@@ -1,7 +1,7 @@
 // kws::dialer, and the dial behind it: resolve, connect, (CONNECT through a forward proxy,) (TLS,) the
 // WebSocket upgrade, each step bounded by the handshake timeout; then the connection (stream.hpp) is handed
 // over. Beast does the HTTP of the CONNECT exchange and of the upgrade.
-#include "io/dial_arena.hpp"
+#include <kws/detail/dial_arena.hpp>
 #include "ws/dialer_state.hpp"
 #include "ws/stream.hpp"
 #include "ws/tls_verify.hpp"

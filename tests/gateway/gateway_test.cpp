@@ -377,6 +377,65 @@ TEST_F(Gateway, TheLibrarysDialerStraightToTheGateway) {
       << "the broker is advertised at the gateway's port " << port;
 }
 
+// A bootstrap server whose TCP connect never completes: a listener whose backlog (of one) a connection of
+// its own has taken, so that the kernel drops the gateway's SYNs. Alone, it ends the client's connection
+// at --connect-timeout, with one line saying so; listed first, the gateway goes on to the next one.
+class SilentBootstrap : public Gateway {
+ protected:
+  void SetUp() override {
+    listener_.open(asio::ip::tcp::v4());
+    listener_.bind({asio::ip::make_address("127.0.0.1"), 0});
+    listener_.listen(0);
+    filler_.connect(listener_.local_endpoint());
+    silent_ = "127.0.0.1:" + std::to_string(listener_.local_endpoint().port());
+  }
+
+  // Metadata v0 through the gateway's bootstrap path; its answer, or the error that ended the connection.
+  std::pair<error_code, std::string> metadata_through_gateway() {
+    kws::dialer d(ioc_.get_executor(), kws::dialer_config{.handshake_timeout = 5s});
+    auto c = d.dial("ws://127.0.0.1:" + std::to_string(gateway_port_) + "/kafka");
+    const auto req = metadata_v0(3);
+    error_code ec;
+    c.write_frame(asio::buffer(req), ec);
+    if (ec) return {ec, {}};
+    boost::beast::flat_buffer buf;
+    c.read_frame(buf, ec);
+    close_code_ = c.peer_close_code();
+    return {ec, boost::beast::buffers_to_string(buf.data())};
+  }
+
+  asio::io_context ioc_;
+  asio::ip::tcp::acceptor listener_{ioc_};
+  asio::ip::tcp::socket filler_{ioc_};
+  std::string silent_;
+  int close_code_ = 0;
+};
+
+TEST_F(SilentBootstrap, AloneItEndsTheClientAtConnectTimeoutWithOneLine) {
+  upstream_ = silent_;
+  ASSERT_NO_FATAL_FAILURE(start_gateway({"--connect-timeout", "300ms"}));
+  const auto [ec, answer] = metadata_through_gateway();
+  EXPECT_TRUE(ec) << "answered: " << answer.size() << " bytes";
+  EXPECT_EQ(close_code_, 1013);
+  ASSERT_TRUE(wait_for_event(
+      *gateway_, {field("event", "closed"), field("end", "cluster_unreachable"), field("side", "broker"),
+                  field("cause", "cluster unreachable: Connection timed out")}))
+      << gateway_->output();
+  EXPECT_EQ(events(*gateway_, {field_containing("msg", "timed out")}).size(), 1u) << gateway_->output();
+}
+
+TEST_F(SilentBootstrap, ListedFirstTheNextBootstrapServerServesTheClient) {
+  ASSERT_NO_FATAL_FAILURE(start_devbroker_tcp());
+  const auto answering = upstream_;
+  upstream_ = silent_ + "," + answering;
+  ASSERT_NO_FATAL_FAILURE(start_gateway({"--connect-timeout", "300ms"}));
+  const auto [ec, answer] = metadata_through_gateway();
+  ASSERT_FALSE(ec) << ec.message();
+  EXPECT_NE(answer.find("127.0.0.1"), std::string::npos);
+  EXPECT_TRUE(wait_for_event(*gateway_, {field("event", "open"), field("upstream", answering)}))
+      << gateway_->output();
+}
+
 TEST_F(Gateway, AMissingOrWrongTokenGets401AndTheClusterSeesNoConnection) {
   ASSERT_NO_FATAL_FAILURE(start_devbroker_tcp());
   write_file(dir_ / "tokens", "s3cret-token\n");

@@ -1,7 +1,7 @@
 // The private memory primitives of src/io/: the per-thread read buffer cache (read_buffer.hpp), the handler
 // slot (handler_slot.hpp), the optional allocated on first use (lazy_optional.hpp) and the dial arena
 // (dial_arena.hpp). What each keeps, for how long, and what it gives back.
-#include "io/dial_arena.hpp"
+#include <kws/detail/dial_arena.hpp>
 #include "io/handler_slot.hpp"
 #include "io/lazy_optional.hpp"
 #include "io/read_buffer.hpp"

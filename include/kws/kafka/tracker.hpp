@@ -171,7 +171,9 @@ class tracker final : public frame_hook {
   };
 
   // The requests in flight, oldest first: a vector taken from the front, which allocates nothing until the
-  // first request (std::deque allocates a 512-byte block up front, and every idle connection has a tracker).
+  // first request (std::deque allocates a 512-byte block up front, and every idle connection has a tracker)
+  // and gives its storage back once every request has been answered, so that an idle connection keeps none
+  // (at the cost of one allocation per burst of requests).
   class fifo {
    public:
     bool empty() const { return head_ == items_.size(); }
@@ -183,17 +185,12 @@ class tracker final : public frame_hook {
     void pop_front() { drop_front(1); }
     void pop_back() {
       items_.pop_back();
-      if (head_ == items_.size()) {
-        items_.clear();
-        head_ = 0;
-      }
+      if (head_ == items_.size()) release();
     }
     void drop_front(std::size_t n) {
       head_ += n;
       if (head_ == items_.size()) {
-        items_.clear();
-        head_ = 0;
-        if (items_.capacity() > 64) items_.shrink_to_fit();
+        release();
       } else if (head_ >= 64 && head_ * 2 >= items_.size()) {
         items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
         head_ = 0;
@@ -201,6 +198,10 @@ class tracker final : public frame_hook {
     }
 
    private:
+    void release() {
+      std::vector<entry>().swap(items_);
+      head_ = 0;
+    }
     std::vector<entry> items_;
     std::size_t head_ = 0;
   };

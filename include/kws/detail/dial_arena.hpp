@@ -1,5 +1,7 @@
-// Memory for what a dial needs only while it runs (src/ws/dialer.cpp): its operations' states, the upgrade
-// request and the parser of the answer.
+// Memory for what a handshake needs only while it runs: a dial's (src/ws/dialer.cpp: its operations' states,
+// the upgrade request and the parser of the answer), an accept's (src/ws/accept.cpp: its operations' states,
+// the request's parser and buffer, the answer) and the gateway's dial of its cluster
+// (apps/kafka-websocket-gateway/cluster_dial.cpp). Public, though a detail, for that last one.
 //
 // A dial allocates a few dozen such objects, and every one of them is freed by the time the connection is
 // handed over; but the connection, the relay and the session that live on are allocated in between. With
