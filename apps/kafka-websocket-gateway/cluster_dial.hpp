@@ -1,6 +1,6 @@
 // The gateway's way to its cluster: dialling a broker (plain TCP or TLS, the first of several candidates that
-// answers) and one request/response exchange on such a connection (the gateway's own lookup). The coroutines'
-// Asio templates are instantiated here, apart from the sessions.
+// answers) and one request/response exchange on such a connection (the gateway's own lookup). The Asio
+// templates of both are instantiated here, apart from the sessions.
 #pragma once
 
 #include <kws/host_port.hpp>
@@ -41,7 +41,7 @@ struct upstream_tls {
   bool insecure = false;                                 // --upstream-insecure
 };
 
-// What connect_any ends with (default-constructible, as co_spawn needs): a plain socket, or a TLS one.
+// What a dial of the cluster ends with: a plain socket, or a TLS one.
 struct connect_result {
   error_code ec;
   std::optional<tcp::socket> socket;
