@@ -27,17 +27,30 @@ class buffer_budget {
   std::size_t capacity() const { return capacity_; }
   std::size_t in_use() const;
 
-  /// Takes `n` bytes if they are free; thread-safe.
-  bool try_acquire(std::size_t n);
+  /// Takes `n` bytes if they are free; thread-safe. When they are not, `seen` is set to the count of releases
+  /// so far, for async_wait.
+  bool try_acquire(std::size_t n, std::uint32_t& seen);
+  bool try_acquire(std::size_t n) {
+    std::uint32_t seen = 0;
+    return try_acquire(n, seen);
+  }
   /// Gives `n` bytes back and wakes the waiters.
   void release(std::size_t n);
 
   /// Calls `retry` on `ex` once bytes have been given back (then try_acquire again), or with nothing when
-  /// `slot` is cancelled first. Returns at once.
+  /// `slot` is cancelled first. Returns at once. With `seen` from the try_acquire that failed, bytes given
+  /// back in between count too: `retry` is then posted at once. Without it, such bytes are missed, and the
+  /// wait lasts until the next release, which may never come if they were the last ones held.
+  void async_wait(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
+                  std::function<void(bool cancelled)> retry, std::uint32_t seen);
   void async_wait(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
                   std::function<void(bool cancelled)> retry);
 
  private:
+  // With mu_ held.
+  void enqueue(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
+               std::function<void(bool)> retry);
+
   struct waiter {
     std::uint64_t id;
     boost::asio::any_io_executor ex;
@@ -49,6 +62,7 @@ class buffer_budget {
   std::size_t used_ = 0;
   std::list<waiter> waiters_;
   std::uint64_t next_id_ = 0;
+  std::uint32_t releases_ = 0;  // wraps; only compared for equality over a wait's start
 };
 
 }  // namespace kws

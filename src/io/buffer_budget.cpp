@@ -9,9 +9,12 @@ std::size_t buffer_budget::in_use() const {
   return used_;
 }
 
-bool buffer_budget::try_acquire(std::size_t n) {
+bool buffer_budget::try_acquire(std::size_t n, std::uint32_t& seen) {
   std::lock_guard lock(mu_);
-  if (n > capacity_ - used_) return false;
+  if (n > capacity_ - used_) {
+    seen = releases_;
+    return false;
+  }
   used_ += n;
   return true;
 }
@@ -21,6 +24,7 @@ void buffer_budget::release(std::size_t n) {
   {
     std::lock_guard lock(mu_);
     used_ -= std::min(n, used_);
+    ++releases_;
     // Everyone tries again; those that still do not fit wait again. Waits are rare (the budget is spent).
     woken.swap(waiters_);
   }
@@ -28,8 +32,23 @@ void buffer_budget::release(std::size_t n) {
 }
 
 void buffer_budget::async_wait(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
+                               std::function<void(bool)> retry, std::uint32_t seen) {
+  {
+    std::lock_guard lock(mu_);
+    if (releases_ == seen) return enqueue(ex, slot, std::move(retry));
+  }
+  // Bytes came back since the try_acquire that failed; that release woke only those already waiting.
+  boost::asio::post(ex, [retry = std::move(retry)] { retry(false); });
+}
+
+void buffer_budget::async_wait(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
                                std::function<void(bool)> retry) {
   std::lock_guard lock(mu_);
+  enqueue(ex, slot, std::move(retry));
+}
+
+void buffer_budget::enqueue(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
+                            std::function<void(bool)> retry) {
   const auto id = ++next_id_;
   waiters_.push_back(waiter{id, ex, std::move(retry)});
   if (slot.is_connected()) {

@@ -149,7 +149,7 @@ class tcp_frames {
       ec = errc::frame_too_large;
       return false;
     }
-    if (!budget_->try_acquire(len - charged_)) return false;
+    if (!budget_->try_acquire(len - charged_, budget_seen_)) return false;
     charged_ = len;
     return true;
   }
@@ -213,8 +213,9 @@ class tcp_frames {
   std::shared_ptr<buffer_budget> budget_;
   std::size_t charged_ = 0;  // bytes of the budget held for the frame at the front
   detail::read_flat_buffer buf_;
-  std::size_t current_ = 0;   // length of the whole frame at the front of buf_, 0 while there is none
-  bool check_first_ = false;  // a client whose first bytes have not been looked at yet
+  std::size_t current_ = 0;        // length of the whole frame at the front of buf_, 0 while there is none
+  bool check_first_ = false;       // a client whose first bytes have not been looked at yet
+  std::uint32_t budget_seen_ = 0;  // from the try_acquire that failed, for the wait that follows it
 };
 
 // The Kafka byte stream read from a TCP socket (tcp_side, and tls_side through OpenSSL): frames are found by
@@ -245,11 +246,13 @@ class socket_frames : public tcp_frames {
       // The budget is spent: read nothing more from this peer until another frame's bytes come back.
       if (options_->log && log_level::debug >= options_->min_log_level)
         options_->log(log_level::debug, "reading paused: the frame buffer budget is spent");
-      return budget_->async_wait(side().get_executor(), slot,
-                                 [this, slot, h = std::forward<Handler>(h)](bool cancelled) mutable {
-                                   if (cancelled) return h(error_code(asio::error::operation_aborted));
-                                   async_read_frame(slot, std::move(h));
-                                 });
+      return budget_->async_wait(
+          side().get_executor(), slot,
+          [this, slot, h = std::forward<Handler>(h)](bool cancelled) mutable {
+            if (cancelled) return h(error_code(asio::error::operation_aborted));
+            async_read_frame(slot, std::move(h));
+          },
+          budget_seen_);
     }
     if (!drained_) {
       // Bytes may be there that no wake-up would announce (the last read filled its buffer): read first.

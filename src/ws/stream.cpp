@@ -268,7 +268,7 @@ auto ws_connection<Stream>::advance(beast::flat_buffer* out, error_code& ec) -> 
           ec = errc::frame_too_large;
           return fail_connection(ec, 1009);
         }
-        if (!budget_->try_acquire(len)) return step::blocked;
+        if (!budget_->try_acquire(len, budget_seen_)) return step::blocked;
         charged_ += len;
       }
       in_.consume(header);

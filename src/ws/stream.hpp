@@ -564,6 +564,7 @@ class ws_connection final : public connection_impl {
   std::size_t charged_ = 0;
   std::size_t held_ = 0;
   bool budget_waiting_ = false;
+  std::uint32_t budget_seen_ = 0;  // from the try_acquire that failed, for wait_for_budget
 };
 
 extern template class ws_connection<plain_next>;

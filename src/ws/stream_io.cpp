@@ -352,13 +352,16 @@ template <class Stream>
 void ws_connection<Stream>::wait_for_budget() {
   if (budget_waiting_) return;
   budget_waiting_ = true;
-  budget_->async_wait(sock().get_executor(), asio::cancellation_slot(), [w = weak_from_this()](bool) {
-    const auto keep = w.lock();
-    if (!keep) return;
-    auto* c = static_cast<ws_connection*>(keep.get());
-    if (!std::exchange(c->budget_waiting_, false)) return;
-    c->pump(false);
-  });
+  budget_->async_wait(
+      sock().get_executor(), asio::cancellation_slot(),
+      [w = weak_from_this()](bool) {
+        const auto keep = w.lock();
+        if (!keep) return;
+        auto* c = static_cast<ws_connection*>(keep.get());
+        if (!std::exchange(c->budget_waiting_, false)) return;
+        c->pump(false);
+      },
+      budget_seen_);
 }
 
 template <class Stream>
