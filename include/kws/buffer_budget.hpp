@@ -38,19 +38,13 @@ class buffer_budget {
   void release(std::size_t n);
 
   /// Calls `retry` on `ex` once bytes have been given back (then try_acquire again), or with nothing when
-  /// `slot` is cancelled first. Returns at once. With `seen` from the try_acquire that failed, bytes given
-  /// back in between count too: `retry` is then posted at once. Without it, such bytes are missed, and the
-  /// wait lasts until the next release, which may never come if they were the last ones held.
+  /// `slot` is cancelled first. Returns at once. `seen` comes from the try_acquire that failed: bytes given
+  /// back since then count too, and `retry` is then posted at once (they may have been the last ones held,
+  /// and no later release would come).
   void async_wait(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
                   std::function<void(bool cancelled)> retry, std::uint32_t seen);
-  void async_wait(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
-                  std::function<void(bool cancelled)> retry);
 
  private:
-  // With mu_ held.
-  void enqueue(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
-               std::function<void(bool)> retry);
-
   struct waiter {
     std::uint64_t id;
     boost::asio::any_io_executor ex;

@@ -33,22 +33,13 @@ void buffer_budget::release(std::size_t n) {
 
 void buffer_budget::async_wait(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
                                std::function<void(bool)> retry, std::uint32_t seen) {
-  {
-    std::lock_guard lock(mu_);
-    if (releases_ == seen) return enqueue(ex, slot, std::move(retry));
+  std::unique_lock lock(mu_);
+  if (releases_ != seen) {
+    // Bytes came back since the try_acquire that failed; that release woke only those already waiting.
+    lock.unlock();
+    boost::asio::post(ex, [retry = std::move(retry)] { retry(false); });
+    return;
   }
-  // Bytes came back since the try_acquire that failed; that release woke only those already waiting.
-  boost::asio::post(ex, [retry = std::move(retry)] { retry(false); });
-}
-
-void buffer_budget::async_wait(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
-                               std::function<void(bool)> retry) {
-  std::lock_guard lock(mu_);
-  enqueue(ex, slot, std::move(retry));
-}
-
-void buffer_budget::enqueue(const boost::asio::any_io_executor& ex, boost::asio::cancellation_slot slot,
-                            std::function<void(bool)> retry) {
   const auto id = ++next_id_;
   waiters_.push_back(waiter{id, ex, std::move(retry)});
   if (slot.is_connected()) {

@@ -128,12 +128,6 @@ class accept_op {
     accept_decision decision;
     error_code refusal;  // a malformed upgrade request, answered with 400 or 426
   };
-  struct state_delete {
-    void operator()(state* p) const noexcept {
-      p->~state();
-      dial_allocator<state>().deallocate(p, 1);
-    }
-  };
 
   template <class Self>
   void read_request(Self& self) {
@@ -257,7 +251,7 @@ class accept_op {
   accept_config config_;
   accept_decider decide_;
   std::shared_ptr<conn_type> conn_;
-  std::unique_ptr<state, state_delete> st_;
+  std::unique_ptr<state, dial_delete<state>> st_;
   stage stage_ = stage::tls;
 };
 

@@ -270,12 +270,6 @@ class dial_op {
     beast::http::response_parser<beast::http::empty_body, dial_allocator<char>> parser;
     std::string key;
   };
-  struct upgrade_delete {
-    void operator()(upgrade_state* p) const noexcept {
-      p->~upgrade_state();
-      dial_allocator<upgrade_state>().deallocate(p, 1);
-    }
-  };
 
   // What the CONNECT exchange needs, kept at stable addresses while the operation moves.
   struct tunnel_state {
@@ -458,7 +452,7 @@ class dial_op {
   dial_info* info_;
   const proxy_url* proxy_;  // owned by state_
   std::unique_ptr<tunnel_state> tunnel_;
-  std::unique_ptr<upgrade_state, upgrade_delete> up_;
+  std::unique_ptr<upgrade_state, dial_delete<upgrade_state>> up_;
   std::chrono::steady_clock::time_point deadline_;
   stage stage_ = stage::tcp;
 };

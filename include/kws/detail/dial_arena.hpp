@@ -139,4 +139,14 @@ struct dial_allocator {
   }
 };
 
+/// Deletes an object made in the arena: `std::unique_ptr<T, dial_delete<T>>`, for state that must stay at one
+/// address while an operation moves (make it with `new (dial_allocator<T>().allocate(1)) T(...)`).
+template <class T>
+struct dial_delete {
+  void operator()(T* p) const noexcept {
+    p->~T();
+    dial_allocator<T>().deallocate(p, 1);
+  }
+};
+
 }  // namespace kws::detail
