@@ -10,6 +10,7 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -51,12 +52,17 @@ class buffer_budget {
     std::function<void(bool)> retry;
   };
 
+  // Taking and giving back are lock-free: every frame a relay reads does both, on any thread. The mutex
+  // guards only the waiters. A release that finds waiting_ at zero skips it; a wait counts itself in
+  // waiting_ before it compares releases_, and a release bumps releases_ before it reads waiting_, so
+  // (all four sequentially consistent) at least one of the two sees the other.
   const std::size_t capacity_;
-  mutable std::mutex mu_;
-  std::size_t used_ = 0;
+  std::atomic<std::size_t> used_{0};
+  std::atomic<std::uint32_t> releases_{0};  // wraps; only compared for equality over a wait's start
+  std::atomic<std::size_t> waiting_{0};     // waiters_.size(), changed under mu_
+  std::mutex mu_;
   std::list<waiter> waiters_;
   std::uint64_t next_id_ = 0;
-  std::uint32_t releases_ = 0;  // wraps; only compared for equality over a wait's start
 };
 
 }  // namespace kws
