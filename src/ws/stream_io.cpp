@@ -8,12 +8,38 @@
 #include <boost/asio/write.hpp>
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <cstring>
 #include <new>
 
 namespace kws::detail {
+
+namespace {
+
+// A large unmasked payload goes out without being copied first: from this size on (a 1 KiB frame is cheaper
+// to copy, and gathers with its neighbours while the relay corks).
+constexpr std::size_t gather_write_bytes = 32 * 1024;
+
+// What is already encoded, then a frame's header and payload, in one system call that does not wait: what
+// the socket took (nothing when it is full or failed; the asynchronous write that follows meets the failure
+// again).
+std::size_t send_gathered(int fd, asio::const_buffer held, std::span<const unsigned char> header,
+                          std::span<const unsigned char> payload) {
+  iovec iov[3];
+  std::size_t count = 0;
+  if (held.size() != 0) iov[count++] = iovec{const_cast<void*>(held.data()), held.size()};
+  iov[count++] = iovec{const_cast<unsigned char*>(header.data()), header.size()};
+  iov[count++] = iovec{const_cast<unsigned char*>(payload.data()), payload.size()};
+  msghdr m{};
+  m.msg_iov = iov;
+  m.msg_iovlen = count;
+  const auto n = ::sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
+  return n > 0 ? static_cast<std::size_t>(n) : 0;
+}
+
+}  // namespace
 
 template <class Stream>
 auto ws_connection<Stream>::read_buffer(beast::flat_buffer* out) -> read_target {
@@ -168,6 +194,32 @@ void ws_connection<Stream>::encode(std::uint8_t op, std::span<const unsigned cha
   ws::mask_key key;
   if (client_) key = ws::next_mask_key();
   const auto hn = ws::write_header(header, op, true, payload.size(), client_ ? &key : nullptr);
+  if constexpr (!tls) {
+    // Unmasked (the server's side) and large: sent at once from where it is, after what is already
+    // encoded, in one system call; only what the socket does not take is copied into out_. Not while a
+    // write is in flight (it would overtake it), nor in a blocking call (sync_flush writes out_ itself).
+    if (!client_ && payload.size() >= gather_write_bytes && !sync_ && !writing_ && !aborted_) {
+      enqueued_ += hn + payload.size();
+      const auto held = out_.size();
+      auto n = send_gathered(sock().native_handle(), out_.data(), std::span<const unsigned char>(header, hn),
+                             payload);
+      sent_ += n;
+      const auto from_held = std::min(n, held);
+      out_.consume(from_held);
+      n -= from_held;
+      const auto from_header = std::min(n, hn);
+      n -= from_header;
+      const auto rest = (hn - from_header) + (payload.size() - n);
+      if (rest != 0) {
+        auto* dst = static_cast<unsigned char*>(out_.prepare(rest).data());
+        std::memcpy(dst, header + from_header, hn - from_header);
+        std::memcpy(dst + (hn - from_header), payload.data() + n, payload.size() - n);
+        out_.commit(rest);
+      }
+      if (out_.size() == 0) trim(out_, 0);
+      return;
+    }
+  }
   auto* dst = static_cast<unsigned char*>(out_.prepare(hn + payload.size()).data());
   std::memcpy(dst, header, hn);
   if (client_) {

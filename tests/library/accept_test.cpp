@@ -13,8 +13,11 @@
 #include <boost/beast/websocket/error.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <optional>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace {
 
@@ -159,6 +162,63 @@ TEST(Accept, UpgradesAndCarriesFramesBothWays) {
   ASSERT_TRUE(req.header("user-agent"));
   EXPECT_EQ(*req.header("user-agent"), "kafka-websocket-shim");
   EXPECT_TRUE(req.peer.starts_with("127.0.0.1:")) << req.peer;
+}
+
+// The server's side sends a large frame from where it lies and copies only what the socket does not take at
+// once: frames larger than the sockets' buffers and small ones, pipelined, come back whole and in order.
+TEST(Accept, LargeFramesComeBackWholeAndInOrder) {
+  echo_server server({.max_frame_bytes = 8 * 1024 * 1024});
+  asio::io_context ioc;
+  // Dialled asynchronously, so that the connection's operations run on `ioc` (a blocking dial gives the
+  // connection a context of its own).
+  auto dialer = plain_dialer(ioc);
+  std::optional<kws::connection> dialled;
+  dialer.async_dial("ws://" + server.address() + "/", [&](error_code ec, kws::connection conn) {
+    ASSERT_FALSE(ec) << ec.message();
+    dialled.emplace(std::move(conn));
+  });
+  while (!dialled && ioc.run_one_for(10s) != 0) {
+  }
+  ASSERT_TRUE(dialled) << "the dial never completed";
+  auto& c = *dialled;
+  const std::vector<std::string> frames = {frame(pattern(4 * 1024 * 1024, 2)), frame(pattern(5, 3)),
+                                           frame(pattern(1024 * 1024, 4)), frame(pattern(40000, 5)),
+                                           frame(pattern(70000, 6))};
+  std::size_t written = 0;
+  std::vector<std::string> got;
+  std::optional<error_code> failed;
+  boost::beast::flat_buffer buf;
+  std::function<void()> write_next = [&] {
+    if (written == frames.size()) return;
+    c.async_write_frame(asio::buffer(frames[written]), [&](error_code ec, std::size_t) {
+      if (ec) {
+        failed = ec;
+        return;
+      }
+      ++written;
+      write_next();
+    });
+  };
+  std::function<void()> read_next = [&] {
+    c.async_read_frame(buf, [&](error_code ec, std::size_t) {
+      if (ec) {
+        failed = ec;
+        return;
+      }
+      got.push_back(boost::beast::buffers_to_string(buf.data()));
+      buf.consume(buf.size());
+      if (got.size() < frames.size()) read_next();
+    });
+  };
+  write_next();
+  read_next();
+  while (!failed && got.size() < frames.size() && ioc.run_one_for(10s) != 0) {
+  }
+  ASSERT_FALSE(failed) << failed->message();
+  ASSERT_EQ(got.size(), frames.size()) << written << " written";
+  for (std::size_t i = 0; i < frames.size(); ++i)
+    EXPECT_TRUE(got[i] == frames[i]) << "frame " << i << ": " << got[i].size() << " bytes back of "
+                                     << frames[i].size();
 }
 
 TEST(Accept, TheDecidersPlainAnswerReachesTheClientAndNothingIsUpgraded) {
