@@ -85,7 +85,9 @@ inline bool is_truncation(const error_code& ec) {
 // of messages costs one system call. The rest of a large payload is read straight into the message.
 //
 // Writes: each message is encoded (and masked, as a client) into `out_`, which one write at a time sends
-// whole; while it is on the way, further messages gather behind it. A write completes when its bytes have
+// whole; while it is on the way, further messages gather behind it. A large unmasked message over plain TCP
+// with no write on the way is sent from the caller's buffer instead, after `out_` in the same system call;
+// only what the socket does not take is copied into `out_` (encode). A write completes when its bytes have
 // been handed to the socket, or, while corked or through try_write_frame, at once (taken while less than
 // cork_limit_bytes wait, so at most that plus one message gathers that way).
 // Control frames (pongs, pings, the close) take the same path, in order.
