@@ -28,8 +28,8 @@ class buffer_budget {
   std::size_t capacity() const { return capacity_; }
   std::size_t in_use() const;
 
-  /// Takes `n` bytes if they are free; thread-safe. When they are not, `seen` is set to the count of releases
-  /// so far, for async_wait.
+  /// Takes `n` bytes if they are free; thread-safe. `seen` is set to the count of releases before the
+  /// attempt, for the async_wait that follows a failure.
   bool try_acquire(std::size_t n, std::uint32_t& seen);
   bool try_acquire(std::size_t n) {
     std::uint32_t seen = 0;
@@ -53,9 +53,9 @@ class buffer_budget {
   };
 
   // Taking and giving back are lock-free: every frame a relay reads does both, on any thread. The mutex
-  // guards only the waiters. A release that finds waiting_ at zero skips it; a wait counts itself in
-  // waiting_ before it compares releases_, and a release bumps releases_ before it reads waiting_, so
-  // (all four sequentially consistent) at least one of the two sees the other.
+  // guards only the waiters, and a release that finds waiting_ at zero does not take it; a wait counts itself
+  // in waiting_ before it compares releases_, and a release bumps releases_ before it reads waiting_, so (all
+  // four sequentially consistent) at least one of the two sees the other.
   const std::size_t capacity_;
   std::atomic<std::size_t> used_{0};
   std::atomic<std::uint32_t> releases_{0};  // wraps; only compared for equality over a wait's start

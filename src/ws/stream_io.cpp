@@ -22,19 +22,15 @@ namespace {
 // to copy, and gathers with its neighbours while the relay corks).
 constexpr std::size_t gather_write_bytes = 32 * 1024;
 
-// What is already encoded, then a frame's header and payload, in one system call that does not wait: what
-// the socket took (nothing when it is full or failed; the asynchronous write that follows meets the failure
-// again).
-std::size_t send_gathered(int fd, asio::const_buffer held, std::span<const unsigned char> header,
-                          std::span<const unsigned char> payload) {
-  iovec iov[3];
-  std::size_t count = 0;
-  if (held.size() != 0) iov[count++] = iovec{const_cast<void*>(held.data()), held.size()};
-  iov[count++] = iovec{const_cast<unsigned char*>(header.data()), header.size()};
-  iov[count++] = iovec{const_cast<unsigned char*>(payload.data()), payload.size()};
+// What is already encoded (the frame's header last), then the frame's payload, in one system call that does
+// not wait: what the socket took (nothing when it is full or failed; the asynchronous write that follows
+// meets the failure again).
+std::size_t send_gathered(int fd, asio::const_buffer held, std::span<const unsigned char> payload) {
+  iovec iov[2] = {{const_cast<void*>(held.data()), held.size()},
+                  {const_cast<unsigned char*>(payload.data()), payload.size()}};
   msghdr m{};
   m.msg_iov = iov;
-  m.msg_iovlen = count;
+  m.msg_iovlen = 2;
   const auto n = ::sendmsg(fd, &m, MSG_DONTWAIT | MSG_NOSIGNAL);
   return n > 0 ? static_cast<std::size_t>(n) : 0;
 }
@@ -199,22 +195,16 @@ void ws_connection<Stream>::encode(std::uint8_t op, std::span<const unsigned cha
     // encoded, in one system call; only what the socket does not take is copied into out_. Not while a
     // write is in flight (it would overtake it), nor in a blocking call (sync_flush writes out_ itself).
     if (!client_ && payload.size() >= gather_write_bytes && !sync_ && !writing_ && !aborted_) {
+      out_.commit(asio::buffer_copy(out_.prepare(hn), asio::buffer(header, hn)));
       enqueued_ += hn + payload.size();
-      const auto held = out_.size();
-      auto n = send_gathered(sock().native_handle(), out_.data(), std::span<const unsigned char>(header, hn),
-                             payload);
+      auto n = send_gathered(sock().native_handle(), out_.data(), payload);
       sent_ += n;
-      const auto from_held = std::min(n, held);
-      out_.consume(from_held);
-      n -= from_held;
-      const auto from_header = std::min(n, hn);
-      n -= from_header;
-      const auto rest = (hn - from_header) + (payload.size() - n);
-      if (rest != 0) {
-        auto* dst = static_cast<unsigned char*>(out_.prepare(rest).data());
-        std::memcpy(dst, header + from_header, hn - from_header);
-        std::memcpy(dst + (hn - from_header), payload.data() + n, payload.size() - n);
-        out_.commit(rest);
+      const auto from_out = std::min(n, out_.size());
+      out_.consume(from_out);
+      n -= from_out;  // of the payload
+      if (n < payload.size()) {
+        out_.commit(asio::buffer_copy(out_.prepare(payload.size() - n),
+                                      asio::buffer(payload.data() + n, payload.size() - n)));
       }
       if (out_.size() == 0) trim(out_, 0);
       return;
