@@ -3,7 +3,8 @@
 // accepting whatever happens. A failed accept (out of descriptors, EMFILE or ENFILE, or out of memory) pauses
 // it: 50 ms at first, doubling while accepts go on failing, at most 1 s, so that a process out of
 // descriptors does not spin on a backlog it cannot take. Failures are told at most once a second (with how
-// many there were), and once more when an accept succeeds again.
+// many there were), and once more when an accept succeeds again. The sockets it hands out are closed on exec
+// (a child process the host starts does not inherit them).
 #pragma once
 
 #include <kws/frame_hook.hpp>
@@ -31,8 +32,8 @@ struct accept_loop_options {
 
 class accept_loop {
  public:
-  /// The executor of the next socket, asked once before each accept: the socket that `on_socket` gets next
-  /// was accepted onto the executor this returned last (one accept is in flight at a time).
+  /// The executor of the next socket, asked once for each connection accepted: `on_socket` gets it on the
+  /// executor this returned just before.
   using executor_function = std::function<boost::asio::any_io_executor()>;
   using socket_handler = std::function<void(boost::asio::ip::tcp::socket)>;
 

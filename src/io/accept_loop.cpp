@@ -1,6 +1,11 @@
 #include <kws/accept_loop.hpp>
 
+#include "io/cloexec.hpp"
+
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <utility>
@@ -22,7 +27,10 @@ struct accept_loop::state : std::enable_shared_from_this<state> {
         options(std::move(o)),
         pause(a.get_executor()) {}
 
+  static constexpr int max_burst = 64;
+
   tcp::acceptor* acceptor;
+  tcp protocol = tcp::v4();  // the acceptor's, read at the start
   executor_function next;
   socket_handler on_socket;
   accept_loop_options options;
@@ -34,18 +42,36 @@ struct accept_loop::state : std::enable_shared_from_this<state> {
   std::chrono::milliseconds pause_for{0};
   clock::time_point last_told{};
 
+  // Takes every connection waiting (at most a burst's worth per turn of the event loop, so that the
+  // listener does not starve the connections it serves), then waits for the next. The descriptors come from
+  // accept4 with SOCK_CLOEXEC (io/cloexec.hpp): Asio's accept makes ones a child process would inherit.
   void accept() {
-    if (stopped) return;
-    auto done = [self = shared_from_this()](error_code ec, tcp::socket s) {
-      self->accepted(ec, std::move(s));
-    };
-    if (next) return acceptor->async_accept(next(), std::move(done));
-    acceptor->async_accept(std::move(done));
+    for (int n = 0; n < max_burst; ++n) {
+      if (stopped || !acceptor->is_open()) return;
+      error_code ec;
+      const int fd = detail::accept_cloexec(acceptor->native_handle(), ec);
+      if (ec == asio::error::would_block) return wait();
+      if (ec) return failed(ec);
+      tcp::socket s(next ? next() : acceptor->get_executor());
+      s.assign(protocol, fd, ec);
+      if (ec) {
+        ::close(fd);
+        return failed(ec);
+      }
+      accepted(std::move(s));
+    }
+    asio::post(acceptor->get_executor(), [self = shared_from_this()] { self->accept(); });
   }
 
-  void accepted(const error_code& ec, tcp::socket s) {
-    if (stopped || ec == asio::error::operation_aborted || !acceptor->is_open()) return;
-    if (ec) return failed(ec);
+  void wait() {
+    acceptor->async_wait(tcp::acceptor::wait_read, [self = shared_from_this()](error_code ec) {
+      if (self->stopped || ec == asio::error::operation_aborted || !self->acceptor->is_open()) return;
+      if (ec) return self->failed(ec);
+      self->accept();
+    });
+  }
+
+  void accepted(tcp::socket s) {
     if (in_a_row != 0) {
       tell(log_level::info,
            options.name + ": accepting again after " + std::to_string(in_a_row) + " failed accept(s)");
@@ -53,7 +79,6 @@ struct accept_loop::state : std::enable_shared_from_this<state> {
       pause_for = std::chrono::milliseconds(0);
     }
     on_socket(std::move(s));
-    accept();
   }
 
   void failed(const error_code& ec) {
@@ -92,6 +117,10 @@ accept_loop::~accept_loop() {
 }
 
 void accept_loop::start() {
+  // accept4 is called before any wait: it must not block.
+  error_code ec;
+  st_->acceptor->non_blocking(true, ec);
+  if (const auto local = st_->acceptor->local_endpoint(ec); !ec) st_->protocol = local.protocol();
   st_->accept();
 }
 

@@ -1,10 +1,13 @@
 #include "engine.hpp"
 
+#include "io/cloexec.hpp"
+
 #include <kws/host_port.hpp>
 #include <kws/kafka/tracker.hpp>
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/socket_base.hpp>
+#include <boost/system/system_error.hpp>
 
 #include <cerrno>
 #include <cstring>
@@ -79,7 +82,10 @@ engine::engine(config cfg, std::string client_name)
   tracking_ = std::move(tracking);
 
   const tcp::endpoint loopback(asio::ip::address_v4::loopback(), 0);
-  acceptor_.open(loopback.protocol());
+  // Closed on exec, as every socket of the plugin: see io/cloexec.hpp.
+  error_code opened;
+  kws::detail::open_cloexec(acceptor_, loopback.protocol(), opened);
+  if (opened) throw boost::system::system_error(opened, "opening the loopback listener");
   acceptor_.bind(loopback);
   acceptor_.listen(asio::socket_base::max_listen_connections);
   listener_.sin_family = AF_INET;

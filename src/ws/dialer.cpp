@@ -2,6 +2,7 @@
 // WebSocket upgrade, each step bounded by the handshake timeout; then the connection (stream.hpp) is handed
 // over. Beast does the HTTP of the CONNECT exchange and of the upgrade.
 #include <kws/detail/dial_arena.hpp>
+#include "io/cloexec.hpp"
 #include "ws/dialer_state.hpp"
 #include "ws/stream.hpp"
 #include "ws/tls_verify.hpp"
@@ -149,6 +150,53 @@ namespace {
 // smaller.
 constexpr std::uint32_t max_proxy_header_bytes = 16 * 1024;
 
+// Tries each address in turn, as asio::async_connect does, on a socket opened close-on-exec (see
+// io/cloexec.hpp; Asio's own opens one a child process would inherit). Completes with the endpoint connected
+// to, or with the last address's error; the stream's deadline passing (or a cancel) ends it at once.
+class connect_each_op {
+ public:
+  connect_each_op(beast::tcp_stream& stream, tcp::resolver::results_type results)
+      : stream_(&stream), results_(std::move(results)), it_(results_.begin()) {}
+
+  template <class Self>
+  void operator()(Self& self) {
+    try_from_here(self);
+  }
+
+  template <class Self>
+  void operator()(Self& self, error_code ec) {
+    if (!ec) return self.complete(ec, it_->endpoint());
+    last_ = ec;
+    if (ec == beast::error::timeout || ec == asio::error::operation_aborted) return self.complete(ec, {});
+    ++it_;
+    try_from_here(self);
+  }
+
+ private:
+  template <class Self>
+  void try_from_here(Self& self) {
+    for (; it_ != results_.end(); ++it_) {
+      error_code ec;
+      stream_->socket().close(ec);
+      open_cloexec(stream_->socket(), it_->endpoint().protocol(), ec);
+      if (!ec) return stream_->async_connect(it_->endpoint(), std::move(self));
+      last_ = ec;
+    }
+    self.complete(last_, {});
+  }
+
+  beast::tcp_stream* stream_;
+  tcp::resolver::results_type results_;
+  tcp::resolver::results_type::const_iterator it_;  // shares the results' storage: valid after a move
+  error_code last_ = asio::error::not_found;        // no address at all
+};
+
+template <class Handler>
+void async_connect_each(beast::tcp_stream& stream, tcp::resolver::results_type results, Handler&& handler) {
+  asio::async_compose<Handler, void(error_code, tcp::endpoint)>(connect_each_op(stream, std::move(results)),
+                                                                handler, stream);
+}
+
 // Resolve, connect, (CONNECT through a forward proxy,) (TLS handshake,) WebSocket upgrade; every step bounded
 // by the handshake timeout. Through a proxy, TLS and the upgrade run inside the tunnel and concern the broker
 // alone: SNI, certificate and host-name checks use the broker's name, never the proxy's.
@@ -191,7 +239,7 @@ class dial_op {
     }
     auto& tcp_layer = conn_->tcp();
     tcp_layer.expires_at(deadline_);
-    tcp_layer.async_connect(results, std::move(self));
+    async_connect_each(tcp_layer, results, std::move(self));
   }
 
   template <class Self>

@@ -2,16 +2,21 @@
 // second) instead of spinning on a backlog it cannot take, and accepts everyone once descriptors come back.
 #include <kws/accept_loop.hpp>
 
+#include "process.hpp"
+
 #include <gtest/gtest.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -113,6 +118,33 @@ TEST(AcceptLoop, StopsAndLetsItsAcceptorGo) {
   acceptor.reset();
   ioc.run_for(100ms);
   EXPECT_EQ(got, 0);
+}
+
+// The sockets the loop hands out are closed on exec. A child process started while a connection is open does
+// not inherit it: when the server closes the connection, the client sees its end at once (with the child
+// holding a copy, it would see none until the child exited).
+TEST(AcceptLoop, AChildProcessStartedMeanwhileDoesNotKeepAnAcceptedConnectionOpen) {
+  asio::io_context ioc;
+  tcp::acceptor acceptor(ioc, tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+  std::optional<tcp::socket> accepted;
+  kws::accept_loop loop(acceptor, [&](tcp::socket s) { accepted.emplace(std::move(s)); });
+  loop.start();
+
+  tcp::socket client(ioc);
+  client.connect(acceptor.local_endpoint());
+  for (const auto until = std::chrono::steady_clock::now() + 10s;
+       !accepted && std::chrono::steady_clock::now() < until;)
+    ioc.run_one_for(100ms);
+  ASSERT_TRUE(accepted);
+  EXPECT_NE(::fcntl(accepted->native_handle(), F_GETFD) & FD_CLOEXEC, 0);
+
+  kws::test::child_process child({"/bin/sleep", "60"});
+  accepted->close();
+  // The client's end of stream, waited for with a bound.
+  pollfd p{client.native_handle(), POLLIN, 0};
+  ASSERT_EQ(::poll(&p, 1, 10000), 1) << "the client saw no end of the connection while the child lived";
+  char byte = 0;
+  EXPECT_EQ(::recv(client.native_handle(), &byte, 1, 0), 0);
 }
 
 }  // namespace

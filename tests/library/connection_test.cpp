@@ -1,5 +1,6 @@
 // The connection as a Kafka client sees it, against a real Beast WebSocket server on 127.0.0.1.
 #include "frame_util.hpp"
+#include "process.hpp"
 #include "ws_test_server.hpp"
 
 #include <kws/kws.hpp>
@@ -84,6 +85,25 @@ class Connection : public ::testing::Test {
   kws::dialer_config cfg{.tls = false, .handshake_timeout = std::chrono::seconds(5)};
   kws::dialer dialer{ioc.get_executor(), cfg};
 };
+
+// The library's sockets are closed on exec. A child process the application starts while a connection is
+// open does not inherit it: aborting the connection ends it for the server at once (with the child holding a
+// copy of the socket, the server would see no end until the child exited).
+TEST_F(Connection, AChildProcessStartedMeanwhileDoesNotKeepItOpen) {
+  std::promise<void> ended;
+  auto seen = ended.get_future();
+  ws_test_server server([&](ws_peer& p) {
+    ws_peer::message m;
+    while (p.read(m)) {
+    }
+    ended.set_value();
+  });
+  auto c = dialer.dial(server.address());
+  kws::test::child_process child({"/bin/sleep", "60"});
+  c.abort();
+  EXPECT_EQ(seen.wait_for(std::chrono::seconds(10)), std::future_status::ready)
+      << "the server saw no end of the connection while the child lived";
+}
 
 TEST_F(Connection, ReadsOneMessage) {
   ws_test_server server(sends({frame("hello kafka")}));
