@@ -97,14 +97,39 @@ std::optional<kafka::broker_endpoint> broker_directory::map(const kafka::adverti
       ec = d.error;
       return std::nullopt;
     case route_decision::kind::main:
+      note_node(config_.main_port, b, config_.bootstrap_url);
       return kafka::broker_endpoint{config_.advertise_host, config_.main_port};
     case route_decision::kind::listener:
       break;
   }
-  if (const auto port = find(d.url)) return kafka::broker_endpoint{config_.advertise_host, *port};
-  const auto port = open(route{std::move(d.url), b.node_id, host_port(b.host, b.port), 0}, ec);
-  if (!port) return std::nullopt;
+  auto port = find(d.url);
+  if (!port) {
+    port = open(route{d.url, b.node_id, host_port(b.host, b.port), 0}, ec);
+    if (!port) return std::nullopt;
+  }
+  note_node(*port, b, d.url);
   return kafka::broker_endpoint{config_.advertise_host, *port};
+}
+
+// Two brokers behind one listener: what a client sends to either reaches the one URL, and a broker there
+// that is not the partition's leader answers NOT_LEADER for ever, with nothing logged. The usual cause is a
+// gateway (or any broker side that serves each broker at a path of its own) reached with the default
+// template, which makes the same URL of every broker the gateway advertises at its own address.
+void broker_directory::note_node(std::uint16_t port, const kafka::advertised_broker& b,
+                                 const std::string& url) {
+  std::int32_t first = 0;
+  {
+    std::lock_guard lock(nodes_mu_);
+    const auto [it, inserted] = node_at_port_.emplace(port, b.node_id);
+    if (inserted || it->second == b.node_id || !reported_shared_.insert(port).second) return;
+    first = it->second;
+  }
+  spdlog::warn(
+      "brokers {} and {} both map to {}, so clients find both at {} and send what they mean for either to "
+      "that "
+      "one URL; if it leads to one broker only (kafka-websocket-gateway serves each at /kafka/{{node_id}}), "
+      "give --broker-url-template a {{node_id}}",
+      first, b.node_id, url, host_port(config_.advertise_host, port));
 }
 
 // First sight of a broker: one worker binds its listener, outside every lock that a lookup takes; a worker

@@ -88,7 +88,8 @@ class broker_directory {
   /// advertises one of this proxy's listeners; maps the bootstrap broker to the main listener and every
   /// other broker to its own listener, opened on first sight. A broker seen before costs a shared lock and a
   /// map lookup; only the first sight of a broker binds, and only that broker's other first sights wait for
-  /// it.
+  /// it. When two node ids come to share one listener (the template makes the same URL for both), logs one
+  /// warning for that listener: a client sends what it means for either broker to that one URL.
   std::optional<kafka::broker_endpoint> map(const kafka::advertised_broker& b, boost::system::error_code& ec);
 
   /// The listeners opened so far for further brokers.
@@ -128,6 +129,13 @@ class broker_directory {
   std::set<std::string> opening_;
   // Node ids already reported as outside the range (ports_by_node_id), so that the line comes once each.
   std::set<std::int32_t> out_of_range_;
+
+  // The first node id mapped to each listener port, and the ports already reported as shared by two node
+  // ids (see note_node): the line comes once per port.
+  void note_node(std::uint16_t port, const kafka::advertised_broker& b, const std::string& url);
+  std::mutex nodes_mu_;
+  std::map<std::uint16_t, std::int32_t> node_at_port_;
+  std::set<std::uint16_t> reported_shared_;
 
   // The next port of the range to try; the kernel's bind settles two workers trying the same one.
   std::atomic<std::uint32_t> next_port_;

@@ -152,19 +152,11 @@ class Gateway : public ::testing::Test {
     const auto gw = scheme + "://localhost:" + std::to_string(gateway_port_);
     const auto nodes_gw =
         node_gateway_port ? scheme + "://localhost:" + std::to_string(node_gateway_port) : gw;
-    std::vector<std::string> argv{KWS_PROXY_PATH,
-                                  "--listen",
-                                  "127.0.0.1",
-                                  "--port",
-                                  "0",
-                                  "--broker",
-                                  gw + "/kafka",
-                                  "--broker-url-template",
-                                  nodes_gw + "/kafka/{node_id}",
-                                  "--threads",
-                                  "2",
-                                  "--drain-timeout",
-                                  "2s"};
+    std::vector<std::string> argv{
+        KWS_PROXY_PATH, "--listen",  "127.0.0.1", "--port",          "0", "--broker",
+        gw + "/kafka",  "--threads", "2",         "--drain-timeout", "2s"};
+    if (node_template_)
+      argv = argv + std::vector<std::string>{"--broker-url-template", nodes_gw + "/kafka/{node_id}"};
     if (tls_) argv = argv + std::vector<std::string>{"--ca-file", tls_->ca_pem};
     proxy_ = std::make_unique<child_process>(argv + extra);
     const auto port = proxy_->wait_for_output(std::regex(R"(listening on 127\.0\.0\.1:(\d+))"));
@@ -214,6 +206,7 @@ class Gateway : public ::testing::Test {
   std::string upstream_;
   unsigned short gateway_port_ = 0;
   std::string bootstrap_;
+  bool node_template_ = true;  // start_proxy gives --broker-url-template with {node_id}
 };
 
 TEST_F(Gateway, KcatThroughProxyAndWssReachesEveryPartitionOfSixOnThreeBrokers) {
@@ -226,6 +219,9 @@ TEST_F(Gateway, KcatThroughProxyAndWssReachesEveryPartitionOfSixOnThreeBrokers) 
   const std::regex listed(R"(broker \d+ at 127\.0\.0\.1:\d+)");
   EXPECT_EQ(std::distance(std::sregex_iterator(md.begin(), md.end(), listed), std::sregex_iterator()), 3)
       << md;
+  // Each broker on a listener of its own: the proxy reported no two sharing one (it logs a mapping before it
+  // forwards the response, so the line would be there by now).
+  EXPECT_EQ(proxy_->output().find("both map to"), std::string::npos) << proxy_->output();
   std::map<int, std::vector<std::string>> want;
   for (int p = 0; p < 6; ++p) {
     const auto lines = keyed_lines(200, "p" + std::to_string(p) + "-");
@@ -246,6 +242,27 @@ TEST_F(Gateway, KcatThroughProxyAndWssReachesEveryPartitionOfSixOnThreeBrokers) 
             .empty())
         << "node " << node;
   }
+}
+
+TEST_F(Gateway, WithoutANodeIdTemplateTheProxySaysThatTwoBrokersShareOneUrl) {
+  // The gateway advertises every broker at its own address; the default template makes one URL of them all,
+  // so clients would send everything to the bootstrap path. The proxy says so, once, in a line that names
+  // the fix.
+  ASSERT_NO_FATAL_FAILURE(start_mock(3, {"six:6"}));
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  node_template_ = false;
+  ASSERT_NO_FATAL_FAILURE(start_proxy());
+  ASSERT_NO_FATAL_FAILURE(kcat("metadata", {"-L", "-t", "six"}));
+  const auto line = proxy_->wait_for_output(std::regex(
+      R"(brokers (\d+) and \d+ both map to ws://localhost:\d+/kafka, so clients find both at [^ ]+ and send what )"
+      R"(they mean for either to that one URL; .*give --broker-url-template a \{node_id\})"));
+  ASSERT_TRUE(line) << proxy_->output();
+  ASSERT_NO_FATAL_FAILURE(kcat("metadata-again", {"-L", "-t", "six"}));
+  const auto out = proxy_->output();
+  std::size_t lines = 0;
+  for (auto at = out.find("both map to"); at != std::string::npos; at = out.find("both map to", at + 1))
+    ++lines;
+  EXPECT_EQ(lines, 1u) << out;
 }
 
 TEST_F(Gateway, AConsumerGroupThroughTheWholeChain) {

@@ -2,12 +2,15 @@
 #include "broker_directory.hpp"
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
 #include <boost/asio/error.hpp>
 
 #include <future>
 #include <latch>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <thread>
 
 namespace {
@@ -45,6 +48,17 @@ directory_config proxy_at_8080() {
   c.first_port = 8081;
   c.last_port = 8083;
   c.self_hosts = {"proxyhost", "10.1.2.3"};
+  return c;
+}
+
+// The proxy at 8080 in front of a gateway at `host`:`port`, bootstrapping at its /kafka path.
+directory_config behind_gateway(const std::string& scheme, const std::string& host, std::uint16_t port,
+                                const std::string& url_template = {}) {
+  auto c = proxy_at_8080();
+  c.bootstrap_url = scheme + "://" + host + ":" + std::to_string(port) + "/kafka";
+  c.bootstrap_host = host;
+  c.bootstrap_port = port;
+  if (!url_template.empty()) c.url_template = kws::url_template::parse(url_template);
   return c;
 }
 
@@ -100,11 +114,7 @@ TEST(BrokerDirectory, ABrokerAdvertisingThisProxyIsLeftAlone) {
 
 TEST(BrokerDirectory, ANodeIdTemplateTellsApartBrokersThatShareAnAddress) {
   // Behind a gateway every broker is advertised at the gateway's address; the node id picks the route.
-  auto c = proxy_at_8080();
-  c.bootstrap_url = "wss://gw.example.com:443/kafka";
-  c.bootstrap_host = "gw.example.com";
-  c.bootstrap_port = 443;
-  c.url_template = kws::url_template::parse("wss://gw.example.com/kafka/{node_id}");
+  auto c = behind_gateway("wss", "gw.example.com", 443, "wss://gw.example.com/kafka/{node_id}");
   recording_opener opener;
   broker_directory d(std::move(c), std::ref(opener));
   EXPECT_EQ(map(d, 0, "gw.example.com", 443)->port, 8081);
@@ -118,6 +128,67 @@ TEST(BrokerDirectory, ANodeIdTemplateTellsApartBrokersThatShareAnAddress) {
   c2.url_template = kws::url_template::parse("wss://gw.example.com/kafka/{node_id}");
   broker_directory d2(std::move(c2), std::ref(opener));
   EXPECT_EQ(map(d2, 0, "gw.example.com", 443)->port, 8080);
+}
+
+// The default logger's lines while it lives.
+class captured_log {
+ public:
+  captured_log() : previous_(spdlog::default_logger()) {
+    auto logger =
+        std::make_shared<spdlog::logger>("captured", std::make_shared<spdlog::sinks::ostream_sink_mt>(out_));
+    logger->set_pattern("%l %v");
+    spdlog::set_default_logger(std::move(logger));
+  }
+  ~captured_log() { spdlog::set_default_logger(previous_); }
+  std::string text() const { return out_.str(); }
+
+ private:
+  std::ostringstream out_;
+  std::shared_ptr<spdlog::logger> previous_;
+};
+
+std::size_t count_of(const std::string& text, const std::string& what) {
+  std::size_t n = 0;
+  for (auto at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST(BrokerDirectory, TwoNodeIdsBehindOneListenerAreReportedOnceForThatListener) {
+  // A gateway reached with the default template: every broker is advertised at the gateway's address, so
+  // the template makes one URL of all of them.
+  auto c = behind_gateway("ws", "gw.example.com", 8443);
+  recording_opener opener;
+  broker_directory d(std::move(c), std::ref(opener));
+  captured_log log;
+  for (int round = 0; round < 3; ++round) {
+    for (int node = 1; node <= 3; ++node) EXPECT_EQ(map(d, node, "gw.example.com", 8443)->port, 8080);
+  }
+  EXPECT_EQ(count_of(log.text(),
+                     "warning brokers 1 and 2 both map to ws://gw.example.com:8443/kafka, so "
+                     "clients find both at proxy.example:8080"),
+            1u)
+      << log.text();
+  EXPECT_EQ(count_of(log.text(), "warning "), 1u) << log.text();
+  // The same for a further listener: two brokers advertised at one other address.
+  EXPECT_EQ(map(d, 4, "other.example", 9092)->port, 8081);
+  EXPECT_EQ(map(d, 4, "other.example", 9092)->port, 8081);
+  EXPECT_EQ(count_of(log.text(), "warning "), 1u) << log.text();
+  EXPECT_EQ(map(d, 5, "other.example", 9092)->port, 8081);
+  EXPECT_EQ(map(d, 6, "other.example", 9092)->port, 8081);
+  EXPECT_EQ(count_of(log.text(), "warning brokers 4 and 5 both map to ws://other.example:9092/"), 1u)
+      << log.text();
+  EXPECT_EQ(count_of(log.text(), "warning "), 2u) << log.text();
+}
+
+TEST(BrokerDirectory, BrokersOnListenersOfTheirOwnAreNotReported) {
+  auto c = behind_gateway("ws", "gw.example.com", 8443, "ws://gw.example.com:8443/kafka/{node_id}");
+  recording_opener opener;
+  broker_directory d(std::move(c), std::ref(opener));
+  captured_log log;
+  for (int round = 0; round < 2; ++round) {
+    for (int node = 1; node <= 3; ++node) EXPECT_EQ(map(d, node, "gw.example.com", 8443)->port, 8080 + node);
+  }
+  EXPECT_EQ(count_of(log.text(), "warning "), 0u) << log.text();
 }
 
 TEST(BrokerDirectory, WithoutARangeEveryListenerTakesAnyFreePort) {
