@@ -1,4 +1,5 @@
 #include <kws/frame.hpp>
+#include <kws/kafka/metadata.hpp>
 #include <kws/kafka/tracker.hpp>
 
 #include "profile_0_8.hpp"
@@ -215,6 +216,9 @@ frame_action tracker::on_request(bytes_view frame, std::vector<unsigned char>& r
     if (carries_broker_addresses(h.key, h.version) || h.version > *max_rewritable_version(h.key)) {
       e.how = treatment::rewrite;
     }
+  } else if (!config_->rewrite && config_->on_metadata_brokers && h.key == api_key::metadata &&
+             h.version >= 0 && h.version <= *max_rewritable_version(api_key::metadata)) {
+    e.how = treatment::watch_brokers;
   }
   fifo_.push_back(std::move(e));
   return frame_action::forward;
@@ -343,6 +347,20 @@ frame_action tracker::on_response(bytes_view frame, std::vector<unsigned char>& 
           },
           replacement, ec);
       break;
+    case treatment::watch_brokers:
+      if (auto brokers = decode_metadata_brokers(e.version, frame, ec); !ec) {
+        try {
+          config_->on_metadata_brokers(brokers);
+        } catch (const std::exception&) {
+          // Only a watcher: whatever it could not do, the answer goes on.
+        }
+      } else {
+        note(log_level::debug, [&] {
+          return "the brokers of the answer to " + describe(e.key, e.version, e.correlation_id) +
+                 " could not be read (" + ec.message() + "); passed on as it came";
+        });
+      }
+      return frame_action::forward;
     case treatment::fetch_merged:
       if (std::string why; !profile_0_8::restore_fetch(frame, *e.layout, replacement, why)) {
         error = "cannot put the answer to the merged " + describe(e.key, e.version, e.correlation_id) +

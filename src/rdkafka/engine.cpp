@@ -11,6 +11,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <string_view>
+#include <utility>
 
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
@@ -79,6 +82,9 @@ engine::engine(config cfg, std::string client_name)
   tracking->broker_max_in_flight = cfg_.broker_max_in_flight;
   tracking->api_versions_timeout = cfg_.api_versions_timeout;
   tracking->verdicts = process_verdicts();
+  tracking->on_metadata_brokers = [this](const std::vector<kafka::advertised_broker>& brokers) {
+    note_shared_addresses(brokers);
+  };
   tracking_ = std::move(tracking);
 
   const tcp::endpoint loopback(asio::ip::address_v4::loopback(), 0);
@@ -189,6 +195,32 @@ void engine::on_accepted(tcp::socket s) {
         }
         start_relay(id, std::move(s), std::move(ws), std::move(url), std::move(t));
       });
+}
+
+// Several brokers advertised at one address: librdkafka keeps one broker handle per address (its node id
+// changes with each Metadata answer), so it reaches one of them and waits for the partitions of the
+// others, with nothing in its log at its default level. A gateway's default --advertise does this: one
+// warning per address says so.
+void engine::note_shared_addresses(const std::vector<kafka::advertised_broker>& brokers) {
+  std::map<std::pair<std::string_view, std::int32_t>, std::set<std::int32_t>> at;
+  for (const auto& b : brokers) at[{b.host, b.port}].insert(b.node_id);
+  for (const auto& entry : at) {
+    const auto& nodes = entry.second;
+    if (nodes.size() < 2) continue;
+    auto where = join_host_port(entry.first.first, static_cast<std::uint32_t>(entry.first.second));
+    {
+      std::lock_guard lock(shared_mu_);
+      if (!shared_addresses_.insert(where).second) continue;
+    }
+    note(log_level::warn, [&] {
+      std::string ids;
+      for (const auto id : nodes) ids += (ids.empty() ? "" : ", ") + std::to_string(id);
+      return "brokers " + ids + " are all advertised at " + where +
+             ": librdkafka keeps one connection per address, so it reaches one of them and waits for the "
+             "partitions of the others; the broker side must advertise a name per broker (for "
+             "kafka-websocket-gateway, --advertise 'kafka-{node_id}.HOST:PORT')";
+    });
+  }
 }
 
 void engine::start_relay(std::uint64_t id, tcp::socket s, connection ws, std::string url,

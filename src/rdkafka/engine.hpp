@@ -5,6 +5,7 @@
 #include <kws/accept_loop.hpp>
 #include <kws/address.hpp>
 #include <kws/dialer.hpp>
+#include <kws/kafka/rewrite.hpp>
 #include <kws/rdkafka.hpp>
 #include <kws/relay.hpp>
 
@@ -19,9 +20,11 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include <netinet/in.h>
 
@@ -83,6 +86,7 @@ class engine : public std::enable_shared_from_this<engine> {
                    broker_target target);
   void stop_on_loop();
   kafka::api_verdict_handler verdict_note(std::uint64_t id, const std::string& url);
+  void note_shared_addresses(const std::vector<kafka::advertised_broker>& brokers);
 
   config cfg_;
   mutable std::mutex name_mu_;
@@ -104,6 +108,9 @@ class engine : public std::enable_shared_from_this<engine> {
   std::mutex mu_;  // guards pending_ (filled by broker threads, emptied by the loop)
   std::unordered_map<std::uint16_t, pending> pending_;
   std::atomic<bool> stopping_{false};
+
+  std::mutex shared_mu_;  // guards shared_addresses_: the addresses already reported as several brokers'
+  std::set<std::string> shared_addresses_;
 
   // The loop's own state.
   std::unordered_map<std::uint64_t, std::shared_ptr<relay>> relays_;

@@ -305,6 +305,23 @@ TEST_F(Gateway, AConsumerGroupWithTheLibrdkafkaPluginStraightToTheGateway) {
   std::sort(got.begin(), got.end());
   std::sort(sent.begin(), sent.end());
   EXPECT_TRUE(got == sent) << got.size() << " of " << sent.size() << " messages";
+  // A name per broker: the plugin had nothing to say about shared addresses.
+  EXPECT_EQ(r.err.find("are all advertised at"), std::string::npos) << r.err;
+}
+
+TEST_F(Gateway, WithOneAdvertisedAddressForAllBrokersThePluginSaysLibrdkafkaCannotTellThemApart) {
+  // The gateway's default --advertise: its own address for every broker. librdkafka keeps one connection per
+  // address, so this cannot work; the plugin says why in one line, however many Metadata answers come.
+  ASSERT_NO_FATAL_FAILURE(start_mock(3, {"six:6"}));
+  ASSERT_NO_FATAL_FAILURE(start_gateway());
+  const auto r =
+      run(plugin_kcat() + std::vector<std::string>{"-L", "-t", "six"}, plugin_io(dir_ / "plugin.out"), 30s);
+  ASSERT_EQ(r.exit_code, std::optional<int>(0)) << describe(r.exit_code, r.err);
+  const std::string line =
+      "brokers 1, 2, 3 are all advertised at 127.0.0.1:" + std::to_string(gateway_port_) +
+      ": librdkafka keeps one connection per address";
+  EXPECT_NE(r.err.find(line), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find(line), r.err.rfind(line)) << r.err;
 }
 #endif
 

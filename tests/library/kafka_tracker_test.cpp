@@ -415,6 +415,40 @@ TEST(KafkaTracker, WithoutRewritingEveryFramePassesUnchanged) {
   EXPECT_EQ(t.in_flight(), 0u);
 }
 
+TEST(KafkaTracker, WithoutRewritingAWatcherIsToldTheBrokersOfEachMetadataAnswerThatParses) {
+  auto c = std::make_shared<tracker_config>(*config(false));
+  std::vector<std::vector<std::pair<std::int32_t, std::string>>> told;
+  c->on_metadata_brokers = [&](const std::vector<kws::kafka::advertised_broker>& brokers) {
+    auto& seen = told.emplace_back();
+    for (const auto& b : brokers)
+      seen.emplace_back(b.node_id, std::string(b.host) + ":" + std::to_string(b.port));
+  };
+  tracker t(c);
+  // A Metadata answer: its brokers are told, the frame goes on unchanged.
+  ASSERT_EQ(ask(t, request(3, 1, 1)), frame_action::forward);
+  const auto answer = kt::encode_metadata(metadata(9092), 1, {1, {}});
+  auto v = respond(t, answer);
+  EXPECT_EQ(v.action, frame_action::forward);
+  EXPECT_TRUE(v.out.empty());
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told[0], (std::vector<std::pair<std::int32_t, std::string>>{{0, "edge.example.com:443"},
+                                                                        {1, "b1.internal:9092"}}));
+  // Other answers, an answer that does not parse, and a version above what can be read: passed on, untold.
+  ASSERT_EQ(ask(t, request(1, 0, 2)), frame_action::forward);
+  EXPECT_EQ(respond(t, opaque_response(2)).action, frame_action::forward);
+  ASSERT_EQ(ask(t, request(3, 1, 3)), frame_action::forward);
+  auto cut = kt::encode_metadata(metadata(9092), 1, {3, {}});
+  cut.resize(cut.size() - 3);
+  kws::store_be32(cut.data(), static_cast<std::int32_t>(cut.size() - 4));
+  EXPECT_EQ(respond(t, cut).action, frame_action::forward);
+  const auto above =
+      static_cast<std::int16_t>(*kws::kafka::max_rewritable_version(kws::kafka::api_key::metadata) + 1);
+  ASSERT_EQ(ask(t, request(3, above, 4, true)), frame_action::forward);
+  EXPECT_EQ(respond(t, opaque_response(4)).action, frame_action::forward);
+  EXPECT_EQ(told.size(), 1u);
+  EXPECT_EQ(t.in_flight(), 0u);
+}
+
 TEST(KafkaTracker, FailsClosedOnAVersionItCannotRewriteAndOnAMalformedResponse) {
   tracker t(config());
   const auto above =

@@ -77,6 +77,11 @@ struct tracker_config {
   /// Where clients reach each advertised broker instead; required when rewriting. Shared by every tracker of
   /// this config, so called from many relays' threads at once: it must be thread-safe.
   broker_mapper map;
+  /// With rewrite off: told the brokers that each Metadata answer lists (versions 0 up to
+  /// max_rewritable_version(api_key::metadata); hosts are views into the frame, valid during the call).
+  /// Watches only: the frame goes on unchanged, and one that does not parse is passed on without a call. May
+  /// be null. Called from the relays' threads.
+  std::function<void(const std::vector<advertised_broker>&)> on_metadata_brokers;
   /// Told about requests and matched responses (may be null: then the tracker reads no clock).
   std::shared_ptr<request_observer> observer;
   /// With broker_api::negotiate: how long the broker may leave an ApiVersions request unanswered before the
@@ -145,6 +150,7 @@ class tracker final : public frame_hook {
     sasl_handshake,  ///< forwarded SaslHandshake v0; an answer with error code 0 starts the bare tokens
     sasl_token,      ///< a bare SASL token, forwarded; its answer (if one comes) goes back untouched
     fetch_merged,    ///< a Fetch merged for a Kafka 0.8 broker; the answer goes back in `layout`'s shape
+    watch_brokers,   ///< forwarded Metadata, rewrite off; the answer's brokers go to on_metadata_brokers
   };
   /// What the client's frames are.
   enum class client_stream : std::uint8_t {
