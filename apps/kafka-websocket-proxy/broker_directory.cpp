@@ -30,6 +30,20 @@ std::string host_port(std::string_view host, std::int32_t port) {
   return kws::join_host_port(host, static_cast<std::uint32_t>(port));
 }
 
+// For note_node's warning: when `url` could be a gateway's bootstrap path (`/`, or a path that ends in
+// `/kafka`), the template that reaches each broker through that gateway; otherwise where a gateway serves
+// them.
+std::string gateway_hint(const std::string& url) {
+  const auto scheme_end = url.find("://");
+  const auto path_at = scheme_end == std::string::npos ? std::string::npos : url.find('/', scheme_end + 3);
+  if (path_at != std::string::npos && url.find('?', path_at) == std::string::npos) {
+    const std::string_view path = std::string_view(url).substr(path_at);
+    if (path == "/") return " (behind kafka-websocket-gateway: '" + url + "kafka/{node_id}')";
+    if (path.ends_with("/kafka")) return " (behind kafka-websocket-gateway: '" + url + "/{node_id}')";
+  }
+  return " (kafka-websocket-gateway serves each at /kafka/{node_id})";
+}
+
 }  // namespace
 
 bool broker_directory::is_loopback(std::string_view host) {
@@ -127,9 +141,8 @@ void broker_directory::note_node(std::uint16_t port, const kafka::advertised_bro
   spdlog::warn(
       "brokers {} and {} both map to {}, so clients find both at {} and send what they mean for either to "
       "that "
-      "one URL; if it leads to one broker only (kafka-websocket-gateway serves each at /kafka/{{node_id}}), "
-      "give --broker-url-template a {{node_id}}",
-      first, b.node_id, url, host_port(config_.advertise_host, port));
+      "one URL; if it leads to one broker only, give --broker-url-template a {{node_id}}{}",
+      first, b.node_id, url, host_port(config_.advertise_host, port), gateway_hint(url));
 }
 
 // First sight of a broker: one worker binds its listener, outside every lock that a lookup takes; a worker

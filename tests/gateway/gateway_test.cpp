@@ -255,7 +255,8 @@ TEST_F(Gateway, WithoutANodeIdTemplateTheProxySaysThatTwoBrokersShareOneUrl) {
   ASSERT_NO_FATAL_FAILURE(kcat("metadata", {"-L", "-t", "six"}));
   const auto line = proxy_->wait_for_output(std::regex(
       R"(brokers (\d+) and \d+ both map to ws://localhost:\d+/kafka, so clients find both at [^ ]+ and send what )"
-      R"(they mean for either to that one URL; .*give --broker-url-template a \{node_id\})"));
+      R"(they mean for either to that one URL; if it leads to one broker only, give --broker-url-template a )"
+      R"(\{node_id\} \(behind kafka-websocket-gateway: 'ws://localhost:\d+/kafka/\{node_id\}'\))"));
   ASSERT_TRUE(line) << proxy_->output();
   ASSERT_NO_FATAL_FAILURE(kcat("metadata-again", {"-L", "-t", "six"}));
   const auto out = proxy_->output();

@@ -163,10 +163,13 @@ TEST(BrokerDirectory, TwoNodeIdsBehindOneListenerAreReportedOnceForThatListener)
   for (int round = 0; round < 3; ++round) {
     for (int node = 1; node <= 3; ++node) EXPECT_EQ(map(d, node, "gw.example.com", 8443)->port, 8080);
   }
-  EXPECT_EQ(count_of(log.text(),
-                     "warning brokers 1 and 2 both map to ws://gw.example.com:8443/kafka, so "
-                     "clients find both at proxy.example:8080"),
-            1u)
+  EXPECT_EQ(
+      count_of(log.text(),
+               "warning brokers 1 and 2 both map to ws://gw.example.com:8443/kafka, so clients find both "
+               "at proxy.example:8080 and send what they mean for either to that one URL; if it leads to "
+               "one broker only, give --broker-url-template a {node_id} (behind kafka-websocket-gateway: "
+               "'ws://gw.example.com:8443/kafka/{node_id}')\n"),
+      1u)
       << log.text();
   EXPECT_EQ(count_of(log.text(), "warning "), 1u) << log.text();
   // The same for a further listener: two brokers advertised at one other address.
@@ -177,7 +180,22 @@ TEST(BrokerDirectory, TwoNodeIdsBehindOneListenerAreReportedOnceForThatListener)
   EXPECT_EQ(map(d, 6, "other.example", 9092)->port, 8081);
   EXPECT_EQ(count_of(log.text(), "warning brokers 4 and 5 both map to ws://other.example:9092/"), 1u)
       << log.text();
+  EXPECT_EQ(
+      count_of(log.text(), "(behind kafka-websocket-gateway: 'ws://other.example:9092/kafka/{node_id}')\n"),
+      1u)
+      << log.text();
   EXPECT_EQ(count_of(log.text(), "warning "), 2u) << log.text();
+
+  // A URL that no gateway's bootstrap path makes: the hint says only where a gateway serves each broker.
+  auto edge = behind_gateway("wss", "gw.example.com", 443, "wss://{host}:{port}/edge");
+  recording_opener edge_opener;
+  broker_directory e(std::move(edge), std::ref(edge_opener));
+  EXPECT_EQ(map(e, 1, "edge.example", 443)->port, 8081);
+  EXPECT_EQ(map(e, 2, "edge.example", 443)->port, 8081);
+  EXPECT_EQ(count_of(log.text(), "warning brokers 1 and 2 both map to wss://edge.example:443/edge, so"), 1u)
+      << log.text();
+  EXPECT_EQ(count_of(log.text(), "(kafka-websocket-gateway serves each at /kafka/{node_id})\n"), 1u)
+      << log.text();
 }
 
 TEST(BrokerDirectory, BrokersOnListenersOfTheirOwnAreNotReported) {
