@@ -150,9 +150,9 @@ TEST(BufferBudget, ReadersOnTwoThreadsAllFinishAndGiveEverythingBack) {
 // returned the reader's retry must be on its way. Trials (a fresh budget each) repeat until the release
 // has landed between the failed take and the wait 20 times, for at most 3 s: a few hundred to a few thousand
 // trials on a quiet machine. Under `ctest -j4` on two cores a bound of 20,000 trials (a quarter of a second)
-// twice ended without hitting the window once, hence a bound in time; with four CPU-bound processes beside
-// it on two cores even 3 s missed it in two runs of three (then it skips, below). With the wait's check of
-// the release count removed, 600 to 1,200 readers were stranded in each of five such runs.
+// missed the window every time in four of six runs, hence a bound in time; with four CPU-bound
+// processes beside it on two cores even 3 s missed it in two runs of three (then it skips, below). With the
+// wait's check of the release count removed, 600 to 1,200 readers were stranded in each of five such runs.
 TEST(BufferBudget, TheLastReleaseRacingAFailedTakeAndItsWaitNeverStrandsTheReader) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
   constexpr int wanted_races = 20;
